@@ -1,0 +1,599 @@
+//! The platform configuration file: parsing, validation and defaults.
+//!
+//! The file is YAML. It is read in two stages, the way a compiler reads source: first into raw
+//! structures that remember where each value came from, then validated into a [`Platform`] that the
+//! rest of `vz` uses without checking again. Every error names the file, the line and column, and the
+//! field.
+//!
+//! ```yaml
+//! environmentName: quickstart        # first label of the platform's DNS domain; default "default"
+//! dns:
+//!   wildcard: {domain: nip.io}       # or sslip.io; or `external: {suffix: example.com}`
+//! ingress:
+//!   type: NodePort                   # or LoadBalancer (default)
+//!   externalIPs: [192.0.2.10]
+//! components:
+//!   istio: {enabled: true, injectionEnabled: true}
+//!   keycloak: {enabled: false}
+//! state:
+//!   backend: local
+//!   path: quickstart.vzstate.json    # relative to this file
+//! ```
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A configuration error, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<u64>,
+    /// 1-based column, when known.
+    pub column: Option<u64>,
+    /// The field, as a dotted path (e.g. `ingress.externalIPs[0]`), when known.
+    pub field: Option<String>,
+    /// What is wrong and, where it helps, what would be right.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        write!(f, ": ")?;
+        if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How the ingress controller's Service is exposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum IngressType {
+    /// A cloud load balancer provides the address.
+    LoadBalancer,
+    /// A NodePort Service; the address comes from `externalIPs` (127.0.0.1 when none are given).
+    NodePort,
+}
+
+/// Where the platform's DNS names come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dns {
+    /// `<env>.<ingress IP>.<domain>` through a wildcard DNS service (`nip.io` or `sslip.io`).
+    Wildcard {
+        /// `nip.io` or `sslip.io`.
+        domain: String,
+    },
+    /// `<env>.<suffix>`, records managed by the user.
+    External {
+        /// The DNS suffix.
+        suffix: String,
+    },
+    /// `<env>.<zone>`, records managed by ExternalDNS through a DNS provider.
+    Provider {
+        /// ExternalDNS provider name (e.g. `rfc2136`, `oci`).
+        provider: String,
+        /// The DNS zone.
+        zone: String,
+    },
+}
+
+/// Which system components the platform has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct Components {
+    /// Istio service mesh (istiod, ingress and egress gateways).
+    pub istio: bool,
+    /// Label system namespaces with `istio-injection=enabled` (only when Istio is on).
+    pub istio_injection: bool,
+    /// NGINX Ingress Controller.
+    pub ingress_nginx: bool,
+    /// cert-manager.
+    pub cert_manager: bool,
+    /// Keycloak (and its MySQL operator).
+    pub keycloak: bool,
+    /// The Verrazzano console.
+    pub console: bool,
+    /// Prometheus (namespace `verrazzano-monitoring`).
+    pub prometheus: bool,
+    /// Grafana.
+    pub grafana: bool,
+    /// Kiali.
+    pub kiali: bool,
+    /// Argo CD.
+    pub argocd: bool,
+    /// ExternalDNS: on exactly when `dns.provider` is set.
+    pub external_dns: bool,
+}
+
+impl Components {
+    /// Whether system namespaces are labelled for sidecar injection.
+    pub fn injection(&self) -> bool {
+        self.istio && self.istio_injection
+    }
+}
+
+/// The validated platform configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// First label of the platform's domain; also the value of the platform label on every object.
+    pub environment_name: String,
+    /// DNS mode.
+    pub dns: Dns,
+    /// Ingress controller Service type.
+    pub ingress_type: IngressType,
+    /// External IPs of the ingress controller Service.
+    pub external_ips: Vec<IpAddr>,
+    /// System components.
+    pub components: Components,
+    /// Where the state is kept (absolute, or relative to the working directory).
+    pub state_path: PathBuf,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw file structure.
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawConfig {
+    environment_name: Option<Spanned<String>>,
+    #[serde(default)]
+    dns: Option<Spanned<RawDns>>,
+    #[serde(default)]
+    ingress: RawIngress,
+    #[serde(default)]
+    components: RawComponents,
+    #[serde(default)]
+    state: RawState,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawDns {
+    wildcard: Option<RawWildcard>,
+    external: Option<RawExternal>,
+    provider: Option<RawProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawWildcard {
+    domain: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawExternal {
+    suffix: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawProvider {
+    name: Spanned<String>,
+    zone: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawIngress {
+    #[serde(rename = "type")]
+    kind: Option<IngressType>,
+    #[serde(rename = "externalIPs", default)]
+    external_ips: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawComponent {
+    enabled: Option<bool>,
+    injection_enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawComponents {
+    istio: Option<Spanned<RawComponent>>,
+    #[serde(rename = "ingressNGINX")]
+    ingress_nginx: Option<Spanned<RawComponent>>,
+    cert_manager: Option<Spanned<RawComponent>>,
+    keycloak: Option<Spanned<RawComponent>>,
+    console: Option<Spanned<RawComponent>>,
+    prometheus: Option<Spanned<RawComponent>>,
+    grafana: Option<Spanned<RawComponent>>,
+    kiali: Option<Spanned<RawComponent>>,
+    #[serde(rename = "argoCD")]
+    argocd: Option<Spanned<RawComponent>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawState {
+    backend: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Read and validate the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Platform, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        field: None,
+        message: format!("cannot read the file: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Parse and validate configuration `text` that was read from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Platform, ConfigError> {
+    let raw: RawConfig = if text.trim().is_empty() {
+        RawConfig::default()
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| {
+            let loc = e.location();
+            ConfigError {
+                file: path.to_path_buf(),
+                line: loc.map(|l| l.line()),
+                column: loc.map(|l| l.column()),
+                field: None,
+                message: first_line(&e.to_string()),
+            }
+        })?
+    };
+    Validator { file: path }.platform(raw)
+}
+
+/// serde-saphyr's messages may carry a source snippet after the first line; the location is already
+/// reported separately.
+fn first_line(msg: &str) -> String {
+    let line = msg.lines().next().unwrap_or(msg).trim();
+    // Drop a trailing " at line N column M" that duplicates our own location prefix.
+    match line.find(" at line ") {
+        Some(idx) => line[..idx].to_string(),
+        None => line.to_string(),
+    }
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err<T>(&self, at: &Spanned<T>, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: Some(at.referenced.line()),
+            column: Some(at.referenced.column()),
+            field: Some(field.to_string()),
+            message: message.into(),
+        }
+    }
+
+    fn platform(&self, raw: RawConfig) -> Result<Platform, ConfigError> {
+        let environment_name = match raw.environment_name {
+            Some(name) => {
+                check_dns_label(&name.value).map_err(|m| self.err(&name, "environmentName", m))?;
+                name.value
+            }
+            None => "default".to_string(),
+        };
+
+        let dns = match raw.dns {
+            None => Dns::Wildcard {
+                domain: "nip.io".into(),
+            },
+            Some(spanned) => self.dns(spanned)?,
+        };
+
+        let mut external_ips = Vec::new();
+        for (i, ip) in raw.ingress.external_ips.iter().enumerate() {
+            let parsed: IpAddr = ip.value.trim().parse().map_err(|_| {
+                self.err(
+                    ip,
+                    &format!("ingress.externalIPs[{i}]"),
+                    format!("`{}` is not an IP address", ip.value),
+                )
+            })?;
+            external_ips.push(parsed);
+        }
+
+        let c = &raw.components;
+        let on = |comp: &Option<Spanned<RawComponent>>, default: bool| {
+            comp.as_ref()
+                .and_then(|s| s.value.enabled)
+                .unwrap_or(default)
+        };
+        for (name, comp) in [
+            ("ingressNGINX", &c.ingress_nginx),
+            ("certManager", &c.cert_manager),
+            ("keycloak", &c.keycloak),
+            ("console", &c.console),
+            ("prometheus", &c.prometheus),
+            ("grafana", &c.grafana),
+            ("kiali", &c.kiali),
+            ("argoCD", &c.argocd),
+        ] {
+            if let Some(s) = comp
+                && s.value.injection_enabled.is_some()
+            {
+                return Err(self.err(
+                    s,
+                    &format!("components.{name}.injectionEnabled"),
+                    "only `components.istio` has `injectionEnabled`",
+                ));
+            }
+        }
+        let istio = on(&c.istio, true);
+        let components = Components {
+            istio,
+            istio_injection: c
+                .istio
+                .as_ref()
+                .and_then(|s| s.value.injection_enabled)
+                .unwrap_or(true),
+            ingress_nginx: on(&c.ingress_nginx, true),
+            cert_manager: on(&c.cert_manager, true),
+            keycloak: on(&c.keycloak, true),
+            console: on(&c.console, true),
+            prometheus: on(&c.prometheus, true),
+            grafana: on(&c.grafana, true),
+            kiali: on(&c.kiali, istio),
+            argocd: on(&c.argocd, false),
+            external_dns: matches!(dns, Dns::Provider { .. }),
+        };
+        if components.kiali
+            && !components.istio
+            && let Some(k) = &c.kiali
+        {
+            return Err(self.err(
+                k,
+                "components.kiali.enabled",
+                "Kiali needs Istio: enable `components.istio` or disable Kiali",
+            ));
+        }
+
+        let state_path = self.state(raw.state, &environment_name)?;
+
+        Ok(Platform {
+            source: self.file.to_path_buf(),
+            environment_name,
+            dns,
+            ingress_type: raw.ingress.kind.unwrap_or(IngressType::LoadBalancer),
+            external_ips,
+            components,
+            state_path,
+        })
+    }
+
+    fn dns(&self, spanned: Spanned<RawDns>) -> Result<Dns, ConfigError> {
+        let raw = &spanned.value;
+        let set = [
+            raw.wildcard.is_some(),
+            raw.external.is_some(),
+            raw.provider.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set != 1 {
+            return Err(self.err(
+                &spanned,
+                "dns",
+                "set exactly one of `wildcard`, `external` or `provider`",
+            ));
+        }
+        if let Some(w) = &raw.wildcard {
+            let domain = match &w.domain {
+                None => "nip.io".to_string(),
+                Some(d) if d.value == "nip.io" || d.value == "sslip.io" => d.value.clone(),
+                Some(d) => {
+                    return Err(self.err(
+                        d,
+                        "dns.wildcard.domain",
+                        format!("`{}` is not supported; use `nip.io` or `sslip.io`", d.value),
+                    ));
+                }
+            };
+            return Ok(Dns::Wildcard { domain });
+        }
+        if let Some(e) = &raw.external {
+            check_dns_name(&e.suffix.value)
+                .map_err(|m| self.err(&e.suffix, "dns.external.suffix", m))?;
+            return Ok(Dns::External {
+                suffix: e.suffix.value.clone(),
+            });
+        }
+        match &raw.provider {
+            Some(p) => {
+                check_dns_name(&p.zone.value)
+                    .map_err(|m| self.err(&p.zone, "dns.provider.zone", m))?;
+                if p.name.value.trim().is_empty() {
+                    return Err(self.err(&p.name, "dns.provider.name", "must not be empty"));
+                }
+                Ok(Dns::Provider {
+                    provider: p.name.value.clone(),
+                    zone: p.zone.value.clone(),
+                })
+            }
+            None => unreachable!("exactly one DNS mode is set"),
+        }
+    }
+
+    fn state(&self, raw: RawState, env: &str) -> Result<PathBuf, ConfigError> {
+        if let Some(b) = &raw.backend
+            && b.value != "local"
+        {
+            return Err(self.err(
+                b,
+                "state.backend",
+                format!("unknown backend `{}`; supported: `local`", b.value),
+            ));
+        }
+        let rel = match &raw.path {
+            Some(p) if p.value.trim().is_empty() => {
+                return Err(self.err(p, "state.path", "must not be empty"));
+            }
+            Some(p) => PathBuf::from(&p.value),
+            None => PathBuf::from(format!("{env}.vzstate.json")),
+        };
+        if rel.is_absolute() {
+            return Ok(rel);
+        }
+        let base = self.file.parent().unwrap_or_else(|| Path::new(""));
+        Ok(base.join(rel))
+    }
+}
+
+/// A DNS label: 1–63 characters of `a-z`, `0-9` and `-`, not starting or ending with `-`.
+fn check_dns_label(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{s}` is not a valid DNS label (1-63 characters of a-z, 0-9 and '-', not starting or ending with '-')"
+        ))
+    }
+}
+
+/// A DNS name: dot-separated DNS labels, at most 253 characters.
+fn check_dns_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 253 || s.split('.').any(|l| check_dns_label(l).is_err()) {
+        return Err(format!(
+            "`{s}` is not a valid DNS name (lowercase labels separated by dots)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> Platform {
+        parse(Path::new("/cfg/vz.yaml"), text).expect("valid config")
+    }
+
+    fn parse_err(text: &str) -> ConfigError {
+        parse(Path::new("/cfg/vz.yaml"), text).expect_err("invalid config")
+    }
+
+    #[test]
+    fn an_empty_file_gets_the_documented_defaults() {
+        let p = parse_ok("");
+        assert_eq!(p.environment_name, "default");
+        assert_eq!(
+            p.dns,
+            Dns::Wildcard {
+                domain: "nip.io".into()
+            }
+        );
+        assert_eq!(p.ingress_type, IngressType::LoadBalancer);
+        assert!(p.components.istio && p.components.injection() && p.components.keycloak);
+        assert!(!p.components.external_dns && !p.components.argocd);
+        assert_eq!(p.state_path, PathBuf::from("/cfg/default.vzstate.json"));
+    }
+
+    #[test]
+    fn a_relative_state_path_is_relative_to_the_config_file() {
+        let p = parse_ok("state:\n  backend: local\n  path: states/x.json\n");
+        assert_eq!(p.state_path, PathBuf::from("/cfg/states/x.json"));
+    }
+
+    #[test]
+    fn a_bad_ip_names_file_line_and_field() {
+        let e = parse_err(
+            "ingress:\n  type: NodePort\n  externalIPs:\n    - 10.0.0.1\n    - not-an-ip\n",
+        );
+        assert_eq!(e.line, Some(5));
+        assert_eq!(e.field.as_deref(), Some("ingress.externalIPs[1]"));
+        let msg = e.to_string();
+        assert!(msg.starts_with("/cfg/vz.yaml:5:"), "{msg}");
+        assert!(msg.contains("not-an-ip"), "{msg}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_rejected_with_its_line() {
+        let e = parse_err("environmentName: dev\ningres:\n  type: NodePort\n");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("ingres"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_enum_value_is_rejected_with_its_line() {
+        let e = parse_err("ingress:\n  type: ClusterIP\n");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("ClusterIP"), "{e}");
+    }
+
+    #[test]
+    fn environment_name_must_be_a_dns_label() {
+        let e = parse_err("environmentName: Prod_1\n");
+        assert_eq!(e.field.as_deref(), Some("environmentName"));
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn two_dns_modes_are_refused() {
+        let e =
+            parse_err("dns:\n  wildcard: {domain: nip.io}\n  external: {suffix: example.com}\n");
+        assert_eq!(e.field.as_deref(), Some("dns"));
+    }
+
+    #[test]
+    fn only_nip_and_sslip_wildcards_are_accepted() {
+        let e = parse_err("dns:\n  wildcard:\n    domain: xip.io\n");
+        assert_eq!(e.field.as_deref(), Some("dns.wildcard.domain"));
+        assert_eq!(e.line, Some(3));
+    }
+
+    #[test]
+    fn a_dns_provider_turns_external_dns_on() {
+        let p = parse_ok("dns:\n  provider: {name: rfc2136, zone: example.com}\n");
+        assert!(p.components.external_dns);
+    }
+
+    #[test]
+    fn injection_is_off_without_istio() {
+        let p = parse_ok("components:\n  istio: {enabled: false}\n");
+        assert!(!p.components.injection());
+        assert!(!p.components.kiali, "kiali defaults to off without istio");
+    }
+
+    #[test]
+    fn kiali_without_istio_is_refused() {
+        let e = parse_err("components:\n  istio: {enabled: false}\n  kiali: {enabled: true}\n");
+        assert_eq!(e.field.as_deref(), Some("components.kiali.enabled"));
+    }
+
+    #[test]
+    fn an_unknown_backend_is_refused() {
+        let e = parse_err("state:\n  backend: s3\n");
+        assert_eq!(e.field.as_deref(), Some("state.backend"));
+        assert_eq!(e.line, Some(2));
+    }
+}

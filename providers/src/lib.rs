@@ -1,0 +1,66 @@
+//! The desired state of a `vz` platform: one module per step, each producing the Kubernetes objects
+//! for its part of the networking layer.
+//!
+//! [`desired`] turns a validated [`config::Platform`] into the list of [`Step`]s the planner orders
+//! and applies. Every object carries the managed-by and platform labels, so that `vz` (and a person
+//! with `kubectl -l app.kubernetes.io/managed-by=vz`) can find what it manages.
+//!
+//! Steps so far:
+//! - [`namespaces`]: the system namespaces with their policy and mesh labels.
+//! - [`network_policies`]: ingress NetworkPolicies for every system component.
+
+pub mod config;
+pub mod manifest;
+pub mod names;
+pub mod namespaces;
+pub mod network_policies;
+
+pub use config::{ConfigError, Platform};
+pub use manifest::{Manifest, Step, address};
+
+use manifest::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLATFORM_LABEL};
+
+/// Every step of the platform, each with its objects labelled as managed by `vz`.
+pub fn desired(platform: &Platform) -> Vec<Step> {
+    let mut steps = vec![namespaces::step(platform), network_policies::step(platform)];
+    for step in &mut steps {
+        for m in &mut step.objects {
+            m.set_label(MANAGED_BY_LABEL, MANAGED_BY_VALUE);
+            m.set_label(PLATFORM_LABEL, &platform.environment_name);
+        }
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn every_object_carries_the_managed_by_and_platform_labels() {
+        let p = config::parse(Path::new("t.yaml"), "environmentName: dev\n").expect("config");
+        let steps = desired(&p);
+        assert!(steps.iter().map(|s| s.objects.len()).sum::<usize>() > 10);
+        for m in steps.iter().flat_map(|s| &s.objects) {
+            let labels = &m.body["metadata"]["labels"];
+            assert_eq!(labels[MANAGED_BY_LABEL], "vz", "{}", m.display_name());
+            assert_eq!(labels[PLATFORM_LABEL], "dev", "{}", m.display_name());
+        }
+    }
+
+    #[test]
+    fn addresses_are_unique() {
+        let p = config::parse(Path::new("t.yaml"), "").expect("config");
+        let mut seen = std::collections::HashSet::new();
+        for s in desired(&p) {
+            for m in &s.objects {
+                assert!(
+                    seen.insert(s.address_of(m)),
+                    "duplicate {}",
+                    s.address_of(m)
+                );
+            }
+        }
+    }
+}

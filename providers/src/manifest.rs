@@ -1,0 +1,172 @@
+//! Desired Kubernetes objects and the steps that group them.
+//!
+//! A [`Manifest`] is one object as `vz` wants it, kept as JSON so every kind (built-in or custom) is
+//! handled alike. A [`Step`] is a provider's group of objects: a node of the plan's dependency graph.
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Label every managed object carries: `app.kubernetes.io/managed-by=vz`.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "vz";
+/// Label naming the platform (`environmentName`) an object belongs to.
+pub const PLATFORM_LABEL: &str = "vz.dev/platform";
+
+/// One desired Kubernetes object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// `apiVersion`, e.g. `networking.k8s.io/v1`.
+    pub api_version: String,
+    /// `kind`, e.g. `NetworkPolicy`.
+    pub kind: String,
+    /// Namespace, for namespaced objects.
+    pub namespace: Option<String>,
+    /// `metadata.name`.
+    pub name: String,
+    /// The whole object as JSON, including `apiVersion`, `kind` and `metadata`.
+    pub body: Value,
+}
+
+impl Manifest {
+    /// A manifest from a typed `k8s-openapi` object.
+    ///
+    /// # Panics
+    /// Never for `k8s-openapi` types: they always serialize to a JSON object with a name.
+    pub fn from_typed<K>(obj: &K) -> Manifest
+    where
+        K: k8s_openapi::Resource
+            + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
+            + Serialize,
+    {
+        let meta = obj.metadata();
+        #[allow(clippy::expect_used)]
+        let body = serde_json::to_value(obj).expect("k8s-openapi objects serialize to JSON");
+        Manifest {
+            api_version: K::API_VERSION.to_string(),
+            kind: K::KIND.to_string(),
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone().unwrap_or_default(),
+            body,
+        }
+    }
+
+    /// sha256 (hex) of the canonical JSON of the body: equal bodies give equal hashes.
+    pub fn sha256(&self) -> String {
+        hex::encode(Sha256::digest(canonical_json(&self.body)))
+    }
+
+    /// `Kind namespace/name`, or `Kind name` when cluster-scoped: how the object is named to users.
+    pub fn display_name(&self) -> String {
+        display_name(&self.kind, self.namespace.as_deref(), &self.name)
+    }
+
+    /// Set a label in `metadata.labels`.
+    pub fn set_label(&mut self, key: &str, value: &str) {
+        if let Some(meta) = self.body.get_mut("metadata").and_then(Value::as_object_mut) {
+            let labels = meta
+                .entry("labels")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(labels) = labels.as_object_mut() {
+                labels.insert(key.to_string(), Value::String(value.to_string()));
+            }
+        }
+    }
+}
+
+/// `Kind namespace/name`, or `Kind name` when cluster-scoped.
+pub fn display_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+/// The stable address of an object: `<step>/<Kind>/<namespace>/<name>`, or `<step>/<Kind>/<name>` when
+/// cluster-scoped.
+pub fn address(step: &str, kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{step}/{kind}/{ns}/{name}"),
+        None => format!("{step}/{kind}/{name}"),
+    }
+}
+
+/// Canonical JSON bytes of a value: keys sorted, no whitespace.
+pub fn canonical_json(value: &Value) -> Vec<u8> {
+    // serde_json's Map is ordered by key (the `preserve_order` feature is not enabled), so plain
+    // serialization is canonical.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// A provider's group of objects: one node of the dependency graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Stable id, used in addresses (e.g. `network-policies`).
+    pub id: String,
+    /// What the step does, for `vz graph` and progress output.
+    pub description: String,
+    /// Ids of steps that must be applied before this one.
+    pub depends_on: Vec<String>,
+    /// The objects, in the order they are listed to users.
+    pub objects: Vec<Manifest>,
+}
+
+impl Step {
+    /// The address of one of this step's objects.
+    pub fn address_of(&self, m: &Manifest) -> String {
+        address(&self.id, &m.kind, m.namespace.as_deref(), &m.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn ns(name: &str) -> Manifest {
+        Manifest::from_typed(&Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn typed_objects_carry_api_version_and_kind() {
+        let m = ns("keycloak");
+        assert_eq!(m.body["apiVersion"], "v1");
+        assert_eq!(m.body["kind"], "Namespace");
+        assert_eq!(m.display_name(), "Namespace keycloak");
+    }
+
+    #[test]
+    fn hash_changes_with_content_only() {
+        let a = ns("a");
+        assert_eq!(a.sha256(), ns("a").sha256());
+        let mut b = ns("a");
+        b.set_label("x", "y");
+        assert_ne!(a.sha256(), b.sha256());
+        assert_eq!(a.sha256().len(), 64);
+    }
+
+    #[test]
+    fn addresses_include_namespace_only_when_namespaced() {
+        assert_eq!(
+            address(
+                "network-policies",
+                "NetworkPolicy",
+                Some("keycloak"),
+                "keycloak"
+            ),
+            "network-policies/NetworkPolicy/keycloak/keycloak"
+        );
+        assert_eq!(
+            address("namespaces", "Namespace", None, "keycloak"),
+            "namespaces/Namespace/keycloak"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! Command-line arguments. The doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Plan, apply and destroy the networking layer of a Verrazzano-style platform on Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "vz", version, about, long_about = None)]
+pub struct Cli {
+    /// Cluster connection.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach the cluster.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig file to use (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use instead of the current one.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what apply would change: desired configuration vs recorded state vs live cluster.
+    Plan(PlanArgs),
+    /// Make the cluster match the configuration, after showing the plan and asking for confirmation.
+    Apply(ApplyArgs),
+    /// Delete every object the state records, dependents first, waiting until each is gone.
+    Destroy(ApplyArgs),
+    /// Print every desired object as multi-document YAML (no cluster needed).
+    Render(ConfigArgs),
+}
+
+/// Which platform configuration to use.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The platform configuration file (YAML).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// State file to use instead of the one the configuration names.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+}
+
+/// Arguments of `vz plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Configuration and state.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// API requests in flight at once.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallelism: u16,
+}
+
+/// Arguments of `vz apply` and `vz destroy`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Configuration and state.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Steps and API requests in flight at once.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallelism: u16,
+    /// Bound on the whole run, e.g. `90s`, `5m`, `1h30m`.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Parse durations like `0s`, `90s`, `5m`, `1h30m` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}` is not a duration (examples: 90s, 5m, 1h30m)");
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for ch in s.chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+            continue;
+        }
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        let unit = match ch {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(bad()),
+        };
+        total = total
+            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+    }
+    if !digits.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_go_durations() {
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+    }
+
+    #[test]
+    fn malformed_durations_are_refused() {
+        for s in ["", "5x", "m", "5m3", "-1s"] {
+            assert!(parse_duration(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

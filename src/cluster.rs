@@ -1,0 +1,318 @@
+//! The Kubernetes API, as `vz` uses it: connect, resolve kinds, read, server-side apply, delete, wait.
+//!
+//! Objects are handled dynamically (as JSON), so built-in kinds and custom resources go through the
+//! same code. Each kind is resolved once per run with a pinned discovery request (one request per
+//! group version, not a full discovery sweep) and cached.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiResource, Scope};
+use kube::{Client, Config};
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use vz_providers::Manifest;
+use vz_providers::manifest::display_name;
+
+/// The field manager `vz` applies as.
+pub const FIELD_MANAGER: &str = "vz";
+
+/// How to reach the cluster (the global `--kubeconfig` and `--context` flags).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// A kubeconfig file; otherwise `$KUBECONFIG`, `~/.kube/config`, or the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// A context of the kubeconfig other than its current one.
+    pub context: Option<String>,
+}
+
+/// The identity of an object in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectRef {
+    /// `apiVersion`.
+    pub api_version: String,
+    /// `kind`.
+    pub kind: String,
+    /// Namespace, for namespaced objects.
+    pub namespace: Option<String>,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// The reference of a desired object.
+    pub fn of(m: &Manifest) -> Self {
+        ObjectRef {
+            api_version: m.api_version.clone(),
+            kind: m.kind.clone(),
+            namespace: m.namespace.clone(),
+            name: m.name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&display_name(
+            &self.kind,
+            self.namespace.as_deref(),
+            &self.name,
+        ))
+    }
+}
+
+#[derive(Clone)]
+struct Kind {
+    resource: ApiResource,
+    namespaced: bool,
+}
+
+/// A connection to one cluster.
+pub struct Cluster {
+    client: Client,
+    server: String,
+    kinds: Mutex<HashMap<(String, String), Kind>>,
+}
+
+/// The outcome of a delete request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    /// The object was there and deletion has started; `uid` identifies it while it goes.
+    Started {
+        /// The uid of the object being deleted.
+        uid: Option<String>,
+    },
+    /// The object was already gone.
+    AlreadyGone,
+}
+
+impl Cluster {
+    /// Connect and check that the API server answers.
+    pub async fn connect(opts: &ConnectOptions) -> Result<Cluster> {
+        let config = match (&opts.kubeconfig, &opts.context) {
+            (None, None) => Config::infer().await.context(
+                "cannot load a Kubernetes configuration (set --kubeconfig or $KUBECONFIG)",
+            )?,
+            (path, context) => {
+                let options = KubeConfigOptions {
+                    context: context.clone(),
+                    ..Default::default()
+                };
+                match path {
+                    Some(p) => {
+                        let kc = Kubeconfig::read_from(p).with_context(|| {
+                            format!("cannot read the kubeconfig {}", p.display())
+                        })?;
+                        Config::from_custom_kubeconfig(kc, &options).await
+                    }
+                    None => Config::from_kubeconfig(&options).await,
+                }
+                .with_context(|| match context {
+                    Some(c) => format!("cannot use context `{c}` of the kubeconfig"),
+                    None => "cannot use the kubeconfig".to_string(),
+                })?
+            }
+        };
+        let server = config.cluster_url.to_string();
+        let client = Client::try_from(config)
+            .with_context(|| format!("cannot create a client for {server}"))?;
+        if let Err(e) = client.apiserver_version().await {
+            bail!(
+                "cannot reach the Kubernetes API server at {server}: {}\n\
+                 hint: check that the cluster is running and that --kubeconfig / --context (or $KUBECONFIG) point at it",
+                describe(&e)
+            );
+        }
+        Ok(Cluster {
+            client,
+            server,
+            kinds: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The API server's URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    async fn kind(&self, api_version: &str, kind: &str) -> Result<Kind> {
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(k) = self.kinds.lock().await.get(&key) {
+            return Ok(k.clone());
+        }
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "the API server at {} does not serve {kind} in {api_version}: {}",
+                    self.server,
+                    describe(&e)
+                )
+            })?;
+        let k = Kind {
+            resource,
+            namespaced: caps.scope == Scope::Namespaced,
+        };
+        self.kinds.lock().await.insert(key, k.clone());
+        Ok(k)
+    }
+
+    async fn api(&self, r: &ObjectRef) -> Result<Api<DynamicObject>> {
+        let k = self.kind(&r.api_version, &r.kind).await?;
+        Ok(match (&r.namespace, k.namespaced) {
+            (Some(ns), true) => Api::namespaced_with(self.client.clone(), ns, &k.resource),
+            (None, false) => Api::all_with(self.client.clone(), &k.resource),
+            (Some(_), false) => bail!(
+                "{r}: {} is cluster-scoped but a namespace was given",
+                r.kind
+            ),
+            (None, true) => bail!("{r}: {} is namespaced but no namespace was given", r.kind),
+        })
+    }
+
+    /// The live object, or `None` when it does not exist.
+    pub async fn get(&self, r: &ObjectRef) -> Result<Option<Value>> {
+        let api = self.api(r).await?;
+        let obj = api
+            .get_opt(&r.name)
+            .await
+            .map_err(|e| anyhow!("cannot read {r}: {}", describe(&e)))?;
+        obj.map(|o| serde_json::to_value(o).context("cannot encode a live object"))
+            .transpose()
+    }
+
+    /// Server-side apply `m` as field manager `vz` (taking over conflicting fields); with `dry_run` the
+    /// API server computes and validates the result without persisting it.
+    pub async fn apply(&self, m: &Manifest, dry_run: bool) -> Result<Value> {
+        let r = ObjectRef::of(m);
+        let api = self.api(&r).await?;
+        let mut params = PatchParams::apply(FIELD_MANAGER).force();
+        if dry_run {
+            params = params.dry_run();
+        }
+        let obj = api
+            .patch(&m.name, &params, &Patch::Apply(&m.body))
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "the API server refused {} {r}: {}",
+                    if dry_run { "a dry run of" } else { "to apply" },
+                    describe(&e)
+                )
+            })?;
+        serde_json::to_value(obj).context("cannot encode an applied object")
+    }
+
+    /// Ask for `r` to be deleted (dependents in the background).
+    pub async fn delete(&self, r: &ObjectRef) -> Result<Deleted> {
+        let api = self.api(r).await?;
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        match api.delete(&r.name, &params).await {
+            Ok(either) => Ok(Deleted::Started {
+                uid: either.left().and_then(|o| o.metadata.uid),
+            }),
+            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(Deleted::AlreadyGone),
+            Err(e) => Err(anyhow!("cannot delete {r}: {}", describe(&e))),
+        }
+    }
+
+    /// Wait until `r` no longer exists (or was replaced by an object with another uid), until
+    /// `deadline`. A timeout names the object and what is holding it.
+    pub async fn wait_gone(
+        &self,
+        r: &ObjectRef,
+        uid: Option<&str>,
+        deadline: Instant,
+    ) -> Result<()> {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let live = self.get(r).await?;
+            let Some(live) = live else { return Ok(()) };
+            let live_uid = live.pointer("/metadata/uid").and_then(Value::as_str);
+            if uid.is_some() && live_uid != uid {
+                return Ok(());
+            }
+            if Instant::now() + pause > deadline {
+                bail!(
+                    "timed out waiting for {r} to be deleted; {}\n\
+                     hint: look at the object with kubectl, remove what blocks it, then run vz again (or raise --timeout)",
+                    blocking(&live)
+                );
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+/// What is keeping an object from going away, from its finalizers and conditions.
+fn blocking(live: &Value) -> String {
+    let finalizers: Vec<&str> = live
+        .pointer("/metadata/finalizers")
+        .or_else(|| live.pointer("/spec/finalizers"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let conditions: Vec<String> = live
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter(|c| c.get("status").and_then(Value::as_str) == Some("True"))
+                .filter_map(|c| c.get("message").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = if finalizers.is_empty() {
+        "it still exists".to_string()
+    } else {
+        format!("it still has finalizers [{}]", finalizers.join(", "))
+    };
+    if !conditions.is_empty() {
+        out.push_str(&format!(" ({})", conditions.join("; ")));
+    }
+    out
+}
+
+/// A one-line description of a client error: the API server's message when there is one.
+pub fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => {
+            let reason = if s.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", s.reason)
+            };
+            format!("{}{reason} (HTTP {})", s.message, s.code)
+        }
+        other => {
+            // Walk the source chain: connection errors carry the useful part at the bottom.
+            let mut msg = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(s) = src {
+                let text = s.to_string();
+                if !msg.contains(&text) {
+                    msg.push_str(": ");
+                    msg.push_str(&text);
+                }
+                src = s.source();
+            }
+            msg
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! One module per subcommand; each exposes a `run` that returns the process exit code.
+//!
+//! This module holds what the commands share: loading the configuration and state, connecting, and
+//! asking for confirmation.
+
+pub mod apply;
+pub mod destroy;
+pub mod plan;
+pub mod render;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use vz_providers::{Platform, Step};
+use vz_state::{LocalBackend, State};
+
+use crate::cli::{ClusterArgs, ConfigArgs};
+use crate::cluster::{Cluster, ConnectOptions};
+use crate::engine::{self, graph::StepGraph};
+
+/// The version written into state files.
+pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A configuration read and validated, with its desired steps and their graph.
+pub struct Desired {
+    /// The validated configuration.
+    pub platform: Platform,
+    /// The desired steps.
+    pub steps: Vec<Step>,
+    /// Their dependency graph.
+    pub graph: StepGraph,
+}
+
+impl Desired {
+    /// Load the configuration file and render the desired steps.
+    pub fn load(args: &ConfigArgs) -> Result<Desired> {
+        let platform = vz_providers::config::load(&args.file)?;
+        let steps = vz_providers::desired(&platform);
+        let graph = engine::graph_of(&steps)?;
+        Ok(Desired {
+            platform,
+            steps,
+            graph,
+        })
+    }
+}
+
+/// The state backend and the state it holds (a new, empty state when there is none yet).
+pub struct Stored {
+    /// Where the state lives.
+    pub backend: LocalBackend,
+    /// The state.
+    pub state: State,
+}
+
+impl Stored {
+    /// Open the state the configuration (or `--state`) names, checking it belongs to this platform.
+    pub fn open(args: &ConfigArgs, platform: &Platform) -> Result<Stored> {
+        let path: PathBuf = args
+            .state
+            .clone()
+            .unwrap_or_else(|| platform.state_path.clone());
+        let backend = LocalBackend::new(path);
+        let state = match backend.read()? {
+            Some(s) => {
+                if s.platform != platform.environment_name {
+                    bail!(
+                        "the state file {} belongs to platform `{}`, but {} describes platform `{}`\n\
+                         hint: use the state file of `{}` (--state FILE or state.path in the configuration)",
+                        backend.path().display(),
+                        s.platform,
+                        platform.source.display(),
+                        platform.environment_name,
+                        platform.environment_name
+                    );
+                }
+                s
+            }
+            None => State::new(&platform.environment_name, TOOL_VERSION),
+        };
+        Ok(Stored { backend, state })
+    }
+}
+
+/// Connect to the cluster the global flags name.
+pub async fn connect(args: &ClusterArgs) -> Result<Cluster> {
+    Cluster::connect(&ConnectOptions {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+    })
+    .await
+}
+
+/// Ask the user to type `yes`; fails clearly when there is no terminal to ask on.
+pub fn confirm(question: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "cannot ask for confirmation: standard input is not a terminal\n\
+             hint: review the plan (vz plan), then run again with --auto-approve"
+        );
+    }
+    let answer: String = dialoguer::Input::new()
+        .with_prompt(format!("{question}\n  Only 'yes' will be accepted"))
+        .allow_empty(true)
+        .interact_text()
+        .context("cannot read the answer")?;
+    Ok(answer.trim() == "yes")
+}

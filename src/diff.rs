@@ -1,0 +1,198 @@
+//! Field-level differences between two versions of a Kubernetes object.
+//!
+//! Objects are compared after [`normalize`] strips what the API server maintains by itself
+//! (`managedFields`, `resourceVersion`, `uid`, timestamps, `status`), so a difference is always a
+//! difference a user could care about. Paths read like `spec.ingress[0].ports[1].port` and
+//! `metadata.labels["verrazzano.io/namespace"]`.
+
+use serde_json::{Map, Value};
+
+/// One field that differs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldChange {
+    /// Path of the field.
+    pub path: String,
+    /// Value before (`None`: the field is added).
+    pub before: Option<Value>,
+    /// Value after (`None`: the field is removed).
+    pub after: Option<Value>,
+}
+
+const SERVER_METADATA: &[&str] = &[
+    "managedFields",
+    "resourceVersion",
+    "uid",
+    "generation",
+    "creationTimestamp",
+    "selfLink",
+    "deletionGracePeriodSeconds",
+];
+
+/// A copy of `obj` without the fields the API server maintains.
+pub fn normalize(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(map) = v.as_object_mut() {
+        map.remove("status");
+        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in SERVER_METADATA {
+                meta.remove(*k);
+            }
+            if let Some(ann) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+                ann.remove("kubectl.kubernetes.io/last-applied-configuration");
+                if ann.is_empty() {
+                    meta.remove("annotations");
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Every field that differs between `before` and `after`, in document order.
+pub fn diff(before: &Value, after: &Value) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    walk(&mut String::new(), before, after, &mut out);
+    out
+}
+
+fn walk(path: &mut String, before: &Value, after: &Value, out: &mut Vec<FieldChange>) {
+    match (before, after) {
+        (Value::Object(a), Value::Object(b)) => objects(path, a, b, out),
+        (Value::Array(a), Value::Array(b)) => {
+            let len = path.len();
+            for i in 0..a.len().max(b.len()) {
+                path.push_str(&format!("[{i}]"));
+                match (a.get(i), b.get(i)) {
+                    (Some(x), Some(y)) => walk(path, x, y, out),
+                    (x, y) => out.push(FieldChange {
+                        path: path.clone(),
+                        before: x.cloned(),
+                        after: y.cloned(),
+                    }),
+                }
+                path.truncate(len);
+            }
+        }
+        (a, b) if a == b => {}
+        (a, b) => out.push(FieldChange {
+            path: path.clone(),
+            before: Some(a.clone()),
+            after: Some(b.clone()),
+        }),
+    }
+}
+
+fn objects(
+    path: &mut String,
+    a: &Map<String, Value>,
+    b: &Map<String, Value>,
+    out: &mut Vec<FieldChange>,
+) {
+    let mut keys: Vec<&String> = a
+        .keys()
+        .chain(b.keys().filter(|k| !a.contains_key(*k)))
+        .collect();
+    keys.sort();
+    let len = path.len();
+    for k in keys {
+        push_key(path, k);
+        match (a.get(k), b.get(k)) {
+            (Some(x), Some(y)) => walk(path, x, y, out),
+            (x, y) => out.push(FieldChange {
+                path: path.clone(),
+                before: x.cloned(),
+                after: y.cloned(),
+            }),
+        }
+        path.truncate(len);
+    }
+}
+
+fn push_key(path: &mut String, key: &str) {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if plain {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+    } else {
+        path.push_str(&format!("[{}]", Value::String(key.to_string())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn equal_objects_have_no_difference() {
+        let v = json!({"spec": {"a": [1, {"b": 2}]}});
+        assert!(diff(&v, &v).is_empty());
+    }
+
+    #[test]
+    fn a_changed_port_is_reported_at_its_path() {
+        let a = json!({"spec": {"ingress": [{"ports": [{"port": 8775}]}]}});
+        let b = json!({"spec": {"ingress": [{"ports": [{"port": 9999}]}]}});
+        assert_eq!(
+            diff(&a, &b),
+            vec![FieldChange {
+                path: "spec.ingress[0].ports[0].port".into(),
+                before: Some(json!(8775)),
+                after: Some(json!(9999)),
+            }]
+        );
+    }
+
+    #[test]
+    fn keys_with_dots_or_slashes_are_quoted() {
+        let a = json!({"metadata": {"labels": {}}});
+        let b = json!({"metadata": {"labels": {"verrazzano.io/namespace": "x"}}});
+        let d = diff(&a, &b);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].path, "metadata.labels[\"verrazzano.io/namespace\"]");
+        assert_eq!(d[0].before, None);
+    }
+
+    #[test]
+    fn extra_and_missing_list_elements_are_added_and_removed() {
+        let a = json!({"l": [1, 2, 3]});
+        let b = json!({"l": [1, 5]});
+        let d = diff(&a, &b);
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            (d[0].path.as_str(), d[0].after.clone()),
+            ("l[1]", Some(json!(5)))
+        );
+        assert_eq!((d[1].path.as_str(), d[1].after.clone()), ("l[2]", None));
+    }
+
+    #[test]
+    fn normalize_drops_server_maintained_fields_only() {
+        let live = json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "x", "uid": "1", "resourceVersion": "9", "managedFields": [],
+                         "creationTimestamp": "t", "labels": {"a": "b"},
+                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"}
+        });
+        assert_eq!(
+            normalize(&live),
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": "x", "labels": {"a": "b"}},
+                   "spec": {"finalizers": ["kubernetes"]}})
+        );
+    }
+
+    #[test]
+    fn a_type_change_is_one_difference() {
+        let d = diff(&json!({"a": {"b": 1}}), &json!({"a": "x"}));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].path, "a");
+    }
+}

@@ -1,0 +1,293 @@
+//! The dependency graph of steps (a petgraph DAG) and its parallel walk.
+//!
+//! Edges come from two places: dependencies a provider declares, and kind-aware rules applied to the
+//! objects themselves (today: a step that creates Namespace `n` comes before every step with objects
+//! in `n`). A cycle is an error that names the steps in it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+
+use anyhow::{Result, bail};
+use futures::stream::{FuturesUnordered, StreamExt};
+use petgraph::Direction;
+use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::graph::{DiGraph, NodeIndex};
+
+/// What the graph needs to know about a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepNode {
+    /// Step id.
+    pub id: String,
+    /// Steps it declares it depends on.
+    pub depends_on: Vec<String>,
+    /// Namespaces the step creates (as Namespace objects).
+    pub creates_namespaces: BTreeSet<String>,
+    /// Namespaces its objects live in.
+    pub uses_namespaces: BTreeSet<String>,
+}
+
+/// Steps ordered by their dependencies. An edge `a -> b` means `a` must be applied before `b`.
+#[derive(Debug, Clone)]
+pub struct StepGraph {
+    graph: DiGraph<String, ()>,
+    index: HashMap<String, NodeIndex>,
+    order: Vec<String>,
+}
+
+impl StepGraph {
+    /// Build the graph; fails on a dependency on an unknown step or on a cycle.
+    pub fn build(nodes: &[StepNode]) -> Result<StepGraph> {
+        let mut graph = DiGraph::new();
+        let mut index = HashMap::new();
+        for n in nodes {
+            if index.contains_key(&n.id) {
+                bail!("step `{}` is defined twice", n.id);
+            }
+            index.insert(n.id.clone(), graph.add_node(n.id.clone()));
+        }
+        let mut creator: HashMap<&str, &str> = HashMap::new();
+        for n in nodes {
+            for ns in &n.creates_namespaces {
+                creator.insert(ns, &n.id);
+            }
+        }
+        for n in nodes {
+            let to = index[&n.id];
+            for dep in &n.depends_on {
+                let Some(&from) = index.get(dep) else {
+                    bail!(
+                        "step `{}` depends on `{dep}`, which is not a step of this plan",
+                        n.id
+                    );
+                };
+                graph.update_edge(from, to, ());
+            }
+            for ns in &n.uses_namespaces {
+                if let Some(c) = creator.get(ns.as_str())
+                    && *c != n.id
+                {
+                    graph.update_edge(index[*c], to, ());
+                }
+            }
+        }
+        let order = match toposort(&graph, None) {
+            Ok(order) => order.into_iter().map(|i| graph[i].clone()).collect(),
+            Err(_) => {
+                let cycles: Vec<String> = tarjan_scc(&graph)
+                    .into_iter()
+                    .filter(|scc| scc.len() > 1)
+                    .map(|scc| {
+                        let mut names: Vec<&str> = scc.iter().map(|i| graph[*i].as_str()).collect();
+                        names.sort_unstable();
+                        names.join(" -> ")
+                    })
+                    .collect();
+                bail!(
+                    "the steps depend on each other in a cycle: {}",
+                    cycles.join("; ")
+                );
+            }
+        };
+        Ok(StepGraph {
+            graph,
+            index,
+            order,
+        })
+    }
+
+    /// Step ids in a dependency order (dependencies first).
+    pub fn order(&self) -> &[String] {
+        &self.order
+    }
+
+    /// Direct dependencies of `id`.
+    pub fn dependencies(&self, id: &str) -> Vec<String> {
+        self.neighbors(id, Direction::Incoming)
+    }
+
+    fn neighbors(&self, id: &str, dir: Direction) -> Vec<String> {
+        let Some(&i) = self.index.get(id) else {
+            return vec![];
+        };
+        let mut out: Vec<String> = self
+            .graph
+            .neighbors_directed(i, dir)
+            .map(|n| self.graph[n].clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Run `f` for every step, each only after all its dependencies (or, with `reverse`, all its
+    /// dependents) succeeded, at most `parallelism` at once. After a failure no new step starts;
+    /// steps already running finish, and every error is returned.
+    pub async fn walk<F, Fut>(
+        &self,
+        reverse: bool,
+        parallelism: usize,
+        f: F,
+    ) -> Result<(), Vec<anyhow::Error>>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        let (before, after) = if reverse {
+            (Direction::Outgoing, Direction::Incoming)
+        } else {
+            (Direction::Incoming, Direction::Outgoing)
+        };
+        let mut waiting: BTreeMap<NodeIndex, usize> = self
+            .graph
+            .node_indices()
+            .map(|i| (i, self.graph.neighbors_directed(i, before).count()))
+            .collect();
+        let mut ready: Vec<NodeIndex> = Vec::new();
+        let mut running = FuturesUnordered::new();
+        let mut errors = Vec::new();
+        let parallelism = parallelism.max(1);
+        // Keep the graph's order among ready steps, so a run is deterministic.
+        let rank: HashMap<NodeIndex, usize> = self
+            .order
+            .iter()
+            .enumerate()
+            .map(|(r, id)| (self.index[id], r))
+            .collect();
+        let take_ready = |waiting: &mut BTreeMap<NodeIndex, usize>, ready: &mut Vec<NodeIndex>| {
+            let now: Vec<NodeIndex> = waiting
+                .iter()
+                .filter(|(_, n)| **n == 0)
+                .map(|(i, _)| *i)
+                .collect();
+            for i in now {
+                waiting.remove(&i);
+                ready.push(i);
+            }
+            ready.sort_by_key(|i| {
+                std::cmp::Reverse(if reverse {
+                    usize::MAX - rank[i]
+                } else {
+                    rank[i]
+                })
+            });
+        };
+        take_ready(&mut waiting, &mut ready);
+        loop {
+            while errors.is_empty() && running.len() < parallelism {
+                let Some(i) = ready.pop() else { break };
+                let fut = f(self.graph[i].clone());
+                running.push(async move { (i, fut.await) });
+            }
+            let Some((i, result)) = running.next().await else {
+                break;
+            };
+            match result {
+                Ok(()) => {
+                    for n in self.graph.neighbors_directed(i, after) {
+                        if let Some(c) = waiting.get_mut(&n) {
+                            *c -= 1;
+                        }
+                    }
+                    take_ready(&mut waiting, &mut ready);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn node(id: &str, deps: &[&str]) -> StepNode {
+        StepNode {
+            id: id.into(),
+            depends_on: deps.iter().map(|s| s.to_string()).collect(),
+            creates_namespaces: BTreeSet::new(),
+            uses_namespaces: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn declared_dependencies_come_first() {
+        let g =
+            StepGraph::build(&[node("b", &["a"]), node("c", &["b"]), node("a", &[])]).expect("dag");
+        assert_eq!(g.order(), ["a", "b", "c"]);
+        assert_eq!(g.dependencies("c"), ["b"]);
+    }
+
+    #[test]
+    fn a_namespace_creator_comes_before_the_steps_that_use_it() {
+        let mut ns = node("namespaces", &[]);
+        ns.creates_namespaces.insert("keycloak".into());
+        let mut pol = node("policies", &[]);
+        pol.uses_namespaces.insert("keycloak".into());
+        let g = StepGraph::build(&[pol, ns]).expect("dag");
+        assert_eq!(g.order(), ["namespaces", "policies"]);
+    }
+
+    #[test]
+    fn a_cycle_is_an_error_naming_its_steps() {
+        let err = StepGraph::build(&[node("a", &["b"]), node("b", &["a"]), node("c", &[])])
+            .expect_err("cycle");
+        let msg = err.to_string();
+        assert!(msg.contains("cycle") && msg.contains("a -> b"), "{msg}");
+        assert!(
+            !msg.contains('c'.to_string().as_str()) || !msg.contains("c ->"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_dependency_is_an_error() {
+        let err = StepGraph::build(&[node("a", &["nope"])]).expect_err("unknown");
+        assert!(err.to_string().contains("`nope`"));
+    }
+
+    fn record_walk(g: &StepGraph, reverse: bool, fail: Option<&str>) -> (Vec<String>, usize) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        let errors = rt
+            .block_on(g.walk(reverse, 4, |id| {
+                let seen = seen.clone();
+                let fail = fail.map(str::to_string);
+                async move {
+                    seen.lock().expect("lock").push(id.clone());
+                    if Some(&id) == fail.as_ref() {
+                        anyhow::bail!("boom {id}");
+                    }
+                    Ok(())
+                }
+            }))
+            .err()
+            .map_or(0, |e| e.len());
+        let seen = seen.lock().expect("lock").clone();
+        (seen, errors)
+    }
+
+    #[test]
+    fn a_walk_visits_dependencies_first_and_reverse_walks_dependents_first() {
+        let g =
+            StepGraph::build(&[node("a", &[]), node("b", &["a"]), node("c", &["b"])]).expect("dag");
+        assert_eq!(record_walk(&g, false, None).0, ["a", "b", "c"]);
+        assert_eq!(record_walk(&g, true, None).0, ["c", "b", "a"]);
+    }
+
+    #[test]
+    fn a_failed_step_stops_its_dependents_but_not_independent_steps_already_ready() {
+        let g =
+            StepGraph::build(&[node("a", &[]), node("b", &["a"]), node("x", &[])]).expect("dag");
+        let (seen, errors) = record_walk(&g, false, Some("a"));
+        assert_eq!(errors, 1);
+        assert!(!seen.contains(&"b".to_string()), "{seen:?}");
+        assert!(seen.contains(&"x".to_string()), "{seen:?}");
+    }
+}
