@@ -98,6 +98,9 @@ fn objects(
         push_key(path, k);
         match (a.get(k), b.get(k)) {
             (Some(x), Some(y)) => walk(path, x, y, out),
+            // An added or removed map is listed field by field.
+            (None, Some(y @ Value::Object(m))) if !m.is_empty() => walk(path, &empty(), y, out),
+            (Some(x @ Value::Object(m)), None) if !m.is_empty() => walk(path, x, &empty(), out),
             (x, y) => out.push(FieldChange {
                 path: path.clone(),
                 before: x.cloned(),
@@ -106,6 +109,10 @@ fn objects(
         }
         path.truncate(len);
     }
+}
+
+fn empty() -> Value {
+    Value::Object(Map::new())
 }
 
 fn push_key(path: &mut String, key: &str) {
@@ -186,6 +193,25 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Namespace",
                    "metadata": {"name": "x", "labels": {"a": "b"}},
                    "spec": {"finalizers": ["kubernetes"]}})
+        );
+    }
+
+    #[test]
+    fn an_added_map_is_listed_field_by_field() {
+        let a = json!({"metadata": {"name": "x"}});
+        let b = json!({"metadata": {"name": "x", "labels": {"a": "1", "b": "2"}}});
+        let paths: Vec<_> = diff(&a, &b).into_iter().map(|c| c.path).collect();
+        assert_eq!(paths, ["metadata.labels.a", "metadata.labels.b"]);
+        let back: Vec<_> = diff(&b, &a)
+            .into_iter()
+            .map(|c| (c.path, c.after))
+            .collect();
+        assert_eq!(
+            back,
+            [
+                ("metadata.labels.a".to_string(), None),
+                ("metadata.labels.b".to_string(), None)
+            ]
         );
     }
 

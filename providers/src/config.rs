@@ -265,8 +265,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Platform, ConfigError> {
 /// serde-saphyr's messages may carry a source snippet after the first line; the location is already
 /// reported separately.
 fn first_line(msg: &str) -> String {
-    let line = msg.lines().next().unwrap_or(msg).trim();
-    // Drop a trailing " at line N column M" that duplicates our own location prefix.
+    let mut line = msg.lines().next().unwrap_or(msg).trim();
+    // Drop the "error: line N column M: " prefix and any " at line N column M" suffix: the location
+    // is already reported in our own prefix.
+    line = line.strip_prefix("error: ").unwrap_or(line);
+    if line.starts_with("line ")
+        && let Some((_, rest)) = line.split_once(": ")
+    {
+        line = rest;
+    }
     match line.find(" at line ") {
         Some(idx) => line[..idx].to_string(),
         None => line.to_string(),
@@ -540,7 +547,7 @@ mod tests {
     fn an_unknown_field_is_rejected_with_its_line() {
         let e = parse_err("environmentName: dev\ningres:\n  type: NodePort\n");
         assert_eq!(e.line, Some(2), "{e}");
-        assert!(e.message.contains("ingres"), "{e}");
+        assert!(e.message.starts_with("unknown field `ingres`"), "{e}");
     }
 
     #[test]

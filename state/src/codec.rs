@@ -147,9 +147,10 @@ mod tests {
 
     #[test]
     fn reformatting_the_json_keeps_the_checksum_valid() {
-        let v: Value = serde_json::from_slice(&encode(&sample())).expect("json");
+        let s = sample();
+        let v: Value = serde_json::from_slice(&encode(&s)).expect("json");
         let compact = serde_json::to_vec(&v).expect("encode");
-        assert_eq!(decode(&compact).expect("decodes"), sample());
+        assert_eq!(decode(&compact).expect("decodes"), s);
     }
 
     #[test]

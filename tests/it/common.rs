@@ -1,0 +1,194 @@
+//! Test harness shared by the integration tests: a real control plane per test, and helpers to run
+//! `vz` and `kubectl` against it.
+//!
+//! [`TestEnv::start`] runs `scripts/testenv up` (etcd + kube-apiserver + kube-controller-manager on
+//! free loopback ports) in a temporary directory. The control plane is stopped when the `TestEnv` is
+//! dropped and, as a backstop, by the script's watchdog when the test process ends in any way.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Condvar, Mutex};
+
+use tempfile::TempDir;
+
+/// Repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Control planes starting at once: on 2 cores, more only slows every one of them down.
+const MAX_STARTING: usize = 2;
+static STARTING: Mutex<usize> = Mutex::new(0);
+static STARTED: Condvar = Condvar::new();
+
+/// A running control plane plus a working directory for configs and state.
+pub struct TestEnv {
+    /// Holds the control plane's files (etcd data, logs, kubeconfig).
+    plane: TempDir,
+    /// Working directory for the test's configuration and state files.
+    pub work: TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl TestEnv {
+    /// Start a fresh, empty control plane.
+    pub fn start() -> TestEnv {
+        let plane = tempfile::Builder::new()
+            .prefix("vz-testenv-")
+            .tempdir()
+            .expect("temp dir for the control plane");
+        {
+            let mut n = STARTING.lock().expect("lock");
+            while *n >= MAX_STARTING {
+                n = STARTED.wait(n).expect("lock");
+            }
+            *n += 1;
+        }
+        let out = Command::new(repo_root().join("scripts/testenv"))
+            .arg("up")
+            .arg(plane.path())
+            .arg("--owner-pid")
+            .arg(std::process::id().to_string())
+            .output()
+            .expect("run scripts/testenv up");
+        {
+            *STARTING.lock().expect("lock") -= 1;
+            STARTED.notify_one();
+        }
+        assert!(
+            out.status.success(),
+            "scripts/testenv up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kubeconfig = plane.path().join("kubeconfig");
+        TestEnv {
+            plane,
+            work: tempfile::tempdir().expect("work dir"),
+            kubeconfig,
+        }
+    }
+
+    /// The kubeconfig of this control plane.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Copy `examples/<name>` into the work directory and return its path there.
+    pub fn example(&self, name: &str) -> PathBuf {
+        let dst = self.work.path().join(name);
+        std::fs::copy(repo_root().join("examples").join(name), &dst).expect("copy example");
+        dst
+    }
+
+    /// Write a configuration file into the work directory.
+    pub fn write_config(&self, name: &str, text: &str) -> PathBuf {
+        let dst = self.work.path().join(name);
+        std::fs::write(&dst, text).expect("write config");
+        dst
+    }
+
+    /// Run `vz` against this control plane, with no terminal on standard input.
+    pub fn vz(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vz"));
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        Run::of(cmd)
+    }
+
+    /// Run `kubectl` against this control plane.
+    pub fn kubectl(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        Run::of(cmd)
+    }
+
+    /// `kubectl get -o json` of one object (with its managed fields), or `None` when it does not exist.
+    pub fn get_json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let mut full = vec![
+            "get",
+            "-o",
+            "json",
+            "--ignore-not-found",
+            "--show-managed-fields",
+        ];
+        full.extend_from_slice(args);
+        let run = self.kubectl(&full);
+        assert!(run.ok(), "kubectl get failed: {}", run.stderr);
+        if run.stdout.trim().is_empty() {
+            return None;
+        }
+        Some(serde_json::from_str(&run.stdout).expect("kubectl JSON"))
+    }
+
+    /// Names (`kind/name`) of the objects a `kubectl get` lists, e.g. `["networkpolicies", "-A"]`.
+    pub fn list_names(&self, args: &[&str]) -> Vec<String> {
+        let mut full = vec!["get", "-o", "name"];
+        full.extend_from_slice(args);
+        let run = self.kubectl(&full);
+        assert!(run.ok(), "kubectl get failed: {}", run.stderr);
+        run.stdout.lines().map(str::to_string).collect()
+    }
+
+    /// The directory of the control plane (logs, pids).
+    pub fn plane_dir(&self) -> &Path {
+        self.plane.path()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/testenv"))
+            .arg("down")
+            .arg(self.plane.path())
+            .output();
+    }
+}
+
+/// Run `vz` with no cluster flags (for commands that need no cluster, or a custom kubeconfig).
+pub fn vz_bare(args: &[&str]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vz"));
+    cmd.args(args);
+    Run::of(cmd)
+}
+
+/// A finished command.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn of(mut cmd: Command) -> Run {
+        cmd.stdin(std::process::Stdio::null());
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = cmd.output().expect("run command");
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// Exited 0.
+    pub fn ok(&self) -> bool {
+        self.code == 0
+    }
+
+    /// Assert an exit code, showing both streams when it differs.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}

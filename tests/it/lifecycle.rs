@@ -1,0 +1,362 @@
+//! plan → apply → plan → drift → apply → destroy, each step against a real control plane.
+
+use serde_json::Value;
+
+use crate::common::TestEnv;
+
+/// System namespaces the quick start creates.
+const QUICKSTART_NAMESPACES: &[&str] = &[
+    "verrazzano-install",
+    "verrazzano-system",
+    "verrazzano-monitoring",
+    "verrazzano-ingress-nginx",
+    "istio-system",
+    "cert-manager",
+    "keycloak",
+    "mysql-operator",
+];
+const QUICKSTART_OBJECTS: usize = 25;
+
+/// A control plane with the quick start applied.
+fn applied() -> (TestEnv, String) {
+    let env = TestEnv::start();
+    let cfg = env.example("quickstart.yaml");
+    let cfg = cfg.to_str().expect("utf8 path").to_string();
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
+    (env, cfg)
+}
+
+fn state_of(env: &TestEnv) -> Value {
+    let text = std::fs::read_to_string(env.work.path().join("quickstart.vzstate.json"))
+        .expect("state file written next to the config");
+    serde_json::from_str(&text).expect("state is JSON")
+}
+
+#[test]
+fn plan_on_an_empty_cluster_lists_every_object_to_add() {
+    let env = TestEnv::start();
+    let cfg = env.example("quickstart.yaml");
+    let run = env.vz(&[
+        "plan",
+        "-f",
+        cfg.to_str().expect("utf8"),
+        "--detailed-exitcode",
+    ]);
+    run.expect_code(2);
+    assert!(
+        run.stdout.contains(&format!(
+            "Plan: {QUICKSTART_OBJECTS} to add, 0 to change, 0 to destroy."
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("  + namespaces/Namespace/keycloak\n"));
+    assert!(
+        run.stdout.contains(
+            "  + network-policies/NetworkPolicy/verrazzano-system/verrazzano-authproxy\n"
+        )
+    );
+    // Planning changes nothing.
+    assert!(env.get_json(&["namespace", "keycloak"]).is_none());
+    assert!(!env.work.path().join("quickstart.vzstate.json").exists());
+}
+
+#[test]
+fn apply_creates_labelled_namespaces_and_policies_and_records_them() {
+    let (env, _) = applied();
+    for ns in QUICKSTART_NAMESPACES {
+        let live = env.get_json(&["namespace", ns]).expect("namespace exists");
+        let labels = &live["metadata"]["labels"];
+        assert_eq!(labels["verrazzano.io/namespace"], *ns);
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "vz");
+        assert_eq!(labels["vz.dev/platform"], "quickstart");
+    }
+    let keycloak = env.get_json(&["namespace", "keycloak"]).expect("keycloak");
+    assert_eq!(keycloak["metadata"]["labels"]["istio-injection"], "enabled");
+    let istio = env
+        .get_json(&["namespace", "istio-system"])
+        .expect("istio-system");
+    assert!(istio["metadata"]["labels"].get("istio-injection").is_none());
+
+    let proxy = env
+        .get_json(&[
+            "networkpolicy",
+            "-n",
+            "verrazzano-system",
+            "verrazzano-authproxy",
+        ])
+        .expect("authproxy policy");
+    assert_eq!(proxy["spec"]["ingress"][0]["ports"][0]["port"], 8775);
+    let managers: Vec<&str> = proxy["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields")
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert_eq!(managers, ["vz"], "applied server-side as field manager vz");
+
+    let all = env.list_names(&[
+        "networkpolicies",
+        "-A",
+        "-l",
+        "app.kubernetes.io/managed-by=vz",
+    ]);
+    assert_eq!(all.len(), 17, "{all:?}");
+
+    let state = state_of(&env);
+    assert_eq!(state["version"], 1);
+    assert_eq!(state["platform"], "quickstart");
+    assert!(state["serial"].as_u64().expect("serial") >= 1);
+    assert!(
+        state["checksum"]
+            .as_str()
+            .expect("checksum")
+            .starts_with("sha256:")
+    );
+    let objects = state["objects"].as_array().expect("objects");
+    assert_eq!(objects.len(), QUICKSTART_OBJECTS);
+    let rec = objects
+        .iter()
+        .find(|o| {
+            o["address"] == "network-policies/NetworkPolicy/verrazzano-system/verrazzano-authproxy"
+        })
+        .expect("recorded");
+    assert_eq!(rec["uid"], proxy["metadata"]["uid"]);
+    assert_eq!(rec["manifest_sha256"].as_str().expect("hash").len(), 64);
+}
+
+#[test]
+fn plan_after_apply_reports_no_changes() {
+    let (env, cfg) = applied();
+    let run = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+}
+
+#[test]
+fn a_policy_edited_with_kubectl_is_reported_as_drift_with_the_field() {
+    let (env, cfg) = applied();
+    env.kubectl(&[
+        "-n",
+        "verrazzano-system",
+        "patch",
+        "networkpolicy",
+        "verrazzano-authproxy",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/ingress/0/ports/0/port","value":9999}]"#,
+    ])
+    .expect_code(0);
+    let run = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
+    run.expect_code(2);
+    assert!(
+        run.stdout.contains(
+            "  ~ network-policies/NetworkPolicy/verrazzano-system/verrazzano-authproxy  # changed outside vz"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("~ spec.ingress[0].ports[0].port: 9999 -> 8775"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("Plan: 0 to add, 1 to change, 0 to destroy.")
+    );
+}
+
+#[test]
+fn apply_restores_a_drifted_policy_and_namespace_label() {
+    let (env, cfg) = applied();
+    env.kubectl(&[
+        "-n",
+        "verrazzano-system",
+        "patch",
+        "networkpolicy",
+        "verrazzano-authproxy",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/ingress/0/ports/0/port","value":9999}]"#,
+    ])
+    .expect_code(0);
+    env.kubectl(&["label", "namespace", "keycloak", "istio-injection-"])
+        .expect_code(0);
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
+    let proxy = env
+        .get_json(&[
+            "networkpolicy",
+            "-n",
+            "verrazzano-system",
+            "verrazzano-authproxy",
+        ])
+        .expect("policy");
+    assert_eq!(proxy["spec"]["ingress"][0]["ports"][0]["port"], 8775);
+    let keycloak = env.get_json(&["namespace", "keycloak"]).expect("keycloak");
+    assert_eq!(keycloak["metadata"]["labels"]["istio-injection"], "enabled");
+    env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
+        .expect_code(0);
+}
+
+#[test]
+fn an_object_deleted_outside_vz_is_created_again() {
+    let (env, cfg) = applied();
+    env.kubectl(&["-n", "keycloak", "delete", "networkpolicy", "keycloak"])
+        .expect_code(0);
+    let run = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
+    run.expect_code(2);
+    assert!(
+        run.stdout
+            .contains("  + network-policies/NetworkPolicy/keycloak/keycloak  # deleted outside vz"),
+        "{}",
+        run.stdout
+    );
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
+    assert!(
+        env.get_json(&["networkpolicy", "-n", "keycloak", "keycloak"])
+            .is_some()
+    );
+}
+
+#[test]
+fn disabling_a_component_deletes_its_objects_and_namespaces() {
+    let (env, cfg) = applied();
+    let text = std::fs::read_to_string(&cfg).expect("read config");
+    let edited = text.replace("keycloak: {enabled: true}", "keycloak: {enabled: false}");
+    assert_ne!(text, edited, "the quick start enables keycloak");
+    std::fs::write(&cfg, edited).expect("write config");
+
+    let run = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
+    run.expect_code(2);
+    assert!(
+        run.stdout.contains("  - namespaces/Namespace/keycloak\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("  - network-policies/NetworkPolicy/keycloak/keycloak\n")
+    );
+    assert!(
+        run.stdout
+            .contains("Plan: 0 to add, 0 to change, 4 to destroy."),
+        "{}",
+        run.stdout
+    );
+
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
+    assert!(env.get_json(&["namespace", "keycloak"]).is_none());
+    assert!(env.get_json(&["namespace", "mysql-operator"]).is_none());
+    assert_eq!(
+        state_of(&env)["objects"].as_array().expect("objects").len(),
+        QUICKSTART_OBJECTS - 4
+    );
+    env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
+        .expect_code(0);
+}
+
+#[test]
+fn destroy_leaves_no_managed_object_and_no_system_namespace() {
+    let (env, cfg) = applied();
+    let run = env.vz(&["destroy", "-f", &cfg, "--auto-approve"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "Destroy complete! Objects: {QUICKSTART_OBJECTS} destroyed."
+        )),
+        "{}",
+        run.stdout
+    );
+    for ns in QUICKSTART_NAMESPACES {
+        assert!(
+            env.get_json(&["namespace", ns]).is_none(),
+            "namespace {ns} still exists (destroy must wait until namespaces are gone)"
+        );
+    }
+    let left = env.list_names(&[
+        "networkpolicies,namespaces",
+        "-A",
+        "-l",
+        "app.kubernetes.io/managed-by=vz",
+    ]);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(
+        state_of(&env)["objects"].as_array().expect("objects").len(),
+        0
+    );
+
+    let again = env.vz(&["destroy", "-f", &cfg, "--auto-approve"]);
+    again.expect_code(0);
+    assert!(
+        again.stdout.contains("Nothing to destroy"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn apply_without_a_terminal_or_auto_approve_refuses_and_changes_nothing() {
+    let env = TestEnv::start();
+    let cfg = env.example("quickstart.yaml");
+    let run = env.vz(&["apply", "-f", cfg.to_str().expect("utf8")]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("--auto-approve"), "{}", run.stderr);
+    assert!(env.get_json(&["namespace", "keycloak"]).is_none());
+    assert!(!env.work.path().join("quickstart.vzstate.json").exists());
+}
+
+#[test]
+fn an_existing_namespace_is_shown_as_taken_over() {
+    let env = TestEnv::start();
+    let cfg = env.write_config(
+        "small.yaml",
+        "environmentName: small\ncomponents:\n  istio: {enabled: false}\n",
+    );
+    env.kubectl(&["create", "namespace", "verrazzano-system"])
+        .expect_code(0);
+    let run = env.vz(&[
+        "plan",
+        "-f",
+        cfg.to_str().expect("utf8"),
+        "--detailed-exitcode",
+    ]);
+    run.expect_code(2);
+    assert!(
+        run.stdout.contains(
+            "  ~ namespaces/Namespace/verrazzano-system  # exists but is not managed by vz; will be taken over"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("      + metadata.labels[\"app.kubernetes.io/managed-by\"]: \"vz\"\n"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn rendered_yaml_applies_cleanly_with_kubectl() {
+    let env = TestEnv::start();
+    let cfg = env.example("quickstart.yaml");
+    let render = env.vz(&["render", "-f", cfg.to_str().expect("utf8")]);
+    render.expect_code(0);
+    let file = env.work.path().join("rendered.yaml");
+    std::fs::write(&file, &render.stdout).expect("write");
+    env.kubectl(&["apply", "--server-side", "-f", file.to_str().expect("utf8")])
+        .expect_code(0);
+    let managed = env.list_names(&[
+        "networkpolicies,namespaces",
+        "-A",
+        "-l",
+        "vz.dev/platform=quickstart",
+    ]);
+    assert_eq!(managed.len(), QUICKSTART_OBJECTS, "{managed:?}");
+}

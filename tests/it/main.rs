@@ -1,0 +1,10 @@
+//! Integration tests of `vz`, run as a user would run it: the real binary against a real control plane
+//! (kube-apiserver, etcd and kube-controller-manager on loopback), with `kubectl` as an independent
+//! observer. Tests that need no cluster run the binary alone.
+
+#![allow(dead_code)]
+
+mod common;
+mod lifecycle;
+mod offline;
+mod testenv;

@@ -1,0 +1,160 @@
+//! Commands and errors that need no working cluster.
+
+use crate::common::{repo_root, vz_bare};
+
+fn quickstart() -> String {
+    repo_root()
+        .join("examples/quickstart.yaml")
+        .to_str()
+        .expect("utf8 path")
+        .to_string()
+}
+
+#[test]
+fn render_prints_every_desired_object_as_yaml_documents() {
+    let run = vz_bare(&["render", "-f", &quickstart()]);
+    run.expect_code(0);
+    let docs: Vec<&str> = run
+        .stdout
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .collect();
+    assert_eq!(docs.len(), 25);
+    assert_eq!(
+        docs.iter()
+            .filter(|d| d.contains("kind: Namespace"))
+            .count(),
+        8
+    );
+    assert_eq!(
+        docs.iter()
+            .filter(|d| d.contains("kind: NetworkPolicy"))
+            .count(),
+        17
+    );
+    // Namespaces come before the policies that live in them.
+    let first_policy = run.stdout.find("kind: NetworkPolicy").expect("policy");
+    let last_namespace = run.stdout.rfind("kind: Namespace").expect("namespace");
+    assert!(last_namespace < first_policy);
+    assert!(
+        run.stdout
+            .contains("# network-policies/NetworkPolicy/istio-system/istiod-access\n")
+    );
+}
+
+#[test]
+fn an_invalid_config_is_reported_with_file_line_and_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("bad.yaml");
+    std::fs::write(
+        &cfg,
+        "environmentName: dev\ningress:\n  type: NodePort\n  externalIPs:\n    - 300.1.1.1\n",
+    )
+    .expect("write");
+    let cfg = cfg.to_str().expect("utf8");
+    let run = vz_bare(&["plan", "-f", cfg]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains(&format!("{cfg}:5:")),
+        "names file and line: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("ingress.externalIPs[0]"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("300.1.1.1"), "{}", run.stderr);
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let run = vz_bare(&["render", "-f", "/nonexistent/vz.yaml"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("/nonexistent/vz.yaml"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_unreachable_cluster_gives_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A port nothing listens on: bind one, then close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'https://127.0.0.1:{port}', insecure-skip-tls-verify: true}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+        ),
+    )
+    .expect("write");
+    let cfg = quickstart();
+    let run = vz_bare(&[
+        "--kubeconfig",
+        kubeconfig.to_str().expect("utf8"),
+        "plan",
+        "-f",
+        &cfg,
+    ]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "cannot reach the Kubernetes API server at https://127.0.0.1:{port}"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("--kubeconfig"),
+        "hint names the flags: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_unknown_context_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n",
+    )
+    .expect("write");
+    let cfg = quickstart();
+    let run = vz_bare(&[
+        "--kubeconfig",
+        kubeconfig.to_str().expect("utf8"),
+        "--context",
+        "nope",
+        "plan",
+        "-f",
+        &cfg,
+    ]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("`nope`"), "{}", run.stderr);
+}
+
+#[test]
+fn a_corrupt_state_file_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("vz.yaml");
+    std::fs::write(&cfg, "environmentName: dev\n").expect("write");
+    let state = dir.path().join("dev.vzstate.json");
+    std::fs::write(&state, "{\"version\": 1, \"serial\"").expect("write");
+    // The state is read before the cluster is contacted, so no cluster is needed.
+    let run = vz_bare(&["plan", "-f", cfg.to_str().expect("utf8")]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("dev.vzstate.json"), "{}", run.stderr);
+    assert!(run.stderr.contains("not valid JSON"), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&state).expect("read"),
+        "{\"version\": 1, \"serial\""
+    );
+}
