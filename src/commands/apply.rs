@@ -4,31 +4,20 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
-use super::{Desired, Stored, confirm, connect};
+use super::{Planned, confirm, make_plan};
 use crate::cli::{ApplyArgs, ClusterArgs};
 use crate::engine::apply::{RunOptions, apply};
-use crate::engine::plan::plan;
 use crate::output::{Progress, plan_text};
 
 /// Run `vz apply`.
 pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCode> {
-    let desired = Desired::load(&args.config)?;
-    let stored = Stored::open(&args.config, &desired.platform)?;
-    let cluster = connect(cluster_args).await?;
-    eprintln!(
-        "Planning against {} (platform `{}`)",
-        cluster.server(),
-        desired.platform.environment_name
-    );
     let parallelism = usize::from(args.parallelism);
-    let plan = plan(
-        &cluster,
-        &desired.steps,
-        desired.graph.order(),
-        &stored.state,
-        parallelism,
-    )
-    .await?;
+    let Planned {
+        desired,
+        stored,
+        cluster,
+        plan,
+    } = make_plan(cluster_args, &args.config, parallelism).await?;
     print!("{}", plan_text(&plan, false));
     if !plan.has_work() {
         return Ok(ExitCode::SUCCESS);

@@ -17,6 +17,7 @@ use vz_state::{LocalBackend, State};
 
 use crate::cli::{ClusterArgs, ConfigArgs};
 use crate::cluster::{Cluster, ConnectOptions};
+use crate::engine::plan::{Plan, plan as plan_changes};
 use crate::engine::{self, graph::StepGraph};
 
 /// The version written into state files.
@@ -81,6 +82,48 @@ impl Stored {
         };
         Ok(Stored { backend, state })
     }
+}
+
+/// Everything a plan was made from, and the plan.
+pub struct Planned {
+    /// The desired steps.
+    pub desired: Desired,
+    /// The state the plan started from.
+    pub stored: Stored,
+    /// The cluster it was planned against.
+    pub cluster: Cluster,
+    /// The plan.
+    pub plan: Plan,
+}
+
+/// Load the configuration and state, connect, and plan (shared by `plan` and `apply`).
+pub async fn make_plan(
+    cluster_args: &ClusterArgs,
+    config: &ConfigArgs,
+    parallelism: usize,
+) -> Result<Planned> {
+    let desired = Desired::load(config)?;
+    let stored = Stored::open(config, &desired.platform)?;
+    let cluster = connect(cluster_args).await?;
+    eprintln!(
+        "Planning against {} (platform `{}`)",
+        cluster.server(),
+        desired.platform.environment_name
+    );
+    let plan = plan_changes(
+        &cluster,
+        &desired.steps,
+        desired.graph.order(),
+        &stored.state,
+        parallelism,
+    )
+    .await?;
+    Ok(Planned {
+        desired,
+        stored,
+        cluster,
+        plan,
+    })
 }
 
 /// Connect to the cluster the global flags name.

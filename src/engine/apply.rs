@@ -40,35 +40,8 @@ pub async fn apply(
     opts: &RunOptions,
     progress: &Progress,
 ) -> Result<State> {
-    let deadline = Instant::now() + opts.timeout;
-    let state = Arc::new(Mutex::new(state));
-    let run = Run {
-        cluster,
-        backend,
-        state: state.clone(),
-        opts,
-        progress,
-        deadline,
-    };
-
-    // Forget what is already gone.
-    let forgotten: Vec<&Change> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action == Action::Forget)
-        .collect();
-    if !forgotten.is_empty() {
-        let mut s = state.lock().await;
-        for c in forgotten {
-            s.remove(&c.address);
-            progress.line(&format!(
-                "{}: no longer exists; dropped from the state",
-                c.address
-            ));
-        }
-        backend.write(&mut s)?;
-    }
-
+    let run = Run::new(cluster, backend, state, opts, progress);
+    run.forget(plan).await?;
     let applied = graph
         .walk(false, opts.parallelism, |step| {
             let run = &run;
@@ -81,21 +54,9 @@ pub async fn apply(
             async move { run.apply_step(&step, changes, &depends_on).await }
         })
         .await;
-    if let Err(errors) = applied {
-        return Err(combine(errors));
-    }
-
-    let deletions: Vec<&Change> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action == Action::Delete)
-        .collect();
-    if !deletions.is_empty() {
-        let records = state.lock().await.objects.clone();
-        run.delete_all(&deletions, &records).await?;
-    }
-    let out = state.lock().await.clone();
-    Ok(out)
+    applied.map_err(combine)?;
+    run.delete_all(plan).await?;
+    Ok(run.into_state().await)
 }
 
 /// Delete everything `plan` (a destroy plan) lists, recording progress in `state`.
@@ -107,40 +68,10 @@ pub async fn destroy(
     opts: &RunOptions,
     progress: &Progress,
 ) -> Result<State> {
-    let deadline = Instant::now() + opts.timeout;
-    let records = state.objects.clone();
-    let state = Arc::new(Mutex::new(state));
-    let run = Run {
-        cluster,
-        backend,
-        state: state.clone(),
-        opts,
-        progress,
-        deadline,
-    };
-    {
-        let mut s = state.lock().await;
-        let mut dropped = false;
-        for c in plan.changes.iter().filter(|c| c.action == Action::Forget) {
-            s.remove(&c.address);
-            dropped = true;
-            progress.line(&format!(
-                "{}: already gone; dropped from the state",
-                c.address
-            ));
-        }
-        if dropped {
-            backend.write(&mut s)?;
-        }
-    }
-    let deletions: Vec<&Change> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action == Action::Delete)
-        .collect();
-    run.delete_all(&deletions, &records).await?;
-    let out = state.lock().await.clone();
-    Ok(out)
+    let run = Run::new(cluster, backend, state, opts, progress);
+    run.forget(plan).await?;
+    run.delete_all(plan).await?;
+    Ok(run.into_state().await)
 }
 
 struct Run<'a> {
@@ -152,7 +83,46 @@ struct Run<'a> {
     deadline: Instant,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(
+        cluster: &'a Cluster,
+        backend: &'a LocalBackend,
+        state: State,
+        opts: &'a RunOptions,
+        progress: &'a Progress,
+    ) -> Self {
+        Run {
+            cluster,
+            backend,
+            state: Arc::new(Mutex::new(state)),
+            opts,
+            progress,
+            deadline: Instant::now() + opts.timeout,
+        }
+    }
+
+    async fn into_state(self) -> State {
+        self.state.lock().await.clone()
+    }
+
+    /// Drop from the state the objects the plan found already gone.
+    async fn forget(&self, plan: &Plan) -> Result<()> {
+        let mut s = self.state.lock().await;
+        let mut dropped = false;
+        for c in plan.changes.iter().filter(|c| c.action == Action::Forget) {
+            s.remove(&c.address);
+            dropped = true;
+            self.progress.line(&format!(
+                "{}: no longer ours; dropped from the state",
+                c.address
+            ));
+        }
+        if dropped {
+            self.backend.write(&mut s)?;
+        }
+        Ok(())
+    }
+
     async fn apply_step(
         &self,
         step: &str,
@@ -241,9 +211,19 @@ impl Run<'_> {
         })
     }
 
-    /// Delete `changes` in reverse dependency order of the steps recorded in `records`.
-    async fn delete_all(&self, changes: &[&Change], records: &[ObjectRecord]) -> Result<()> {
-        let graph = StepGraph::build(&record_nodes(records))?;
+    /// Carry out the plan's deletions, in reverse dependency order of the recorded steps.
+    async fn delete_all(&self, plan: &Plan) -> Result<()> {
+        let changes: Vec<&Change> = plan
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Delete)
+            .collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let records = self.state.lock().await.objects.clone();
+        let graph = StepGraph::build(&record_nodes(&records))?;
+        let changes = &changes;
         let walked = graph
             .walk(true, self.opts.parallelism, |step| {
                 let mine: Vec<&Change> =

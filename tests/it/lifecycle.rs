@@ -33,6 +33,21 @@ fn state_of(env: &TestEnv) -> Value {
     serde_json::from_str(&text).expect("state is JSON")
 }
 
+/// Change the auth proxy policy's first port from 8775 to 9999 behind vz's back.
+fn drift_authproxy_port(env: &TestEnv) {
+    env.kubectl(&[
+        "-n",
+        "verrazzano-system",
+        "patch",
+        "networkpolicy",
+        "verrazzano-authproxy",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/ingress/0/ports/0/port","value":9999}]"#,
+    ])
+    .expect_code(0);
+}
+
 #[test]
 fn plan_on_an_empty_cluster_lists_every_object_to_add() {
     let env = TestEnv::start();
@@ -137,17 +152,7 @@ fn plan_after_apply_reports_no_changes() {
 #[test]
 fn a_policy_edited_with_kubectl_is_reported_as_drift_with_the_field() {
     let (env, cfg) = applied();
-    env.kubectl(&[
-        "-n",
-        "verrazzano-system",
-        "patch",
-        "networkpolicy",
-        "verrazzano-authproxy",
-        "--type=json",
-        "-p",
-        r#"[{"op":"replace","path":"/spec/ingress/0/ports/0/port","value":9999}]"#,
-    ])
-    .expect_code(0);
+    drift_authproxy_port(&env);
     let run = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
     run.expect_code(2);
     assert!(
@@ -172,17 +177,7 @@ fn a_policy_edited_with_kubectl_is_reported_as_drift_with_the_field() {
 #[test]
 fn apply_restores_a_drifted_policy_and_namespace_label() {
     let (env, cfg) = applied();
-    env.kubectl(&[
-        "-n",
-        "verrazzano-system",
-        "patch",
-        "networkpolicy",
-        "verrazzano-authproxy",
-        "--type=json",
-        "-p",
-        r#"[{"op":"replace","path":"/spec/ingress/0/ports/0/port","value":9999}]"#,
-    ])
-    .expect_code(0);
+    drift_authproxy_port(&env);
     env.kubectl(&["label", "namespace", "keycloak", "istio-injection-"])
         .expect_code(0);
     env.vz(&["apply", "-f", &cfg, "--auto-approve"])
