@@ -39,6 +39,78 @@ pub enum Command {
     Destroy(ApplyArgs),
     /// Print every desired object as multi-document YAML (no cluster needed).
     Render(ConfigArgs),
+    /// Inspect or change the recorded state without touching the cluster.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Remove the lock with this ID from the state, when the run that held it is gone.
+    ForceUnlock(ForceUnlockArgs),
+}
+
+/// `vz state` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List the address of every recorded object.
+    List(StateArgs),
+    /// Show what is recorded for one object.
+    Show {
+        /// Where the state is.
+        #[command(flatten)]
+        state: StateArgs,
+        /// The object's address (see `vz state list`).
+        address: String,
+    },
+    /// Print the whole state document (JSON) on standard output.
+    Pull(StateArgs),
+    /// Replace the state with a document (e.g. from `vz state pull`), refusing an older serial or another lineage.
+    Push {
+        /// Where the state is.
+        #[command(flatten)]
+        state: StateArgs,
+        /// The state document to store.
+        #[arg(value_name = "DOCUMENT")]
+        document: PathBuf,
+        /// Store it even if it is older, of another lineage, or conflicting.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Forget objects without deleting them from the cluster.
+    Rm {
+        /// Where the state is.
+        #[command(flatten)]
+        state: StateArgs,
+        /// Addresses of the objects to forget.
+        #[arg(required = true)]
+        addresses: Vec<String>,
+    },
+}
+
+/// Where the state is, for commands that need no desired objects.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// The platform configuration file that names the state (and its platform).
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        required_unless_present = "state"
+    )]
+    pub file: Option<PathBuf>,
+    /// The state file itself.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// How long to wait for another run's lock, e.g. `30s` (default: do not wait).
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
+}
+
+/// Arguments of `vz force-unlock`.
+#[derive(Debug, Args)]
+pub struct ForceUnlockArgs {
+    /// Where the state is.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The lock ID, as printed in the "locked" error.
+    pub id: String,
 }
 
 /// Which platform configuration to use.
@@ -50,6 +122,9 @@ pub struct ConfigArgs {
     /// State file to use instead of the one the configuration names.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
+    /// How long to wait for another run's lock on the state, e.g. `30s` (default: do not wait).
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
 }
 
 /// Arguments of `vz plan`.

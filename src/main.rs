@@ -29,8 +29,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Render(args) = &cli.command {
-        return commands::render::run(args);
+    match &cli.command {
+        Command::Render(args) => return commands::render::run(args),
+        Command::State(cmd) => return commands::state::run(cmd),
+        Command::ForceUnlock(args) => return commands::unlock::run(args),
+        _ => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -40,7 +43,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Command::Plan(args) => commands::plan::run(&cli.cluster, args).await,
             Command::Apply(args) => commands::apply::run(&cli.cluster, args).await,
             Command::Destroy(args) => commands::destroy::run(&cli.cluster, args).await,
-            Command::Render(args) => commands::render::run(args),
+            Command::Render(_) | Command::State(_) | Command::ForceUnlock(_) => {
+                unreachable!("handled without a runtime")
+            }
         }
     })
 }

@@ -17,7 +17,7 @@ pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCod
         stored,
         cluster,
         plan,
-    } = make_plan(cluster_args, &args.config, parallelism).await?;
+    } = make_plan(cluster_args, &args.config, parallelism, "apply").await?;
     print!("{}", plan_text(&plan, false));
     if !plan.has_work() {
         return Ok(ExitCode::SUCCESS);

@@ -13,7 +13,7 @@ use crate::output::{Progress, plan_text};
 /// Run `vz destroy`.
 pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCode> {
     let desired = Desired::load(&args.config)?;
-    let stored = Stored::open(&args.config, &desired.platform)?;
+    let stored = Stored::open(&args.config, &desired.platform, "destroy")?;
     if stored.state.objects.is_empty() {
         println!(
             "Nothing to destroy: the state {} records no objects.",

@@ -7,13 +7,16 @@ pub mod apply;
 pub mod destroy;
 pub mod plan;
 pub mod render;
+pub mod state;
+pub mod unlock;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use vz_providers::{Platform, Step};
-use vz_state::{LocalBackend, State};
+use vz_state::{LocalBackend, LockGuard, State};
 
 use crate::cli::{ClusterArgs, ConfigArgs};
 use crate::cluster::{Cluster, ConnectOptions};
@@ -47,40 +50,67 @@ impl Desired {
     }
 }
 
-/// The state backend and the state it holds (a new, empty state when there is none yet).
+/// The state backend, the state it holds (a new, empty state when there is none yet), and the lock
+/// held on it for the whole command.
 pub struct Stored {
     /// Where the state lives.
     pub backend: LocalBackend,
     /// The state.
     pub state: State,
+    /// Held until the command ends.
+    pub _lock: LockGuard,
 }
 
 impl Stored {
-    /// Open the state the configuration (or `--state`) names, checking it belongs to this platform.
-    pub fn open(args: &ConfigArgs, platform: &Platform) -> Result<Stored> {
+    /// Lock and read the state the configuration (or `--state`) names, checking it belongs to this
+    /// platform.
+    pub fn open(args: &ConfigArgs, platform: &Platform, operation: &str) -> Result<Stored> {
         let path: PathBuf = args
             .state
             .clone()
             .unwrap_or_else(|| platform.state_path.clone());
+        let stored = Stored::open_path(path, operation, args.lock_timeout)?;
+        if let Some(s) = stored.backend_state_platform()
+            && s != platform.environment_name
+        {
+            bail!(
+                "the state file {} belongs to platform `{s}`, but {} describes platform `{}`\n\
+                 hint: use the state file of `{}` (--state FILE or state.path in the configuration)",
+                stored.backend.path().display(),
+                platform.source.display(),
+                platform.environment_name,
+                platform.environment_name
+            );
+        }
+        let mut stored = stored;
+        if stored.state.serial == 0 && stored.state.objects.is_empty() {
+            stored.state.platform = platform.environment_name.clone();
+        }
+        Ok(stored)
+    }
+
+    /// Lock and read the state file at `path`.
+    pub fn open_path(path: PathBuf, operation: &str, lock_timeout: Duration) -> Result<Stored> {
+        let lock = vz_state::lock::acquire(&path, operation, TOOL_VERSION, lock_timeout)?;
+        if let Some(old) = &lock.replaced {
+            eprintln!(
+                "Note: took over a stale lock of {} (its process {} on this host is gone)",
+                old.who, old.pid
+            );
+        }
         let backend = LocalBackend::new(path);
-        let state = match backend.read()? {
-            Some(s) => {
-                if s.platform != platform.environment_name {
-                    bail!(
-                        "the state file {} belongs to platform `{}`, but {} describes platform `{}`\n\
-                         hint: use the state file of `{}` (--state FILE or state.path in the configuration)",
-                        backend.path().display(),
-                        s.platform,
-                        platform.source.display(),
-                        platform.environment_name,
-                        platform.environment_name
-                    );
-                }
-                s
-            }
-            None => State::new(&platform.environment_name, TOOL_VERSION),
-        };
-        Ok(Stored { backend, state })
+        let state = backend
+            .read()?
+            .unwrap_or_else(|| State::new("", TOOL_VERSION));
+        Ok(Stored {
+            backend,
+            state,
+            _lock: lock,
+        })
+    }
+
+    fn backend_state_platform(&self) -> Option<&str> {
+        (self.state.serial > 0).then_some(self.state.platform.as_str())
     }
 }
 
@@ -101,9 +131,10 @@ pub async fn make_plan(
     cluster_args: &ClusterArgs,
     config: &ConfigArgs,
     parallelism: usize,
+    operation: &str,
 ) -> Result<Planned> {
     let desired = Desired::load(config)?;
-    let stored = Stored::open(config, &desired.platform)?;
+    let stored = Stored::open(config, &desired.platform, operation)?;
     let cluster = connect(cluster_args).await?;
     eprintln!(
         "Planning against {} (platform `{}`)",

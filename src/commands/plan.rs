@@ -10,7 +10,13 @@ use crate::output::plan_text;
 
 /// Run `vz plan`.
 pub async fn run(cluster_args: &ClusterArgs, args: &PlanArgs) -> Result<ExitCode> {
-    let planned = make_plan(cluster_args, &args.config, usize::from(args.parallelism)).await?;
+    let planned = make_plan(
+        cluster_args,
+        &args.config,
+        usize::from(args.parallelism),
+        "plan",
+    )
+    .await?;
     print!("{}", plan_text(&planned.plan, false));
     Ok(if args.detailed_exitcode && planned.plan.has_work() {
         ExitCode::from(2)

@@ -55,6 +55,11 @@ pub fn checksum_of(value: &Value) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
+/// The checksum a state document gets when encoded (identifies its content).
+pub fn checksum_of_state(state: &State) -> String {
+    checksum_of(&serde_json::to_value(state).unwrap_or(Value::Null))
+}
+
 /// Encode `state` as pretty JSON with its checksum.
 pub fn encode(state: &State) -> Vec<u8> {
     let mut value = serde_json::to_value(state).unwrap_or(Value::Null);

@@ -8,12 +8,15 @@
 //!
 //! - [`model`]: the types.
 //! - [`codec`]: encoding and decoding, with the checksum.
-//! - [`local`]: the local file backend (atomic writes).
+//! - [`local`]: the local file backend (atomic writes, backup, stale-write refusal).
+//! - [`lock`]: the local lock (who holds it, waiting for it, taking over a dead holder's).
 
 pub mod codec;
 pub mod local;
+pub mod lock;
 pub mod model;
 
 pub use codec::{DecodeError, decode, encode};
 pub use local::{LocalBackend, StorageError};
+pub use lock::{LockError, LockGuard, LockInfo};
 pub use model::{FORMAT_VERSION, ObjectRecord, State};

@@ -7,4 +7,5 @@
 mod common;
 mod lifecycle;
 mod offline;
+mod state_cmds;
 mod testenv;
