@@ -66,7 +66,7 @@ pub enum LockError {
     )]
     Locked {
         /// The holder.
-        info: LockInfo,
+        info: Box<LockInfo>,
     },
     /// `force-unlock` was given an ID that is not the current lock's.
     #[error("the lock ID `{given}` does not match the current lock ({info}); nothing was removed")]
@@ -74,7 +74,7 @@ pub enum LockError {
         /// The ID given.
         given: String,
         /// The current lock.
-        info: LockInfo,
+        info: Box<LockInfo>,
     },
     /// There is no lock to remove.
     #[error("the state {0} is not locked; nothing was removed")]
@@ -193,7 +193,9 @@ pub fn acquire(
                     continue;
                 }
                 if started.elapsed() >= wait {
-                    return Err(LockError::Locked { info: holder });
+                    return Err(LockError::Locked {
+                        info: Box::new(holder),
+                    });
                 }
             }
             Ok(None) => continue,
@@ -221,7 +223,7 @@ pub fn force_unlock(state_path: &Path, id: &str) -> Result<LockInfo, LockError> 
     if info.id != id {
         return Err(LockError::WrongId {
             given: id.to_string(),
-            info,
+            info: Box::new(info),
         });
     }
     std::fs::remove_file(&path).map_err(|source| LockError::Io {
