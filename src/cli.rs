@@ -36,7 +36,7 @@ pub enum Command {
     /// Make the cluster match the configuration, after showing the plan and asking for confirmation.
     Apply(ApplyArgs),
     /// Delete every object the state records, dependents first, waiting until each is gone.
-    Destroy(ApplyArgs),
+    Destroy(RunArgs),
     /// Print every desired object as multi-document YAML (no cluster needed).
     Render(ConfigArgs),
     /// Inspect or change the recorded state without touching the cluster.
@@ -141,9 +141,9 @@ pub struct PlanArgs {
     pub parallelism: u16,
 }
 
-/// Arguments of `vz apply` and `vz destroy`.
+/// What `vz apply` and `vz destroy` share.
 #[derive(Debug, Args)]
-pub struct ApplyArgs {
+pub struct RunArgs {
     /// Configuration and state.
     #[command(flatten)]
     pub config: ConfigArgs,
@@ -156,6 +156,21 @@ pub struct ApplyArgs {
     /// Bound on the whole run, e.g. `90s`, `5m`, `1h30m`.
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Wait for each object to be ready (or gone) before its dependents; `--wait=false` only checks
+    /// that the API server accepted it.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub wait: bool,
+}
+
+/// Arguments of `vz apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// What apply shares with destroy.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Keep the changes made before a failure instead of undoing them (the state records them).
+    #[arg(long)]
+    pub no_rollback: bool,
 }
 
 /// Parse durations like `0s`, `90s`, `5m`, `1h30m` (a bare number is seconds).

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, Scope};
@@ -19,6 +21,9 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use vz_providers::Manifest;
 use vz_providers::manifest::display_name;
+
+use crate::engine::ready::{Readiness, readiness};
+use crate::interrupt::Interrupt;
 
 /// The field manager `vz` applies as.
 pub const FIELD_MANAGER: &str = "vz";
@@ -237,6 +242,7 @@ impl Cluster {
         r: &ObjectRef,
         uid: Option<&str>,
         deadline: Instant,
+        interrupt: &Interrupt,
     ) -> Result<()> {
         let mut pause = Duration::from_millis(50);
         loop {
@@ -253,9 +259,140 @@ impl Cluster {
                     blocking(&live)
                 );
             }
-            tokio::time::sleep(pause).await;
+            pause_or_interrupt(pause, interrupt, || {
+                format!("waiting for {r} to be deleted")
+            })
+            .await?;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
+    }
+
+    /// Wait until `r` is ready by its kind's rule ([`readiness`]), until `deadline`. A timeout names
+    /// the object and the condition it was waiting for.
+    pub async fn wait_ready(
+        &self,
+        r: &ObjectRef,
+        deadline: Instant,
+        interrupt: &Interrupt,
+    ) -> Result<()> {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let Some(live) = self.get(r).await? else {
+                bail!("{r} disappeared while vz waited for it to become ready");
+            };
+            let waiting = match readiness(&live) {
+                Readiness::Ready => return Ok(()),
+                Readiness::Waiting(w) => w,
+            };
+            if Instant::now() + pause > deadline {
+                bail!(
+                    "timed out waiting for {r} to be ready: waiting for {waiting}\n\
+                     hint: raise --timeout, or use --wait=false to apply without waiting"
+                );
+            }
+            pause_or_interrupt(pause, interrupt, || format!("waiting for {r} ({waiting})")).await?;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Put `before` (a complete object as it was read) back exactly: its content with one update,
+    /// then, if they differ, its managed fields with a second (an update that changes no value moves
+    /// no ownership, so the recorded managers come back as they were). Re-creates it when it is gone.
+    /// Returns the restored object.
+    pub async fn restore(&self, before: &Value) -> Result<Value> {
+        let r = ref_of(before)?;
+        let api = self.api(&r).await?;
+        let mut wanted = before.clone();
+        strip_for_write(&mut wanted, false);
+        let restored = match self.get(&r).await? {
+            Some(live) => {
+                set_resource_version(&mut wanted, &live);
+                self.put(&api, &r, &wanted).await?
+            }
+            None => {
+                let mut fresh = wanted.clone();
+                strip_for_write(&mut fresh, true);
+                let obj: DynamicObject = serde_json::from_value(fresh).with_context(|| {
+                    format!("cannot re-create {r}: its captured content is not an object")
+                })?;
+                let created = api
+                    .create(&PostParams::default(), &obj)
+                    .await
+                    .map_err(|e| anyhow!("cannot re-create {r}: {}", describe(&e)))?;
+                serde_json::to_value(created)?
+            }
+        };
+        let managed = |v: &Value| v.pointer("/metadata/managedFields").cloned();
+        if managed(&restored) == managed(before) || managed(before).is_none() {
+            return Ok(restored);
+        }
+        set_resource_version(&mut wanted, &restored);
+        self.put(&api, &r, &wanted).await
+    }
+
+    async fn put(&self, api: &Api<DynamicObject>, r: &ObjectRef, obj: &Value) -> Result<Value> {
+        let obj: DynamicObject = serde_json::from_value(obj.clone()).with_context(|| {
+            format!("cannot restore {r}: its captured content is not an object")
+        })?;
+        let out = api
+            .replace(&r.name, &PostParams::default(), &obj)
+            .await
+            .map_err(|e| anyhow!("cannot restore {r}: {}", describe(&e)))?;
+        Ok(serde_json::to_value(out)?)
+    }
+}
+
+async fn pause_or_interrupt(
+    pause: Duration,
+    interrupt: &Interrupt,
+    doing: impl FnOnce() -> String,
+) -> Result<()> {
+    tokio::select! {
+        () = tokio::time::sleep(pause) => Ok(()),
+        () = interrupt.tripped() => bail!("interrupted while {}", doing()),
+    }
+}
+
+/// The reference of a complete object.
+pub fn ref_of(obj: &Value) -> Result<ObjectRef> {
+    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).map(str::to_string);
+    Ok(ObjectRef {
+        api_version: s("/apiVersion").context("object without apiVersion")?,
+        kind: s("/kind").context("object without kind")?,
+        namespace: s("/metadata/namespace"),
+        name: s("/metadata/name").context("object without a name")?,
+    })
+}
+
+/// Remove what a write may not carry: status always; for a create also the identity the server
+/// assigns (uid, resourceVersion, timestamps).
+fn strip_for_write(obj: &mut Value, for_create: bool) {
+    if let Some(map) = obj.as_object_mut() {
+        map.remove("status");
+        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("deletionTimestamp");
+            meta.remove("deletionGracePeriodSeconds");
+            if for_create {
+                for k in [
+                    "uid",
+                    "resourceVersion",
+                    "creationTimestamp",
+                    "generation",
+                    "selfLink",
+                ] {
+                    meta.remove(k);
+                }
+            }
+        }
+    }
+}
+
+fn set_resource_version(obj: &mut Value, from: &Value) {
+    if let (Some(meta), Some(rv)) = (
+        obj.get_mut("metadata").and_then(Value::as_object_mut),
+        from.pointer("/metadata/resourceVersion"),
+    ) {
+        meta.insert("resourceVersion".into(), rv.clone());
     }
 }
 

@@ -9,6 +9,7 @@ mod cluster;
 mod commands;
 mod diff;
 mod engine;
+mod interrupt;
 mod output;
 
 use std::process::ExitCode;

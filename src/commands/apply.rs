@@ -7,10 +7,12 @@ use anyhow::{Result, bail};
 use super::{Planned, confirm, make_plan};
 use crate::cli::{ApplyArgs, ClusterArgs};
 use crate::engine::apply::{RunOptions, apply};
+use crate::interrupt::Interrupt;
 use crate::output::{Progress, plan_text};
 
 /// Run `vz apply`.
-pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCode> {
+pub async fn run(cluster_args: &ClusterArgs, apply_args: &ApplyArgs) -> Result<ExitCode> {
+    let args = &apply_args.run;
     let parallelism = usize::from(args.parallelism);
     let Planned {
         desired,
@@ -28,6 +30,13 @@ pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCod
     let opts = RunOptions {
         parallelism,
         timeout: args.timeout,
+        wait: args.wait,
+        rollback: !apply_args.no_rollback,
+        interrupt: Interrupt::install(if apply_args.no_rollback {
+            "Interrupt received: stopping after the requests in flight (no rollback)..."
+        } else {
+            "Interrupt received: stopping, then rolling back this run's changes..."
+        }),
     };
     apply(
         &cluster,

@@ -5,13 +5,14 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 
 use super::{Desired, Stored, confirm, connect};
-use crate::cli::{ApplyArgs, ClusterArgs};
+use crate::cli::{ClusterArgs, RunArgs};
 use crate::engine::apply::{RunOptions, destroy};
 use crate::engine::plan::plan_destroy;
+use crate::interrupt::Interrupt;
 use crate::output::{Progress, plan_text};
 
 /// Run `vz destroy`.
-pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCode> {
+pub async fn run(cluster_args: &ClusterArgs, args: &RunArgs) -> Result<ExitCode> {
     let desired = Desired::load(&args.config)?;
     let stored = Stored::open(&args.config, &desired.platform, "destroy")?;
     if stored.state.objects.is_empty() {
@@ -32,6 +33,11 @@ pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCod
     let opts = RunOptions {
         parallelism,
         timeout: args.timeout,
+        wait: args.wait,
+        rollback: false,
+        interrupt: Interrupt::install(
+            "Interrupt received: stopping after the deletions in flight; the state records what is left...",
+        ),
     };
     destroy(
         &cluster,

@@ -1,12 +1,22 @@
-//! Carrying out a plan: apply and delete objects step by step along the DAG, recording the state.
+//! Carrying out a plan: apply and delete objects step by step along the DAG, recording the state,
+//! and rolling back on failure.
 //!
-//! Steps run as soon as their dependencies are done, several at once; the objects of one step are
-//! applied concurrently. The state is written after every step, so a run that is killed leaves a
-//! state that matches what exists. Deletions walk the graph in reverse (contents before the
-//! namespaces that hold them) and wait until each object is really gone.
+//! Steps run as soon as their dependencies are done (and ready), several at once; the objects of one
+//! step are applied concurrently, then waited for by their kind's readiness rule. The state is written
+//! after every step, so a run that is killed leaves a state that matches what exists. Deletions walk
+//! the graph in reverse (contents before the namespaces that hold them) and wait until each object is
+//! really gone.
+//!
+//! Every change is journaled with what undoes it: a created object is deleted, an updated one is put
+//! back exactly as it was read just before the change (content and managed fields), a deleted one is
+//! re-created. When apply fails — an API error, an admission webhook's denial, an invalid object, a
+//! readiness timeout, or Ctrl-C — the journal is undone in reverse, and the state is written back to
+//! what it was before the run. An undo that fails is reported and the state records the object as it
+//! really is, so nothing is lost track of.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -16,9 +26,10 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use vz_state::{LocalBackend, ObjectRecord, State};
 
-use crate::cluster::{Cluster, Deleted};
+use crate::cluster::{Cluster, Deleted, ObjectRef};
 use crate::engine::graph::{StepGraph, StepNode};
 use crate::engine::plan::{Action, Change, Plan};
+use crate::interrupt::Interrupt;
 use crate::output::Progress;
 
 /// Knobs of a run.
@@ -26,9 +37,18 @@ use crate::output::Progress;
 pub struct RunOptions {
     /// Steps (and objects within a step) in flight at once.
     pub parallelism: usize,
-    /// Bound on the whole run.
+    /// Bound on the whole run (rollback has a budget of its own).
     pub timeout: Duration,
+    /// Wait for each object's readiness before its dependents start.
+    pub wait: bool,
+    /// Undo this run's changes when it fails.
+    pub rollback: bool,
+    /// Ctrl-C.
+    pub interrupt: Interrupt,
 }
+
+/// The least time a rollback gets, however little of `--timeout` is left.
+const MIN_ROLLBACK_BUDGET: Duration = Duration::from_secs(300);
 
 /// Apply `plan` (made from the steps of `graph`), recording progress in `state` through `backend`.
 pub async fn apply(
@@ -40,26 +60,43 @@ pub async fn apply(
     opts: &RunOptions,
     progress: &Progress,
 ) -> Result<State> {
+    let original = state.clone();
     let run = Run::new(cluster, backend, state, opts, progress);
-    run.forget(plan).await?;
-    let applied = graph
-        .walk(false, opts.parallelism, |step| {
-            let run = &run;
-            let changes: Vec<&Change> = plan
-                .changes
-                .iter()
-                .filter(|c| c.step == step && c.desired.is_some())
-                .collect();
-            let depends_on = graph.dependencies(&step);
-            async move { run.apply_step(&step, changes, &depends_on).await }
-        })
-        .await;
-    applied.map_err(combine)?;
-    run.delete_all(plan).await?;
-    Ok(run.into_state().await)
+    let outcome = async {
+        run.forget(plan).await?;
+        let applied = graph
+            .walk(false, opts.parallelism, |step| {
+                let run = &run;
+                let changes: Vec<&Change> = plan
+                    .changes
+                    .iter()
+                    .filter(|c| c.step == step && c.desired.is_some())
+                    .collect();
+                let depends_on = graph.dependencies(&step);
+                async move { run.apply_step(&step, changes, &depends_on).await }
+            })
+            .await;
+        applied.map_err(combine)?;
+        run.delete_all(plan).await
+    }
+    .await;
+    let Err(failure) = outcome else {
+        return Ok(run.into_state().await);
+    };
+    if !opts.rollback {
+        let s = run.into_state().await;
+        return Err(failure.context(format!(
+            "apply failed; the changes made so far are kept (--no-rollback) and the state records them ({} objects, serial {})",
+            s.objects.len(),
+            s.serial
+        )));
+    }
+    let report = run.rollback(original).await;
+    Err(anyhow!("{failure:#}\n\n{report}"))
 }
 
-/// Delete everything `plan` (a destroy plan) lists, recording progress in `state`.
+/// Delete everything `plan` (a destroy plan) lists, recording progress in `state`. A destroy that
+/// fails stops where it is (it is not rolled back); the state records what is left.
 pub async fn destroy(
     cluster: &Cluster,
     plan: &Plan,
@@ -74,6 +111,26 @@ pub async fn destroy(
     Ok(run.into_state().await)
 }
 
+/// How to undo one change.
+#[derive(Debug, Clone)]
+enum Undo {
+    /// The run created the object: delete it.
+    Created { uid: Option<String> },
+    /// The run changed the object: put this content back.
+    Updated { before: Value },
+    /// The run deleted the object: re-create it from this content.
+    Deleted { before: Value },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Order in which the step that made the change started; undone from the highest.
+    seq: usize,
+    address: String,
+    object: ObjectRef,
+    undo: Undo,
+}
+
 struct Run<'a> {
     cluster: &'a Cluster,
     backend: &'a LocalBackend,
@@ -81,6 +138,8 @@ struct Run<'a> {
     opts: &'a RunOptions,
     progress: &'a Progress,
     deadline: Instant,
+    journal: Mutex<Vec<Entry>>,
+    steps_started: AtomicUsize,
 }
 
 impl<'a> Run<'a> {
@@ -98,11 +157,35 @@ impl<'a> Run<'a> {
             opts,
             progress,
             deadline: Instant::now() + opts.timeout,
+            journal: Mutex::new(Vec::new()),
+            steps_started: AtomicUsize::new(0),
         }
     }
 
     async fn into_state(self) -> State {
         self.state.lock().await.clone()
+    }
+
+    fn check_continue(&self, doing: &str) -> Result<()> {
+        if self.opts.interrupt.is_set() {
+            return Err(anyhow!("interrupted before {doing}"));
+        }
+        if Instant::now() > self.deadline {
+            return Err(anyhow!(
+                "--timeout ({}s) ran out before {doing}",
+                self.opts.timeout.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
+    async fn journal(&self, seq: usize, c: &Change, undo: Undo) {
+        self.journal.lock().await.push(Entry {
+            seq,
+            address: c.address.clone(),
+            object: c.object.clone(),
+            undo,
+        });
     }
 
     /// Drop from the state the objects the plan found already gone.
@@ -132,28 +215,29 @@ impl<'a> Run<'a> {
         if changes.is_empty() {
             return Ok(());
         }
+        let seq = self.steps_started.fetch_add(1, Ordering::SeqCst);
         let started = std::time::Instant::now();
-        let results: Vec<Result<ObjectRecord>> =
-            stream::iter(changes.iter().map(|c| self.apply_one(c, depends_on)))
+        let results: Vec<(Option<ObjectRecord>, Result<()>)> =
+            stream::iter(changes.iter().map(|c| self.apply_one(seq, c, depends_on)))
                 .buffer_unordered(self.opts.parallelism.max(1))
                 .collect()
                 .await;
         let mut errors = Vec::new();
-        let mut changed = 0usize;
         {
             let mut s = self.state.lock().await;
-            for r in results {
-                match r {
-                    Ok(record) => {
-                        if s.get(&record.address) != Some(&record) {
-                            changed += 1;
-                        }
-                        s.upsert(record);
-                    }
-                    Err(e) => errors.push(e),
+            let mut changed = false;
+            for (record, result) in results {
+                if let Some(record) = record
+                    && s.get(&record.address) != Some(&record)
+                {
+                    s.upsert(record);
+                    changed = true;
+                }
+                if let Err(e) = result {
+                    errors.push(e);
                 }
             }
-            if changed > 0 {
+            if changed {
                 self.backend.write(&mut s)?;
             }
         }
@@ -170,35 +254,28 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    async fn apply_one(&self, c: &Change, depends_on: &[String]) -> Result<ObjectRecord> {
-        let m = c
-            .desired
-            .as_ref()
-            .context("internal: no desired object to apply")?;
+    /// Apply one object and wait for it; the record is returned whenever the object was applied,
+    /// even if waiting for it then failed.
+    async fn apply_one(
+        &self,
+        seq: usize,
+        c: &Change,
+        depends_on: &[String],
+    ) -> (Option<ObjectRecord>, Result<()>) {
+        let Some(m) = c.desired.as_ref() else {
+            return (
+                None,
+                Err(anyhow!("internal: no desired object for {}", c.address)),
+            );
+        };
         let uid = match c.action {
             Action::NoOp => c.live_uid.clone(),
-            _ => {
-                if Instant::now() > self.deadline {
-                    return Err(anyhow!(
-                        "timed out before applying {} ({})",
-                        c.object,
-                        c.address
-                    ));
-                }
-                let applied = self.cluster.apply(m, false).await?;
-                let verb = if c.action == Action::Create {
-                    "created"
-                } else {
-                    "updated"
-                };
-                self.progress.line(&format!("{}: {verb}", c.address));
-                applied
-                    .pointer("/metadata/uid")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            }
+            _ => match self.apply_change(seq, c).await {
+                Ok(uid) => uid,
+                Err(e) => return (None, Err(e.context(format!("cannot apply {}", c.address)))),
+            },
         };
-        Ok(ObjectRecord {
+        let record = ObjectRecord {
             address: c.address.clone(),
             step: c.step.clone(),
             api_version: m.api_version.clone(),
@@ -208,7 +285,36 @@ impl<'a> Run<'a> {
             uid: uid.unwrap_or_default(),
             manifest_sha256: m.sha256(),
             depends_on: depends_on.to_vec(),
-        })
+        };
+        let waited = if self.opts.wait {
+            self.cluster
+                .wait_ready(&c.object, self.deadline, &self.opts.interrupt)
+                .await
+                .with_context(|| format!("{} was applied but is not ready", c.address))
+        } else {
+            Ok(())
+        };
+        (Some(record), waited)
+    }
+
+    /// Create or update one object, journaling how to undo it; returns its uid.
+    async fn apply_change(&self, seq: usize, c: &Change) -> Result<Option<String>> {
+        let m = c.desired.as_ref().context("internal: nothing to apply")?;
+        self.check_continue(&format!("applying {}", c.object))?;
+        // What the object is right now, to put back exactly if the run is rolled back.
+        let before = self.cluster.get(&c.object).await?;
+        let applied = self.cluster.apply(m, false).await?;
+        let uid = applied
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let (undo, verb) = match before {
+            Some(before) => (Undo::Updated { before }, "updated"),
+            None => (Undo::Created { uid: uid.clone() }, "created"),
+        };
+        self.journal(seq, c, undo).await;
+        self.progress.line(&format!("{}: {verb}", c.address));
+        Ok(uid)
     }
 
     /// Carry out the plan's deletions, in reverse dependency order of the recorded steps.
@@ -238,11 +344,12 @@ impl<'a> Run<'a> {
         if changes.is_empty() {
             return Ok(());
         }
+        let seq = self.steps_started.fetch_add(1, Ordering::SeqCst);
         let started = std::time::Instant::now();
         let results: Vec<(String, Result<()>)> = stream::iter(
             changes
                 .iter()
-                .map(|c| async move { (c.address.clone(), self.delete_one(c).await) }),
+                .map(|c| async move { (c.address.clone(), self.delete_one(seq, c).await) }),
         )
         .buffer_unordered(self.opts.parallelism.max(1))
         .collect()
@@ -271,18 +378,163 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    async fn delete_one(&self, c: &Change) -> Result<()> {
+    async fn delete_one(&self, seq: usize, c: &Change) -> Result<()> {
+        self.check_continue(&format!("deleting {}", c.object))?;
+        let before = self.cluster.get(&c.object).await?;
         match self.cluster.delete(&c.object).await? {
             Deleted::AlreadyGone => Ok(()),
             Deleted::Started { uid } => {
-                let uid = uid.or_else(|| c.live_uid.clone());
-                self.cluster
-                    .wait_gone(&c.object, uid.as_deref(), self.deadline)
-                    .await?;
+                if let Some(before) = before {
+                    self.journal(seq, c, Undo::Deleted { before }).await;
+                }
+                if self.opts.wait {
+                    let uid = uid.or_else(|| c.live_uid.clone());
+                    self.cluster
+                        .wait_gone(
+                            &c.object,
+                            uid.as_deref(),
+                            self.deadline,
+                            &self.opts.interrupt,
+                        )
+                        .await?;
+                }
                 self.progress.line(&format!("{}: deleted", c.address));
                 Ok(())
             }
         }
+    }
+
+    /// Undo the journal, newest step first (the changes of one step concurrently), and write the
+    /// state back to `original`, adjusted for any undo that failed. Returns the report for the user.
+    async fn rollback(&self, original: State) -> String {
+        let mut journal = std::mem::take(&mut *self.journal.lock().await);
+        if journal.is_empty() {
+            return "Nothing had been changed, so there was nothing to roll back; the state is unchanged.".into();
+        }
+        self.progress.line(&format!(
+            "Rolling back {} change(s) made by this run...",
+            journal.len()
+        ));
+        let deadline = Instant::now() + self.opts.timeout.max(MIN_ROLLBACK_BUDGET);
+        journal.sort_by_key(|e| std::cmp::Reverse(e.seq));
+        let run_state = self.state.lock().await.clone();
+        let mut state = original;
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        let mut i = 0;
+        while i < journal.len() {
+            let seq = journal[i].seq;
+            let group: Vec<&Entry> = journal[i..].iter().take_while(|e| e.seq == seq).collect();
+            i += group.len();
+            let results = stream::iter(
+                group
+                    .iter()
+                    .map(|e| async move { (*e, self.undo(e, deadline).await) }),
+            )
+            .buffer_unordered(self.opts.parallelism.max(1))
+            .collect::<Vec<_>>()
+            .await;
+            for (e, r) in results {
+                match (r, &e.undo) {
+                    (Ok(restored), undo) => {
+                        done.push(format!("  - {} {}", describe_undo(undo), e.object));
+                        if let (Undo::Deleted { .. }, Some(uid)) = (undo, restored) {
+                            // Re-created with a new uid: the record follows it.
+                            if let Some(mut rec) = state.get(&e.address).cloned() {
+                                rec.uid = uid;
+                                state.upsert(rec);
+                            }
+                        }
+                    }
+                    (Err(err), undo) => {
+                        failed.push(format!(
+                            "  - could not {} {}: {err:#}",
+                            describe_undo(undo),
+                            e.object
+                        ));
+                        // Record the object as it really is now.
+                        match undo {
+                            Undo::Created { .. } | Undo::Updated { .. } => {
+                                if let Some(rec) = run_state.get(&e.address) {
+                                    state.upsert(rec.clone());
+                                }
+                            }
+                            Undo::Deleted { .. } => {
+                                state.remove(&e.address);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Continue the history on disk: the rolled-back state is the next serial.
+        state.lineage = run_state.lineage.clone();
+        state.serial = run_state.serial;
+        let written = self.backend.write(&mut state);
+        let mut report = String::new();
+        if failed.is_empty() {
+            report.push_str(&format!(
+                "Rolled back every change of this run ({}):\n{}",
+                done.len(),
+                done.join("\n")
+            ));
+        } else {
+            report.push_str(&format!(
+                "Rollback was incomplete. Undone ({}):\n{}\nNOT undone ({}):\n{}\n\
+                 The state records these objects as they are now; fix the cause and run vz apply again.",
+                done.len(),
+                done.join("\n"),
+                failed.len(),
+                failed.join("\n")
+            ));
+        }
+        match written {
+            Ok(()) if failed.is_empty() => report.push_str(&format!(
+                "\nThe state is as it was before the run (now serial {}).",
+                state.serial
+            )),
+            Ok(()) => report.push_str(&format!("\nState written (serial {}).", state.serial)),
+            Err(e) => report.push_str(&format!(
+                "\nThe state could NOT be written after the rollback: {e:#}\n\
+                 It still describes the cluster as it was when the run failed; run `vz plan` to see the difference."
+            )),
+        }
+        report
+    }
+
+    /// Undo one change; for a re-created object, its new uid.
+    async fn undo(&self, e: &Entry, deadline: Instant) -> Result<Option<String>> {
+        let never = Interrupt::never();
+        match &e.undo {
+            Undo::Created { uid } => {
+                if let Deleted::Started { uid: started } = self.cluster.delete(&e.object).await? {
+                    let uid = started.or_else(|| uid.clone());
+                    self.cluster
+                        .wait_gone(&e.object, uid.as_deref(), deadline, &never)
+                        .await?;
+                }
+                Ok(None)
+            }
+            Undo::Updated { before } => {
+                self.cluster.restore(before).await?;
+                Ok(None)
+            }
+            Undo::Deleted { before } => {
+                let restored = self.cluster.restore(before).await?;
+                Ok(restored
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .map(str::to_string))
+            }
+        }
+    }
+}
+
+fn describe_undo(u: &Undo) -> &'static str {
+    match u {
+        Undo::Created { .. } => "deleted (created by this run)",
+        Undo::Updated { .. } => "restored",
+        Undo::Deleted { .. } => "re-created (deleted by this run)",
     }
 }
 

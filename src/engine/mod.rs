@@ -2,11 +2,14 @@
 //!
 //! - [`graph`]: the step DAG and its parallel walk.
 //! - [`plan`]: desired vs recorded vs live.
-//! - [`apply`]: applying and deleting along the DAG, with the state written after every step.
+//! - [`apply`]: applying and deleting along the DAG, with the state written after every step, and
+//!   rolling back on failure.
+//! - [`ready`]: per-kind readiness rules.
 
 pub mod apply;
 pub mod graph;
 pub mod plan;
+pub mod ready;
 
 use std::collections::BTreeSet;
 

@@ -7,5 +7,6 @@
 mod common;
 mod lifecycle;
 mod offline;
+mod rollback;
 mod state_cmds;
 mod testenv;

@@ -1,0 +1,50 @@
+//! Ctrl-C: a run stops starting new work, stops waiting, and (for apply) rolls back.
+//!
+//! [`Interrupt::install`] listens for SIGINT once per process; the first one trips the flag that
+//! every operation and wait checks. A second one exits at once (the state already records every step
+//! that completed).
+
+use tokio::sync::watch;
+
+/// A flag tripped by Ctrl-C (or by a test).
+#[derive(Debug, Clone)]
+pub struct Interrupt {
+    rx: watch::Receiver<bool>,
+}
+
+impl Interrupt {
+    /// A flag nothing trips.
+    pub fn never() -> Interrupt {
+        let (tx, rx) = watch::channel(false);
+        // Keep the sender alive so `tripped` never resolves.
+        std::mem::forget(tx);
+        Interrupt { rx }
+    }
+
+    /// Listen for Ctrl-C; `on_first` is printed when the first one arrives.
+    pub fn install(on_first: &'static str) -> Interrupt {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("{on_first}");
+                let _ = tx.send(true);
+            }
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("Second interrupt: exiting now. The state records every completed step.");
+                std::process::exit(130);
+            }
+        });
+        Interrupt { rx }
+    }
+
+    /// Whether Ctrl-C was pressed.
+    pub fn is_set(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Resolves when Ctrl-C is pressed.
+    pub async fn tripped(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}

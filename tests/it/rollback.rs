@@ -1,0 +1,314 @@
+//! Failure in the middle of an apply: rollback (the default), --no-rollback, timeouts and Ctrl-C.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::TestEnv;
+
+/// The quick start with some components switched off: the platform before the failing run.
+const BEFORE: &str = "environmentName: quickstart
+ingress: {type: NodePort, externalIPs: [127.0.0.1]}
+components:
+  console: {enabled: false}
+  certManager: {enabled: false}
+  argoCD: {enabled: false}
+state: {path: quickstart.vzstate.json}
+";
+
+/// The failing run: creates (console policy, cert-manager and argocd namespaces, cert-manager
+/// policy) and updates (injection labels off on every meshed namespace).
+const AFTER: &str = "environmentName: quickstart
+ingress: {type: NodePort, externalIPs: [127.0.0.1]}
+components:
+  istio: {injectionEnabled: false}
+  console: {enabled: true}
+  certManager: {enabled: true}
+  argoCD: {enabled: true}
+state: {path: quickstart.vzstate.json}
+";
+
+/// A webhook that refuses every NetworkPolicy created in verrazzano-system: its backend does not exist
+/// and its failure policy is Fail.
+const DENY_WEBHOOK: &str = r#"{
+  "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+  "metadata": {"name": "deny-verrazzano-system-policies"},
+  "webhooks": [{
+    "name": "deny.vz.test", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+    "failurePolicy": "Fail", "timeoutSeconds": 2,
+    "clientConfig": {"url": "https://127.0.0.1:1/deny"},
+    "rules": [{"apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"], "operations": ["CREATE"],
+               "resources": ["networkpolicies"]}],
+    "namespaceSelector": {"matchLabels": {"verrazzano.io/namespace": "verrazzano-system"}}
+  }]
+}"#;
+
+const PROBE_POLICY: &str = r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+  "metadata": {"name": "probe", "namespace": "verrazzano-system"}, "spec": {"podSelector": {}}}"#;
+
+struct Setup {
+    env: TestEnv,
+    cfg: String,
+}
+
+impl Setup {
+    /// A control plane with `BEFORE` applied, and the config file rewritten to `AFTER`.
+    fn new() -> Setup {
+        let env = TestEnv::start();
+        let cfg = env.write_config("vz.yaml", BEFORE);
+        let cfg = cfg.to_str().expect("utf8").to_string();
+        env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+            .expect_code(0);
+        std::fs::write(&cfg, AFTER).expect("write config");
+        Setup { env, cfg }
+    }
+
+    fn state(&self) -> Value {
+        let text = std::fs::read_to_string(self.env.work.path().join("quickstart.vzstate.json"))
+            .expect("state");
+        serde_json::from_str(&text).expect("JSON")
+    }
+
+    fn namespace(&self, name: &str) -> Option<Value> {
+        self.env.get_json(&["namespace", name])
+    }
+
+    fn install_deny_webhook(&self) {
+        let file = self.env.work.path().join("webhook.json");
+        std::fs::write(&file, DENY_WEBHOOK).expect("write");
+        self.env
+            .kubectl(&["create", "-f", file.to_str().expect("utf8")])
+            .expect_code(0);
+        // The API server picks the webhook up asynchronously: wait until it rejects a probe.
+        let probe = self.env.work.path().join("probe.json");
+        std::fs::write(&probe, PROBE_POLICY).expect("write");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let run = self.env.kubectl(&[
+                "create",
+                "--dry-run=server",
+                "-f",
+                probe.to_str().expect("utf8"),
+            ]);
+            if !run.ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the webhook never took effect");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Make namespace `name` exist but stay Terminating: a ConfigMap in it with a finalizer
+    /// nobody removes holds it.
+    fn stuck_terminating_namespace(&self, name: &str) {
+        let env = &self.env;
+        env.kubectl(&["create", "namespace", name]).expect_code(0);
+        let cm = env.work.path().join("held.json");
+        std::fs::write(
+            &cm,
+            format!(
+                r#"{{"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {{"name": "held", "namespace": "{name}", "finalizers": ["vz.test/hold"]}}}}"#
+            ),
+        )
+        .expect("write");
+        env.kubectl(&["create", "-f", cm.to_str().expect("utf8")])
+            .expect_code(0);
+        env.kubectl(&["delete", "namespace", name, "--wait=false"])
+            .expect_code(0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .namespace(name)
+            .and_then(|n| n["status"]["phase"].as_str().map(str::to_string))
+            != Some("Terminating".into())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "namespace {name} never became Terminating"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The fields rollback must restore exactly.
+fn labels_and_managers(ns: &Value) -> (Value, Value) {
+    (
+        ns["metadata"]["labels"].clone(),
+        ns["metadata"]["managedFields"].clone(),
+    )
+}
+
+#[test]
+fn an_admission_webhook_denial_midway_rolls_back_every_change_of_the_run() {
+    let s = Setup::new();
+    let keycloak_before = labels_and_managers(&s.namespace("keycloak").expect("keycloak"));
+    let state_before = s.state();
+    s.install_deny_webhook();
+
+    let run = s.env.vz(&["apply", "-f", &s.cfg, "--auto-approve"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("NetworkPolicy verrazzano-system/verrazzano-console"),
+        "names the object: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("deny.vz.test"),
+        "says why: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Rolled back every change of this run"),
+        "{}",
+        run.stderr
+    );
+
+    // Created by the run: gone.
+    assert!(s.namespace("argocd").is_none());
+    assert!(s.namespace("cert-manager").is_none());
+    assert!(
+        s.env
+            .get_json(&[
+                "networkpolicy",
+                "-n",
+                "verrazzano-system",
+                "verrazzano-console"
+            ])
+            .is_none()
+    );
+    // Updated by the run: back exactly, managed fields included.
+    assert_eq!(
+        labels_and_managers(&s.namespace("keycloak").expect("keycloak")),
+        keycloak_before
+    );
+    // The state is as before (a later serial).
+    let state_after = s.state();
+    assert_eq!(state_after["objects"], state_before["objects"]);
+    assert_eq!(state_after["lineage"], state_before["lineage"]);
+    assert!(state_after["serial"].as_u64() > state_before["serial"].as_u64());
+}
+
+#[test]
+fn no_rollback_keeps_partial_progress_and_the_state_records_exactly_it() {
+    let s = Setup::new();
+    s.install_deny_webhook();
+    let run = s
+        .env
+        .vz(&["apply", "-f", &s.cfg, "--auto-approve", "--no-rollback"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("--no-rollback"), "{}", run.stderr);
+    assert!(s.namespace("argocd").is_some(), "kept");
+    assert!(s.namespace("cert-manager").is_some(), "kept");
+
+    let mut recorded: Vec<String> = s.state()["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .map(|o| {
+            let kind = o["kind"].as_str().expect("kind").to_lowercase();
+            match o["namespace"].as_str() {
+                Some(ns) => format!("{kind}/{ns}/{}", o["name"].as_str().expect("name")),
+                None => format!("{kind}//{}", o["name"].as_str().expect("name")),
+            }
+        })
+        .collect();
+    recorded.sort();
+    let listed = s.env.kubectl(&[
+        "get",
+        "namespaces,networkpolicies",
+        "-A",
+        "-l",
+        "app.kubernetes.io/managed-by=vz",
+        "-o",
+        "jsonpath={range .items[*]}{.kind}/{.metadata.namespace}/{.metadata.name}{\"\\n\"}{end}",
+    ]);
+    let mut live: Vec<String> = listed.stdout.lines().map(str::to_lowercase).collect();
+    live.sort();
+    assert_eq!(recorded, live, "the state records exactly what exists");
+
+    // Once the cause is gone, apply finishes the job.
+    s.env
+        .kubectl(&[
+            "delete",
+            "validatingwebhookconfiguration",
+            "deny-verrazzano-system-policies",
+        ])
+        .expect_code(0);
+    std::thread::sleep(Duration::from_secs(2));
+    s.env
+        .vz(&["apply", "-f", &s.cfg, "--auto-approve"])
+        .expect_code(0);
+    s.env
+        .vz(&["plan", "-f", &s.cfg, "--detailed-exitcode"])
+        .expect_code(0);
+}
+
+#[test]
+fn a_readiness_timeout_rolls_back_and_names_what_it_waited_for() {
+    let s = Setup::new();
+    s.stuck_terminating_namespace("argocd");
+    let state_before = s.state();
+    let run = s
+        .env
+        .vz(&["apply", "-f", &s.cfg, "--auto-approve", "--timeout", "4s"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("timed out waiting for Namespace argocd to be ready: waiting for phase Active (it is Terminating)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Rolled back every change of this run"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        s.namespace("cert-manager").is_none(),
+        "created by the run, so deleted"
+    );
+    assert_eq!(s.state()["objects"], state_before["objects"]);
+}
+
+#[test]
+fn ctrl_c_during_apply_rolls_back() {
+    let s = Setup::new();
+    s.stuck_terminating_namespace("argocd");
+    let state_before = s.state();
+    let child = Command::new(env!("CARGO_BIN_EXE_vz"))
+        .arg("--kubeconfig")
+        .arg(s.env.kubeconfig())
+        .args(["apply", "-f", &s.cfg, "--auto-approve", "--timeout", "5m"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until the run has created something, then press Ctrl-C.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.namespace("cert-manager").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "apply never created cert-manager"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        stderr.contains("Rolled back every change of this run"),
+        "{stderr}"
+    );
+    assert!(s.namespace("cert-manager").is_none());
+    assert_eq!(s.state()["objects"], state_before["objects"]);
+}
