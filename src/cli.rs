@@ -36,9 +36,11 @@ pub enum Command {
     /// Make the cluster match the configuration, after showing the plan and asking for confirmation.
     Apply(ApplyArgs),
     /// Delete every object the state records, dependents first, waiting until each is gone.
-    Destroy(RunArgs),
+    Destroy(DestroyArgs),
     /// Print every desired object as multi-document YAML (no cluster needed).
     Render(ConfigArgs),
+    /// Print the dependency graph of the steps as DOT (no cluster needed).
+    Graph(ConfigArgs),
     /// Inspect or change the recorded state without touching the cluster.
     #[command(subcommand)]
     State(StateCommand),
@@ -116,9 +118,9 @@ pub struct ForceUnlockArgs {
 /// Which platform configuration to use.
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
-    /// The platform configuration file (YAML).
+    /// The platform configuration file (YAML). Required, except when applying a saved plan.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
     /// State file to use instead of the one the configuration names.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
@@ -127,12 +129,48 @@ pub struct ConfigArgs {
     pub lock_timeout: Duration,
 }
 
+impl ConfigArgs {
+    /// The configuration file; an error naming the flag when it is missing.
+    pub fn file(&self) -> anyhow::Result<&std::path::Path> {
+        self.file
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("no configuration given: pass -f FILE"))
+    }
+}
+
+/// Which objects to plan.
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// Plan only this object (by address) or step (by id), plus the steps it depends on. Repeatable.
+    #[arg(long = "target", value_name = "ADDR")]
+    pub targets: Vec<String>,
+    /// Read the live cluster while planning; `--refresh=false` compares with the state only (no
+    /// drift detection, no field-level diffs).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub refresh: bool,
+}
+
 /// Arguments of `vz plan`.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// Configuration and state.
     #[command(flatten)]
     pub config: ConfigArgs,
+    /// Which objects.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Replace this object (delete, then create) even if it could be updated in place. Repeatable.
+    #[arg(long = "replace", value_name = "ADDR")]
+    pub replace: Vec<String>,
+    /// Plan the destruction of everything the state records.
+    #[arg(long)]
+    pub destroy: bool,
+    /// Save the plan to FILE, for `vz apply FILE` to carry out exactly.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print the plan as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
@@ -165,12 +203,33 @@ pub struct RunArgs {
 /// Arguments of `vz apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
+    /// A plan saved by `vz plan --out`: apply exactly it (refused if the state or configuration
+    /// changed since).
+    #[arg(value_name = "PLANFILE")]
+    pub plan_file: Option<PathBuf>,
     /// What apply shares with destroy.
     #[command(flatten)]
     pub run: RunArgs,
+    /// Which objects.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Replace this object (delete, then create) even if it could be updated in place. Repeatable.
+    #[arg(long = "replace", value_name = "ADDR")]
+    pub replace: Vec<String>,
     /// Keep the changes made before a failure instead of undoing them (the state records them).
     #[arg(long)]
     pub no_rollback: bool,
+}
+
+/// Arguments of `vz destroy`.
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// What destroy shares with apply.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Which objects.
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 /// Parse durations like `0s`, `90s`, `5m`, `1h30m` (a bare number is seconds).

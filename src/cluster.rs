@@ -38,7 +38,7 @@ pub struct ConnectOptions {
 }
 
 /// The identity of an object in the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ObjectRef {
     /// `apiVersion`.
     pub api_version: String,
@@ -219,6 +219,26 @@ impl Cluster {
         serde_json::to_value(obj).context("cannot encode an applied object")
     }
 
+    /// A server-side dry-run apply of `m`: what applying it would leave in the cluster, or the fields
+    /// that cannot change in place (the object must be replaced).
+    pub async fn dry_run(&self, m: &Manifest) -> Result<DryRun> {
+        let r = ObjectRef::of(m);
+        let api = self.api(&r).await?;
+        let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+        match api.patch(&m.name, &params, &Patch::Apply(&m.body)).await {
+            Ok(obj) => Ok(DryRun::Applied(
+                serde_json::to_value(obj).context("cannot encode an applied object")?,
+            )),
+            Err(kube::Error::Api(s)) if s.is_invalid() && immutable_fields(&s).is_some() => {
+                Ok(DryRun::Immutable(immutable_fields(&s).unwrap_or_default()))
+            }
+            Err(e) => Err(anyhow!(
+                "the API server refused a dry run of {r}: {}",
+                describe(&e)
+            )),
+        }
+    }
+
     /// Ask for `r` to be deleted (dependents in the background).
     pub async fn delete(&self, r: &ObjectRef) -> Result<Deleted> {
         let api = self.api(r).await?;
@@ -394,6 +414,29 @@ fn set_resource_version(obj: &mut Value, from: &Value) {
     ) {
         meta.insert("resourceVersion".into(), rv.clone());
     }
+}
+
+/// The outcome of a dry-run apply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DryRun {
+    /// What the object would be.
+    Applied(Value),
+    /// These fields are immutable and would change: the object must be deleted and created again.
+    Immutable(Vec<String>),
+}
+
+/// The fields an Invalid status says are immutable, if that is what it says.
+fn immutable_fields(s: &kube::core::Status) -> Option<Vec<String>> {
+    let causes = &s.details.as_ref()?.causes;
+    let fields: Vec<String> = causes
+        .iter()
+        .filter(|c| c.message.contains("immutable"))
+        .map(|c| c.field.clone())
+        .collect();
+    if fields.is_empty() && s.message.contains("immutable") {
+        return Some(vec![]);
+    }
+    (!fields.is_empty()).then_some(fields)
 }
 
 /// What is keeping an object from going away, from its finalizers and conditions.

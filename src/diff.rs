@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 
 /// One field that differs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FieldChange {
     /// Path of the field.
     pub path: String,

@@ -11,6 +11,7 @@ mod diff;
 mod engine;
 mod interrupt;
 mod output;
+mod sensitive;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Render(args) => return commands::render::run(args),
+        Command::Graph(args) => return commands::graph::run(args),
         Command::State(cmd) => return commands::state::run(cmd),
         Command::ForceUnlock(args) => return commands::unlock::run(args),
         _ => {}
@@ -44,7 +46,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Command::Plan(args) => commands::plan::run(&cli.cluster, args).await,
             Command::Apply(args) => commands::apply::run(&cli.cluster, args).await,
             Command::Destroy(args) => commands::destroy::run(&cli.cluster, args).await,
-            Command::Render(_) | Command::State(_) | Command::ForceUnlock(_) => {
+            Command::Render(_)
+            | Command::Graph(_)
+            | Command::State(_)
+            | Command::ForceUnlock(_) => {
                 unreachable!("handled without a runtime")
             }
         }

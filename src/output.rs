@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::diff::FieldChange;
 use crate::engine::plan::{Action, Cause, Change, Plan};
@@ -23,9 +23,39 @@ impl Progress {
     }
 }
 
-/// The plan as the user reads it. `destroy` changes the wording of the header only.
-pub fn plan_text(plan: &Plan, destroy: bool) -> String {
+/// The plan as the user reads it: objects changed outside `vz` first, then the actions.
+pub fn plan_text(plan: &Plan) -> String {
     let mut out = String::new();
+    if !plan.refreshed {
+        out.push_str(
+            "Note: --refresh=false: the live cluster was not read, so changes made outside vz are not seen.\n\n",
+        );
+    }
+    let drifted: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.cause, Cause::Drift | Cause::DeletedOutside))
+        .collect();
+    if !drifted.is_empty() {
+        out.push_str("Objects changed outside vz since the last apply:\n\n");
+        for c in drifted {
+            if c.cause == Cause::DeletedOutside {
+                let _ = writeln!(out, "  - {}  # deleted", c.address);
+                continue;
+            }
+            let _ = writeln!(out, "  ~ {}", c.address);
+            for f in &c.fields {
+                // The drift is the update read backwards: from what vz applied to what is there now.
+                let back = FieldChange {
+                    path: f.path.clone(),
+                    before: f.after.clone(),
+                    after: f.before.clone(),
+                };
+                let _ = writeln!(out, "      {}", field_line(&back));
+            }
+        }
+        out.push('\n');
+    }
     let shown: Vec<&Change> = plan
         .changes
         .iter()
@@ -35,27 +65,41 @@ pub fn plan_text(plan: &Plan, destroy: bool) -> String {
         out.push_str("No changes. The cluster matches the configuration.\n");
         return out;
     }
-    out.push_str(if destroy {
+    out.push_str(if plan.destroy {
         "vz will destroy these objects:\n\n"
     } else {
         "vz will perform these actions:\n\n"
     });
     for c in shown {
+        let forced;
         let (sign, note) = match (c.action, c.cause) {
             (Action::Create, Cause::DeletedOutside) => {
-                ('+', "  # deleted outside vz; will be created again")
+                ("+", "  # deleted outside vz; will be created again")
             }
-            (Action::Create, _) => ('+', ""),
-            (Action::Update, Cause::Drift) => ('~', "  # changed outside vz; will be put back"),
+            (Action::Create, _) => ("+", ""),
+            (Action::Update, Cause::Drift) => ("~", "  # changed outside vz; will be put back"),
             (Action::Update, Cause::Adopt) => (
-                '~',
+                "~",
                 "  # exists but is not managed by vz; will be taken over",
             ),
-            (Action::Update, _) => ('~', ""),
-            (Action::Delete, _) => ('-', ""),
+            (Action::Update, _) if !plan.refreshed => ("~", "  # configuration changed"),
+            (Action::Update, _) => ("~", ""),
+            (Action::Replace, Cause::Requested) => ("-/+", "  # replacement requested (--replace)"),
+            (Action::Replace, _) => {
+                forced = if c.forces_replacement.is_empty() {
+                    "  # an immutable field changes: forces replacement".to_string()
+                } else {
+                    format!(
+                        "  # forces replacement: {}",
+                        c.forces_replacement.join(", ")
+                    )
+                };
+                ("-/+", forced.as_str())
+            }
+            (Action::Delete, _) => ("-", ""),
             (Action::Forget, _) => (
-                '.',
-                if c.live_uid.is_some() {
+                ".",
+                if c.live_uid.is_some() && plan.refreshed {
                     "  # re-created outside vz (another uid); will be left alone and dropped from the state"
                 } else {
                     "  # already gone; will be dropped from the state"
@@ -74,6 +118,69 @@ pub fn plan_text(plan: &Plan, destroy: bool) -> String {
         "\nPlan: {add} to add, {change} to change, {destroy_n} to destroy."
     );
     out
+}
+
+/// The plan as JSON, for machines: every object's change (no-ops included), the drift, the summary.
+pub fn plan_json(plan: &Plan, platform: &str) -> Value {
+    let actions = |a: Action| -> Vec<&'static str> {
+        match a {
+            Action::NoOp => vec!["no-op"],
+            Action::Create => vec!["create"],
+            Action::Update => vec!["update"],
+            Action::Replace => vec!["delete", "create"],
+            Action::Delete => vec!["delete"],
+            Action::Forget => vec!["forget"],
+        }
+    };
+    let fields = |c: &Change| -> Value {
+        c.fields
+            .iter()
+            .map(|f| json!({"path": f.path, "before": f.before, "after": f.after}))
+            .collect()
+    };
+    let changes: Vec<Value> = plan
+        .changes
+        .iter()
+        .map(|c| {
+            json!({
+                "address": c.address,
+                "step": c.step,
+                "apiVersion": c.object.api_version,
+                "kind": c.object.kind,
+                "namespace": c.object.namespace,
+                "name": c.object.name,
+                "actions": actions(c.action),
+                "cause": c.cause,
+                "before": c.before,
+                "after": c.after,
+                "fields": fields(c),
+                "forces_replacement": c.forces_replacement,
+            })
+        })
+        .collect();
+    let drift: Vec<Value> = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.cause, Cause::Drift | Cause::DeletedOutside))
+        .map(|c| {
+            json!({
+                "address": c.address,
+                "deleted": c.cause == Cause::DeletedOutside,
+                "fields": c.fields.iter().map(|f| json!({"path": f.path, "applied": f.after, "live": f.before})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let (add, change, destroy) = plan.counts();
+    json!({
+        "format_version": "1.0",
+        "vz_version": env!("CARGO_PKG_VERSION"),
+        "platform": platform,
+        "destroy": plan.destroy,
+        "refreshed": plan.refreshed,
+        "resource_changes": changes,
+        "resource_drift": drift,
+        "summary": {"add": add, "change": change, "destroy": destroy},
+    })
 }
 
 fn field_line(f: &FieldChange) -> String {
@@ -108,55 +215,109 @@ mod tests {
             action,
             cause,
             desired: None,
+            desired_sha256: None,
             live_uid: None,
+            before: None,
+            after: None,
             fields,
+            forces_replacement: vec![],
+        }
+    }
+
+    fn plan_of(changes: Vec<Change>) -> Plan {
+        Plan {
+            changes,
+            destroy: false,
+            refreshed: true,
         }
     }
 
     #[test]
     fn a_plan_without_changes_says_so() {
-        let plan = Plan {
-            changes: vec![change("a", Action::NoOp, Cause::Config, vec![])],
-        };
+        let plan = plan_of(vec![change("a", Action::NoOp, Cause::Config, vec![])]);
         assert_eq!(
-            plan_text(&plan, false),
+            plan_text(&plan),
             "No changes. The cluster matches the configuration.\n"
         );
     }
 
     #[test]
     fn each_action_has_its_sign_and_the_summary_counts_them() {
-        let plan = Plan {
-            changes: vec![
-                change("ns/Namespace/a", Action::Create, Cause::Config, vec![]),
-                change(
-                    "np/NetworkPolicy/a/p",
-                    Action::Update,
-                    Cause::Drift,
-                    vec![FieldChange {
-                        path: "spec.ingress[0].ports[0].port".into(),
-                        before: Some(json!(9999)),
-                        after: Some(json!(8775)),
-                    }],
-                ),
-                change(
-                    "np/NetworkPolicy/a/q",
-                    Action::Delete,
-                    Cause::Config,
-                    vec![],
-                ),
-                change("np/NetworkPolicy/a/r", Action::NoOp, Cause::Config, vec![]),
-            ],
-        };
+        let plan = plan_of(vec![
+            change("ns/Namespace/a", Action::Create, Cause::Config, vec![]),
+            change(
+                "np/NetworkPolicy/a/p",
+                Action::Update,
+                Cause::Drift,
+                vec![FieldChange {
+                    path: "spec.ingress[0].ports[0].port".into(),
+                    before: Some(json!(9999)),
+                    after: Some(json!(8775)),
+                }],
+            ),
+            change(
+                "np/NetworkPolicy/a/q",
+                Action::Delete,
+                Cause::Config,
+                vec![],
+            ),
+            change("np/NetworkPolicy/a/r", Action::NoOp, Cause::Config, vec![]),
+        ]);
         assert_eq!(
-            plan_text(&plan, false),
-            "vz will perform these actions:\n\n\
+            plan_text(&plan),
+            "Objects changed outside vz since the last apply:\n\n\
+             \x20 ~ np/NetworkPolicy/a/p\n\
+             \x20     ~ spec.ingress[0].ports[0].port: 8775 -> 9999\n\
+             \n\
+             vz will perform these actions:\n\n\
              \x20 + ns/Namespace/a\n\
              \x20 ~ np/NetworkPolicy/a/p  # changed outside vz; will be put back\n\
              \x20     ~ spec.ingress[0].ports[0].port: 9999 -> 8775\n\
              \x20 - np/NetworkPolicy/a/q\n\
              \nPlan: 1 to add, 1 to change, 1 to destroy.\n"
         );
+    }
+
+    #[test]
+    fn a_replacement_names_the_fields_that_force_it_and_counts_twice() {
+        let mut c = change("d/Deployment/a/x", Action::Replace, Cause::Config, vec![]);
+        c.forces_replacement = vec!["spec.selector".into()];
+        let text = plan_text(&plan_of(vec![c]));
+        assert!(
+            text.contains("  -/+ d/Deployment/a/x  # forces replacement: spec.selector\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Plan: 1 to add, 0 to change, 1 to destroy."),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_lists_actions_drift_and_summary() {
+        let mut c = change(
+            "np/NetworkPolicy/a/p",
+            Action::Update,
+            Cause::Drift,
+            vec![FieldChange {
+                path: "spec.x".into(),
+                before: Some(json!(1)),
+                after: Some(json!(2)),
+            }],
+        );
+        c.object.kind = "NetworkPolicy".into();
+        let r = change("d/Deployment/a/x", Action::Replace, Cause::Config, vec![]);
+        let j = plan_json(&plan_of(vec![c, r]), "dev");
+        assert_eq!(j["format_version"], "1.0");
+        assert_eq!(j["resource_changes"][0]["actions"], json!(["update"]));
+        assert_eq!(j["resource_changes"][0]["kind"], "NetworkPolicy");
+        assert_eq!(
+            j["resource_changes"][1]["actions"],
+            json!(["delete", "create"])
+        );
+        assert_eq!(j["resource_drift"][0]["address"], "np/NetworkPolicy/a/p");
+        assert_eq!(j["resource_drift"][0]["fields"][0]["live"], json!(1));
+        assert_eq!(j["summary"], json!({"add": 1, "change": 1, "destroy": 1}));
     }
 
     #[test]

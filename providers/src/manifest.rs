@@ -3,7 +3,7 @@
 //! A [`Manifest`] is one object as `vz` wants it, kept as JSON so every kind (built-in or custom) is
 //! handled alike. A [`Step`] is a provider's group of objects: a node of the plan's dependency graph.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -15,7 +15,7 @@ pub const MANAGED_BY_VALUE: &str = "vz";
 pub const PLATFORM_LABEL: &str = "vz.dev/platform";
 
 /// One desired Kubernetes object.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// `apiVersion`, e.g. `networking.k8s.io/v1`.
     pub api_version: String,

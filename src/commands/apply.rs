@@ -1,57 +1,89 @@
-//! `vz apply`: make the cluster match the configuration.
+//! `vz apply`: make the cluster match the configuration, or carry out a saved plan.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
-use super::{Planned, confirm, make_plan};
-use crate::cli::{ApplyArgs, ClusterArgs};
-use crate::engine::apply::{RunOptions, apply};
-use crate::interrupt::Interrupt;
-use crate::output::{Progress, plan_text};
+use super::{Desired, PlanRequest, Planned, Stored, confirm, connect, execute, make_plan};
+use crate::cli::{ApplyArgs, ClusterArgs, ConfigArgs};
+use crate::engine::saved;
+use crate::output::plan_text;
 
 /// Run `vz apply`.
-pub async fn run(cluster_args: &ClusterArgs, apply_args: &ApplyArgs) -> Result<ExitCode> {
-    let args = &apply_args.run;
-    let parallelism = usize::from(args.parallelism);
-    let Planned {
-        desired,
-        stored,
-        cluster,
-        plan,
-    } = make_plan(cluster_args, &args.config, parallelism, "apply").await?;
-    print!("{}", plan_text(&plan, false));
+pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCode> {
+    if let Some(file) = &args.plan_file {
+        return apply_saved(cluster_args, args, file).await;
+    }
+    let planned = make_plan(
+        cluster_args,
+        &PlanRequest {
+            config: &args.run.config,
+            select: &args.select,
+            replace: &args.replace,
+            destroy: false,
+            parallelism: usize::from(args.run.parallelism),
+            operation: "apply",
+        },
+    )
+    .await?;
+    print!("{}", plan_text(&planned.plan));
+    if !planned.plan.has_work() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.run.auto_approve && !confirm("\nDo you want to perform these actions?")? {
+        bail!("apply cancelled; nothing was changed");
+    }
+    execute(planned, &args.run, !args.no_rollback).await
+}
+
+/// Carry out a plan saved by `vz plan --out`, exactly, if it is not stale. The plan was reviewed
+/// when it was made, so there is no confirmation.
+async fn apply_saved(
+    cluster_args: &ClusterArgs,
+    args: &ApplyArgs,
+    file: &Path,
+) -> Result<ExitCode> {
+    if args.run.config.file.is_some()
+        || args.run.config.state.is_some()
+        || !args.select.targets.is_empty()
+        || !args.replace.is_empty()
+    {
+        bail!(
+            "a saved plan already fixes the configuration, state, targets and replacements; \
+             drop -f/--state/--target/--replace, or make a new plan with them"
+        );
+    }
+    let saved = saved::load(file)?;
+    let config = ConfigArgs {
+        file: Some(saved.config_path.clone()),
+        state: Some(saved.state_path.clone()),
+        lock_timeout: args.run.config.lock_timeout,
+    };
+    let desired = Desired::load(&config)?;
+    let stored = Stored::open(&config, &desired.platform, "apply")?;
+    let lineage = (stored.state.serial > 0).then_some(stored.state.lineage.as_str());
+    let plan = saved::bind(
+        saved.clone(),
+        file,
+        lineage,
+        stored.state.serial,
+        &desired.steps,
+    )?;
+    let cluster = connect(cluster_args).await?;
+    print!("{}", plan_text(&plan));
     if !plan.has_work() {
         return Ok(ExitCode::SUCCESS);
     }
-    if !args.auto_approve && !confirm("\nDo you want to perform these actions?")? {
-        bail!("apply cancelled; nothing was changed");
-    }
-    let opts = RunOptions {
-        parallelism,
-        timeout: args.timeout,
-        wait: args.wait,
-        rollback: !apply_args.no_rollback,
-        interrupt: Interrupt::install(if apply_args.no_rollback {
-            "Interrupt received: stopping after the requests in flight (no rollback)..."
-        } else {
-            "Interrupt received: stopping, then rolling back this run's changes..."
-        }),
-    };
-    apply(
-        &cluster,
-        &plan,
-        &desired.graph,
-        &stored.backend,
-        stored.state,
-        &opts,
-        &Progress,
+    execute(
+        Planned {
+            desired,
+            stored,
+            cluster,
+            plan,
+        },
+        &args.run,
+        !args.no_rollback,
     )
-    .await?;
-    let (add, change, destroy) = plan.counts();
-    println!(
-        "\nApply complete! Objects: {add} added, {change} changed, {destroy} destroyed. State: {}",
-        stored.backend.path().display()
-    );
-    Ok(ExitCode::SUCCESS)
+    .await
 }

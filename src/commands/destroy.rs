@@ -4,51 +4,36 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
-use super::{Desired, Stored, confirm, connect};
-use crate::cli::{ClusterArgs, RunArgs};
-use crate::engine::apply::{RunOptions, destroy};
-use crate::engine::plan::plan_destroy;
-use crate::interrupt::Interrupt;
-use crate::output::{Progress, plan_text};
+use super::{PlanRequest, confirm, execute, make_plan};
+use crate::cli::{ClusterArgs, DestroyArgs};
+use crate::output::plan_text;
 
 /// Run `vz destroy`.
-pub async fn run(cluster_args: &ClusterArgs, args: &RunArgs) -> Result<ExitCode> {
-    let desired = Desired::load(&args.config)?;
-    let stored = Stored::open(&args.config, &desired.platform, "destroy")?;
-    if stored.state.objects.is_empty() {
+pub async fn run(cluster_args: &ClusterArgs, args: &DestroyArgs) -> Result<ExitCode> {
+    let planned = make_plan(
+        cluster_args,
+        &PlanRequest {
+            config: &args.run.config,
+            select: &args.select,
+            replace: &[],
+            destroy: true,
+            parallelism: usize::from(args.run.parallelism),
+            operation: "destroy",
+        },
+    )
+    .await?;
+    if planned.stored.state.objects.is_empty() {
         println!(
             "Nothing to destroy: the state {} records no objects.",
-            stored.backend.path().display()
+            planned.stored.backend.path().display()
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let cluster = connect(cluster_args).await?;
-    let parallelism = usize::from(args.parallelism);
-    let plan = plan_destroy(&cluster, &stored.state, parallelism).await?;
-    print!("{}", plan_text(&plan, true));
-    if !args.auto_approve && !confirm("\nDo you really want to destroy every object listed above?")?
+    print!("{}", plan_text(&planned.plan));
+    if !args.run.auto_approve
+        && !confirm("\nDo you really want to destroy every object listed above?")?
     {
         bail!("destroy cancelled; nothing was changed");
     }
-    let opts = RunOptions {
-        parallelism,
-        timeout: args.timeout,
-        wait: args.wait,
-        rollback: false,
-        interrupt: Interrupt::install(
-            "Interrupt received: stopping after the deletions in flight; the state records what is left...",
-        ),
-    };
-    destroy(
-        &cluster,
-        &plan,
-        &stored.backend,
-        stored.state,
-        &opts,
-        &Progress,
-    )
-    .await?;
-    let (_, _, destroyed) = plan.counts();
-    println!("\nDestroy complete! Objects: {destroyed} destroyed.");
-    Ok(ExitCode::SUCCESS)
+    execute(planned, &args.run, false).await
 }

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod destroy;
+pub mod graph;
 pub mod plan;
 pub mod render;
 pub mod state;
@@ -12,16 +13,20 @@ pub mod unlock;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use vz_providers::{Platform, Step};
 use vz_state::{LocalBackend, LockGuard, State};
 
-use crate::cli::{ClusterArgs, ConfigArgs};
+use crate::cli::{ClusterArgs, ConfigArgs, RunArgs, SelectArgs};
 use crate::cluster::{Cluster, ConnectOptions};
-use crate::engine::plan::{Plan, plan as plan_changes};
+use crate::engine::apply::{RunOptions, apply, destroy};
+use crate::engine::plan::{Plan, PlanOptions, plan as plan_changes, plan_destroy};
 use crate::engine::{self, graph::StepGraph};
+use crate::interrupt::Interrupt;
+use crate::output::Progress;
 
 /// The version written into state files.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -39,7 +44,7 @@ pub struct Desired {
 impl Desired {
     /// Load the configuration file and render the desired steps.
     pub fn load(args: &ConfigArgs) -> Result<Desired> {
-        let platform = vz_providers::config::load(&args.file)?;
+        let platform = vz_providers::config::load(args.file()?)?;
         let steps = vz_providers::desired(&platform);
         let graph = engine::graph_of(&steps)?;
         Ok(Desired {
@@ -118,7 +123,7 @@ impl Stored {
 pub struct Planned {
     /// The desired steps.
     pub desired: Desired,
-    /// The state the plan started from.
+    /// The state the plan started from (locked).
     pub stored: Stored,
     /// The cluster it was planned against.
     pub cluster: Cluster,
@@ -126,35 +131,112 @@ pub struct Planned {
     pub plan: Plan,
 }
 
-/// Load the configuration and state, connect, and plan (shared by `plan` and `apply`).
-pub async fn make_plan(
-    cluster_args: &ClusterArgs,
-    config: &ConfigArgs,
-    parallelism: usize,
-    operation: &str,
-) -> Result<Planned> {
-    let desired = Desired::load(config)?;
-    let stored = Stored::open(config, &desired.platform, operation)?;
+/// What to plan, from the command line.
+pub struct PlanRequest<'a> {
+    /// Configuration and state.
+    pub config: &'a ConfigArgs,
+    /// Targets and refresh.
+    pub select: &'a SelectArgs,
+    /// Addresses to replace.
+    pub replace: &'a [String],
+    /// Plan a destroy.
+    pub destroy: bool,
+    /// Requests in flight.
+    pub parallelism: usize,
+    /// The operation the state is locked for.
+    pub operation: &'a str,
+}
+
+/// Load the configuration and state, connect, and plan (shared by `plan`, `apply` and `destroy`).
+pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Result<Planned> {
+    let desired = Desired::load(req.config)?;
+    let stored = Stored::open(req.config, &desired.platform, req.operation)?;
     let cluster = connect(cluster_args).await?;
     eprintln!(
         "Planning against {} (platform `{}`)",
         cluster.server(),
         desired.platform.environment_name
     );
-    let plan = plan_changes(
-        &cluster,
-        &desired.steps,
-        desired.graph.order(),
-        &stored.state,
-        parallelism,
-    )
-    .await?;
+    let opts = PlanOptions {
+        parallelism: req.parallelism,
+        refresh: req.select.refresh,
+        targets: req.select.targets.clone(),
+        replace: req.replace.to_vec(),
+    };
+    let plan = if req.destroy {
+        plan_destroy(&cluster, &stored.state, &opts).await?
+    } else {
+        plan_changes(
+            &cluster,
+            &desired.steps,
+            &desired.graph,
+            &stored.state,
+            &opts,
+        )
+        .await?
+    };
     Ok(Planned {
         desired,
         stored,
         cluster,
         plan,
     })
+}
+
+/// Carry out `plan` (an apply or a destroy plan), then say what was done.
+pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result<ExitCode> {
+    let Planned {
+        desired,
+        stored,
+        cluster,
+        plan,
+    } = planned;
+    let opts = RunOptions {
+        parallelism: usize::from(args.parallelism),
+        timeout: args.timeout,
+        wait: args.wait,
+        rollback: rollback && !plan.destroy,
+        interrupt: Interrupt::install(match (plan.destroy, rollback) {
+            (true, _) => {
+                "Interrupt received: stopping after the deletions in flight; the state records what is left..."
+            }
+            (false, true) => {
+                "Interrupt received: stopping, then rolling back this run's changes..."
+            }
+            (false, false) => {
+                "Interrupt received: stopping after the requests in flight (no rollback)..."
+            }
+        }),
+    };
+    let (add, change, destroyed) = plan.counts();
+    let path = stored.backend.path().display().to_string();
+    if plan.destroy {
+        destroy(
+            &cluster,
+            &plan,
+            &stored.backend,
+            stored.state,
+            &opts,
+            &Progress,
+        )
+        .await?;
+        println!("\nDestroy complete! Objects: {destroyed} destroyed. State: {path}");
+    } else {
+        apply(
+            &cluster,
+            &plan,
+            &desired.graph,
+            &stored.backend,
+            stored.state,
+            &opts,
+            &Progress,
+        )
+        .await?;
+        println!(
+            "\nApply complete! Objects: {add} added, {change} changed, {destroyed} destroyed. State: {path}"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Connect to the cluster the global flags name.

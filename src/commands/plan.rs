@@ -1,24 +1,60 @@
-//! `vz plan`: show what apply would change.
+//! `vz plan`: show what apply would change; optionally save the plan or print it as JSON.
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::make_plan;
+use super::{PlanRequest, make_plan};
 use crate::cli::{ClusterArgs, PlanArgs};
-use crate::output::plan_text;
+use crate::engine::saved::{self, SavedPlan};
+use crate::output::{plan_json, plan_text};
 
 /// Run `vz plan`.
 pub async fn run(cluster_args: &ClusterArgs, args: &PlanArgs) -> Result<ExitCode> {
     let planned = make_plan(
         cluster_args,
-        &args.config,
-        usize::from(args.parallelism),
-        "plan",
+        &PlanRequest {
+            config: &args.config,
+            select: &args.select,
+            replace: &args.replace,
+            destroy: args.destroy,
+            parallelism: usize::from(args.parallelism),
+            operation: "plan",
+        },
     )
     .await?;
-    print!("{}", plan_text(&planned.plan, false));
-    Ok(if args.detailed_exitcode && planned.plan.has_work() {
+    let plan = &planned.plan;
+    if args.json {
+        let platform = &planned.desired.platform.environment_name;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan_json(plan, platform))?
+        );
+    } else {
+        print!("{}", plan_text(plan));
+    }
+    if let Some(out) = &args.out {
+        let state = &planned.stored.state;
+        let saved = SavedPlan {
+            format_version: saved::FORMAT_VERSION,
+            vz_version: env!("CARGO_PKG_VERSION").to_string(),
+            config_path: saved::absolute(&planned.desired.platform.source),
+            config_sha256: saved::file_sha256(&planned.desired.platform.source)?,
+            state_path: saved::absolute(planned.stored.backend.path()),
+            lineage: (state.serial > 0).then(|| state.lineage.clone()),
+            serial: state.serial,
+            plan: plan.clone(),
+        };
+        saved::save(out, &saved)?;
+        if !args.json {
+            println!(
+                "\nSaved the plan to {}. To carry out exactly these actions: vz apply {}",
+                out.display(),
+                out.display()
+            );
+        }
+    }
+    Ok(if args.detailed_exitcode && plan.has_work() {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS

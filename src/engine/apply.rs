@@ -120,6 +120,8 @@ enum Undo {
     Updated { before: Value },
     /// The run deleted the object: re-create it from this content.
     Deleted { before: Value },
+    /// The run replaced the object: delete the new one, re-create the old one from this content.
+    Replaced { before: Value, uid: Option<String> },
 }
 
 #[derive(Debug, Clone)]
@@ -303,15 +305,53 @@ impl<'a> Run<'a> {
         self.check_continue(&format!("applying {}", c.object))?;
         // What the object is right now, to put back exactly if the run is rolled back.
         let before = self.cluster.get(&c.object).await?;
+        if c.action == Action::Replace
+            && let Some(old) = &before
+        {
+            if let Deleted::Started { uid } = self.cluster.delete(&c.object).await? {
+                self.cluster
+                    .wait_gone(
+                        &c.object,
+                        uid.as_deref(),
+                        self.deadline,
+                        &self.opts.interrupt,
+                    )
+                    .await
+                    .with_context(|| format!("cannot replace {}", c.object))?;
+            }
+            // Deleted: from here on an undo must bring the old object back.
+            self.journal(
+                seq,
+                c,
+                Undo::Replaced {
+                    before: old.clone(),
+                    uid: None,
+                },
+            )
+            .await;
+        }
         let applied = self.cluster.apply(m, false).await?;
         let uid = applied
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
             .map(str::to_string);
-        let (undo, verb) = match before {
-            Some(before) => (Undo::Updated { before }, "updated"),
-            None => (Undo::Created { uid: uid.clone() }, "created"),
+        let (undo, verb) = match (before, c.action) {
+            (Some(before), Action::Replace) => (
+                Undo::Replaced {
+                    before,
+                    uid: uid.clone(),
+                },
+                "replaced",
+            ),
+            (Some(before), _) => (Undo::Updated { before }, "updated"),
+            (None, _) => (Undo::Created { uid: uid.clone() }, "created"),
         };
+        if matches!(undo, Undo::Replaced { .. }) {
+            // Supersede the entry made after the delete.
+            self.journal.lock().await.retain(|e| {
+                !(e.address == c.address && matches!(e.undo, Undo::Replaced { uid: None, .. }))
+            });
+        }
         self.journal(seq, c, undo).await;
         self.progress.line(&format!("{}: {verb}", c.address));
         Ok(uid)
@@ -438,7 +478,9 @@ impl<'a> Run<'a> {
                 match (r, &e.undo) {
                     (Ok(restored), undo) => {
                         done.push(format!("  - {} {}", describe_undo(undo), e.object));
-                        if let (Undo::Deleted { .. }, Some(uid)) = (undo, restored) {
+                        if let (Undo::Deleted { .. } | Undo::Replaced { .. }, Some(uid)) =
+                            (undo, restored)
+                        {
                             // Re-created with a new uid: the record follows it.
                             if let Some(mut rec) = state.get(&e.address).cloned() {
                                 rec.uid = uid;
@@ -461,6 +503,15 @@ impl<'a> Run<'a> {
                             }
                             Undo::Deleted { .. } => {
                                 state.remove(&e.address);
+                            }
+                            Undo::Replaced { uid, .. } => {
+                                // The new object may or may not still be there; record what is.
+                                match (run_state.get(&e.address), uid) {
+                                    (Some(rec), Some(_)) => state.upsert(rec.clone()),
+                                    _ => {
+                                        state.remove(&e.address);
+                                    }
+                                }
                             }
                         }
                     }
@@ -526,6 +577,19 @@ impl<'a> Run<'a> {
                     .and_then(Value::as_str)
                     .map(str::to_string))
             }
+            Undo::Replaced { before, uid } => {
+                if let Deleted::Started { uid: started } = self.cluster.delete(&e.object).await? {
+                    let uid = started.or_else(|| uid.clone());
+                    self.cluster
+                        .wait_gone(&e.object, uid.as_deref(), deadline, &never)
+                        .await?;
+                }
+                let restored = self.cluster.restore(before).await?;
+                Ok(restored
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .map(str::to_string))
+            }
         }
     }
 }
@@ -535,6 +599,7 @@ fn describe_undo(u: &Undo) -> &'static str {
         Undo::Created { .. } => "deleted (created by this run)",
         Undo::Updated { .. } => "restored",
         Undo::Deleted { .. } => "re-created (deleted by this run)",
+        Undo::Replaced { .. } => "put back (replaced by this run)",
     }
 }
 

@@ -100,6 +100,33 @@ impl StepGraph {
         &self.order
     }
 
+    /// The graph as DOT (Graphviz): one node per step, labelled with its id, description and object
+    /// count; an edge from each step to the steps that depend on it.
+    pub fn dot(&self, steps: &[vz_providers::Step]) -> String {
+        let mut out = String::from("digraph vz {\n  rankdir=LR;\n  node [shape=box];\n");
+        for id in &self.order {
+            let (desc, n) = steps
+                .iter()
+                .find(|s| &s.id == id)
+                .map(|s| (s.description.as_str(), s.objects.len()))
+                .unwrap_or(("", 0));
+            out.push_str(&format!(
+                "  \"{id}\" [label=\"{id}\\n{} ({n} objects)\"];\n",
+                desc.replace('"', "\\\"")
+            ));
+        }
+        for e in self.graph.edge_indices() {
+            if let Some((a, b)) = self.graph.edge_endpoints(e) {
+                out.push_str(&format!(
+                    "  \"{}\" -> \"{}\";\n",
+                    self.graph[a], self.graph[b]
+                ));
+            }
+        }
+        out.push_str("}\n");
+        out
+    }
+
     /// Direct dependencies of `id`.
     pub fn dependencies(&self, id: &str) -> Vec<String> {
         self.neighbors(id, Direction::Incoming)

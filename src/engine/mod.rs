@@ -5,11 +5,13 @@
 //! - [`apply`]: applying and deleting along the DAG, with the state written after every step, and
 //!   rolling back on failure.
 //! - [`ready`]: per-kind readiness rules.
+//! - [`saved`]: plans saved to a file, bound to the configuration and state they were made from.
 
 pub mod apply;
 pub mod graph;
 pub mod plan;
 pub mod ready;
+pub mod saved;
 
 use std::collections::BTreeSet;
 

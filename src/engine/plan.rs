@@ -3,22 +3,30 @@
 //! For each desired object the live object is read. A missing object is to be created. An existing
 //! one is server-side applied in dry-run mode, which gives exactly what an apply would leave in the
 //! cluster (defaults, other managers' fields and all); the field-level difference between the live
-//! object and that result is the update. Recorded objects that are no longer desired are to be deleted.
-//! Reads and dry runs go out in parallel.
+//! object and that result is the update. When the dry run says an immutable field would change, the
+//! object is to be replaced (deleted, then created). Recorded objects that are no longer desired are
+//! to be deleted. Reads and dry runs go out in parallel.
+//!
+//! Without refresh (`--refresh=false`) nothing is read from the cluster: the plan compares the
+//! configuration with the hashes the state recorded, so it cannot see drift or show field changes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vz_providers::{Manifest, Step};
 use vz_state::{ObjectRecord, State};
 
-use crate::cluster::{Cluster, ObjectRef};
+use crate::cluster::{Cluster, DryRun, ObjectRef};
 use crate::diff::{FieldChange, diff, normalize};
+use crate::engine::graph::StepGraph;
+use crate::sensitive::{mask_fields, mask_object};
 
 /// What will happen to one object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// Nothing: the cluster already matches.
     NoOp,
@@ -26,14 +34,18 @@ pub enum Action {
     Create,
     /// The object will be changed in place.
     Update,
+    /// The object will be deleted, then created again (an immutable field changes, or `--replace`).
+    Replace,
     /// The object will be deleted.
     Delete,
-    /// The object is recorded but already gone: it is dropped from the state.
+    /// The object is recorded but already gone (or re-created by someone else): it is dropped from
+    /// the state and left alone.
     Forget,
 }
 
 /// Why a change is needed, beyond the action itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Cause {
     /// The configuration asks for it.
     Config,
@@ -43,10 +55,12 @@ pub enum Cause {
     DeletedOutside,
     /// The object exists but `vz` does not manage it yet; it will be taken over.
     Adopt,
+    /// `--replace` asked for it.
+    Requested,
 }
 
 /// One object's entry in the plan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Change {
     /// The object's address.
     pub address: String,
@@ -58,30 +72,46 @@ pub struct Change {
     pub action: Action,
     /// Why.
     pub cause: Cause,
-    /// The desired object (for everything but deletes).
+    /// The desired object (for everything but deletes). Never saved: a saved plan renders it again
+    /// from the (unchanged) configuration and checks it against `desired_sha256`.
+    #[serde(skip)]
     pub desired: Option<Manifest>,
+    /// sha256 of the desired object.
+    pub desired_sha256: Option<String>,
     /// The uid of the live object, when it exists.
     pub live_uid: Option<String>,
+    /// The live object as read (server-maintained fields removed, sensitive values masked), when it
+    /// exists.
+    pub before: Option<Value>,
+    /// What the object will be after apply, when known (sensitive values masked).
+    pub after: Option<Value>,
     /// Field-level differences (updates only).
     pub fields: Vec<FieldChange>,
+    /// For a replace: the fields that force it.
+    pub forces_replacement: Vec<String>,
 }
 
 /// The whole plan, ordered: steps in dependency order, objects in step order, then deletions in the
 /// reverse of the order they were applied.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Plan {
     /// Every object's entry, including no-ops.
     pub changes: Vec<Change>,
+    /// Whether this is a destroy plan.
+    pub destroy: bool,
+    /// Whether the live cluster was read.
+    pub refreshed: bool,
 }
 
 impl Plan {
-    /// (to add, to change, to destroy).
+    /// (to add, to change, to destroy); a replace counts as one to add and one to destroy.
     pub fn counts(&self) -> (usize, usize, usize) {
         let count = |a| self.changes.iter().filter(|c| c.action == a).count();
+        let replace = count(Action::Replace);
         (
-            count(Action::Create),
+            count(Action::Create) + replace,
             count(Action::Update),
-            count(Action::Delete),
+            count(Action::Delete) + replace,
         )
     }
 
@@ -96,51 +126,196 @@ impl Plan {
     }
 }
 
-/// Plan the desired `steps` (in `order`) against `state` and the cluster.
+/// What to plan.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Reads and dry runs in flight at once.
+    pub parallelism: usize,
+    /// Read the live cluster (otherwise compare with the state only).
+    pub refresh: bool,
+    /// Limit the plan to these addresses or step ids, plus the steps they depend on.
+    pub targets: Vec<String>,
+    /// Replace these addresses even if they could be updated in place.
+    pub replace: Vec<String>,
+}
+
+/// Plan the desired `steps` (ordered by `graph`) against `state` and the cluster.
 pub async fn plan(
     cluster: &Cluster,
     steps: &[Step],
-    order: &[String],
+    graph: &StepGraph,
     state: &State,
-    parallelism: usize,
+    opts: &PlanOptions,
 ) -> Result<Plan> {
     let mut desired: Vec<(&Step, &Manifest)> = Vec::new();
-    for id in order {
+    for id in graph.order() {
         if let Some(step) = steps.iter().find(|s| &s.id == id) {
             desired.extend(step.objects.iter().map(|m| (step, m)));
         }
     }
     let wanted: HashSet<String> = desired.iter().map(|(s, m)| s.address_of(m)).collect();
-
-    let mut changes: Vec<Change> = stream::iter(desired.into_iter().map(|(step, m)| {
-        let record = state.get(&step.address_of(m));
-        plan_desired(cluster, step, m, record)
-    }))
-    .buffered(parallelism.max(1))
-    .try_collect()
-    .await?;
-
     let gone: Vec<&ObjectRecord> = state
         .objects
         .iter()
         .rev()
         .filter(|r| !wanted.contains(&r.address))
         .collect();
-    let deletions: Vec<Change> = stream::iter(gone.into_iter().map(|r| plan_delete(cluster, r)))
-        .buffered(parallelism.max(1))
-        .try_collect()
-        .await?;
+
+    let selected = Selection::new(&opts.targets, steps, graph, state)?;
+    for r in &opts.replace {
+        if !wanted.contains(r) {
+            bail!(
+                "--replace {r}: no desired object has this address\nhint: `vz render` and `vz state list` show the addresses"
+            );
+        }
+    }
+    let desired: Vec<_> = desired
+        .into_iter()
+        .filter(|(s, m)| selected.includes(&s.address_of(m), &s.id))
+        .collect();
+    let gone: Vec<_> = gone
+        .into_iter()
+        .filter(|r| selected.includes(&r.address, &r.step))
+        .collect();
+
+    let mut changes: Vec<Change> = stream::iter(desired.into_iter().map(|(step, m)| {
+        let address = step.address_of(m);
+        let record = state.get(&address);
+        let replace = opts.replace.contains(&address);
+        plan_desired(cluster, step, m, record, replace, opts.refresh)
+    }))
+    .buffered(opts.parallelism.max(1))
+    .try_collect()
+    .await?;
+    let deletions: Vec<Change> = stream::iter(
+        gone.into_iter()
+            .map(|r| plan_delete(cluster, r, opts.refresh)),
+    )
+    .buffered(opts.parallelism.max(1))
+    .try_collect()
+    .await?;
     changes.extend(deletions);
-    Ok(Plan { changes })
+    Ok(Plan {
+        changes,
+        destroy: false,
+        refreshed: opts.refresh,
+    })
 }
 
-/// Plan the deletion of everything `state` records.
-pub async fn plan_destroy(cluster: &Cluster, state: &State, parallelism: usize) -> Result<Plan> {
-    let changes = stream::iter(state.objects.iter().rev().map(|r| plan_delete(cluster, r)))
-        .buffered(parallelism.max(1))
-        .try_collect()
-        .await?;
-    Ok(Plan { changes })
+/// Plan the deletion of everything `state` records (or, with targets, of those objects).
+pub async fn plan_destroy(cluster: &Cluster, state: &State, opts: &PlanOptions) -> Result<Plan> {
+    let selected = Selection::for_destroy(&opts.targets, state)?;
+    let changes = stream::iter(
+        state
+            .objects
+            .iter()
+            .rev()
+            .filter(|r| selected.includes(&r.address, &r.step))
+            .map(|r| plan_delete(cluster, r, opts.refresh)),
+    )
+    .buffered(opts.parallelism.max(1))
+    .try_collect()
+    .await?;
+    Ok(Plan {
+        changes,
+        destroy: true,
+        refreshed: opts.refresh,
+    })
+}
+
+/// Which objects `--target` selects.
+struct Selection {
+    /// `None`: everything.
+    addresses: Option<HashSet<String>>,
+    steps: HashSet<String>,
+}
+
+impl Selection {
+    /// Targets, plus every object of the steps the targets' steps depend on (transitively).
+    fn new(targets: &[String], steps: &[Step], graph: &StepGraph, state: &State) -> Result<Self> {
+        if targets.is_empty() {
+            return Ok(Selection {
+                addresses: None,
+                steps: HashSet::new(),
+            });
+        }
+        let mut addresses = HashSet::new();
+        let mut roots = BTreeSet::new();
+        for t in targets {
+            let as_step = steps.iter().any(|s| &s.id == t);
+            let desired_step = steps
+                .iter()
+                .find(|s| s.objects.iter().any(|m| &s.address_of(m) == t))
+                .map(|s| s.id.clone());
+            let recorded_step = state.get(t).map(|r| r.step.clone());
+            match (as_step, desired_step.or(recorded_step)) {
+                (true, _) => {
+                    roots.insert(t.clone());
+                }
+                (false, Some(step)) => {
+                    addresses.insert(t.clone());
+                    // Its step's dependencies come along, not the rest of its own step.
+                    for dep in graph.dependencies(&step) {
+                        roots.insert(dep);
+                    }
+                }
+                (false, None) => bail!(
+                    "--target {t}: no step or object has this address\nhint: `vz render` and `vz state list` show the addresses"
+                ),
+            }
+        }
+        let mut whole = HashSet::new();
+        let mut todo: Vec<String> = roots.into_iter().collect();
+        while let Some(s) = todo.pop() {
+            if whole.insert(s.clone()) {
+                todo.extend(graph.dependencies(&s));
+            }
+        }
+        Ok(Selection {
+            addresses: Some(addresses),
+            steps: whole,
+        })
+    }
+
+    /// For destroy: the targets alone (what depends on them is the user's call).
+    fn for_destroy(targets: &[String], state: &State) -> Result<Self> {
+        if targets.is_empty() {
+            return Ok(Selection {
+                addresses: None,
+                steps: HashSet::new(),
+            });
+        }
+        let mut addresses = HashSet::new();
+        let mut steps = HashSet::new();
+        for t in targets {
+            if state.objects.iter().any(|r| &r.step == t) {
+                steps.insert(t.clone());
+            } else if state.get(t).is_some() {
+                addresses.insert(t.clone());
+            } else {
+                bail!(
+                    "--target {t}: the state records no step or object with this address\nhint: `vz state list` shows the addresses"
+                );
+            }
+        }
+        Ok(Selection {
+            addresses: Some(addresses),
+            steps,
+        })
+    }
+
+    fn includes(&self, address: &str, step: &str) -> bool {
+        match &self.addresses {
+            None => true,
+            Some(a) => a.contains(address) || self.steps.contains(step),
+        }
+    }
+}
+
+fn uid_of(v: &Value) -> Option<String> {
+    v.pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 async fn plan_desired(
@@ -148,32 +323,85 @@ async fn plan_desired(
     step: &Step,
     m: &Manifest,
     record: Option<&ObjectRecord>,
+    replace: bool,
+    refresh: bool,
 ) -> Result<Change> {
-    let object = ObjectRef::of(m);
-    let live = cluster.get(&object).await?;
+    plan_desired_unmasked(cluster, step, m, record, replace, refresh)
+        .await
+        .map(masked)
+}
+
+/// The change with every sensitive value masked, so nothing printed or saved reveals one.
+fn masked(mut c: Change) -> Change {
+    let kind = c.object.kind.clone();
+    for v in [&mut c.before, &mut c.after].into_iter().flatten() {
+        *v = mask_object(&kind, v);
+    }
+    mask_fields(&kind, &mut c.fields);
+    c
+}
+
+async fn plan_desired_unmasked(
+    cluster: &Cluster,
+    step: &Step,
+    m: &Manifest,
+    record: Option<&ObjectRecord>,
+    replace: bool,
+    refresh: bool,
+) -> Result<Change> {
     let mut change = Change {
         address: step.address_of(m),
         step: step.id.clone(),
-        object,
+        object: ObjectRef::of(m),
         action: Action::Create,
-        cause: if record.is_some() {
-            Cause::DeletedOutside
-        } else {
-            Cause::Config
-        },
+        cause: Cause::Config,
         desired: Some(m.clone()),
+        desired_sha256: Some(m.sha256()),
         live_uid: None,
+        before: None,
+        after: Some(m.body.clone()),
         fields: vec![],
+        forces_replacement: vec![],
     };
-    let Some(live) = live else {
+    if !refresh {
+        // Compare with the state only.
+        if let Some(r) = record {
+            change.live_uid = Some(r.uid.clone());
+            change.action = match (replace, r.manifest_sha256 == m.sha256()) {
+                (true, _) => Action::Replace,
+                (false, true) => Action::NoOp,
+                (false, false) => Action::Update,
+            };
+            if replace {
+                change.cause = Cause::Requested;
+            }
+        }
+        return Ok(change);
+    }
+    let Some(live) = cluster.get(&change.object).await? else {
+        if record.is_some() {
+            change.cause = Cause::DeletedOutside;
+        }
         return Ok(change);
     };
-    change.live_uid = live
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let after = cluster.apply(m, true).await?;
-    change.fields = diff(&normalize(&live), &normalize(&after));
+    change.live_uid = uid_of(&live);
+    let before = normalize(&live);
+    change.before = Some(before.clone());
+    if replace {
+        change.action = Action::Replace;
+        change.cause = Cause::Requested;
+        return Ok(change);
+    }
+    let after = match cluster.dry_run(m).await? {
+        DryRun::Applied(after) => normalize(&after),
+        DryRun::Immutable(fields) => {
+            change.action = Action::Replace;
+            change.forces_replacement = fields;
+            return Ok(change);
+        }
+    };
+    change.fields = diff(&before, &after);
+    change.after = Some(after);
     let config_unchanged = record.is_some_and(|r| r.manifest_sha256 == m.sha256());
     (change.action, change.cause) = match (record, change.fields.is_empty()) {
         (None, _) => (Action::Update, Cause::Adopt),
@@ -184,29 +412,37 @@ async fn plan_desired(
     Ok(change)
 }
 
-async fn plan_delete(cluster: &Cluster, r: &ObjectRecord) -> Result<Change> {
+async fn plan_delete(cluster: &Cluster, r: &ObjectRecord, refresh: bool) -> Result<Change> {
     let object = ObjectRef {
         api_version: r.api_version.clone(),
         kind: r.kind.clone(),
         namespace: r.namespace.clone(),
         name: r.name.clone(),
     };
-    let live = cluster.get(&object).await?;
-    let live_uid = live
-        .as_ref()
-        .and_then(|l| l.pointer("/metadata/uid"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let live = if refresh {
+        cluster.get(&object).await?
+    } else {
+        None
+    };
+    let live_uid = match (&live, refresh) {
+        (Some(l), _) => uid_of(l),
+        (None, false) => Some(r.uid.clone()),
+        (None, true) => None,
+    };
     // An object with another uid was re-created by someone else: it is not ours to delete.
     let ours = live_uid.as_deref() == Some(r.uid.as_str());
-    Ok(Change {
+    Ok(masked(Change {
         address: r.address.clone(),
         step: r.step.clone(),
         object,
         action: if ours { Action::Delete } else { Action::Forget },
         cause: Cause::Config,
         desired: None,
+        desired_sha256: None,
         live_uid,
+        before: live.as_ref().map(normalize),
+        after: None,
         fields: vec![],
-    })
+        forces_replacement: vec![],
+    }))
 }
