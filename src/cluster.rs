@@ -496,3 +496,53 @@ pub fn describe(e: &kube::Error) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn invalid(message: &str, causes: &[(&str, &str)]) -> Status {
+        serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 422, "reason": "Invalid", "message": message,
+            "details": {"causes": causes.iter().map(|(f, m)| serde_json::json!({"field": f, "message": m, "reason": "FieldValueInvalid"})).collect::<Vec<_>>()}
+        }))
+        .expect("status")
+    }
+
+    #[test]
+    fn immutable_field_errors_name_the_fields() {
+        let s = invalid(
+            "Deployment.apps \"x\" is invalid: spec.selector: Invalid value: field is immutable",
+            &[("spec.selector", "Invalid value: ...: field is immutable")],
+        );
+        assert_eq!(
+            immutable_fields(&s),
+            Some(vec!["spec.selector".to_string()])
+        );
+    }
+
+    #[test]
+    fn other_invalid_errors_are_not_replacements() {
+        let s = invalid(
+            "spec.ports[0].port: Invalid value: 0",
+            &[("spec.ports[0].port", "must be between 1 and 65535")],
+        );
+        assert_eq!(immutable_fields(&s), None);
+    }
+
+    #[test]
+    fn blocking_names_finalizers_and_true_conditions() {
+        let live = serde_json::json!({
+            "metadata": {"finalizers": ["example.com/hold"]},
+            "status": {"conditions": [
+                {"type": "NamespaceContentRemaining", "status": "True", "message": "Some resources are remaining: configmaps. has 1 resource instances"},
+                {"type": "Other", "status": "False", "message": "ignored"}
+            ]}
+        });
+        let text = blocking(&live);
+        assert!(text.contains("example.com/hold"), "{text}");
+        assert!(text.contains("configmaps"), "{text}");
+        assert!(!text.contains("ignored"), "{text}");
+    }
+}

@@ -7,6 +7,7 @@
 mod common;
 mod lifecycle;
 mod offline;
+mod planning;
 mod rollback;
 mod state_cmds;
 mod testenv;

@@ -1,0 +1,264 @@
+//! Saved plans, JSON plans, targets, replacements, destroy plans, refresh and the graph.
+
+use serde_json::Value;
+
+use crate::common::{TestEnv, repo_root, vz_bare};
+
+fn applied() -> (TestEnv, String) {
+    let env = TestEnv::start();
+    let cfg = env.example("quickstart.yaml");
+    let cfg = cfg.to_str().expect("utf8").to_string();
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
+    (env, cfg)
+}
+
+fn path_in(env: &TestEnv, name: &str) -> String {
+    env.work
+        .path()
+        .join(name)
+        .to_str()
+        .expect("utf8")
+        .to_string()
+}
+
+#[test]
+fn a_saved_plan_is_applied_exactly_without_a_prompt() {
+    let env = TestEnv::start();
+    let cfg = env.example("quickstart.yaml");
+    let cfg = cfg.to_str().expect("utf8");
+    let plan = path_in(&env, "plan.json");
+    let made = env.vz(&["plan", "-f", cfg, "--out", &plan]);
+    made.expect_code(0);
+    assert!(
+        made.stdout.contains(&format!("vz apply {plan}")),
+        "{}",
+        made.stdout
+    );
+    // No terminal, no --auto-approve: a saved plan needs no confirmation.
+    let run = env.vz(&["apply", &plan]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("Apply complete! Objects: 25 added"),
+        "{}",
+        run.stdout
+    );
+    env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])
+        .expect_code(0);
+}
+
+#[test]
+fn a_saved_plan_is_refused_once_the_state_moved_on() {
+    let env = TestEnv::start();
+    let cfg = env.example("quickstart.yaml");
+    let cfg = cfg.to_str().expect("utf8");
+    let plan = path_in(&env, "plan.json");
+    env.vz(&["plan", "-f", cfg, "--out", &plan]).expect_code(0);
+    env.vz(&["apply", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    let run = env.vz(&["apply", &plan]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("is stale"), "{}", run.stderr);
+    assert!(run.stderr.contains("state"), "{}", run.stderr);
+}
+
+#[test]
+fn a_saved_plan_is_refused_once_the_configuration_changed() {
+    let (env, cfg) = applied();
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    std::fs::write(
+        &cfg,
+        text.replace("kiali: {enabled: true}", "kiali: {enabled: false}"),
+    )
+    .expect("write");
+    let plan = path_in(&env, "plan.json");
+    env.vz(&["plan", "-f", &cfg, "--out", &plan]).expect_code(0);
+    std::fs::write(&cfg, text).expect("write back");
+    let run = env.vz(&["apply", &plan]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("is stale"), "{}", run.stderr);
+    assert!(run.stderr.contains("configuration"), "{}", run.stderr);
+    assert!(
+        env.get_json(&["networkpolicy", "-n", "verrazzano-system", "kiali"])
+            .is_some(),
+        "nothing was applied"
+    );
+}
+
+#[test]
+fn a_saved_destroy_plan_destroys() {
+    let (env, cfg) = applied();
+    let plan = path_in(&env, "destroy.json");
+    env.vz(&["plan", "-f", &cfg, "--destroy", "--out", &plan])
+        .expect_code(0);
+    let run = env.vz(&["apply", &plan]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("Destroy complete! Objects: 25 destroyed."),
+        "{}",
+        run.stdout
+    );
+    assert!(env.get_json(&["namespace", "keycloak"]).is_none());
+}
+
+#[test]
+fn the_json_plan_lists_every_change_with_its_actions() {
+    let (env, cfg) = applied();
+    env.kubectl(&[
+        "-n",
+        "keycloak",
+        "patch",
+        "networkpolicy",
+        "keycloak",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/ingress/0/ports/0/port","value":1234}]"#,
+    ])
+    .expect_code(0);
+    let run = env.vz(&["plan", "-f", &cfg, "--json"]);
+    run.expect_code(0);
+    let plan: Value = serde_json::from_str(&run.stdout).expect("stdout is JSON only");
+    assert_eq!(plan["format_version"], "1.0");
+    assert_eq!(
+        plan["summary"],
+        serde_json::json!({"add": 0, "change": 1, "destroy": 0})
+    );
+    let changes = plan["resource_changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 25, "no-ops are listed too");
+    let c = changes
+        .iter()
+        .find(|c| c["address"] == "network-policies/NetworkPolicy/keycloak/keycloak")
+        .expect("the drifted policy");
+    assert_eq!(c["actions"], serde_json::json!(["update"]));
+    assert_eq!(c["kind"], "NetworkPolicy");
+    assert_eq!(c["namespace"], "keycloak");
+    assert_eq!(c["before"]["spec"]["ingress"][0]["ports"][0]["port"], 1234);
+    assert_eq!(c["after"]["spec"]["ingress"][0]["ports"][0]["port"], 8080);
+    assert_eq!(plan["resource_drift"][0]["address"], c["address"]);
+}
+
+#[test]
+fn a_target_limits_the_plan_to_it_and_what_it_depends_on() {
+    let env = TestEnv::start();
+    let cfg = env.example("quickstart.yaml");
+    let cfg = cfg.to_str().expect("utf8");
+    let target = "network-policies/NetworkPolicy/keycloak/keycloak";
+    let run = env.vz(&["plan", "-f", cfg, "--target", target]);
+    run.expect_code(0);
+    // The policy, plus every namespace (its step depends on the namespaces step); no other policy.
+    assert!(
+        run.stdout
+            .contains("Plan: 9 to add, 0 to change, 0 to destroy."),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains(&format!("  + {target}\n")));
+    env.vz(&["apply", "-f", cfg, "--target", target, "--auto-approve"])
+        .expect_code(0);
+    assert!(
+        env.get_json(&["networkpolicy", "-n", "keycloak", "keycloak"])
+            .is_some()
+    );
+    assert!(
+        env.get_json(&["networkpolicy", "-n", "keycloak", "allow-same-namespace"])
+            .is_none()
+    );
+
+    let bad = env.vz(&["plan", "-f", cfg, "--target", "nope/Kind/x"]);
+    bad.expect_code(1);
+    assert!(
+        bad.stderr.contains("--target nope/Kind/x"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn replace_deletes_and_creates_the_object_again() {
+    let (env, cfg) = applied();
+    let address = "network-policies/NetworkPolicy/keycloak/keycloak";
+    let uid = |env: &TestEnv| {
+        env.get_json(&["networkpolicy", "-n", "keycloak", "keycloak"])
+            .expect("policy")["metadata"]["uid"]
+            .clone()
+    };
+    let before = uid(&env);
+    let plan = env.vz(&["plan", "-f", &cfg, "--replace", address]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout
+            .contains(&format!("  -/+ {address}  # replacement requested")),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("Plan: 1 to add, 0 to change, 1 to destroy."),
+        "{}",
+        plan.stdout
+    );
+    env.vz(&["apply", "-f", &cfg, "--replace", address, "--auto-approve"])
+        .expect_code(0);
+    let after = uid(&env);
+    assert_ne!(before, after, "a new object");
+    let shown = env.vz(&["state", "show", "-f", &cfg, address]);
+    let record: Value = serde_json::from_str(&shown.stdout).expect("record");
+    assert_eq!(record["uid"], after, "the state follows the new object");
+}
+
+#[test]
+fn a_destroy_plan_lists_every_recorded_object_and_changes_nothing() {
+    let (env, cfg) = applied();
+    let run = env.vz(&["plan", "-f", &cfg, "--destroy", "--detailed-exitcode"]);
+    run.expect_code(2);
+    assert!(
+        run.stdout.contains("vz will destroy these objects:"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("Plan: 0 to add, 0 to change, 25 to destroy."),
+        "{}",
+        run.stdout
+    );
+    assert!(env.get_json(&["namespace", "keycloak"]).is_some());
+}
+
+#[test]
+fn without_refresh_the_plan_compares_with_the_state_only() {
+    let (env, cfg) = applied();
+    env.kubectl(&["-n", "keycloak", "delete", "networkpolicy", "keycloak"])
+        .expect_code(0);
+    let run = env.vz(&["plan", "-f", &cfg, "--refresh=false", "--detailed-exitcode"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("--refresh=false"), "{}", run.stdout);
+    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+    let refreshed = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
+    refreshed.expect_code(2);
+}
+
+#[test]
+fn the_state_holds_hashes_not_object_content() {
+    let (env, _) = applied();
+    let text =
+        std::fs::read_to_string(env.work.path().join("quickstart.vzstate.json")).expect("state");
+    assert!(!text.contains("\"spec\""), "no manifests in the state");
+    assert!(!text.contains("podSelector"));
+}
+
+#[test]
+fn the_graph_is_dot_with_namespaces_before_policies() {
+    let cfg = repo_root().join("examples/quickstart.yaml");
+    let run = vz_bare(&["graph", "-f", cfg.to_str().expect("utf8")]);
+    run.expect_code(0);
+    assert!(run.stdout.starts_with("digraph vz {"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("\"namespaces\" -> \"network-policies\";"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("(17 objects)"), "{}", run.stdout);
+}
