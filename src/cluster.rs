@@ -289,16 +289,27 @@ impl Cluster {
 
     /// Wait until `r` is ready by its kind's rule ([`readiness`]), until `deadline`. A timeout names
     /// the object and the condition it was waiting for.
+    /// `seen` is the object as the API server last returned it, if at hand: when it is ready already,
+    /// no request is made. Kinds without a readiness rule are not read at all.
     pub async fn wait_ready(
         &self,
         r: &ObjectRef,
+        seen: Option<Value>,
         deadline: Instant,
         interrupt: &Interrupt,
     ) -> Result<()> {
+        if !crate::engine::ready::has_rule(&r.api_version, &r.kind) {
+            return Ok(());
+        }
         let mut pause = Duration::from_millis(50);
+        let mut seen = seen;
         loop {
-            let Some(live) = self.get(r).await? else {
-                bail!("{r} disappeared while vz waited for it to become ready");
+            let live = match seen.take() {
+                Some(v) => v,
+                None => match self.get(r).await? {
+                    Some(v) => v,
+                    None => bail!("{r} disappeared while vz waited for it to become ready"),
+                },
             };
             let waiting = match readiness(&live) {
                 Readiness::Ready => return Ok(()),

@@ -4,22 +4,94 @@
 //! standard error so that standard output carries only the plan (and `render`'s YAML).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{IsTerminal, Write as _};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use owo_colors::OwoColorize;
 
 use serde_json::{Value, json};
 
 use crate::diff::FieldChange;
 use crate::engine::plan::{Action, Cause, Change, Plan};
 
-/// Progress lines on standard error.
-#[derive(Debug, Default)]
-pub struct Progress;
+/// Progress on standard error: on a terminal a spinner with the latest activity and the elapsed
+/// time, with each completed action printed above it; elsewhere (CI, pipes) plain lines.
+#[derive(Debug)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
 
 impl Progress {
-    /// Print one progress line.
+    /// A spinner when standard error is a terminal, plain lines otherwise.
+    pub fn new() -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress { bar: None };
+        }
+        let bar = ProgressBar::new_spinner();
+        if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed}] {msg}") {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Progress { bar: Some(bar) }
+    }
+
+    /// Print one completed action.
     pub fn line(&self, text: &str) {
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{text}");
+        match &self.bar {
+            Some(bar) => {
+                bar.println(text);
+                bar.set_message(text.to_string());
+            }
+            None => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{text}");
+            }
+        }
+    }
+
+    /// Say what is being waited for (shown on the spinner only).
+    pub fn status(&self, text: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(text.to_string());
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Print plan text on standard output, coloured by action when standard output is a terminal that
+/// wants colour (`NO_COLOR` turns it off, `CLICOLOR_FORCE` on).
+pub fn print_plan(text: &str) {
+    let mut out = anstream::stdout();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let styled = if trimmed.starts_with("-/+ ") {
+            line.magenta().to_string()
+        } else if trimmed.starts_with("+ ") {
+            line.green().to_string()
+        } else if trimmed.starts_with("~ ") {
+            line.yellow().to_string()
+        } else if trimmed.starts_with("- ") {
+            line.red().to_string()
+        } else if trimmed.starts_with("Plan:") || trimmed.starts_with("Objects changed outside") {
+            line.bold().to_string()
+        } else {
+            line.to_string()
+        };
+        let _ = writeln!(out, "{styled}");
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use super::{Desired, PlanRequest, Planned, Stored, confirm, connect, execute, make_plan};
 use crate::cli::{ApplyArgs, ClusterArgs, ConfigArgs};
 use crate::engine::saved;
-use crate::output::plan_text;
+use crate::output::{plan_text, print_plan};
 
 /// Run `vz apply`.
 pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCode> {
@@ -27,7 +27,7 @@ pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCod
         },
     )
     .await?;
-    print!("{}", plan_text(&planned.plan));
+    print_plan(&plan_text(&planned.plan));
     if !planned.plan.has_work() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -71,7 +71,7 @@ async fn apply_saved(
         &desired.steps,
     )?;
     let cluster = connect(cluster_args).await?;
-    print!("{}", plan_text(&plan));
+    print_plan(&plan_text(&plan));
     if !plan.has_work() {
         return Ok(ExitCode::SUCCESS);
     }

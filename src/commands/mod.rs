@@ -217,7 +217,7 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
             &stored.backend,
             stored.state,
             &opts,
-            &Progress,
+            &Progress::new(),
         )
         .await?;
         println!("\nDestroy complete! Objects: {destroyed} destroyed. State: {path}");
@@ -229,7 +229,7 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
             &stored.backend,
             stored.state,
             &opts,
-            &Progress,
+            &Progress::new(),
         )
         .await?;
         println!(

@@ -7,7 +7,7 @@ use anyhow::Result;
 use super::{PlanRequest, make_plan};
 use crate::cli::{ClusterArgs, PlanArgs};
 use crate::engine::saved::{self, SavedPlan};
-use crate::output::{plan_json, plan_text};
+use crate::output::{plan_json, plan_text, print_plan};
 
 /// Run `vz plan`.
 pub async fn run(cluster_args: &ClusterArgs, args: &PlanArgs) -> Result<ExitCode> {
@@ -31,7 +31,7 @@ pub async fn run(cluster_args: &ClusterArgs, args: &PlanArgs) -> Result<ExitCode
             serde_json::to_string_pretty(&plan_json(plan, platform))?
         );
     } else {
-        print!("{}", plan_text(plan));
+        print_plan(&plan_text(plan));
     }
     if let Some(out) = &args.out {
         let state = &planned.stored.state;

@@ -270,11 +270,19 @@ impl<'a> Run<'a> {
                 Err(anyhow!("internal: no desired object for {}", c.address)),
             );
         };
-        let uid = match c.action {
-            Action::NoOp => c.live_uid.clone(),
+        let (uid, seen) = match c.action {
+            Action::NoOp => (c.live_uid.clone(), None),
             _ => match self.apply_change(seq, c).await {
-                Ok(uid) => uid,
-                Err(e) => return (None, Err(e.context(format!("cannot apply {}", c.address)))),
+                Ok(applied) => (
+                    applied
+                        .pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    Some(applied),
+                ),
+                Err(e) => {
+                    return (None, Err(e.context(format!("cannot apply {}", c.address))));
+                }
             },
         };
         let record = ObjectRecord {
@@ -289,8 +297,10 @@ impl<'a> Run<'a> {
             depends_on: depends_on.to_vec(),
         };
         let waited = if self.opts.wait {
+            self.progress
+                .status(&format!("waiting for {} to be ready", c.object));
             self.cluster
-                .wait_ready(&c.object, self.deadline, &self.opts.interrupt)
+                .wait_ready(&c.object, seen, self.deadline, &self.opts.interrupt)
                 .await
                 .with_context(|| format!("{} was applied but is not ready", c.address))
         } else {
@@ -299,8 +309,9 @@ impl<'a> Run<'a> {
         (Some(record), waited)
     }
 
-    /// Create or update one object, journaling how to undo it; returns its uid.
-    async fn apply_change(&self, seq: usize, c: &Change) -> Result<Option<String>> {
+    /// Create, update or replace one object, journaling how to undo it; returns the object as the
+    /// API server returned it.
+    async fn apply_change(&self, seq: usize, c: &Change) -> Result<Value> {
         let m = c.desired.as_ref().context("internal: nothing to apply")?;
         self.check_continue(&format!("applying {}", c.object))?;
         // What the object is right now, to put back exactly if the run is rolled back.
@@ -354,7 +365,7 @@ impl<'a> Run<'a> {
         }
         self.journal(seq, c, undo).await;
         self.progress.line(&format!("{}: {verb}", c.address));
-        Ok(uid)
+        Ok(applied)
     }
 
     /// Carry out the plan's deletions, in reverse dependency order of the recorded steps.
@@ -428,6 +439,8 @@ impl<'a> Run<'a> {
                     self.journal(seq, c, Undo::Deleted { before }).await;
                 }
                 if self.opts.wait {
+                    self.progress
+                        .status(&format!("waiting for {} to be deleted", c.object));
                     let uid = uid.or_else(|| c.live_uid.clone());
                     self.cluster
                         .wait_gone(

@@ -29,6 +29,18 @@ fn condition<'a>(v: &'a Value, kind: &str) -> Option<&'a Value> {
         .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
 }
 
+/// Whether objects of this kind have a readiness rule at all (others are ready when they exist, so
+/// there is nothing to wait for).
+pub fn has_rule(api_version: &str, kind: &str) -> bool {
+    matches!(
+        (api_version, kind),
+        ("v1", "Namespace")
+            | ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+            | ("apps/v1", "Deployment")
+            | ("v1", "Service")
+    )
+}
+
 /// The readiness of a live object.
 pub fn readiness(obj: &Value) -> Readiness {
     let api_version = str_at(obj, "/apiVersion").unwrap_or_default();
@@ -135,5 +147,7 @@ mod tests {
     fn kinds_without_a_rule_are_ready_when_they_exist() {
         let p = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy"});
         assert_eq!(readiness(&p), Readiness::Ready);
+        assert!(!has_rule("networking.k8s.io/v1", "NetworkPolicy"));
+        assert!(has_rule("v1", "Namespace"));
     }
 }

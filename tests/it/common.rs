@@ -89,7 +89,14 @@ impl TestEnv {
 
     /// Run `vz` against this control plane, with no terminal on standard input.
     pub fn vz(&self, args: &[&str]) -> Run {
+        self.vz_with_env(&[], args)
+    }
+
+    /// Run `vz` with extra environment variables.
+    pub fn vz_with_env(&self, vars: &[(&str, &str)], args: &[&str]) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vz"));
+        cmd.env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE");
+        cmd.envs(vars.iter().copied());
         cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
         Run::of(cmd)
     }

@@ -262,3 +262,22 @@ fn the_graph_is_dot_with_namespaces_before_policies() {
     );
     assert!(run.stdout.contains("(17 objects)"), "{}", run.stdout);
 }
+
+#[test]
+fn plans_are_coloured_only_when_asked_and_never_with_no_color() {
+    let env = TestEnv::start();
+    let cfg = env.example("quickstart.yaml");
+    let cfg = cfg.to_str().expect("utf8");
+    let piped = env.vz(&["plan", "-f", cfg]);
+    assert!(!piped.stdout.contains('\x1b'), "no colour into a pipe");
+    let forced = env.vz_with_env(&[("CLICOLOR_FORCE", "1")], &["plan", "-f", cfg]);
+    assert!(
+        forced
+            .stdout
+            .contains("\x1b[32m  + namespaces/Namespace/keycloak"),
+        "creates are green: {:?}",
+        forced.stdout
+    );
+    let no_color = env.vz_with_env(&[("NO_COLOR", "1")], &["plan", "-f", cfg]);
+    assert!(!no_color.stdout.contains('\x1b'));
+}
