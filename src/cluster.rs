@@ -156,21 +156,54 @@ impl Cluster {
             None => ("", api_version),
         };
         let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (resource, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
-            .await
-            .map_err(|e| {
-                anyhow!(
-                    "the API server at {} does not serve {kind} in {api_version}: {}",
+        let (resource, caps) = match kube::discovery::pinned_kind(&self.client, &gvk).await {
+            Ok(found) => found,
+            Err(e) => {
+                let missing = matches!(&e, kube::Error::Discovery(_))
+                    || matches!(&e, kube::Error::Api(s) if s.is_not_found());
+                if missing {
+                    return Err(NotServed {
+                        api_version: api_version.to_string(),
+                        kind: kind.to_string(),
+                        server: self.server.clone(),
+                    }
+                    .into());
+                }
+                bail!(
+                    "cannot look up {kind} in {api_version} on {}: {}",
                     self.server,
                     describe(&e)
-                )
-            })?;
+                );
+            }
+        };
         let k = Kind {
             resource,
             namespaced: caps.scope == Scope::Namespaced,
         };
         self.kinds.lock().await.insert(key, k.clone());
         Ok(k)
+    }
+
+    /// Wait up to `patience` for a kind to be served: after its CRD is established, discovery can
+    /// lag behind for a moment.
+    pub async fn await_kind(
+        &self,
+        api_version: &str,
+        kind: &str,
+        patience: Duration,
+    ) -> Result<()> {
+        let until = Instant::now() + patience;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.kind(api_version, kind).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is::<NotServed>() && Instant::now() + pause < until => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn api(&self, r: &ObjectRef) -> Result<Api<DynamicObject>> {
@@ -425,6 +458,20 @@ fn set_resource_version(obj: &mut Value, from: &Value) {
     ) {
         meta.insert("resourceVersion".into(), rv.clone());
     }
+}
+
+/// The API server does not serve a kind (yet): its CRD is missing or not established.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the API server at {server} does not serve {kind} in {api_version} (is its CustomResourceDefinition installed?)"
+)]
+pub struct NotServed {
+    /// The `apiVersion` asked for.
+    pub api_version: String,
+    /// The kind asked for.
+    pub kind: String,
+    /// The API server.
+    pub server: String,
 }
 
 /// The outcome of a dry-run apply.

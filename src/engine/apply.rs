@@ -28,6 +28,7 @@ use vz_state::{LocalBackend, ObjectRecord, State};
 
 use crate::cluster::{Cluster, Deleted, ObjectRef};
 use crate::engine::graph::{StepGraph, StepNode};
+use crate::engine::order;
 use crate::engine::plan::{Action, Change, Plan};
 use crate::interrupt::Interrupt;
 use crate::output::Progress;
@@ -46,6 +47,9 @@ pub struct RunOptions {
     /// Ctrl-C.
     pub interrupt: Interrupt,
 }
+
+/// How long a kind may lag in discovery after its CRD is established.
+const DISCOVERY_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The least time a rollback gets, however little of `--timeout` is left.
 const MIN_ROLLBACK_BUDGET: Duration = Duration::from_secs(300);
@@ -126,7 +130,7 @@ enum Undo {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    /// Order in which the step that made the change started; undone from the highest.
+    /// Order in which the step tier that made the change started; undone from the highest.
     seq: usize,
     address: String,
     object: ObjectRef,
@@ -217,15 +221,16 @@ impl<'a> Run<'a> {
         if changes.is_empty() {
             return Ok(());
         }
-        let seq = self.steps_started.fetch_add(1, Ordering::SeqCst);
         let started = std::time::Instant::now();
-        let results: Vec<(Option<ObjectRecord>, Result<()>)> =
-            stream::iter(changes.iter().map(|c| self.apply_one(seq, c, depends_on)))
-                .buffer_unordered(self.opts.parallelism.max(1))
-                .collect()
-                .await;
         let mut errors = Vec::new();
-        {
+        for tier in tiers(&changes, false) {
+            // Each tier is its own group for rollback: undone after the tiers that came later.
+            let seq = self.steps_started.fetch_add(1, Ordering::SeqCst);
+            let results: Vec<(Option<ObjectRecord>, Result<()>)> =
+                stream::iter(tier.iter().map(|c| self.apply_one(seq, c, depends_on)))
+                    .buffer_unordered(self.opts.parallelism.max(1))
+                    .collect()
+                    .await;
             let mut s = self.state.lock().await;
             let mut changed = false;
             for (record, result) in results {
@@ -242,9 +247,10 @@ impl<'a> Run<'a> {
             if changed {
                 self.backend.write(&mut s)?;
             }
-        }
-        if !errors.is_empty() {
-            return Err(combine(errors));
+            if !errors.is_empty() {
+                // Later tiers depend on this one.
+                return Err(combine(errors));
+            }
         }
         let acted = changes.iter().filter(|c| c.action != Action::NoOp).count();
         if acted > 0 {
@@ -314,6 +320,10 @@ impl<'a> Run<'a> {
     async fn apply_change(&self, seq: usize, c: &Change) -> Result<Value> {
         let m = c.desired.as_ref().context("internal: nothing to apply")?;
         self.check_continue(&format!("applying {}", c.object))?;
+        // A kind whose CRD was just established may take a moment to appear in discovery.
+        self.cluster
+            .await_kind(&m.api_version, &m.kind, DISCOVERY_PATIENCE)
+            .await?;
         // What the object is right now, to put back exactly if the run is rolled back.
         let before = self.cluster.get(&c.object).await?;
         if c.action == Action::Replace
@@ -395,31 +405,32 @@ impl<'a> Run<'a> {
         if changes.is_empty() {
             return Ok(());
         }
-        let seq = self.steps_started.fetch_add(1, Ordering::SeqCst);
         let started = std::time::Instant::now();
-        let results: Vec<(String, Result<()>)> = stream::iter(
-            changes
-                .iter()
-                .map(|c| async move { (c.address.clone(), self.delete_one(seq, c).await) }),
-        )
-        .buffer_unordered(self.opts.parallelism.max(1))
-        .collect()
-        .await;
-        let mut errors = Vec::new();
-        {
-            let mut s = self.state.lock().await;
-            for (address, r) in results {
-                match r {
-                    Ok(()) => {
-                        s.remove(&address);
+        for tier in tiers(&changes, true) {
+            let seq = self.steps_started.fetch_add(1, Ordering::SeqCst);
+            let results: Vec<(String, Result<()>)> = stream::iter(
+                tier.iter()
+                    .map(|c| async move { (c.address.clone(), self.delete_one(seq, c).await) }),
+            )
+            .buffer_unordered(self.opts.parallelism.max(1))
+            .collect()
+            .await;
+            let mut errors = Vec::new();
+            {
+                let mut s = self.state.lock().await;
+                for (address, r) in results {
+                    match r {
+                        Ok(()) => {
+                            s.remove(&address);
+                        }
+                        Err(e) => errors.push(e),
                     }
-                    Err(e) => errors.push(e),
                 }
+                self.backend.write(&mut s)?;
             }
-            self.backend.write(&mut s)?;
-        }
-        if !errors.is_empty() {
-            return Err(combine(errors));
+            if !errors.is_empty() {
+                return Err(combine(errors));
+            }
         }
         self.progress.line(&format!(
             "{step}: {} object(s) deleted in {:.1}s",
@@ -616,7 +627,7 @@ fn describe_undo(u: &Undo) -> &'static str {
     }
 }
 
-/// Graph nodes for the steps recorded in a state: declared dependencies plus namespace rules.
+/// Graph nodes for the steps recorded in a state: declared dependencies plus kind-aware rules.
 pub fn record_nodes(records: &[ObjectRecord]) -> Vec<StepNode> {
     let mut nodes: Vec<StepNode> = Vec::new();
     for r in records {
@@ -626,8 +637,8 @@ pub fn record_nodes(records: &[ObjectRecord]) -> Vec<StepNode> {
                 nodes.push(StepNode {
                     id: r.step.clone(),
                     depends_on: vec![],
-                    creates_namespaces: BTreeSet::new(),
-                    uses_namespaces: BTreeSet::new(),
+                    provides: BTreeSet::new(),
+                    needs: BTreeSet::new(),
                 });
                 nodes.len() - 1
             }
@@ -638,12 +649,13 @@ pub fn record_nodes(records: &[ObjectRecord]) -> Vec<StepNode> {
                 n.depends_on.push(d.clone());
             }
         }
-        if r.kind == "Namespace" && r.api_version == "v1" {
-            n.creates_namespaces.insert(r.name.clone());
-        }
-        if let Some(ns) = &r.namespace {
-            n.uses_namespaces.insert(ns.clone());
-        }
+        n.provides
+            .extend(order::provides(&r.api_version, &r.kind, &r.name, None));
+        n.needs.extend(order::needs(
+            &r.api_version,
+            &r.kind,
+            r.namespace.as_deref(),
+        ));
     }
     // Dependencies on steps with nothing recorded any more do not constrain deletion.
     let known: BTreeSet<String> = nodes.iter().map(|n| n.id.clone()).collect();
@@ -651,6 +663,22 @@ pub fn record_nodes(records: &[ObjectRecord]) -> Vec<StepNode> {
         n.depends_on.retain(|d| known.contains(d));
     }
     nodes
+}
+
+/// The changes grouped by [`order::tier`], in apply order (or deletion order with `reverse`).
+fn tiers<'c>(changes: &[&'c Change], reverse: bool) -> Vec<Vec<&'c Change>> {
+    let mut by_tier: std::collections::BTreeMap<u8, Vec<&Change>> = Default::default();
+    for c in changes {
+        by_tier
+            .entry(order::tier(&c.object.api_version, &c.object.kind))
+            .or_default()
+            .push(c);
+    }
+    let mut out: Vec<Vec<&Change>> = by_tier.into_values().collect();
+    if reverse {
+        out.reverse();
+    }
+    out
 }
 
 /// One error from several, each on its own line.

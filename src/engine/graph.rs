@@ -1,8 +1,8 @@
 //! The dependency graph of steps (a petgraph DAG) and its parallel walk.
 //!
 //! Edges come from two places: dependencies a provider declares, and kind-aware rules applied to the
-//! objects themselves (today: a step that creates Namespace `n` comes before every step with objects
-//! in `n`). A cycle is an error that names the steps in it.
+//! objects themselves (what one step provides and another needs: namespaces, CRDs; see
+//! [`crate::engine::order`]). A cycle is an error that names the steps in it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -20,10 +20,10 @@ pub struct StepNode {
     pub id: String,
     /// Steps it declares it depends on.
     pub depends_on: Vec<String>,
-    /// Namespaces the step creates (as Namespace objects).
-    pub creates_namespaces: BTreeSet<String>,
-    /// Namespaces its objects live in.
-    pub uses_namespaces: BTreeSet<String>,
+    /// What the step's objects make available to other steps (see [`crate::engine::order`]).
+    pub provides: BTreeSet<String>,
+    /// What the step's objects need from other steps.
+    pub needs: BTreeSet<String>,
 }
 
 /// Steps ordered by their dependencies. An edge `a -> b` means `a` must be applied before `b`.
@@ -47,8 +47,8 @@ impl StepGraph {
         }
         let mut creator: HashMap<&str, &str> = HashMap::new();
         for n in nodes {
-            for ns in &n.creates_namespaces {
-                creator.insert(ns, &n.id);
+            for key in &n.provides {
+                creator.insert(key, &n.id);
             }
         }
         for n in nodes {
@@ -62,8 +62,8 @@ impl StepGraph {
                 };
                 graph.update_edge(from, to, ());
             }
-            for ns in &n.uses_namespaces {
-                if let Some(c) = creator.get(ns.as_str())
+            for key in &n.needs {
+                if let Some(c) = creator.get(key.as_str())
                     && *c != n.id
                 {
                     graph.update_edge(index[*c], to, ());
@@ -236,8 +236,8 @@ mod tests {
         StepNode {
             id: id.into(),
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
-            creates_namespaces: BTreeSet::new(),
-            uses_namespaces: BTreeSet::new(),
+            provides: BTreeSet::new(),
+            needs: BTreeSet::new(),
         }
     }
 
@@ -252,9 +252,9 @@ mod tests {
     #[test]
     fn a_namespace_creator_comes_before_the_steps_that_use_it() {
         let mut ns = node("namespaces", &[]);
-        ns.creates_namespaces.insert("keycloak".into());
+        ns.provides.insert("namespace:keycloak".into());
         let mut pol = node("policies", &[]);
-        pol.uses_namespaces.insert("keycloak".into());
+        pol.needs.insert("namespace:keycloak".into());
         let g = StepGraph::build(&[pol, ns]).expect("dag");
         assert_eq!(g.order(), ["namespaces", "policies"]);
     }

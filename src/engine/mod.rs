@@ -1,6 +1,7 @@
 //! The engine: order the steps, plan the changes, carry them out.
 //!
 //! - [`graph`]: the step DAG and its parallel walk.
+//! - [`order`]: kind-aware ordering across and within steps.
 //! - [`plan`]: desired vs recorded vs live.
 //! - [`apply`]: applying and deleting along the DAG, with the state written after every step, and
 //!   rolling back on failure.
@@ -9,6 +10,7 @@
 
 pub mod apply;
 pub mod graph;
+pub mod order;
 pub mod plan;
 pub mod ready;
 pub mod saved;
@@ -27,16 +29,15 @@ pub fn graph_of(steps: &[Step]) -> Result<StepGraph> {
         .map(|s| StepNode {
             id: s.id.clone(),
             depends_on: s.depends_on.clone(),
-            creates_namespaces: s
+            provides: s
                 .objects
                 .iter()
-                .filter(|m| m.kind == "Namespace" && m.api_version == "v1")
-                .map(|m| m.name.clone())
+                .filter_map(|m| order::provides(&m.api_version, &m.kind, &m.name, Some(&m.body)))
                 .collect(),
-            uses_namespaces: s
+            needs: s
                 .objects
                 .iter()
-                .filter_map(|m| m.namespace.clone())
+                .flat_map(|m| order::needs(&m.api_version, &m.kind, m.namespace.as_deref()))
                 .collect::<BTreeSet<_>>(),
         })
         .collect();

@@ -19,9 +19,10 @@ use serde_json::Value;
 use vz_providers::{Manifest, Step};
 use vz_state::{ObjectRecord, State};
 
-use crate::cluster::{Cluster, DryRun, ObjectRef};
+use crate::cluster::{Cluster, DryRun, NotServed, ObjectRef};
 use crate::diff::{FieldChange, diff, normalize};
 use crate::engine::graph::StepGraph;
+use crate::engine::order;
 use crate::sensitive::{mask_fields, mask_object};
 
 /// What will happen to one object.
@@ -178,11 +179,43 @@ pub async fn plan(
         .filter(|r| selected.includes(&r.address, &r.step))
         .collect();
 
+    // Kinds whose CRDs this plan creates may not be served yet.
+    let pending_groups: HashSet<String> = steps
+        .iter()
+        .flat_map(|s| &s.objects)
+        .filter_map(|m| order::provides(&m.api_version, &m.kind, &m.name, Some(&m.body)))
+        .filter_map(|p| p.strip_prefix("group:").map(str::to_string))
+        .collect();
+    let pending_groups = &pending_groups;
     let mut changes: Vec<Change> = stream::iter(desired.into_iter().map(|(step, m)| {
         let address = step.address_of(m);
         let record = state.get(&address);
         let replace = opts.replace.contains(&address);
-        plan_desired(cluster, step, m, record, replace, opts.refresh)
+        async move {
+            match plan_desired(cluster, step, m, record, replace, opts.refresh).await {
+                Err(e)
+                    if e.is::<NotServed>()
+                        && pending_groups.contains(order::group_of(&m.api_version)) =>
+                {
+                    // Its CRD is created by this plan: the object will be created after it.
+                    Ok(masked(Change {
+                        address,
+                        step: step.id.clone(),
+                        object: ObjectRef::of(m),
+                        action: Action::Create,
+                        cause: Cause::Config,
+                        desired: Some(m.clone()),
+                        desired_sha256: Some(m.sha256()),
+                        live_uid: None,
+                        before: None,
+                        after: Some(m.body.clone()),
+                        fields: vec![],
+                        forces_replacement: vec![],
+                    }))
+                }
+                other => other,
+            }
+        }
     }))
     .buffered(opts.parallelism.max(1))
     .try_collect()
