@@ -501,7 +501,8 @@ impl<'a> Run<'a> {
             for (e, r) in results {
                 match (r, &e.undo) {
                     (Ok(restored), undo) => {
-                        done.push(format!("  - {} {}", describe_undo(undo), e.object));
+                        let (did, _, why) = describe_undo(undo);
+                        done.push(format!("  - {did} {} ({why})", e.object));
                         if let (Undo::Deleted { .. } | Undo::Replaced { .. }, Some(uid)) =
                             (undo, restored)
                         {
@@ -513,9 +514,9 @@ impl<'a> Run<'a> {
                         }
                     }
                     (Err(err), undo) => {
+                        let (_, todo, why) = describe_undo(undo);
                         failed.push(format!(
-                            "  - could not {} {}: {err:#}",
-                            describe_undo(undo),
+                            "  - could not {todo} {} ({why}): {err:#}",
                             e.object
                         ));
                         // Record the object as it really is now.
@@ -618,12 +619,13 @@ impl<'a> Run<'a> {
     }
 }
 
-fn describe_undo(u: &Undo) -> &'static str {
+/// (past tense, infinitive, why) of an undo, for the report.
+fn describe_undo(u: &Undo) -> (&'static str, &'static str, &'static str) {
     match u {
-        Undo::Created { .. } => "deleted (created by this run)",
-        Undo::Updated { .. } => "restored",
-        Undo::Deleted { .. } => "re-created (deleted by this run)",
-        Undo::Replaced { .. } => "put back (replaced by this run)",
+        Undo::Created { .. } => ("deleted", "delete", "created by this run"),
+        Undo::Updated { .. } => ("restored", "restore", "changed by this run"),
+        Undo::Deleted { .. } => ("re-created", "re-create", "deleted by this run"),
+        Undo::Replaced { .. } => ("put back", "put back", "replaced by this run"),
     }
 }
 

@@ -44,6 +44,28 @@ const DENY_WEBHOOK: &str = r#"{
   }]
 }"#;
 
+/// The same, plus a webhook that refuses to delete any namespace of the platform: a rollback cannot
+/// remove the namespaces the failed run created.
+const DENY_WEBHOOK_AND_NAMESPACE_DELETION: &str = r#"{
+  "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+  "metadata": {"name": "deny-verrazzano-system-policies"},
+  "webhooks": [{
+    "name": "deny.vz.test", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+    "failurePolicy": "Fail", "timeoutSeconds": 2,
+    "clientConfig": {"url": "https://127.0.0.1:1/deny"},
+    "rules": [{"apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"], "operations": ["CREATE"],
+               "resources": ["networkpolicies"]}],
+    "namespaceSelector": {"matchLabels": {"verrazzano.io/namespace": "verrazzano-system"}}
+  }, {
+    "name": "keep-namespaces.vz.test", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+    "failurePolicy": "Fail", "timeoutSeconds": 2,
+    "clientConfig": {"url": "https://127.0.0.1:1/keep"},
+    "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["DELETE"],
+               "resources": ["namespaces"]}],
+    "objectSelector": {"matchLabels": {"vz.dev/platform": "quickstart"}}
+  }]
+}"#;
+
 const PROBE_POLICY: &str = r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
   "metadata": {"name": "probe", "namespace": "verrazzano-system"}, "spec": {"podSelector": {}}}"#;
 
@@ -75,8 +97,12 @@ impl Setup {
     }
 
     fn install_deny_webhook(&self) {
+        self.install_webhook(DENY_WEBHOOK);
+    }
+
+    fn install_webhook(&self, config: &str) {
         let file = self.env.work.path().join("webhook.json");
-        std::fs::write(&file, DENY_WEBHOOK).expect("write");
+        std::fs::write(&file, config).expect("write");
         self.env
             .kubectl(&["create", "-f", file.to_str().expect("utf8")])
             .expect_code(0);
@@ -311,4 +337,52 @@ fn ctrl_c_during_apply_rolls_back() {
     );
     assert!(s.namespace("cert-manager").is_none());
     assert_eq!(s.state()["objects"], state_before["objects"]);
+}
+
+#[test]
+fn an_undo_that_fails_is_reported_and_the_state_keeps_track_of_the_object() {
+    let s = Setup::new();
+    let keycloak_before = labels_and_managers(&s.namespace("keycloak").expect("keycloak"));
+    s.install_webhook(DENY_WEBHOOK_AND_NAMESPACE_DELETION);
+
+    let run = s.env.vz(&["apply", "-f", &s.cfg, "--auto-approve"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("Rollback was incomplete"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("could not deleted (created by this run) Namespace argocd")
+            || run.stderr.contains("Namespace argocd"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("keep-namespaces.vz.test"),
+        "says why: {}",
+        run.stderr
+    );
+    // What could be undone was undone.
+    assert_eq!(
+        labels_and_managers(&s.namespace("keycloak").expect("keycloak")),
+        keycloak_before
+    );
+    // What could not be undone is still there, and the state records it.
+    assert!(s.namespace("argocd").is_some());
+    let recorded: Vec<String> = s.state()["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .map(|o| o["address"].as_str().expect("address").to_string())
+        .collect();
+    assert!(
+        recorded.contains(&"namespaces/Namespace/argocd".to_string()),
+        "{recorded:?}"
+    );
+    assert!(
+        recorded.contains(&"namespaces/Namespace/cert-manager".to_string()),
+        "{recorded:?}"
+    );
 }
