@@ -74,22 +74,20 @@ impl Stored {
             .state
             .clone()
             .unwrap_or_else(|| platform.state_path.clone());
-        let stored = Stored::open_path(path, operation, args.lock_timeout)?;
-        if let Some(s) = stored.backend_state_platform()
-            && s != platform.environment_name
-        {
+        let mut stored = Stored::open_path(path, operation, args.lock_timeout)?;
+        let recorded = &stored.state.platform;
+        if stored.state.serial == 0 {
+            // Nothing written yet: the state starts as this platform's.
+            stored.state.platform = platform.environment_name.clone();
+        } else if recorded != &platform.environment_name {
             bail!(
-                "the state file {} belongs to platform `{s}`, but {} describes platform `{}`\n\
+                "the state file {} belongs to platform `{recorded}`, but {} describes platform `{}`\n\
                  hint: use the state file of `{}` (--state FILE or state.path in the configuration)",
                 stored.backend.path().display(),
                 platform.source.display(),
                 platform.environment_name,
                 platform.environment_name
             );
-        }
-        let mut stored = stored;
-        if stored.state.serial == 0 && stored.state.objects.is_empty() {
-            stored.state.platform = platform.environment_name.clone();
         }
         Ok(stored)
     }
@@ -104,18 +102,16 @@ impl Stored {
             );
         }
         let backend = LocalBackend::new(path);
-        let state = backend
+        let mut state = backend
             .read()?
             .unwrap_or_else(|| State::new("", TOOL_VERSION));
+        // The next write is this version's.
+        state.tool_version = TOOL_VERSION.to_string();
         Ok(Stored {
             backend,
             state,
             _lock: lock,
         })
-    }
-
-    fn backend_state_platform(&self) -> Option<&str> {
-        (self.state.serial > 0).then_some(self.state.platform.as_str())
     }
 }
 
