@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::diff::FieldChange;
 use crate::engine::plan::{Action, Cause, Change, Plan};
+use vz_providers::outputs::has_unknown;
 
 /// Progress on standard error: on a terminal a spinner with the latest activity and the elapsed
 /// time, with each completed action printed above it; elsewhere (CI, pipes) plain lines.
@@ -178,6 +179,13 @@ pub fn plan_text(plan: &Plan) -> String {
                 },
             ),
             (Action::NoOp, _) => continue,
+        };
+        let unknown = c.after.as_ref().is_some_and(has_unknown)
+            && matches!(c.action, Action::Create | Action::Update | Action::Replace);
+        let note = if unknown && note.is_empty() {
+            "  # some values are (known after apply)"
+        } else {
+            note
         };
         let _ = writeln!(out, "  {sign} {}{note}", c.address);
         for f in &c.fields {
@@ -390,6 +398,19 @@ mod tests {
         assert_eq!(j["resource_drift"][0]["address"], "np/NetworkPolicy/a/p");
         assert_eq!(j["resource_drift"][0]["fields"][0]["live"], json!(1));
         assert_eq!(j["summary"], json!({"add": 1, "change": 1, "destroy": 1}));
+    }
+
+    #[test]
+    fn objects_with_values_from_later_steps_say_so() {
+        let mut c = change("i/Ingress/a/x", Action::Create, Cause::Config, vec![]);
+        c.after = Some(
+            json!({"spec": {"rules": [{"host": format!("a.{}.nip.io", vz_providers::outputs::UNKNOWN)}]}}),
+        );
+        let text = plan_text(&plan_of(vec![c]));
+        assert!(
+            text.contains("  + i/Ingress/a/x  # some values are (known after apply)\n"),
+            "{text}"
+        );
     }
 
     #[test]

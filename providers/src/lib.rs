@@ -14,14 +14,17 @@ pub mod manifest;
 pub mod names;
 pub mod namespaces;
 pub mod network_policies;
+pub mod outputs;
 
 pub use config::{ConfigError, Platform};
 pub use manifest::{Manifest, Step, address};
+pub use outputs::{OutputSpec, Outputs};
 
 use manifest::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLATFORM_LABEL};
 
-/// Every step of the platform, each with its objects labelled as managed by `vz`.
-pub fn desired(platform: &Platform) -> Vec<Step> {
+/// Every step of the platform, each with its objects labelled as managed by `vz`. Values other steps
+/// publish are taken from `outputs` ([`outputs::UNKNOWN`] where not known yet).
+pub fn desired(platform: &Platform, _outputs: &Outputs) -> Vec<Step> {
     let mut steps = vec![namespaces::step(platform), network_policies::step(platform)];
     for step in &mut steps {
         for m in &mut step.objects {
@@ -40,7 +43,7 @@ mod tests {
     #[test]
     fn every_object_carries_the_managed_by_and_platform_labels() {
         let p = config::parse(Path::new("t.yaml"), "environmentName: dev\n").expect("config");
-        let steps = desired(&p);
+        let steps = desired(&p, &Outputs::default());
         assert!(steps.iter().map(|s| s.objects.len()).sum::<usize>() > 10);
         for m in steps.iter().flat_map(|s| &s.objects) {
             let labels = &m.body["metadata"]["labels"];
@@ -53,7 +56,7 @@ mod tests {
     fn addresses_are_unique() {
         let p = config::parse(Path::new("t.yaml"), "").expect("config");
         let mut seen = std::collections::HashSet::new();
-        for s in desired(&p) {
+        for s in desired(&p, &Outputs::default()) {
             for m in &s.objects {
                 assert!(
                     seen.insert(s.address_of(m)),

@@ -110,6 +110,8 @@ pub struct Step {
     pub depends_on: Vec<String>,
     /// The objects, in the order they are listed to users.
     pub objects: Vec<Manifest>,
+    /// Values the step publishes for the steps that depend on it.
+    pub outputs: Vec<crate::outputs::OutputSpec>,
 }
 
 impl Step {

@@ -83,6 +83,7 @@ pub fn step(p: &Platform) -> Step {
         description: "system namespaces, labelled for policy peers and mesh membership".into(),
         depends_on: vec![],
         objects,
+        outputs: vec![],
     }
 }
 

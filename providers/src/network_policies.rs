@@ -307,6 +307,7 @@ pub fn step(p: &Platform) -> Step {
         description: "ingress NetworkPolicies for every system component".into(),
         depends_on: vec![namespaces::STEP.to_string()],
         objects,
+        outputs: vec![],
     }
 }
 

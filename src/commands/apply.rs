@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 
 use super::{Desired, PlanRequest, Planned, Stored, confirm, connect, execute, make_plan};
 use crate::cli::{ApplyArgs, ClusterArgs, ConfigArgs};
-use crate::engine::saved;
+use crate::engine::{self, saved};
 use crate::output::{plan_text, print_plan};
 
 /// Run `vz apply`.
@@ -60,8 +60,18 @@ async fn apply_saved(
         state: Some(saved.state_path.clone()),
         lock_timeout: args.run.config.lock_timeout,
     };
-    let desired = Desired::load(&config)?;
+    let mut desired = Desired::load(&saved.config_path)?;
     let stored = Stored::open(&config, &desired.platform, "apply")?;
+    let cluster = connect(cluster_args).await?;
+    // Render with the outputs as the plan saw them (read the same way), to check it against the plan.
+    let outputs = engine::outputs::read(
+        &cluster,
+        &desired.steps,
+        &stored.state,
+        saved.plan.refreshed,
+    )
+    .await?;
+    desired.rerender(&outputs);
     let lineage = (stored.state.serial > 0).then_some(stored.state.lineage.as_str());
     let plan = saved::bind(
         saved.clone(),
@@ -70,7 +80,6 @@ async fn apply_saved(
         stored.state.serial,
         &desired.steps,
     )?;
-    let cluster = connect(cluster_args).await?;
     print_plan(&plan_text(&plan));
     if !plan.has_work() {
         return Ok(ExitCode::SUCCESS);
@@ -78,6 +87,7 @@ async fn apply_saved(
     execute(
         Planned {
             desired,
+            outputs,
             stored,
             cluster,
             plan,

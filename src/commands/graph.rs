@@ -9,7 +9,7 @@ use crate::cli::ConfigArgs;
 
 /// Run `vz graph`.
 pub fn run(args: &ConfigArgs) -> Result<ExitCode> {
-    let desired = Desired::load(args)?;
+    let desired = Desired::load(args.file()?)?;
     print!("{}", desired.graph.dot(&desired.steps));
     Ok(ExitCode::SUCCESS)
 }

@@ -17,43 +17,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use vz_providers::{Platform, Step};
+use vz_providers::{Outputs, Platform};
 use vz_state::{LocalBackend, LockGuard, State};
 
 use crate::cli::{ClusterArgs, ConfigArgs, RunArgs, SelectArgs};
 use crate::cluster::{Cluster, ConnectOptions};
+use crate::engine;
+pub use crate::engine::Desired;
 use crate::engine::apply::{RunOptions, apply, destroy};
 use crate::engine::plan::{Plan, PlanOptions, plan as plan_changes, plan_destroy};
-use crate::engine::{self, graph::StepGraph};
 use crate::interrupt::Interrupt;
 use crate::output::Progress;
 
 /// The version written into state files.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// A configuration read and validated, with its desired steps and their graph.
-pub struct Desired {
-    /// The validated configuration.
-    pub platform: Platform,
-    /// The desired steps.
-    pub steps: Vec<Step>,
-    /// Their dependency graph.
-    pub graph: StepGraph,
-}
-
-impl Desired {
-    /// Load the configuration file and render the desired steps.
-    pub fn load(args: &ConfigArgs) -> Result<Desired> {
-        let platform = vz_providers::config::load(args.file()?)?;
-        let steps = vz_providers::desired(&platform);
-        let graph = engine::graph_of(&steps)?;
-        Ok(Desired {
-            platform,
-            steps,
-            graph,
-        })
-    }
-}
 
 /// The state backend, the state it holds (a new, empty state when there is none yet), and the lock
 /// held on it for the whole command.
@@ -119,6 +96,8 @@ impl Stored {
 pub struct Planned {
     /// The desired steps.
     pub desired: Desired,
+    /// The step outputs known when the plan was made.
+    pub outputs: Outputs,
     /// The state the plan started from (locked).
     pub stored: Stored,
     /// The cluster it was planned against.
@@ -145,7 +124,7 @@ pub struct PlanRequest<'a> {
 
 /// Load the configuration and state, connect, and plan (shared by `plan`, `apply` and `destroy`).
 pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Result<Planned> {
-    let desired = Desired::load(req.config)?;
+    let mut desired = Desired::load(req.config.file()?)?;
     let stored = Stored::open(req.config, &desired.platform, req.operation)?;
     let cluster = connect(cluster_args).await?;
     eprintln!(
@@ -153,6 +132,9 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
         cluster.server(),
         desired.platform.environment_name
     );
+    let outputs =
+        engine::outputs::read(&cluster, &desired.steps, &stored.state, req.select.refresh).await?;
+    desired.rerender(&outputs);
     let opts = PlanOptions {
         parallelism: req.parallelism,
         refresh: req.select.refresh,
@@ -173,6 +155,7 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
     };
     Ok(Planned {
         desired,
+        outputs,
         stored,
         cluster,
         plan,
@@ -183,6 +166,7 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
 pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result<ExitCode> {
     let Planned {
         desired,
+        outputs,
         stored,
         cluster,
         plan,
@@ -221,7 +205,8 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
         apply(
             &cluster,
             &plan,
-            &desired.graph,
+            &desired,
+            outputs,
             &stored.backend,
             stored.state,
             &opts,

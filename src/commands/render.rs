@@ -9,7 +9,7 @@ use crate::cli::ConfigArgs;
 
 /// Run `vz render`.
 pub fn run(args: &ConfigArgs) -> Result<ExitCode> {
-    let desired = Desired::load(args)?;
+    let desired = Desired::load(args.file()?)?;
     let mut out = String::new();
     for id in desired.graph.order() {
         let Some(step) = desired.steps.iter().find(|s| &s.id == id) else {

@@ -14,7 +14,7 @@
 //! what it was before the run. An undo that fails is reported and the state records the object as it
 //! really is, so nothing is lost track of.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -24,12 +24,15 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use vz_providers::Outputs;
+use vz_providers::outputs::has_unknown;
 use vz_state::{LocalBackend, ObjectRecord, State};
 
 use crate::cluster::{Cluster, Deleted, ObjectRef};
+use crate::engine::Desired;
 use crate::engine::graph::{StepGraph, StepNode};
-use crate::engine::order;
 use crate::engine::plan::{Action, Change, Plan};
+use crate::engine::{order, outputs};
 use crate::interrupt::Interrupt;
 use crate::output::Progress;
 
@@ -54,18 +57,25 @@ const DISCOVERY_PATIENCE: Duration = Duration::from_secs(30);
 /// The least time a rollback gets, however little of `--timeout` is left.
 const MIN_ROLLBACK_BUDGET: Duration = Duration::from_secs(300);
 
-/// Apply `plan` (made from the steps of `graph`), recording progress in `state` through `backend`.
+/// Apply `plan` (made from `desired`, with the step `outputs` known then), recording progress in
+/// `state` through `backend`.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply(
     cluster: &Cluster,
     plan: &Plan,
-    graph: &StepGraph,
+    desired: &Desired,
+    outputs: Outputs,
     backend: &LocalBackend,
     state: State,
     opts: &RunOptions,
     progress: &Progress,
 ) -> Result<State> {
+    let graph = &desired.graph;
     let original = state.clone();
-    let run = Run::new(cluster, backend, state, opts, progress);
+    let mut run = Run::new(cluster, backend, state, opts, progress);
+    run.desired = Some(desired);
+    run.outputs = Mutex::new(outputs);
+    let run = run;
     let outcome = async {
         run.forget(plan).await?;
         let applied = graph
@@ -139,6 +149,10 @@ struct Entry {
 
 struct Run<'a> {
     cluster: &'a Cluster,
+    /// What is applied (for rendering again once outputs are known); `None` for destroy.
+    desired: Option<&'a Desired>,
+    /// Step outputs known so far.
+    outputs: Mutex<Outputs>,
     backend: &'a LocalBackend,
     state: Arc<Mutex<State>>,
     opts: &'a RunOptions,
@@ -158,6 +172,8 @@ impl<'a> Run<'a> {
     ) -> Self {
         Run {
             cluster,
+            desired: None,
+            outputs: Mutex::new(Outputs::default()),
             backend,
             state: Arc::new(Mutex::new(state)),
             opts,
@@ -222,6 +238,8 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        let changes = self.with_known_values(step, changes).await?;
+        let changes: Vec<&Change> = changes.iter().collect();
         let mut errors = Vec::new();
         for tier in tiers(&changes, false) {
             // Each tier is its own group for rollback: undone after the tiers that came later.
@@ -234,11 +252,15 @@ impl<'a> Run<'a> {
             let mut s = self.state.lock().await;
             let mut changed = false;
             for (record, result) in results {
-                if let Some(record) = record
-                    && s.get(&record.address) != Some(&record)
-                {
-                    s.upsert(record);
-                    changed = true;
+                if let Some(mut record) = record {
+                    // Outputs are re-read after the step; keep the recorded ones until then.
+                    if let Some(old) = s.get(&record.address) {
+                        record.outputs = old.outputs.clone();
+                    }
+                    if s.get(&record.address) != Some(&record) {
+                        s.upsert(record);
+                        changed = true;
+                    }
                 }
                 if let Err(e) = result {
                     errors.push(e);
@@ -252,6 +274,7 @@ impl<'a> Run<'a> {
                 return Err(combine(errors));
             }
         }
+        self.publish_outputs(step).await?;
         let acted = changes.iter().filter(|c| c.action != Action::NoOp).count();
         if acted > 0 {
             self.progress.line(&format!(
@@ -259,6 +282,68 @@ impl<'a> Run<'a> {
                 started.elapsed().as_secs_f64()
             ));
         }
+        Ok(())
+    }
+
+    /// The step's changes, with objects whose values were unknown when planned rendered again
+    /// with the outputs published since. A value still unknown is an error naming the object.
+    async fn with_known_values(&self, step: &str, changes: Vec<&Change>) -> Result<Vec<Change>> {
+        let mut owned: Vec<Change> = changes.into_iter().cloned().collect();
+        let pending = |c: &Change| c.desired.as_ref().is_some_and(|m| has_unknown(&m.body));
+        let Some(desired) = self.desired else {
+            return Ok(owned);
+        };
+        if !owned.iter().any(pending) {
+            return Ok(owned);
+        }
+        let outputs = self.outputs.lock().await.clone();
+        let steps = desired.render(&outputs);
+        let Some(fresh) = steps.iter().find(|s| s.id == step) else {
+            return Ok(owned);
+        };
+        for c in owned.iter_mut().filter(|c| pending(c)) {
+            let m = fresh
+                .objects
+                .iter()
+                .find(|m| fresh.address_of(m) == c.address)
+                .with_context(|| format!("{} is no longer rendered", c.address))?;
+            if has_unknown(&m.body) {
+                return Err(anyhow!(
+                    "{} still has values that are not known: an output of a step it depends on has no value yet",
+                    c.address
+                ));
+            }
+            c.desired_sha256 = Some(m.sha256());
+            c.desired = Some(m.clone());
+        }
+        Ok(owned)
+    }
+
+    /// Read the outputs `step` publishes, now that it is applied and ready, for the steps after it
+    /// (and record them in the state).
+    async fn publish_outputs(&self, step: &str) -> Result<()> {
+        let Some(desired) = self.desired else {
+            return Ok(());
+        };
+        let Some(s) = desired.steps.iter().find(|s| s.id == step) else {
+            return Ok(());
+        };
+        if s.outputs.is_empty() {
+            return Ok(());
+        }
+        let values = outputs::of_step(self.cluster, s).await?;
+        let mut known = self.outputs.lock().await;
+        let mut state = self.state.lock().await;
+        for (name, value) in values {
+            known.set(step, &name, value.clone());
+            if let Some(spec) = s.outputs.iter().find(|o| o.name == name)
+                && let Some(mut rec) = state.get(&spec.object).cloned()
+            {
+                rec.outputs.insert(name, value);
+                state.upsert(rec);
+            }
+        }
+        self.backend.write(&mut state)?;
         Ok(())
     }
 
@@ -301,6 +386,7 @@ impl<'a> Run<'a> {
             uid: uid.unwrap_or_default(),
             manifest_sha256: m.sha256(),
             depends_on: depends_on.to_vec(),
+            outputs: BTreeMap::new(),
         };
         let waited = if self.opts.wait {
             self.progress

@@ -24,6 +24,7 @@ use crate::diff::{FieldChange, diff, normalize};
 use crate::engine::graph::StepGraph;
 use crate::engine::order;
 use crate::sensitive::{mask_fields, mask_object};
+use vz_providers::outputs::has_unknown;
 
 /// What will happen to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -423,6 +424,17 @@ async fn plan_desired_unmasked(
     if replace {
         change.action = Action::Replace;
         change.cause = Cause::Requested;
+        return Ok(change);
+    }
+    if has_unknown(&m.body) {
+        // Some values come from steps not applied yet: no dry run is possible; apply renders the
+        // object again once they are known.
+        change.action = Action::Update;
+        change.cause = if record.is_some() {
+            Cause::Config
+        } else {
+            Cause::Adopt
+        };
         return Ok(change);
     }
     let after = match cluster.dry_run(m).await? {

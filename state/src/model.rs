@@ -1,5 +1,7 @@
 //! The state document's types.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// The state format this build writes and the newest it can read.
@@ -45,6 +47,9 @@ pub struct ObjectRecord {
     /// Steps the owning step depends on (used to order deletion when the config is gone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// Outputs of the owning step read from this object, by name (for plans without refresh).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
 }
 
 impl State {
@@ -99,6 +104,7 @@ mod tests {
             uid: uid.into(),
             manifest_sha256: "00".into(),
             depends_on: vec![],
+            outputs: BTreeMap::new(),
         }
     }
 

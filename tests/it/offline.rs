@@ -166,9 +166,17 @@ fn the_state_of_another_platform_is_refused() {
     std::fs::write(&cfg, "environmentName: dev\n").expect("write");
     let mut other = vz_state::State::new("prod", "0.1.0");
     other.serial = 4;
-    std::fs::write(dir.path().join("dev.vzstate.json"), vz_state::encode(&other)).expect("write");
+    std::fs::write(
+        dir.path().join("dev.vzstate.json"),
+        vz_state::encode(&other),
+    )
+    .expect("write");
     let run = vz_bare(&["plan", "-f", cfg.to_str().expect("utf8")]);
     run.expect_code(1);
-    assert!(run.stderr.contains("belongs to platform `prod`"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("belongs to platform `prod`"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("platform `dev`"), "{}", run.stderr);
 }
