@@ -288,6 +288,21 @@ impl Cluster {
         }
     }
 
+    /// Delete `r` and wait until it is gone (`known_uid` identifies it if the API server does not say).
+    pub async fn delete_and_wait(
+        &self,
+        r: &ObjectRef,
+        known_uid: Option<&str>,
+        deadline: Instant,
+        interrupt: &Interrupt,
+    ) -> Result<()> {
+        if let Deleted::Started { uid } = self.delete(r).await? {
+            let uid = uid.as_deref().or(known_uid);
+            self.wait_gone(r, uid, deadline, interrupt).await?;
+        }
+        Ok(())
+    }
+
     /// Wait until `r` no longer exists (or was replaced by an object with another uid), until
     /// `deadline`. A timeout names the object and what is holding it.
     pub async fn wait_gone(

@@ -415,17 +415,10 @@ impl<'a> Run<'a> {
         if c.action == Action::Replace
             && let Some(old) = &before
         {
-            if let Deleted::Started { uid } = self.cluster.delete(&c.object).await? {
-                self.cluster
-                    .wait_gone(
-                        &c.object,
-                        uid.as_deref(),
-                        self.deadline,
-                        &self.opts.interrupt,
-                    )
-                    .await
-                    .with_context(|| format!("cannot replace {}", c.object))?;
-            }
+            self.cluster
+                .delete_and_wait(&c.object, None, self.deadline, &self.opts.interrupt)
+                .await
+                .with_context(|| format!("cannot replace {}", c.object))?;
             // Deleted: from here on an undo must bring the old object back.
             self.journal(
                 seq,
@@ -669,12 +662,9 @@ impl<'a> Run<'a> {
         let never = Interrupt::never();
         match &e.undo {
             Undo::Created { uid } => {
-                if let Deleted::Started { uid: started } = self.cluster.delete(&e.object).await? {
-                    let uid = started.or_else(|| uid.clone());
-                    self.cluster
-                        .wait_gone(&e.object, uid.as_deref(), deadline, &never)
-                        .await?;
-                }
+                self.cluster
+                    .delete_and_wait(&e.object, uid.as_deref(), deadline, &never)
+                    .await?;
                 Ok(None)
             }
             Undo::Updated { before } => {
@@ -689,12 +679,9 @@ impl<'a> Run<'a> {
                     .map(str::to_string))
             }
             Undo::Replaced { before, uid } => {
-                if let Deleted::Started { uid: started } = self.cluster.delete(&e.object).await? {
-                    let uid = started.or_else(|| uid.clone());
-                    self.cluster
-                        .wait_gone(&e.object, uid.as_deref(), deadline, &never)
-                        .await?;
-                }
+                self.cluster
+                    .delete_and_wait(&e.object, uid.as_deref(), deadline, &never)
+                    .await?;
                 let restored = self.cluster.restore(before).await?;
                 Ok(restored
                     .pointer("/metadata/uid")

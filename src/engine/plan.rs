@@ -199,20 +199,7 @@ pub async fn plan(
                         && pending_groups.contains(order::group_of(&m.api_version)) =>
                 {
                     // Its CRD is created by this plan: the object will be created after it.
-                    Ok(masked(Change {
-                        address,
-                        step: step.id.clone(),
-                        object: ObjectRef::of(m),
-                        action: Action::Create,
-                        cause: Cause::Config,
-                        desired: Some(m.clone()),
-                        desired_sha256: Some(m.sha256()),
-                        live_uid: None,
-                        before: None,
-                        after: Some(m.body.clone()),
-                        fields: vec![],
-                        forces_replacement: vec![],
-                    }))
+                    Ok(masked(create(step, m)))
                 }
                 other => other,
             }
@@ -375,15 +362,9 @@ fn masked(mut c: Change) -> Change {
     c
 }
 
-async fn plan_desired_unmasked(
-    cluster: &Cluster,
-    step: &Step,
-    m: &Manifest,
-    record: Option<&ObjectRecord>,
-    replace: bool,
-    refresh: bool,
-) -> Result<Change> {
-    let mut change = Change {
+/// The change that creates `m` (what every desired object starts as).
+fn create(step: &Step, m: &Manifest) -> Change {
+    Change {
         address: step.address_of(m),
         step: step.id.clone(),
         object: ObjectRef::of(m),
@@ -396,7 +377,18 @@ async fn plan_desired_unmasked(
         after: Some(m.body.clone()),
         fields: vec![],
         forces_replacement: vec![],
-    };
+    }
+}
+
+async fn plan_desired_unmasked(
+    cluster: &Cluster,
+    step: &Step,
+    m: &Manifest,
+    record: Option<&ObjectRecord>,
+    replace: bool,
+    refresh: bool,
+) -> Result<Change> {
+    let mut change = create(step, m);
     if !refresh {
         // Compare with the state only.
         if let Some(r) = record {

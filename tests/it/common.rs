@@ -68,6 +68,17 @@ impl TestEnv {
         }
     }
 
+    /// A fresh control plane with `examples/quickstart.yaml` applied; returns the configuration's
+    /// path (its state file is next to it).
+    pub fn with_quickstart_applied() -> (TestEnv, String) {
+        let env = TestEnv::start();
+        let cfg = env.example("quickstart.yaml");
+        let cfg = cfg.to_str().expect("utf8 path").to_string();
+        env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+            .expect_code(0);
+        (env, cfg)
+    }
+
     /// The kubeconfig of this control plane.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig

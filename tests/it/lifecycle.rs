@@ -18,15 +18,6 @@ const QUICKSTART_NAMESPACES: &[&str] = &[
 const QUICKSTART_OBJECTS: usize = 25;
 
 /// A control plane with the quick start applied.
-fn applied() -> (TestEnv, String) {
-    let env = TestEnv::start();
-    let cfg = env.example("quickstart.yaml");
-    let cfg = cfg.to_str().expect("utf8 path").to_string();
-    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
-        .expect_code(0);
-    (env, cfg)
-}
-
 fn state_of(env: &TestEnv) -> Value {
     let text = std::fs::read_to_string(env.work.path().join("quickstart.vzstate.json"))
         .expect("state file written next to the config");
@@ -79,7 +70,7 @@ fn plan_on_an_empty_cluster_lists_every_object_to_add() {
 
 #[test]
 fn apply_creates_labelled_namespaces_and_policies_and_records_them() {
-    let (env, _) = applied();
+    let (env, _) = TestEnv::with_quickstart_applied();
     for ns in QUICKSTART_NAMESPACES {
         let live = env.get_json(&["namespace", ns]).expect("namespace exists");
         let labels = &live["metadata"]["labels"];
@@ -143,7 +134,7 @@ fn apply_creates_labelled_namespaces_and_policies_and_records_them() {
 
 #[test]
 fn plan_after_apply_reports_no_changes() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     let run = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
     run.expect_code(0);
     assert!(run.stdout.contains("No changes."), "{}", run.stdout);
@@ -151,7 +142,7 @@ fn plan_after_apply_reports_no_changes() {
 
 #[test]
 fn a_policy_edited_with_kubectl_is_reported_as_drift_with_the_field() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     drift_authproxy_port(&env);
     let run = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
     run.expect_code(2);
@@ -176,7 +167,7 @@ fn a_policy_edited_with_kubectl_is_reported_as_drift_with_the_field() {
 
 #[test]
 fn apply_restores_a_drifted_policy_and_namespace_label() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     drift_authproxy_port(&env);
     env.kubectl(&["label", "namespace", "keycloak", "istio-injection-"])
         .expect_code(0);
@@ -199,7 +190,7 @@ fn apply_restores_a_drifted_policy_and_namespace_label() {
 
 #[test]
 fn an_object_deleted_outside_vz_is_created_again() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     env.kubectl(&["-n", "keycloak", "delete", "networkpolicy", "keycloak"])
         .expect_code(0);
     let run = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
@@ -220,7 +211,7 @@ fn an_object_deleted_outside_vz_is_created_again() {
 
 #[test]
 fn disabling_a_component_deletes_its_objects_and_namespaces() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     let text = std::fs::read_to_string(&cfg).expect("read config");
     let edited = text.replace("keycloak: {enabled: true}", "keycloak: {enabled: false}");
     assert_ne!(text, edited, "the quick start enables keycloak");
@@ -258,7 +249,7 @@ fn disabling_a_component_deletes_its_objects_and_namespaces() {
 
 #[test]
 fn destroy_leaves_no_managed_object_and_no_system_namespace() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     let run = env.vz(&["destroy", "-f", &cfg, "--auto-approve"]);
     run.expect_code(0);
     assert!(

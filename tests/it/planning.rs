@@ -4,15 +4,6 @@ use serde_json::Value;
 
 use crate::common::{TestEnv, repo_root, vz_bare};
 
-fn applied() -> (TestEnv, String) {
-    let env = TestEnv::start();
-    let cfg = env.example("quickstart.yaml");
-    let cfg = cfg.to_str().expect("utf8").to_string();
-    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
-        .expect_code(0);
-    (env, cfg)
-}
-
 fn path_in(env: &TestEnv, name: &str) -> String {
     env.work
         .path()
@@ -64,7 +55,7 @@ fn a_saved_plan_is_refused_once_the_state_moved_on() {
 
 #[test]
 fn a_saved_plan_is_refused_once_the_configuration_changed() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     let text = std::fs::read_to_string(&cfg).expect("read");
     std::fs::write(
         &cfg,
@@ -87,7 +78,7 @@ fn a_saved_plan_is_refused_once_the_configuration_changed() {
 
 #[test]
 fn a_saved_destroy_plan_destroys() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     let plan = path_in(&env, "destroy.json");
     env.vz(&["plan", "-f", &cfg, "--destroy", "--out", &plan])
         .expect_code(0);
@@ -104,7 +95,7 @@ fn a_saved_destroy_plan_destroys() {
 
 #[test]
 fn the_json_plan_lists_every_change_with_its_actions() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     env.kubectl(&[
         "-n",
         "keycloak",
@@ -176,7 +167,7 @@ fn a_target_limits_the_plan_to_it_and_what_it_depends_on() {
 
 #[test]
 fn replace_deletes_and_creates_the_object_again() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     let address = "network-policies/NetworkPolicy/keycloak/keycloak";
     let uid = |env: &TestEnv| {
         env.get_json(&["networkpolicy", "-n", "keycloak", "keycloak"])
@@ -209,7 +200,7 @@ fn replace_deletes_and_creates_the_object_again() {
 
 #[test]
 fn a_destroy_plan_lists_every_recorded_object_and_changes_nothing() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     let run = env.vz(&["plan", "-f", &cfg, "--destroy", "--detailed-exitcode"]);
     run.expect_code(2);
     assert!(
@@ -228,7 +219,7 @@ fn a_destroy_plan_lists_every_recorded_object_and_changes_nothing() {
 
 #[test]
 fn without_refresh_the_plan_compares_with_the_state_only() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     env.kubectl(&["-n", "keycloak", "delete", "networkpolicy", "keycloak"])
         .expect_code(0);
     let run = env.vz(&["plan", "-f", &cfg, "--refresh=false", "--detailed-exitcode"]);
@@ -241,7 +232,7 @@ fn without_refresh_the_plan_compares_with_the_state_only() {
 
 #[test]
 fn the_state_holds_hashes_not_object_content() {
-    let (env, _) = applied();
+    let (env, _) = TestEnv::with_quickstart_applied();
     let text =
         std::fs::read_to_string(env.work.path().join("quickstart.vzstate.json")).expect("state");
     assert!(!text.contains("\"spec\""), "no manifests in the state");

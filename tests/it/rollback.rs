@@ -29,42 +29,36 @@ components:
 state: {path: quickstart.vzstate.json}
 ";
 
-/// A webhook that refuses every NetworkPolicy created in verrazzano-system: its backend does not exist
-/// and its failure policy is Fail.
-const DENY_WEBHOOK: &str = r#"{
-  "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-  "metadata": {"name": "deny-verrazzano-system-policies"},
-  "webhooks": [{
+/// A webhook entry that refuses every NetworkPolicy created in verrazzano-system: its backend does
+/// not exist and its failure policy is Fail.
+const DENY_POLICIES: &str = r#"{
     "name": "deny.vz.test", "admissionReviewVersions": ["v1"], "sideEffects": "None",
     "failurePolicy": "Fail", "timeoutSeconds": 2,
     "clientConfig": {"url": "https://127.0.0.1:1/deny"},
     "rules": [{"apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"], "operations": ["CREATE"],
                "resources": ["networkpolicies"]}],
     "namespaceSelector": {"matchLabels": {"verrazzano.io/namespace": "verrazzano-system"}}
-  }]
-}"#;
+  }"#;
 
-/// The same, plus a webhook that refuses to delete any namespace of the platform: a rollback cannot
-/// remove the namespaces the failed run created.
-const DENY_WEBHOOK_AND_NAMESPACE_DELETION: &str = r#"{
-  "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-  "metadata": {"name": "deny-verrazzano-system-policies"},
-  "webhooks": [{
-    "name": "deny.vz.test", "admissionReviewVersions": ["v1"], "sideEffects": "None",
-    "failurePolicy": "Fail", "timeoutSeconds": 2,
-    "clientConfig": {"url": "https://127.0.0.1:1/deny"},
-    "rules": [{"apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"], "operations": ["CREATE"],
-               "resources": ["networkpolicies"]}],
-    "namespaceSelector": {"matchLabels": {"verrazzano.io/namespace": "verrazzano-system"}}
-  }, {
+/// A webhook entry that refuses to delete any namespace of the platform: a rollback cannot remove
+/// the namespaces the failed run created.
+const KEEP_NAMESPACES: &str = r#"{
     "name": "keep-namespaces.vz.test", "admissionReviewVersions": ["v1"], "sideEffects": "None",
     "failurePolicy": "Fail", "timeoutSeconds": 2,
     "clientConfig": {"url": "https://127.0.0.1:1/keep"},
     "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["DELETE"],
                "resources": ["namespaces"]}],
     "objectSelector": {"matchLabels": {"vz.dev/platform": "quickstart"}}
-  }]
-}"#;
+  }"#;
+
+/// A ValidatingWebhookConfiguration with these entries.
+fn webhooks(entries: &[&str]) -> String {
+    format!(
+        r#"{{"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {{"name": "deny-verrazzano-system-policies"}}, "webhooks": [{}]}}"#,
+        entries.join(",")
+    )
+}
 
 const PROBE_POLICY: &str = r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
   "metadata": {"name": "probe", "namespace": "verrazzano-system"}, "spec": {"podSelector": {}}}"#;
@@ -97,7 +91,7 @@ impl Setup {
     }
 
     fn install_deny_webhook(&self) {
-        self.install_webhook(DENY_WEBHOOK);
+        self.install_webhook(&webhooks(&[DENY_POLICIES]));
     }
 
     fn install_webhook(&self, config: &str) {
@@ -343,7 +337,7 @@ fn ctrl_c_during_apply_rolls_back() {
 fn an_undo_that_fails_is_reported_and_the_state_keeps_track_of_the_object() {
     let s = Setup::new();
     let keycloak_before = labels_and_managers(&s.namespace("keycloak").expect("keycloak"));
-    s.install_webhook(DENY_WEBHOOK_AND_NAMESPACE_DELETION);
+    s.install_webhook(&webhooks(&[DENY_POLICIES, KEEP_NAMESPACES]));
 
     let run = s.env.vz(&["apply", "-f", &s.cfg, "--auto-approve"]);
     run.expect_code(1);

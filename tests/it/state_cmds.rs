@@ -30,18 +30,9 @@ fn destroy_in_background(env: &TestEnv, cfg: &str) -> std::process::Child {
     child
 }
 
-fn applied() -> (TestEnv, String) {
-    let env = TestEnv::start();
-    let cfg = env.example("quickstart.yaml");
-    let cfg = cfg.to_str().expect("utf8").to_string();
-    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
-        .expect_code(0);
-    (env, cfg)
-}
-
 #[test]
 fn a_second_run_is_refused_while_another_holds_the_lock() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     let mut destroy = destroy_in_background(&env, &cfg);
     let run = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
     run.expect_code(1);
@@ -62,7 +53,7 @@ fn a_second_run_is_refused_while_another_holds_the_lock() {
 
 #[test]
 fn lock_timeout_waits_for_the_holder_to_finish() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     let mut destroy = destroy_in_background(&env, &cfg);
     let run = env.vz(&[
         "plan",
@@ -115,7 +106,7 @@ fn force_unlock_removes_a_lock_left_behind() {
 
 #[test]
 fn state_commands_list_show_forget_pull_and_push() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     let list = env.vz(&["state", "list", "-f", &cfg]);
     list.expect_code(0);
     assert_eq!(list.stdout.lines().count(), 25);
@@ -170,7 +161,7 @@ fn live_exists(env: &TestEnv) -> bool {
 
 #[test]
 fn showing_an_unknown_address_names_it() {
-    let (env, cfg) = applied();
+    let (env, cfg) = TestEnv::with_quickstart_applied();
     let run = env.vz(&["state", "show", "-f", &cfg, "nope/Kind/x"]);
     run.expect_code(1);
     assert!(run.stderr.contains("`nope/Kind/x`"), "{}", run.stderr);
