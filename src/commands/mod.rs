@@ -24,7 +24,7 @@ use crate::cli::{ClusterArgs, ConfigArgs, RunArgs, SelectArgs};
 use crate::cluster::{Cluster, ConnectOptions};
 use crate::engine;
 pub use crate::engine::Desired;
-use crate::engine::apply::{RunOptions, apply, destroy};
+use crate::engine::apply::{RunOptions, Session, apply, destroy};
 use crate::engine::plan::{Plan, PlanOptions, plan as plan_changes, plan_destroy};
 use crate::interrupt::Interrupt;
 use crate::output::Progress;
@@ -190,29 +190,20 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
     };
     let (add, change, destroyed) = plan.counts();
     let path = stored.backend.path().display().to_string();
+    let progress = Progress::new();
+    let session = Session {
+        cluster: &cluster,
+        backend: &stored.backend,
+        opts: &opts,
+        progress: &progress,
+    };
     if plan.destroy {
-        destroy(
-            &cluster,
-            &plan,
-            &stored.backend,
-            stored.state,
-            &opts,
-            &Progress::new(),
-        )
-        .await?;
+        destroy(session, &plan, stored.state).await?;
+        drop(progress);
         println!("\nDestroy complete! Objects: {destroyed} destroyed. State: {path}");
     } else {
-        apply(
-            &cluster,
-            &plan,
-            &desired,
-            outputs,
-            &stored.backend,
-            stored.state,
-            &opts,
-            &Progress::new(),
-        )
-        .await?;
+        apply(session, &plan, &desired, outputs, stored.state).await?;
+        drop(progress);
         println!(
             "\nApply complete! Objects: {add} added, {change} changed, {destroyed} destroyed. State: {path}"
         );

@@ -57,25 +57,31 @@ const DISCOVERY_PATIENCE: Duration = Duration::from_secs(30);
 /// The least time a rollback gets, however little of `--timeout` is left.
 const MIN_ROLLBACK_BUDGET: Duration = Duration::from_secs(300);
 
-/// Apply `plan` (made from `desired`, with the step `outputs` known then), recording progress in
-/// `state` through `backend`.
-#[allow(clippy::too_many_arguments)]
+/// Where and how a run works: the cluster, the state backend, the knobs and the progress display.
+#[derive(Clone, Copy)]
+pub struct Session<'a> {
+    /// The cluster.
+    pub cluster: &'a Cluster,
+    /// Where the state is written after every step.
+    pub backend: &'a LocalBackend,
+    /// The knobs.
+    pub opts: &'a RunOptions,
+    /// What the user sees.
+    pub progress: &'a Progress,
+}
+
+/// Apply `plan` (made from `desired`, with the step `outputs` known then), starting from `state`.
 pub async fn apply(
-    cluster: &Cluster,
+    session: Session<'_>,
     plan: &Plan,
     desired: &Desired,
     outputs: Outputs,
-    backend: &LocalBackend,
     state: State,
-    opts: &RunOptions,
-    progress: &Progress,
 ) -> Result<State> {
     let graph = &desired.graph;
+    let opts = session.opts;
     let original = state.clone();
-    let mut run = Run::new(cluster, backend, state, opts, progress);
-    run.desired = Some(desired);
-    run.outputs = Mutex::new(outputs);
-    let run = run;
+    let run = Run::new(session, state, Some(desired), outputs);
     let outcome = async {
         run.forget(plan).await?;
         let applied = graph
@@ -109,17 +115,10 @@ pub async fn apply(
     Err(anyhow!("{failure:#}\n\n{report}"))
 }
 
-/// Delete everything `plan` (a destroy plan) lists, recording progress in `state`. A destroy that
-/// fails stops where it is (it is not rolled back); the state records what is left.
-pub async fn destroy(
-    cluster: &Cluster,
-    plan: &Plan,
-    backend: &LocalBackend,
-    state: State,
-    opts: &RunOptions,
-    progress: &Progress,
-) -> Result<State> {
-    let run = Run::new(cluster, backend, state, opts, progress);
+/// Delete everything `plan` (a destroy plan) lists, starting from `state`. A destroy that fails
+/// stops where it is (it is not rolled back); the state records what is left.
+pub async fn destroy(session: Session<'_>, plan: &Plan, state: State) -> Result<State> {
+    let run = Run::new(session, state, None, Outputs::default());
     run.forget(plan).await?;
     run.delete_all(plan).await?;
     Ok(run.into_state().await)
@@ -164,21 +163,20 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn new(
-        cluster: &'a Cluster,
-        backend: &'a LocalBackend,
+        session: Session<'a>,
         state: State,
-        opts: &'a RunOptions,
-        progress: &'a Progress,
+        desired: Option<&'a Desired>,
+        outputs: Outputs,
     ) -> Self {
         Run {
-            cluster,
-            desired: None,
-            outputs: Mutex::new(Outputs::default()),
-            backend,
+            cluster: session.cluster,
+            desired,
+            outputs: Mutex::new(outputs),
+            backend: session.backend,
             state: Arc::new(Mutex::new(state)),
-            opts,
-            progress,
-            deadline: Instant::now() + opts.timeout,
+            opts: session.opts,
+            progress: session.progress,
+            deadline: Instant::now() + session.opts.timeout,
             journal: Mutex::new(Vec::new()),
             steps_started: AtomicUsize::new(0),
         }
