@@ -272,6 +272,27 @@ impl Cluster {
         }
     }
 
+    /// Give up `vz`'s fields of an object it did not create: apply an empty configuration as field
+    /// manager `vz`, which removes the fields only `vz` owns and leaves the object to its owners.
+    pub async fn release(&self, r: &ObjectRef) -> Result<Value> {
+        let api = self.api(r).await?;
+        let mut meta = serde_json::json!({"name": r.name});
+        if let Some(ns) = &r.namespace {
+            meta["namespace"] = Value::String(ns.clone());
+        }
+        let empty =
+            serde_json::json!({"apiVersion": r.api_version, "kind": r.kind, "metadata": meta});
+        let obj = api
+            .patch(
+                &r.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&empty),
+            )
+            .await
+            .map_err(|e| anyhow!("cannot release {r}: {}", describe(&e)))?;
+        serde_json::to_value(obj).context("cannot encode a released object")
+    }
+
     /// Ask for `r` to be deleted (dependents in the background).
     pub async fn delete(&self, r: &ObjectRef) -> Result<Deleted> {
         let api = self.api(r).await?;

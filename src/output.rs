@@ -170,6 +170,10 @@ pub fn plan_text(plan: &Plan) -> String {
                 ("-/+", forced.as_str())
             }
             (Action::Delete, _) => ("-", ""),
+            (Action::Release, _) => (
+                "-",
+                "  # not created by vz: released (vz's fields removed), not deleted",
+            ),
             (Action::Forget, _) => (
                 ".",
                 if c.live_uid.is_some() && plan.refreshed {
@@ -193,9 +197,13 @@ pub fn plan_text(plan: &Plan) -> String {
         }
     }
     let (add, change, destroy_n) = plan.counts();
+    let released = match plan.released() {
+        0 => String::new(),
+        n => format!(" ({n} to release, not delete)"),
+    };
     let _ = writeln!(
         out,
-        "\nPlan: {add} to add, {change} to change, {destroy_n} to destroy."
+        "\nPlan: {add} to add, {change} to change, {destroy_n} to destroy.{released}"
     );
     out
 }
@@ -210,6 +218,7 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
             Action::Replace => vec!["delete", "create"],
             Action::Delete => vec!["delete"],
             Action::Forget => vec!["forget"],
+            Action::Release => vec!["release"],
         }
     };
     let fields = |c: &Change| -> Value {
@@ -259,7 +268,7 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
         "refreshed": plan.refreshed,
         "resource_changes": changes,
         "resource_drift": drift,
-        "summary": {"add": add, "change": change, "destroy": destroy},
+        "summary": {"add": add, "change": change, "destroy": destroy, "release": plan.released()},
     })
 }
 
@@ -397,7 +406,10 @@ mod tests {
         );
         assert_eq!(j["resource_drift"][0]["address"], "np/NetworkPolicy/a/p");
         assert_eq!(j["resource_drift"][0]["fields"][0]["live"], json!(1));
-        assert_eq!(j["summary"], json!({"add": 1, "change": 1, "destroy": 1}));
+        assert_eq!(
+            j["summary"],
+            json!({"add": 1, "change": 1, "destroy": 1, "release": 0})
+        );
     }
 
     #[test]

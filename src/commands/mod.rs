@@ -189,6 +189,10 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
         }),
     };
     let (add, change, destroyed) = plan.counts();
+    let released = match plan.released() {
+        0 => String::new(),
+        n => format!(", {n} released"),
+    };
     let path = stored.backend.path().display().to_string();
     let progress = Progress::new();
     let session = Session {
@@ -200,12 +204,12 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
     if plan.destroy {
         destroy(session, &plan, stored.state).await?;
         drop(progress);
-        println!("\nDestroy complete! Objects: {destroyed} destroyed. State: {path}");
+        println!("\nDestroy complete! Objects: {destroyed} destroyed{released}. State: {path}");
     } else {
         apply(session, &plan, &desired, outputs, stored.state).await?;
         drop(progress);
         println!(
-            "\nApply complete! Objects: {add} added, {change} changed, {destroyed} destroyed. State: {path}"
+            "\nApply complete! Objects: {add} added, {change} changed, {destroyed} destroyed{released}. State: {path}"
         );
     }
     Ok(ExitCode::SUCCESS)

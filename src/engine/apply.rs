@@ -31,7 +31,7 @@ use vz_state::{LocalBackend, ObjectRecord, State};
 use crate::cluster::{Cluster, Deleted, ObjectRef};
 use crate::engine::Desired;
 use crate::engine::graph::{StepGraph, StepNode};
-use crate::engine::plan::{Action, Change, Plan};
+use crate::engine::plan::{Action, Cause, Change, Plan};
 use crate::engine::{order, outputs};
 use crate::interrupt::Interrupt;
 use crate::output::Progress;
@@ -251,9 +251,11 @@ impl<'a> Run<'a> {
             let mut changed = false;
             for (record, result) in results {
                 if let Some(mut record) = record {
-                    // Outputs are re-read after the step; keep the recorded ones until then.
+                    // Outputs are re-read after the step; keep the recorded ones until then. An
+                    // object stays adopted (or not) for as long as it is managed.
                     if let Some(old) = s.get(&record.address) {
                         record.outputs = old.outputs.clone();
+                        record.adopted = old.adopted;
                     }
                     if s.get(&record.address) != Some(&record) {
                         s.upsert(record);
@@ -384,6 +386,7 @@ impl<'a> Run<'a> {
             uid: uid.unwrap_or_default(),
             manifest_sha256: m.sha256(),
             depends_on: depends_on.to_vec(),
+            adopted: c.cause == Cause::Adopt,
             outputs: BTreeMap::new(),
         };
         let waited = if self.opts.wait {
@@ -460,7 +463,7 @@ impl<'a> Run<'a> {
         let changes: Vec<&Change> = plan
             .changes
             .iter()
-            .filter(|c| c.action == Action::Delete)
+            .filter(|c| matches!(c.action, Action::Delete | Action::Release))
             .collect();
         if changes.is_empty() {
             return Ok(());
@@ -509,9 +512,21 @@ impl<'a> Run<'a> {
                 return Err(combine(errors));
             }
         }
+        let released = changes
+            .iter()
+            .filter(|c| c.action == Action::Release)
+            .count();
+        let released = match released {
+            0 => String::new(),
+            n => format!(", {n} released"),
+        };
         self.progress.line(&format!(
-            "{step}: {} object(s) deleted in {:.1}s",
-            changes.len(),
+            "{step}: {} object(s) deleted{released} in {:.1}s",
+            changes.len()
+                - changes
+                    .iter()
+                    .filter(|c| c.action == Action::Release)
+                    .count(),
             started.elapsed().as_secs_f64()
         ));
         Ok(())
@@ -520,6 +535,17 @@ impl<'a> Run<'a> {
     async fn delete_one(&self, seq: usize, c: &Change) -> Result<()> {
         self.check_continue(&format!("deleting {}", c.object))?;
         let before = self.cluster.get(&c.object).await?;
+        if c.action == Action::Release {
+            if let Some(before) = before {
+                self.cluster.release(&c.object).await?;
+                self.journal(seq, c, Undo::Updated { before }).await;
+                self.progress.line(&format!(
+                    "{}: released (not created by vz, so not deleted)",
+                    c.address
+                ));
+            }
+            return Ok(());
+        }
         match self.cluster.delete(&c.object).await? {
             Deleted::AlreadyGone => Ok(()),
             Deleted::Started { uid } => {

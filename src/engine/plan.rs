@@ -40,6 +40,9 @@ pub enum Action {
     Replace,
     /// The object will be deleted.
     Delete,
+    /// The object existed before `vz` took it over: `vz`'s fields are removed from it and it is
+    /// dropped from the state, but it is not deleted.
+    Release,
     /// The object is recorded but already gone (or re-created by someone else): it is dropped from
     /// the state and left alone.
     Forget,
@@ -106,6 +109,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// How many objects are released rather than destroyed.
+    pub fn released(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|c| c.action == Action::Release)
+            .count()
+    }
+
     /// (to add, to change, to destroy); a replace counts as one to add and one to destroy.
     pub fn counts(&self) -> (usize, usize, usize) {
         let count = |a| self.changes.iter().filter(|c| c.action == a).count();
@@ -124,7 +135,11 @@ impl Plan {
 
     /// Whether applying the plan would change the cluster or the state.
     pub fn has_work(&self) -> bool {
-        self.has_changes() || self.changes.iter().any(|c| c.action == Action::Forget)
+        self.has_changes()
+            || self
+                .changes
+                .iter()
+                .any(|c| matches!(c.action, Action::Forget | Action::Release))
     }
 }
 
@@ -472,7 +487,11 @@ async fn plan_delete(cluster: &Cluster, r: &ObjectRecord, refresh: bool) -> Resu
         address: r.address.clone(),
         step: r.step.clone(),
         object,
-        action: if ours { Action::Delete } else { Action::Forget },
+        action: match (ours, r.adopted) {
+            (true, false) => Action::Delete,
+            (true, true) => Action::Release,
+            (false, _) => Action::Forget,
+        },
         cause: Cause::Config,
         desired: None,
         desired_sha256: None,

@@ -122,6 +122,7 @@ mod tests {
             uid: "5f0c".into(),
             manifest_sha256: "ab".repeat(32),
             depends_on: vec!["namespaces".into()],
+            adopted: true,
             outputs: [("ingress-ip".to_string(), "192.0.2.1".to_string())].into(),
         });
         s

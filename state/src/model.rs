@@ -47,6 +47,10 @@ pub struct ObjectRecord {
     /// Steps the owning step depends on (used to order deletion when the config is gone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// The object existed before `vz` took it over: destroy releases it (removes `vz`'s fields)
+    /// instead of deleting it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
     /// Outputs of the owning step read from this object, by name (for plans without refresh).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, String>,
@@ -104,6 +108,7 @@ mod tests {
             uid: uid.into(),
             manifest_sha256: "00".into(),
             depends_on: vec![],
+            adopted: false,
             outputs: BTreeMap::new(),
         }
     }

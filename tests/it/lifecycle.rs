@@ -346,3 +346,78 @@ fn rendered_yaml_applies_cleanly_with_kubectl() {
     ]);
     assert_eq!(managed.len(), QUICKSTART_OBJECTS, "{managed:?}");
 }
+
+#[test]
+fn destroy_releases_a_namespace_that_existed_before_vz_instead_of_deleting_it() {
+    let env = TestEnv::start();
+    // The user's own cert-manager namespace, with something in it.
+    env.kubectl(&["create", "namespace", "cert-manager"])
+        .expect_code(0);
+    env.kubectl(&[
+        "-n",
+        "cert-manager",
+        "create",
+        "configmap",
+        "users-data",
+        "--from-literal=k=v",
+    ])
+    .expect_code(0);
+    let cfg = env.example("quickstart.yaml");
+    let cfg = cfg.to_str().expect("utf8");
+    env.vz(&["apply", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    let adopted = env
+        .get_json(&["namespace", "cert-manager"])
+        .expect("namespace");
+    assert_eq!(
+        adopted["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "vz"
+    );
+
+    let plan = env.vz(&["plan", "-f", cfg, "--destroy"]);
+    assert!(
+        plan.stdout
+            .contains("  - namespaces/Namespace/cert-manager  # not created by vz: released"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("Plan: 0 to add, 0 to change, 24 to destroy. (1 to release, not delete)"),
+        "{}",
+        plan.stdout
+    );
+    let run = env.vz(&["destroy", "-f", cfg, "--auto-approve"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("24 destroyed, 1 released"),
+        "{}",
+        run.stdout
+    );
+
+    let kept = env
+        .get_json(&["namespace", "cert-manager"])
+        .expect("still there");
+    assert!(
+        kept["metadata"]["deletionTimestamp"].is_null(),
+        "not being deleted"
+    );
+    let labels = &kept["metadata"]["labels"];
+    assert!(
+        labels.get("app.kubernetes.io/managed-by").is_none(),
+        "vz's labels are gone: {labels}"
+    );
+    assert!(labels.get("vz.dev/platform").is_none(), "{labels}");
+    assert!(
+        env.get_json(&["configmap", "-n", "cert-manager", "users-data"])
+            .is_some()
+    );
+    assert!(
+        env.get_json(&["namespace", "keycloak"]).is_none(),
+        "vz's own namespaces are deleted"
+    );
+    assert_eq!(
+        state_of(&env)["objects"].as_array().expect("objects").len(),
+        0
+    );
+}
