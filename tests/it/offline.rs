@@ -2,6 +2,14 @@
 
 use crate::common::{repo_root, vz_bare};
 
+/// The quick start, copied into `dir` so that its state (and lock) is this test's own.
+fn quickstart_in(dir: &std::path::Path) -> String {
+    let dst = dir.join("quickstart.yaml");
+    std::fs::copy(repo_root().join("examples/quickstart.yaml"), &dst).expect("copy example");
+    dst.to_str().expect("utf8 path").to_string()
+}
+
+/// The repository's quick start, for commands that read no state.
 fn quickstart() -> String {
     repo_root()
         .join("examples/quickstart.yaml")
@@ -95,7 +103,7 @@ fn an_unreachable_cluster_gives_a_clear_error() {
         ),
     )
     .expect("write");
-    let cfg = quickstart();
+    let cfg = quickstart_in(dir.path());
     let run = vz_bare(&[
         "--kubeconfig",
         kubeconfig.to_str().expect("utf8"),
@@ -127,7 +135,7 @@ fn an_unknown_context_is_named() {
         "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n",
     )
     .expect("write");
-    let cfg = quickstart();
+    let cfg = quickstart_in(dir.path());
     let run = vz_bare(&[
         "--kubeconfig",
         kubeconfig.to_str().expect("utf8"),
