@@ -16,6 +16,7 @@ use anyhow::{Result, bail};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use vz_providers::manifest::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLATFORM_LABEL};
 use vz_providers::{Manifest, Step};
 use vz_state::{ObjectRecord, State};
 
@@ -377,6 +378,27 @@ fn masked(mut c: Change) -> Change {
     c
 }
 
+/// An object another `vz` platform manages is not taken over: two platforms would fight over it.
+fn refuse_other_platforms(object: &ObjectRef, live: &Value, m: &Manifest) -> Result<()> {
+    let label = |v: &Value, key: &str| {
+        v.pointer("/metadata/labels")
+            .and_then(|l| l.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let managed_by_vz = label(live, MANAGED_BY_LABEL).as_deref() == Some(MANAGED_BY_VALUE);
+    let theirs = label(live, PLATFORM_LABEL);
+    let ours = label(&m.body, PLATFORM_LABEL);
+    if managed_by_vz && theirs.is_some() && theirs != ours {
+        bail!(
+            "{object} is managed by another vz platform, `{}` (label {PLATFORM_LABEL}); refusing to take it over\n\
+             hint: one cluster holds one platform's system components; destroy the other platform first, or use its state file",
+            theirs.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// The change that creates `m` (what every desired object starts as).
 fn create(step: &Step, m: &Manifest) -> Change {
     Change {
@@ -426,6 +448,9 @@ async fn plan_desired_unmasked(
         return Ok(change);
     };
     change.live_uid = uid_of(&live);
+    if record.is_none() {
+        refuse_other_platforms(&change.object, &live, m)?;
+    }
     let before = normalize(&live);
     change.before = Some(before.clone());
     if replace {

@@ -421,3 +421,18 @@ fn destroy_releases_a_namespace_that_existed_before_vz_instead_of_deleting_it() 
         0
     );
 }
+
+#[test]
+fn objects_of_another_platform_are_not_taken_over() {
+    let (env, _) = TestEnv::with_quickstart_applied();
+    let other = env.write_config("other.yaml", "environmentName: other\n");
+    let run = env.vz(&["plan", "-f", other.to_str().expect("utf8")]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("is managed by another vz platform, `quickstart`"),
+        "{}",
+        run.stderr
+    );
+    assert!(!env.work.path().join("other.vzstate.json").exists());
+}
