@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use kube::api::{
-    Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy,
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, PropagationPolicy,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
@@ -228,6 +228,36 @@ impl Cluster {
             .map_err(|e| anyhow!("cannot read {r}: {}", describe(&e)))?;
         obj.map(|o| serde_json::to_value(o).context("cannot encode a live object"))
             .transpose()
+    }
+
+    /// Every object of a kind, in all namespaces, that carries the label selector `selector` (one
+    /// request). A kind that is not served yet has none.
+    pub async fn list_labelled(
+        &self,
+        api_version: &str,
+        kind: &str,
+        selector: &str,
+    ) -> Result<Vec<Value>> {
+        let k = match self.kind(api_version, kind).await {
+            Ok(k) => k,
+            Err(e) if e.is::<NotServed>() => return Ok(vec![]),
+            Err(e) => return Err(e),
+        };
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &k.resource);
+        let list = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|e| anyhow!("cannot list {kind} in {api_version}: {}", describe(&e)))?;
+        list.items
+            .into_iter()
+            .map(|o| {
+                let mut v = serde_json::to_value(o).context("cannot encode a live object")?;
+                // List items carry no apiVersion/kind of their own.
+                v["apiVersion"] = Value::String(api_version.to_string());
+                v["kind"] = Value::String(kind.to_string());
+                Ok(v)
+            })
+            .collect()
     }
 
     /// Server-side apply `m` as field manager `vz` (taking over conflicting fields); with `dry_run` the

@@ -306,6 +306,7 @@ mod tests {
             desired: None,
             desired_sha256: None,
             live_uid: None,
+            live_resource_version: None,
             before: None,
             after: None,
             fields,

@@ -385,6 +385,13 @@ impl<'a> Run<'a> {
             name: m.name.clone(),
             uid: uid.unwrap_or_default(),
             manifest_sha256: m.sha256(),
+            resource_version: match &seen {
+                Some(applied) => applied
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                None => c.live_resource_version.clone(),
+            },
             depends_on: depends_on.to_vec(),
             adopted: c.cause == Cause::Adopt,
             outputs: BTreeMap::new(),

@@ -10,7 +10,7 @@
 //! Without refresh (`--refresh=false`) nothing is read from the cluster: the plan compares the
 //! configuration with the hashes the state recorded, so it cannot see drift or show field changes.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use anyhow::{Result, bail};
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -20,7 +20,7 @@ use vz_providers::manifest::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLATFORM_LABEL}
 use vz_providers::{Manifest, Step};
 use vz_state::{ObjectRecord, State};
 
-use crate::cluster::{Cluster, DryRun, NotServed, ObjectRef};
+use crate::cluster::{Cluster, DryRun, NotServed, ObjectRef, ref_of};
 use crate::diff::{FieldChange, diff, normalize};
 use crate::engine::graph::StepGraph;
 use crate::engine::order;
@@ -86,6 +86,8 @@ pub struct Change {
     pub desired_sha256: Option<String>,
     /// The uid of the live object, when it exists.
     pub live_uid: Option<String>,
+    /// The resourceVersion of the live object, when it exists.
+    pub live_resource_version: Option<String>,
     /// The live object as read (server-maintained fields removed, sensitive values masked), when it
     /// exists.
     pub before: Option<Value>,
@@ -196,6 +198,12 @@ pub async fn plan(
         .filter(|r| selected.includes(&r.address, &r.step))
         .collect();
 
+    let prefetched = if opts.refresh {
+        prefetch(cluster, &desired, opts.parallelism).await
+    } else {
+        HashMap::new()
+    };
+    let prefetched = &prefetched;
     // Kinds whose CRDs this plan creates may not be served yet.
     let pending_groups: HashSet<String> = steps
         .iter()
@@ -209,7 +217,8 @@ pub async fn plan(
         let record = state.get(&address);
         let replace = opts.replace.contains(&address);
         async move {
-            match plan_desired(cluster, step, m, record, replace, opts.refresh).await {
+            let seen = prefetched.get(&ObjectRef::of(m)).cloned();
+            match plan_desired(cluster, step, m, record, replace, opts.refresh, seen).await {
                 Err(e)
                     if e.is::<NotServed>()
                         && pending_groups.contains(order::group_of(&m.api_version)) =>
@@ -362,10 +371,49 @@ async fn plan_desired(
     record: Option<&ObjectRecord>,
     replace: bool,
     refresh: bool,
+    seen: Option<Value>,
 ) -> Result<Change> {
-    plan_desired_unmasked(cluster, step, m, record, replace, refresh)
+    plan_desired_unmasked(cluster, step, m, record, replace, refresh, seen)
         .await
         .map(masked)
+}
+
+/// The live objects of the platform, read with one labelled LIST per kind instead of one GET per
+/// object. Objects not found this way (not created yet, or not labelled) are read one by one later;
+/// a kind whose LIST fails (e.g. not allowed cluster-wide) is too.
+async fn prefetch(
+    cluster: &Cluster,
+    desired: &[(&Step, &Manifest)],
+    parallelism: usize,
+) -> HashMap<ObjectRef, Value> {
+    let Some(platform) = desired
+        .first()
+        .and_then(|(_, m)| m.body.pointer("/metadata/labels"))
+        .and_then(|l| l.get(PLATFORM_LABEL))
+        .and_then(Value::as_str)
+    else {
+        return HashMap::new();
+    };
+    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{PLATFORM_LABEL}={platform}");
+    let kinds: BTreeSet<(&str, &str)> = desired
+        .iter()
+        .map(|(_, m)| (m.api_version.as_str(), m.kind.as_str()))
+        .collect();
+    let selector = &selector;
+    let lists: Vec<Result<Vec<Value>>> = stream::iter(
+        kinds
+            .into_iter()
+            .map(|(a, k)| async move { cluster.list_labelled(a, k, selector).await }),
+    )
+    .buffered(parallelism.max(1))
+    .collect()
+    .await;
+    lists
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|v| Some((ref_of(&v).ok()?, v)))
+        .collect()
 }
 
 /// The change with every sensitive value masked, so nothing printed or saved reveals one.
@@ -410,6 +458,7 @@ fn create(step: &Step, m: &Manifest) -> Change {
         desired: Some(m.clone()),
         desired_sha256: Some(m.sha256()),
         live_uid: None,
+        live_resource_version: None,
         before: None,
         after: Some(m.body.clone()),
         fields: vec![],
@@ -424,6 +473,7 @@ async fn plan_desired_unmasked(
     record: Option<&ObjectRecord>,
     replace: bool,
     refresh: bool,
+    seen: Option<Value>,
 ) -> Result<Change> {
     let mut change = create(step, m);
     if !refresh {
@@ -441,13 +491,21 @@ async fn plan_desired_unmasked(
         }
         return Ok(change);
     }
-    let Some(live) = cluster.get(&change.object).await? else {
+    let live = match seen {
+        Some(live) => Some(live),
+        None => cluster.get(&change.object).await?,
+    };
+    let Some(live) = live else {
         if record.is_some() {
             change.cause = Cause::DeletedOutside;
         }
         return Ok(change);
     };
     change.live_uid = uid_of(&live);
+    change.live_resource_version = live
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     if record.is_none() {
         refuse_other_platforms(&change.object, &live, m)?;
     }
@@ -456,6 +514,18 @@ async fn plan_desired_unmasked(
     if replace {
         change.action = Action::Replace;
         change.cause = Cause::Requested;
+        return Ok(change);
+    }
+    if !replace
+        && let Some(r) = record
+        && r.manifest_sha256 == m.sha256()
+        && r.resource_version.is_some()
+        && r.resource_version == change.live_resource_version
+    {
+        // Same configuration as last applied, and nobody wrote the object since: nothing to do,
+        // no dry run needed.
+        change.action = Action::NoOp;
+        change.after = change.before.clone();
         return Ok(change);
     }
     if has_unknown(&m.body) {
@@ -521,6 +591,7 @@ async fn plan_delete(cluster: &Cluster, r: &ObjectRecord, refresh: bool) -> Resu
         desired: None,
         desired_sha256: None,
         live_uid,
+        live_resource_version: None,
         before: live.as_ref().map(normalize),
         after: None,
         fields: vec![],

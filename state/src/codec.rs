@@ -121,6 +121,7 @@ mod tests {
             name: "keycloak".into(),
             uid: "5f0c".into(),
             manifest_sha256: "ab".repeat(32),
+            resource_version: Some("42".into()),
             depends_on: vec!["namespaces".into()],
             adopted: true,
             outputs: [("ingress-ip".to_string(), "192.0.2.1".to_string())].into(),

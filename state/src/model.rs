@@ -44,6 +44,10 @@ pub struct ObjectRecord {
     pub uid: String,
     /// sha256 (hex) of the canonical JSON of the manifest that was applied.
     pub manifest_sha256: String,
+    /// `metadata.resourceVersion` right after `vz` last wrote (or checked) the object: while the
+    /// live object still has it, nobody changed it since, and a plan needs no dry run for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
     /// Steps the owning step depends on (used to order deletion when the config is gone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
@@ -107,6 +111,7 @@ mod tests {
             name: address.rsplit('/').next().unwrap_or_default().into(),
             uid: uid.into(),
             manifest_sha256: "00".into(),
+            resource_version: None,
             depends_on: vec![],
             adopted: false,
             outputs: BTreeMap::new(),
