@@ -199,7 +199,7 @@ pub async fn plan(
         .collect();
 
     let prefetched = if opts.refresh {
-        prefetch(cluster, &desired, opts.parallelism).await
+        prefetch(cluster, &desired, state, opts.parallelism).await
     } else {
         HashMap::new()
     };
@@ -379,11 +379,13 @@ async fn plan_desired(
 }
 
 /// The live objects of the platform, read with one labelled LIST per kind instead of one GET per
-/// object. Objects not found this way (not created yet, or not labelled) are read one by one later;
-/// a kind whose LIST fails (e.g. not allowed cluster-wide) is too.
+/// object, for the kinds the state records. Objects not found this way (not created yet, or not
+/// labelled) are read one by one later; so are those of a kind whose LIST fails (e.g. not allowed
+/// cluster-wide).
 async fn prefetch(
     cluster: &Cluster,
     desired: &[(&Step, &Manifest)],
+    state: &State,
     parallelism: usize,
 ) -> HashMap<ObjectRef, Value> {
     let Some(platform) = desired
@@ -395,9 +397,16 @@ async fn prefetch(
         return HashMap::new();
     };
     let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{PLATFORM_LABEL}={platform}");
+    // Only kinds vz already manages objects of: on a first plan there is nothing to list.
     let kinds: BTreeSet<(&str, &str)> = desired
         .iter()
         .map(|(_, m)| (m.api_version.as_str(), m.kind.as_str()))
+        .filter(|(a, k)| {
+            state
+                .objects
+                .iter()
+                .any(|r| r.api_version == *a && r.kind == *k)
+        })
         .collect();
     let selector = &selector;
     let lists: Vec<Result<Vec<Value>>> = stream::iter(
