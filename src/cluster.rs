@@ -100,10 +100,14 @@ pub enum Deleted {
 impl Cluster {
     /// Connect and check that the API server answers.
     pub async fn connect(opts: &ConnectOptions) -> Result<Cluster> {
+        // The kube errors' messages already include their causes: show them once, not as a chain.
         let config = match (&opts.kubeconfig, &opts.context) {
-            (None, None) => Config::infer().await.context(
-                "cannot load a Kubernetes configuration (set --kubeconfig or $KUBECONFIG)",
-            )?,
+            (None, None) => Config::infer().await.map_err(|e| {
+                anyhow!(
+                    "cannot load a Kubernetes configuration: {e}\n\
+                     hint: set --kubeconfig or $KUBECONFIG, or --context"
+                )
+            })?,
             (path, context) => {
                 let options = KubeConfigOptions {
                     context: context.clone(),
@@ -111,16 +115,16 @@ impl Cluster {
                 };
                 match path {
                     Some(p) => {
-                        let kc = Kubeconfig::read_from(p).with_context(|| {
-                            format!("cannot read the kubeconfig {}", p.display())
+                        let kc = Kubeconfig::read_from(p).map_err(|e| {
+                            anyhow!("cannot read the kubeconfig {}: {e}", p.display())
                         })?;
                         Config::from_custom_kubeconfig(kc, &options).await
                     }
                     None => Config::from_kubeconfig(&options).await,
                 }
-                .with_context(|| match context {
-                    Some(c) => format!("cannot use context `{c}` of the kubeconfig"),
-                    None => "cannot use the kubeconfig".to_string(),
+                .map_err(|e| match context {
+                    Some(c) => anyhow!("cannot use context `{c}` of the kubeconfig: {e}"),
+                    None => anyhow!("cannot use the kubeconfig: {e}"),
                 })?
             }
         };
