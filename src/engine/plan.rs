@@ -277,13 +277,18 @@ struct Selection {
 }
 
 impl Selection {
+    /// No targets: everything.
+    fn all() -> Self {
+        Selection {
+            addresses: None,
+            steps: HashSet::new(),
+        }
+    }
+
     /// Targets, plus every object of the steps the targets' steps depend on (transitively).
     fn new(targets: &[String], steps: &[Step], graph: &StepGraph, state: &State) -> Result<Self> {
         if targets.is_empty() {
-            return Ok(Selection {
-                addresses: None,
-                steps: HashSet::new(),
-            });
+            return Ok(Selection::all());
         }
         let mut addresses = HashSet::new();
         let mut roots = BTreeSet::new();
@@ -326,10 +331,7 @@ impl Selection {
     /// For destroy: the targets alone (what depends on them is the user's call).
     fn for_destroy(targets: &[String], state: &State) -> Result<Self> {
         if targets.is_empty() {
-            return Ok(Selection {
-                addresses: None,
-                steps: HashSet::new(),
-            });
+            return Ok(Selection::all());
         }
         let mut addresses = HashSet::new();
         let mut steps = HashSet::new();
