@@ -1,9 +1,11 @@
-//! Ctrl-C: a run stops starting new work, stops waiting, and (for apply) rolls back.
+//! Ctrl-C (or SIGTERM, as a CI runner sends when it cancels a job): a run stops starting new work,
+//! stops waiting, and (for apply) rolls back.
 //!
-//! [`Interrupt::install`] listens for SIGINT once per process; the first one trips the flag that
-//! every operation and wait checks. A second one exits at once (the state already records every step
-//! that completed).
+//! [`Interrupt::install`] listens for SIGINT and SIGTERM; the first one trips the flag that every
+//! operation and wait checks. A second one exits at once (the state already records every step that
+//! completed).
 
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 /// A flag tripped by Ctrl-C (or by a test).
@@ -21,15 +23,24 @@ impl Interrupt {
         Interrupt { rx }
     }
 
-    /// Listen for Ctrl-C; `on_first` is printed when the first one arrives.
+    /// Listen for Ctrl-C and SIGTERM; `on_first` is printed when the first one arrives.
     pub fn install(on_first: &'static str) -> Interrupt {
         let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            let mut signalled = async || {
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => r.is_ok(),
+                    r = term.recv() => r.is_some(),
+                }
+            };
+            if signalled().await {
                 eprintln!("{on_first}");
                 let _ = tx.send(true);
             }
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if signalled().await {
                 eprintln!("Second interrupt: exiting now. The state records every completed step.");
                 std::process::exit(130);
             }

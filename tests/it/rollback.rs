@@ -293,8 +293,8 @@ fn a_readiness_timeout_rolls_back_and_names_what_it_waited_for() {
     assert_eq!(s.state()["objects"], state_before["objects"]);
 }
 
-#[test]
-fn ctrl_c_during_apply_rolls_back() {
+/// Send `signal` to an apply once it has created something; it must roll back.
+fn interrupted_apply_rolls_back(signal: &str) {
     let s = Setup::new();
     s.stuck_terminating_namespace("argocd");
     let state_before = s.state();
@@ -307,7 +307,7 @@ fn ctrl_c_during_apply_rolls_back() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    // Wait until the run has created something, then press Ctrl-C.
+    // Wait until the run has created something, then interrupt it.
     let deadline = Instant::now() + Duration::from_secs(60);
     while s.namespace("cert-manager").is_none() {
         assert!(
@@ -318,7 +318,7 @@ fn ctrl_c_during_apply_rolls_back() {
     }
     std::thread::sleep(Duration::from_millis(500));
     Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .expect("kill");
     let out = child.wait_with_output().expect("wait");
@@ -331,6 +331,16 @@ fn ctrl_c_during_apply_rolls_back() {
     );
     assert!(s.namespace("cert-manager").is_none());
     assert_eq!(s.state()["objects"], state_before["objects"]);
+}
+
+#[test]
+fn ctrl_c_during_apply_rolls_back() {
+    interrupted_apply_rolls_back("-INT");
+}
+
+#[test]
+fn sigterm_during_apply_rolls_back() {
+    interrupted_apply_rolls_back("-TERM");
 }
 
 #[test]
