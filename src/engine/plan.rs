@@ -218,7 +218,8 @@ pub async fn plan(
         let replace = opts.replace.contains(&address);
         async move {
             let seen = prefetched.get(&ObjectRef::of(m)).cloned();
-            match plan_desired(cluster, step, m, record, replace, opts.refresh, seen).await {
+            let planned = plan_desired(cluster, step, m, record, replace, opts.refresh, seen);
+            match planned.await.map(masked) {
                 Err(e)
                     if e.is::<NotServed>()
                         && pending_groups.contains(order::group_of(&m.api_version)) =>
@@ -366,20 +367,6 @@ fn uid_of(v: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn plan_desired(
-    cluster: &Cluster,
-    step: &Step,
-    m: &Manifest,
-    record: Option<&ObjectRecord>,
-    replace: bool,
-    refresh: bool,
-    seen: Option<Value>,
-) -> Result<Change> {
-    plan_desired_unmasked(cluster, step, m, record, replace, refresh, seen)
-        .await
-        .map(masked)
-}
-
 /// The live objects of the platform, read with one labelled LIST per kind instead of one GET per
 /// object, for the kinds the state records. Objects not found this way (not created yet, or not
 /// labelled) are read one by one later; so are those of a kind whose LIST fails (e.g. not allowed
@@ -477,7 +464,7 @@ fn create(step: &Step, m: &Manifest) -> Change {
     }
 }
 
-async fn plan_desired_unmasked(
+async fn plan_desired(
     cluster: &Cluster,
     step: &Step,
     m: &Manifest,

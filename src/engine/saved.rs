@@ -53,17 +53,8 @@ pub fn absolute(path: &Path) -> PathBuf {
 /// Write `saved` to `path` atomically.
 pub fn save(path: &Path, saved: &SavedPlan) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(saved).context("cannot encode the plan")?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
-        .with_context(|| format!("cannot write the plan into {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, &bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    vz_state::write_atomic(path, &bytes)
+        .with_context(|| format!("cannot write the plan {}", path.display()))
 }
 
 /// Read a saved plan.

@@ -17,6 +17,6 @@ pub mod lock;
 pub mod model;
 
 pub use codec::{DecodeError, decode, encode};
-pub use local::{LocalBackend, StorageError};
+pub use local::{LocalBackend, StorageError, write_atomic};
 pub use lock::{LockError, LockGuard, LockInfo};
 pub use model::{FORMAT_VERSION, ObjectRecord, State};

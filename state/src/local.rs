@@ -207,37 +207,38 @@ impl LocalBackend {
 
     /// Keep the current file as the backup, then atomically put `bytes` in its place.
     fn replace(&self, bytes: &[u8]) -> Result<(), StorageError> {
-        if self.path.exists() {
-            let current = std::fs::read(&self.path).map_err(|source| StorageError::Io {
-                action: "read",
-                path: self.path.clone(),
+        let io = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StorageError::Io {
+                action,
+                path,
                 source,
-            })?;
-            write_atomic(&self.backup_path(), &current)?;
+            }
+        };
+        if self.path.exists() {
+            let current = std::fs::read(&self.path).map_err(io("read", &self.path))?;
+            let backup = self.backup_path();
+            write_atomic(&backup, &current).map_err(io("write", &backup))?;
         }
-        write_atomic(&self.path, bytes)
+        write_atomic(&self.path, bytes).map_err(io("write", &self.path))
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
-    let io = |source| StorageError::Io {
-        action: "write",
-        path: path.to_path_buf(),
-        source,
-    };
+/// Write `bytes` to `path` so that a reader (or a crash) sees the old content or the new, never a
+/// mix: a temporary file in the same directory, flushed to disk, then renamed over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::create_dir_all(&dir)?;
     let mut tmp = tempfile::Builder::new()
-        .prefix(".vzstate-")
+        .prefix(".vz-")
         .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
+        .tempfile_in(&dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 
