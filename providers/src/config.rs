@@ -320,6 +320,31 @@ impl Validator<'_> {
                     format!("`{}` is not an IP address", ip.value),
                 )
             })?;
+            let special = match parsed {
+                IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+                IpAddr::V6(v6) => {
+                    v6.is_loopback() || v6.is_unspecified() || v6.is_unicast_link_local()
+                }
+            };
+            if special {
+                return Err(self.err(
+                    ip,
+                    &format!("ingress.externalIPs[{i}]"),
+                    format!(
+                        "`{parsed}` is a loopback, link-local or unspecified address, which Kubernetes refuses as an external IP; for a local cluster use `type: NodePort` without externalIPs (the ingress address is then 127.0.0.1)"
+                    ),
+                ));
+            }
+            if parsed.is_ipv6()
+                && i == 0
+                && matches!(&dns, Dns::Wildcard { domain } if domain == "nip.io")
+            {
+                return Err(self.err(
+                    ip,
+                    "ingress.externalIPs[0]",
+                    "nip.io does not resolve IPv6 addresses: use `dns.wildcard.domain: sslip.io`, or put an IPv4 address first",
+                ));
+            }
             external_ips.push(parsed);
         }
 
@@ -595,6 +620,22 @@ mod tests {
     fn kiali_without_istio_is_refused() {
         let e = parse_err("components:\n  istio: {enabled: false}\n  kiali: {enabled: true}\n");
         assert_eq!(e.field.as_deref(), Some("components.kiali.enabled"));
+    }
+
+    #[test]
+    fn a_loopback_external_ip_is_refused_with_the_alternative() {
+        let e = parse_err("ingress:\n  type: NodePort\n  externalIPs: [127.0.0.1]\n");
+        assert_eq!(e.field.as_deref(), Some("ingress.externalIPs[0]"));
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("NodePort without externalIPs"), "{e}");
+    }
+
+    #[test]
+    fn an_ipv6_ingress_address_needs_sslip() {
+        let e = parse_err("ingress:\n  externalIPs: ['2001:db8::1']\n");
+        assert_eq!(e.field.as_deref(), Some("ingress.externalIPs[0]"));
+        assert!(e.message.contains("sslip.io"), "{e}");
+        parse_ok("dns: {wildcard: {domain: sslip.io}}\ningress:\n  externalIPs: ['2001:db8::1']\n");
     }
 
     #[test]

@@ -5,16 +5,23 @@
 //! and applies. Every object carries the managed-by and platform labels, so that `vz` (and a person
 //! with `kubectl -l app.kubernetes.io/managed-by=vz`) can find what it manages.
 //!
-//! Steps so far:
+//! Steps so far, in install order:
 //! - [`namespaces`]: the system namespaces with their policy and mesh labels.
 //! - [`network_policies`]: ingress NetworkPolicies for every system component.
+//! - [`istio`]: Istio's CRDs (`istio.crds`) and strict mTLS (`istio.peer-authentication`).
+//! - [`ingress_nginx`]: the NGINX IngressClass and controller Service, publishing the ingress address.
+//! - [`system_ingresses`]: an Ingress per system component, under the platform [`domain`].
 
 pub mod config;
+pub mod domain;
+pub mod ingress_nginx;
+pub mod istio;
 pub mod manifest;
 pub mod names;
 pub mod namespaces;
 pub mod network_policies;
 pub mod outputs;
+pub mod system_ingresses;
 
 pub use config::{ConfigError, Platform};
 pub use manifest::{Manifest, Step, address};
@@ -24,8 +31,19 @@ use manifest::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLATFORM_LABEL};
 
 /// Every step of the platform, each with its objects labelled as managed by `vz`. Values other steps
 /// publish are taken from `outputs` ([`outputs::UNKNOWN`] where not known yet).
-pub fn desired(platform: &Platform, _outputs: &Outputs) -> Vec<Step> {
+pub fn desired(platform: &Platform, outputs: &Outputs) -> Vec<Step> {
     let mut steps = vec![namespaces::step(platform), network_policies::step(platform)];
+    steps.extend(istio::steps(platform));
+    if platform.components.ingress_nginx {
+        // NGINX joins the mesh: it comes after Istio (and strict mTLS) when Istio is on.
+        let after = if platform.components.istio {
+            istio::PEER_AUTHENTICATION_STEP
+        } else {
+            network_policies::STEP
+        };
+        steps.push(ingress_nginx::step(platform, vec![after.to_string()]));
+    }
+    steps.extend(system_ingresses::step(platform, outputs));
     for step in &mut steps {
         for m in &mut step.objects {
             m.set_label(MANAGED_BY_LABEL, MANAGED_BY_VALUE);

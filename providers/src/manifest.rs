@@ -52,6 +52,19 @@ impl Manifest {
         }
     }
 
+    /// A manifest from a JSON object, for kinds without a typed struct (custom resources, CRDs).
+    /// `apiVersion`, `kind`, `metadata.name` and `metadata.namespace` are read from the body.
+    pub fn from_value(body: Value) -> Manifest {
+        let text = |p: &str| body.pointer(p).and_then(Value::as_str).map(str::to_string);
+        Manifest {
+            api_version: text("/apiVersion").unwrap_or_default(),
+            kind: text("/kind").unwrap_or_default(),
+            namespace: text("/metadata/namespace"),
+            name: text("/metadata/name").unwrap_or_default(),
+            body,
+        }
+    }
+
     /// sha256 (hex) of the canonical JSON of the body: equal bodies give equal hashes.
     pub fn sha256(&self) -> String {
         hex::encode(Sha256::digest(canonical_json(&self.body)))
@@ -143,6 +156,27 @@ mod tests {
         assert_eq!(m.body["apiVersion"], "v1");
         assert_eq!(m.body["kind"], "Namespace");
         assert_eq!(m.display_name(), "Namespace keycloak");
+    }
+
+    #[test]
+    fn untyped_objects_take_their_identity_from_the_body() {
+        let m = Manifest::from_value(serde_json::json!({
+            "apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication",
+            "metadata": {"name": "default", "namespace": "istio-system"}}));
+        assert_eq!(
+            (
+                m.api_version.as_str(),
+                m.kind.as_str(),
+                m.namespace.as_deref(),
+                m.name.as_str()
+            ),
+            (
+                "security.istio.io/v1beta1",
+                "PeerAuthentication",
+                Some("istio-system"),
+                "default"
+            )
+        );
     }
 
     #[test]

@@ -110,8 +110,9 @@ impl StepGraph {
                 .find(|s| &s.id == id)
                 .map(|s| (s.description.as_str(), s.objects.len()))
                 .unwrap_or(("", 0));
+            let plural = if n == 1 { "" } else { "s" };
             out.push_str(&format!(
-                "  \"{id}\" [label=\"{id}\\n{} ({n} objects)\"];\n",
+                "  \"{id}\" [label=\"{id}\\n{} ({n} object{plural})\"];\n",
                 desc.replace('"', "\\\"")
             ));
         }

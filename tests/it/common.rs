@@ -22,6 +22,13 @@ static STARTING: Mutex<usize> = Mutex::new(0);
 static STARTED: Condvar = Condvar::new();
 
 /// A running control plane plus a working directory for configs and state.
+/// How many objects `examples/quickstart.yaml` manages: 8 namespaces, 17 NetworkPolicies, 14 Istio
+/// CRDs, 1 PeerAuthentication, the NGINX IngressClass and Service, 5 system Ingresses.
+pub const QUICKSTART_OBJECTS: usize = 47;
+
+/// Every kind the quick start manages, for `kubectl get`.
+pub const MANAGED_KINDS: &str = "namespaces,networkpolicies,customresourcedefinitions,peerauthentications,ingressclasses,services,ingresses";
+
 pub struct TestEnv {
     /// Holds the control plane's files (etcd data, logs, kubeconfig).
     plane: TempDir,

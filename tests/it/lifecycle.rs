@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::common::TestEnv;
+use crate::common::{MANAGED_KINDS, QUICKSTART_OBJECTS, TestEnv};
 
 /// System namespaces the quick start creates.
 const QUICKSTART_NAMESPACES: &[&str] = &[
@@ -15,7 +15,6 @@ const QUICKSTART_NAMESPACES: &[&str] = &[
     "keycloak",
     "mysql-operator",
 ];
-const QUICKSTART_OBJECTS: usize = 25;
 
 /// A control plane with the quick start applied.
 fn state_of(env: &TestEnv) -> Value {
@@ -230,7 +229,13 @@ fn disabling_a_component_deletes_its_objects_and_namespaces() {
     );
     assert!(
         run.stdout
-            .contains("Plan: 0 to add, 0 to change, 4 to destroy."),
+            .contains("  - system-ingresses/Ingress/keycloak/keycloak\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("Plan: 0 to add, 0 to change, 5 to destroy."),
         "{}",
         run.stdout
     );
@@ -241,7 +246,7 @@ fn disabling_a_component_deletes_its_objects_and_namespaces() {
     assert!(env.get_json(&["namespace", "mysql-operator"]).is_none());
     assert_eq!(
         state_of(&env)["objects"].as_array().expect("objects").len(),
-        QUICKSTART_OBJECTS - 4
+        QUICKSTART_OBJECTS - 5
     );
     env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
         .expect_code(0);
@@ -336,14 +341,21 @@ fn rendered_yaml_applies_cleanly_with_kubectl() {
     render.expect_code(0);
     let file = env.work.path().join("rendered.yaml");
     std::fs::write(&file, &render.stdout).expect("write");
-    env.kubectl(&["apply", "--server-side", "-f", file.to_str().expect("utf8")])
-        .expect_code(0);
-    let managed = env.list_names(&[
-        "networkpolicies,namespaces",
-        "-A",
-        "-l",
-        "vz.dev/platform=quickstart",
-    ]);
+    let file = file.to_str().expect("utf8");
+    // kubectl resolves every kind before the CRDs it creates are served, so objects of those kinds
+    // need a second pass (vz waits for the CRDs instead).
+    let first = env.kubectl(&["apply", "--server-side", "-f", file]);
+    if first.code != 0 {
+        assert!(
+            first.stderr.contains("ensure CRDs are installed first"),
+            "{}",
+            first.stderr
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        env.kubectl(&["apply", "--server-side", "-f", file])
+            .expect_code(0);
+    }
+    let managed = env.list_names(&[MANAGED_KINDS, "-A", "-l", "vz.dev/platform=quickstart"]);
     assert_eq!(managed.len(), QUICKSTART_OBJECTS, "{managed:?}");
 }
 
@@ -383,14 +395,14 @@ fn destroy_releases_a_namespace_that_existed_before_vz_instead_of_deleting_it() 
     );
     assert!(
         plan.stdout
-            .contains("Plan: 0 to add, 0 to change, 24 to destroy. (1 to release, not delete)"),
+            .contains("Plan: 0 to add, 0 to change, 46 to destroy. (1 to release, not delete)"),
         "{}",
         plan.stdout
     );
     let run = env.vz(&["destroy", "-f", cfg, "--auto-approve"]);
     run.expect_code(0);
     assert!(
-        run.stdout.contains("24 destroyed, 1 released"),
+        run.stdout.contains("46 destroyed, 1 released"),
         "{}",
         run.stdout
     );

@@ -1,6 +1,6 @@
 //! Commands and errors that need no working cluster.
 
-use crate::common::{repo_root, vz_bare};
+use crate::common::{QUICKSTART_OBJECTS, repo_root, vz_bare};
 
 /// The quick start, copied into `dir` so that its state (and lock) is this test's own.
 fn quickstart_in(dir: &std::path::Path) -> String {
@@ -27,7 +27,7 @@ fn render_prints_every_desired_object_as_yaml_documents() {
         .split("---\n")
         .filter(|d| !d.trim().is_empty())
         .collect();
-    assert_eq!(docs.len(), 25);
+    assert_eq!(docs.len(), QUICKSTART_OBJECTS);
     assert_eq!(
         docs.iter()
             .filter(|d| d.contains("kind: Namespace"))

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::common::{TestEnv, repo_root, vz_bare};
+use crate::common::{QUICKSTART_OBJECTS, TestEnv, repo_root, vz_bare};
 
 fn path_in(env: &TestEnv, name: &str) -> String {
     env.work
@@ -30,7 +30,9 @@ fn a_saved_plan_is_applied_exactly_without_a_prompt() {
     let run = env.vz(&["apply", &plan]);
     run.expect_code(0);
     assert!(
-        run.stdout.contains("Apply complete! Objects: 25 added"),
+        run.stdout.contains(&format!(
+            "Apply complete! Objects: {QUICKSTART_OBJECTS} added"
+        )),
         "{}",
         run.stdout
     );
@@ -85,8 +87,9 @@ fn a_saved_destroy_plan_destroys() {
     let run = env.vz(&["apply", &plan]);
     run.expect_code(0);
     assert!(
-        run.stdout
-            .contains("Destroy complete! Objects: 25 destroyed."),
+        run.stdout.contains(&format!(
+            "Destroy complete! Objects: {QUICKSTART_OBJECTS} destroyed."
+        )),
         "{}",
         run.stdout
     );
@@ -116,7 +119,7 @@ fn the_json_plan_lists_every_change_with_its_actions() {
         serde_json::json!({"add": 0, "change": 1, "destroy": 0, "release": 0})
     );
     let changes = plan["resource_changes"].as_array().expect("changes");
-    assert_eq!(changes.len(), 25, "no-ops are listed too");
+    assert_eq!(changes.len(), QUICKSTART_OBJECTS, "no-ops are listed too");
     let c = changes
         .iter()
         .find(|c| c["address"] == "network-policies/NetworkPolicy/keycloak/keycloak")
@@ -209,8 +212,9 @@ fn a_destroy_plan_lists_every_recorded_object_and_changes_nothing() {
         run.stdout
     );
     assert!(
-        run.stdout
-            .contains("Plan: 0 to add, 0 to change, 25 to destroy."),
+        run.stdout.contains(&format!(
+            "Plan: 0 to add, 0 to change, {QUICKSTART_OBJECTS} to destroy."
+        )),
         "{}",
         run.stdout
     );

@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::TestEnv;
+use crate::common::{MANAGED_KINDS, TestEnv};
 
 /// The quick start with some components switched off: the platform before the failing run.
 const BEFORE: &str = "environmentName: quickstart
-ingress: {type: NodePort, externalIPs: [127.0.0.1]}
+ingress: {type: NodePort}
 components:
   console: {enabled: false}
   certManager: {enabled: false}
@@ -20,7 +20,7 @@ state: {path: quickstart.vzstate.json}
 /// The failing run: creates (console policy, cert-manager and argocd namespaces, cert-manager
 /// policy) and updates (injection labels off on every meshed namespace).
 const AFTER: &str = "environmentName: quickstart
-ingress: {type: NodePort, externalIPs: [127.0.0.1]}
+ingress: {type: NodePort}
 components:
   istio: {injectionEnabled: false}
   console: {enabled: true}
@@ -238,7 +238,7 @@ fn no_rollback_keeps_partial_progress_and_the_state_records_exactly_it() {
     recorded.sort();
     let listed = s.env.kubectl(&[
         "get",
-        "namespaces,networkpolicies",
+        MANAGED_KINDS,
         "-A",
         "-l",
         "app.kubernetes.io/managed-by=vz",

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{TestEnv, vz_bare};
+use crate::common::{QUICKSTART_OBJECTS, TestEnv, vz_bare};
 
 fn lock_file(env: &TestEnv) -> std::path::PathBuf {
     env.work.path().join("quickstart.vzstate.json.lock")
@@ -66,7 +66,12 @@ fn lock_timeout_waits_for_the_holder_to_finish() {
     assert!(destroy.wait().expect("wait").success());
     // It ran after the destroy: everything is to be created again.
     run.expect_code(2);
-    assert!(run.stdout.contains("Plan: 25 to add"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(&format!("Plan: {QUICKSTART_OBJECTS} to add")),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -109,7 +114,7 @@ fn state_commands_list_show_forget_pull_and_push() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
     let list = env.vz(&["state", "list", "-f", &cfg]);
     list.expect_code(0);
-    assert_eq!(list.stdout.lines().count(), 25);
+    assert_eq!(list.stdout.lines().count(), QUICKSTART_OBJECTS);
     let address = "network-policies/NetworkPolicy/keycloak/keycloak";
     assert!(list.stdout.lines().any(|l| l == address));
 

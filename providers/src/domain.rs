@@ -1,0 +1,119 @@
+//! The platform's DNS domain, which every system host name ends with.
+//!
+//! `<environmentName>.<suffix>`, where the suffix depends on the DNS mode:
+//! - wildcard DNS (`nip.io`, `sslip.io`): `<ingress IP>.<wildcard domain>`, so that any name under it
+//!   resolves to the NGINX ingress address;
+//! - user-managed DNS: `dns.external.suffix`;
+//! - a DNS provider (ExternalDNS): the zone.
+//!
+//! The ingress IP is known from the configuration when `ingress.externalIPs` is set (the first one),
+//! or when the Service is a NodePort without external IPs (127.0.0.1, as in Verrazzano). Otherwise it
+//! is the load balancer's address: the `ingress-ip` output of step `ingress-nginx`, unknown until
+//! the load balancer has one.
+
+use std::net::IpAddr;
+
+use crate::config::{Dns, IngressType, Platform};
+use crate::ingress_nginx;
+use crate::outputs::Outputs;
+
+/// The address the NGINX ingress is reached at, or [`crate::outputs::UNKNOWN`] until it is known.
+pub fn ingress_ip(p: &Platform, outputs: &Outputs) -> String {
+    if let Some(ip) = p.external_ips.first() {
+        return ip.to_string();
+    }
+    match p.ingress_type {
+        IngressType::NodePort => "127.0.0.1".to_string(),
+        IngressType::LoadBalancer => outputs.get(ingress_nginx::STEP, ingress_nginx::INGRESS_IP),
+    }
+}
+
+/// The platform's DNS domain, `<env>.<suffix>`.
+pub fn domain(p: &Platform, outputs: &Outputs) -> String {
+    let env = &p.environment_name;
+    match &p.dns {
+        Dns::Wildcard { domain } => {
+            let ip = ingress_ip(p, outputs);
+            // sslip.io reads IPv6 addresses with dashes for colons; IPv4 is written as is.
+            let label = match ip.parse::<IpAddr>() {
+                Ok(IpAddr::V6(_)) => ip.replace(':', "-"),
+                _ => ip,
+            };
+            format!("{env}.{label}.{domain}")
+        }
+        Dns::External { suffix } => format!("{env}.{suffix}"),
+        Dns::Provider { zone, .. } => format!("{env}.{zone}"),
+    }
+}
+
+/// The name ExternalDNS points at the NGINX ingress (`verrazzano-ingress.<env>.<zone>`), when a DNS
+/// provider is configured.
+pub fn ingress_dns_name(p: &Platform) -> Option<String> {
+    match &p.dns {
+        Dns::Provider { zone, .. } => {
+            Some(format!("verrazzano-ingress.{}.{zone}", p.environment_name))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use crate::outputs::UNKNOWN;
+    use std::path::Path;
+
+    fn platform(yaml: &str) -> Platform {
+        parse(Path::new("t.yaml"), yaml).expect("config")
+    }
+
+    #[test]
+    fn a_configured_address_is_known_at_plan_time() {
+        let p = platform(
+            "environmentName: dev\ningress: {type: NodePort, externalIPs: [192.0.2.10]}\n",
+        );
+        assert_eq!(domain(&p, &Outputs::default()), "dev.192.0.2.10.nip.io");
+        let p = platform("ingress: {type: NodePort}\ndns: {wildcard: {domain: sslip.io}}\n");
+        assert_eq!(
+            domain(&p, &Outputs::default()),
+            "default.127.0.0.1.sslip.io"
+        );
+    }
+
+    #[test]
+    fn a_load_balancer_address_is_unknown_until_published() {
+        let p = platform("environmentName: dev\n");
+        assert_eq!(
+            domain(&p, &Outputs::default()),
+            format!("dev.{UNKNOWN}.nip.io")
+        );
+        let mut o = Outputs::default();
+        o.set(
+            ingress_nginx::STEP,
+            ingress_nginx::INGRESS_IP,
+            "203.0.113.5".into(),
+        );
+        assert_eq!(domain(&p, &o), "dev.203.0.113.5.nip.io");
+    }
+
+    #[test]
+    fn ipv6_addresses_are_dashed_for_sslip() {
+        let p = platform(
+            "dns: {wildcard: {domain: sslip.io}}\ningress: {externalIPs: ['2001:db8::1']}\n",
+        );
+        assert_eq!(
+            domain(&p, &Outputs::default()),
+            "default.2001-db8--1.sslip.io"
+        );
+    }
+
+    #[test]
+    fn managed_dns_uses_the_suffix_or_zone() {
+        let p = platform("environmentName: dev\ndns: {external: {suffix: example.com}}\n");
+        assert_eq!(domain(&p, &Outputs::default()), "dev.example.com");
+        assert_eq!(ingress_dns_name(&p), None);
+        let p = platform("dns: {provider: {name: rfc2136, zone: example.org}}\n");
+        assert_eq!(domain(&p, &Outputs::default()), "default.example.org");
+    }
+}
