@@ -82,6 +82,47 @@ fn walk(path: &mut String, before: &Value, after: &Value, out: &mut Vec<FieldCha
     }
 }
 
+/// The fields of `after` whose values are not known yet (they contain
+/// [`vz_providers::outputs::UNKNOWN`]), each with its value in `before` when there is one: what the
+/// plan shows as "(known after apply)".
+pub fn unknown_fields(before: Option<&Value>, after: &Value) -> Vec<FieldChange> {
+    fn leaves(
+        path: &mut String,
+        before: Option<&Value>,
+        after: &Value,
+        out: &mut Vec<FieldChange>,
+    ) {
+        let len = path.len();
+        match after {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    push_key(path, k);
+                    leaves(path, before.and_then(|b| b.get(k)), v, out);
+                    path.truncate(len);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    path.push_str(&format!("[{i}]"));
+                    leaves(path, before.and_then(|b| b.get(i)), v, out);
+                    path.truncate(len);
+                }
+            }
+            Value::String(s) if s.contains(vz_providers::outputs::UNKNOWN) => {
+                out.push(FieldChange {
+                    path: path.clone(),
+                    before: before.cloned(),
+                    after: Some(after.clone()),
+                });
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    leaves(&mut String::new(), before, after, &mut out);
+    out
+}
+
 fn objects(
     path: &mut String,
     a: &Map<String, Value>,
@@ -134,6 +175,20 @@ fn push_key(path: &mut String, key: &str) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn unknown_values_are_listed_with_what_they_replace() {
+        let unknown = format!("a.{}.nip.io", vz_providers::outputs::UNKNOWN);
+        let after = json!({"spec": {"rules": [{"host": unknown, "port": 1}]}, "kind": "Ingress"});
+        let created = unknown_fields(None, &after);
+        assert_eq!(created.len(), 1);
+        assert_eq!(created[0].path, "spec.rules[0].host");
+        assert_eq!(created[0].before, None);
+        let before = json!({"spec": {"rules": [{"host": "a.192.0.2.1.nip.io"}]}});
+        let updated = unknown_fields(Some(&before), &after);
+        assert_eq!(updated[0].before, Some(json!("a.192.0.2.1.nip.io")));
+        assert_eq!(updated[0].after, Some(json!(unknown)));
+    }
 
     #[test]
     fn equal_objects_have_no_difference() {

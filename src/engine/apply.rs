@@ -308,9 +308,21 @@ impl<'a> Run<'a> {
                 .find(|m| fresh.address_of(m) == c.address)
                 .with_context(|| format!("{} is no longer rendered", c.address))?;
             if has_unknown(&m.body) {
+                let missing: Vec<String> = steps
+                    .iter()
+                    .flat_map(|s| s.outputs.iter().map(move |o| (s, o)))
+                    .filter(|(s, o)| outputs.known(&s.id, &o.name).is_none())
+                    .map(|(s, o)| format!("{}.{} (read from {})", s.id, o.name, o.object))
+                    .collect();
+                let hint = if self.opts.wait {
+                    "the object it is read from had no value once ready"
+                } else {
+                    "with --wait=false, apply does not wait for the objects outputs are read from (a load balancer's address comes once it is ready)"
+                };
                 return Err(anyhow!(
-                    "{} still has values that are not known: an output of a step it depends on has no value yet",
-                    c.address
+                    "{} needs values that are not known yet: {}; {hint}",
+                    c.address,
+                    missing.join(", ")
                 ));
             }
             c.desired_sha256 = Some(m.sha256());

@@ -21,7 +21,7 @@ use vz_providers::{Manifest, Step};
 use vz_state::{ObjectRecord, State};
 
 use crate::cluster::{Cluster, DryRun, NotServed, ObjectRef, ref_of};
-use crate::diff::{FieldChange, diff, normalize};
+use crate::diff::{FieldChange, diff, normalize, unknown_fields};
 use crate::engine::graph::StepGraph;
 use crate::engine::order;
 use crate::sensitive::{mask_fields, mask_object};
@@ -459,7 +459,7 @@ fn create(step: &Step, m: &Manifest) -> Change {
         live_resource_version: None,
         before: None,
         after: Some(m.body.clone()),
-        fields: vec![],
+        fields: unknown_fields(None, &m.body),
         forces_replacement: vec![],
     }
 }
@@ -529,6 +529,8 @@ async fn plan_desired(
     if has_unknown(&m.body) {
         // Some values come from steps not applied yet: no dry run is possible; apply renders the
         // object again once they are known.
+        change.fields = unknown_fields(Some(&before), &m.body);
+        change.after = Some(m.body.clone());
         change.action = Action::Update;
         change.cause = if record.is_some() {
             Cause::Config

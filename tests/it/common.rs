@@ -119,6 +119,60 @@ impl TestEnv {
         Run::of(cmd)
     }
 
+    /// Start `vz` against this control plane without waiting for it (output piped); finish it with
+    /// [`Run::wait`].
+    pub fn spawn_vz(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_vz"))
+            .env_remove("NO_COLOR")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn vz")
+    }
+
+    /// Wait (up to `limit`) until `probe` returns something.
+    #[track_caller]
+    pub fn eventually<T>(
+        &self,
+        limit: std::time::Duration,
+        what: &str,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> T {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(v) = probe() {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Set a Service's load balancer status, as a cloud's load-balancer controller would.
+    pub fn set_load_balancer_ip(&self, namespace: &str, name: &str, ip: &str) {
+        let mut svc = self
+            .get_json(&["service", "-n", namespace, name])
+            .expect("service exists");
+        svc["status"] = serde_json::json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+        let file = self.work.path().join(format!("{name}-status.json"));
+        std::fs::write(&file, svc.to_string()).expect("write status");
+        self.kubectl(&[
+            "replace",
+            "--raw",
+            &format!("/api/v1/namespaces/{namespace}/services/{name}/status"),
+            "-f",
+            file.to_str().expect("utf8"),
+        ])
+        .expect_code(0);
+    }
+
     /// Run `kubectl` against this control plane.
     pub fn kubectl(&self, args: &[&str]) -> Run {
         let mut cmd = Command::new("kubectl");
@@ -187,6 +241,16 @@ pub struct Run {
 }
 
 impl Run {
+    /// Wait for a spawned command to finish.
+    pub fn wait(child: std::process::Child) -> Run {
+        let out = child.wait_with_output().expect("wait");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     fn of(mut cmd: Command) -> Run {
         cmd.stdin(std::process::Stdio::null());
         let Output {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod common;
+mod flow;
 mod lifecycle;
 mod offline;
 mod planning;

@@ -1,0 +1,254 @@
+//! Order and values across steps, against a real control plane: custom resources wait for their
+//! CRDs (and go before them on the way out), and a value one step publishes (the NGINX load
+//! balancer's address) fills in the objects of the steps after it.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::{Run, TestEnv};
+
+const PEER_AUTHENTICATION: &str =
+    "istio.peer-authentication/PeerAuthentication/istio-system/default";
+
+/// Position of `needle` in `haystack`, failing with the whole text when it is not there.
+#[track_caller]
+fn position(haystack: &str, needle: &str) -> usize {
+    haystack
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` not found in:\n{haystack}"))
+}
+
+#[test]
+fn custom_resources_are_created_after_their_crds_and_deleted_before_them() {
+    let env = TestEnv::start();
+    let cfg = env.example("quickstart.yaml");
+    let cfg = cfg.to_str().expect("utf8");
+
+    // The kind is not served yet: the plan still shows the object as one to create.
+    let plan = env.vz(&["plan", "-f", cfg]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout
+            .contains(&format!("  + {PEER_AUTHENTICATION}\n")),
+        "{}",
+        plan.stdout
+    );
+
+    let apply = env.vz(&["apply", "-f", cfg, "--auto-approve"]);
+    apply.expect_code(0);
+    let out = &apply.stderr;
+    assert!(
+        position(out, "istio.crds: 14 object(s) applied")
+            < position(out, &format!("{PEER_AUTHENTICATION}: created")),
+        "{out}"
+    );
+    let pa = env
+        .get_json(&["peerauthentication", "-n", "istio-system", "default"])
+        .expect("PeerAuthentication exists");
+    assert_eq!(pa["spec"]["mtls"]["mode"], "STRICT");
+    let crd = env
+        .get_json(&["crd", "peerauthentications.security.istio.io"])
+        .expect("CRD exists");
+    let established = crd["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .any(|c| c["type"] == "Established" && c["status"] == "True");
+    assert!(established);
+
+    let destroy = env.vz(&["destroy", "-f", cfg, "--auto-approve"]);
+    destroy.expect_code(0);
+    let out = &destroy.stderr;
+    assert!(
+        position(out, &format!("{PEER_AUTHENTICATION}: deleted"))
+            < position(
+                out,
+                "istio.crds/CustomResourceDefinition/peerauthentications.security.istio.io: deleted"
+            ),
+        "{out}"
+    );
+    assert!(
+        env.list_names(&["crd", "-l", "app.kubernetes.io/managed-by=vz"])
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_target_brings_in_the_crds_its_kind_needs() {
+    let env = TestEnv::start();
+    let cfg = env.example("quickstart.yaml");
+    let run = env.vz(&[
+        "plan",
+        "-f",
+        cfg.to_str().expect("utf8"),
+        "--target",
+        PEER_AUTHENTICATION,
+    ]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(
+            "  + istio.crds/CustomResourceDefinition/peerauthentications.security.istio.io\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("  + namespaces/Namespace/istio-system\n")
+    );
+    assert!(
+        !run.stdout.contains("system-ingresses/"),
+        "steps after the target are left out:\n{}",
+        run.stdout
+    );
+}
+
+/// A platform whose NGINX Service is a load balancer without a configured address.
+const LOAD_BALANCER: &str = "environmentName: lb
+ingress: {type: LoadBalancer}
+components:
+  istio: {enabled: false}
+  keycloak: {enabled: false}
+  prometheus: {enabled: false}
+  certManager: {enabled: false}
+state: {path: lb.vzstate.json}
+";
+const NGINX_NS: &str = "verrazzano-ingress-nginx";
+const NGINX_SVC: &str = "ingress-controller-ingress-nginx-controller";
+
+fn console_host(env: &TestEnv) -> Option<String> {
+    env.get_json(&["ingress", "-n", "verrazzano-system", "verrazzano-ingress"])
+        .and_then(|i| i["spec"]["rules"][0]["host"].as_str().map(str::to_string))
+}
+
+fn recorded_ingress_ip(env: &TestEnv) -> Option<String> {
+    let text = std::fs::read_to_string(env.work.path().join("lb.vzstate.json")).ok()?;
+    let state: Value = serde_json::from_str(&text).ok()?;
+    state["objects"]
+        .as_array()?
+        .iter()
+        .find(|o| o["kind"] == "Service")
+        .and_then(|o| o["outputs"]["ingress-ip"].as_str().map(str::to_string))
+}
+
+/// Apply in the background and play the cloud's load-balancer controller once the Service exists.
+fn apply_with_load_balancer(env: &TestEnv, cfg: &str, ip: &str) -> Run {
+    let child = env.spawn_vz(&["apply", "-f", cfg, "--auto-approve", "--timeout", "2m"]);
+    env.eventually(Duration::from_secs(60), "the NGINX Service", || {
+        env.get_json(&["service", "-n", NGINX_NS, NGINX_SVC])
+    });
+    // The hosts wait for the address: nothing of the later step exists yet.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        console_host(env),
+        None,
+        "Ingresses created before the address was known"
+    );
+    env.set_load_balancer_ip(NGINX_NS, NGINX_SVC, ip);
+    Run::wait(child)
+}
+
+#[test]
+fn a_load_balancer_address_is_known_after_apply_and_fills_in_the_hosts() {
+    let env = TestEnv::start();
+    let cfg = env.write_config("lb.yaml", LOAD_BALANCER);
+    let cfg = cfg.to_str().expect("utf8");
+
+    let plan = env.vz(&["plan", "-f", cfg]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout
+            .contains("+ spec.rules[0].host: \"verrazzano.lb.(known after apply).nip.io\""),
+        "{}",
+        plan.stdout
+    );
+    let json = env.vz(&["plan", "-f", cfg, "--json"]);
+    json.expect_code(0);
+    assert!(
+        json.stdout
+            .contains("verrazzano.lb.(known after apply).nip.io")
+    );
+
+    let run = apply_with_load_balancer(&env, cfg, "192.0.2.50");
+    run.expect_code(0);
+    assert_eq!(
+        console_host(&env).as_deref(),
+        Some("verrazzano.lb.192.0.2.50.nip.io")
+    );
+    let tls = env
+        .get_json(&["ingress", "-n", "verrazzano-system", "verrazzano-ingress"])
+        .expect("ingress");
+    assert_eq!(
+        tls["spec"]["tls"][0]["hosts"][0],
+        "verrazzano.lb.192.0.2.50.nip.io"
+    );
+    assert_eq!(recorded_ingress_ip(&env).as_deref(), Some("192.0.2.50"));
+
+    // Known now: nothing left to do, with or without reading the cluster.
+    env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])
+        .expect_code(0);
+    env.vz(&["plan", "-f", cfg, "--refresh=false", "--detailed-exitcode"])
+        .expect_code(0);
+}
+
+#[test]
+fn a_new_load_balancer_address_updates_the_hosts() {
+    let env = TestEnv::start();
+    let cfg = env.write_config("lb.yaml", LOAD_BALANCER);
+    let cfg = cfg.to_str().expect("utf8");
+    apply_with_load_balancer(&env, cfg, "192.0.2.50").expect_code(0);
+
+    env.set_load_balancer_ip(NGINX_NS, NGINX_SVC, "198.51.100.7");
+    let plan = env.vz(&["plan", "-f", cfg, "--detailed-exitcode"]);
+    plan.expect_code(2);
+    assert!(
+        plan.stdout
+            .contains("  ~ system-ingresses/Ingress/verrazzano-system/verrazzano-ingress\n"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("verrazzano.lb.198.51.100.7.nip.io"),
+        "{}",
+        plan.stdout
+    );
+    env.vz(&["apply", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    assert_eq!(
+        console_host(&env).as_deref(),
+        Some("verrazzano.lb.198.51.100.7.nip.io")
+    );
+    assert_eq!(recorded_ingress_ip(&env).as_deref(), Some("198.51.100.7"));
+}
+
+#[test]
+fn without_waiting_an_unknown_address_fails_and_rolls_back() {
+    let env = TestEnv::start();
+    let cfg = env.write_config("lb.yaml", LOAD_BALANCER);
+    let run = env.vz(&[
+        "apply",
+        "-f",
+        cfg.to_str().expect("utf8"),
+        "--auto-approve",
+        "--wait=false",
+    ]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("system-ingresses/Ingress/verrazzano-system/verrazzano-ingress"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("ingress-nginx.ingress-ip"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Rolled back every change of this run"),
+        "{}",
+        run.stderr
+    );
+    assert!(env.get_json(&["namespace", "verrazzano-system"]).is_none());
+}
