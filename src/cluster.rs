@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use futures::StreamExt;
 use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, PropagationPolicy,
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    PropagationPolicy, WatchEvent, WatchParams,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
@@ -199,7 +201,7 @@ impl Cluster {
         patience: Duration,
     ) -> Result<()> {
         let until = Instant::now() + patience;
-        let mut pause = Duration::from_millis(100);
+        let mut pause = Duration::from_millis(25);
         loop {
             match self.kind(api_version, kind).await {
                 Ok(_) => return Ok(()),
@@ -369,26 +371,82 @@ impl Cluster {
         deadline: Instant,
         interrupt: &Interrupt,
     ) -> Result<()> {
-        let mut pause = Duration::from_millis(50);
+        let mut seen = None;
         loop {
-            let live = self.get(r).await?;
+            let live = match seen.take() {
+                Some(v) => Some(v),
+                None => self.get(r).await?,
+            };
             let Some(live) = live else { return Ok(()) };
             let live_uid = live.pointer("/metadata/uid").and_then(Value::as_str);
             if uid.is_some() && live_uid != uid {
                 return Ok(());
             }
-            if Instant::now() + pause > deadline {
+            if Instant::now() >= deadline {
                 bail!(
                     "timed out waiting for {r} to be deleted; {}\n\
                      hint: look at the object with kubectl, remove what blocks it, then run vz again (or raise --timeout)",
                     blocking(&live)
                 );
             }
-            pause_or_interrupt(pause, interrupt, || {
-                format!("waiting for {r} to be deleted")
-            })
-            .await?;
-            pause = (pause * 2).min(Duration::from_millis(500));
+            seen = self
+                .next_change(r, &live, deadline, interrupt, || {
+                    format!("waiting for {r} to be deleted")
+                })
+                .await?;
+        }
+    }
+
+    /// Wait for the next change of `r` after the version `live` (one watch request, so a change is
+    /// seen as soon as it happens rather than at the next poll). Returns the changed object, or `None`
+    /// when it was deleted, the deadline came, or the watch ended without news (the caller reads the
+    /// object again).
+    async fn next_change(
+        &self,
+        r: &ObjectRef,
+        live: &Value,
+        deadline: Instant,
+        interrupt: &Interrupt,
+        doing: impl FnOnce() -> String,
+    ) -> Result<Option<Value>> {
+        let version = live
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("0")
+            .to_string();
+        let api = self.api(r).await?;
+        // Bounded on the server side too, so a silent connection never outlives the deadline by much.
+        let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+        let params = WatchParams::default()
+            .fields(&format!("metadata.name={}", r.name))
+            .timeout(u32::try_from(left.clamp(1, 60)).unwrap_or(60));
+        let next = async {
+            let Ok(stream) = api.watch(&params, &version).await else {
+                // Watching is not possible: fall back to reading again shortly.
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                return None;
+            };
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => {
+                        return serde_json::to_value(o).ok();
+                    }
+                    Ok(WatchEvent::Bookmark(_)) => {}
+                    Ok(WatchEvent::Deleted(_)) => return None,
+                    // The version is too old, or the stream broke: read again after a pause.
+                    Ok(WatchEvent::Error(_)) | Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        return None;
+                    }
+                }
+            }
+            None
+        };
+        tokio::select! {
+            v = next => Ok(v),
+            () = tokio::time::sleep_until(deadline) => Ok(None),
+            () = interrupt.tripped() => bail!("interrupted while {}", doing()),
         }
     }
 
@@ -406,7 +464,6 @@ impl Cluster {
         if !crate::engine::ready::has_rule(&r.api_version, &r.kind) {
             return Ok(());
         }
-        let mut pause = Duration::from_millis(50);
         let mut seen = seen;
         loop {
             let live = match seen.take() {
@@ -420,14 +477,17 @@ impl Cluster {
                 Readiness::Ready => return Ok(()),
                 Readiness::Waiting(w) => w,
             };
-            if Instant::now() + pause > deadline {
+            if Instant::now() >= deadline {
                 bail!(
                     "timed out waiting for {r} to be ready: waiting for {waiting}\n\
                      hint: raise --timeout, or use --wait=false to apply without waiting"
                 );
             }
-            pause_or_interrupt(pause, interrupt, || format!("waiting for {r} ({waiting})")).await?;
-            pause = (pause * 2).min(Duration::from_millis(500));
+            seen = self
+                .next_change(r, &live, deadline, interrupt, || {
+                    format!("waiting for {r} ({waiting})")
+                })
+                .await?;
         }
     }
 
@@ -475,17 +535,6 @@ impl Cluster {
             .await
             .map_err(|e| anyhow!("cannot restore {r}: {}", describe(&e)))?;
         Ok(serde_json::to_value(out)?)
-    }
-}
-
-async fn pause_or_interrupt(
-    pause: Duration,
-    interrupt: &Interrupt,
-    doing: impl FnOnce() -> String,
-) -> Result<()> {
-    tokio::select! {
-        () = tokio::time::sleep(pause) => Ok(()),
-        () = interrupt.tripped() => bail!("interrupted while {}", doing()),
     }
 }
 

@@ -158,6 +158,17 @@ pub fn plan_text(plan: &Plan) -> String {
             (Action::Update, _) if !plan.refreshed => ("~", "  # configuration changed"),
             (Action::Update, _) => ("~", ""),
             (Action::Replace, Cause::Requested) => ("-/+", "  # replacement requested (--replace)"),
+            (Action::Replace, Cause::Adopt) => {
+                forced = format!(
+                    "  # exists but is not managed by vz, and {} cannot change in place: it will be deleted and created again",
+                    if c.forces_replacement.is_empty() {
+                        "an immutable field".to_string()
+                    } else {
+                        c.forces_replacement.join(", ")
+                    }
+                );
+                ("-/+", forced.as_str())
+            }
             (Action::Replace, _) => {
                 forced = if c.forces_replacement.is_empty() {
                     "  # an immutable field changes: forces replacement".to_string()

@@ -252,10 +252,13 @@ impl<'a> Run<'a> {
             for (record, result) in results {
                 if let Some(mut record) = record {
                     // Outputs are re-read after the step; keep the recorded ones until then. An
-                    // object stays adopted (or not) for as long as it is managed.
+                    // object stays adopted (or not) for as long as it is managed; a new object (another
+                    // uid) is adopted only when it was taken over.
                     if let Some(old) = s.get(&record.address) {
                         record.outputs = old.outputs.clone();
-                        record.adopted = old.adopted;
+                        if old.uid == record.uid {
+                            record.adopted = old.adopted;
+                        }
                     }
                     if s.get(&record.address) != Some(&record) {
                         s.upsert(record);
@@ -405,7 +408,8 @@ impl<'a> Run<'a> {
                 None => c.live_resource_version.clone(),
             },
             depends_on: depends_on.to_vec(),
-            adopted: c.cause == Cause::Adopt,
+            // Taken over, not created: released rather than deleted when it leaves.
+            adopted: c.cause == Cause::Adopt && c.action == Action::Update,
             outputs: BTreeMap::new(),
         };
         let waited = if self.opts.wait {

@@ -504,6 +504,9 @@ async fn plan_desired(
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .map(str::to_string);
+    // An object re-created by someone else since vz recorded it (another uid) is not the one vz
+    // made: it is taken over like any object that existed before vz.
+    let record = record.filter(|r| change.live_uid.as_deref() == Some(r.uid.as_str()));
     if record.is_none() {
         refuse_other_platforms(&change.object, &live, m)?;
     }
@@ -543,6 +546,9 @@ async fn plan_desired(
         DryRun::Applied(after) => normalize(&after),
         DryRun::Immutable(fields) => {
             change.action = Action::Replace;
+            if record.is_none() {
+                change.cause = Cause::Adopt;
+            }
             change.forces_replacement = fields;
             return Ok(change);
         }

@@ -82,7 +82,7 @@ pub fn readiness(obj: &Value) -> Readiness {
                 Readiness::Ready
             } else {
                 Readiness::Waiting(
-                    "a load balancer address (status.loadBalancer.ingress is empty: is there a load-balancer controller? Without one, use `ingress.type: NodePort` or set `ingress.externalIPs`)"
+                    "a load balancer address (status.loadBalancer.ingress is empty: is there a load-balancer controller? without one, configure a NodePort Service or external IPs)"
                         .into(),
                 )
             }
