@@ -453,16 +453,17 @@ impl Cluster {
     /// Wait until `r` is ready by its kind's rule ([`readiness`]), until `deadline`. A timeout names
     /// the object and the condition it was waiting for.
     /// `seen` is the object as the API server last returned it, if at hand: when it is ready already,
-    /// no request is made. Kinds without a readiness rule are not read at all.
+    /// no request is made. Kinds without a readiness rule are not read at all. Returns the object as
+    /// it was when found ready (`None` for kinds without a rule).
     pub async fn wait_ready(
         &self,
         r: &ObjectRef,
         seen: Option<Value>,
         deadline: Instant,
         interrupt: &Interrupt,
-    ) -> Result<()> {
+    ) -> Result<Option<Value>> {
         if !crate::engine::ready::has_rule(&r.api_version, &r.kind) {
-            return Ok(());
+            return Ok(None);
         }
         let mut seen = seen;
         loop {
@@ -474,7 +475,7 @@ impl Cluster {
                 },
             };
             let waiting = match readiness(&live) {
-                Readiness::Ready => return Ok(()),
+                Readiness::Ready => return Ok(Some(live)),
                 Readiness::Waiting(w) => w,
             };
             if Instant::now() >= deadline {

@@ -627,7 +627,10 @@ mod tests {
         let e = parse_err("ingress:\n  type: NodePort\n  externalIPs: [127.0.0.1]\n");
         assert_eq!(e.field.as_deref(), Some("ingress.externalIPs[0]"));
         assert_eq!(e.line, Some(3));
-        assert!(e.message.contains("`type: NodePort` without externalIPs"), "{e}");
+        assert!(
+            e.message.contains("`type: NodePort` without externalIPs"),
+            "{e}"
+        );
     }
 
     #[test]

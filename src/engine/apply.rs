@@ -391,7 +391,7 @@ impl<'a> Run<'a> {
                 }
             },
         };
-        let record = ObjectRecord {
+        let mut record = ObjectRecord {
             address: c.address.clone(),
             step: c.step.clone(),
             api_version: m.api_version.clone(),
@@ -420,8 +420,19 @@ impl<'a> Run<'a> {
                 .await
                 .with_context(|| format!("{} was applied but is not ready", c.address))
         } else {
-            Ok(())
+            Ok(None)
         };
+        let waited = waited.map(|ready| {
+            // Becoming ready (a CRD established) writes the object's status: record the version it
+            // was ready at, so the next plan knows nobody else wrote it since.
+            if let Some(v) = ready
+                .as_ref()
+                .and_then(|r| r.pointer("/metadata/resourceVersion"))
+                .and_then(Value::as_str)
+            {
+                record.resource_version = Some(v.to_string());
+            }
+        });
         (Some(record), waited)
     }
 
