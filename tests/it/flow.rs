@@ -134,7 +134,16 @@ fn recorded_ingress_ip(env: &TestEnv) -> Option<String> {
 
 /// Apply in the background and play the cloud's load-balancer controller once the Service exists.
 fn apply_with_load_balancer(env: &TestEnv, cfg: &str, ip: &str) -> Run {
-    let child = env.spawn_vz(&["apply", "-f", cfg, "--auto-approve", "--timeout", "2m"]);
+    run_with_load_balancer(
+        env,
+        &["apply", "-f", cfg, "--auto-approve", "--timeout", "2m"],
+        ip,
+    )
+}
+
+/// Run `vz args` in the background and set the NGINX Service's address once it exists.
+fn run_with_load_balancer(env: &TestEnv, args: &[&str], ip: &str) -> Run {
+    let child = env.spawn_vz(args);
     env.eventually(Duration::from_secs(60), "the NGINX Service", || {
         env.get_json(&["service", "-n", NGINX_NS, NGINX_SVC])
     });
@@ -251,4 +260,22 @@ fn without_waiting_an_unknown_address_fails_and_rolls_back() {
         run.stderr
     );
     assert!(env.get_json(&["namespace", "verrazzano-system"]).is_none());
+}
+
+#[test]
+fn a_saved_plan_with_unknown_values_is_completed_by_apply() {
+    let env = TestEnv::start();
+    let cfg = env.write_config("lb.yaml", LOAD_BALANCER);
+    let cfg = cfg.to_str().expect("utf8");
+    let saved = env.work.path().join("lb.plan");
+    let saved = saved.to_str().expect("utf8");
+    env.vz(&["plan", "-f", cfg, "--out", saved]).expect_code(0);
+    let run = run_with_load_balancer(&env, &["apply", saved], "192.0.2.77");
+    run.expect_code(0);
+    assert_eq!(
+        console_host(&env).as_deref(),
+        Some("verrazzano.lb.192.0.2.77.nip.io")
+    );
+    env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])
+        .expect_code(0);
 }
