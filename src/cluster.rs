@@ -165,10 +165,10 @@ impl Cluster {
         let (resource, caps) = match kube::discovery::pinned_kind(&self.client, &gvk).await {
             Ok(found) => found,
             Err(e) => {
-                // An API group that is not served answers a plain-text "404 page not found", which
-                // kube reports with the code but not the NotFound reason.
+                // By the code, not the reason: an API group that is not served answers a plain-text
+                // "404 page not found", which carries no NotFound reason.
                 let missing = matches!(&e, kube::Error::Discovery(_))
-                    || matches!(&e, kube::Error::Api(s) if s.is_not_found() || s.code == 404);
+                    || matches!(&e, kube::Error::Api(s) if s.code == 404);
                 if missing {
                     return Err(NotServed {
                         api_version: api_version.to_string(),

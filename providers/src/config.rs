@@ -262,6 +262,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Platform, ConfigError> {
     Validator { file: path }.platform(raw)
 }
 
+/// A platform from configuration text that must be valid: for the providers' unit tests.
+#[cfg(test)]
+pub(crate) fn for_test(text: &str) -> Platform {
+    #[allow(clippy::expect_used)]
+    parse(Path::new("t.yaml"), text).expect("a valid test configuration")
+}
+
 /// serde-saphyr's messages may carry a source snippet after the first line; the location is already
 /// reported separately.
 fn first_line(msg: &str) -> String {

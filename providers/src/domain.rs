@@ -60,13 +60,8 @@ pub fn ingress_dns_name(p: &Platform) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
+    use crate::config::for_test as platform;
     use crate::outputs::UNKNOWN;
-    use std::path::Path;
-
-    fn platform(yaml: &str) -> Platform {
-        parse(Path::new("t.yaml"), yaml).expect("config")
-    }
 
     #[test]
     fn a_configured_address_is_known_at_plan_time() {

@@ -98,11 +98,10 @@ pub fn step(p: &Platform, depends_on: Vec<String>) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
-    use std::path::Path;
+    use crate::config::for_test;
 
     fn service(yaml: &str) -> serde_json::Value {
-        let p = parse(Path::new("t.yaml"), yaml).expect("config");
+        let p = for_test(yaml);
         let s = step(&p, vec![]);
         s.objects
             .iter()
@@ -125,7 +124,7 @@ mod tests {
 
     #[test]
     fn the_output_is_read_from_the_service() {
-        let p = parse(Path::new("t.yaml"), "").expect("config");
+        let p = for_test("");
         let s = step(&p, vec![]);
         let out = &s.outputs[0];
         assert!(s.objects.iter().any(|m| s.address_of(m) == out.object));

@@ -243,12 +243,7 @@ pub fn steps(p: &Platform) -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
-    use std::path::Path;
-
-    fn platform(yaml: &str) -> Platform {
-        parse(Path::new("t.yaml"), yaml).expect("config")
-    }
+    use crate::config::for_test as platform;
 
     #[test]
     fn every_crd_is_named_plural_dot_group_with_one_storage_version() {

@@ -56,11 +56,10 @@ pub fn desired(platform: &Platform, outputs: &Outputs) -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     #[test]
     fn every_object_carries_the_managed_by_and_platform_labels() {
-        let p = config::parse(Path::new("t.yaml"), "environmentName: dev\n").expect("config");
+        let p = config::for_test("environmentName: dev\n");
         let steps = desired(&p, &Outputs::default());
         assert!(steps.iter().map(|s| s.objects.len()).sum::<usize>() > 10);
         for m in steps.iter().flat_map(|s| &s.objects) {
@@ -72,7 +71,7 @@ mod tests {
 
     #[test]
     fn addresses_are_unique() {
-        let p = config::parse(Path::new("t.yaml"), "").expect("config");
+        let p = config::for_test("");
         let mut seen = std::collections::HashSet::new();
         for s in desired(&p, &Outputs::default()) {
             for m in &s.objects {

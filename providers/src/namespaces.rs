@@ -90,12 +90,7 @@ pub fn step(p: &Platform) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
-    use std::path::Path;
-
-    fn platform(yaml: &str) -> Platform {
-        parse(Path::new("t.yaml"), yaml).expect("config")
-    }
+    use crate::config::for_test as platform;
 
     fn labels_of<'a>(s: &'a Step, name: &str) -> &'a serde_json::Value {
         let m = s

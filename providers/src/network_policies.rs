@@ -327,16 +327,11 @@ fn allow_same_namespace(ns: &str) -> Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
+    use crate::config::for_test;
     use serde_json::{Value, json};
-    use std::path::Path;
 
     fn all_on() -> Platform {
-        parse(
-            Path::new("t.yaml"),
-            "dns:\n  provider: {name: rfc2136, zone: example.com}\n",
-        )
-        .expect("config")
+        for_test("dns:\n  provider: {name: rfc2136, zone: example.com}\n")
     }
 
     fn find<'a>(s: &'a Step, ns: &str, name: &str) -> &'a Value {
@@ -475,11 +470,7 @@ mod tests {
 
     #[test]
     fn disabled_components_have_no_policy() {
-        let p = parse(
-            Path::new("t.yaml"),
-            "components:\n  istio: {enabled: false}\n  keycloak: {enabled: false}\n",
-        )
-        .expect("config");
+        let p = for_test("components:\n  istio: {enabled: false}\n  keycloak: {enabled: false}\n");
         let s = step(&p);
         assert!(
             s.objects

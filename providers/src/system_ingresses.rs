@@ -159,13 +159,8 @@ pub fn step(p: &Platform, outputs: &Outputs) -> Option<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
+    use crate::config::for_test as platform;
     use crate::outputs::{UNKNOWN, has_unknown};
-    use std::path::Path;
-
-    fn platform(yaml: &str) -> Platform {
-        parse(Path::new("t.yaml"), yaml).expect("config")
-    }
 
     fn hosts(s: &Step) -> Vec<String> {
         s.objects

@@ -376,41 +376,19 @@ impl<'a> Run<'a> {
                 Err(anyhow!("internal: no desired object for {}", c.address)),
             );
         };
-        let (uid, seen) = match c.action {
-            Action::NoOp => (c.live_uid.clone(), None),
+        let text = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+        let (uid, mut version, seen) = match c.action {
+            Action::NoOp => (c.live_uid.clone(), c.live_resource_version.clone(), None),
             _ => match self.apply_change(seq, c).await {
                 Ok(applied) => (
-                    applied
-                        .pointer("/metadata/uid")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
+                    text(&applied, "/metadata/uid"),
+                    text(&applied, "/metadata/resourceVersion"),
                     Some(applied),
                 ),
                 Err(e) => {
                     return (None, Err(e.context(format!("cannot apply {}", c.address))));
                 }
             },
-        };
-        let mut record = ObjectRecord {
-            address: c.address.clone(),
-            step: c.step.clone(),
-            api_version: m.api_version.clone(),
-            kind: m.kind.clone(),
-            namespace: m.namespace.clone(),
-            name: m.name.clone(),
-            uid: uid.unwrap_or_default(),
-            manifest_sha256: m.sha256(),
-            resource_version: match &seen {
-                Some(applied) => applied
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                None => c.live_resource_version.clone(),
-            },
-            depends_on: depends_on.to_vec(),
-            // Taken over, not created: released rather than deleted when it leaves.
-            adopted: c.cause == Cause::Adopt && c.action == Action::Update,
-            outputs: BTreeMap::new(),
         };
         let waited = if self.opts.wait {
             self.progress
@@ -425,14 +403,25 @@ impl<'a> Run<'a> {
         let waited = waited.map(|ready| {
             // Becoming ready (a CRD established) writes the object's status: record the version it
             // was ready at, so the next plan knows nobody else wrote it since.
-            if let Some(v) = ready
-                .as_ref()
-                .and_then(|r| r.pointer("/metadata/resourceVersion"))
-                .and_then(Value::as_str)
-            {
-                record.resource_version = Some(v.to_string());
+            if let Some(v) = ready.and_then(|r| text(&r, "/metadata/resourceVersion")) {
+                version = Some(v);
             }
         });
+        let record = ObjectRecord {
+            address: c.address.clone(),
+            step: c.step.clone(),
+            api_version: m.api_version.clone(),
+            kind: m.kind.clone(),
+            namespace: m.namespace.clone(),
+            name: m.name.clone(),
+            uid: uid.unwrap_or_default(),
+            manifest_sha256: m.sha256(),
+            resource_version: version,
+            depends_on: depends_on.to_vec(),
+            // Taken over, not created: released rather than deleted when it leaves.
+            adopted: c.cause == Cause::Adopt && c.action == Action::Update,
+            outputs: BTreeMap::new(),
+        };
         (Some(record), waited)
     }
 

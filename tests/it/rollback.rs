@@ -1,11 +1,11 @@
 //! Failure in the middle of an apply: rollback (the default), --no-rollback, timeouts and Ctrl-C.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{MANAGED_KINDS, TestEnv};
+use crate::common::{MANAGED_KINDS, Run, TestEnv};
 
 /// The quick start with some components switched off: the platform before the failing run.
 const BEFORE: &str = "environmentName: quickstart
@@ -103,20 +103,19 @@ impl Setup {
         // The API server picks the webhook up asynchronously: wait until it rejects a probe.
         let probe = self.env.work.path().join("probe.json");
         std::fs::write(&probe, PROBE_POLICY).expect("write");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let run = self.env.kubectl(&[
-                "create",
-                "--dry-run=server",
-                "-f",
-                probe.to_str().expect("utf8"),
-            ]);
-            if !run.ok() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the webhook never took effect");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.env.eventually(
+            Duration::from_secs(30),
+            "the webhook to take effect",
+            || {
+                let run = self.env.kubectl(&[
+                    "create",
+                    "--dry-run=server",
+                    "-f",
+                    probe.to_str().expect("utf8"),
+                ]);
+                (!run.ok()).then_some(())
+            },
+        );
     }
 
     /// Make namespace `name` exist but stay Terminating: a ConfigMap in it with a finalizer
@@ -137,18 +136,14 @@ impl Setup {
             .expect_code(0);
         env.kubectl(&["delete", "namespace", name, "--wait=false"])
             .expect_code(0);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self
-            .namespace(name)
-            .and_then(|n| n["status"]["phase"].as_str().map(str::to_string))
-            != Some("Terminating".into())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "namespace {name} never became Terminating"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        env.eventually(
+            Duration::from_secs(30),
+            &format!("namespace {name} to become Terminating"),
+            || {
+                let ns = self.namespace(name)?;
+                (ns["status"]["phase"] == "Terminating").then_some(())
+            },
+        );
     }
 }
 
@@ -298,36 +293,27 @@ fn interrupted_apply_rolls_back(signal: &str) {
     let s = Setup::new();
     s.stuck_terminating_namespace("argocd");
     let state_before = s.state();
-    let child = Command::new(env!("CARGO_BIN_EXE_vz"))
-        .arg("--kubeconfig")
-        .arg(s.env.kubeconfig())
-        .args(["apply", "-f", &s.cfg, "--auto-approve", "--timeout", "5m"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = s
+        .env
+        .spawn_vz(&["apply", "-f", &s.cfg, "--auto-approve", "--timeout", "5m"]);
     // Wait until the run has created something, then interrupt it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while s.namespace("cert-manager").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "apply never created cert-manager"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.env.eventually(
+        Duration::from_secs(60),
+        "apply to create cert-manager",
+        || s.namespace("cert-manager"),
+    );
     std::thread::sleep(Duration::from_millis(500));
     Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
         .expect("kill");
-    let out = child.wait_with_output().expect("wait");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("interrupted"), "{stderr}");
+    let run = Run::wait(child);
+    run.expect_code(1);
+    assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
     assert!(
-        stderr.contains("Rolled back every change of this run"),
-        "{stderr}"
+        run.stderr.contains("Rolled back every change of this run"),
+        "{}",
+        run.stderr
     );
     assert!(s.namespace("cert-manager").is_none());
     assert_eq!(s.state()["objects"], state_before["objects"]);

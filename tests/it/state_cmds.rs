@@ -1,7 +1,6 @@
 //! Locking and the `vz state` commands.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -13,20 +12,10 @@ fn lock_file(env: &TestEnv) -> std::path::PathBuf {
 
 /// Start `vz destroy` in the background and wait until it holds the lock.
 fn destroy_in_background(env: &TestEnv, cfg: &str) -> std::process::Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_vz"))
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig())
-        .args(["destroy", "-f", cfg, "--auto-approve"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn vz destroy");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !lock_file(env).exists() {
-        assert!(Instant::now() < deadline, "destroy never took the lock");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let child = env.spawn_vz(&["destroy", "-f", cfg, "--auto-approve"]);
+    env.eventually(Duration::from_secs(20), "destroy to take the lock", || {
+        lock_file(env).exists().then_some(())
+    });
     child
 }
 
