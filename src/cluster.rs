@@ -30,6 +30,9 @@ use crate::interrupt::Interrupt;
 /// The field manager `vz` applies as.
 pub const FIELD_MANAGER: &str = "vz";
 
+/// The field manager that holds the fields of an object `vz` released (see [`Cluster::release`]).
+pub const RELEASED_MANAGER: &str = "vz-released";
+
 /// How to reach the cluster (the global `--kubeconfig` and `--context` flags).
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
@@ -272,6 +275,7 @@ impl Cluster {
     /// API server computes and validates the result without persisting it.
     pub async fn apply(&self, m: &Manifest, dry_run: bool) -> Result<Value> {
         let r = ObjectRef::of(m);
+        ensure_known(&r, m)?;
         let api = self.api(&r).await?;
         let mut params = PatchParams::apply(FIELD_MANAGER).force();
         if dry_run {
@@ -294,6 +298,7 @@ impl Cluster {
     /// that cannot change in place (the object must be replaced).
     pub async fn dry_run(&self, m: &Manifest) -> Result<DryRun> {
         let r = ObjectRef::of(m);
+        ensure_known(&r, m)?;
         let api = self.api(&r).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
         match api.patch(&m.name, &params, &Patch::Apply(&m.body)).await {
@@ -310,25 +315,57 @@ impl Cluster {
         }
     }
 
-    /// Give up `vz`'s fields of an object it did not create: apply an empty configuration as field
-    /// manager `vz`, which removes the fields only `vz` owns and leaves the object to its owners.
-    pub async fn release(&self, r: &ObjectRef) -> Result<Value> {
+    /// Give up an object `vz` did not create (it took it over, or only patched it): its labels go,
+    /// and the fields it set stay as they are, handed over to the field manager
+    /// [`RELEASED_MANAGER`] (see [`handed_over`]), so the object keeps working and no required
+    /// field is ever removed. Returns the released object, or `None` when it is already gone.
+    pub async fn release(&self, r: &ObjectRef) -> Result<Option<Value>> {
         let api = self.api(r).await?;
-        let mut meta = serde_json::json!({"name": r.name});
-        if let Some(ns) = &r.namespace {
-            meta["namespace"] = Value::String(ns.clone());
+        // A writer in between makes the update conflict: read again and retry a few times.
+        for _ in 0..5 {
+            let Some(live) = self.get(r).await? else {
+                return Ok(None);
+            };
+            let wanted = handed_over(&live);
+            let obj: DynamicObject = serde_json::from_value(wanted)
+                .with_context(|| format!("cannot release {r}: the object does not decode"))?;
+            let params = PostParams {
+                field_manager: Some(RELEASED_MANAGER.to_string()),
+                ..Default::default()
+            };
+            match api.replace(&r.name, &params, &obj).await {
+                Ok(out) => return Ok(Some(serde_json::to_value(out)?)),
+                Err(kube::Error::Api(s)) if s.is_conflict() => continue,
+                Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(None),
+                Err(e) => bail!("cannot release {r}: {}", describe(&e)),
+            }
         }
-        let empty =
-            serde_json::json!({"apiVersion": r.api_version, "kind": r.kind, "metadata": meta});
-        let obj = api
-            .patch(
-                &r.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&empty),
-            )
-            .await
-            .map_err(|e| anyhow!("cannot release {r}: {}", describe(&e)))?;
-        serde_json::to_value(obj).context("cannot encode a released object")
+        bail!("cannot release {r}: it kept changing while vz tried (5 conflicts in a row)")
+    }
+
+    /// Wait until `r` exists (someone else creates it), until `deadline`.
+    pub async fn wait_exists(
+        &self,
+        r: &ObjectRef,
+        deadline: Instant,
+        interrupt: &Interrupt,
+    ) -> Result<Value> {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            if let Some(live) = self.get(r).await? {
+                return Ok(live);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "timed out waiting for {r} to exist: vz sets only some fields of it, and the component that owns it has not created it"
+                );
+            }
+            tokio::select! {
+                () = tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))) => {}
+                () = interrupt.tripped() => bail!("interrupted while waiting for {r} to exist"),
+            }
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
     }
 
     /// Ask for `r` to be deleted (dependents in the background).
@@ -539,6 +576,83 @@ impl Cluster {
     }
 }
 
+/// An object with values not known yet is never sent: its `null` placeholders would be applied.
+fn ensure_known(r: &ObjectRef, m: &Manifest) -> Result<()> {
+    if m.has_unknown() {
+        bail!(
+            "internal: {r} was about to be sent with values not known yet ({})",
+            m.unknown.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `live` as it is once `vz` lets it go: without `vz`'s labels, and with the fields `vz` owned
+/// handed over to [`RELEASED_MANAGER`] (an `Update` manager), so that they stay as they are rather
+/// than being removed as an empty server-side apply would (which fails on required fields).
+pub fn handed_over(live: &Value) -> Value {
+    use vz_providers::manifest::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLATFORM_LABEL};
+    let mut out = live.clone();
+    let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return out;
+    };
+    if let Some(labels) = meta.get_mut("labels").and_then(Value::as_object_mut) {
+        if labels.get(MANAGED_BY_LABEL).and_then(Value::as_str) == Some(MANAGED_BY_VALUE) {
+            labels.remove(MANAGED_BY_LABEL);
+            labels.remove(PLATFORM_LABEL);
+        }
+        if labels.is_empty() {
+            meta.remove("labels");
+        }
+    }
+    let Some(entries) = meta.get_mut("managedFields").and_then(Value::as_array_mut) else {
+        return out;
+    };
+    let mut kept: Vec<Value> = Vec::new();
+    for mut e in std::mem::take(entries) {
+        if e.get("manager").and_then(Value::as_str) == Some(FIELD_MANAGER) {
+            e["manager"] = Value::String(RELEASED_MANAGER.into());
+            e["operation"] = Value::String("Update".into());
+            if let Some(fields) = e
+                .pointer_mut("/fieldsV1/f:metadata/f:labels")
+                .and_then(Value::as_object_mut)
+            {
+                fields.remove(&format!("f:{MANAGED_BY_LABEL}"));
+                fields.remove(&format!("f:{PLATFORM_LABEL}"));
+            }
+        }
+        let same = |a: &Value, b: &Value| {
+            ["manager", "operation", "apiVersion", "subresource"]
+                .iter()
+                .all(|k| a.get(k) == b.get(k))
+        };
+        match kept.iter_mut().find(|k| same(k, &e)) {
+            Some(k) => {
+                if let (Some(into), Some(from)) = (k.get_mut("fieldsV1"), e.get("fieldsV1")) {
+                    merge_fields(into, from);
+                }
+            }
+            None => kept.push(e),
+        }
+    }
+    *entries = kept;
+    out
+}
+
+/// Union of two managed-field sets (`fieldsV1` tries).
+fn merge_fields(into: &mut Value, from: &Value) {
+    if let (Some(into), Some(from)) = (into.as_object_mut(), from.as_object()) {
+        for (k, v) in from {
+            match into.get_mut(k) {
+                Some(existing) => merge_fields(existing, v),
+                None => {
+                    into.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+}
+
 /// The reference of a complete object.
 pub fn ref_of(obj: &Value) -> Result<ObjectRef> {
     let s = |p: &str| obj.pointer(p).and_then(Value::as_str).map(str::to_string);
@@ -724,5 +838,57 @@ mod tests {
         assert!(text.contains("example.com/hold"), "{text}");
         assert!(text.contains("configmaps"), "{text}");
         assert!(!text.contains("ignored"), "{text}");
+    }
+
+    #[test]
+    fn a_released_object_keeps_its_fields_under_another_manager_and_loses_vz_labels() {
+        let live = serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {
+                "name": "x", "namespace": "n",
+                "labels": {"app.kubernetes.io/managed-by": "vz", "vz.dev/platform": "dev", "team": "a"},
+                "managedFields": [
+                    {"manager": "kubectl-create", "operation": "Update", "apiVersion": "networking.k8s.io/v1",
+                     "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}}}}},
+                    {"manager": "vz", "operation": "Apply", "apiVersion": "networking.k8s.io/v1",
+                     "fieldsV1": {"f:metadata": {"f:labels": {"f:app.kubernetes.io/managed-by": {}, "f:vz.dev/platform": {}}},
+                                  "f:spec": {"f:rules": {}}}}
+                ]
+            },
+            "spec": {"rules": [{"host": "a"}]}
+        });
+        let out = handed_over(&live);
+        assert_eq!(out["metadata"]["labels"], serde_json::json!({"team": "a"}));
+        assert_eq!(out["spec"], live["spec"], "every field stays");
+        let managers: Vec<(&str, &str)> = out["metadata"]["managedFields"]
+            .as_array()
+            .expect("managed fields")
+            .iter()
+            .map(|e| {
+                (
+                    e["manager"].as_str().unwrap_or_default(),
+                    e["operation"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            managers,
+            [("kubectl-create", "Update"), (RELEASED_MANAGER, "Update")]
+        );
+        assert_eq!(
+            out["metadata"]["managedFields"][1]["fieldsV1"],
+            serde_json::json!({"f:metadata": {"f:labels": {}}, "f:spec": {"f:rules": {}}})
+        );
+    }
+
+    #[test]
+    fn an_object_with_unknown_values_is_never_sent() {
+        let host: vz_providers::Deferred<String> = vz_providers::Deferred::Unknown;
+        let m = Manifest::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "n"},
+            "data": {"host": host.into_json()}
+        }));
+        let err = ensure_known(&ObjectRef::of(&m), &m).expect_err("refused");
+        assert!(err.to_string().contains("/data/host"), "{err}");
     }
 }

@@ -6,6 +6,7 @@
 //! `metadata.labels["verrazzano.io/namespace"]`.
 
 use serde_json::{Map, Value};
+use vz_providers::Manifest;
 
 /// One field that differs.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -14,8 +15,11 @@ pub struct FieldChange {
     pub path: String,
     /// Value before (`None`: the field is added).
     pub before: Option<Value>,
-    /// Value after (`None`: the field is removed).
+    /// Value after (`None`: the field is removed, or its value is not known yet).
     pub after: Option<Value>,
+    /// The value after is not known until an earlier step is applied: "(known after apply)".
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
 }
 
 const SERVER_METADATA: &[&str] = &[
@@ -68,6 +72,7 @@ fn walk(path: &mut String, before: &Value, after: &Value, out: &mut Vec<FieldCha
                         path: path.clone(),
                         before: x.cloned(),
                         after: y.cloned(),
+                        unknown: false,
                     }),
                 }
                 path.truncate(len);
@@ -78,49 +83,47 @@ fn walk(path: &mut String, before: &Value, after: &Value, out: &mut Vec<FieldCha
             path: path.clone(),
             before: Some(a.clone()),
             after: Some(b.clone()),
+            unknown: false,
         }),
     }
 }
 
-/// The fields of `after` whose values are not known yet (they contain
-/// [`vz_providers::outputs::UNKNOWN`]), each with its value in `before` when there is one: what the
-/// plan shows as "(known after apply)".
-pub fn unknown_fields(before: Option<&Value>, after: &Value) -> Vec<FieldChange> {
-    fn leaves(
-        path: &mut String,
-        before: Option<&Value>,
-        after: &Value,
-        out: &mut Vec<FieldChange>,
-    ) {
-        let len = path.len();
-        match after {
-            Value::Object(map) => {
-                for (k, v) in map {
-                    push_key(path, k);
-                    leaves(path, before.and_then(|b| b.get(k)), v, out);
-                    path.truncate(len);
-                }
-            }
+/// The fields of `m` whose values are not known yet ([`Manifest::unknown`]), each with its value in
+/// `before` when there is one: what the plan shows as "(known after apply)".
+pub fn unknown_fields(before: Option<&Value>, m: &Manifest) -> Vec<FieldChange> {
+    m.unknown
+        .iter()
+        .map(|pointer| FieldChange {
+            path: display_path(&m.body, pointer),
+            before: before.and_then(|b| b.pointer(pointer)).cloned(),
+            after: None,
+            unknown: true,
+        })
+        .collect()
+}
+
+/// A JSON pointer into `doc` written as a field path (`spec.rules[0].host`).
+fn display_path(doc: &Value, pointer: &str) -> String {
+    let mut path = String::new();
+    let mut at = doc;
+    for raw in pointer.split('/').skip(1) {
+        let key = raw.replace("~1", "/").replace("~0", "~");
+        match at {
             Value::Array(items) => {
-                for (i, v) in items.iter().enumerate() {
-                    path.push_str(&format!("[{i}]"));
-                    leaves(path, before.and_then(|b| b.get(i)), v, out);
-                    path.truncate(len);
-                }
+                path.push_str(&format!("[{key}]"));
+                at = key
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| items.get(i))
+                    .unwrap_or(&Value::Null);
             }
-            Value::String(s) if s.contains(vz_providers::outputs::UNKNOWN) => {
-                out.push(FieldChange {
-                    path: path.clone(),
-                    before: before.cloned(),
-                    after: Some(after.clone()),
-                });
+            _ => {
+                push_key(&mut path, &key);
+                at = at.get(&key).unwrap_or(&Value::Null);
             }
-            _ => {}
         }
     }
-    let mut out = Vec::new();
-    leaves(&mut String::new(), before, after, &mut out);
-    out
+    path
 }
 
 fn objects(
@@ -146,6 +149,7 @@ fn objects(
                 path: path.clone(),
                 before: x.cloned(),
                 after: y.cloned(),
+                unknown: false,
             }),
         }
         path.truncate(len);
@@ -178,16 +182,30 @@ mod tests {
 
     #[test]
     fn unknown_values_are_listed_with_what_they_replace() {
-        let unknown = format!("a.{}.nip.io", vz_providers::outputs::UNKNOWN);
-        let after = json!({"spec": {"rules": [{"host": unknown, "port": 1}]}, "kind": "Ingress"});
-        let created = unknown_fields(None, &after);
-        assert_eq!(created.len(), 1);
-        assert_eq!(created[0].path, "spec.rules[0].host");
-        assert_eq!(created[0].before, None);
+        let host: vz_providers::Deferred<String> = vz_providers::Deferred::Unknown;
+        let m = Manifest::from_value(json!({
+            "kind": "Ingress",
+            "metadata": {"annotations": {"cert-manager.io/common-name": host.clone().into_json()}},
+            "spec": {"rules": [{"host": host.into_json(), "port": 1}]},
+        }));
+        let created = unknown_fields(None, &m);
+        let paths: Vec<&str> = created.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "metadata.annotations[\"cert-manager.io/common-name\"]",
+                "spec.rules[0].host"
+            ]
+        );
+        assert!(
+            created
+                .iter()
+                .all(|f| f.unknown && f.before.is_none() && f.after.is_none())
+        );
         let before = json!({"spec": {"rules": [{"host": "a.192.0.2.1.nip.io"}]}});
-        let updated = unknown_fields(Some(&before), &after);
-        assert_eq!(updated[0].before, Some(json!("a.192.0.2.1.nip.io")));
-        assert_eq!(updated[0].after, Some(json!(unknown)));
+        let updated = unknown_fields(Some(&before), &m);
+        assert_eq!(updated[1].before, Some(json!("a.192.0.2.1.nip.io")));
+        assert!(updated[1].unknown);
     }
 
     #[test]
@@ -206,6 +224,7 @@ mod tests {
                 path: "spec.ingress[0].ports[0].port".into(),
                 before: Some(json!(8775)),
                 after: Some(json!(9999)),
+                unknown: false,
             }]
         );
     }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::diff::FieldChange;
 use crate::engine::plan::{Action, Cause, Change, Plan};
-use vz_providers::outputs::has_unknown;
+use vz_providers::outputs::UNKNOWN_TEXT;
 
 /// Progress on standard error: on a terminal a spinner with the latest activity and the elapsed
 /// time, with each completed action printed above it; elsewhere (CI, pipes) plain lines.
@@ -123,6 +123,7 @@ pub fn plan_text(plan: &Plan) -> String {
                     path: f.path.clone(),
                     before: f.after.clone(),
                     after: f.before.clone(),
+                    unknown: false,
                 };
                 let _ = writeln!(out, "      {}", field_line(&back));
             }
@@ -149,7 +150,19 @@ pub fn plan_text(plan: &Plan) -> String {
             (Action::Create, Cause::DeletedOutside) => {
                 ("+", "  # deleted outside vz; will be created again")
             }
+            (Action::Create, Cause::AwaitDeletion) => (
+                "+",
+                "  # still being deleted; will be created again once it is gone",
+            ),
             (Action::Create, _) => ("+", ""),
+            (Action::Update, Cause::Recovered) => (
+                "~",
+                "  # recovered from labels: vz made it but the state did not record it",
+            ),
+            (Action::Update, Cause::AwaitOwner) => (
+                "~",
+                "  # vz sets only some of its fields; waits for its owner to create it",
+            ),
             (Action::Update, Cause::Drift) => ("~", "  # changed outside vz; will be put back"),
             (Action::Update, Cause::Adopt) => (
                 "~",
@@ -195,7 +208,7 @@ pub fn plan_text(plan: &Plan) -> String {
             ),
             (Action::NoOp, _) => continue,
         };
-        let unknown = c.after.as_ref().is_some_and(has_unknown)
+        let unknown = c.fields.iter().any(|f| f.unknown)
             && matches!(c.action, Action::Create | Action::Update | Action::Replace);
         let note = if unknown && note.is_empty() {
             "  # some values are (known after apply)"
@@ -235,7 +248,7 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
     let fields = |c: &Change| -> Value {
         c.fields
             .iter()
-            .map(|f| json!({"path": f.path, "before": f.before, "after": f.after}))
+            .map(|f| json!({"path": f.path, "before": f.before, "after": f.after, "after_unknown": f.unknown}))
             .collect()
     };
     let changes: Vec<Value> = plan
@@ -284,6 +297,12 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
 }
 
 fn field_line(f: &FieldChange) -> String {
+    if f.unknown {
+        return match &f.before {
+            None => format!("+ {}: {UNKNOWN_TEXT}", f.path),
+            Some(b) => format!("~ {}: {} -> {UNKNOWN_TEXT}", f.path, value(b)),
+        };
+    }
     match (&f.before, &f.after) {
         (None, Some(a)) => format!("+ {}: {}", f.path, value(a)),
         (Some(b), None) => format!("- {}: {}", f.path, value(b)),
@@ -354,6 +373,7 @@ mod tests {
                     path: "spec.ingress[0].ports[0].port".into(),
                     before: Some(json!(9999)),
                     after: Some(json!(8775)),
+                    unknown: false,
                 }],
             ),
             change(
@@ -404,6 +424,7 @@ mod tests {
                 path: "spec.x".into(),
                 before: Some(json!(1)),
                 after: Some(json!(2)),
+                unknown: false,
             }],
         );
         c.object.kind = "NetworkPolicy".into();
@@ -426,13 +447,23 @@ mod tests {
 
     #[test]
     fn objects_with_values_from_later_steps_say_so() {
-        let mut c = change("i/Ingress/a/x", Action::Create, Cause::Config, vec![]);
-        c.after = Some(
-            json!({"spec": {"rules": [{"host": format!("a.{}.nip.io", vz_providers::outputs::UNKNOWN)}]}}),
+        let unknown = FieldChange {
+            path: "spec.rules[0].host".into(),
+            before: None,
+            after: None,
+            unknown: true,
+        };
+        let c = change(
+            "i/Ingress/a/x",
+            Action::Create,
+            Cause::Config,
+            vec![unknown],
         );
         let text = plan_text(&plan_of(vec![c]));
         assert!(
-            text.contains("  + i/Ingress/a/x  # some values are (known after apply)\n"),
+            text.contains(
+                "  + i/Ingress/a/x  # some values are (known after apply)\n      + spec.rules[0].host: (known after apply)\n"
+            ),
             "{text}"
         );
     }
@@ -443,12 +474,14 @@ mod tests {
             path: "metadata.labels[\"a\"]".into(),
             before: None,
             after: Some(json!("b")),
+            unknown: false,
         };
         assert_eq!(field_line(&f), "+ metadata.labels[\"a\"]: \"b\"");
         let f = FieldChange {
             path: "spec.x".into(),
             before: Some(json!([1])),
             after: None,
+            unknown: false,
         };
         assert_eq!(field_line(&f), "- spec.x: [1]");
     }

@@ -112,11 +112,13 @@ mod tests {
                 path: "data[\"tls.key\"]".into(),
                 before: Some(json!("old")),
                 after: Some(json!("new")),
+                unknown: false,
             },
             FieldChange {
                 path: "metadata.labels.a".into(),
                 before: None,
                 after: Some(json!("x")),
+                unknown: false,
             },
         ];
         mask_fields("Secret", &mut f);

@@ -7,42 +7,41 @@
 //! - a DNS provider (ExternalDNS): the zone.
 //!
 //! The ingress IP is known from the configuration when `ingress.externalIPs` is set (the first one),
-//! or when the Service is a NodePort without external IPs (127.0.0.1, as in Verrazzano). Otherwise it
-//! is the load balancer's address: the `ingress-ip` output of step `ingress-nginx`, unknown until
-//! the load balancer has one.
+//! or when the Service is a NodePort without external IPs (127.0.0.1, `vz`'s local default; Verrazzano
+//! refuses a NodePort without external IPs). Otherwise it is the load balancer's address: the
+//! `ingress-ip` output of step `ingress-nginx`, [`Deferred::Unknown`] until the load balancer has one.
 
 use std::net::IpAddr;
 
 use crate::config::{Dns, IngressType, Platform};
 use crate::ingress_nginx;
-use crate::outputs::Outputs;
+use crate::outputs::{Deferred, Outputs};
 
-/// The address the NGINX ingress is reached at, or [`crate::outputs::UNKNOWN`] until it is known.
-pub fn ingress_ip(p: &Platform, outputs: &Outputs) -> String {
+/// The address the NGINX ingress is reached at: unknown until the load balancer has one.
+pub fn ingress_ip(p: &Platform, outputs: &Outputs) -> Deferred<String> {
     if let Some(ip) = p.external_ips.first() {
-        return ip.to_string();
+        return Deferred::Known(ip.to_string());
     }
     match p.ingress_type {
-        IngressType::NodePort => "127.0.0.1".to_string(),
+        IngressType::NodePort => Deferred::Known("127.0.0.1".to_string()),
         IngressType::LoadBalancer => outputs.get(ingress_nginx::STEP, ingress_nginx::INGRESS_IP),
     }
 }
 
-/// The platform's DNS domain, `<env>.<suffix>`.
-pub fn domain(p: &Platform, outputs: &Outputs) -> String {
+/// The platform's DNS domain, `<env>.<suffix>`: unknown while it contains an unknown address.
+pub fn domain(p: &Platform, outputs: &Outputs) -> Deferred<String> {
     let env = &p.environment_name;
     match &p.dns {
-        Dns::Wildcard { domain } => {
-            let ip = ingress_ip(p, outputs);
+        Dns::Wildcard { domain } => ingress_ip(p, outputs).map(|ip| {
             // sslip.io reads IPv6 addresses with dashes for colons; IPv4 is written as is.
             let label = match ip.parse::<IpAddr>() {
                 Ok(IpAddr::V6(_)) => ip.replace(':', "-"),
                 _ => ip,
             };
             format!("{env}.{label}.{domain}")
-        }
-        Dns::External { suffix } => format!("{env}.{suffix}"),
-        Dns::Provider { zone, .. } => format!("{env}.{zone}"),
+        }),
+        Dns::External { suffix } => Deferred::Known(format!("{env}.{suffix}")),
+        Dns::Provider { zone, .. } => Deferred::Known(format!("{env}.{zone}")),
     }
 }
 
@@ -61,17 +60,25 @@ pub fn ingress_dns_name(p: &Platform) -> Option<String> {
 mod tests {
     use super::*;
     use crate::config::for_test as platform;
-    use crate::outputs::UNKNOWN;
+
+    fn known(d: Deferred<String>) -> String {
+        d.known()
+            .cloned()
+            .unwrap_or_else(|| panic!("unknown domain"))
+    }
 
     #[test]
     fn a_configured_address_is_known_at_plan_time() {
         let p = platform(
             "environmentName: dev\ningress: {type: NodePort, externalIPs: [192.0.2.10]}\n",
         );
-        assert_eq!(domain(&p, &Outputs::default()), "dev.192.0.2.10.nip.io");
+        assert_eq!(
+            known(domain(&p, &Outputs::default())),
+            "dev.192.0.2.10.nip.io"
+        );
         let p = platform("ingress: {type: NodePort}\ndns: {wildcard: {domain: sslip.io}}\n");
         assert_eq!(
-            domain(&p, &Outputs::default()),
+            known(domain(&p, &Outputs::default())),
             "default.127.0.0.1.sslip.io"
         );
     }
@@ -79,17 +86,14 @@ mod tests {
     #[test]
     fn a_load_balancer_address_is_unknown_until_published() {
         let p = platform("environmentName: dev\n");
-        assert_eq!(
-            domain(&p, &Outputs::default()),
-            format!("dev.{UNKNOWN}.nip.io")
-        );
+        assert_eq!(domain(&p, &Outputs::default()), Deferred::Unknown);
         let mut o = Outputs::default();
         o.set(
             ingress_nginx::STEP,
             ingress_nginx::INGRESS_IP,
             "203.0.113.5".into(),
         );
-        assert_eq!(domain(&p, &o), "dev.203.0.113.5.nip.io");
+        assert_eq!(known(domain(&p, &o)), "dev.203.0.113.5.nip.io");
     }
 
     #[test]
@@ -98,7 +102,7 @@ mod tests {
             "dns: {wildcard: {domain: sslip.io}}\ningress: {externalIPs: ['2001:db8::1']}\n",
         );
         assert_eq!(
-            domain(&p, &Outputs::default()),
+            known(domain(&p, &Outputs::default())),
             "default.2001-db8--1.sslip.io"
         );
     }
@@ -106,9 +110,12 @@ mod tests {
     #[test]
     fn managed_dns_uses_the_suffix_or_zone() {
         let p = platform("environmentName: dev\ndns: {external: {suffix: example.com}}\n");
-        assert_eq!(domain(&p, &Outputs::default()), "dev.example.com");
+        assert_eq!(known(domain(&p, &Outputs::default())), "dev.example.com");
         assert_eq!(ingress_dns_name(&p), None);
         let p = platform("dns: {provider: {name: rfc2136, zone: example.org}}\n");
-        assert_eq!(domain(&p, &Outputs::default()), "default.example.org");
+        assert_eq!(
+            known(domain(&p, &Outputs::default())),
+            "default.example.org"
+        );
     }
 }

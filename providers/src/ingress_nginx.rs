@@ -3,7 +3,8 @@
 //! - IngressClass `verrazzano-nginx` (controller `k8s.io/verrazzano-ingress-nginx`, not the default
 //!   class), which the system Ingresses name.
 //! - Service `verrazzano-ingress-nginx/ingress-controller-ingress-nginx-controller`: type
-//!   `LoadBalancer` (default) or `NodePort`, only HTTPS (443 → the controller's `https` port), the
+//!   `LoadBalancer` (default) or `NodePort`, only HTTPS (443 → the controller's `https` port,
+//!   `appProtocol: https`), the
 //!   configured `externalIPs`. With ExternalDNS it carries the annotation that makes
 //!   `verrazzano-ingress.<env>.<zone>` point at it.
 //!
@@ -18,7 +19,8 @@ use crate::config::{IngressType, Platform};
 use crate::domain;
 use crate::manifest::{Manifest, Step, address};
 use crate::names::INGRESS_NGINX;
-use crate::outputs::OutputSpec;
+use crate::outputs::{OutputSpec, Outputs};
+use crate::{istio, network_policies};
 
 /// Id of this step.
 pub const STEP: &str = "ingress-nginx";
@@ -38,8 +40,21 @@ pub const CONTROLLER_LABELS: [(&str, &str); 3] = [
     ("app.kubernetes.io/component", "controller"),
 ];
 
-/// The `ingress-nginx` step.
-pub fn step(p: &Platform, depends_on: Vec<String>) -> Step {
+/// The `ingress-nginx` step, when NGINX is on. NGINX joins the mesh (its namespace is injected),
+/// so it comes after Istio and strict mTLS when Istio is on.
+pub fn steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
+    if !p.components.ingress_nginx {
+        return vec![];
+    }
+    let after = if p.components.istio {
+        istio::PEER_AUTHENTICATION_STEP
+    } else {
+        network_policies::STEP
+    };
+    vec![step(p, vec![after.to_string()])]
+}
+
+fn step(p: &Platform, depends_on: Vec<String>) -> Step {
     let labels: serde_json::Map<String, serde_json::Value> = CONTROLLER_LABELS
         .iter()
         .map(|(k, v)| ((*k).to_string(), json!(v)))
@@ -60,7 +75,7 @@ pub fn step(p: &Platform, depends_on: Vec<String>) -> Step {
                 IngressType::NodePort => "NodePort",
             },
             "selector": labels,
-            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": "https"}],
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": "https", "appProtocol": "https"}],
         },
     });
     if !p.external_ips.is_empty() {
@@ -115,11 +130,27 @@ mod tests {
         let svc = service("");
         assert_eq!(svc["spec"]["type"], "LoadBalancer");
         assert_eq!(svc["spec"]["ports"].as_array().map(Vec::len), Some(1));
-        assert_eq!(svc["spec"]["ports"][0]["port"], 443);
+        assert_eq!(
+            svc["spec"]["ports"][0],
+            json!({"name": "https", "port": 443, "protocol": "TCP", "targetPort": "https", "appProtocol": "https"})
+        );
         assert!(svc["spec"].get("externalIPs").is_none());
         let svc = service("ingress: {type: NodePort, externalIPs: [192.0.2.9]}\n");
         assert_eq!(svc["spec"]["type"], "NodePort");
         assert_eq!(svc["spec"]["externalIPs"], json!(["192.0.2.9"]));
+    }
+
+    #[test]
+    fn nginx_comes_after_strict_mtls_with_istio_and_after_the_policies_without() {
+        let s = steps(&for_test(""), &Outputs::default());
+        assert_eq!(s[0].depends_on, [istio::PEER_AUTHENTICATION_STEP]);
+        let p = for_test("components:\n  istio: {enabled: false}\n");
+        assert_eq!(
+            steps(&p, &Outputs::default())[0].depends_on,
+            [network_policies::STEP]
+        );
+        let p = for_test("components:\n  ingressNGINX: {enabled: false}\n");
+        assert!(steps(&p, &Outputs::default()).is_empty());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! for its part of the networking layer.
 //!
 //! [`desired`] turns a validated [`config::Platform`] into the list of [`Step`]s the planner orders
-//! and applies. Every object carries the managed-by and platform labels, so that `vz` (and a person
-//! with `kubectl -l app.kubernetes.io/managed-by=vz`) can find what it manages.
+//! and applies, by calling every [`Provider`] of [`PROVIDERS`]. Every object `vz` owns carries the
+//! managed-by and platform labels, so that `vz` (and a person with
+//! `kubectl -l app.kubernetes.io/managed-by=vz`) can find what it manages.
 //!
 //! Steps so far, in install order:
 //! - [`namespaces`]: the system namespaces with their policy and mesh labels.
@@ -24,30 +25,42 @@ pub mod outputs;
 pub mod system_ingresses;
 
 pub use config::{ConfigError, Platform};
-pub use manifest::{Manifest, Step, address};
-pub use outputs::{OutputSpec, Outputs};
+pub use manifest::{Manifest, Ownership, Step, address};
+pub use outputs::{Deferred, OutputSpec, Outputs};
 
 use manifest::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLATFORM_LABEL};
 
-/// Every step of the platform, each with its objects labelled as managed by `vz`. Values other steps
-/// publish are taken from `outputs` ([`outputs::UNKNOWN`] where not known yet).
+/// A provider renders the steps of one part of the platform from the configuration and the outputs
+/// other steps published so far (none when a part is off). Each step names the steps it depends on.
+pub type Provider = fn(&Platform, &Outputs) -> Vec<Step>;
+
+/// Every provider, in install order. A new provider is one module and one line here.
+pub const PROVIDERS: &[Provider] = &[
+    namespaces::steps,
+    network_policies_steps,
+    istio::steps,
+    ingress_nginx::steps,
+    system_ingresses::steps,
+];
+
+fn network_policies_steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
+    vec![network_policies::step(p)]
+}
+
+/// Every step of the platform. Objects `vz` owns carry the managed-by and platform labels; objects
+/// it only patches carry none. Values other steps publish are taken from `outputs` (unknown where
+/// not published yet).
 pub fn desired(platform: &Platform, outputs: &Outputs) -> Vec<Step> {
-    let mut steps = vec![namespaces::step(platform), network_policies::step(platform)];
-    steps.extend(istio::steps(platform));
-    if platform.components.ingress_nginx {
-        // NGINX joins the mesh: it comes after Istio (and strict mTLS) when Istio is on.
-        let after = if platform.components.istio {
-            istio::PEER_AUTHENTICATION_STEP
-        } else {
-            network_policies::STEP
-        };
-        steps.push(ingress_nginx::step(platform, vec![after.to_string()]));
-    }
-    steps.extend(system_ingresses::step(platform, outputs));
+    let mut steps: Vec<Step> = PROVIDERS
+        .iter()
+        .flat_map(|p| p(platform, outputs))
+        .collect();
     for step in &mut steps {
         for m in &mut step.objects {
-            m.set_label(MANAGED_BY_LABEL, MANAGED_BY_VALUE);
-            m.set_label(PLATFORM_LABEL, &platform.environment_name);
+            if m.ownership == Ownership::Owned {
+                m.set_label(MANAGED_BY_LABEL, MANAGED_BY_VALUE);
+                m.set_label(PLATFORM_LABEL, &platform.environment_name);
+            }
         }
     }
     steps

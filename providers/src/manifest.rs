@@ -1,7 +1,9 @@
 //! Desired Kubernetes objects and the steps that group them.
 //!
 //! A [`Manifest`] is one object as `vz` wants it, kept as JSON so every kind (built-in or custom) is
-//! handled alike. A [`Step`] is a provider's group of objects: a node of the plan's dependency graph.
+//! handled alike, with the fields whose values are known only after apply and how much of the object
+//! `vz` owns ([`Ownership`]). A [`Step`] is a provider's group of objects: a node of the plan's
+//! dependency graph.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,6 +16,20 @@ pub const MANAGED_BY_VALUE: &str = "vz";
 /// Label naming the platform (`environmentName`) an object belongs to.
 pub const PLATFORM_LABEL: &str = "vz.dev/platform";
 
+/// How much of an object `vz` owns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ownership {
+    /// The whole object: `vz` creates it, updates it and deletes it, and labels it as managed.
+    #[default]
+    Owned,
+    /// Only the fields `vz` sends (server-side apply as field manager `vz`) of an object that
+    /// someone else creates — say, the `caBundle` of another operator's webhook configuration.
+    /// `vz` never creates or deletes it and puts no labels on it; on destroy or removal it gives
+    /// its fields up.
+    Patched,
+}
+
 /// One desired Kubernetes object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -25,8 +41,17 @@ pub struct Manifest {
     pub namespace: Option<String>,
     /// `metadata.name`.
     pub name: String,
-    /// The whole object as JSON, including `apiVersion`, `kind` and `metadata`.
+    /// The whole object as JSON, including `apiVersion`, `kind` and `metadata`. Fields whose value
+    /// is not known yet hold `null`.
     pub body: Value,
+    /// JSON pointers (RFC 6901) of the fields whose values are known only after an earlier step is
+    /// applied (see [`crate::outputs::Deferred`]). An object with any is never sent to the API
+    /// server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<String>,
+    /// How much of the object `vz` owns.
+    #[serde(default)]
+    pub ownership: Ownership,
 }
 
 impl Manifest {
@@ -49,12 +74,18 @@ impl Manifest {
             namespace: meta.namespace.clone(),
             name: meta.name.clone().unwrap_or_default(),
             body,
+            unknown: Vec::new(),
+            ownership: Ownership::Owned,
         }
     }
 
     /// A manifest from a JSON object, for kinds without a typed struct (custom resources, CRDs).
     /// `apiVersion`, `kind`, `metadata.name` and `metadata.namespace` are read from the body.
-    pub fn from_value(body: Value) -> Manifest {
+    /// Values placed with [`crate::outputs::Deferred::into_json`] that are unknown become `null`
+    /// fields listed in [`Manifest::unknown`].
+    pub fn from_value(mut body: Value) -> Manifest {
+        let mut unknown = Vec::new();
+        take_placeholders(&mut body, &mut String::new(), &mut unknown);
         let text = |p: &str| body.pointer(p).and_then(Value::as_str).map(str::to_string);
         Manifest {
             api_version: text("/apiVersion").unwrap_or_default(),
@@ -62,7 +93,20 @@ impl Manifest {
             namespace: text("/metadata/namespace"),
             name: text("/metadata/name").unwrap_or_default(),
             body,
+            unknown,
+            ownership: Ownership::Owned,
         }
+    }
+
+    /// The same object, of which `vz` owns only the fields it sends ([`Ownership::Patched`]).
+    pub fn patched(mut self) -> Manifest {
+        self.ownership = Ownership::Patched;
+        self
+    }
+
+    /// Whether some of its values are known only after apply.
+    pub fn has_unknown(&self) -> bool {
+        !self.unknown.is_empty()
     }
 
     /// sha256 (hex) of the canonical JSON of the body: equal bodies give equal hashes.
@@ -107,9 +151,37 @@ pub fn address(step: &str, kind: &str, namespace: Option<&str>, name: &str) -> S
 
 /// Canonical JSON bytes of a value: keys sorted, no whitespace.
 pub fn canonical_json(value: &Value) -> Vec<u8> {
-    // serde_json's Map is ordered by key (the `preserve_order` feature is not enabled), so plain
-    // serialization is canonical.
-    serde_json::to_vec(value).unwrap_or_default()
+    // serde_json's Map is ordered by key (the `preserve_order` feature is not enabled), so the
+    // compact form is canonical; `Display` writes it and cannot fail.
+    value.to_string().into_bytes()
+}
+
+/// Replace every unknown-value placeholder under `v` with `null`, collecting its JSON pointer.
+fn take_placeholders(v: &mut Value, at: &mut String, found: &mut Vec<String>) {
+    if crate::outputs::is_placeholder(v) {
+        *v = Value::Null;
+        found.push(at.clone());
+        return;
+    }
+    let len = at.len();
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                at.push('/');
+                at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                take_placeholders(child, at, found);
+                at.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter_mut().enumerate() {
+                at.push_str(&format!("/{i}"));
+                take_placeholders(child, at, found);
+                at.truncate(len);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// A provider's group of objects: one node of the dependency graph.

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::config::Platform;
 use crate::manifest::{Manifest, Step};
 use crate::names;
+use crate::outputs::Outputs;
 
 /// Id of this step.
 pub const STEP: &str = "namespaces";
@@ -59,6 +60,11 @@ pub fn system_namespaces(p: &Platform) -> Vec<SystemNamespace> {
 }
 
 /// The `namespaces` step.
+pub fn steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
+    vec![step(p)]
+}
+
+/// The `namespaces` step itself (the list of system namespaces other steps rely on).
 pub fn step(p: &Platform) -> Step {
     let objects = system_namespaces(p)
         .into_iter()

@@ -3,7 +3,38 @@
 //! Egress is not restricted. Peers are chosen by `namespaceSelector: verrazzano.io/namespace=<ns>` plus
 //! a pod selector; "Prometheus" below is the pods `app.kubernetes.io/name=prometheus` in
 //! `verrazzano-monitoring`, which scrapes metrics and Envoy stats (15090) everywhere. The table is in
-//! `shared/reference/verrazzano-networking.md`; each policy here is one row of it.
+//! `shared/reference/verrazzano-networking.md` (section "NetworkPolicies", checked against Verrazzano
+//! v1.7.2); each policy here is one row of it:
+//!
+//! - `verrazzano-system/verrazzano-authproxy`: the NGINX controller pods on 8775, 8776 and 8777;
+//!   fluentd (`app=fluentd` in `verrazzano-system`) on 8775; Prometheus on 15090 and 9113.
+//! - `verrazzano-system/verrazzano-application-operator` and `-webhook`, and
+//!   `verrazzano-install/verrazzano-platform-operator-webhook`: any source on 9443 (the API server
+//!   calls the webhooks); Prometheus on 9100. `verrazzano-install/verrazzano-platform-operator`
+//!   itself admits only Prometheus on 9100.
+//! - `verrazzano-ingress-nginx/ingress-nginx-controller`: 443 from anywhere, 80 only from
+//!   `verrazzano-system`, Prometheus only on 10254 and 15090.
+//! - `istio-system/istiod-access`: on 15012 the application namespaces in the mesh
+//!   (`verrazzano-managed=true` and `istio-injection=enabled`) and every system namespace (the system
+//!   pods with sidecars); 15017 from any source (the API server, which is not a pod); Prometheus on
+//!   15014.
+//! - `keycloak/keycloak`: the NGINX controller pods on 8080 (one peer with both selectors: a
+//!   deliberate difference from Verrazzano, whose two separate peers admit every pod of the NGINX
+//!   namespace); `verrazzano-system` on 8080; the `keycloak` namespace on 7800; Prometheus on 15090.
+//! - `keycloak/keycloak-mysql` (MySQL pods, `tier=mysql`): the MySQL operator's pods
+//!   (`name=mysql-operator` in `mysql-operator`) on 3306, 33060 and 33061; without it the operator
+//!   cannot manage the database (Verrazzano issue #7048). Other `keycloak` pods reach MySQL through
+//!   `allow-same-namespace`.
+//! - `verrazzano-monitoring/vmi-system-prometheus` (Prometheus on): the auth proxy, Grafana and Kiali
+//!   on 9090 (all three always listed, as in the reference: a peer whose pods do not exist admits
+//!   nothing); Prometheus on 15090.
+//! - `argocd/argocd` (Argo CD on; pods `app.kubernetes.io/name=argocd-server`): the NGINX controller
+//!   pods on 8080.
+//! - The console, Grafana, Kiali, cert-manager, the NGINX default backend, the Istio gateways,
+//!   ExternalDNS and `allow-same-namespace` (in `keycloak` and `istio-system`) as in the table.
+//!
+//! A policy is rendered only when its component is on, so that it always lives in a namespace the
+//! `namespaces` step creates for the same configuration.
 
 use std::collections::BTreeMap;
 
@@ -19,10 +50,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::config::Platform;
 use crate::manifest::{Manifest, Step};
 use crate::names::{
-    CERT_MANAGER, INGRESS_NGINX, ISTIO_SYSTEM, KEYCLOAK, VERRAZZANO_INSTALL, VERRAZZANO_MONITORING,
-    VERRAZZANO_SYSTEM,
+    ARGOCD, CERT_MANAGER, INGRESS_NGINX, ISTIO_SYSTEM, KEYCLOAK, MYSQL_OPERATOR,
+    VERRAZZANO_INSTALL, VERRAZZANO_MONITORING, VERRAZZANO_SYSTEM,
 };
-use crate::namespaces::{self, NAMESPACE_LABEL};
+use crate::namespaces::{self, INJECTION_LABEL, NAMESPACE_LABEL};
 
 /// Id of this step.
 pub const STEP: &str = "network-policies";
@@ -88,6 +119,19 @@ fn all_system_namespaces() -> NetworkPolicyPeer {
     }
 }
 
+/// Every pod of the application namespaces in the mesh: one namespace selector with both labels, so
+/// a namespace must be managed by Verrazzano *and* injected.
+fn app_namespaces_in_mesh() -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(selector(&[
+            ("verrazzano-managed", "true"),
+            (INJECTION_LABEL, "enabled"),
+        ])),
+        pod_selector: None,
+        ip_block: None,
+    }
+}
+
 fn prometheus() -> NetworkPolicyPeer {
     pods_in(
         VERRAZZANO_MONITORING,
@@ -104,6 +148,11 @@ fn nginx_controller() -> NetworkPolicyPeer {
 
 fn authproxy() -> NetworkPolicyPeer {
     pods_in(VERRAZZANO_SYSTEM, &[("app", "verrazzano-authproxy")])
+}
+
+/// The log collector, which sends logs through the auth proxy.
+fn fluentd() -> NetworkPolicyPeer {
+    pods_in(VERRAZZANO_SYSTEM, &[("app", "fluentd")])
 }
 
 /// Allow `from` (any source when empty) on TCP `ports`.
@@ -155,10 +204,12 @@ pub fn step(p: &Platform) -> Step {
         "verrazzano-authproxy",
         selector(&[("app", "verrazzano-authproxy")]),
         vec![
-            allow(vec![nginx_controller()], &[8775]),
-            allow(vec![prometheus()], &[ENVOY_STATS]),
+            allow(vec![nginx_controller()], &[8775, 8776, 8777]),
+            allow(vec![fluentd()], &[8775]),
+            allow(vec![prometheus()], &[ENVOY_STATS, 9113]),
         ],
     ));
+    // The API server calls the webhooks on 9443: it is not a pod, so any source is allowed there.
     for app in [
         "verrazzano-application-operator",
         "verrazzano-application-operator-webhook",
@@ -170,17 +221,18 @@ pub fn step(p: &Platform) -> Step {
             vec![allow(vec![], &[9443]), allow(vec![prometheus()], &[9100])],
         ));
     }
-    for app in [
+    objects.push(policy(
+        VERRAZZANO_INSTALL,
         "verrazzano-platform-operator",
+        selector(&[("app", "verrazzano-platform-operator")]),
+        vec![allow(vec![prometheus()], &[9100])],
+    ));
+    objects.push(policy(
+        VERRAZZANO_INSTALL,
         "verrazzano-platform-operator-webhook",
-    ] {
-        objects.push(policy(
-            VERRAZZANO_INSTALL,
-            app,
-            selector(&[("app", app)]),
-            vec![allow(vec![prometheus()], &[9100]), allow(vec![], &[9443])],
-        ));
-    }
+        selector(&[("app", "verrazzano-platform-operator-webhook")]),
+        vec![allow(vec![], &[9443]), allow(vec![prometheus()], &[9100])],
+    ));
 
     if c.console {
         objects.push(policy(
@@ -215,6 +267,26 @@ pub fn step(p: &Platform) -> Step {
             ],
         ));
     }
+    if c.prometheus {
+        // The auth proxy (the Prometheus Ingress's backend), Grafana and Kiali query Prometheus.
+        // All three are always listed, as in the reference: a peer without pods admits nothing.
+        objects.push(policy(
+            VERRAZZANO_MONITORING,
+            "vmi-system-prometheus",
+            selector(&[("app.kubernetes.io/name", "prometheus")]),
+            vec![
+                allow(
+                    vec![
+                        authproxy(),
+                        pods_in(VERRAZZANO_SYSTEM, &[("app", "system-grafana")]),
+                        pods_in(VERRAZZANO_SYSTEM, &[("app", "kiali")]),
+                    ],
+                    &[9090],
+                ),
+                allow(vec![prometheus()], &[ENVOY_STATS]),
+            ],
+        ));
+    }
     if c.external_dns {
         // ExternalDNS only calls out; nothing may call in.
         objects.push(policy(
@@ -239,14 +311,31 @@ pub fn step(p: &Platform) -> Step {
             "keycloak",
             selector(&[("app.kubernetes.io/name", "keycloak")]),
             vec![
+                // Deliberate difference from Verrazzano: one peer with both selectors, not two peers.
                 allow(vec![nginx_controller()], &[8080]),
                 allow(vec![namespace(VERRAZZANO_SYSTEM)], &[8080]),
-                allow(
-                    vec![pods_in(KEYCLOAK, &[("app.kubernetes.io/name", "keycloak")])],
-                    &[7800],
-                ),
+                // Keycloak's cluster (JGroups) traffic.
+                allow(vec![namespace(KEYCLOAK)], &[7800]),
                 allow(vec![prometheus()], &[ENVOY_STATS]),
             ],
+        ));
+        // The MySQL operator (its namespace exists whenever Keycloak is on) manages the database.
+        objects.push(policy(
+            KEYCLOAK,
+            "keycloak-mysql",
+            selector(&[("tier", "mysql")]),
+            vec![allow(
+                vec![pods_in(MYSQL_OPERATOR, &[("name", "mysql-operator")])],
+                &[3306, 33060, 33061],
+            )],
+        ));
+    }
+    if c.argocd {
+        objects.push(policy(
+            ARGOCD,
+            "argocd",
+            selector(&[("app.kubernetes.io/name", "argocd-server")]),
+            vec![allow(vec![nginx_controller()], &[8080])],
         ));
     }
     if c.ingress_nginx {
@@ -255,11 +344,9 @@ pub fn step(p: &Platform) -> Step {
             "ingress-nginx-controller",
             selector(&[("app.kubernetes.io/component", "controller")]),
             vec![
-                allow(vec![], &[443, 80]),
-                allow(
-                    vec![namespace(VERRAZZANO_SYSTEM), prometheus()],
-                    &[10254, ENVOY_STATS],
-                ),
+                allow(vec![], &[443]),
+                allow(vec![namespace(VERRAZZANO_SYSTEM)], &[80]),
+                allow(vec![prometheus()], &[10254, ENVOY_STATS]),
             ],
         ));
         objects.push(policy(
@@ -293,8 +380,12 @@ pub fn step(p: &Platform) -> Step {
             "istiod-access",
             selector(&[("app", "istiod")]),
             vec![
-                // Sidecars fetch config and certificates from istiod.
-                allow(vec![all_system_namespaces()], &[15012]),
+                // Sidecars fetch config and certificates from istiod: those of the applications'
+                // namespaces and those of the system pods.
+                allow(
+                    vec![app_namespaces_in_mesh(), all_system_namespaces()],
+                    &[15012],
+                ),
                 // The API server calls istiod's injection and validation webhooks.
                 allow(vec![], &[15017]),
                 allow(vec![prometheus()], &[15014]),
@@ -331,7 +422,9 @@ mod tests {
     use serde_json::{Value, json};
 
     fn all_on() -> Platform {
-        for_test("dns:\n  provider: {name: rfc2136, zone: example.com}\n")
+        for_test(
+            "dns:\n  provider: {name: rfc2136, zone: example.com}\ncomponents:\n  argoCD: {enabled: true}\n",
+        )
     }
 
     fn find<'a>(s: &'a Step, ns: &str, name: &str) -> &'a Value {
@@ -340,6 +433,35 @@ mod tests {
             .find(|m| m.namespace.as_deref() == Some(ns) && m.name == name)
             .unwrap_or_else(|| panic!("policy {ns}/{name} missing"))
             .body
+    }
+
+    /// A peer in the JSON form: pods with `pod` labels in the system namespace `ns`.
+    fn peer(ns: &str, pod: Value) -> Value {
+        json!({
+            "namespaceSelector": {"matchLabels": {"verrazzano.io/namespace": ns}},
+            "podSelector": {"matchLabels": pod}
+        })
+    }
+
+    fn prom() -> Value {
+        peer(
+            "verrazzano-monitoring",
+            json!({"app.kubernetes.io/name": "prometheus"}),
+        )
+    }
+
+    fn nginx() -> Value {
+        peer(
+            "verrazzano-ingress-nginx",
+            json!({"app.kubernetes.io/instance": "ingress-controller"}),
+        )
+    }
+
+    fn ports(ports: &[i32]) -> Value {
+        ports
+            .iter()
+            .map(|p| json!({"port": p, "protocol": "TCP"}))
+            .collect()
     }
 
     #[test]
@@ -362,6 +484,7 @@ mod tests {
             "cert-manager/cert-manager",
             "keycloak/allow-same-namespace",
             "keycloak/keycloak",
+            "keycloak/keycloak-mysql",
             "verrazzano-ingress-nginx/ingress-nginx-controller",
             "verrazzano-ingress-nginx/ingress-nginx-default-backend",
             "istio-system/allow-same-namespace",
@@ -370,13 +493,15 @@ mod tests {
             "istio-system/istiod-access",
             "verrazzano-install/verrazzano-platform-operator",
             "verrazzano-install/verrazzano-platform-operator-webhook",
+            "verrazzano-monitoring/vmi-system-prometheus",
+            "argocd/argocd",
         ];
         want.sort_unstable();
         assert_eq!(got, want);
     }
 
     #[test]
-    fn authproxy_admits_nginx_on_8775_and_prometheus_on_15090() {
+    fn authproxy_admits_nginx_on_8775_to_8777_fluentd_on_8775_and_prometheus_on_15090_and_9113() {
         let s = step(&all_on());
         let p = find(&s, "verrazzano-system", "verrazzano-authproxy");
         assert_eq!(
@@ -385,40 +510,203 @@ mod tests {
         );
         assert_eq!(p["spec"]["policyTypes"], json!(["Ingress"]));
         assert_eq!(
-            p["spec"]["ingress"][0],
-            json!({
-                "from": [{
-                    "namespaceSelector": {"matchLabels": {"verrazzano.io/namespace": "verrazzano-ingress-nginx"}},
-                    "podSelector": {"matchLabels": {"app.kubernetes.io/instance": "ingress-controller"}}
-                }],
-                "ports": [{"port": 8775, "protocol": "TCP"}]
-            })
-        );
-        assert_eq!(
-            p["spec"]["ingress"][1],
-            json!({
-                "from": [{
-                    "namespaceSelector": {"matchLabels": {"verrazzano.io/namespace": "verrazzano-monitoring"}},
-                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
-                }],
-                "ports": [{"port": 15090, "protocol": "TCP"}]
-            })
+            p["spec"]["ingress"],
+            json!([
+                {"from": [nginx()], "ports": ports(&[8775, 8776, 8777])},
+                {
+                    "from": [peer("verrazzano-system", json!({"app": "fluentd"}))],
+                    "ports": ports(&[8775])
+                },
+                {"from": [prom()], "ports": ports(&[15090, 9113])}
+            ])
         );
     }
 
     #[test]
-    fn istiod_admits_sidecars_from_every_system_namespace_on_15012() {
+    fn nginx_controller_admits_443_from_anywhere_80_from_verrazzano_system_and_prometheus() {
+        let s = step(&all_on());
+        let p = find(&s, "verrazzano-ingress-nginx", "ingress-nginx-controller");
+        assert_eq!(
+            p["spec"]["podSelector"],
+            json!({"matchLabels": {"app.kubernetes.io/component": "controller"}})
+        );
+        assert_eq!(
+            p["spec"]["ingress"],
+            json!([
+                {"ports": ports(&[443])},
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {"verrazzano.io/namespace": "verrazzano-system"}}}],
+                    "ports": ports(&[80])
+                },
+                {"from": [prom()], "ports": ports(&[10254, 15090])}
+            ])
+        );
+    }
+
+    #[test]
+    fn istiod_admits_app_namespaces_in_the_mesh_and_system_sidecars_on_15012() {
         let s = step(&all_on());
         let p = find(&s, "istio-system", "istiod-access");
         assert_eq!(
-            p["spec"]["ingress"][0]["from"][0]["namespaceSelector"],
-            json!({"matchExpressions": [{"key": "verrazzano.io/namespace", "operator": "Exists"}]})
+            p["spec"]["podSelector"],
+            json!({"matchLabels": {"app": "istiod"}})
         );
-        assert_eq!(p["spec"]["ingress"][0]["ports"][0]["port"], 15012);
-        // The API server is not a pod: 15017 is open to any source.
-        assert!(p["spec"]["ingress"][1].get("from").is_none());
-        assert_eq!(p["spec"]["ingress"][1]["ports"][0]["port"], 15017);
-        assert_eq!(p["spec"]["ingress"][2]["ports"][0]["port"], 15014);
+        assert_eq!(
+            p["spec"]["ingress"],
+            json!([
+                {
+                    "from": [
+                        {"namespaceSelector": {"matchLabels": {
+                            "verrazzano-managed": "true",
+                            "istio-injection": "enabled"
+                        }}},
+                        {"namespaceSelector": {"matchExpressions": [
+                            {"key": "verrazzano.io/namespace", "operator": "Exists"}
+                        ]}}
+                    ],
+                    "ports": ports(&[15012])
+                },
+                // The API server is not a pod: 15017 is open to any source.
+                {"ports": ports(&[15017])},
+                {"from": [prom()], "ports": ports(&[15014])}
+            ])
+        );
+    }
+
+    #[test]
+    fn platform_operator_admits_only_prometheus_on_9100() {
+        let s = step(&all_on());
+        let p = find(&s, "verrazzano-install", "verrazzano-platform-operator");
+        assert_eq!(
+            p["spec"]["podSelector"],
+            json!({"matchLabels": {"app": "verrazzano-platform-operator"}})
+        );
+        assert_eq!(
+            p["spec"]["ingress"],
+            json!([{"from": [prom()], "ports": ports(&[9100])}])
+        );
+        let w = find(
+            &s,
+            "verrazzano-install",
+            "verrazzano-platform-operator-webhook",
+        );
+        assert_eq!(
+            w["spec"]["ingress"],
+            json!([
+                {"ports": ports(&[9443])},
+                {"from": [prom()], "ports": ports(&[9100])}
+            ])
+        );
+    }
+
+    #[test]
+    fn only_the_webhooks_are_open_to_anyone_on_9443() {
+        let s = step(&all_on());
+        let mut open: Vec<&str> = s
+            .objects
+            .iter()
+            .filter(|m| {
+                m.body["spec"]["ingress"].as_array().is_some_and(|rules| {
+                    rules.iter().any(|r| {
+                        r.get("from").is_none()
+                            && r["ports"]
+                                .as_array()
+                                .is_some_and(|ps| ps.iter().any(|p| p["port"] == 9443))
+                    })
+                })
+            })
+            .map(|m| m.name.as_str())
+            .collect();
+        open.sort_unstable();
+        assert_eq!(
+            open,
+            [
+                "verrazzano-application-operator",
+                "verrazzano-application-operator-webhook",
+                "verrazzano-platform-operator-webhook",
+            ]
+        );
+    }
+
+    #[test]
+    fn keycloak_admits_nginx_pods_as_one_peer_and_its_own_namespace_on_7800() {
+        let s = step(&all_on());
+        let p = find(&s, "keycloak", "keycloak");
+        assert_eq!(
+            p["spec"]["podSelector"],
+            json!({"matchLabels": {"app.kubernetes.io/name": "keycloak"}})
+        );
+        assert_eq!(
+            p["spec"]["ingress"],
+            json!([
+                {"from": [nginx()], "ports": ports(&[8080])},
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {"verrazzano.io/namespace": "verrazzano-system"}}}],
+                    "ports": ports(&[8080])
+                },
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {"verrazzano.io/namespace": "keycloak"}}}],
+                    "ports": ports(&[7800])
+                },
+                {"from": [prom()], "ports": ports(&[15090])}
+            ])
+        );
+    }
+
+    #[test]
+    fn keycloak_mysql_admits_the_mysql_operator() {
+        let s = step(&all_on());
+        let p = find(&s, "keycloak", "keycloak-mysql");
+        assert_eq!(
+            p["spec"]["podSelector"],
+            json!({"matchLabels": {"tier": "mysql"}})
+        );
+        assert_eq!(p["spec"]["policyTypes"], json!(["Ingress"]));
+        assert_eq!(
+            p["spec"]["ingress"],
+            json!([{
+                "from": [peer("mysql-operator", json!({"name": "mysql-operator"}))],
+                "ports": ports(&[3306, 33060, 33061])
+            }])
+        );
+    }
+
+    #[test]
+    fn prometheus_admits_authproxy_grafana_and_kiali_on_9090() {
+        let s = step(&all_on());
+        let p = find(&s, "verrazzano-monitoring", "vmi-system-prometheus");
+        assert_eq!(
+            p["spec"]["podSelector"],
+            json!({"matchLabels": {"app.kubernetes.io/name": "prometheus"}})
+        );
+        assert_eq!(
+            p["spec"]["ingress"],
+            json!([
+                {
+                    "from": [
+                        peer("verrazzano-system", json!({"app": "verrazzano-authproxy"})),
+                        peer("verrazzano-system", json!({"app": "system-grafana"})),
+                        peer("verrazzano-system", json!({"app": "kiali"}))
+                    ],
+                    "ports": ports(&[9090])
+                },
+                {"from": [prom()], "ports": ports(&[15090])}
+            ])
+        );
+    }
+
+    #[test]
+    fn argocd_server_admits_nginx_on_8080() {
+        let s = step(&all_on());
+        let p = find(&s, "argocd", "argocd");
+        assert_eq!(
+            p["spec"]["podSelector"],
+            json!({"matchLabels": {"app.kubernetes.io/name": "argocd-server"}})
+        );
+        assert_eq!(
+            p["spec"]["ingress"],
+            json!([{"from": [nginx()], "ports": ports(&[8080])}])
+        );
     }
 
     #[test]
@@ -441,42 +729,39 @@ mod tests {
     }
 
     #[test]
-    fn nginx_controller_is_open_on_443_and_80_from_anywhere() {
-        let s = step(&all_on());
-        let p = find(&s, "verrazzano-ingress-nginx", "ingress-nginx-controller");
-        assert!(p["spec"]["ingress"][0].get("from").is_none());
-        let ports: Vec<_> = p["spec"]["ingress"][0]["ports"]
-            .as_array()
-            .expect("ports")
-            .iter()
-            .map(|p| p["port"].as_i64().unwrap_or_default())
-            .collect();
-        assert_eq!(ports, [443, 80]);
-    }
-
-    #[test]
     fn every_policy_lives_in_a_namespace_of_the_namespaces_step() {
-        let p = all_on();
-        let ns: Vec<String> = namespaces::step(&p)
-            .objects
-            .into_iter()
-            .map(|m| m.name)
-            .collect();
-        for m in step(&p).objects {
-            let policy_ns = m.namespace.expect("namespaced");
-            assert!(ns.contains(&policy_ns), "{policy_ns} is not created");
+        for p in [
+            all_on(),
+            for_test(""),
+            for_test(
+                "components:\n  istio: {enabled: false}\n  keycloak: {enabled: false}\n  prometheus: {enabled: false}\n  ingressNGINX: {enabled: false}\n  certManager: {enabled: false}\n",
+            ),
+        ] {
+            let ns: Vec<String> = namespaces::step(&p)
+                .objects
+                .into_iter()
+                .map(|m| m.name)
+                .collect();
+            for m in step(&p).objects {
+                let policy_ns = m.namespace.expect("namespaced");
+                assert!(ns.contains(&policy_ns), "{policy_ns} is not created");
+            }
         }
     }
 
     #[test]
     fn disabled_components_have_no_policy() {
-        let p = for_test("components:\n  istio: {enabled: false}\n  keycloak: {enabled: false}\n");
+        let p = for_test(
+            "components:\n  istio: {enabled: false}\n  keycloak: {enabled: false}\n  prometheus: {enabled: false}\n",
+        );
         let s = step(&p);
         assert!(
             s.objects
                 .iter()
                 .all(|m| m.namespace.as_deref() != Some("istio-system")
                     && m.namespace.as_deref() != Some("keycloak")
+                    && m.namespace.as_deref() != Some("verrazzano-monitoring")
+                    && m.namespace.as_deref() != Some("argocd")
                     && m.name != "kiali"
                     && m.name != "external-dns")
         );

@@ -2,18 +2,119 @@
 //!
 //! A step declares its outputs ([`OutputSpec`]): a name, the object it is read from, and where in
 //! that object (JSON pointers, the first that holds a value wins). Providers that need another
-//! step's output take it from [`Outputs`]; while it is not known, they get [`UNKNOWN`] in its place,
-//! and the plan shows the object's values as "(known after apply)". The engine reads outputs from the
-//! cluster when it plans, and during apply as soon as their step is done, rendering the steps that
-//! depend on them again with the real values.
+//! step's output take it from [`Outputs`] as a [`Deferred`] value: [`Deferred::Known`] once the
+//! engine has read it, [`Deferred::Unknown`] before. Every transformation a provider makes (string
+//! formatting, parsing, encoding) goes through [`Deferred::map`] and friends, so a value derived
+//! from an unknown one is itself unknown — it can never turn into garbage that looks like a value.
+//!
+//! An unknown value placed into an object with [`Deferred::into_json`] marks that field: the
+//! [`crate::Manifest`] built from the object records its JSON pointer in
+//! [`crate::Manifest::unknown`] and holds `null` there. The engine never sends such an object to
+//! the API server; the plan prints the field as "(known after apply)", and apply renders the object
+//! again once the value is published.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// What an unknown value reads as, in a rendered object and in the plan.
-pub const UNKNOWN: &str = "(known after apply)";
+/// How an unknown value reads to a person (only printers use it).
+pub const UNKNOWN_TEXT: &str = "(known after apply)";
+
+/// The key of the placeholder object [`Deferred::into_json`] puts where a value is unknown. It
+/// cannot be a Kubernetes field name (a NUL byte), and [`crate::Manifest::from_value`] removes
+/// every placeholder, so it never leaves this crate.
+pub(crate) const PLACEHOLDER_KEY: &str = "\u{0}vz:known-after-apply";
+
+/// A value that may be known only after apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deferred<T> {
+    /// The value.
+    Known(T),
+    /// Not known until an earlier step is applied.
+    Unknown,
+}
+
+impl<T> Deferred<T> {
+    /// The value, if known.
+    pub fn known(&self) -> Option<&T> {
+        match self {
+            Deferred::Known(v) => Some(v),
+            Deferred::Unknown => None,
+        }
+    }
+
+    /// Whether the value is known.
+    pub fn is_known(&self) -> bool {
+        matches!(self, Deferred::Known(_))
+    }
+
+    /// Transform the value, if known.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Deferred<U> {
+        match self {
+            Deferred::Known(v) => Deferred::Known(f(v)),
+            Deferred::Unknown => Deferred::Unknown,
+        }
+    }
+
+    /// Transform the value with a function that may itself give an unknown value.
+    pub fn and_then<U>(self, f: impl FnOnce(T) -> Deferred<U>) -> Deferred<U> {
+        match self {
+            Deferred::Known(v) => f(v),
+            Deferred::Unknown => Deferred::Unknown,
+        }
+    }
+
+    /// Both values, known only when both are.
+    pub fn zip<U>(self, other: Deferred<U>) -> Deferred<(T, U)> {
+        match (self, other) {
+            (Deferred::Known(a), Deferred::Known(b)) => Deferred::Known((a, b)),
+            _ => Deferred::Unknown,
+        }
+    }
+
+    /// Borrow the value.
+    pub fn as_ref(&self) -> Deferred<&T> {
+        match self {
+            Deferred::Known(v) => Deferred::Known(v),
+            Deferred::Unknown => Deferred::Unknown,
+        }
+    }
+}
+
+impl<T: Into<Value>> Deferred<T> {
+    /// The value as JSON for an object's body: the value itself, or a placeholder that
+    /// [`crate::Manifest::from_value`] turns into an unknown field.
+    pub fn into_json(self) -> Value {
+        match self {
+            Deferred::Known(v) => v.into(),
+            Deferred::Unknown => placeholder(),
+        }
+    }
+}
+
+/// Shown to people: the value, or "(known after apply)".
+impl<T: fmt::Display> fmt::Display for Deferred<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Deferred::Known(v) => v.fmt(f),
+            Deferred::Unknown => f.write_str(UNKNOWN_TEXT),
+        }
+    }
+}
+
+fn placeholder() -> Value {
+    let mut map = serde_json::Map::new();
+    map.insert(PLACEHOLDER_KEY.to_string(), Value::Bool(true));
+    Value::Object(map)
+}
+
+/// Whether `v` is the placeholder of an unknown value.
+pub(crate) fn is_placeholder(v: &Value) -> bool {
+    v.as_object()
+        .is_some_and(|m| m.len() == 1 && m.contains_key(PLACEHOLDER_KEY))
+}
 
 /// A value a step publishes, read from one of its objects once it is applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,9 +144,12 @@ impl OutputSpec {
 pub struct Outputs(BTreeMap<String, String>);
 
 impl Outputs {
-    /// The value of `step`'s output `name`, or [`UNKNOWN`].
-    pub fn get(&self, step: &str, name: &str) -> String {
-        self.known(step, name).unwrap_or(UNKNOWN).to_string()
+    /// The value of `step`'s output `name`: unknown until the step published it.
+    pub fn get(&self, step: &str, name: &str) -> Deferred<String> {
+        match self.known(step, name) {
+            Some(v) => Deferred::Known(v.to_string()),
+            None => Deferred::Unknown,
+        }
     }
 
     /// The value of `step`'s output `name`, if known.
@@ -64,19 +168,11 @@ impl Outputs {
     }
 }
 
-/// Whether any value in `v` is still unknown.
-pub fn has_unknown(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains(UNKNOWN),
-        Value::Array(items) => items.iter().any(has_unknown),
-        Value::Object(map) => map.values().any(has_unknown),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Manifest;
+    use base64::Engine as _;
     use serde_json::json;
 
     fn ingress_ip() -> OutputSpec {
@@ -100,15 +196,49 @@ mod tests {
         assert_eq!(ingress_ip().extract(&pending), None);
     }
 
+    /// An object built the way a provider builds one, from the published address: the address
+    /// parsed as an IP, and base64-encoded (as a CA bundle or a secret's data would be).
+    fn derived(outputs: &Outputs) -> Manifest {
+        let ip = outputs.get("nginx", "ingress-ip");
+        let parsed = ip
+            .clone()
+            .map(|s| s.parse::<std::net::IpAddr>().map(|a| a.is_ipv4()).ok());
+        let encoded = ip.map(|s| base64::engine::general_purpose::STANDARD.encode(s));
+        Manifest::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "x", "namespace": "ns"},
+            "data": {"encoded": encoded.into_json(), "ipv4": parsed.map(|p| format!("{p:?}")).into_json()},
+        }))
+    }
+
     #[test]
-    fn unknown_values_are_found_anywhere_in_an_object() {
-        let mut outputs = Outputs::default();
-        let host = format!("verrazzano.{}.nip.io", outputs.get("nginx", "ingress-ip"));
-        let obj = json!({"spec": {"rules": [{"host": host}]}});
-        assert!(has_unknown(&obj));
-        outputs.set("nginx", "ingress-ip", "192.0.2.7".into());
-        let host = format!("verrazzano.{}.nip.io", outputs.get("nginx", "ingress-ip"));
-        assert_eq!(host, "verrazzano.192.0.2.7.nip.io");
-        assert!(!has_unknown(&json!({"spec": {"rules": [{"host": host}]}})));
+    fn values_derived_from_an_unknown_output_stay_unknown() {
+        let m = derived(&Outputs::default());
+        assert!(m.has_unknown());
+        assert_eq!(m.unknown, ["/data/encoded", "/data/ipv4"]);
+        // Nothing that looks like a value is left in the object: the fields hold null.
+        assert_eq!(m.body["data"], json!({"encoded": null, "ipv4": null}));
+        assert!(!m.body.to_string().contains(PLACEHOLDER_KEY));
+
+        let mut o = Outputs::default();
+        o.set("nginx", "ingress-ip", "192.0.2.7".into());
+        let m = derived(&o);
+        assert!(!m.has_unknown());
+        assert_eq!(m.body["data"]["encoded"], "MTkyLjAuMi43");
+        assert_eq!(m.body["data"]["ipv4"], "Some(true)");
+    }
+
+    #[test]
+    fn unknown_values_read_as_known_after_apply_only_when_printed() {
+        let d: Deferred<String> = Deferred::Unknown;
+        assert_eq!(d.to_string(), UNKNOWN_TEXT);
+        assert_eq!(
+            Deferred::Known("a").zip(Deferred::<u8>::Unknown),
+            Deferred::Unknown
+        );
+        assert_eq!(
+            Deferred::Known(2).and_then(|n| Deferred::Known(n * 2)),
+            Deferred::Known(4)
+        );
     }
 }

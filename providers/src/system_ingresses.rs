@@ -1,20 +1,27 @@
 //! Step `system-ingresses`: an Ingress for every system component with a user interface or API.
 //!
 //! Hosts are `<name>.<domain>` ([`crate::domain`]); while the domain is not known yet (a load
-//! balancer without an address), they read "(known after apply)" in the plan and are filled in by
-//! apply once step `ingress-nginx` publishes its address. Each Ingress uses IngressClass
+//! balancer without an address), they are unknown in the plan ("(known after apply)") and filled
+//! in by apply once step `ingress-nginx` publishes its address. Each Ingress uses IngressClass
 //! `verrazzano-nginx`, terminates TLS with its component's secret, and sends traffic to the
 //! Service's cluster IP (`service-upstream`) with the upstream host set to the Service's name. With
-//! ExternalDNS, each host is also a record pointing at `verrazzano-ingress.<env>.<zone>` (TTL 60).
+//! ExternalDNS, each host but the console's is also a record pointing at
+//! `verrazzano-ingress.<env>.<zone>` (TTL 60). Names, backends and annotations follow Verrazzano
+//! v1.7.2; everything behind the auth proxy (Prometheus included) is reached only through it.
 //!
-//! | Ingress (namespace) | host | backend | TLS secret |
-//! |---|---|---|---|
-//! | `verrazzano-ingress` (verrazzano-system) | `verrazzano.<dom>` | `verrazzano-authproxy:8775` | `verrazzano-tls` |
-//! | `vmi-system-prometheus` (verrazzano-monitoring) | `prometheus.vmi.system.<dom>` | `prometheus-operator-kube-p-prometheus:9090` | `system-tls-prometheus` |
-//! | `vmi-system-grafana` (verrazzano-system) | `grafana.vmi.system.<dom>` | `verrazzano-authproxy:8775` | `system-tls-grafana` |
-//! | `vmi-system-kiali` (verrazzano-system) | `kiali.vmi.system.<dom>` | `verrazzano-authproxy:8775` | the controller's default |
-//! | `keycloak` (keycloak) | `keycloak.<dom>` | `keycloak-http:80` | `keycloak-tls` |
-//! | `argocd-server` (argocd) | `argocd.<dom>` | `argocd-server:443` (HTTPS) | `tls-argocd-ingress` |
+//! | Ingress (namespace) | host | backend | TLS secret | extras |
+//! |---|---|---|---|---|
+//! | `verrazzano-ingress` (verrazzano-system) | `verrazzano.<dom>` | `verrazzano-authproxy:8775` | `verrazzano-tls` | cookie `route` |
+//! | `vmi-system-prometheus` (verrazzano-system) | `prometheus.vmi.system.<dom>` | `verrazzano-authproxy:8775` | `system-tls-prometheus` | cookie `prometheus`, body 6M |
+//! | `vmi-system-grafana` (verrazzano-system) | `grafana.vmi.system.<dom>` | `verrazzano-authproxy:8775` | `system-tls-grafana` | body 6M |
+//! | `vmi-system-kiali` (verrazzano-system) | `kiali.vmi.system.<dom>` | `verrazzano-authproxy:8775` | `system-tls-kiali` | body 6M, plain HTTP backend |
+//! | `keycloak` (keycloak) | `keycloak.<dom>` | `keycloak-http:http` | `keycloak-tls` | cookie `keycloak`, `app-root: /auth`, buffer 256k |
+//! | `argocd-server` (argocd) | `argocd.<dom>` | `argocd-server:http` | `tls-argocd-ingress` | cookie `route`, HTTP backend, SSL redirect, long timeouts |
+//!
+//! Where `vz` differs from Verrazzano: every Ingress routes the path `/` (`Prefix`), which has the
+//! effect of Verrazzano's `/()(.*)` with `rewrite-target: /$2`; there are no cert-manager issuer
+//! annotations (`vz` issues the TLS secrets itself) and no `configuration-snippet` (snippet
+//! annotations are off in the controller).
 
 use serde_json::{Value, json};
 
@@ -22,14 +29,24 @@ use crate::config::Platform;
 use crate::domain;
 use crate::ingress_nginx::{self, INGRESS_CLASS};
 use crate::manifest::{Manifest, Step};
-use crate::names::{ARGOCD, KEYCLOAK, VERRAZZANO_MONITORING, VERRAZZANO_SYSTEM};
-use crate::outputs::Outputs;
+use crate::names::{ARGOCD, KEYCLOAK, VERRAZZANO_SYSTEM};
+use crate::outputs::{Deferred, Outputs};
 
 /// Id of this step.
 pub const STEP: &str = "system-ingresses";
 
-/// The auth proxy in front of the console, the API, Grafana and Kiali.
-const AUTHPROXY: (&str, u16) = ("verrazzano-authproxy", 8775);
+/// Prefix of the NGINX annotations.
+const NGINX: &str = "nginx.ingress.kubernetes.io/";
+
+/// A backend Service's port, by number or by name.
+#[derive(Clone, Copy)]
+enum Port {
+    Number(u16),
+    Name(&'static str),
+}
+
+/// The auth proxy in front of the console, the API, Prometheus, Grafana and Kiali.
+const AUTHPROXY: (&str, Port) = ("verrazzano-authproxy", Port::Number(8775));
 
 /// One system Ingress.
 struct SystemIngress {
@@ -37,11 +54,18 @@ struct SystemIngress {
     namespace: &'static str,
     /// First labels of the host, before the domain.
     host_prefix: &'static str,
-    service: (&'static str, u16),
-    tls_secret: Option<&'static str>,
-    /// The backend speaks HTTPS.
-    https_backend: bool,
+    service: (&'static str, Port),
+    tls_secret: &'static str,
+    /// Sticky sessions with this cookie.
+    cookie: Option<&'static str>,
+    /// NGINX annotations of this Ingress alone (key without the prefix, value).
+    nginx: &'static [(&'static str, &'static str)],
+    /// Whether ExternalDNS makes a record for its host (all but the console's, whose name the
+    /// controller Service's record already covers).
+    dns_record: bool,
 }
+
+const BODY_6M: (&str, &str) = ("proxy-body-size", "6M");
 
 fn wanted(p: &Platform) -> Vec<SystemIngress> {
     let c = &p.components;
@@ -50,17 +74,21 @@ fn wanted(p: &Platform) -> Vec<SystemIngress> {
         namespace: VERRAZZANO_SYSTEM,
         host_prefix: "verrazzano",
         service: AUTHPROXY,
-        tls_secret: Some("verrazzano-tls"),
-        https_backend: false,
+        tls_secret: "verrazzano-tls",
+        cookie: Some("route"),
+        nginx: &[],
+        dns_record: false,
     }];
     if c.prometheus {
         out.push(SystemIngress {
             name: "vmi-system-prometheus",
-            namespace: VERRAZZANO_MONITORING,
+            namespace: VERRAZZANO_SYSTEM,
             host_prefix: "prometheus.vmi.system",
-            service: ("prometheus-operator-kube-p-prometheus", 9090),
-            tls_secret: Some("system-tls-prometheus"),
-            https_backend: false,
+            service: AUTHPROXY,
+            tls_secret: "system-tls-prometheus",
+            cookie: Some("prometheus"),
+            nginx: &[BODY_6M],
+            dns_record: true,
         });
     }
     if c.grafana {
@@ -69,8 +97,10 @@ fn wanted(p: &Platform) -> Vec<SystemIngress> {
             namespace: VERRAZZANO_SYSTEM,
             host_prefix: "grafana.vmi.system",
             service: AUTHPROXY,
-            tls_secret: Some("system-tls-grafana"),
-            https_backend: false,
+            tls_secret: "system-tls-grafana",
+            cookie: None,
+            nginx: &[BODY_6M],
+            dns_record: true,
         });
     }
     if c.kiali {
@@ -79,8 +109,14 @@ fn wanted(p: &Platform) -> Vec<SystemIngress> {
             namespace: VERRAZZANO_SYSTEM,
             host_prefix: "kiali.vmi.system",
             service: AUTHPROXY,
-            tls_secret: None,
-            https_backend: false,
+            tls_secret: "system-tls-kiali",
+            cookie: None,
+            nginx: &[
+                BODY_6M,
+                ("secure-backends", "false"),
+                ("backend-protocol", "HTTP"),
+            ],
+            dns_record: true,
         });
     }
     if c.keycloak {
@@ -88,9 +124,11 @@ fn wanted(p: &Platform) -> Vec<SystemIngress> {
             name: "keycloak",
             namespace: KEYCLOAK,
             host_prefix: "keycloak",
-            service: ("keycloak-http", 80),
-            tls_secret: Some("keycloak-tls"),
-            https_backend: false,
+            service: ("keycloak-http", Port::Name("http")),
+            tls_secret: "keycloak-tls",
+            cookie: Some("keycloak"),
+            nginx: &[("app-root", "/auth"), ("proxy-buffer-size", "256k")],
+            dns_record: true,
         });
     }
     if c.argocd {
@@ -98,69 +136,105 @@ fn wanted(p: &Platform) -> Vec<SystemIngress> {
             name: "argocd-server",
             namespace: ARGOCD,
             host_prefix: "argocd",
-            service: ("argocd-server", 443),
-            tls_secret: Some("tls-argocd-ingress"),
-            https_backend: true,
+            service: ("argocd-server", Port::Name("http")),
+            tls_secret: "tls-argocd-ingress",
+            cookie: Some("route"),
+            nginx: &[
+                ("backend-protocol", "HTTP"),
+                ("force-ssl-redirect", "true"),
+                ("proxy-connect-timeout", "30"),
+                ("proxy-read-timeout", "1800"),
+                ("proxy-send-timeout", "1800"),
+            ],
+            dns_record: true,
         });
     }
     out
 }
 
-fn ingress(p: &Platform, dom: &str, i: &SystemIngress) -> Manifest {
-    let host = format!("{}.{dom}", i.host_prefix);
+fn ingress(p: &Platform, dom: &Deferred<String>, i: &SystemIngress) -> Manifest {
+    let host = dom.as_ref().map(|d| format!("{}.{d}", i.host_prefix));
     let (svc, port) = i.service;
-    let mut annotations = json!({
-        "cert-manager.io/common-name": host,
-        "nginx.ingress.kubernetes.io/service-upstream": "true",
-        "nginx.ingress.kubernetes.io/upstream-vhost": format!("{svc}.{}.svc.cluster.local", i.namespace),
-    });
-    if i.https_backend {
-        annotations["nginx.ingress.kubernetes.io/backend-protocol"] = json!("HTTPS");
+    let mut annotations = serde_json::Map::new();
+    let mut nginx = |k: &str, v: &str| {
+        annotations.insert(format!("{NGINX}{k}"), json!(v));
+    };
+    nginx("service-upstream", "true");
+    nginx(
+        "upstream-vhost",
+        &format!("{svc}.{}.svc.cluster.local", i.namespace),
+    );
+    for (k, v) in i.nginx {
+        nginx(k, v);
     }
-    if let Some(target) = domain::ingress_dns_name(p) {
-        annotations["external-dns.alpha.kubernetes.io/target"] = json!(target);
-        annotations["external-dns.alpha.kubernetes.io/ttl"] = json!("60");
+    if let Some(cookie) = i.cookie {
+        nginx("affinity", "cookie");
+        nginx("session-cookie-name", cookie);
+        nginx("session-cookie-expires", "86400");
+        nginx("session-cookie-max-age", "86400");
+        nginx("session-cookie-samesite", "Strict");
+        nginx("session-cookie-conditional-samesite-none", "true");
     }
-    let mut tls = json!({"hosts": [host]});
-    if let Some(secret) = i.tls_secret {
-        tls["secretName"] = json!(secret);
+    annotations.insert(
+        "cert-manager.io/common-name".into(),
+        host.clone().into_json(),
+    );
+    if i.dns_record
+        && let Some(target) = domain::ingress_dns_name(p)
+    {
+        annotations.insert(
+            "external-dns.alpha.kubernetes.io/target".into(),
+            json!(target),
+        );
+        annotations.insert("external-dns.alpha.kubernetes.io/ttl".into(), json!("60"));
     }
+    let port = match port {
+        Port::Number(n) => json!({"number": n}),
+        Port::Name(n) => json!({"name": n}),
+    };
     let rule: Value = json!({
-        "host": host,
+        "host": host.clone().into_json(),
         "http": {"paths": [{
             "path": "/",
             "pathType": "Prefix",
-            "backend": {"service": {"name": svc, "port": {"number": port}}},
+            "backend": {"service": {"name": svc, "port": port}},
         }]},
     });
     Manifest::from_value(json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
         "metadata": {"name": i.name, "namespace": i.namespace, "annotations": annotations},
-        "spec": {"ingressClassName": INGRESS_CLASS, "tls": [tls], "rules": [rule]},
+        "spec": {
+            "ingressClassName": INGRESS_CLASS,
+            "tls": [{"hosts": [host.into_json()], "secretName": i.tls_secret}],
+            "rules": [rule],
+        },
     }))
 }
 
 /// The `system-ingresses` step (only with the NGINX Ingress Controller).
-pub fn step(p: &Platform, outputs: &Outputs) -> Option<Step> {
+pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
     if !p.components.ingress_nginx {
-        return None;
+        return vec![];
     }
     let dom = domain::domain(p, outputs);
-    Some(Step {
+    vec![Step {
         id: STEP.to_string(),
         description: format!("Ingresses for the system components under {dom}"),
         depends_on: vec![ingress_nginx::STEP.to_string()],
         objects: wanted(p).iter().map(|i| ingress(p, &dom, i)).collect(),
         outputs: vec![],
-    })
+    }]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::for_test as platform;
-    use crate::outputs::{UNKNOWN, has_unknown};
+
+    fn step(p: &Platform, o: &Outputs) -> Option<Step> {
+        steps(p, o).into_iter().next()
+    }
 
     fn hosts(s: &Step) -> Vec<String> {
         s.objects
@@ -210,8 +284,17 @@ mod tests {
     fn hosts_are_unknown_until_the_load_balancer_has_an_address() {
         let p = platform("environmentName: dev\n");
         let s = step(&p, &Outputs::default()).expect("step");
-        assert!(s.objects.iter().all(|m| has_unknown(&m.body)));
-        assert!(hosts(&s)[0].contains(UNKNOWN));
+        assert!(s.objects.iter().all(|m| m.unknown
+            == [
+                "/metadata/annotations/cert-manager.io~1common-name",
+                "/spec/rules/0/host",
+                "/spec/tls/0/hosts/0",
+            ]));
+        assert_eq!(
+            hosts(&s)[0],
+            "",
+            "no host is invented while the domain is unknown"
+        );
         let mut o = Outputs::default();
         o.set(
             ingress_nginx::STEP,
@@ -219,7 +302,7 @@ mod tests {
             "203.0.113.5".into(),
         );
         let s = step(&p, &o).expect("step");
-        assert!(s.objects.iter().all(|m| !has_unknown(&m.body)));
+        assert!(s.objects.iter().all(|m| !m.has_unknown()));
         assert_eq!(hosts(&s)[0], "verrazzano.dev.203.0.113.5.nip.io");
     }
 
@@ -243,11 +326,101 @@ mod tests {
         let p =
             platform("environmentName: dev\ndns: {provider: {name: rfc2136, zone: example.com}}\n");
         let s = step(&p, &Outputs::default()).expect("step");
-        let a = &s.objects[0].body["metadata"]["annotations"];
+        let a = &find(&s, "keycloak")["metadata"]["annotations"];
         assert_eq!(
             a["external-dns.alpha.kubernetes.io/target"],
             "verrazzano-ingress.dev.example.com"
         );
+        assert_eq!(a["external-dns.alpha.kubernetes.io/ttl"], "60");
         assert_eq!(hosts(&s)[0], "verrazzano.dev.example.com");
+    }
+
+    fn find<'a>(s: &'a Step, name: &str) -> &'a serde_json::Value {
+        &s.objects
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("ingress {name} missing"))
+            .body
+    }
+
+    #[test]
+    fn prometheus_is_reached_only_through_the_auth_proxy() {
+        let p = platform("ingress: {type: NodePort}\n");
+        let s = step(&p, &Outputs::default()).expect("step");
+        let prom = find(&s, "vmi-system-prometheus");
+        assert_eq!(prom["metadata"]["namespace"], "verrazzano-system");
+        assert_eq!(
+            prom["spec"]["rules"][0]["http"]["paths"][0]["backend"],
+            json!({"service": {"name": "verrazzano-authproxy", "port": {"number": 8775}}})
+        );
+        let a = &prom["metadata"]["annotations"];
+        assert_eq!(a["nginx.ingress.kubernetes.io/affinity"], "cookie");
+        assert_eq!(
+            a["nginx.ingress.kubernetes.io/session-cookie-name"],
+            "prometheus"
+        );
+        assert_eq!(a["nginx.ingress.kubernetes.io/proxy-body-size"], "6M");
+        assert_eq!(
+            prom["spec"]["tls"][0]["secretName"],
+            "system-tls-prometheus"
+        );
+    }
+
+    #[test]
+    fn kiali_has_its_tls_secret_and_a_plain_http_backend() {
+        let s = step(
+            &platform("ingress: {type: NodePort}\n"),
+            &Outputs::default(),
+        )
+        .expect("step");
+        let kiali = find(&s, "vmi-system-kiali");
+        assert_eq!(kiali["spec"]["tls"][0]["secretName"], "system-tls-kiali");
+        let a = &kiali["metadata"]["annotations"];
+        assert_eq!(a["nginx.ingress.kubernetes.io/secure-backends"], "false");
+        assert_eq!(a["nginx.ingress.kubernetes.io/backend-protocol"], "HTTP");
+    }
+
+    #[test]
+    fn keycloak_and_argocd_carry_their_annotations_and_named_ports() {
+        let p = platform("ingress: {type: NodePort}\ncomponents:\n  argoCD: {enabled: true}\n");
+        let s = step(&p, &Outputs::default()).expect("step");
+        let kc = find(&s, "keycloak");
+        let a = &kc["metadata"]["annotations"];
+        assert_eq!(a["nginx.ingress.kubernetes.io/app-root"], "/auth");
+        assert_eq!(a["nginx.ingress.kubernetes.io/proxy-buffer-size"], "256k");
+        assert_eq!(
+            a["nginx.ingress.kubernetes.io/session-cookie-name"],
+            "keycloak"
+        );
+        assert_eq!(
+            kc["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"],
+            json!({"name": "keycloak-http", "port": {"name": "http"}})
+        );
+        let argo = find(&s, "argocd-server");
+        let a = &argo["metadata"]["annotations"];
+        assert_eq!(a["nginx.ingress.kubernetes.io/backend-protocol"], "HTTP");
+        assert_eq!(a["nginx.ingress.kubernetes.io/force-ssl-redirect"], "true");
+        assert_eq!(
+            argo["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"],
+            json!({"name": "argocd-server", "port": {"name": "http"}})
+        );
+    }
+
+    #[test]
+    fn the_console_ingress_gets_no_dns_record_of_its_own() {
+        let p =
+            platform("environmentName: dev\ndns: {provider: {name: rfc2136, zone: example.com}}\n");
+        let s = step(&p, &Outputs::default()).expect("step");
+        let console = &find(&s, "verrazzano-ingress")["metadata"]["annotations"];
+        assert!(
+            console
+                .get("external-dns.alpha.kubernetes.io/target")
+                .is_none()
+        );
+        let grafana = &find(&s, "vmi-system-grafana")["metadata"]["annotations"];
+        assert_eq!(
+            grafana["external-dns.alpha.kubernetes.io/target"],
+            "verrazzano-ingress.dev.example.com"
+        );
     }
 }

@@ -24,14 +24,14 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use vz_providers::Outputs;
-use vz_providers::outputs::has_unknown;
+use vz_providers::{Manifest, Outputs, Ownership};
 use vz_state::{LocalBackend, ObjectRecord, State};
 
-use crate::cluster::{Cluster, Deleted, ObjectRef};
+use crate::cluster::{Cluster, Deleted};
 use crate::engine::Desired;
 use crate::engine::graph::{StepGraph, StepNode};
-use crate::engine::plan::{Action, Cause, Change, Plan};
+use crate::engine::plan::{Action, Cause, Change, Plan, decide};
+use crate::engine::rollback::{Entry, Undo, Undone, describe_undo, settle};
 use crate::engine::{order, outputs};
 use crate::interrupt::Interrupt;
 use crate::output::Progress;
@@ -122,28 +122,6 @@ pub async fn destroy(session: Session<'_>, plan: &Plan, state: State) -> Result<
     run.forget(plan).await?;
     run.delete_all(plan).await?;
     Ok(run.into_state().await)
-}
-
-/// How to undo one change.
-#[derive(Debug, Clone)]
-enum Undo {
-    /// The run created the object: delete it.
-    Created { uid: Option<String> },
-    /// The run changed the object: put this content back.
-    Updated { before: Value },
-    /// The run deleted the object: re-create it from this content.
-    Deleted { before: Value },
-    /// The run replaced the object: delete the new one, re-create the old one from this content.
-    Replaced { before: Value, uid: Option<String> },
-}
-
-#[derive(Debug, Clone)]
-struct Entry {
-    /// Order in which the step tier that made the change started; undone from the highest.
-    seq: usize,
-    address: String,
-    object: ObjectRef,
-    undo: Undo,
 }
 
 struct Run<'a> {
@@ -292,7 +270,7 @@ impl<'a> Run<'a> {
     /// with the outputs published since. A value still unknown is an error naming the object.
     async fn with_known_values(&self, step: &str, changes: Vec<&Change>) -> Result<Vec<Change>> {
         let mut owned: Vec<Change> = changes.into_iter().cloned().collect();
-        let pending = |c: &Change| c.desired.as_ref().is_some_and(|m| has_unknown(&m.body));
+        let pending = |c: &Change| c.desired.as_ref().is_some_and(Manifest::has_unknown);
         let Some(desired) = self.desired else {
             return Ok(owned);
         };
@@ -310,7 +288,7 @@ impl<'a> Run<'a> {
                 .iter()
                 .find(|m| fresh.address_of(m) == c.address)
                 .with_context(|| format!("{} is no longer rendered", c.address))?;
-            if has_unknown(&m.body) {
+            if m.has_unknown() {
                 let missing: Vec<String> = steps
                     .iter()
                     .flat_map(|s| s.outputs.iter().map(move |o| (s, o)))
@@ -419,7 +397,11 @@ impl<'a> Run<'a> {
             resource_version: version,
             depends_on: depends_on.to_vec(),
             // Taken over, not created: released rather than deleted when it leaves.
-            adopted: c.cause == Cause::Adopt && c.action == Action::Update,
+            adopted: decide::adopted(decide::Outcome {
+                action: c.action,
+                cause: c.cause,
+            }),
+            patched: m.ownership == Ownership::Patched,
             outputs: BTreeMap::new(),
         };
         (Some(record), waited)
@@ -434,6 +416,32 @@ impl<'a> Run<'a> {
         self.cluster
             .await_kind(&m.api_version, &m.kind, DISCOVERY_PATIENCE)
             .await?;
+        match c.cause {
+            Cause::AwaitDeletion => {
+                // Planned while it was being deleted: it must be gone before it is created again.
+                self.progress
+                    .status(&format!("waiting for {} to finish deleting", c.object));
+                self.cluster
+                    .wait_gone(
+                        &c.object,
+                        c.live_uid.as_deref(),
+                        self.deadline,
+                        &self.opts.interrupt,
+                    )
+                    .await
+                    .with_context(|| format!("{} was being deleted when planned", c.object))?;
+            }
+            Cause::AwaitOwner => {
+                self.progress.status(&format!(
+                    "waiting for {} to be created by its owner",
+                    c.object
+                ));
+                self.cluster
+                    .wait_exists(&c.object, self.deadline, &self.opts.interrupt)
+                    .await?;
+            }
+            _ => {}
+        }
         // What the object is right now, to put back exactly if the run is rolled back.
         let before = self.cluster.get(&c.object).await?;
         if c.action == Action::Replace
@@ -625,48 +633,21 @@ impl<'a> Run<'a> {
             .collect::<Vec<_>>()
             .await;
             for (e, r) in results {
-                match (r, &e.undo) {
-                    (Ok(restored), undo) => {
-                        let (did, _, why) = describe_undo(undo);
+                let (did, todo, why) = describe_undo(&e.undo);
+                let outcome = match r {
+                    Ok(new_uid) => {
                         done.push(format!("  - {did} {} ({why})", e.object));
-                        if let (Undo::Deleted { .. } | Undo::Replaced { .. }, Some(uid)) =
-                            (undo, restored)
-                        {
-                            // Re-created with a new uid: the record follows it.
-                            if let Some(mut rec) = state.get(&e.address).cloned() {
-                                rec.uid = uid;
-                                state.upsert(rec);
-                            }
-                        }
+                        Undone::Done { new_uid }
                     }
-                    (Err(err), undo) => {
-                        let (_, todo, why) = describe_undo(undo);
+                    Err(err) => {
                         failed.push(format!(
                             "  - could not {todo} {} ({why}): {err:#}",
                             e.object
                         ));
-                        // Record the object as it really is now.
-                        match undo {
-                            Undo::Created { .. } | Undo::Updated { .. } => {
-                                if let Some(rec) = run_state.get(&e.address) {
-                                    state.upsert(rec.clone());
-                                }
-                            }
-                            Undo::Deleted { .. } => {
-                                state.remove(&e.address);
-                            }
-                            Undo::Replaced { uid, .. } => {
-                                // The new object may or may not still be there; record what is.
-                                match (run_state.get(&e.address), uid) {
-                                    (Some(rec), Some(_)) => state.upsert(rec.clone()),
-                                    _ => {
-                                        state.remove(&e.address);
-                                    }
-                                }
-                            }
-                        }
+                        Undone::Failed
                     }
-                }
+                };
+                settle(&mut state, &e.address, &e.undo, &outcome, &run_state);
             }
         }
         // Continue the history on disk: the rolled-back state is the next serial.
@@ -736,16 +717,6 @@ impl<'a> Run<'a> {
                     .map(str::to_string))
             }
         }
-    }
-}
-
-/// (past tense, infinitive, why) of an undo, for the report.
-fn describe_undo(u: &Undo) -> (&'static str, &'static str, &'static str) {
-    match u {
-        Undo::Created { .. } => ("deleted", "delete", "created by this run"),
-        Undo::Updated { .. } => ("restored", "restore", "changed by this run"),
-        Undo::Deleted { .. } => ("re-created", "re-create", "deleted by this run"),
-        Undo::Replaced { .. } => ("put back", "put back", "replaced by this run"),
     }
 }
 

@@ -3,10 +3,11 @@
 //! - [`graph`]: the step DAG and its parallel walk.
 //! - [`order`]: kind-aware ordering across and within steps.
 //! - [`outputs`]: values steps publish for the steps that depend on them.
-//! - [`plan`]: desired vs recorded vs live.
+//! - [`plan`]: desired vs recorded vs live; [`plan::decide`] holds its decisions as pure functions.
 //! - [`apply`]: applying and deleting along the DAG, with the state written after every step, and
 //!   rolling back on failure.
 //! - [`ready`]: per-kind readiness rules.
+//! - [`rollback`]: how changes are undone, and what the state records after an undo.
 //! - [`saved`]: plans saved to a file, bound to the configuration and state they were made from.
 
 pub mod apply;
@@ -15,6 +16,7 @@ pub mod order;
 pub mod outputs;
 pub mod plan;
 pub mod ready;
+pub mod rollback;
 pub mod saved;
 
 use std::collections::BTreeSet;

@@ -124,6 +124,7 @@ mod tests {
             resource_version: Some("42".into()),
             depends_on: vec!["namespaces".into()],
             adopted: true,
+            patched: false,
             outputs: [("ingress-ip".to_string(), "192.0.2.1".to_string())].into(),
         });
         s

@@ -55,6 +55,10 @@ pub struct ObjectRecord {
     /// instead of deleting it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopted: bool,
+    /// `vz` owns only the fields it patched into the object, which someone else created: destroy
+    /// gives those fields up instead of deleting the object.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub patched: bool,
     /// Outputs of the owning step read from this object, by name (for plans without refresh).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, String>,
@@ -114,6 +118,7 @@ mod tests {
             resource_version: None,
             depends_on: vec![],
             adopted: false,
+            patched: false,
             outputs: BTreeMap::new(),
         }
     }

@@ -25,7 +25,10 @@ use crate::diff::{FieldChange, diff, normalize, unknown_fields};
 use crate::engine::graph::StepGraph;
 use crate::engine::order;
 use crate::sensitive::{mask_fields, mask_object};
-use vz_providers::outputs::has_unknown;
+
+pub mod decide;
+
+use decide::{DryRunSaid, Live, Origin, Recorded, Verdict, Wanted};
 
 /// What will happen to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +66,15 @@ pub enum Cause {
     Adopt,
     /// `--replace` asked for it.
     Requested,
+    /// The object carries this platform's labels but the state does not record it (the state was
+    /// lost): it is `vz`'s own again, and destroy deletes it.
+    Recovered,
+    /// The object is being deleted (say, by a destroy that did not wait): it is created again once
+    /// it is gone.
+    AwaitDeletion,
+    /// `vz` only patches fields of the object, which its owner has not created yet: apply waits for
+    /// it to exist.
+    AwaitOwner,
 }
 
 /// One object's entry in the plan.
@@ -361,12 +373,6 @@ impl Selection {
     }
 }
 
-fn uid_of(v: &Value) -> Option<String> {
-    v.pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-}
-
 /// The live objects of the platform, read with one labelled LIST per kind instead of one GET per
 /// object, for the kinds the state records. Objects not found this way (not created yet, or not
 /// labelled) are read one by one later; so are those of a kind whose LIST fails (e.g. not allowed
@@ -424,27 +430,6 @@ fn masked(mut c: Change) -> Change {
     c
 }
 
-/// An object another `vz` platform manages is not taken over: two platforms would fight over it.
-fn refuse_other_platforms(object: &ObjectRef, live: &Value, m: &Manifest) -> Result<()> {
-    let label = |v: &Value, key: &str| {
-        v.pointer("/metadata/labels")
-            .and_then(|l| l.get(key))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let managed_by_vz = label(live, MANAGED_BY_LABEL).as_deref() == Some(MANAGED_BY_VALUE);
-    let theirs = label(live, PLATFORM_LABEL);
-    let ours = label(&m.body, PLATFORM_LABEL);
-    if managed_by_vz && theirs.is_some() && theirs != ours {
-        bail!(
-            "{object} is managed by another vz platform, `{}` (label {PLATFORM_LABEL}); refusing to take it over\n\
-             hint: one cluster holds one platform's system components; destroy the other platform first, or use its state file",
-            theirs.unwrap_or_default()
-        );
-    }
-    Ok(())
-}
-
 /// The change that creates `m` (what every desired object starts as).
 fn create(step: &Step, m: &Manifest) -> Change {
     Change {
@@ -459,11 +444,22 @@ fn create(step: &Step, m: &Manifest) -> Change {
         live_resource_version: None,
         before: None,
         after: Some(m.body.clone()),
-        fields: unknown_fields(None, &m.body),
+        fields: unknown_fields(None, m),
         forces_replacement: vec![],
     }
 }
 
+/// The facts the state recorded about an object.
+fn recorded(r: &ObjectRecord) -> Recorded {
+    Recorded {
+        uid: r.uid.clone(),
+        manifest_sha256: r.manifest_sha256.clone(),
+        resource_version: r.resource_version.clone(),
+    }
+}
+
+/// Plan one desired object: gather the facts (the live object, a dry run when needed) and let
+/// [`decide`] decide.
 async fn plan_desired(
     cluster: &Cluster,
     step: &Step,
@@ -474,95 +470,88 @@ async fn plan_desired(
     seen: Option<Value>,
 ) -> Result<Change> {
     let mut change = create(step, m);
-    if !refresh {
-        // Compare with the state only.
-        if let Some(r) = record {
-            change.live_uid = Some(r.uid.clone());
-            change.action = match (replace, r.manifest_sha256 == m.sha256()) {
-                (true, _) => Action::Replace,
-                (false, true) => Action::NoOp,
-                (false, false) => Action::Update,
-            };
-            if replace {
-                change.cause = Cause::Requested;
-            }
-        }
-        return Ok(change);
-    }
-    let live = match seen {
-        Some(live) => Some(live),
-        None => cluster.get(&change.object).await?,
-    };
-    let Some(live) = live else {
-        if record.is_some() {
-            change.cause = Cause::DeletedOutside;
-        }
-        return Ok(change);
-    };
-    change.live_uid = uid_of(&live);
-    change.live_resource_version = live
-        .pointer("/metadata/resourceVersion")
+    let platform = m
+        .body
+        .pointer("/metadata/labels")
+        .and_then(|l| l.get(PLATFORM_LABEL))
         .and_then(Value::as_str)
-        .map(str::to_string);
-    // An object re-created by someone else since vz recorded it (another uid) is not the one vz
-    // made: it is taken over like any object that existed before vz.
-    let record = record.filter(|r| change.live_uid.as_deref() == Some(r.uid.as_str()));
-    if record.is_none() {
-        refuse_other_platforms(&change.object, &live, m)?;
+        .unwrap_or_default();
+    let sha = m.sha256();
+    let want = Wanted {
+        sha256: &sha,
+        has_unknown: m.has_unknown(),
+        ownership: m.ownership,
+        platform,
+        replace,
+        refresh,
+    };
+    let recorded = record.map(recorded);
+    let live_obj = match (refresh, seen) {
+        (false, _) => None,
+        (true, Some(live)) => Some(live),
+        (true, None) => cluster.get(&change.object).await?,
+    };
+    let live = live_obj.as_ref().map(Live::of);
+    if let Some(obj) = &live_obj {
+        change.live_uid = live.as_ref().and_then(|l| l.uid.clone());
+        change.live_resource_version = live.as_ref().and_then(|l| l.resource_version.clone());
+        change.before = Some(normalize(obj));
+    } else if !refresh {
+        change.live_uid = record.map(|r| r.uid.clone());
     }
-    let before = normalize(&live);
-    change.before = Some(before.clone());
-    if replace {
-        change.action = Action::Replace;
-        change.cause = Cause::Requested;
-        return Ok(change);
-    }
-    if !replace
-        && let Some(r) = record
-        && r.manifest_sha256 == m.sha256()
-        && r.resource_version.is_some()
-        && r.resource_version == change.live_resource_version
-    {
-        // Same configuration as last applied, and nobody wrote the object since: nothing to do,
-        // no dry run needed.
-        change.action = Action::NoOp;
-        change.after = change.before.clone();
-        return Ok(change);
-    }
-    if has_unknown(&m.body) {
-        // Some values come from steps not applied yet: no dry run is possible; apply renders the
-        // object again once they are known.
-        change.fields = unknown_fields(Some(&before), &m.body);
-        change.after = Some(m.body.clone());
-        change.action = Action::Update;
-        change.cause = if record.is_some() {
-            Cause::Config
-        } else {
-            Cause::Adopt
-        };
-        return Ok(change);
-    }
-    let after = match cluster.dry_run(m).await? {
-        DryRun::Applied(after) => normalize(&after),
-        DryRun::Immutable(fields) => {
-            change.action = Action::Replace;
-            if record.is_none() {
-                change.cause = Cause::Adopt;
-            }
-            change.forces_replacement = fields;
-            return Ok(change);
+    let outcome = match decide::desired(recorded.as_ref(), live.as_ref(), &want) {
+        Verdict::Decided(o) => o,
+        Verdict::OtherPlatform(theirs) => bail!(
+            "{} is managed by another vz platform, `{theirs}` (label {PLATFORM_LABEL}); refusing to take it over\n\
+             hint: one cluster holds one platform's system components; destroy the other platform first, or use its state file",
+            change.object
+        ),
+        Verdict::DryRun => {
+            let (Some(live), Some(before)) = (&live, &change.before) else {
+                bail!(
+                    "internal: a dry run was asked for {} without a live object",
+                    change.object
+                );
+            };
+            let said = match cluster.dry_run(m).await? {
+                DryRun::Applied(after) => {
+                    let after = normalize(&after);
+                    change.fields = diff(before, &after);
+                    change.after = Some(after);
+                    if change.fields.is_empty() {
+                        DryRunSaid::NoChange
+                    } else {
+                        DryRunSaid::Changes
+                    }
+                }
+                DryRun::Immutable(fields) => {
+                    change.forces_replacement = fields;
+                    DryRunSaid::Immutable
+                }
+            };
+            decide::after_dry_run(recorded.as_ref(), live, &want, said)
         }
     };
-    change.fields = diff(&before, &after);
-    change.after = Some(after);
-    let config_unchanged = record.is_some_and(|r| r.manifest_sha256 == m.sha256());
-    (change.action, change.cause) = match (record, change.fields.is_empty()) {
-        (None, _) => (Action::Update, Cause::Adopt),
-        (Some(_), true) => (Action::NoOp, Cause::Config),
-        (Some(_), false) if config_unchanged => (Action::Update, Cause::Drift),
-        (Some(_), false) => (Action::Update, Cause::Config),
-    };
+    change.action = outcome.action;
+    change.cause = outcome.cause;
+    match outcome.action {
+        Action::NoOp if change.after.is_none() => change.after = change.before.clone(),
+        Action::Update | Action::Create if m.has_unknown() => {
+            change.fields = unknown_fields(change.before.as_ref(), m);
+            change.after = Some(m.body.clone());
+        }
+        _ => {}
+    }
     Ok(change)
+}
+
+/// The facts of a recorded object's origin.
+fn origin(r: &ObjectRecord) -> Origin {
+    match (r.patched, r.adopted) {
+        (true, _) => Origin::Patched,
+        (false, true) => Origin::Adopted,
+        (false, false) => Origin::Created,
+    }
 }
 
 async fn plan_delete(cluster: &Cluster, r: &ObjectRecord, refresh: bool) -> Result<Change> {
@@ -578,21 +567,16 @@ async fn plan_delete(cluster: &Cluster, r: &ObjectRecord, refresh: bool) -> Resu
         None
     };
     let live_uid = match (&live, refresh) {
-        (Some(l), _) => uid_of(l),
+        (Some(l), _) => Live::of(l).uid,
         (None, false) => Some(r.uid.clone()),
         (None, true) => None,
     };
-    // An object with another uid was re-created by someone else: it is not ours to delete.
-    let ours = live_uid.as_deref() == Some(r.uid.as_str());
+    let action = decide::removal(&r.uid, origin(r), live_uid.as_deref());
     Ok(masked(Change {
         address: r.address.clone(),
         step: r.step.clone(),
         object,
-        action: match (ours, r.adopted) {
-            (true, false) => Action::Delete,
-            (true, true) => Action::Release,
-            (false, _) => Action::Forget,
-        },
+        action,
         cause: Cause::Config,
         desired: None,
         desired_sha256: None,

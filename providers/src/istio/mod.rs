@@ -1,0 +1,129 @@
+//! Istio's API and the mesh-wide policy `vz` sets on it.
+//!
+//! - Step `istio.crds`: the 15 CustomResourceDefinitions of Istio 1.19 (1.19.3 is the version
+//!   Verrazzano v1.7.2 installs), from [`crds`]: `networking.istio.io`, `security.istio.io`,
+//!   `telemetry.istio.io`, `extensions.istio.io` and `install.istio.io`, with the same names, kinds,
+//!   versions and storage versions as Istio's own charts. The kinds `vz` writes (PeerAuthentication,
+//!   Gateway, VirtualService, DestinationRule, AuthorizationPolicy, EnvoyFilter) get Istio's
+//!   structural `spec` schemas, so the API server prunes misspelt fields and rejects wrong types;
+//!   the others accept any `spec` (Istio's validating webhook, which istiod serves, checks them).
+//! - Step `istio.peer-authentication`: strict mTLS for the whole mesh — PeerAuthentication `default`
+//!   in the root namespace `istio-system` with `spec.mtls.mode: STRICT`.
+//!
+//! Kind-aware ordering puts the CRDs first on its own: the PeerAuthentication's API group is
+//! defined by `istio.crds`, and its namespace by `namespaces`. Deletion runs the other way: the
+//! PeerAuthentication goes before the CRDs that define it.
+
+pub mod crds;
+
+use serde_json::json;
+
+use crate::config::Platform;
+use crate::manifest::{Manifest, Step};
+use crate::names::ISTIO_SYSTEM;
+use crate::network_policies;
+use crate::outputs::Outputs;
+
+/// Id of the CRD step.
+pub const CRDS_STEP: &str = "istio.crds";
+/// Id of the strict-mTLS step.
+pub const PEER_AUTHENTICATION_STEP: &str = "istio.peer-authentication";
+
+/// The API version of PeerAuthentication (and the other `security.istio.io` kinds) `vz` writes.
+pub use crds::SECURITY_API;
+
+/// The `istio.crds` step.
+pub fn crds_step(_p: &Platform) -> Step {
+    Step {
+        id: CRDS_STEP.to_string(),
+        description: "Istio's custom resource definitions (Istio 1.19)".into(),
+        depends_on: vec![network_policies::STEP.to_string()],
+        objects: crds::definitions(),
+        outputs: vec![],
+    }
+}
+
+/// The `istio.peer-authentication` step.
+pub fn peer_authentication_step(_p: &Platform) -> Step {
+    let pa = Manifest::from_value(json!({
+        "apiVersion": SECURITY_API,
+        "kind": "PeerAuthentication",
+        "metadata": {"name": "default", "namespace": ISTIO_SYSTEM},
+        "spec": {"mtls": {"mode": "STRICT"}},
+    }));
+    Step {
+        id: PEER_AUTHENTICATION_STEP.to_string(),
+        description: "strict mTLS for the whole mesh".into(),
+        depends_on: vec![],
+        objects: vec![pa],
+        outputs: vec![],
+    }
+}
+
+/// The Istio steps, when Istio is on.
+pub fn steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
+    if !p.components.istio {
+        return vec![];
+    }
+    vec![crds_step(p), peer_authentication_step(p)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::for_test as platform;
+
+    #[test]
+    fn every_crd_is_named_plural_dot_group_with_one_storage_version() {
+        let s = crds_step(&platform(""));
+        assert_eq!(s.objects.len(), 15);
+        for m in &s.objects {
+            let spec = &m.body["spec"];
+            let plural = spec["names"]["plural"].as_str().unwrap_or_default();
+            let group = spec["group"].as_str().unwrap_or_default();
+            assert_eq!(m.name, format!("{plural}.{group}"));
+            let versions = spec["versions"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let stored = versions.iter().filter(|v| v["storage"] == true).count();
+            assert_eq!(stored, 1, "{}", m.name);
+            assert!(
+                versions
+                    .iter()
+                    .all(|v| v["schema"]["openAPIV3Schema"]["type"] == "object")
+            );
+        }
+    }
+
+    #[test]
+    fn strict_mtls_is_mesh_wide() {
+        let s = peer_authentication_step(&platform(""));
+        let pa = &s.objects[0];
+        assert_eq!(
+            s.address_of(pa),
+            "istio.peer-authentication/PeerAuthentication/istio-system/default"
+        );
+        assert_eq!(pa.body["spec"]["mtls"]["mode"], "STRICT");
+        // Its kind is defined by a CRD of the other step.
+        let crds = crds_step(&platform(""));
+        assert!(
+            crds.objects
+                .iter()
+                .any(|c| c.name == "peerauthentications.security.istio.io"
+                    && c.body["spec"]["versions"][0]["name"] == "v1beta1")
+        );
+    }
+
+    #[test]
+    fn no_istio_steps_without_istio() {
+        assert!(
+            steps(
+                &platform("components:\n  istio: {enabled: false}\n  kiali: {enabled: false}\n"),
+                &Outputs::default()
+            )
+            .is_empty()
+        );
+        assert_eq!(steps(&platform(""), &Outputs::default()).len(), 2);
+    }
+}
