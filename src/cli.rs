@@ -46,6 +46,13 @@ pub enum Command {
     State(StateCommand),
     /// Remove the lock with this ID from the state, when the run that held it is gone.
     ForceUnlock(ForceUnlockArgs),
+    /// Print a shell completion script: `vz completion bash > /etc/bash_completion.d/vz`, or
+    /// `source <(vz completion bash)`; zsh and fish likewise.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `vz state` subcommands.
@@ -132,9 +139,11 @@ pub struct ConfigArgs {
 impl ConfigArgs {
     /// The configuration file; an error naming the flag when it is missing.
     pub fn file(&self) -> anyhow::Result<&std::path::Path> {
-        self.file
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("no configuration given: pass -f FILE"))
+        self.file.as_deref().ok_or_else(|| {
+            crate::error::CommandError::usage(anyhow::anyhow!("no configuration given"))
+                .hint("pass -f FILE")
+                .into()
+        })
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
@@ -108,10 +108,7 @@ impl Cluster {
         // The kube errors' messages already include their causes: show them once, not as a chain.
         let config = match (&opts.kubeconfig, &opts.context) {
             (None, None) => Config::infer().await.map_err(|e| {
-                anyhow!(
-                    "cannot load a Kubernetes configuration: {e}\n\
-                     hint: set --kubeconfig or $KUBECONFIG, or --context"
-                )
+                ClusterError::Config(format!("cannot load a Kubernetes configuration: {e}"))
             })?,
             (path, context) => {
                 let options = KubeConfigOptions {
@@ -121,15 +118,20 @@ impl Cluster {
                 match path {
                     Some(p) => {
                         let kc = Kubeconfig::read_from(p).map_err(|e| {
-                            anyhow!("cannot read the kubeconfig {}: {e}", p.display())
+                            ClusterError::Config(format!(
+                                "cannot read the kubeconfig {}: {e}",
+                                p.display()
+                            ))
                         })?;
                         Config::from_custom_kubeconfig(kc, &options).await
                     }
                     None => Config::from_kubeconfig(&options).await,
                 }
                 .map_err(|e| match context {
-                    Some(c) => anyhow!("cannot use context `{c}` of the kubeconfig: {e}"),
-                    None => anyhow!("cannot use the kubeconfig: {e}"),
+                    Some(c) => ClusterError::Config(format!(
+                        "cannot use context `{c}` of the kubeconfig: {e}"
+                    )),
+                    None => ClusterError::Config(format!("cannot use the kubeconfig: {e}")),
                 })?
             }
         };
@@ -137,11 +139,11 @@ impl Cluster {
         let client = Client::try_from(config)
             .with_context(|| format!("cannot create a client for {server}"))?;
         if let Err(e) = client.apiserver_version().await {
-            bail!(
-                "cannot reach the Kubernetes API server at {server}: {}\n\
-                 hint: check that the cluster is running and that --kubeconfig / --context (or $KUBECONFIG) point at it",
-                describe(&e)
-            );
+            return Err(ClusterError::Unreachable {
+                server,
+                cause: describe(&e),
+            }
+            .into());
         }
         Ok(Cluster {
             client,
@@ -180,11 +182,11 @@ impl Cluster {
                     }
                     .into());
                 }
-                bail!(
-                    "cannot look up {kind} in {api_version} on {}: {}",
-                    self.server,
-                    describe(&e)
-                );
+                return Err(refused(
+                    format!("cannot look up {kind} in {api_version} on {}", self.server),
+                    &e,
+                )
+                .into());
             }
         };
         let k = Kind {
@@ -236,7 +238,7 @@ impl Cluster {
         let obj = api
             .get_opt(&r.name)
             .await
-            .map_err(|e| anyhow!("cannot read {r}: {}", describe(&e)))?;
+            .map_err(|e| refused(format!("cannot read {r}"), &e))?;
         obj.map(|o| serde_json::to_value(o).context("cannot encode a live object"))
             .transpose()
     }
@@ -258,7 +260,7 @@ impl Cluster {
         let list = api
             .list(&ListParams::default().labels(selector))
             .await
-            .map_err(|e| anyhow!("cannot list {kind} in {api_version}: {}", describe(&e)))?;
+            .map_err(|e| refused(format!("cannot list {kind} in {api_version}"), &e))?;
         list.items
             .into_iter()
             .map(|o| {
@@ -285,11 +287,8 @@ impl Cluster {
             .patch(&m.name, &params, &Patch::Apply(&m.body))
             .await
             .map_err(|e| {
-                anyhow!(
-                    "the API server refused {} {r}: {}",
-                    if dry_run { "a dry run of" } else { "to apply" },
-                    describe(&e)
-                )
+                let what = if dry_run { "a dry run of" } else { "to apply" };
+                refused(format!("the API server refused {what} {r}"), &e)
             })?;
         serde_json::to_value(obj).context("cannot encode an applied object")
     }
@@ -308,10 +307,7 @@ impl Cluster {
             Err(kube::Error::Api(s)) if s.is_invalid() && immutable_fields(&s).is_some() => {
                 Ok(DryRun::Immutable(immutable_fields(&s).unwrap_or_default()))
             }
-            Err(e) => Err(anyhow!(
-                "the API server refused a dry run of {r}: {}",
-                describe(&e)
-            )),
+            Err(e) => Err(refused(format!("the API server refused a dry run of {r}"), &e).into()),
         }
     }
 
@@ -337,7 +333,7 @@ impl Cluster {
                 Ok(out) => return Ok(Some(serde_json::to_value(out)?)),
                 Err(kube::Error::Api(s)) if s.is_conflict() => continue,
                 Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(None),
-                Err(e) => bail!("cannot release {r}: {}", describe(&e)),
+                Err(e) => return Err(refused(format!("cannot release {r}"), &e).into()),
             }
         }
         bail!("cannot release {r}: it kept changing while vz tried (5 conflicts in a row)")
@@ -356,9 +352,13 @@ impl Cluster {
                 return Ok(live);
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "timed out waiting for {r} to exist: vz sets only some fields of it, and the component that owns it has not created it"
-                );
+                return Err(ClusterError::WaitTimeout {
+                    object: r.to_string(),
+                    what: "to exist: vz sets only some fields of it, and the component that owns it has not created it"
+                        .into(),
+                    deleting: false,
+                }
+                .into());
             }
             tokio::select! {
                 () = tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))) => {}
@@ -380,7 +380,7 @@ impl Cluster {
                 uid: either.left().and_then(|o| o.metadata.uid),
             }),
             Err(kube::Error::Api(s)) if s.is_not_found() => Ok(Deleted::AlreadyGone),
-            Err(e) => Err(anyhow!("cannot delete {r}: {}", describe(&e))),
+            Err(e) => Err(refused(format!("cannot delete {r}"), &e).into()),
         }
     }
 
@@ -420,11 +420,12 @@ impl Cluster {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "timed out waiting for {r} to be deleted; {}\n\
-                     hint: look at the object with kubectl, remove what blocks it, then run vz again (or raise --timeout)",
-                    blocking(&live)
-                );
+                return Err(ClusterError::WaitTimeout {
+                    object: r.to_string(),
+                    what: format!("to be deleted; {}", blocking(&live)),
+                    deleting: true,
+                }
+                .into());
             }
             seen = self
                 .next_change(r, &live, deadline, interrupt, || {
@@ -516,10 +517,12 @@ impl Cluster {
                 Readiness::Waiting(w) => w,
             };
             if Instant::now() >= deadline {
-                bail!(
-                    "timed out waiting for {r} to be ready: waiting for {waiting}\n\
-                     hint: raise --timeout, or use --wait=false to apply without waiting"
-                );
+                return Err(ClusterError::WaitTimeout {
+                    object: r.to_string(),
+                    what: format!("to be ready: waiting for {waiting}"),
+                    deleting: false,
+                }
+                .into());
             }
             seen = self
                 .next_change(r, &live, deadline, interrupt, || {
@@ -552,7 +555,7 @@ impl Cluster {
                 let created = api
                     .create(&PostParams::default(), &obj)
                     .await
-                    .map_err(|e| anyhow!("cannot re-create {r}: {}", describe(&e)))?;
+                    .map_err(|e| refused(format!("cannot re-create {r}"), &e))?;
                 serde_json::to_value(created)?
             }
         };
@@ -571,7 +574,7 @@ impl Cluster {
         let out = api
             .replace(&r.name, &PostParams::default(), &obj)
             .await
-            .map_err(|e| anyhow!("cannot restore {r}: {}", describe(&e)))?;
+            .map_err(|e| refused(format!("cannot restore {r}"), &e))?;
         Ok(serde_json::to_value(out)?)
     }
 }
@@ -694,6 +697,40 @@ fn set_resource_version(obj: &mut Value, from: &Value) {
     ) {
         meta.insert("resourceVersion".into(), rv.clone());
     }
+}
+
+/// What went wrong talking to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No usable kubeconfig or context.
+    #[error("{0}")]
+    Config(String),
+    /// The API server does not answer.
+    #[error("cannot reach the Kubernetes API server at {server}: {cause}")]
+    Unreachable {
+        /// The API server's URL.
+        server: String,
+        /// What the client said.
+        cause: String,
+    },
+    /// The API server refused a request (or the connection broke during it).
+    #[error("{0}")]
+    Refused(String),
+    /// An object did not reach the state waited for in time.
+    #[error("timed out waiting for {object} {what}")]
+    WaitTimeout {
+        /// The object.
+        object: String,
+        /// What was waited for, and what holds it.
+        what: String,
+        /// Waiting for it to be deleted.
+        deleting: bool,
+    },
+}
+
+/// A refused request: `doing` and the API server's answer.
+fn refused(doing: String, e: &kube::Error) -> ClusterError {
+    ClusterError::Refused(format!("{doing}: {}", describe(e)))
 }
 
 /// The API server does not serve a kind (yet): its CRD is missing or not established.

@@ -1,41 +1,73 @@
 //! `vz`: plan, apply and destroy the networking layer of a Verrazzano-style platform on Kubernetes.
 //!
-//! `main` only parses arguments, runs the command and turns errors into a message and exit code 1.
-//! The work lives in [`commands`] (one module per subcommand), [`engine`] (graph, plan, apply),
-//! [`cluster`] (the Kubernetes API), [`diff`] and [`output`].
+//! `main` only parses arguments, runs the command, and reports an error with its hints and an exit
+//! code a script can act on ([`error`]). The work lives in [`commands`] (one module per subcommand),
+//! [`engine`] (graph, plan, apply), [`cluster`] (the Kubernetes API), [`diff`] and [`output`].
 
 mod cli;
 mod cluster;
 mod commands;
 mod diff;
 mod engine;
+mod error;
 mod interrupt;
 mod output;
 mod sensitive;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use cli::{Cli, Command};
+use error::{CommandError, Kind};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to standard output and succeed; a wrong command line is a usage
+            // error (exit 3; 2 means "changes" for `plan --detailed-exitcode`).
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(Kind::Usage.code())
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match run(&cli) {
         Ok(code) => code,
+        Err(e) if error::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
-            ExitCode::from(1)
+            let e = CommandError::from_any(e);
+            eprintln!("Error: {e}");
+            for hint in &e.hints {
+                eprintln!("hint: {hint}");
+            }
+            // Scripts using --detailed-exitcode expect 1 for any error, as with Terraform.
+            if detailed_exitcode(&cli) {
+                ExitCode::from(1)
+            } else {
+                e.exit_code()
+            }
         }
     }
+}
+
+fn detailed_exitcode(cli: &Cli) -> bool {
+    matches!(&cli.command, Command::Plan(args) if args.detailed_exitcode)
 }
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Render(args) => return commands::render::run(args),
         Command::Graph(args) => return commands::graph::run(args),
-        Command::State(cmd) => return commands::state::run(cmd),
-        Command::ForceUnlock(args) => return commands::unlock::run(args),
+        Command::Completion { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "vz", &mut buf);
+            output::out(&String::from_utf8_lossy(&buf))?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -46,10 +78,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Command::Plan(args) => commands::plan::run(&cli.cluster, args).await,
             Command::Apply(args) => commands::apply::run(&cli.cluster, args).await,
             Command::Destroy(args) => commands::destroy::run(&cli.cluster, args).await,
-            Command::Render(_)
-            | Command::Graph(_)
-            | Command::State(_)
-            | Command::ForceUnlock(_) => {
+            Command::State(cmd) => commands::state::run(cmd).await,
+            Command::ForceUnlock(args) => commands::unlock::run(args).await,
+            Command::Render(_) | Command::Graph(_) | Command::Completion { .. } => {
                 unreachable!("handled without a runtime")
             }
         }

@@ -75,7 +75,7 @@ impl Drop for Progress {
 
 /// Print plan text on standard output, coloured by action when standard output is a terminal that
 /// wants colour (`NO_COLOR` turns it off, `CLICOLOR_FORCE` on).
-pub fn print_plan(text: &str) {
+pub fn print_plan(text: &str) -> std::io::Result<()> {
     let mut out = anstream::stdout();
     for line in text.lines() {
         let trimmed = line.trim_start();
@@ -92,8 +92,17 @@ pub fn print_plan(text: &str) {
         } else {
             line.to_string()
         };
-        let _ = writeln!(out, "{styled}");
+        writeln!(out, "{styled}")?;
     }
+    out.flush()
+}
+
+/// Write `text` on standard output. A closed pipe (`vz render | head -1`) comes back as an
+/// [`std::io::ErrorKind::BrokenPipe`] error, which `main` turns into a quiet, successful exit.
+pub fn out(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
 }
 
 /// The plan as the user reads it: objects changed outside `vz` first, then the actions.

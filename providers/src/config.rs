@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
+use vz_state::Location;
 
 /// A configuration error, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,8 +143,8 @@ pub struct Platform {
     pub external_ips: Vec<IpAddr>,
     /// System components.
     pub components: Components,
-    /// Where the state is kept (absolute, or relative to the working directory).
-    pub state_path: PathBuf,
+    /// Where the state is kept (a local file: absolute, or relative to the working directory).
+    pub state: Location,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -410,7 +411,7 @@ impl Validator<'_> {
             ));
         }
 
-        let state_path = self.state(raw.state, &environment_name)?;
+        let state = self.state(raw.state, &environment_name)?;
 
         Ok(Platform {
             source: self.file.to_path_buf(),
@@ -419,7 +420,7 @@ impl Validator<'_> {
             ingress_type: raw.ingress.kind.unwrap_or(IngressType::LoadBalancer),
             external_ips,
             components,
-            state_path,
+            state,
         })
     }
 
@@ -477,7 +478,7 @@ impl Validator<'_> {
         }
     }
 
-    fn state(&self, raw: RawState, env: &str) -> Result<PathBuf, ConfigError> {
+    fn state(&self, raw: RawState, env: &str) -> Result<Location, ConfigError> {
         if let Some(b) = &raw.backend
             && b.value != "local"
         {
@@ -495,10 +496,12 @@ impl Validator<'_> {
             None => PathBuf::from(format!("{env}.vzstate.json")),
         };
         if rel.is_absolute() {
-            return Ok(rel);
+            return Ok(Location::Local { path: rel });
         }
         let base = self.file.parent().unwrap_or_else(|| Path::new(""));
-        Ok(base.join(rel))
+        Ok(Location::Local {
+            path: base.join(rel),
+        })
     }
 }
 
@@ -554,13 +557,23 @@ mod tests {
         assert_eq!(p.ingress_type, IngressType::LoadBalancer);
         assert!(p.components.istio && p.components.injection() && p.components.keycloak);
         assert!(!p.components.external_dns && !p.components.argocd);
-        assert_eq!(p.state_path, PathBuf::from("/cfg/default.vzstate.json"));
+        assert_eq!(
+            p.state,
+            Location::Local {
+                path: PathBuf::from("/cfg/default.vzstate.json")
+            }
+        );
     }
 
     #[test]
     fn a_relative_state_path_is_relative_to_the_config_file() {
         let p = parse_ok("state:\n  backend: local\n  path: states/x.json\n");
-        assert_eq!(p.state_path, PathBuf::from("/cfg/states/x.json"));
+        assert_eq!(
+            p.state,
+            Location::Local {
+                path: PathBuf::from("/cfg/states/x.json")
+            }
+        );
     }
 
     #[test]

@@ -37,15 +37,11 @@ pub type Provider = fn(&Platform, &Outputs) -> Vec<Step>;
 /// Every provider, in install order. A new provider is one module and one line here.
 pub const PROVIDERS: &[Provider] = &[
     namespaces::steps,
-    network_policies_steps,
+    network_policies::steps,
     istio::steps,
     ingress_nginx::steps,
     system_ingresses::steps,
 ];
-
-fn network_policies_steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
-    vec![network_policies::step(p)]
-}
 
 /// Every step of the platform. Objects `vz` owns carry the managed-by and platform labels; objects
 /// it only patches carry none. Values other steps publish are taken from `outputs` (unknown where

@@ -54,6 +54,7 @@ use crate::names::{
     VERRAZZANO_INSTALL, VERRAZZANO_MONITORING, VERRAZZANO_SYSTEM,
 };
 use crate::namespaces::{self, INJECTION_LABEL, NAMESPACE_LABEL};
+use crate::outputs::Outputs;
 
 /// Id of this step.
 pub const STEP: &str = "network-policies";
@@ -194,7 +195,11 @@ fn policy(
 }
 
 /// The `network-policies` step.
-pub fn step(p: &Platform) -> Step {
+pub fn steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
+    vec![step(p)]
+}
+
+fn step(p: &Platform) -> Step {
     let c = &p.components;
     let mut objects = Vec::new();
 

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 
 use super::{Desired, PlanRequest, Planned, Stored, confirm, connect, execute, make_plan};
-use crate::cli::{ApplyArgs, ClusterArgs, ConfigArgs};
+use crate::cli::{ApplyArgs, ClusterArgs};
 use crate::engine::{self, saved};
+use crate::error::CommandError;
 use crate::output::{plan_text, print_plan};
 
 /// Run `vz apply`.
@@ -27,7 +28,7 @@ pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCod
         },
     )
     .await?;
-    print_plan(&plan_text(&planned.plan));
+    print_plan(&plan_text(&planned.plan))?;
     if !planned.plan.has_work() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -49,19 +50,17 @@ async fn apply_saved(
         || !args.select.targets.is_empty()
         || !args.replace.is_empty()
     {
-        bail!(
-            "a saved plan already fixes the configuration, state, targets and replacements; \
-             drop -f/--state/--target/--replace, or make a new plan with them"
-        );
+        return Err(CommandError::usage(anyhow::anyhow!(
+            "a saved plan already fixes the configuration, state, targets and replacements"
+        ))
+        .hint("drop -f/--state/--target/--replace, or make a new plan with them")
+        .into());
     }
-    let saved = saved::load(file)?;
-    let config = ConfigArgs {
-        file: Some(saved.config_path.clone()),
-        state: Some(saved.state_path.clone()),
-        lock_timeout: args.run.config.lock_timeout,
-    };
+    let saved = saved::load(file).map_err(CommandError::usage)?;
     let mut desired = Desired::load(&saved.config_path)?;
-    let stored = Stored::open(&config, &desired.platform, "apply")?;
+    let mut stored =
+        Stored::open_at(saved.state.clone(), "apply", args.run.config.lock_timeout).await?;
+    stored.claim_for(&desired.platform)?;
     let cluster = connect(cluster_args).await?;
     // Render with the outputs as the plan saw them (read the same way), to check it against the plan.
     let outputs = engine::outputs::read(
@@ -80,7 +79,7 @@ async fn apply_saved(
         stored.state.serial,
         &desired.steps,
     )?;
-    print_plan(&plan_text(&plan));
+    print_plan(&plan_text(&plan))?;
     if !plan.has_work() {
         return Ok(ExitCode::SUCCESS);
     }

@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 
 use super::{PlanRequest, confirm, execute, make_plan};
 use crate::cli::{ClusterArgs, DestroyArgs};
-use crate::output::{plan_text, print_plan};
+use crate::output::{out, plan_text, print_plan};
 
 /// Run `vz destroy`.
 pub async fn run(cluster_args: &ClusterArgs, args: &DestroyArgs) -> Result<ExitCode> {
@@ -23,13 +23,13 @@ pub async fn run(cluster_args: &ClusterArgs, args: &DestroyArgs) -> Result<ExitC
     )
     .await?;
     if planned.stored.state.objects.is_empty() {
-        println!(
-            "Nothing to destroy: the state {} records no objects.",
-            planned.stored.backend.path().display()
-        );
+        out(&format!(
+            "Nothing to destroy: the state {} records no objects.\n",
+            planned.stored.store.location()
+        ))?;
         return Ok(ExitCode::SUCCESS);
     }
-    print_plan(&plan_text(&planned.plan));
+    print_plan(&plan_text(&planned.plan))?;
     if !args.run.auto_approve
         && !confirm("\nDo you really want to destroy every object listed above?")?
     {

@@ -6,10 +6,11 @@ use anyhow::Result;
 
 use super::Desired;
 use crate::cli::ConfigArgs;
+use crate::output::out;
 
 /// Run `vz graph`.
 pub fn run(args: &ConfigArgs) -> Result<ExitCode> {
     let desired = Desired::load(args.file()?)?;
-    print!("{}", desired.graph.dot(&desired.steps));
+    out(&desired.graph.dot(&desired.steps))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -12,13 +12,14 @@ pub mod state;
 pub mod unlock;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
 use vz_providers::{Outputs, Platform};
-use vz_state::{LocalBackend, LockGuard, State};
+use vz_state::{Location, Lock, LockInfo, State, Store};
 
 use crate::cli::{ClusterArgs, ConfigArgs, RunArgs, SelectArgs};
 use crate::cluster::{Cluster, ConnectOptions};
@@ -26,69 +27,115 @@ use crate::engine;
 pub use crate::engine::Desired;
 use crate::engine::apply::{RunOptions, Session, apply, destroy};
 use crate::engine::plan::{Plan, PlanOptions, plan as plan_changes, plan_destroy};
+use crate::error::{CommandError, Kind};
 use crate::interrupt::Interrupt;
-use crate::output::Progress;
+use crate::output::{Progress, out};
 
 /// The version written into state files.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The state backend, the state it holds (a new, empty state when there is none yet), and the lock
-/// held on it for the whole command.
+/// The state storage, the state it holds (a new, empty state when there is none yet), and the lock
+/// held on it for the whole command (renewed in the background when the backend's locks expire).
 pub struct Stored {
     /// Where the state lives.
-    pub backend: LocalBackend,
+    pub store: Store,
     /// The state.
     pub state: State,
-    /// Held until the command ends.
-    pub _lock: LockGuard,
+    lock: Arc<dyn Lock>,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Stored {
     /// Lock and read the state the configuration (or `--state`) names, checking it belongs to this
     /// platform.
-    pub fn open(args: &ConfigArgs, platform: &Platform, operation: &str) -> Result<Stored> {
-        let path: PathBuf = args
-            .state
-            .clone()
-            .unwrap_or_else(|| platform.state_path.clone());
-        let mut stored = Stored::open_path(path, operation, args.lock_timeout)?;
-        let recorded = &stored.state.platform;
-        if stored.state.serial == 0 {
-            // Nothing written yet: the state starts as this platform's.
-            stored.state.platform = platform.environment_name.clone();
-        } else if recorded != &platform.environment_name {
-            bail!(
-                "the state file {} belongs to platform `{recorded}`, but {} describes platform `{}`\n\
-                 hint: use the state file of `{}` (--state FILE or state.path in the configuration)",
-                stored.backend.path().display(),
-                platform.source.display(),
-                platform.environment_name,
-                platform.environment_name
-            );
-        }
+    pub async fn open(args: &ConfigArgs, platform: &Platform, operation: &str) -> Result<Stored> {
+        let location = match &args.state {
+            Some(path) => Location::Local { path: path.clone() },
+            None => platform.state.clone(),
+        };
+        let mut stored = Stored::open_at(location, operation, args.lock_timeout).await?;
+        stored.claim_for(platform)?;
         Ok(stored)
     }
 
-    /// Lock and read the state file at `path`.
-    pub fn open_path(path: PathBuf, operation: &str, lock_timeout: Duration) -> Result<Stored> {
-        let lock = vz_state::lock::acquire(&path, operation, TOOL_VERSION, lock_timeout)?;
-        if let Some(old) = &lock.replaced {
+    /// Check that the state belongs to `platform` (a state nothing was written to yet becomes
+    /// its own).
+    pub fn claim_for(&mut self, platform: &Platform) -> Result<()> {
+        let recorded = &self.state.platform;
+        if self.state.serial == 0 {
+            self.state.platform = platform.environment_name.clone();
+        } else if recorded != &platform.environment_name {
+            return Err(CommandError::state(anyhow!(
+                "the state {} belongs to platform `{recorded}`, but {} describes platform `{}`",
+                self.store.location(),
+                platform.source.display(),
+                platform.environment_name,
+            ))
+            .hint(format!(
+                "use the state of `{}` (--state FILE, or state.path in the configuration)",
+                platform.environment_name
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Lock and read the state at `location`.
+    pub async fn open_at(
+        location: Location,
+        operation: &str,
+        lock_timeout: Duration,
+    ) -> Result<Stored> {
+        let store = Store::new(location.open());
+        let info = LockInfo::new(operation, TOOL_VERSION, &location.to_string());
+        let lock: Arc<dyn Lock> = Arc::from(store.backend().lock(info, lock_timeout).await?);
+        if let Some(old) = lock.replaced() {
             eprintln!(
                 "Note: took over a stale lock of {} (its process {} on this host is gone)",
                 old.who, old.pid
             );
         }
-        let backend = LocalBackend::new(path);
-        let mut state = backend
-            .read()?
+        let heartbeat = lock.renew_every().map(|every| {
+            let lock = Arc::clone(&lock);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = lock.renew().await {
+                        eprintln!("Warning: {e}");
+                        return;
+                    }
+                }
+            })
+        });
+        let mut state = store
+            .read()
+            .await?
             .unwrap_or_else(|| State::new("", TOOL_VERSION));
         // The next write is this version's.
         state.tool_version = TOOL_VERSION.to_string();
         Ok(Stored {
-            backend,
+            store,
             state,
-            _lock: lock,
+            lock,
+            heartbeat,
         })
+    }
+
+    /// Release the lock now (dropping does it too, without waiting).
+    pub async fn release(self) -> Result<()> {
+        if let Some(h) = &self.heartbeat {
+            h.abort();
+        }
+        self.lock.release().await?;
+        Ok(())
+    }
+}
+
+impl Drop for Stored {
+    fn drop(&mut self) {
+        if let Some(h) = &self.heartbeat {
+            h.abort();
+        }
     }
 }
 
@@ -125,7 +172,7 @@ pub struct PlanRequest<'a> {
 /// Load the configuration and state, connect, and plan (shared by `plan`, `apply` and `destroy`).
 pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Result<Planned> {
     let mut desired = Desired::load(req.config.file()?)?;
-    let stored = Stored::open(req.config, &desired.platform, req.operation)?;
+    let stored = Stored::open(req.config, &desired.platform, req.operation).await?;
     let cluster = connect(cluster_args).await?;
     eprintln!(
         "Planning against {} (platform `{}`)",
@@ -193,25 +240,35 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
         0 => String::new(),
         n => format!(", {n} released"),
     };
-    let path = stored.backend.path().display().to_string();
+    let path = stored.store.location().to_string();
     let progress = Progress::new();
     let session = Session {
         cluster: &cluster,
-        backend: &stored.backend,
+        store: &stored.store,
         opts: &opts,
         progress: &progress,
     };
     if plan.destroy {
-        destroy(session, &plan, stored.state).await?;
+        destroy(session, &plan, stored.state.clone())
+            .await
+            .map_err(|e| {
+                // A destroy is not rolled back: what it deleted stays deleted.
+                let mut e = CommandError::from_any(e);
+                e.kind = Kind::Partial;
+                e
+            })?;
         drop(progress);
-        println!("\nDestroy complete! Objects: {destroyed} destroyed{released}. State: {path}");
+        out(&format!(
+            "\nDestroy complete! Objects: {destroyed} destroyed{released}. State: {path}\n"
+        ))?;
     } else {
-        apply(session, &plan, &desired, outputs, stored.state).await?;
+        apply(session, &plan, &desired, outputs, stored.state.clone()).await?;
         drop(progress);
-        println!(
-            "\nApply complete! Objects: {add} added, {change} changed, {destroyed} destroyed{released}. State: {path}"
-        );
+        out(&format!(
+            "\nApply complete! Objects: {add} added, {change} changed, {destroyed} destroyed{released}. State: {path}\n"
+        ))?;
     }
+    stored.release().await?;
     Ok(ExitCode::SUCCESS)
 }
 

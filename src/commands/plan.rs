@@ -7,7 +7,7 @@ use anyhow::Result;
 use super::{PlanRequest, make_plan};
 use crate::cli::{ClusterArgs, PlanArgs};
 use crate::engine::saved::{self, SavedPlan};
-use crate::output::{plan_json, plan_text, print_plan};
+use crate::output::{out, plan_json, plan_text, print_plan};
 
 /// Run `vz plan`.
 pub async fn run(cluster_args: &ClusterArgs, args: &PlanArgs) -> Result<ExitCode> {
@@ -26,32 +26,32 @@ pub async fn run(cluster_args: &ClusterArgs, args: &PlanArgs) -> Result<ExitCode
     let plan = &planned.plan;
     if args.json {
         let platform = &planned.desired.platform.environment_name;
-        println!(
-            "{}",
+        out(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&plan_json(plan, platform))?
-        );
+        ))?;
     } else {
-        print_plan(&plan_text(plan));
+        print_plan(&plan_text(plan))?;
     }
-    if let Some(out) = &args.out {
+    if let Some(file) = &args.out {
         let state = &planned.stored.state;
         let saved = SavedPlan {
             format_version: saved::FORMAT_VERSION,
             vz_version: env!("CARGO_PKG_VERSION").to_string(),
             config_path: saved::absolute(&planned.desired.platform.source),
             config_sha256: saved::file_sha256(&planned.desired.platform.source)?,
-            state_path: saved::absolute(planned.stored.backend.path()),
+            state: saved::absolute_location(planned.stored.store.location()),
             lineage: (state.serial > 0).then(|| state.lineage.clone()),
             serial: state.serial,
             plan: plan.clone(),
         };
-        saved::save(out, &saved)?;
+        saved::save(file, &saved)?;
         if !args.json {
-            println!(
-                "\nSaved the plan to {}. To carry out exactly these actions: vz apply {}",
-                out.display(),
-                out.display()
-            );
+            out(&format!(
+                "\nSaved the plan to {}. To carry out exactly these actions: vz apply {}\n",
+                file.display(),
+                file.display()
+            ))?;
         }
     }
     Ok(if args.detailed_exitcode && plan.has_work() {

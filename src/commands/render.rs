@@ -6,24 +6,25 @@ use anyhow::{Context, Result};
 
 use super::Desired;
 use crate::cli::ConfigArgs;
+use crate::output::out;
 
 /// Run `vz render`.
 pub fn run(args: &ConfigArgs) -> Result<ExitCode> {
     let desired = Desired::load(args.file()?)?;
-    let mut out = String::new();
+    let mut text = String::new();
     for id in desired.graph.order() {
         let Some(step) = desired.steps.iter().find(|s| &s.id == id) else {
             continue;
         };
         for m in &step.objects {
-            out.push_str("---\n");
-            out.push_str(&format!("# {}\n", step.address_of(m)));
-            out.push_str(
+            text.push_str("---\n");
+            text.push_str(&format!("# {}\n", step.address_of(m)));
+            text.push_str(
                 &serde_saphyr::to_string(&m.body)
                     .with_context(|| format!("cannot render {} as YAML", m.display_name()))?,
             );
         }
     }
-    print!("{out}");
+    out(&text)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,60 +1,83 @@
 //! `vz state ...`: inspect or change the recorded state without touching the cluster.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
-use vz_state::{LocalBackend, State};
+use anyhow::{Context, Result};
+use vz_state::{Location, State, Store};
 
 use super::Stored;
 use crate::cli::{StateArgs, StateCommand};
+use crate::error::CommandError;
+use crate::output::out;
 
-/// The state file `args` name: `--state`, or the one the configuration names.
-pub fn state_path(args: &StateArgs) -> Result<PathBuf> {
+/// Where the state `args` name is: `--state`, or where the configuration says.
+pub fn state_location(args: &StateArgs) -> Result<Location> {
     match (&args.state, &args.file) {
-        (Some(p), _) => Ok(p.clone()),
-        (None, Some(f)) => Ok(vz_providers::config::load(f)?.state_path),
-        (None, None) => bail!("name the state with -f CONFIG or --state FILE"),
+        (Some(p), _) => Ok(Location::Local { path: p.clone() }),
+        (None, Some(f)) => Ok(vz_providers::config::load(f)?.state),
+        (None, None) => Err(CommandError::usage(anyhow::anyhow!("no state named"))
+            .hint("name the state with -f CONFIG or --state FILE")
+            .into()),
     }
 }
 
 /// Read the state without locking (reads are atomic); an error when there is none.
-fn read(args: &StateArgs) -> Result<(LocalBackend, State)> {
-    let backend = LocalBackend::new(state_path(args)?);
-    match backend.read()? {
-        Some(s) => Ok((backend, s)),
-        None => bail!(
-            "there is no state file at {} (nothing has been applied with it yet)",
-            backend.path().display()
-        ),
+async fn read(args: &StateArgs) -> Result<(Store, State)> {
+    let store = Store::new(state_location(args)?.open());
+    match store.read().await? {
+        Some(s) => Ok((store, s)),
+        None => Err(CommandError::state(anyhow::anyhow!(
+            "there is no state at {} (nothing has been applied with it yet)",
+            store.location()
+        ))
+        .into()),
     }
 }
 
+fn unknown_addresses(store: &Store, addresses: &[&String]) -> anyhow::Error {
+    CommandError::usage(anyhow::anyhow!(
+        "not in the state {}: {}; nothing was changed",
+        store.location(),
+        addresses
+            .iter()
+            .map(|a| format!("`{a}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .hint("`vz state list` shows the addresses")
+    .into()
+}
+
 /// Run a `vz state` subcommand.
-pub fn run(cmd: &StateCommand) -> Result<ExitCode> {
+pub async fn run(cmd: &StateCommand) -> Result<ExitCode> {
     match cmd {
         StateCommand::List(args) => {
-            let (_, state) = read(args)?;
+            let (_, state) = read(args).await?;
+            let mut text = String::new();
             for o in &state.objects {
-                println!("{}", o.address);
+                text.push_str(&o.address);
+                text.push('\n');
             }
+            out(&text)?;
         }
         StateCommand::Show { state, address } => {
-            let (backend, s) = read(state)?;
+            let (store, s) = read(state).await?;
             let Some(record) = s.get(address) else {
-                bail!(
-                    "no object with address `{address}` in {}\nhint: `vz state list` shows the addresses",
-                    backend.path().display()
-                );
+                return Err(unknown_addresses(&store, &[address]));
             };
-            println!("{}", serde_json::to_string_pretty(record)?);
+            out(&format!("{}\n", serde_json::to_string_pretty(record)?))?;
         }
         StateCommand::Pull(args) => {
-            let (backend, _) = read(args)?;
-            // The stored document as it is, checksum included (it was verified by `read`).
-            let bytes = std::fs::read(backend.path())
-                .with_context(|| format!("cannot read {}", backend.path().display()))?;
-            print!("{}", String::from_utf8_lossy(&bytes));
+            let store = Store::new(state_location(args)?.open());
+            // The stored document as it is, checksum included (verified first).
+            let Some(bytes) = store.read_raw().await? else {
+                return Err(CommandError::state(anyhow::anyhow!(
+                    "there is no state at {} (nothing has been applied with it yet)",
+                    store.location()
+                ))
+                .into());
+            };
+            out(&String::from_utf8_lossy(&bytes))?;
         }
         StateCommand::Push {
             state,
@@ -63,42 +86,43 @@ pub fn run(cmd: &StateCommand) -> Result<ExitCode> {
         } => {
             let bytes =
                 std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-            let incoming = vz_state::decode(&bytes)
-                .with_context(|| format!("{} is not a usable vz state", file.display()))?;
-            let stored = Stored::open_path(state_path(state)?, "state push", state.lock_timeout)?;
-            let written = stored.backend.push(&incoming, *force)?;
-            println!(
-                "Pushed {} ({} objects) to {} as serial {}.",
+            let incoming = vz_state::decode(&bytes).map_err(|e| {
+                CommandError::usage(
+                    anyhow::Error::new(e)
+                        .context(format!("{} is not a usable vz state", file.display())),
+                )
+            })?;
+            let stored =
+                Stored::open_at(state_location(state)?, "state push", state.lock_timeout).await?;
+            let written = stored.store.push(&incoming, *force).await?;
+            out(&format!(
+                "Pushed {} ({} objects) to {} as serial {}.\n",
                 file.display(),
                 written.objects.len(),
-                stored.backend.path().display(),
+                stored.store.location(),
                 written.serial
-            );
+            ))?;
+            stored.release().await?;
         }
         StateCommand::Rm { state, addresses } => {
-            let mut stored = Stored::open_path(state_path(state)?, "state rm", state.lock_timeout)?;
+            let mut stored =
+                Stored::open_at(state_location(state)?, "state rm", state.lock_timeout).await?;
             let missing: Vec<&String> = addresses
                 .iter()
                 .filter(|a| stored.state.get(a).is_none())
                 .collect();
             if !missing.is_empty() {
-                bail!(
-                    "not in the state: {}; nothing was removed\nhint: `vz state list` shows the addresses",
-                    missing
-                        .iter()
-                        .map(|a| format!("`{a}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                return Err(unknown_addresses(&stored.store, &missing));
             }
             for a in addresses {
                 stored.state.remove(a);
             }
-            stored.backend.write(&mut stored.state)?;
-            println!(
-                "Forgot {} object(s); they are still in the cluster, no longer managed by vz.",
+            stored.store.write(&mut stored.state).await?;
+            out(&format!(
+                "Forgot {} object(s); they are still in the cluster, no longer managed by vz.\n",
                 addresses.len()
-            );
+            ))?;
+            stored.release().await?;
         }
     }
     Ok(ExitCode::SUCCESS)

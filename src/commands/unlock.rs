@@ -4,13 +4,14 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::state::state_path;
+use super::state::state_location;
 use crate::cli::ForceUnlockArgs;
+use crate::output::out;
 
 /// Run `vz force-unlock`.
-pub fn run(args: &ForceUnlockArgs) -> Result<ExitCode> {
-    let path = state_path(&args.state)?;
-    let info = vz_state::lock::force_unlock(&path, &args.id)?;
-    println!("Removed the lock on {} ({}).", path.display(), info);
+pub async fn run(args: &ForceUnlockArgs) -> Result<ExitCode> {
+    let location = state_location(&args.state)?;
+    let info = location.open().force_unlock(&args.id).await?;
+    out(&format!("Removed the lock on {location} ({info}).\n"))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -25,13 +25,13 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use vz_providers::{Manifest, Outputs, Ownership};
-use vz_state::{LocalBackend, ObjectRecord, State};
+use vz_state::{ObjectRecord, State, Store};
 
 use crate::cluster::{Cluster, Deleted};
-use crate::engine::Desired;
 use crate::engine::graph::{StepGraph, StepNode};
 use crate::engine::plan::{Action, Cause, Change, Plan, decide};
 use crate::engine::rollback::{Entry, Undo, Undone, describe_undo, settle};
+use crate::engine::{Desired, EngineError};
 use crate::engine::{order, outputs};
 use crate::interrupt::Interrupt;
 use crate::output::Progress;
@@ -63,7 +63,7 @@ pub struct Session<'a> {
     /// The cluster.
     pub cluster: &'a Cluster,
     /// Where the state is written after every step.
-    pub backend: &'a LocalBackend,
+    pub store: &'a Store,
     /// The knobs.
     pub opts: &'a RunOptions,
     /// What the user sees.
@@ -105,15 +105,44 @@ pub async fn apply(
     };
     if !opts.rollback {
         let s = run.into_state().await;
-        return Err(failure.context(format!(
-            "apply failed; the changes made so far are kept (--no-rollback) and the state records them ({} objects, serial {})",
-            s.objects.len(),
-            s.serial
-        )));
+        return Err(ApplyFailed {
+            report: format!(
+                "Rollback is off: the changes made so far are kept, and the state records them ({} objects, serial {}).",
+                s.objects.len(),
+                s.serial
+            ),
+            failure,
+            changes_remain: true,
+        }
+        .into());
     }
-    let report = run.rollback(original).await;
-    Err(anyhow!("{failure:#}\n\n{report}"))
+    let (report, complete) = run.rollback(original).await;
+    Err(ApplyFailed {
+        failure,
+        report,
+        changes_remain: !complete,
+    }
+    .into())
 }
+
+/// An apply that failed, with what its rollback did.
+#[derive(Debug)]
+pub struct ApplyFailed {
+    /// What failed.
+    pub failure: anyhow::Error,
+    /// What was rolled back (or kept), for the user.
+    pub report: String,
+    /// Whether changes of the run remain in the cluster (rollback off, or incomplete).
+    pub changes_remain: bool,
+}
+
+impl std::fmt::Display for ApplyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}\n\n{}", self.failure, self.report)
+    }
+}
+
+impl std::error::Error for ApplyFailed {}
 
 /// Delete everything `plan` (a destroy plan) lists, starting from `state`. A destroy that fails
 /// stops where it is (it is not rolled back); the state records what is left.
@@ -130,7 +159,7 @@ struct Run<'a> {
     desired: Option<&'a Desired>,
     /// Step outputs known so far.
     outputs: Mutex<Outputs>,
-    backend: &'a LocalBackend,
+    store: &'a Store,
     state: Arc<Mutex<State>>,
     opts: &'a RunOptions,
     progress: &'a Progress,
@@ -150,7 +179,7 @@ impl<'a> Run<'a> {
             cluster: session.cluster,
             desired,
             outputs: Mutex::new(outputs),
-            backend: session.backend,
+            store: session.store,
             state: Arc::new(Mutex::new(state)),
             opts: session.opts,
             progress: session.progress,
@@ -166,13 +195,17 @@ impl<'a> Run<'a> {
 
     fn check_continue(&self, doing: &str) -> Result<()> {
         if self.opts.interrupt.is_set() {
-            return Err(anyhow!("interrupted before {doing}"));
+            return Err(EngineError::Interrupted {
+                doing: doing.to_string(),
+            }
+            .into());
         }
         if Instant::now() > self.deadline {
-            return Err(anyhow!(
-                "--timeout ({}s) ran out before {doing}",
-                self.opts.timeout.as_secs()
-            ));
+            return Err(EngineError::Timeout {
+                secs: self.opts.timeout.as_secs(),
+                doing: doing.to_string(),
+            }
+            .into());
         }
         Ok(())
     }
@@ -199,7 +232,7 @@ impl<'a> Run<'a> {
             ));
         }
         if dropped {
-            self.backend.write(&mut s)?;
+            self.store.write(&mut s).await?;
         }
         Ok(())
     }
@@ -248,7 +281,7 @@ impl<'a> Run<'a> {
                 }
             }
             if changed {
-                self.backend.write(&mut s)?;
+                self.store.write(&mut s).await?;
             }
             if !errors.is_empty() {
                 // Later tiers depend on this one.
@@ -295,16 +328,12 @@ impl<'a> Run<'a> {
                     .filter(|(s, o)| outputs.known(&s.id, &o.name).is_none())
                     .map(|(s, o)| format!("{}.{} (read from {})", s.id, o.name, o.object))
                     .collect();
-                let hint = if self.opts.wait {
-                    "the object it is read from had no value once ready"
-                } else {
-                    "with --wait=false, apply does not wait for the objects outputs are read from (a load balancer's address comes once it is ready)"
-                };
-                return Err(anyhow!(
-                    "{} needs values that are not known yet: {}; {hint}",
-                    c.address,
-                    missing.join(", ")
-                ));
+                return Err(EngineError::MissingOutputs {
+                    address: c.address.clone(),
+                    missing: missing.join(", "),
+                    waited: self.opts.wait,
+                }
+                .into());
             }
             c.desired_sha256 = Some(m.sha256());
             c.desired = Some(m.clone());
@@ -336,7 +365,7 @@ impl<'a> Run<'a> {
                 state.upsert(rec);
             }
         }
-        self.backend.write(&mut state)?;
+        self.store.write(&mut state).await?;
         Ok(())
     }
 
@@ -537,7 +566,7 @@ impl<'a> Run<'a> {
                         Err(e) => errors.push(e),
                     }
                 }
-                self.backend.write(&mut s)?;
+                self.store.write(&mut s).await?;
             }
             if !errors.is_empty() {
                 return Err(combine(errors));
@@ -603,11 +632,16 @@ impl<'a> Run<'a> {
     }
 
     /// Undo the journal, newest step first (the changes of one step concurrently), and write the
-    /// state back to `original`, adjusted for any undo that failed. Returns the report for the user.
-    async fn rollback(&self, original: State) -> String {
+    /// state back to `original`, adjusted for any undo that failed. Returns the report for the user,
+    /// and whether everything was undone (and the state written).
+    async fn rollback(&self, original: State) -> (String, bool) {
         let mut journal = std::mem::take(&mut *self.journal.lock().await);
         if journal.is_empty() {
-            return "Nothing had been changed, so there was nothing to roll back; the state is unchanged.".into();
+            return (
+                "Nothing had been changed, so there was nothing to roll back; the state is unchanged."
+                    .into(),
+                true,
+            );
         }
         self.progress.line(&format!(
             "Rolling back {} change(s) made by this run...",
@@ -653,7 +687,8 @@ impl<'a> Run<'a> {
         // Continue the history on disk: the rolled-back state is the next serial.
         state.lineage = run_state.lineage.clone();
         state.serial = run_state.serial;
-        let written = self.backend.write(&mut state);
+        let written = self.store.write(&mut state).await;
+        let complete = failed.is_empty() && written.is_ok();
         let mut report = String::new();
         if failed.is_empty() {
             report.push_str(&format!(
@@ -682,7 +717,7 @@ impl<'a> Run<'a> {
                  It still describes the cluster as it was when the run failed; run `vz plan` to see the difference."
             )),
         }
-        report
+        (report, complete)
     }
 
     /// Undo one change; for a re-created object, its new uid.

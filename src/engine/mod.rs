@@ -20,12 +20,65 @@ pub mod rollback;
 pub mod saved;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use vz_providers::{Outputs, Platform, Step};
 
 use graph::{StepGraph, StepNode};
+
+/// What the engine can tell went wrong, beyond the cluster's and the state's own errors. The
+/// messages name objects and files, never command-line flags (the command line adds those as hints).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A target or replacement names no step or object.
+    #[error("{0}")]
+    UnknownAddress(String),
+    /// The object is labelled for another `vz` platform.
+    #[error(
+        "{object} is managed by another vz platform, `{platform}` (label vz.dev/platform); refusing to take it over"
+    )]
+    OtherPlatform {
+        /// The object.
+        object: String,
+        /// The platform its label names.
+        platform: String,
+    },
+    /// A saved plan no longer applies.
+    #[error("the saved plan {} is stale: {why}", plan.display())]
+    StalePlan {
+        /// The plan file.
+        plan: PathBuf,
+        /// The configuration it was made from.
+        config: PathBuf,
+        /// What moved on.
+        why: String,
+    },
+    /// The run's time limit ran out.
+    #[error("the time limit ({secs}s) ran out before {doing}")]
+    Timeout {
+        /// The limit, in seconds.
+        secs: u64,
+        /// What was about to happen.
+        doing: String,
+    },
+    /// An object still needs values other steps did not publish.
+    #[error("{address} needs values that are not known yet: {missing}{}", if *waited { "; the object they are read from had no value once ready" } else { "; apply did not wait for the objects they are read from" })]
+    MissingOutputs {
+        /// The object.
+        address: String,
+        /// The outputs missing, and where they are read from.
+        missing: String,
+        /// Whether apply waited for readiness.
+        waited: bool,
+    },
+    /// Ctrl-C (or SIGTERM).
+    #[error("interrupted before {doing}")]
+    Interrupted {
+        /// What was about to happen.
+        doing: String,
+    },
+}
 
 /// A configuration read and validated, with its desired steps and their graph.
 pub struct Desired {

@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vz_providers::Step;
 
+use crate::engine::EngineError;
 use crate::engine::plan::Plan;
 
 /// The saved-plan format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A plan saved to a file, with what it was made from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,8 +30,8 @@ pub struct SavedPlan {
     pub config_path: PathBuf,
     /// sha256 of the configuration file's bytes.
     pub config_sha256: String,
-    /// The state file (absolute).
-    pub state_path: PathBuf,
+    /// Where the state is (a local file's path is absolute).
+    pub state: vz_state::Location,
     /// Lineage of the state the plan was made against; `None` when there was no state yet.
     pub lineage: Option<String>,
     /// Serial of that state (0 when there was none).
@@ -50,6 +51,15 @@ pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// `location` with a local file's path made absolute (a saved plan may be applied from elsewhere).
+pub fn absolute_location(location: vz_state::Location) -> vz_state::Location {
+    match location {
+        vz_state::Location::Local { path } => vz_state::Location::Local {
+            path: absolute(&path),
+        },
+    }
+}
+
 /// Write `saved` to `path` atomically.
 pub fn save(path: &Path, saved: &SavedPlan) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(saved).context("cannot encode the plan")?;
@@ -62,19 +72,24 @@ pub fn load(path: &Path) -> Result<SavedPlan> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read the plan {}", path.display()))?;
     let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not a plan saved by vz plan --out", path.display()))?;
+        .with_context(|| format!("{} is not a saved vz plan", path.display()))?;
     if let Some(v) = value
         .get("format_version")
         .and_then(serde_json::Value::as_u64)
-        && v > u64::from(FORMAT_VERSION)
+        && v != u64::from(FORMAT_VERSION)
     {
+        let by = if v > u64::from(FORMAT_VERSION) {
+            "a newer"
+        } else {
+            "an older"
+        };
         bail!(
-            "the plan {} was saved in format {v} by a newer vz; this vz reads format {FORMAT_VERSION}",
+            "the plan {} was saved in format {v} by {by} vz; this vz reads format {FORMAT_VERSION}: make the plan again",
             path.display()
         );
     }
     serde_json::from_value(value)
-        .with_context(|| format!("{} is not a plan saved by vz plan --out", path.display()))
+        .with_context(|| format!("{} is not a saved vz plan", path.display()))
 }
 
 /// Check that `saved` still applies to the state `(lineage, serial)` now stored, and to the
@@ -87,12 +102,11 @@ pub fn bind(
     steps: &[Step],
 ) -> Result<Plan> {
     let stale = |why: String| {
-        anyhow::anyhow!(
-            "the saved plan {} is stale: {why}.\nhint: make a new plan with `vz plan -f {} --out {}`",
-            plan_file.display(),
-            saved.config_path.display(),
-            plan_file.display()
-        )
+        anyhow::Error::new(EngineError::StalePlan {
+            plan: plan_file.to_path_buf(),
+            config: saved.config_path.clone(),
+            why,
+        })
     };
     if file_sha256(&saved.config_path)? != saved.config_sha256 {
         return Err(stale(format!(
@@ -103,8 +117,7 @@ pub fn bind(
     if saved.lineage.as_deref() != lineage_now || saved.serial != serial_now {
         return Err(stale(format!(
             "the state {} changed since it was made (serial {} then, {serial_now} now)",
-            saved.state_path.display(),
-            saved.serial
+            saved.state, saved.serial
         )));
     }
     let mut plan = saved.plan;

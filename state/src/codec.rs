@@ -47,29 +47,33 @@ pub enum DecodeError {
     Malformed(String),
 }
 
+/// A state that cannot be encoded (never expected: every field is a string, number or list).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode the state document: {0}")]
+pub struct EncodeError(#[from] serde_json::Error);
+
 /// sha256 (as `sha256:<hex>`) of the canonical JSON of `value`.
 pub fn checksum_of(value: &Value) -> String {
-    // serde_json's Map is a BTreeMap here (no `preserve_order`), so serialization is canonical:
-    // keys sorted, no whitespace.
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+    // serde_json's Map is a BTreeMap here (no `preserve_order`), so the compact form `Display`
+    // writes is canonical: keys sorted, no whitespace.
+    format!("sha256:{}", hex::encode(Sha256::digest(value.to_string())))
 }
 
 /// The checksum a state document gets when encoded (identifies its content).
-pub fn checksum_of_state(state: &State) -> String {
-    checksum_of(&serde_json::to_value(state).unwrap_or(Value::Null))
+pub fn checksum_of_state(state: &State) -> Result<String, EncodeError> {
+    Ok(checksum_of(&serde_json::to_value(state)?))
 }
 
 /// Encode `state` as pretty JSON with its checksum.
-pub fn encode(state: &State) -> Vec<u8> {
-    let mut value = serde_json::to_value(state).unwrap_or(Value::Null);
+pub fn encode(state: &State) -> Result<Vec<u8>, EncodeError> {
+    let mut value = serde_json::to_value(state)?;
     let checksum = checksum_of(&value);
     if let Value::Object(map) = &mut value {
         map.insert("checksum".into(), Value::String(checksum));
     }
-    let mut out = serde_json::to_vec_pretty(&value).unwrap_or_default();
+    let mut out = serde_json::to_vec_pretty(&value)?;
     out.push(b'\n');
-    out
+    Ok(out)
 }
 
 /// Decode and verify a state document.
@@ -133,19 +137,19 @@ mod tests {
     #[test]
     fn round_trips() {
         let s = sample();
-        assert_eq!(decode(&encode(&s)).expect("decodes"), s);
+        assert_eq!(decode(&encode(&s).expect("encodes")).expect("decodes"), s);
     }
 
     #[test]
     fn encoded_document_carries_a_sha256_checksum() {
-        let v: Value = serde_json::from_slice(&encode(&sample())).expect("json");
+        let v: Value = serde_json::from_slice(&encode(&sample()).expect("encodes")).expect("json");
         let sum = v["checksum"].as_str().expect("checksum string");
         assert!(sum.starts_with("sha256:") && sum.len() == 7 + 64, "{sum}");
     }
 
     #[test]
     fn an_edited_document_fails_the_checksum() {
-        let text = String::from_utf8(encode(&sample())).expect("utf8");
+        let text = String::from_utf8(encode(&sample()).expect("encodes")).expect("utf8");
         let tampered = text.replace("\"uid\": \"5f0c\"", "\"uid\": \"5f0d\"");
         assert_ne!(text, tampered);
         assert!(matches!(
@@ -157,14 +161,14 @@ mod tests {
     #[test]
     fn reformatting_the_json_keeps_the_checksum_valid() {
         let s = sample();
-        let v: Value = serde_json::from_slice(&encode(&s)).expect("json");
+        let v: Value = serde_json::from_slice(&encode(&s).expect("encodes")).expect("json");
         let compact = serde_json::to_vec(&v).expect("encode");
         assert_eq!(decode(&compact).expect("decodes"), s);
     }
 
     #[test]
     fn truncated_json_is_reported_as_not_json() {
-        let bytes = encode(&sample());
+        let bytes = encode(&sample()).expect("encodes");
         assert!(matches!(
             decode(&bytes[..bytes.len() / 2]),
             Err(DecodeError::NotJson(_))

@@ -8,15 +8,19 @@
 //!
 //! - [`model`]: the types.
 //! - [`codec`]: encoding and decoding, with the checksum.
-//! - [`local`]: the local file backend (atomic writes, backup, stale-write refusal).
-//! - [`lock`]: the local lock (who holds it, waiting for it, taking over a dead holder's).
+//! - [`backend`]: where the document and its lock are stored (the [`Backend`] trait; the local file).
+//! - [`store`]: reading and writing a state over any backend, refusing stale writes.
+//! - [`lock`]: who holds a lock, and why one could not be taken.
 
+pub mod backend;
 pub mod codec;
-pub mod local;
 pub mod lock;
 pub mod model;
+pub mod store;
 
-pub use codec::{DecodeError, decode, encode};
-pub use local::{LocalBackend, StorageError, write_atomic};
-pub use lock::{LockError, LockGuard, LockInfo};
+pub use backend::local::write_atomic;
+pub use backend::{Backend, BackendError, LocalBackend, Location, Lock, Version};
+pub use codec::{DecodeError, EncodeError, decode, encode};
+pub use lock::{LockError, LockInfo};
 pub use model::{FORMAT_VERSION, ObjectRecord, State};
+pub use store::{StorageError, Store};

@@ -176,7 +176,7 @@ fn the_state_of_another_platform_is_refused() {
     other.serial = 4;
     std::fs::write(
         dir.path().join("dev.vzstate.json"),
-        vz_state::encode(&other),
+        vz_state::encode(&other).expect("encodes"),
     )
     .expect("write");
     let run = vz_bare(&["plan", "-f", cfg.to_str().expect("utf8")]);

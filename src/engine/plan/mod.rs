@@ -22,6 +22,7 @@ use vz_state::{ObjectRecord, State};
 
 use crate::cluster::{Cluster, DryRun, NotServed, ObjectRef, ref_of};
 use crate::diff::{FieldChange, diff, normalize, unknown_fields};
+use crate::engine::EngineError;
 use crate::engine::graph::StepGraph;
 use crate::engine::order;
 use crate::sensitive::{mask_fields, mask_object};
@@ -196,9 +197,10 @@ pub async fn plan(
     let selected = Selection::new(&opts.targets, steps, graph, state)?;
     for r in &opts.replace {
         if !wanted.contains(r) {
-            bail!(
-                "--replace {r}: no desired object has this address\nhint: `vz render` and `vz state list` show the addresses"
-            );
+            return Err(EngineError::UnknownAddress(format!(
+                "no desired object has the address `{r}` (to replace)"
+            ))
+            .into());
         }
     }
     let desired: Vec<_> = desired
@@ -323,9 +325,12 @@ impl Selection {
                         roots.insert(dep);
                     }
                 }
-                (false, None) => bail!(
-                    "--target {t}: no step or object has this address\nhint: `vz render` and `vz state list` show the addresses"
-                ),
+                (false, None) => {
+                    return Err(EngineError::UnknownAddress(format!(
+                        "no step or object has the address `{t}` (a target)"
+                    ))
+                    .into());
+                }
             }
         }
         let mut whole = HashSet::new();
@@ -354,9 +359,10 @@ impl Selection {
             } else if state.get(t).is_some() {
                 addresses.insert(t.clone());
             } else {
-                bail!(
-                    "--target {t}: the state records no step or object with this address\nhint: `vz state list` shows the addresses"
-                );
+                return Err(EngineError::UnknownAddress(format!(
+                    "the state records no step or object with the address `{t}` (a target)"
+                ))
+                .into());
             }
         }
         Ok(Selection {
@@ -501,11 +507,13 @@ async fn plan_desired(
     }
     let outcome = match decide::desired(recorded.as_ref(), live.as_ref(), &want) {
         Verdict::Decided(o) => o,
-        Verdict::OtherPlatform(theirs) => bail!(
-            "{} is managed by another vz platform, `{theirs}` (label {PLATFORM_LABEL}); refusing to take it over\n\
-             hint: one cluster holds one platform's system components; destroy the other platform first, or use its state file",
-            change.object
-        ),
+        Verdict::OtherPlatform(platform) => {
+            return Err(EngineError::OtherPlatform {
+                object: change.object.to_string(),
+                platform,
+            }
+            .into());
+        }
         Verdict::DryRun => {
             let (Some(live), Some(before)) = (&live, &change.before) else {
                 bail!(

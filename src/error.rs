@@ -1,0 +1,293 @@
+//! Errors as the command line reports them: what happened, hints on what to do next, and an exit
+//! code a script can act on.
+//!
+//! The engine, the cluster layer and the state crate raise typed errors that say what happened and
+//! to which object, and name no command-line flag. [`CommandError::from`] sorts any error into a
+//! [`Kind`] (one exit code each) and adds the hints, flags and commands included; `main` prints it.
+
+use std::fmt;
+use std::process::ExitCode;
+
+use vz_providers::ConfigError;
+use vz_state::{LockError, StorageError};
+
+use crate::cluster::{ClusterError, NotServed};
+use crate::engine::EngineError;
+use crate::engine::apply::ApplyFailed;
+
+/// What kind of failure, each with its own exit code (documented in the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Anything not sorted below (a bug, or an unexpected I/O error): exit 1.
+    Other,
+    /// The command line or the configuration is wrong: exit 3.
+    Usage,
+    /// The cluster cannot be reached, or refused a request: exit 4.
+    Cluster,
+    /// Another run holds the state's lock: exit 5.
+    Locked,
+    /// The state (or a saved plan) cannot be used: corrupt, stale, another platform's: exit 6.
+    State,
+    /// Apply failed and everything it did was rolled back: exit 7.
+    RolledBack,
+    /// Apply or destroy failed and changes remain (rollback off or incomplete, destroy): exit 8.
+    Partial,
+}
+
+impl Kind {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Kind::Other => 1,
+            Kind::Usage => 3,
+            Kind::Cluster => 4,
+            Kind::Locked => 5,
+            Kind::State => 6,
+            Kind::RolledBack => 7,
+            Kind::Partial => 8,
+        }
+    }
+}
+
+/// An error with its kind and hints.
+#[derive(Debug)]
+pub struct CommandError {
+    /// The kind (exit code).
+    pub kind: Kind,
+    /// What happened.
+    pub error: anyhow::Error,
+    /// What the user can do next, one line each.
+    pub hints: Vec<String>,
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+impl CommandError {
+    /// An error of `kind`.
+    pub fn new(kind: Kind, error: impl Into<anyhow::Error>) -> CommandError {
+        CommandError {
+            kind,
+            error: error.into(),
+            hints: Vec::new(),
+        }
+    }
+
+    /// A usage or configuration error.
+    pub fn usage(error: impl Into<anyhow::Error>) -> CommandError {
+        CommandError::new(Kind::Usage, error)
+    }
+
+    /// A state error.
+    pub fn state(error: impl Into<anyhow::Error>) -> CommandError {
+        CommandError::new(Kind::State, error)
+    }
+
+    /// Add a hint.
+    pub fn hint(mut self, hint: impl Into<String>) -> CommandError {
+        self.hints.push(hint.into());
+        self
+    }
+
+    /// The exit code.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.kind.code())
+    }
+
+    /// Sort any error: a [`CommandError`] stays as it is; otherwise the first typed error in its
+    /// chain decides the kind and the hints.
+    pub fn from_any(error: anyhow::Error) -> CommandError {
+        let error = match error.downcast::<CommandError>() {
+            Ok(e) => return e,
+            Err(e) => e,
+        };
+        let (kind, hints) = classify(&error);
+        CommandError { kind, error, hints }
+    }
+}
+
+/// Whether the error is standard output closing under us (`vz render | head -1`): not an error.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn classify(error: &anyhow::Error) -> (Kind, Vec<String>) {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<ApplyFailed>() {
+            // The failure's own hints (a timeout's, say) still help.
+            let (_, hints) = classify(&e.failure);
+            let kind = if e.changes_remain {
+                Kind::Partial
+            } else {
+                Kind::RolledBack
+            };
+            return (kind, hints);
+        }
+        if cause.is::<ConfigError>() {
+            return (Kind::Usage, vec![]);
+        }
+        if let Some(e) = cause.downcast_ref::<LockError>() {
+            return lock_hints(e);
+        }
+        if let Some(e) = cause.downcast_ref::<StorageError>() {
+            return (Kind::State, storage_hints(e));
+        }
+        if let Some(e) = cause.downcast_ref::<EngineError>() {
+            return engine_hints(e);
+        }
+        if let Some(e) = cause.downcast_ref::<ClusterError>() {
+            return cluster_hints(e);
+        }
+        if cause.is::<NotServed>() {
+            return (
+                Kind::Cluster,
+                vec!["install the CustomResourceDefinition first, or apply the step that defines it (vz orders CRDs before their objects)".into()],
+            );
+        }
+    }
+    (Kind::Other, vec![])
+}
+
+fn lock_hints(e: &LockError) -> (Kind, Vec<String>) {
+    match e {
+        LockError::Locked { info } => (
+            Kind::Locked,
+            vec![
+                "wait for that run to finish, or pass --lock-timeout (e.g. --lock-timeout 5m) to wait for it".into(),
+                format!(
+                    "if it is no longer running, remove the lock with `vz force-unlock {}`",
+                    info.id
+                ),
+            ],
+        ),
+        LockError::Unreadable(_) => (
+            Kind::State,
+            vec!["if no vz run is active, delete the lock file".into()],
+        ),
+        LockError::WrongId { .. } | LockError::NotLocked(_) => (Kind::Usage, vec![]),
+        LockError::Lost { .. } | LockError::Io { .. } | LockError::Encode(_) => {
+            (Kind::State, vec![])
+        }
+    }
+}
+
+fn storage_hints(e: &StorageError) -> Vec<String> {
+    match e {
+        StorageError::Corrupt { .. } => vec![
+            "restore the previous document (a local state keeps it as <state>.backup) with `vz state push --force FILE`, or your own copy".into(),
+            "or move the state aside: the next plan recovers the objects vz made from their labels".into(),
+        ],
+        StorageError::Stale { .. } => vec![
+            "run `vz plan` again to start from the current state".into(),
+            "`vz state push --force FILE` overrides the check, if you are sure".into(),
+        ],
+        StorageError::Backend(_) | StorageError::Encode(_) => vec![],
+    }
+}
+
+fn engine_hints(e: &EngineError) -> (Kind, Vec<String>) {
+    match e {
+        EngineError::UnknownAddress { .. } => (
+            Kind::Usage,
+            vec!["`vz render` and `vz state list` show the addresses".into()],
+        ),
+        EngineError::OtherPlatform { .. } => (
+            Kind::State,
+            vec!["one cluster holds one platform's system components: destroy the other platform first, or use its state".into()],
+        ),
+        EngineError::StalePlan { config, plan, .. } => (
+            Kind::State,
+            vec![format!(
+                "make a new plan: `vz plan -f {} --out {}`",
+                config.display(),
+                plan.display()
+            )],
+        ),
+        EngineError::Timeout { .. } => (
+            Kind::Other,
+            vec!["raise --timeout (default 10m)".into()],
+        ),
+        EngineError::MissingOutputs { waited: false, .. } => (
+            Kind::Other,
+            vec!["apply without --wait=false: apply then waits for the objects the values are read from (a load balancer's address comes once it is ready)".into()],
+        ),
+        EngineError::MissingOutputs { waited: true, .. } => (Kind::Other, vec![]),
+        EngineError::Interrupted { .. } => (Kind::Other, vec![]),
+    }
+}
+
+fn cluster_hints(e: &ClusterError) -> (Kind, Vec<String>) {
+    match e {
+        ClusterError::Config(_) => (
+            Kind::Cluster,
+            vec!["set --kubeconfig or $KUBECONFIG, or --context".into()],
+        ),
+        ClusterError::Unreachable { .. } => (
+            Kind::Cluster,
+            vec!["check that the cluster is running and that --kubeconfig / --context (or $KUBECONFIG) point at it".into()],
+        ),
+        ClusterError::Refused(_) => (Kind::Cluster, vec![]),
+        ClusterError::WaitTimeout { deleting: true, .. } => (
+            Kind::Other,
+            vec![
+                "look at the object with kubectl, remove what blocks it, then run vz again".into(),
+                "or raise --timeout".into(),
+            ],
+        ),
+        ClusterError::WaitTimeout { deleting: false, .. } => (
+            Kind::Other,
+            vec!["raise --timeout, or use --wait=false to apply without waiting".into()],
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_own_exit_code_and_none_is_0_or_2() {
+        let kinds = [
+            Kind::Other,
+            Kind::Usage,
+            Kind::Cluster,
+            Kind::Locked,
+            Kind::State,
+            Kind::RolledBack,
+            Kind::Partial,
+        ];
+        let mut codes: Vec<u8> = kinds.iter().map(|k| k.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), kinds.len());
+        assert!(!codes.contains(&0) && !codes.contains(&2));
+    }
+
+    #[test]
+    fn a_typed_error_deep_in_the_chain_decides_the_kind() {
+        let e = anyhow::Error::new(StorageError::Stale {
+            location: "s.json".into(),
+            reason: "x".into(),
+        })
+        .context("cannot write");
+        let c = CommandError::from_any(e);
+        assert_eq!(c.kind, Kind::State);
+        assert!(c.hints.iter().any(|h| h.contains("vz plan")));
+    }
+
+    #[test]
+    fn a_broken_pipe_is_recognised_through_context() {
+        let e = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("cannot write the plan");
+        assert!(is_broken_pipe(&e));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+    }
+}

@@ -1,0 +1,124 @@
+//! Where the state lives: the [`Backend`] trait every storage implements, and the backends.
+//!
+//! A backend stores one state document and one lock for it. It knows nothing about serials or
+//! lineages (the [`crate::Store`] does); it offers what any shared storage can:
+//! - [`Backend::read`] gives the document's bytes and a [`Version`] token that changes whenever the
+//!   document does;
+//! - [`Backend::write`] is a compare-and-swap: it stores new bytes only if the document is still at
+//!   the version the writer read (or, with `None`, only if there is none yet), and gives the new
+//!   version;
+//! - [`Backend::lock`] takes the lock and returns a [`Lock`] handle that can be renewed (a backend
+//!   whose locks expire says how often, [`Lock::renew_every`]) and released, and that describes its
+//!   holder. A lock that cannot be taken says who holds it.
+//!
+//! Backends: [`local`] (a file, and a lock file beside it). Remote backends implement the same
+//! trait; the commands and the engine only ever see `dyn Backend`.
+
+pub mod local;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::lock::{LockError, LockInfo};
+
+pub use local::LocalBackend;
+
+/// An opaque token naming one version of the stored document.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Version(pub String);
+
+/// Why the storage could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The document is not at the version the writer expected: someone else wrote it.
+    #[error("the stored state changed since it was read")]
+    Conflict,
+    /// Reading or writing failed.
+    #[error("cannot {action} {location}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        location: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where a state is stored: what a configuration names and a saved plan records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "kebab-case")]
+pub enum Location {
+    /// A local file.
+    Local {
+        /// The state file.
+        path: std::path::PathBuf,
+    },
+}
+
+impl Location {
+    /// The backend that stores the state here.
+    pub fn open(&self) -> Box<dyn Backend> {
+        match self {
+            Location::Local { path } => Box::new(LocalBackend::new(path)),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local { path } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// A storage for one state document and its lock.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Where the state is.
+    fn location(&self) -> Location;
+
+    /// The stored document and its version; `None` when nothing is stored yet.
+    async fn read(&self) -> Result<Option<(Vec<u8>, Version)>, BackendError>;
+
+    /// Store `bytes` if the document is still at `expected` (`None`: only if nothing is stored);
+    /// otherwise [`BackendError::Conflict`]. Returns the new version.
+    async fn write(
+        &self,
+        bytes: &[u8],
+        expected: Option<&Version>,
+    ) -> Result<Version, BackendError>;
+
+    /// Take the lock for `info`'s holder, waiting up to `wait` while someone else holds it.
+    async fn lock(&self, info: LockInfo, wait: Duration) -> Result<Box<dyn Lock>, LockError>;
+
+    /// Who holds the lock now, if anyone.
+    async fn lock_holder(&self) -> Result<Option<LockInfo>, LockError>;
+
+    /// Remove the lock whose ID is `id`, whoever holds it (for a holder that is gone).
+    async fn force_unlock(&self, id: &str) -> Result<LockInfo, LockError>;
+}
+
+/// A held lock.
+#[async_trait]
+pub trait Lock: Send + Sync {
+    /// Who holds it (this run).
+    fn info(&self) -> &LockInfo;
+
+    /// A lock left by a holder that is gone, which was taken over to get this one.
+    fn replaced(&self) -> Option<&LockInfo>;
+
+    /// How often the holder must renew the lock to keep it (`None`: it never expires).
+    fn renew_every(&self) -> Option<Duration>;
+
+    /// Renew the lock; an error when it was lost (expired and taken, or force-unlocked).
+    async fn renew(&self) -> Result<(), LockError>;
+
+    /// Release the lock (again: a no-op). Dropping a handle releases it too, as well as it can
+    /// without waiting.
+    async fn release(&self) -> Result<(), LockError>;
+}
