@@ -221,6 +221,10 @@ fn engine_hints(e: &EngineError) -> (Kind, Vec<String>) {
         ),
         EngineError::MissingOutputs { waited: true, .. } => (Kind::Other, vec![]),
         EngineError::Interrupted { .. } => (Kind::Other, vec![]),
+        EngineError::CannotPatch { .. } => (
+            Kind::Other,
+            vec!["ask the object's owner to re-create it, or change the configuration back".into()],
+        ),
     }
 }
 

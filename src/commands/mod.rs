@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use vz_providers::{Outputs, Platform};
 use vz_state::{Location, Lock, LockInfo, State, Store};
 
@@ -284,10 +284,12 @@ pub async fn connect(args: &ClusterArgs) -> Result<Cluster> {
 /// Ask the user to type `yes`; fails clearly when there is no terminal to ask on.
 pub fn confirm(question: &str) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
-        bail!(
-            "cannot ask for confirmation: standard input is not a terminal\n\
-             hint: review the plan (vz plan), then run again with --auto-approve"
-        );
+        return Err(CommandError::new(
+            Kind::Other,
+            anyhow!("cannot ask for confirmation: standard input is not a terminal"),
+        )
+        .hint("review the plan (vz plan), then run again with --auto-approve")
+        .into());
     }
     let answer: String = dialoguer::Input::new()
         .with_prompt(format!("{question}\n  Only 'yes' will be accepted"))

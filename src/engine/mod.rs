@@ -19,6 +19,9 @@ pub mod ready;
 pub mod rollback;
 pub mod saved;
 
+#[cfg(test)]
+mod patched_tests;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -53,6 +56,16 @@ pub enum EngineError {
         config: PathBuf,
         /// What moved on.
         why: String,
+    },
+    /// A field `vz` patches into someone else's object cannot change in place.
+    #[error(
+        "{object}: the fields vz sets cannot change in place ({fields}), and vz does not own the object, so it cannot replace it"
+    )]
+    CannotPatch {
+        /// The object.
+        object: String,
+        /// The immutable fields.
+        fields: String,
     },
     /// The run's time limit ran out.
     #[error("the time limit ({secs}s) ran out before {doing}")]

@@ -24,3 +24,13 @@ pub use codec::{DecodeError, EncodeError, decode, encode};
 pub use lock::{LockError, LockInfo};
 pub use model::{FORMAT_VERSION, ObjectRecord, State};
 pub use store::{StorageError, Store};
+
+/// A runtime for the crate's async unit tests.
+#[cfg(test)]
+pub(crate) fn test_runtime() -> tokio::runtime::Runtime {
+    #[allow(clippy::expect_used)]
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}

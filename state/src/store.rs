@@ -22,8 +22,7 @@ pub enum StorageError {
     Corrupt {
         /// Where the state is.
         location: String,
-        /// What is wrong with it.
-        #[source]
+        /// What is wrong with it (in the message, so not a `source` too).
         source: DecodeError,
     },
     /// The stored document is not the history this write continues.
@@ -207,14 +206,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::backend::LocalBackend;
-
-    fn rt() -> tokio::runtime::Runtime {
-        #[allow(clippy::expect_used)]
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime")
-    }
+    use crate::test_runtime as rt;
 
     fn store(path: &std::path::Path) -> Store {
         Store::new(Box::new(LocalBackend::new(path)))

@@ -5,7 +5,7 @@
 //! free loopback ports) in a temporary directory. The control plane is stopped when the `TestEnv` is
 //! dropped and, as a backstop, by the script's watchdog when the test process ends in any way.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::{Condvar, Mutex};
 
@@ -22,9 +22,27 @@ static STARTING: Mutex<usize> = Mutex::new(0);
 static STARTED: Condvar = Condvar::new();
 
 /// A running control plane plus a working directory for configs and state.
-/// How many objects `examples/quickstart.yaml` manages: 8 namespaces, 17 NetworkPolicies, 14 Istio
+/// How many objects `examples/quickstart.yaml` manages: 8 namespaces, 19 NetworkPolicies, 15 Istio
 /// CRDs, 1 PeerAuthentication, the NGINX IngressClass and Service, 5 system Ingresses.
-pub const QUICKSTART_OBJECTS: usize = 47;
+pub const QUICKSTART_OBJECTS: usize = 50;
+
+/// `vz`'s exit codes (README, "Exit codes").
+pub mod exit {
+    /// An error of no other kind.
+    pub const OTHER: i32 = 1;
+    /// A wrong command line or configuration.
+    pub const USAGE: i32 = 3;
+    /// The cluster cannot be reached or refused a request.
+    pub const CLUSTER: i32 = 4;
+    /// Another run holds the state's lock.
+    pub const LOCKED: i32 = 5;
+    /// The state or a saved plan cannot be used.
+    pub const STATE: i32 = 6;
+    /// Apply failed and was rolled back completely.
+    pub const ROLLED_BACK: i32 = 7;
+    /// Apply or destroy failed and changes remain.
+    pub const PARTIAL: i32 = 8;
+}
 
 /// Every kind the quick start manages, for `kubectl get`.
 pub const MANAGED_KINDS: &str = "namespaces,networkpolicies,customresourcedefinitions,peerauthentications,ingressclasses,services,ingresses";
@@ -84,11 +102,6 @@ impl TestEnv {
         env.vz(&["apply", "-f", &cfg, "--auto-approve"])
             .expect_code(0);
         (env, cfg)
-    }
-
-    /// The kubeconfig of this control plane.
-    pub fn kubeconfig(&self) -> &Path {
-        &self.kubeconfig
     }
 
     /// Copy `examples/<name>` into the work directory and return its path there.
@@ -206,11 +219,6 @@ impl TestEnv {
         assert!(run.ok(), "kubectl get failed: {}", run.stderr);
         run.stdout.lines().map(str::to_string).collect()
     }
-
-    /// The directory of the control plane (logs, pids).
-    pub fn plane_dir(&self) -> &Path {
-        self.plane.path()
-    }
 }
 
 impl Drop for TestEnv {
@@ -280,4 +288,19 @@ impl Run {
         );
         self
     }
+}
+
+/// Change the auth proxy policy's first port from 8775 to 9999 behind vz's back.
+pub fn drift_authproxy_port(env: &TestEnv) {
+    env.kubectl(&[
+        "-n",
+        "verrazzano-system",
+        "patch",
+        "networkpolicy",
+        "verrazzano-authproxy",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/ingress/0/ports/0/port","value":9999}]"#,
+    ])
+    .expect_code(0);
 }

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::common::{MANAGED_KINDS, QUICKSTART_OBJECTS, TestEnv};
+use crate::common::{MANAGED_KINDS, QUICKSTART_OBJECTS, TestEnv, drift_authproxy_port, exit};
 
 /// System namespaces the quick start creates.
 const QUICKSTART_NAMESPACES: &[&str] = &[
@@ -21,21 +21,6 @@ fn state_of(env: &TestEnv) -> Value {
     let text = std::fs::read_to_string(env.work.path().join("quickstart.vzstate.json"))
         .expect("state file written next to the config");
     serde_json::from_str(&text).expect("state is JSON")
-}
-
-/// Change the auth proxy policy's first port from 8775 to 9999 behind vz's back.
-fn drift_authproxy_port(env: &TestEnv) {
-    env.kubectl(&[
-        "-n",
-        "verrazzano-system",
-        "patch",
-        "networkpolicy",
-        "verrazzano-authproxy",
-        "--type=json",
-        "-p",
-        r#"[{"op":"replace","path":"/spec/ingress/0/ports/0/port","value":9999}]"#,
-    ])
-    .expect_code(0);
 }
 
 #[test]
@@ -107,7 +92,7 @@ fn apply_creates_labelled_namespaces_and_policies_and_records_them() {
         "-l",
         "app.kubernetes.io/managed-by=vz",
     ]);
-    assert_eq!(all.len(), 17, "{all:?}");
+    assert_eq!(all.len(), 19, "{all:?}");
 
     let state = state_of(&env);
     assert_eq!(state["version"], 1);
@@ -235,7 +220,7 @@ fn disabling_a_component_deletes_its_objects_and_namespaces() {
     );
     assert!(
         run.stdout
-            .contains("Plan: 0 to add, 0 to change, 5 to destroy."),
+            .contains("Plan: 0 to add, 0 to change, 6 to destroy."),
         "{}",
         run.stdout
     );
@@ -246,7 +231,7 @@ fn disabling_a_component_deletes_its_objects_and_namespaces() {
     assert!(env.get_json(&["namespace", "mysql-operator"]).is_none());
     assert_eq!(
         state_of(&env)["objects"].as_array().expect("objects").len(),
-        QUICKSTART_OBJECTS - 5
+        QUICKSTART_OBJECTS - 6
     );
     env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
         .expect_code(0);
@@ -296,7 +281,7 @@ fn apply_without_a_terminal_or_auto_approve_refuses_and_changes_nothing() {
     let env = TestEnv::start();
     let cfg = env.example("quickstart.yaml");
     let run = env.vz(&["apply", "-f", cfg.to_str().expect("utf8")]);
-    run.expect_code(1);
+    run.expect_code(exit::OTHER);
     assert!(run.stderr.contains("--auto-approve"), "{}", run.stderr);
     assert!(env.get_json(&["namespace", "keycloak"]).is_none());
     assert!(!env.work.path().join("quickstart.vzstate.json").exists());
@@ -394,15 +379,18 @@ fn destroy_releases_a_namespace_that_existed_before_vz_instead_of_deleting_it() 
         plan.stdout
     );
     assert!(
-        plan.stdout
-            .contains("Plan: 0 to add, 0 to change, 46 to destroy. (1 to release, not delete)"),
+        plan.stdout.contains(&format!(
+            "Plan: 0 to add, 0 to change, {} to destroy. (1 to release, not delete)",
+            QUICKSTART_OBJECTS - 1
+        )),
         "{}",
         plan.stdout
     );
     let run = env.vz(&["destroy", "-f", cfg, "--auto-approve"]);
     run.expect_code(0);
     assert!(
-        run.stdout.contains("46 destroyed, 1 released"),
+        run.stdout
+            .contains(&format!("{} destroyed, 1 released", QUICKSTART_OBJECTS - 1)),
         "{}",
         run.stdout
     );
@@ -439,7 +427,7 @@ fn objects_of_another_platform_are_not_taken_over() {
     let (env, _) = TestEnv::with_quickstart_applied();
     let other = env.write_config("other.yaml", "environmentName: other\n");
     let run = env.vz(&["plan", "-f", other.to_str().expect("utf8")]);
-    run.expect_code(1);
+    run.expect_code(exit::STATE);
     assert!(
         run.stderr
             .contains("is managed by another vz platform, `quickstart`"),

@@ -2,13 +2,13 @@
 //! (kube-apiserver, etcd and kube-controller-manager on loopback), with `kubectl` as an independent
 //! observer. Tests that need no cluster run the binary alone.
 
-#![allow(dead_code)]
-
 mod common;
 mod flow;
 mod lifecycle;
 mod offline;
 mod planning;
+mod recovery;
 mod rollback;
+mod snapshots;
 mod state_cmds;
 mod testenv;

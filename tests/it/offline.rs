@@ -1,6 +1,6 @@
 //! Commands and errors that need no working cluster.
 
-use crate::common::{QUICKSTART_OBJECTS, repo_root, vz_bare};
+use crate::common::{QUICKSTART_OBJECTS, exit, repo_root, vz_bare};
 
 /// The quick start, copied into `dir` so that its state (and lock) is this test's own.
 fn quickstart_in(dir: &std::path::Path) -> String {
@@ -38,7 +38,7 @@ fn render_prints_every_desired_object_as_yaml_documents() {
         docs.iter()
             .filter(|d| d.contains("kind: NetworkPolicy"))
             .count(),
-        17
+        19
     );
     // Namespaces come before the policies that live in them.
     let first_policy = run.stdout.find("kind: NetworkPolicy").expect("policy");
@@ -61,7 +61,7 @@ fn an_invalid_config_is_reported_with_file_line_and_field() {
     .expect("write");
     let cfg = cfg.to_str().expect("utf8");
     let run = vz_bare(&["plan", "-f", cfg]);
-    run.expect_code(1);
+    run.expect_code(exit::USAGE);
     assert!(
         run.stderr.contains(&format!("{cfg}:5:")),
         "names file and line: {}",
@@ -78,7 +78,7 @@ fn an_invalid_config_is_reported_with_file_line_and_field() {
 #[test]
 fn a_missing_config_file_is_named() {
     let run = vz_bare(&["render", "-f", "/nonexistent/vz.yaml"]);
-    run.expect_code(1);
+    run.expect_code(exit::USAGE);
     assert!(
         run.stderr.contains("/nonexistent/vz.yaml"),
         "{}",
@@ -111,7 +111,7 @@ fn an_unreachable_cluster_gives_a_clear_error() {
         "-f",
         &cfg,
     ]);
-    run.expect_code(1);
+    run.expect_code(exit::CLUSTER);
     assert!(
         run.stderr.contains(&format!(
             "cannot reach the Kubernetes API server at https://127.0.0.1:{port}"
@@ -120,7 +120,8 @@ fn an_unreachable_cluster_gives_a_clear_error() {
         run.stderr
     );
     assert!(
-        run.stderr.contains("--kubeconfig"),
+        run.stderr
+            .contains("\nhint: check that the cluster is running and that --kubeconfig"),
         "hint names the flags: {}",
         run.stderr
     );
@@ -145,8 +146,13 @@ fn an_unknown_context_is_named() {
         "-f",
         &cfg,
     ]);
-    run.expect_code(1);
-    assert!(run.stderr.contains("`nope`"), "{}", run.stderr);
+    run.expect_code(exit::CLUSTER);
+    assert!(
+        run.stderr
+            .contains("Error: cannot use context `nope` of the kubeconfig"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -158,9 +164,20 @@ fn a_corrupt_state_file_is_refused_and_left_untouched() {
     std::fs::write(&state, "{\"version\": 1, \"serial\"").expect("write");
     // The state is read before the cluster is contacted, so no cluster is needed.
     let run = vz_bare(&["plan", "-f", cfg.to_str().expect("utf8")]);
-    run.expect_code(1);
-    assert!(run.stderr.contains("dev.vzstate.json"), "{}", run.stderr);
-    assert!(run.stderr.contains("not valid JSON"), "{}", run.stderr);
+    run.expect_code(exit::STATE);
+    assert!(
+        run.stderr.contains(&format!(
+            "Error: the state {} cannot be used: it is not valid JSON",
+            state.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("hint: restore the previous document"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         std::fs::read_to_string(&state).expect("read"),
         "{\"version\": 1, \"serial\""
@@ -180,11 +197,108 @@ fn the_state_of_another_platform_is_refused() {
     )
     .expect("write");
     let run = vz_bare(&["plan", "-f", cfg.to_str().expect("utf8")]);
-    run.expect_code(1);
+    run.expect_code(exit::STATE);
     assert!(
         run.stderr.contains("belongs to platform `prod`"),
         "{}",
         run.stderr
     );
     assert!(run.stderr.contains("platform `dev`"), "{}", run.stderr);
+}
+
+/// Run `vz ARGS | head -1` through a shell; returns (vz's exit code, its stderr, what head printed).
+fn piped_to_head(args: &str) -> (String, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = dir.path().join("stderr");
+    let script = format!(
+        "{} {args} 2>{}; echo \"exit=$?\" >&2",
+        env!("CARGO_BIN_EXE_vz"),
+        err.display()
+    );
+    // `head -1` exits after one line; vz keeps writing into the closed pipe.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("({script}) | head -1"))
+        .current_dir(repo_root())
+        .output()
+        .expect("sh");
+    let status = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let stderr = std::fs::read_to_string(&err).expect("stderr");
+    (
+        status,
+        stderr,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_pipe_ends_vz_quietly_with_success() {
+    for args in [
+        "render -f examples/quickstart.yaml".to_string(),
+        "completion bash".to_string(),
+    ] {
+        let (status, stderr, first) = piped_to_head(&args);
+        assert_eq!(status, "exit=0", "vz {args}: {stderr}");
+        assert_eq!(stderr, "", "vz {args} says nothing, panics least of all");
+        assert_eq!(first.lines().count(), 1);
+    }
+}
+
+#[test]
+fn state_list_into_a_closed_pipe_succeeds_quietly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut state = vz_state::State::new("dev", "0.1.0");
+    for i in 0..20_000 {
+        state.upsert(vz_state::ObjectRecord {
+            address: format!("namespaces/Namespace/n{i}"),
+            step: "namespaces".into(),
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            namespace: None,
+            name: format!("n{i}"),
+            uid: format!("u{i}"),
+            manifest_sha256: "00".repeat(32),
+            resource_version: None,
+            depends_on: vec![],
+            adopted: false,
+            patched: false,
+            outputs: Default::default(),
+        });
+    }
+    state.serial = 1;
+    let path = dir.path().join("s.json");
+    std::fs::write(&path, vz_state::encode(&state).expect("encodes")).expect("write");
+    let (status, stderr, first) = piped_to_head(&format!("state list --state {}", path.display()));
+    assert_eq!(status, "exit=0", "{stderr}");
+    assert_eq!(stderr, "");
+    assert_eq!(first, "namespaces/Namespace/n0\n");
+}
+
+#[test]
+fn shell_completions_are_printed_for_bash_zsh_and_fish() {
+    for (shell, marker) in [
+        ("bash", "complete -F _vz"),
+        ("zsh", "#compdef vz"),
+        ("fish", "complete -c vz"),
+    ] {
+        let run = vz_bare(&["completion", shell]);
+        run.expect_code(0);
+        assert!(
+            run.stdout.contains(marker),
+            "{shell}: {}",
+            &run.stdout[..run.stdout.len().min(300)]
+        );
+        assert!(
+            run.stdout.contains("force-unlock"),
+            "{shell} completes subcommands"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_command_line_is_a_usage_error_not_a_plan_exit_code() {
+    let run = vz_bare(&["plan", "--no-such-flag"]);
+    run.expect_code(exit::USAGE);
+    assert!(run.stderr.contains("--no-such-flag"), "{}", run.stderr);
+    vz_bare(&["--help"]).expect_code(0);
 }

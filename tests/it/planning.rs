@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::common::{QUICKSTART_OBJECTS, TestEnv, repo_root, vz_bare};
+use crate::common::{QUICKSTART_OBJECTS, TestEnv, exit, repo_root, vz_bare};
 
 fn path_in(env: &TestEnv, name: &str) -> String {
     env.work
@@ -50,9 +50,23 @@ fn a_saved_plan_is_refused_once_the_state_moved_on() {
     env.vz(&["apply", "-f", cfg, "--auto-approve"])
         .expect_code(0);
     let run = env.vz(&["apply", &plan]);
-    run.expect_code(1);
-    assert!(run.stderr.contains("is stale"), "{}", run.stderr);
-    assert!(run.stderr.contains("state"), "{}", run.stderr);
+    run.expect_code(exit::STATE);
+    let state = env.work.path().join("quickstart.vzstate.json");
+    assert!(
+        run.stderr.contains(&format!(
+            "Error: the saved plan {plan} is stale: the state {} changed since it was made (serial 0 then, ",
+            state.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "hint: make a new plan: `vz plan -f {cfg} --out {plan}`"
+        )),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -68,9 +82,14 @@ fn a_saved_plan_is_refused_once_the_configuration_changed() {
     env.vz(&["plan", "-f", &cfg, "--out", &plan]).expect_code(0);
     std::fs::write(&cfg, text).expect("write back");
     let run = env.vz(&["apply", &plan]);
-    run.expect_code(1);
-    assert!(run.stderr.contains("is stale"), "{}", run.stderr);
-    assert!(run.stderr.contains("configuration"), "{}", run.stderr);
+    run.expect_code(exit::STATE);
+    assert!(
+        run.stderr.contains(&format!(
+            "Error: the saved plan {plan} is stale: the configuration {cfg} changed since it was made\n"
+        )),
+        "{}",
+        run.stderr
+    );
     assert!(
         env.get_json(&["networkpolicy", "-n", "verrazzano-system", "kiali"])
             .is_some(),
@@ -160,9 +179,11 @@ fn a_target_limits_the_plan_to_it_and_what_it_depends_on() {
     );
 
     let bad = env.vz(&["plan", "-f", cfg, "--target", "nope/Kind/x"]);
-    bad.expect_code(1);
+    bad.expect_code(exit::USAGE);
     assert!(
-        bad.stderr.contains("--target nope/Kind/x"),
+        bad.stderr.contains(
+            "Error: no step or object has the address `nope/Kind/x` (a target)\nhint: `vz render` and `vz state list` show the addresses"
+        ),
         "{}",
         bad.stderr
     );
@@ -290,7 +311,7 @@ fn the_graph_is_dot_with_namespaces_before_policies() {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("(17 objects)"), "{}", run.stdout);
+    assert!(run.stdout.contains("(19 objects)"), "{}", run.stdout);
 }
 
 #[test]
@@ -299,8 +320,15 @@ fn plans_are_coloured_only_when_asked_and_never_with_no_color() {
     let cfg = env.example("quickstart.yaml");
     let cfg = cfg.to_str().expect("utf8");
     let piped = env.vz(&["plan", "-f", cfg]);
+    piped.expect_code(0);
+    assert!(
+        piped.stdout.contains("  + namespaces/Namespace/keycloak"),
+        "{}",
+        piped.stdout
+    );
     assert!(!piped.stdout.contains('\x1b'), "no colour into a pipe");
     let forced = env.vz_with_env(&[("CLICOLOR_FORCE", "1")], &["plan", "-f", cfg]);
+    forced.expect_code(0);
     assert!(
         forced
             .stdout
@@ -308,6 +336,21 @@ fn plans_are_coloured_only_when_asked_and_never_with_no_color() {
         "creates are green: {:?}",
         forced.stdout
     );
-    let no_color = env.vz_with_env(&[("NO_COLOR", "1")], &["plan", "-f", cfg]);
-    assert!(!no_color.stdout.contains('\x1b'));
+    let no_color = env.vz_with_env(
+        &[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")],
+        &["plan", "-f", cfg],
+    );
+    no_color.expect_code(0);
+    assert!(
+        no_color
+            .stdout
+            .contains("  + namespaces/Namespace/keycloak"),
+        "{}",
+        no_color.stdout
+    );
+    assert!(
+        !no_color.stdout.contains('\x1b'),
+        "NO_COLOR wins: {:?}",
+        no_color.stdout
+    );
 }

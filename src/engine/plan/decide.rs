@@ -126,9 +126,11 @@ pub fn claim(record: Option<&Recorded>, live: &Live, want: &Wanted<'_>) -> Claim
     Claim::Foreign
 }
 
-/// The cause of a change to an object that is not (or no longer) recorded.
-fn unrecorded_cause(claim: Claim) -> Cause {
+/// The cause of a change to an object that is not (or no longer) recorded. Patching fields of
+/// someone else's object is what the configuration asks for, never a takeover.
+fn unrecorded_cause(claim: Claim, want: &Wanted<'_>) -> Cause {
     match claim {
+        _ if want.ownership == Ownership::Patched => Cause::Config,
         Claim::Recorded => Cause::Config,
         Claim::Labelled => Cause::Recovered,
         Claim::Foreign => Cause::Adopt,
@@ -182,7 +184,7 @@ pub fn desired(record: Option<&Recorded>, live: Option<&Live>, want: &Wanted<'_>
     }
     if want.has_unknown {
         // No dry run is possible yet: apply renders the object again once the values are known.
-        return Decided(outcome(Action::Update, unrecorded_cause(claim)));
+        return Decided(outcome(Action::Update, unrecorded_cause(claim, want)));
     }
     Verdict::DryRun
 }
@@ -209,9 +211,11 @@ pub fn after_dry_run(
     let config_unchanged =
         claim == Claim::Recorded && record.is_some_and(|r| r.manifest_sha256 == want.sha256);
     match (said, claim) {
-        (DryRunSaid::Immutable, _) => outcome(Action::Replace, unrecorded_cause(claim)),
+        (DryRunSaid::Immutable, _) => outcome(Action::Replace, unrecorded_cause(claim, want)),
         // Not recorded: applying records it, even when no field changes.
-        (_, Claim::Labelled | Claim::Foreign) => outcome(Action::Update, unrecorded_cause(claim)),
+        (_, Claim::Labelled | Claim::Foreign) => {
+            outcome(Action::Update, unrecorded_cause(claim, want))
+        }
         (DryRunSaid::NoChange, Claim::Recorded) => outcome(Action::NoOp, Cause::Config),
         (DryRunSaid::Changes, Claim::Recorded) if config_unchanged => {
             outcome(Action::Update, Cause::Drift)
@@ -475,6 +479,22 @@ mod tests {
             desired(Some(&record()), None, &w),
             decided(Action::Update, Cause::AwaitOwner)
         );
+    }
+
+    #[test]
+    fn patching_someone_elses_object_is_a_config_change_not_a_takeover() {
+        let w = Wanted {
+            ownership: Ownership::Patched,
+            ..want()
+        };
+        let theirs = Live {
+            managed_by_vz: false,
+            platform: None,
+            ..live()
+        };
+        let o = after_dry_run(None, &theirs, &w, DryRunSaid::Changes);
+        assert_eq!(o, outcome(Action::Update, Cause::Config));
+        assert!(!adopted(o));
     }
 
     #[test]

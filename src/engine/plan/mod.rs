@@ -17,7 +17,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vz_providers::manifest::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLATFORM_LABEL};
-use vz_providers::{Manifest, Step};
+use vz_providers::{Manifest, Ownership, Step};
 use vz_state::{ObjectRecord, State};
 
 use crate::cluster::{Cluster, DryRun, NotServed, ObjectRef, ref_of};
@@ -196,6 +196,15 @@ pub async fn plan(
 
     let selected = Selection::new(&opts.targets, steps, graph, state)?;
     for r in &opts.replace {
+        if desired
+            .iter()
+            .any(|(s, m)| &s.address_of(m) == r && m.ownership == Ownership::Patched)
+        {
+            return Err(EngineError::UnknownAddress(format!(
+                "`{r}` cannot be replaced: vz only sets some fields of it, and its owner creates and deletes it"
+            ))
+            .into());
+        }
         if !wanted.contains(r) {
             return Err(EngineError::UnknownAddress(format!(
                 "no desired object has the address `{r}` (to replace)"
@@ -531,6 +540,13 @@ async fn plan_desired(
                     } else {
                         DryRunSaid::Changes
                     }
+                }
+                DryRun::Immutable(fields) if m.ownership == Ownership::Patched => {
+                    return Err(EngineError::CannotPatch {
+                        object: change.object.to_string(),
+                        fields: fields.join(", "),
+                    }
+                    .into());
                 }
                 DryRun::Immutable(fields) => {
                     change.forces_replacement = fields;

@@ -284,14 +284,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rt() -> tokio::runtime::Runtime {
-        #[allow(clippy::expect_used)]
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime")
-    }
+    use crate::test_runtime as rt;
 
     fn info(op: &str) -> LockInfo {
         LockInfo::new(op, "0.1.0", "s.json")

@@ -1,0 +1,163 @@
+//! Using vz as a new user would, off the happy path: destroy without waiting and apply again at
+//! once, lose the state file, and let go of objects vz took over.
+
+use serde_json::Value;
+
+use crate::common::{QUICKSTART_OBJECTS, TestEnv};
+
+/// The kinds the quick start manages that exist in every cluster (the Istio kinds go with their CRDs).
+const BUILTIN_KINDS: &str =
+    "namespaces,networkpolicies,customresourcedefinitions,ingressclasses,services,ingresses";
+
+fn managed(env: &TestEnv) -> Vec<String> {
+    env.list_names(&[BUILTIN_KINDS, "-A", "-l", "app.kubernetes.io/managed-by=vz"])
+}
+
+#[test]
+fn apply_right_after_a_destroy_that_did_not_wait_creates_everything_again() {
+    let (env, cfg) = TestEnv::with_quickstart_applied();
+    env.vz(&["destroy", "-f", &cfg, "--auto-approve", "--wait=false"])
+        .expect_code(0);
+    // Some namespaces are still terminating: the plan says they come back once they are gone.
+    let plan = env.vz(&["plan", "-f", &cfg]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(
+            "  + namespaces/Namespace/keycloak  # still being deleted; will be created again once it is gone\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let run = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "Apply complete! Objects: {QUICKSTART_OBJECTS} added"
+        )),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let ns = env.get_json(&["namespace", "keycloak"]).expect("keycloak");
+    assert_eq!(ns["status"]["phase"], "Active");
+    assert!(ns["metadata"].get("deletionTimestamp").is_none());
+    env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
+        .expect_code(0);
+}
+
+#[test]
+fn after_the_state_is_lost_objects_are_recovered_from_their_labels_and_destroy_removes_them() {
+    let (env, cfg) = TestEnv::with_quickstart_applied();
+    let state = env.work.path().join("quickstart.vzstate.json");
+    std::fs::remove_file(&state).expect("lose the state");
+
+    let plan = env.vz(&["plan", "-f", &cfg]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(
+            "  ~ namespaces/Namespace/keycloak  # recovered from labels: vz made it but the state did not record it\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        !plan.stdout.contains("not managed by vz"),
+        "nothing is taken over: {}",
+        plan.stdout
+    );
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
+    let recorded: Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("state")).expect("JSON");
+    let objects = recorded["objects"].as_array().expect("objects");
+    assert_eq!(objects.len(), QUICKSTART_OBJECTS);
+    assert!(
+        objects.iter().all(|o| o.get("adopted").is_none()),
+        "recovered objects are vz's own, not adopted"
+    );
+
+    let run = env.vz(&["destroy", "-f", &cfg, "--auto-approve"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "Destroy complete! Objects: {QUICKSTART_OBJECTS} destroyed. "
+        )),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(managed(&env), Vec::<String>::new());
+    for ns in ["keycloak", "verrazzano-system", "istio-system"] {
+        assert!(env.get_json(&["namespace", ns]).is_none(), "{ns} is gone");
+    }
+}
+
+/// A user's own Ingress, in a namespace of their own, with the name of a system Ingress.
+const USER_INGRESS: &str = r#"{
+  "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+  "metadata": {"name": "keycloak", "namespace": "keycloak", "labels": {"team": "identity"}},
+  "spec": {"rules": [{"host": "login.example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+    "backend": {"service": {"name": "keycloak-http", "port": {"number": 80}}}}]}}]}
+}"#;
+
+#[test]
+fn releasing_a_taken_over_object_keeps_it_working_and_hands_its_fields_over() {
+    let env = TestEnv::start();
+    env.kubectl(&["create", "namespace", "keycloak"])
+        .expect_code(0);
+    let file = env.work.path().join("ingress.json");
+    std::fs::write(&file, USER_INGRESS).expect("write");
+    env.kubectl(&["create", "-f", file.to_str().expect("utf8")])
+        .expect_code(0);
+    let cfg = env.example("quickstart.yaml");
+    let cfg = cfg.to_str().expect("utf8");
+    let plan = env.vz(&["plan", "-f", cfg]);
+    assert!(
+        plan.stdout.contains(
+            "  ~ system-ingresses/Ingress/keycloak/keycloak  # exists but is not managed by vz; will be taken over\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    env.vz(&["apply", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+
+    let run = env.vz(&["destroy", "-f", cfg, "--auto-approve"]);
+    run.expect_code(0);
+    assert!(
+        run.stderr
+            .contains("system-ingresses/Ingress/keycloak/keycloak: released"),
+        "{}",
+        run.stderr
+    );
+    // Still there, still routing (vz's rules stay, owned by another manager now), without vz's
+    // labels; the user's label is untouched.
+    let ingress = env
+        .get_json(&["ingress", "-n", "keycloak", "keycloak"])
+        .expect("the Ingress is kept");
+    let labels = &ingress["metadata"]["labels"];
+    assert_eq!(labels["team"], "identity");
+    assert!(
+        labels.get("app.kubernetes.io/managed-by").is_none(),
+        "{labels}"
+    );
+    assert!(labels.get("vz.dev/platform").is_none(), "{labels}");
+    assert!(
+        ingress["spec"]["rules"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{ingress}"
+    );
+    let managers: Vec<&str> = ingress["metadata"]["managedFields"]
+        .as_array()
+        .expect("managed fields")
+        .iter()
+        .filter_map(|e| e["manager"].as_str())
+        .collect();
+    assert!(!managers.contains(&"vz"), "{managers:?}");
+    assert!(managers.contains(&"vz-released"), "{managers:?}");
+    // The namespace existed before vz too: kept; the ones vz created are gone.
+    assert!(env.get_json(&["namespace", "keycloak"]).is_some());
+    for ns in ["verrazzano-system", "mysql-operator", "istio-system"] {
+        assert!(env.get_json(&["namespace", ns]).is_none(), "{ns} is gone");
+    }
+}
