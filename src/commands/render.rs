@@ -19,6 +19,17 @@ pub fn run(args: &ConfigArgs) -> Result<ExitCode> {
         for m in &step.objects {
             text.push_str("---\n");
             text.push_str(&format!("# {}\n", step.address_of(m)));
+            if m.has_unknown() {
+                // Left null below: they come from steps applied before this one.
+                let fields: Vec<String> = crate::diff::unknown_fields(None, m)
+                    .into_iter()
+                    .map(|f| f.path)
+                    .collect();
+                text.push_str(&format!(
+                    "# known after apply (null below): {}\n",
+                    fields.join(", ")
+                ));
+            }
             text.push_str(
                 &serde_saphyr::to_string(&m.body)
                     .with_context(|| format!("cannot render {} as YAML", m.display_name()))?,

@@ -302,3 +302,23 @@ fn a_wrong_command_line_is_a_usage_error_not_a_plan_exit_code() {
     assert!(run.stderr.contains("--no-such-flag"), "{}", run.stderr);
     vz_bare(&["--help"]).expect_code(0);
 }
+
+#[test]
+fn render_marks_the_values_known_only_after_apply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("lb.yaml");
+    std::fs::write(&cfg, "environmentName: lb\n").expect("write");
+    let run = vz_bare(&["render", "-f", cfg.to_str().expect("utf8")]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(
+            "# system-ingresses/Ingress/verrazzano-system/verrazzano-ingress\n# known after apply (null below): metadata.annotations[\"cert-manager.io/common-name\"], spec.rules[0].host, spec.tls[0].hosts[0]\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("(known after apply)."),
+        "no marker inside a value"
+    );
+}
