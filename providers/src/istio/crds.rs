@@ -1417,17 +1417,4 @@ mod tests {
             ])
         );
     }
-
-    /// Prints the CRDs as a JSON list, for `kubectl apply -f` against a test API server:
-    /// `cargo test -p vz-providers print_crds -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn print_crds() {
-        let items: Vec<Value> = definitions().into_iter().map(|m| m.body).collect();
-        let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
-        );
-    }
 }
