@@ -230,9 +230,20 @@ pub fn plan_text(plan: &Plan) -> String {
         }
     }
     let (add, change, destroy_n) = plan.counts();
-    let released = match plan.released() {
-        0 => String::new(),
-        n => format!(" ({n} to release, not delete)"),
+    let mut extra = Vec::new();
+    if plan.released() > 0 {
+        extra.push(format!("{} to release, not delete", plan.released()));
+    }
+    if plan.recovered() > 0 {
+        extra.push(format!(
+            "{} to record again, recovered from labels",
+            plan.recovered()
+        ));
+    }
+    let released = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", extra.join("; "))
     };
     let _ = writeln!(
         out,
@@ -301,7 +312,7 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
         "refreshed": plan.refreshed,
         "resource_changes": changes,
         "resource_drift": drift,
-        "summary": {"add": add, "change": change, "destroy": destroy, "release": plan.released()},
+        "summary": {"add": add, "change": change, "destroy": destroy, "release": plan.released(), "recover": plan.recovered()},
     })
 }
 
@@ -450,7 +461,7 @@ mod tests {
         assert_eq!(j["resource_drift"][0]["fields"][0]["live"], json!(1));
         assert_eq!(
             j["summary"],
-            json!({"add": 1, "change": 1, "destroy": 1, "release": 0})
+            json!({"add": 1, "change": 1, "destroy": 1, "release": 0, "recover": 0})
         );
     }
 
@@ -472,6 +483,32 @@ mod tests {
         assert!(
             text.contains(
                 "  + i/Ingress/a/x  # some values are (known after apply)\n      + spec.rules[0].host: (known after apply)\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn recovered_objects_with_nothing_to_change_are_not_counted_as_changes() {
+        let plan = plan_of(vec![
+            change("ns/Namespace/a", Action::Update, Cause::Recovered, vec![]),
+            change(
+                "ns/Namespace/b",
+                Action::Update,
+                Cause::Recovered,
+                vec![FieldChange {
+                    path: "metadata.labels.x".into(),
+                    before: None,
+                    after: Some(json!("y")),
+                    unknown: false,
+                }],
+            ),
+        ]);
+        assert!(plan.has_work());
+        let text = plan_text(&plan);
+        assert!(
+            text.ends_with(
+                "\nPlan: 0 to add, 1 to change, 0 to destroy. (1 to record again, recovered from labels)\n"
             ),
             "{text}"
         );

@@ -236,9 +236,11 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
         }),
     };
     let (add, change, destroyed) = plan.counts();
-    let released = match plan.released() {
-        0 => String::new(),
-        n => format!(", {n} released"),
+    let released = match (plan.released(), plan.recovered()) {
+        (0, 0) => String::new(),
+        (n, 0) => format!(", {n} released"),
+        (0, r) => format!(", {r} recovered"),
+        (n, r) => format!(", {n} released, {r} recovered"),
     };
     let path = stored.store.location().to_string();
     let progress = Progress::new();

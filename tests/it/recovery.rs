@@ -65,8 +65,22 @@ fn after_the_state_is_lost_objects_are_recovered_from_their_labels_and_destroy_r
         "nothing is taken over: {}",
         plan.stdout
     );
-    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
-        .expect_code(0);
+    assert!(
+        plan.stdout.contains(&format!(
+            "Plan: 0 to add, 0 to change, 0 to destroy. ({QUICKSTART_OBJECTS} to record again, recovered from labels)"
+        )),
+        "nothing in the cluster changes: {}",
+        plan.stdout
+    );
+    let apply = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
+    apply.expect_code(0);
+    assert!(
+        apply.stdout.contains(&format!(
+            "Apply complete! Objects: 0 added, 0 changed, 0 destroyed, {QUICKSTART_OBJECTS} recovered."
+        )),
+        "{}",
+        apply.stdout
+    );
     let recorded: Value =
         serde_json::from_str(&std::fs::read_to_string(&state).expect("state")).expect("JSON");
     let objects = recorded["objects"].as_array().expect("objects");

@@ -133,13 +133,19 @@ impl Plan {
             .count()
     }
 
+    /// How many objects are only recorded again (recovered from their labels with nothing to
+    /// change): apply changes the state, not the cluster.
+    pub fn recovered(&self) -> usize {
+        self.changes.iter().filter(|c| only_recorded(c)).count()
+    }
+
     /// (to add, to change, to destroy); a replace counts as one to add and one to destroy.
     pub fn counts(&self) -> (usize, usize, usize) {
         let count = |a| self.changes.iter().filter(|c| c.action == a).count();
         let replace = count(Action::Replace);
         (
             count(Action::Create) + replace,
-            count(Action::Update),
+            count(Action::Update) - self.recovered(),
             count(Action::Delete) + replace,
         )
     }
@@ -155,8 +161,13 @@ impl Plan {
             || self
                 .changes
                 .iter()
-                .any(|c| matches!(c.action, Action::Forget | Action::Release))
+                .any(|c| matches!(c.action, Action::Forget | Action::Release) || only_recorded(c))
     }
+}
+
+/// A recovered object whose fields all match: applying it only records it.
+fn only_recorded(c: &Change) -> bool {
+    c.action == Action::Update && c.cause == Cause::Recovered && c.fields.is_empty()
 }
 
 /// What to plan.
