@@ -33,6 +33,12 @@ pub const FIELD_MANAGER: &str = "vz";
 /// The field manager that holds the fields of an object `vz` released (see [`Cluster::release`]).
 pub const RELEASED_MANAGER: &str = "vz-released";
 
+/// The annotation on an object `vz` took over (it existed before `vz`), set by its own field
+/// manager [`ADOPTED_MANAGER`] so that `vz`'s applies of the desired object never touch it.
+pub const ADOPTED_ANNOTATION: &str = "vz.dev/adopted";
+/// The field manager of [`ADOPTED_ANNOTATION`].
+pub const ADOPTED_MANAGER: &str = "vz-adopted";
+
 /// How to reach the cluster (the global `--kubeconfig` and `--context` flags).
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
@@ -339,6 +345,29 @@ impl Cluster {
         bail!("cannot release {r}: it kept changing while vz tried (5 conflicts in a row)")
     }
 
+    /// Mark `r` as taken over ([`ADOPTED_ANNOTATION`]); returns the object as it then is.
+    pub async fn mark_adopted(&self, r: &ObjectRef) -> Result<Value> {
+        let api = self.api(r).await?;
+        let mut meta = serde_json::json!({
+            "name": r.name,
+            "annotations": {ADOPTED_ANNOTATION: "true"},
+        });
+        if let Some(ns) = &r.namespace {
+            meta["namespace"] = Value::String(ns.clone());
+        }
+        let body =
+            serde_json::json!({"apiVersion": r.api_version, "kind": r.kind, "metadata": meta});
+        let obj = api
+            .patch(
+                &r.name,
+                &PatchParams::apply(ADOPTED_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map_err(|e| refused(format!("cannot mark {r} as taken over"), &e))?;
+        serde_json::to_value(obj).context("cannot encode a marked object")
+    }
+
     /// Wait until `r` exists (someone else creates it), until `deadline`.
     pub async fn wait_exists(
         &self,
@@ -348,7 +377,10 @@ impl Cluster {
     ) -> Result<Value> {
         let mut pause = Duration::from_millis(100);
         loop {
-            if let Some(live) = self.get(r).await? {
+            // One being deleted is as good as gone: wait for its owner to make it again.
+            if let Some(live) = self.get(r).await?
+                && live.pointer("/metadata/deletionTimestamp").is_none()
+            {
                 return Ok(live);
             }
             if Instant::now() >= deadline {
@@ -608,12 +640,23 @@ pub fn handed_over(live: &Value) -> Value {
             meta.remove("labels");
         }
     }
+    if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+        annotations.remove(ADOPTED_ANNOTATION);
+        if annotations.is_empty() {
+            meta.remove("annotations");
+        }
+    }
     let Some(entries) = meta.get_mut("managedFields").and_then(Value::as_array_mut) else {
         return out;
     };
     let mut kept: Vec<Value> = Vec::new();
     for mut e in std::mem::take(entries) {
-        if e.get("manager").and_then(Value::as_str) == Some(FIELD_MANAGER) {
+        let manager = e.get("manager").and_then(Value::as_str);
+        if manager == Some(ADOPTED_MANAGER) {
+            // It owned only the annotation, which goes.
+            continue;
+        }
+        if manager == Some(FIELD_MANAGER) {
             e["manager"] = Value::String(RELEASED_MANAGER.into());
             e["operation"] = Value::String("Update".into());
             if let Some(fields) = e
@@ -622,6 +665,25 @@ pub fn handed_over(live: &Value) -> Value {
             {
                 fields.remove(&format!("f:{MANAGED_BY_LABEL}"));
                 fields.remove(&format!("f:{PLATFORM_LABEL}"));
+            }
+            // An emptied set would read as owning the whole map: drop it (and an emptied
+            // `f:metadata`). A leaf owned as `{}` elsewhere is left as it is.
+            if let Some(meta) = e
+                .pointer_mut("/fieldsV1/f:metadata")
+                .and_then(Value::as_object_mut)
+            {
+                if meta
+                    .get("f:labels")
+                    .and_then(Value::as_object)
+                    .is_some_and(serde_json::Map::is_empty)
+                {
+                    meta.remove("f:labels");
+                }
+                if meta.is_empty()
+                    && let Some(fields) = e.get_mut("fieldsV1").and_then(Value::as_object_mut)
+                {
+                    fields.remove("f:metadata");
+                }
             }
         }
         let same = |a: &Value, b: &Value| {
@@ -914,7 +976,8 @@ mod tests {
         );
         assert_eq!(
             out["metadata"]["managedFields"][1]["fieldsV1"],
-            serde_json::json!({"f:metadata": {"f:labels": {}}, "f:spec": {"f:rules": {}}})
+            serde_json::json!({"f:spec": {"f:rules": {}}}),
+            "an emptied label set would claim the whole map"
         );
     }
 

@@ -14,6 +14,7 @@ use vz_state::{LockError, StorageError};
 use crate::cluster::{ClusterError, NotServed};
 use crate::engine::EngineError;
 use crate::engine::apply::ApplyFailed;
+use crate::output::StdoutClosed;
 
 /// What kind of failure, each with its own exit code (documented in the README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,12 +112,12 @@ impl CommandError {
     }
 }
 
-/// Whether the error is standard output closing under us (`vz render | head -1`): not an error.
+/// Whether the error is standard output closed by its reader (`vz render | head -1`): not an
+/// error, since everything the reader wanted was written.
 pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    error
+        .downcast_ref::<StdoutClosed>()
+        .is_some_and(StdoutClosed::by_reader)
 }
 
 fn classify(error: &anyhow::Error) -> (Kind, Vec<String>) {
@@ -288,10 +289,13 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_pipe_is_recognised_through_context() {
-        let e = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
-            .context("cannot write the plan");
-        assert!(is_broken_pipe(&e));
-        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+    fn only_standard_output_closed_by_its_reader_is_a_quiet_end() {
+        let closed = StdoutClosed::for_test(std::io::ErrorKind::BrokenPipe);
+        assert!(is_broken_pipe(&anyhow::Error::new(closed)));
+        let full = StdoutClosed::for_test(std::io::ErrorKind::StorageFull);
+        assert!(!is_broken_pipe(&anyhow::Error::new(full)));
+        // A broken pipe elsewhere (a connection) is a real error.
+        let other = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(!is_broken_pipe(&other));
     }
 }

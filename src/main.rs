@@ -28,10 +28,12 @@ fn main() -> ExitCode {
             // Help and version go to standard output and succeed; a wrong command line is a usage
             // error (exit 3; 2 means "changes" for `plan --detailed-exitcode`).
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(Kind::Usage.code())
-            } else {
+            return if !e.use_stderr() {
                 ExitCode::SUCCESS
+            } else if std::env::args().any(|a| a == "--detailed-exitcode") {
+                ExitCode::from(1)
+            } else {
+                ExitCode::from(Kind::Usage.code())
             };
         }
     };

@@ -75,7 +75,7 @@ impl Drop for Progress {
 
 /// Print plan text on standard output, coloured by action when standard output is a terminal that
 /// wants colour (`NO_COLOR` turns it off, `CLICOLOR_FORCE` on).
-pub fn print_plan(text: &str) -> std::io::Result<()> {
+pub fn print_plan(text: &str) -> Result<(), StdoutClosed> {
     let mut out = anstream::stdout();
     for line in text.lines() {
         let trimmed = line.trim_start();
@@ -92,17 +92,50 @@ pub fn print_plan(text: &str) -> std::io::Result<()> {
         } else {
             line.to_string()
         };
-        writeln!(out, "{styled}")?;
+        writeln!(out, "{styled}").map_err(closed)?;
     }
-    out.flush()
+    out.flush().map_err(closed)
 }
 
-/// Write `text` on standard output. A closed pipe (`vz render | head -1`) comes back as an
-/// [`std::io::ErrorKind::BrokenPipe`] error, which `main` turns into a quiet, successful exit.
-pub fn out(text: &str) -> std::io::Result<()> {
+/// Write `text` on standard output. When whoever reads it has gone (`vz render | head -1`), the
+/// error is [`StdoutClosed`]: `main` ends quietly with success on it, and commands that still have
+/// work to do after printing (apply, destroy, a plan to save) carry on ([`carry_on`]).
+pub fn out(text: &str) -> Result<(), StdoutClosed> {
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
-    stdout.flush()
+    stdout.write_all(text.as_bytes()).map_err(closed)?;
+    stdout.flush().map_err(closed)
+}
+
+/// Standard output could not be written: closed by its reader, or failing.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to standard output: {0}")]
+pub struct StdoutClosed(std::io::Error);
+
+impl StdoutClosed {
+    /// Whether the reader closed it (a pipe's end went away), rather than a real failure.
+    pub fn by_reader(&self) -> bool {
+        self.0.kind() == std::io::ErrorKind::BrokenPipe
+    }
+}
+
+#[cfg(test)]
+impl StdoutClosed {
+    pub(crate) fn for_test(kind: std::io::ErrorKind) -> StdoutClosed {
+        StdoutClosed(std::io::Error::from(kind))
+    }
+}
+
+fn closed(e: std::io::Error) -> StdoutClosed {
+    StdoutClosed(e)
+}
+
+/// Nothing more needs printing once the reader has gone; the work goes on. Other write errors stay
+/// errors.
+pub fn carry_on(r: Result<(), StdoutClosed>) -> Result<(), StdoutClosed> {
+    match r {
+        Err(e) if e.by_reader() => Ok(()),
+        other => other,
+    }
 }
 
 /// The plan as the user reads it: objects changed outside `vz` first, then the actions.

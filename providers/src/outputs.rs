@@ -94,12 +94,13 @@ impl<T: Into<Value>> Deferred<T> {
     }
 }
 
-/// Shown to people: the value, or "(known after apply)".
-impl<T: fmt::Display> fmt::Display for Deferred<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl<T: fmt::Display> Deferred<T> {
+    /// For people only (descriptions, messages): the value, or "(known after apply)". Deliberately
+    /// not `Display`, so that a provider cannot format an unknown value into an object by accident.
+    pub fn shown(&self) -> String {
         match self {
-            Deferred::Known(v) => v.fmt(f),
-            Deferred::Unknown => f.write_str(UNKNOWN_TEXT),
+            Deferred::Known(v) => v.to_string(),
+            Deferred::Unknown => UNKNOWN_TEXT.to_string(),
         }
     }
 }
@@ -231,7 +232,7 @@ mod tests {
     #[test]
     fn unknown_values_read_as_known_after_apply_only_when_printed() {
         let d: Deferred<String> = Deferred::Unknown;
-        assert_eq!(d.to_string(), UNKNOWN_TEXT);
+        assert_eq!(d.shown(), UNKNOWN_TEXT);
         assert_eq!(
             Deferred::Known("a").zip(Deferred::<u8>::Unknown),
             Deferred::Unknown

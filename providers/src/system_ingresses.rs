@@ -220,7 +220,7 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
     let dom = domain::domain(p, outputs);
     vec![Step {
         id: STEP.to_string(),
-        description: format!("Ingresses for the system components under {dom}"),
+        description: format!("Ingresses for the system components under {}", dom.shown()),
         depends_on: vec![ingress_nginx::STEP.to_string()],
         objects: wanted(p).iter().map(|i| ingress(p, &dom, i)).collect(),
         outputs: vec![],

@@ -9,7 +9,7 @@ use super::{Desired, PlanRequest, Planned, Stored, confirm, connect, execute, ma
 use crate::cli::{ApplyArgs, ClusterArgs};
 use crate::engine::{self, saved};
 use crate::error::CommandError;
-use crate::output::{plan_text, print_plan};
+use crate::output::{carry_on, plan_text, print_plan};
 
 /// Run `vz apply`.
 pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCode> {
@@ -28,7 +28,7 @@ pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCod
         },
     )
     .await?;
-    print_plan(&plan_text(&planned.plan))?;
+    carry_on(print_plan(&plan_text(&planned.plan)))?;
     if !planned.plan.has_work() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -79,7 +79,7 @@ async fn apply_saved(
         stored.state.serial,
         &desired.steps,
     )?;
-    print_plan(&plan_text(&plan))?;
+    carry_on(print_plan(&plan_text(&plan)))?;
     if !plan.has_work() {
         return Ok(ExitCode::SUCCESS);
     }

@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 
 use super::{PlanRequest, confirm, execute, make_plan};
 use crate::cli::{ClusterArgs, DestroyArgs};
-use crate::output::{out, plan_text, print_plan};
+use crate::output::{carry_on, out, plan_text, print_plan};
 
 /// Run `vz destroy`.
 pub async fn run(cluster_args: &ClusterArgs, args: &DestroyArgs) -> Result<ExitCode> {
@@ -29,7 +29,7 @@ pub async fn run(cluster_args: &ClusterArgs, args: &DestroyArgs) -> Result<ExitC
         ))?;
         return Ok(ExitCode::SUCCESS);
     }
-    print_plan(&plan_text(&planned.plan))?;
+    carry_on(print_plan(&plan_text(&planned.plan)))?;
     if !args.run.auto_approve
         && !confirm("\nDo you really want to destroy every object listed above?")?
     {

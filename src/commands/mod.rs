@@ -86,6 +86,25 @@ impl Stored {
         operation: &str,
         lock_timeout: Duration,
     ) -> Result<Stored> {
+        let mut stored = Stored::lock_at(location, operation, lock_timeout).await?;
+        let mut state = stored
+            .store
+            .read()
+            .await?
+            .unwrap_or_else(|| State::new("", TOOL_VERSION));
+        // The next write is this version's.
+        state.tool_version = TOOL_VERSION.to_string();
+        stored.state = state;
+        Ok(stored)
+    }
+
+    /// Lock the state at `location` without reading it (`vz state push` replaces it, even when
+    /// what is stored cannot be decoded); `state` is a new, empty one.
+    pub async fn lock_at(
+        location: Location,
+        operation: &str,
+        lock_timeout: Duration,
+    ) -> Result<Stored> {
         let store = Store::new(location.open());
         let info = LockInfo::new(operation, TOOL_VERSION, &location.to_string());
         let lock: Arc<dyn Lock> = Arc::from(store.backend().lock(info, lock_timeout).await?);
@@ -107,15 +126,9 @@ impl Stored {
                 }
             })
         });
-        let mut state = store
-            .read()
-            .await?
-            .unwrap_or_else(|| State::new("", TOOL_VERSION));
-        // The next write is this version's.
-        state.tool_version = TOOL_VERSION.to_string();
         Ok(Stored {
             store,
-            state,
+            state: State::new("", TOOL_VERSION),
             lock,
             heartbeat,
         })

@@ -7,7 +7,7 @@ use anyhow::Result;
 use super::{PlanRequest, make_plan};
 use crate::cli::{ClusterArgs, PlanArgs};
 use crate::engine::saved::{self, SavedPlan};
-use crate::output::{out, plan_json, plan_text, print_plan};
+use crate::output::{carry_on, out, plan_json, plan_text, print_plan};
 
 /// Run `vz plan`.
 pub async fn run(cluster_args: &ClusterArgs, args: &PlanArgs) -> Result<ExitCode> {
@@ -26,12 +26,12 @@ pub async fn run(cluster_args: &ClusterArgs, args: &PlanArgs) -> Result<ExitCode
     let plan = &planned.plan;
     if args.json {
         let platform = &planned.desired.platform.environment_name;
-        out(&format!(
+        carry_on(out(&format!(
             "{}\n",
             serde_json::to_string_pretty(&plan_json(plan, platform))?
-        ))?;
+        )))?;
     } else {
-        print_plan(&plan_text(plan))?;
+        carry_on(print_plan(&plan_text(plan)))?;
     }
     if let Some(file) = &args.out {
         let state = &planned.stored.state;

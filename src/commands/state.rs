@@ -93,7 +93,7 @@ pub async fn run(cmd: &StateCommand) -> Result<ExitCode> {
                 )
             })?;
             let stored =
-                Stored::open_at(state_location(state)?, "state push", state.lock_timeout).await?;
+                Stored::lock_at(state_location(state)?, "state push", state.lock_timeout).await?;
             let written = stored.store.push(&incoming, *force).await?;
             out(&format!(
                 "Pushed {} ({} objects) to {} as serial {}.\n",

@@ -460,7 +460,9 @@ impl<'a> Run<'a> {
                     .await
                     .with_context(|| format!("{} was being deleted when planned", c.object))?;
             }
-            Cause::AwaitOwner => {
+            _ if m.ownership == Ownership::Patched => {
+                // Never created by vz: wait for its owner to make it (a saved plan or a plan
+                // without refresh may not have seen it missing).
                 self.progress.status(&format!(
                     "waiting for {} to be created by its owner",
                     c.object
@@ -491,7 +493,12 @@ impl<'a> Run<'a> {
             )
             .await;
         }
-        let applied = self.cluster.apply(m, false).await?;
+        let mut applied = self.cluster.apply(m, false).await?;
+        if c.cause == Cause::Adopt && c.action == Action::Update {
+            // Taken over: say so on the object itself, so that vz releases it rather than deleting
+            // it even if its state is lost (the labels alone would make it look like vz's own).
+            applied = self.cluster.mark_adopted(&c.object).await?;
+        }
         let uid = applied
             .pointer("/metadata/uid")
             .and_then(Value::as_str)

@@ -82,7 +82,7 @@ pub enum LockError {
         reason: String,
     },
     /// Storage error.
-    #[error("cannot {action} the lock {location}: {source}")]
+    #[error("cannot {action} the lock {location}")]
     Io {
         /// What was being done.
         action: &'static str,

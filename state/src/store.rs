@@ -18,12 +18,12 @@ use crate::model::State;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The stored document could not be decoded; it is left as it is.
-    #[error("the state {location} cannot be used: {source}. It was not modified")]
+    #[error("the state {location} cannot be used: {cause}. It was not modified")]
     Corrupt {
         /// Where the state is.
         location: String,
-        /// What is wrong with it (in the message, so not a `source` too).
-        source: DecodeError,
+        /// What is wrong with it (in the message, so not the error's `source` too).
+        cause: DecodeError,
     },
     /// The stored document is not the history this write continues.
     #[error("refusing to write the state {location}: {reason}; nothing was written")]
@@ -69,7 +69,7 @@ impl Store {
     fn corrupt(&self, source: DecodeError) -> StorageError {
         StorageError::Corrupt {
             location: self.location().to_string(),
-            source,
+            cause: source,
         }
     }
 

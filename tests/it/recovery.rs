@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::common::{QUICKSTART_OBJECTS, TestEnv};
+use crate::common::{QUICKSTART_OBJECTS, Run, TestEnv, exit};
 
 /// The kinds the quick start manages that exist in every cluster (the Istio kinds go with their CRDs).
 const BUILTIN_KINDS: &str =
@@ -13,23 +13,63 @@ fn managed(env: &TestEnv) -> Vec<String> {
     env.list_names(&[BUILTIN_KINDS, "-A", "-l", "app.kubernetes.io/managed-by=vz"])
 }
 
+/// A ConfigMap in `namespace` with a finalizer nobody removes: the namespace cannot finish
+/// deleting until [`release_hold`].
+fn hold(env: &TestEnv, namespace: &str) {
+    let file = env.work.path().join("hold.json");
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {{"name": "hold", "namespace": "{namespace}", "finalizers": ["vz.test/hold"]}}}}"#
+        ),
+    )
+    .expect("write");
+    env.kubectl(&["create", "-f", file.to_str().expect("utf8")])
+        .expect_code(0);
+}
+
+fn release_hold(env: &TestEnv, namespace: &str) {
+    env.kubectl(&[
+        "-n",
+        namespace,
+        "patch",
+        "configmap",
+        "hold",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])
+    .expect_code(0);
+}
+
 #[test]
 fn apply_right_after_a_destroy_that_did_not_wait_creates_everything_again() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
+    hold(&env, "keycloak");
     env.vz(&["destroy", "-f", &cfg, "--auto-approve", "--wait=false"])
         .expect_code(0);
-    // Some namespaces are still terminating: the plan says they come back once they are gone.
+    // keycloak is still terminating: the plan says it comes back once it is gone.
     let plan = env.vz(&["plan", "-f", &cfg]);
     plan.expect_code(0);
+    let note = "  + namespaces/Namespace/keycloak  # still being deleted; will be created again once it is gone\n";
+    assert!(plan.stdout.contains(note), "{}", plan.stdout);
+    let child = env.spawn_vz(&["apply", "-f", &cfg, "--auto-approve"]);
+    // Apply waits for the deletion to finish rather than applying to a dying namespace.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let ns = env.get_json(&["namespace", "keycloak"]).expect("keycloak");
     assert!(
-        plan.stdout.contains(
-            "  + namespaces/Namespace/keycloak  # still being deleted; will be created again once it is gone\n"
-        ),
-        "{}",
-        plan.stdout
+        ns["metadata"].get("deletionTimestamp").is_some(),
+        "still going"
     );
-    let run = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
+    release_hold(&env, "keycloak");
+    let run = Run::wait(child);
     run.expect_code(0);
+    assert!(
+        run.stdout.contains(note),
+        "apply saw it deleting: {}",
+        run.stdout
+    );
     assert!(
         run.stdout.contains(&format!(
             "Apply complete! Objects: {QUICKSTART_OBJECTS} added"
@@ -43,6 +83,35 @@ fn apply_right_after_a_destroy_that_did_not_wait_creates_everything_again() {
     assert!(ns["metadata"].get("deletionTimestamp").is_none());
     env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
         .expect_code(0);
+}
+
+#[test]
+fn a_deletion_that_never_finishes_times_out_naming_what_holds_it_and_rolls_back() {
+    let (env, cfg) = TestEnv::with_quickstart_applied();
+    hold(&env, "keycloak");
+    env.vz(&["destroy", "-f", &cfg, "--auto-approve", "--wait=false"])
+        .expect_code(0);
+    let run = env.vz(&["apply", "-f", &cfg, "--auto-approve", "--timeout", "15s"]);
+    run.expect_code(exit::ROLLED_BACK);
+    assert!(
+        run.stderr.contains(
+            "Namespace keycloak was being deleted when planned: timed out waiting for Namespace keycloak to be deleted; it still has finalizers [kubernetes]"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("vz.test/hold"),
+        "says what holds it: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("hint: look at the object with kubectl, remove what blocks it"),
+        "{}",
+        run.stderr
+    );
+    release_hold(&env, "keycloak");
 }
 
 #[test]
@@ -174,4 +243,52 @@ fn releasing_a_taken_over_object_keeps_it_working_and_hands_its_fields_over() {
     for ns in ["verrazzano-system", "mysql-operator", "istio-system"] {
         assert!(env.get_json(&["namespace", ns]).is_none(), "{ns} is gone");
     }
+}
+
+#[test]
+fn an_object_vz_took_over_is_released_not_deleted_even_after_the_state_is_lost() {
+    let env = TestEnv::start();
+    env.kubectl(&["create", "namespace", "cert-manager"])
+        .expect_code(0);
+    env.kubectl(&[
+        "-n",
+        "cert-manager",
+        "create",
+        "configmap",
+        "users-data",
+        "--from-literal=k=v",
+    ])
+    .expect_code(0);
+    let cfg = env.example("quickstart.yaml");
+    let cfg = cfg.to_str().expect("utf8");
+    env.vz(&["apply", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    std::fs::remove_file(env.work.path().join("quickstart.vzstate.json")).expect("lose the state");
+
+    let plan = env.vz(&["plan", "-f", cfg]);
+    assert!(
+        plan.stdout.contains(
+            "  ~ namespaces/Namespace/cert-manager  # exists but is not managed by vz; will be taken over\n"
+        ),
+        "it existed before vz, whatever its labels say: {}",
+        plan.stdout
+    );
+    env.vz(&["apply", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    env.vz(&["destroy", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    let ns = env
+        .get_json(&["namespace", "cert-manager"])
+        .expect("the user's namespace is kept");
+    assert!(ns["metadata"].get("deletionTimestamp").is_none());
+    assert!(
+        ns["metadata"]
+            .pointer("/annotations/vz.dev~1adopted")
+            .is_none(),
+        "vz's mark goes with it: {ns}"
+    );
+    assert!(
+        env.get_json(&["configmap", "-n", "cert-manager", "users-data"])
+            .is_some()
+    );
 }

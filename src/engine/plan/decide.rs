@@ -37,6 +37,8 @@ pub struct Live {
     pub managed_by_vz: bool,
     /// The value of its `vz.dev/platform` label.
     pub platform: Option<String>,
+    /// It carries the annotation `vz` puts on objects it took over: they existed before it.
+    pub adopted_mark: bool,
 }
 
 impl Live {
@@ -55,6 +57,10 @@ impl Live {
             deleting: obj.pointer("/metadata/deletionTimestamp").is_some(),
             managed_by_vz: label(MANAGED_BY_LABEL).as_deref() == Some(MANAGED_BY_VALUE),
             platform: label(PLATFORM_LABEL),
+            adopted_mark: obj
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(crate::cluster::ADOPTED_ANNOTATION))
+                .is_some(),
         }
     }
 }
@@ -108,7 +114,8 @@ pub enum Claim {
     /// Not recorded, but it carries this platform's labels: `vz` made it and lost track of it (the
     /// state file was lost). It is `vz`'s own again.
     Labelled,
-    /// Not `vz`'s: it existed before and will be taken over (adopted).
+    /// Not `vz`'s: it existed before and will be taken over (adopted) — again, when it carries the
+    /// mark of an earlier takeover, whatever its labels say.
     Foreign,
 }
 
@@ -119,6 +126,7 @@ pub fn claim(record: Option<&Recorded>, live: &Live, want: &Wanted<'_>) -> Claim
     }
     if want.ownership == Ownership::Owned
         && live.managed_by_vz
+        && !live.adopted_mark
         && live.platform.as_deref() == Some(want.platform)
     {
         return Claim::Labelled;
@@ -140,16 +148,18 @@ fn unrecorded_cause(claim: Claim, want: &Wanted<'_>) -> Cause {
 /// Decide a desired object from what the state recorded and the live object (`None`: absent).
 pub fn desired(record: Option<&Recorded>, live: Option<&Live>, want: &Wanted<'_>) -> Verdict {
     use Verdict::Decided;
+    let patched = want.ownership == Ownership::Patched;
     if !want.refresh {
         // Compare with the state only.
         return Decided(match record {
+            // Someone else creates it; apply waits for it.
+            None if patched => outcome(Action::Update, Cause::AwaitOwner),
             None => outcome(Action::Create, Cause::Config),
             Some(_) if want.replace => outcome(Action::Replace, Cause::Requested),
             Some(r) if r.manifest_sha256 == want.sha256 => outcome(Action::NoOp, Cause::Config),
             Some(_) => outcome(Action::Update, Cause::Config),
         });
     }
-    let patched = want.ownership == Ownership::Patched;
     let Some(live) = live.filter(|l| !(patched && l.deleting)) else {
         return Decided(match (patched, record) {
             // Someone else creates it: apply waits for it to exist.
@@ -284,6 +294,7 @@ mod tests {
             deleting: false,
             managed_by_vz: true,
             platform: Some("dev".into()),
+            adopted_mark: false,
         }
     }
 
@@ -420,6 +431,20 @@ mod tests {
     }
 
     #[test]
+    fn an_object_vz_took_over_is_taken_over_again_after_the_state_is_lost_never_recovered() {
+        // Its labels say vz, but the mark says it existed before vz: destroy must release it.
+        let taken = Live {
+            adopted_mark: true,
+            ..live()
+        };
+        assert_eq!(claim(None, &taken, &want()), Claim::Foreign);
+        let o = after_dry_run(None, &taken, &want(), DryRunSaid::NoChange);
+        assert_eq!(o, outcome(Action::Update, Cause::Adopt));
+        assert!(adopted(o));
+        assert_eq!(claim(Some(&record()), &taken, &want()), Claim::Recorded);
+    }
+
+    #[test]
     fn an_object_recreated_by_someone_else_is_not_the_recorded_one() {
         let other = Live {
             uid: Some("u2".into()),
@@ -527,6 +552,15 @@ mod tests {
             desired(Some(&record()), None, &w),
             decided(Action::NoOp, Cause::Config)
         );
+        let patched = Wanted {
+            ownership: Ownership::Patched,
+            ..w.clone()
+        };
+        assert_eq!(
+            desired(None, None, &patched),
+            decided(Action::Update, Cause::AwaitOwner),
+            "never created, even without reading the cluster"
+        );
         let changed = Wanted {
             sha256: "bbbb",
             ..w.clone()
@@ -569,6 +603,7 @@ mod tests {
                 deleting: true,
                 managed_by_vz: true,
                 platform: Some("dev".into()),
+                adopted_mark: false,
             }
         );
     }

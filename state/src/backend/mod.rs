@@ -36,7 +36,7 @@ pub enum BackendError {
     #[error("the stored state changed since it was read")]
     Conflict,
     /// Reading or writing failed.
-    #[error("cannot {action} {location}: {source}")]
+    #[error("cannot {action} {location}")]
     Io {
         /// What was being done.
         action: &'static str,
