@@ -83,8 +83,12 @@ pub fn settle(state: &mut State, address: &str, undo: &Undo, outcome: &Undone, r
         }
         (Undone::Done { .. }, _) => {}
         (Undone::Failed, Undo::Created { .. } | Undo::Updated { .. }) => {
-            if let Some(rec) = run_state.get(address) {
-                state.upsert(rec.clone());
+            // As the run left it: updated (recorded), or released (no longer recorded).
+            match run_state.get(address) {
+                Some(rec) => state.upsert(rec.clone()),
+                None => {
+                    state.remove(address);
+                }
             }
         }
         (Undone::Failed, Undo::Deleted { .. }) => {
@@ -213,6 +217,18 @@ mod tests {
             Undone::Failed,
         );
         assert_eq!(got, Some(rec("u1", "s2")));
+    }
+
+    #[test]
+    fn a_failed_undo_of_a_release_leaves_the_object_unrecorded() {
+        // A release is journaled as an update; the run dropped the record.
+        let got = settled(
+            Some(rec("u1", "s1")),
+            None,
+            Undo::Updated { before: before() },
+            Undone::Failed,
+        );
+        assert_eq!(got, None);
     }
 
     #[test]
