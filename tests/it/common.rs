@@ -168,6 +168,52 @@ impl TestEnv {
         }
     }
 
+    /// The user's own `cert-manager` namespace, with something in it (a ConfigMap `users-data`).
+    pub fn create_users_cert_manager(&self) {
+        self.kubectl(&["create", "namespace", "cert-manager"])
+            .expect_code(0);
+        self.kubectl(&[
+            "-n",
+            "cert-manager",
+            "create",
+            "configmap",
+            "users-data",
+            "--from-literal=k=v",
+        ])
+        .expect_code(0);
+    }
+
+    /// A ConfigMap `hold` in `namespace` with a finalizer nobody removes: the namespace cannot
+    /// finish deleting until [`TestEnv::release_namespace_hold`].
+    pub fn hold_namespace(&self, namespace: &str) {
+        let file = self.work.path().join(format!("hold-{namespace}.json"));
+        std::fs::write(
+            &file,
+            format!(
+                r#"{{"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {{"name": "hold", "namespace": "{namespace}", "finalizers": ["vz.test/hold"]}}}}"#
+            ),
+        )
+        .expect("write");
+        self.kubectl(&["create", "-f", file.to_str().expect("utf8")])
+            .expect_code(0);
+    }
+
+    /// Let a namespace held by [`TestEnv::hold_namespace`] go.
+    pub fn release_namespace_hold(&self, namespace: &str) {
+        self.kubectl(&[
+            "-n",
+            namespace,
+            "patch",
+            "configmap",
+            "hold",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ])
+        .expect_code(0);
+    }
+
     /// Set a Service's load balancer status, as a cloud's load-balancer controller would.
     pub fn set_load_balancer_ip(&self, namespace: &str, name: &str, ip: &str) {
         let mut svc = self

@@ -347,18 +347,7 @@ fn rendered_yaml_applies_cleanly_with_kubectl() {
 #[test]
 fn destroy_releases_a_namespace_that_existed_before_vz_instead_of_deleting_it() {
     let env = TestEnv::start();
-    // The user's own cert-manager namespace, with something in it.
-    env.kubectl(&["create", "namespace", "cert-manager"])
-        .expect_code(0);
-    env.kubectl(&[
-        "-n",
-        "cert-manager",
-        "create",
-        "configmap",
-        "users-data",
-        "--from-literal=k=v",
-    ])
-    .expect_code(0);
+    env.create_users_cert_manager();
     let cfg = env.example("quickstart.yaml");
     let cfg = cfg.to_str().expect("utf8");
     env.vz(&["apply", "-f", cfg, "--auto-approve"])

@@ -13,40 +13,10 @@ fn managed(env: &TestEnv) -> Vec<String> {
     env.list_names(&[BUILTIN_KINDS, "-A", "-l", "app.kubernetes.io/managed-by=vz"])
 }
 
-/// A ConfigMap in `namespace` with a finalizer nobody removes: the namespace cannot finish
-/// deleting until [`release_hold`].
-fn hold(env: &TestEnv, namespace: &str) {
-    let file = env.work.path().join("hold.json");
-    std::fs::write(
-        &file,
-        format!(
-            r#"{{"apiVersion": "v1", "kind": "ConfigMap",
-               "metadata": {{"name": "hold", "namespace": "{namespace}", "finalizers": ["vz.test/hold"]}}}}"#
-        ),
-    )
-    .expect("write");
-    env.kubectl(&["create", "-f", file.to_str().expect("utf8")])
-        .expect_code(0);
-}
-
-fn release_hold(env: &TestEnv, namespace: &str) {
-    env.kubectl(&[
-        "-n",
-        namespace,
-        "patch",
-        "configmap",
-        "hold",
-        "--type=merge",
-        "-p",
-        r#"{"metadata":{"finalizers":null}}"#,
-    ])
-    .expect_code(0);
-}
-
 #[test]
 fn apply_right_after_a_destroy_that_did_not_wait_creates_everything_again() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
-    hold(&env, "keycloak");
+    env.hold_namespace("keycloak");
     env.vz(&["destroy", "-f", &cfg, "--auto-approve", "--wait=false"])
         .expect_code(0);
     // keycloak is still terminating: the plan says it comes back once it is gone.
@@ -62,7 +32,7 @@ fn apply_right_after_a_destroy_that_did_not_wait_creates_everything_again() {
         ns["metadata"].get("deletionTimestamp").is_some(),
         "still going"
     );
-    release_hold(&env, "keycloak");
+    env.release_namespace_hold("keycloak");
     let run = Run::wait(child);
     run.expect_code(0);
     assert!(
@@ -88,7 +58,7 @@ fn apply_right_after_a_destroy_that_did_not_wait_creates_everything_again() {
 #[test]
 fn a_deletion_that_never_finishes_times_out_naming_what_holds_it_and_rolls_back() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
-    hold(&env, "keycloak");
+    env.hold_namespace("keycloak");
     env.vz(&["destroy", "-f", &cfg, "--auto-approve", "--wait=false"])
         .expect_code(0);
     let run = env.vz(&["apply", "-f", &cfg, "--auto-approve", "--timeout", "15s"]);
@@ -111,7 +81,7 @@ fn a_deletion_that_never_finishes_times_out_naming_what_holds_it_and_rolls_back(
         "{}",
         run.stderr
     );
-    release_hold(&env, "keycloak");
+    env.release_namespace_hold("keycloak");
 }
 
 #[test]
@@ -248,17 +218,7 @@ fn releasing_a_taken_over_object_keeps_it_working_and_hands_its_fields_over() {
 #[test]
 fn an_object_vz_took_over_is_released_not_deleted_even_after_the_state_is_lost() {
     let env = TestEnv::start();
-    env.kubectl(&["create", "namespace", "cert-manager"])
-        .expect_code(0);
-    env.kubectl(&[
-        "-n",
-        "cert-manager",
-        "create",
-        "configmap",
-        "users-data",
-        "--from-literal=k=v",
-    ])
-    .expect_code(0);
+    env.create_users_cert_manager();
     let cfg = env.example("quickstart.yaml");
     let cfg = cfg.to_str().expect("utf8");
     env.vz(&["apply", "-f", cfg, "--auto-approve"])

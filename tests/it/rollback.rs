@@ -123,17 +123,7 @@ impl Setup {
     fn stuck_terminating_namespace(&self, name: &str) {
         let env = &self.env;
         env.kubectl(&["create", "namespace", name]).expect_code(0);
-        let cm = env.work.path().join("held.json");
-        std::fs::write(
-            &cm,
-            format!(
-                r#"{{"apiVersion": "v1", "kind": "ConfigMap",
-                   "metadata": {{"name": "held", "namespace": "{name}", "finalizers": ["vz.test/hold"]}}}}"#
-            ),
-        )
-        .expect("write");
-        env.kubectl(&["create", "-f", cm.to_str().expect("utf8")])
-            .expect_code(0);
+        env.hold_namespace(name);
         env.kubectl(&["delete", "namespace", name, "--wait=false"])
             .expect_code(0);
         env.eventually(
