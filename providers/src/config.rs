@@ -18,7 +18,26 @@
 //! state:
 //!   backend: local
 //!   path: quickstart.vzstate.json    # relative to this file
+//! images:                            # default: Verrazzano v1.7.2's images, from ghcr.io/verrazzano
+//!   registry: registry.example.com/verrazzano   # mirror for air-gapped clusters
+//!   nginxController: registry.example.com/nginx/controller:v1.7.1-patched  # one image, in full
 //! ```
+//!
+//! `images` chooses the container images the platform runs ([`Images`]). Each image defaults to
+//! Verrazzano v1.7.2's (bill of materials `ingress-controller` 1.7.1-5):
+//!
+//! | field | default |
+//! |---|---|
+//! | `nginxController` | `ghcr.io/verrazzano/nginx-ingress-controller:v1.7.1-20240723181019-33c273be0` |
+//! | `nginxDefaultBackend` | `ghcr.io/verrazzano/nginx-ingress-default-backend:v1.7.1-20240723181019-33c273be0` |
+//!
+//! `images.registry` replaces `ghcr.io/verrazzano` in every default (a host, an optional port and
+//! an optional path, no scheme, tag or digest), so that a cluster without Internet access pulls
+//! the same images from its own mirror: with `registry: mirror.local:5000/vz` the controller is
+//! `mirror.local:5000/vz/nginx-ingress-controller:v1.7.1-…`. A per-image field replaces that one
+//! image whole, registry included, and wins over `registry`; it must name a tag or a digest, so
+//! that every node runs the same image (an untagged image is `latest`, which changes under
+//! `IfNotPresent` from node to node).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -128,6 +147,84 @@ impl Components {
     }
 }
 
+/// The registry, with its path, that Verrazzano v1.7.2 pulls its images from.
+pub const DEFAULT_REGISTRY: &str = "ghcr.io/verrazzano";
+
+/// How every image is pulled, as Verrazzano does: tags are pinned, so a node pulls each once.
+pub const IMAGE_PULL_POLICY: &str = "IfNotPresent";
+
+/// A container image the platform runs, each of which `images:` can replace.
+///
+/// A new image is a variant here, a row in [`Image::ALL`], [`Image::field`] and
+/// [`Image::default_name`], and a field of the raw `images:` section with its row in
+/// `RawImages::overrides`; the unit tests check that every variant is accepted under its field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Image {
+    /// The NGINX Ingress Controller (container `controller`).
+    NginxController,
+    /// The NGINX default backend, which serves the error pages.
+    NginxDefaultBackend,
+}
+
+impl Image {
+    /// Every image, in the order of the `images:` section.
+    pub const ALL: [Image; 2] = [Image::NginxController, Image::NginxDefaultBackend];
+
+    /// Its field under `images:`.
+    pub fn field(self) -> &'static str {
+        match self {
+            Image::NginxController => "nginxController",
+            Image::NginxDefaultBackend => "nginxDefaultBackend",
+        }
+    }
+
+    /// Repository (under the registry) and tag of Verrazzano v1.7.2's image.
+    pub fn default_name(self) -> (&'static str, &'static str) {
+        match self {
+            Image::NginxController => (
+                "nginx-ingress-controller",
+                "v1.7.1-20240723181019-33c273be0",
+            ),
+            Image::NginxDefaultBackend => (
+                "nginx-ingress-default-backend",
+                "v1.7.1-20240723181019-33c273be0",
+            ),
+        }
+    }
+}
+
+/// Which images the platform runs: Verrazzano v1.7.2's, from their registry or a mirror, unless
+/// replaced one by one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Images {
+    /// Registry and path of the default images: [`DEFAULT_REGISTRY`] unless `images.registry` is
+    /// set. No trailing `/`.
+    pub registry: String,
+    /// Images replaced whole (`images.<field>`), as full references with a tag or digest.
+    pub overrides: std::collections::BTreeMap<Image, String>,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Images {
+            registry: DEFAULT_REGISTRY.to_string(),
+            overrides: Default::default(),
+        }
+    }
+}
+
+impl Images {
+    /// The reference of `image` to put in a pod: its override, else the default image under the
+    /// registry.
+    pub fn reference(&self, image: Image) -> String {
+        if let Some(r) = self.overrides.get(&image) {
+            return r.clone();
+        }
+        let (repository, tag) = image.default_name();
+        format!("{}/{repository}:{tag}", self.registry)
+    }
+}
+
 /// The validated platform configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {
@@ -145,6 +242,8 @@ pub struct Platform {
     pub components: Components,
     /// Where the state is kept (a local file: absolute, or relative to the working directory).
     pub state: Location,
+    /// The container images to run.
+    pub images: Images,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -162,6 +261,8 @@ struct RawConfig {
     components: RawComponents,
     #[serde(default)]
     state: RawState,
+    #[serde(default)]
+    images: RawImages,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -228,6 +329,27 @@ struct RawComponents {
 struct RawState {
     backend: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawImages {
+    registry: Option<Spanned<String>>,
+    nginx_controller: Option<Spanned<String>>,
+    nginx_default_backend: Option<Spanned<String>>,
+}
+
+impl RawImages {
+    /// Each image with the value of its field, if set.
+    fn overrides(&self) -> [(Image, Option<&Spanned<String>>); Image::ALL.len()] {
+        [
+            (Image::NginxController, self.nginx_controller.as_ref()),
+            (
+                Image::NginxDefaultBackend,
+                self.nginx_default_backend.as_ref(),
+            ),
+        ]
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -412,6 +534,7 @@ impl Validator<'_> {
         }
 
         let state = self.state(raw.state, &environment_name)?;
+        let images = self.images(&raw.images)?;
 
         Ok(Platform {
             source: self.file.to_path_buf(),
@@ -421,7 +544,24 @@ impl Validator<'_> {
             external_ips,
             components,
             state,
+            images,
         })
+    }
+
+    fn images(&self, raw: &RawImages) -> Result<Images, ConfigError> {
+        let mut images = Images::default();
+        if let Some(r) = &raw.registry {
+            images.registry =
+                check_registry(&r.value).map_err(|m| self.err(r, "images.registry", m))?;
+        }
+        for (image, value) in raw.overrides() {
+            if let Some(v) = value {
+                let field = format!("images.{}", image.field());
+                check_image_reference(&v.value).map_err(|m| self.err(v, &field, m))?;
+                images.overrides.insert(image, v.value.clone());
+            }
+        }
+        Ok(images)
     }
 
     fn dns(&self, spanned: Spanned<RawDns>) -> Result<Dns, ConfigError> {
@@ -528,6 +668,142 @@ fn check_dns_name(s: &str) -> Result<(), String> {
         return Err(format!(
             "`{s}` is not a valid DNS name (lowercase labels separated by dots)"
         ));
+    }
+    Ok(())
+}
+
+/// A registry host: labels of letters, digits and `-` separated by dots, with an optional `:port`.
+fn check_registry_host(host: &str) -> Result<(), String> {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host, None),
+    };
+    let labels_ok = !name.is_empty()
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if !labels_ok {
+        return Err(format!("`{host}` is not a registry host"));
+    }
+    if let Some(p) = port
+        && (p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("`{p}` in `{host}` is not a port"));
+    }
+    Ok(())
+}
+
+/// A path component of a repository: lowercase letters, digits, `.`, `_` and `-`, starting and
+/// ending with a letter or digit (a little looser than the OCI distribution grammar, which also
+/// limits how separators follow one another; a registry refuses such names itself).
+fn check_path_component(c: &str) -> Result<(), String> {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let ok = !c.is_empty()
+        && c.bytes()
+            .all(|b| alnum(b) || matches!(b, b'.' | b'_' | b'-'))
+        && c.bytes().next().is_some_and(alnum)
+        && c.bytes().last().is_some_and(alnum);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{c}` is not a repository path component (lowercase letters and digits, separated by `.`, `_` or `-`)"
+        ))
+    }
+}
+
+/// `images.registry`: `host[:port][/path...]`, without scheme, tag or digest. Returns it without
+/// a trailing `/`.
+fn check_registry(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.contains("://") {
+        return Err(format!(
+            "`{s}` has a scheme; write the registry without it (e.g. `registry.example.com/verrazzano`)"
+        ));
+    }
+    if s.chars().any(char::is_whitespace) {
+        return Err(format!("`{s}` contains whitespace"));
+    }
+    let trimmed = s.strip_suffix('/').unwrap_or(s);
+    let mut parts = trimmed.split('/');
+    let host = parts.next().unwrap_or_default();
+    check_registry_host(host)?;
+    for c in parts {
+        if c.contains(':') || c.contains('@') {
+            return Err(format!(
+                "`{s}` names a tag or digest; `images.registry` is only the registry and path the default images are pulled under"
+            ));
+        }
+        check_path_component(c)?;
+    }
+    Ok(trimmed.to_string())
+}
+
+/// A per-image override: `[host[:port]/]path[:tag][@algorithm:hex]`, with a tag or a digest.
+fn check_image_reference(s: &str) -> Result<(), String> {
+    let help = "write `<registry>/<repository>:<tag>` or `<registry>/<repository>@sha256:<digest>`";
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.chars().any(char::is_whitespace) || s.contains("://") {
+        return Err(format!("`{s}` is not an image reference; {help}"));
+    }
+    let (name_tag, digest) = match s.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (s, None),
+    };
+    if let Some(d) = digest {
+        let ok = d.split_once(':').is_some_and(|(alg, hex)| {
+            !alg.is_empty()
+                && alg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && hex.len() >= 32
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+        if !ok {
+            return Err(format!("`{d}` in `{s}` is not a digest; {help}"));
+        }
+    }
+    let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match name_tag[last_slash..].split_once(':') {
+        Some((_, t)) => (&name_tag[..name_tag.len() - t.len() - 1], Some(t)),
+        None => (name_tag, None),
+    };
+    if let Some(t) = tag {
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            && !t.starts_with(['.', '-']);
+        if !ok {
+            return Err(format!("`{t}` in `{s}` is not a tag; {help}"));
+        }
+    }
+    if tag.is_none() && digest.is_none() {
+        return Err(format!(
+            "`{s}` names no tag or digest, so each node would run whatever `latest` was when it pulled; {help}"
+        ));
+    }
+    let components: Vec<&str> = name.split('/').collect();
+    let path = match components.as_slice() {
+        [first, rest @ ..]
+            if !rest.is_empty()
+                && (first.contains('.') || first.contains(':') || *first == "localhost") =>
+        {
+            check_registry_host(first)?;
+            rest
+        }
+        all => all,
+    };
+    for c in path {
+        check_path_component(c).map_err(|m| format!("{m}; {help}"))?;
     }
     Ok(())
 }
@@ -666,5 +942,122 @@ mod tests {
         let e = parse_err("state:\n  backend: s3\n");
         assert_eq!(e.field.as_deref(), Some("state.backend"));
         assert_eq!(e.line, Some(2));
+    }
+    #[test]
+    fn images_default_to_verrazzano_1_7_2() {
+        let p = parse_ok("");
+        assert_eq!(
+            p.images.reference(Image::NginxController),
+            "ghcr.io/verrazzano/nginx-ingress-controller:v1.7.1-20240723181019-33c273be0"
+        );
+        assert_eq!(
+            p.images.reference(Image::NginxDefaultBackend),
+            "ghcr.io/verrazzano/nginx-ingress-default-backend:v1.7.1-20240723181019-33c273be0"
+        );
+    }
+
+    #[test]
+    fn a_registry_replaces_the_default_registry_of_every_image() {
+        let p = parse_ok("images:\n  registry: mirror.local:5000/vz/\n");
+        assert_eq!(p.images.registry, "mirror.local:5000/vz");
+        for image in Image::ALL {
+            let r = p.images.reference(image);
+            assert!(r.starts_with("mirror.local:5000/vz/"), "{r}");
+            assert!(!r.contains("ghcr.io"), "{r}");
+        }
+    }
+
+    #[test]
+    fn a_per_image_override_wins_over_the_registry() {
+        let p = parse_ok(
+            "images:\n  registry: mirror.local/vz\n  nginxController: other.example/nginx/controller:v9\n",
+        );
+        assert_eq!(
+            p.images.reference(Image::NginxController),
+            "other.example/nginx/controller:v9"
+        );
+        assert_eq!(
+            p.images.reference(Image::NginxDefaultBackend),
+            "mirror.local/vz/nginx-ingress-default-backend:v1.7.1-20240723181019-33c273be0"
+        );
+    }
+
+    #[test]
+    fn every_image_is_accepted_under_its_field() {
+        for image in Image::ALL {
+            let reference = format!(
+                "registry.example.com/x/{}@sha256:{}",
+                image.field().to_lowercase(),
+                "a".repeat(64)
+            );
+            let p = parse_ok(&format!("images:\n  {}: {reference}\n", image.field()));
+            assert_eq!(p.images.reference(image), reference, "{image:?}");
+            for other in Image::ALL.into_iter().filter(|o| *o != image) {
+                assert!(p.images.reference(other).starts_with("ghcr.io/verrazzano/"));
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_image_field_is_rejected_with_its_line() {
+        let e = parse_err("images:\n  registry: mirror.local\n  nginxControler: a/b:c\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(
+            e.message.starts_with("unknown field `nginxControler`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_registry_names_its_field_and_line() {
+        for (value, hint) in [
+            ("https://mirror.local", "scheme"),
+            ("mirror.local/vz:v1", "tag or digest"),
+            ("mirror.local/Verrazzano", "repository path component"),
+            ("''", "must not be empty"),
+            ("mirror.local:http", "not a port"),
+        ] {
+            let e = parse_err(&format!(
+                "environmentName: dev\nimages:\n  registry: {value}\n"
+            ));
+            assert_eq!(e.field.as_deref(), Some("images.registry"), "{value}: {e}");
+            assert_eq!(e.line, Some(3), "{value}: {e}");
+            assert!(e.message.contains(hint), "{value}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_bad_image_reference_names_its_field_and_line() {
+        for (value, hint) in [
+            ("mirror.local/nginx/controller", "no tag or digest"),
+            ("'mirror.local/nginx/controller:'", "not a tag"),
+            ("mirror.local/nginx/controller@sha256:xyz", "not a digest"),
+            (
+                "mirror.local/Nginx/controller:v1",
+                "repository path component",
+            ),
+            (
+                "'mirror.local/nginx controller:v1'",
+                "not an image reference",
+            ),
+        ] {
+            let e = parse_err(&format!("images:\n  nginxDefaultBackend: {value}\n"));
+            assert_eq!(
+                e.field.as_deref(),
+                Some("images.nginxDefaultBackend"),
+                "{value}: {e}"
+            );
+            assert_eq!(e.line, Some(2), "{value}: {e}");
+            assert!(e.message.contains(hint), "{value}: {e}");
+        }
+        for ok in [
+            "localhost:5000/controller:v1",
+            "controller:v1",
+            "mirror.local/a/b__c-d.e:v1.7.1_x",
+            "mirror.local/a@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "mirror.local:443/a:v1@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            parse_ok(&format!("images:\n  nginxController: '{ok}'\n"));
+        }
     }
 }

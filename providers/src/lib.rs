@@ -10,7 +10,8 @@
 //! - [`namespaces`]: the system namespaces with their policy and mesh labels.
 //! - [`network_policies`]: ingress NetworkPolicies for every system component.
 //! - [`istio`]: Istio's CRDs (`istio.crds`) and strict mTLS (`istio.peer-authentication`).
-//! - [`ingress_nginx`]: the NGINX IngressClass and controller Service, publishing the ingress address.
+//! - [`ingress_nginx`]: the NGINX Ingress Controller (IngressClass, Deployments, Services, ConfigMaps
+//!   and RBAC), publishing the ingress address.
 //! - [`system_ingresses`]: an Ingress per system component, under the platform [`domain`].
 
 pub mod config;

@@ -23,8 +23,10 @@ static STARTED: Condvar = Condvar::new();
 
 /// A running control plane plus a working directory for configs and state.
 /// How many objects `examples/quickstart.yaml` manages: 8 namespaces, 19 NetworkPolicies, 15 Istio
-/// CRDs, 1 PeerAuthentication, the NGINX IngressClass and Service, 5 system Ingresses.
-pub const QUICKSTART_OBJECTS: usize = 50;
+/// CRDs, 1 PeerAuthentication, the NGINX controller (IngressClass, 3 Services, 2 Deployments, 2
+/// ConfigMaps, 2 ServiceAccounts, Role, RoleBinding, ClusterRole, ClusterRoleBinding), 5 system
+/// Ingresses.
+pub const QUICKSTART_OBJECTS: usize = 62;
 
 /// `vz`'s exit codes (README, "Exit codes").
 pub mod exit {
@@ -45,7 +47,7 @@ pub mod exit {
 }
 
 /// Every kind the quick start manages, for `kubectl get`.
-pub const MANAGED_KINDS: &str = "namespaces,networkpolicies,customresourcedefinitions,peerauthentications,ingressclasses,services,ingresses";
+pub const MANAGED_KINDS: &str = "namespaces,networkpolicies,customresourcedefinitions,peerauthentications,ingressclasses,services,ingresses,deployments,configmaps,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings";
 
 pub struct TestEnv {
     /// Holds the control plane's files (etcd data, logs, kubeconfig).
@@ -210,6 +212,27 @@ impl TestEnv {
             "--type=merge",
             "-p",
             r#"{"metadata":{"finalizers":null}}"#,
+        ])
+        .expect_code(0);
+    }
+
+    /// Tell the node simulator something (`scripts/node-sim`): `key` of its ConfigMap
+    /// `kube-system/vz-node-sim` (`unready`, `pod-ips`, `load-balancers`) becomes `value`.
+    pub fn set_node_sim(&self, key: &str, value: &str) {
+        let cm = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "vz-node-sim", "namespace": "kube-system"},
+            "data": {key: value},
+        });
+        let file = self.work.path().join("node-sim.json");
+        std::fs::write(&file, cm.to_string()).expect("write");
+        self.kubectl(&[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            &format!("test-{key}"),
+            "-f",
+            file.to_str().expect("utf8"),
         ])
         .expect_code(0);
     }

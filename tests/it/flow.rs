@@ -128,7 +128,7 @@ fn recorded_ingress_ip(env: &TestEnv) -> Option<String> {
     state["objects"]
         .as_array()?
         .iter()
-        .find(|o| o["kind"] == "Service")
+        .find(|o| o["kind"] == "Service" && o["name"] == NGINX_SVC)
         .and_then(|o| o["outputs"]["ingress-ip"].as_str().map(str::to_string))
 }
 
@@ -349,4 +349,48 @@ fn istios_api_rejects_what_istios_own_crds_reject() {
     typo.expect_code(0);
     let stored: serde_json::Value = serde_json::from_str(&typo.stdout).expect("JSON");
     assert_eq!(stored["spec"], serde_json::json!({"mtls": {}}));
+}
+
+#[test]
+fn apply_waits_for_the_nginx_deployments_and_a_pod_held_unready_times_out_and_rolls_back() {
+    let env = TestEnv::start();
+    let cfg = env.example("quickstart.yaml");
+    let cfg = cfg.to_str().expect("utf8");
+    env.set_node_sim("unready", &format!("{NGINX_NS}/{NGINX_SVC}-"));
+    let run = env.vz(&["apply", "-f", cfg, "--auto-approve", "--timeout", "40s"]);
+    run.expect_code(exit::ROLLED_BACK);
+    assert!(
+        run.stderr.contains(&format!(
+            "timed out waiting for Deployment {NGINX_NS}/{NGINX_SVC} to be ready: waiting for 1 available replica(s) of the current generation (0 available"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Rolled back every change of this run"),
+        "{}",
+        run.stderr
+    );
+    assert!(env.get_json(&["namespace", NGINX_NS]).is_none());
+
+    // Once its pods become ready, the same apply goes through: the real controllers report the
+    // Deployments available, and apply waited for them before the Ingresses that use NGINX.
+    env.set_node_sim("unready", "");
+    env.vz(&["apply", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    for name in [NGINX_SVC, "ingress-controller-ingress-nginx-defaultbackend"] {
+        let d = env
+            .get_json(&["deployment", "-n", NGINX_NS, name])
+            .expect("deployment");
+        assert_eq!(d["status"]["availableReplicas"], 1, "{name}");
+    }
+    let ep = env
+        .get_json(&["endpoints", "-n", NGINX_NS, NGINX_SVC])
+        .expect("endpoints");
+    assert!(
+        ep["subsets"][0]["addresses"][0]["ip"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.244.")),
+        "the Service reaches the controller pod: {ep}"
+    );
 }

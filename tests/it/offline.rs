@@ -355,3 +355,17 @@ fn a_forced_push_replaces_a_corrupt_state() {
         good
     );
 }
+
+#[test]
+fn the_full_example_documents_a_valid_configuration() {
+    let cfg = repo_root().join("examples/full.yaml");
+    let run = vz_bare(&["render", "-f", cfg.to_str().expect("utf8")]);
+    run.expect_code(0);
+    // Its registry override reaches the images.
+    assert!(
+        run.stdout
+            .contains("registry.example.com/verrazzano/nginx-ingress-controller:v1.7.1-"),
+        "{}",
+        &run.stdout[..run.stdout.len().min(500)]
+    );
+}

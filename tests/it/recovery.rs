@@ -6,8 +6,7 @@ use serde_json::Value;
 use crate::common::{QUICKSTART_OBJECTS, Run, TestEnv, exit};
 
 /// The kinds the quick start manages that exist in every cluster (the Istio kinds go with their CRDs).
-const BUILTIN_KINDS: &str =
-    "namespaces,networkpolicies,customresourcedefinitions,ingressclasses,services,ingresses";
+const BUILTIN_KINDS: &str = "namespaces,networkpolicies,customresourcedefinitions,ingressclasses,services,ingresses,deployments,configmaps,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings";
 
 fn managed(env: &TestEnv) -> Vec<String> {
     env.list_names(&[BUILTIN_KINDS, "-A", "-l", "app.kubernetes.io/managed-by=vz"])

@@ -56,8 +56,8 @@ fn the_control_plane_stops_when_its_owner_process_ends() {
     let started = pids(&dir.path().join("started"));
     assert_eq!(
         started.len(),
-        3,
-        "etcd, kube-apiserver, kube-controller-manager"
+        5,
+        "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, node simulator"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while started.iter().any(|p| alive(*p)) && Instant::now() < deadline {
@@ -65,4 +65,120 @@ fn the_control_plane_stops_when_its_owner_process_ends() {
     }
     let left: Vec<_> = started.iter().filter(|p| alive(**p)).collect();
     assert!(left.is_empty(), "still running: {left:?}");
+}
+
+/// `kubectl get -o json` of a Deployment's status field, or null.
+fn deployment_status(env: &TestEnv, ns: &str, name: &str, field: &str) -> serde_json::Value {
+    env.get_json(&["deployment", "-n", ns, name])
+        .map(|d| d["status"][field].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn a_deployment_becomes_available_through_the_real_scheduler_and_controllers() {
+    let env = TestEnv::start();
+    env.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=example.test/web:1",
+        "--replicas=2",
+    ])
+    .expect_code(0);
+    env.kubectl(&["expose", "deployment", "web", "--port=80"])
+        .expect_code(0);
+    env.eventually(Duration::from_secs(60), "two available replicas", || {
+        (deployment_status(&env, "default", "web", "availableReplicas") == 2).then_some(())
+    });
+    let pods = env.get_json(&["pods", "-l", "app=web"]).expect("pods");
+    for pod in pods["items"].as_array().expect("items") {
+        assert!(
+            pod["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("vz-node-"))
+        );
+        assert_eq!(pod["status"]["phase"], "Running");
+        assert!(
+            pod["status"]["podIP"]
+                .as_str()
+                .is_some_and(|ip| ip.starts_with("10.244."))
+        );
+    }
+    // The endpoints controller wires the Service to the pods.
+    let addresses = env.eventually(Duration::from_secs(30), "endpoints for web", || {
+        let ep = env.get_json(&["endpoints", "web"])?;
+        let n = ep["subsets"][0]["addresses"].as_array().map_or(0, Vec::len);
+        (n == 2).then_some(n)
+    });
+    assert_eq!(addresses, 2);
+}
+
+#[test]
+fn a_pod_held_unready_keeps_its_deployment_unavailable_until_released() {
+    let env = TestEnv::start();
+    env.set_node_sim("unready", "default/held-");
+    env.kubectl(&[
+        "create",
+        "deployment",
+        "held",
+        "--image=example.test/held:1",
+    ])
+    .expect_code(0);
+    env.eventually(Duration::from_secs(60), "the pod to run", || {
+        let pods = env.get_json(&["pods", "-l", "app=held"])?;
+        (pods["items"][0]["status"]["phase"] == "Running").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        deployment_status(&env, "default", "held", "availableReplicas"),
+        serde_json::Value::Null,
+        "not available while its pod is unready"
+    );
+    env.set_node_sim("unready", "");
+    env.eventually(
+        Duration::from_secs(60),
+        "the deployment to become available",
+        || (deployment_status(&env, "default", "held", "availableReplicas") == 1).then_some(()),
+    );
+}
+
+#[test]
+fn a_namespace_with_running_pods_finishes_deleting() {
+    let env = TestEnv::start();
+    env.kubectl(&["create", "namespace", "work"]).expect_code(0);
+    env.kubectl(&[
+        "-n",
+        "work",
+        "create",
+        "deployment",
+        "w",
+        "--image=example.test/w:1",
+    ])
+    .expect_code(0);
+    env.eventually(
+        Duration::from_secs(60),
+        "the deployment to be available",
+        || (deployment_status(&env, "work", "w", "availableReplicas") == 1).then_some(()),
+    );
+    env.kubectl(&[
+        "delete",
+        "namespace",
+        "work",
+        "--wait=true",
+        "--timeout=90s",
+    ])
+    .expect_code(0);
+    assert!(env.get_json(&["namespace", "work"]).is_none());
+}
+
+#[test]
+fn a_load_balancer_gets_the_address_a_test_asks_for() {
+    let env = TestEnv::start();
+    env.set_node_sim("load-balancers", "default/lb=192.0.2.99");
+    env.kubectl(&["create", "service", "loadbalancer", "lb", "--tcp=443:8443"])
+        .expect_code(0);
+    env.eventually(Duration::from_secs(30), "the load balancer address", || {
+        let svc = env.get_json(&["service", "lb"])?;
+        (svc["status"]["loadBalancer"]["ingress"][0]["ip"] == "192.0.2.99").then_some(())
+    });
 }
