@@ -216,6 +216,11 @@ impl TestEnv {
         .expect_code(0);
     }
 
+    /// A file of the control plane's directory (logs, certificates, the webhook stand-in's address).
+    pub fn plane_file(&self, name: &str) -> PathBuf {
+        self.plane.path().join(name)
+    }
+
     /// Tell the node simulator something (`scripts/node-sim`): `key` of its ConfigMap
     /// `kube-system/vz-node-sim` (`unready`, `pod-ips`, `load-balancers`) becomes `value`.
     pub fn set_node_sim(&self, key: &str, value: &str) {

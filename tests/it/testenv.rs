@@ -54,10 +54,11 @@ fn the_control_plane_stops_when_its_owner_process_ends() {
         .expect("bash");
     assert!(status.success());
     let started = pids(&dir.path().join("started"));
+    let standin = usize::from(dir.path().join("webhook-standin-ip").exists());
     assert_eq!(
         started.len(),
-        5,
-        "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, node simulator"
+        5 + standin,
+        "etcd, kube-apiserver, kube-controller-manager, (webhook stand-in,) kube-scheduler, node simulator"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while started.iter().any(|p| alive(*p)) && Instant::now() < deadline {
@@ -181,4 +182,119 @@ fn a_load_balancer_gets_the_address_a_test_asks_for() {
         let svc = env.get_json(&["service", "lb"])?;
         (svc["status"]["loadBalancer"]["ingress"][0]["ip"] == "192.0.2.99").then_some(())
     });
+}
+
+/// A MutatingWebhookConfiguration that sends pods labelled `inject=yes` to Service
+/// `default/webhook-standin`, trusting `ca_bundle` (base64 PEM).
+fn injector(ca_bundle: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "standin-injector"},
+        "webhooks": [{
+            "name": "inject.standin.test", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "failurePolicy": "Fail", "timeoutSeconds": 5,
+            "clientConfig": {"service": {"namespace": "default", "name": "webhook-standin", "path": "/inject", "port": 443},
+                             "caBundle": ca_bundle},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+            "objectSelector": {"matchLabels": {"inject": "yes"}},
+        }],
+    })
+    .to_string()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_api_server_calls_a_webhook_through_its_service_over_verified_tls() {
+    let env = TestEnv::start();
+    let ip = std::fs::read_to_string(env.plane_file("webhook-standin-ip"))
+        .expect("the webhook stand-in runs (the tests run as root)")
+        .trim()
+        .to_string();
+    // The pod behind Service default/webhook-standin gets the stand-in's address.
+    env.set_node_sim("pod-ips", &format!("default/webhook-standin-={ip}"));
+    env.kubectl(&[
+        "create",
+        "deployment",
+        "webhook-standin",
+        "--image=example.test/standin:1",
+    ])
+    .expect_code(0);
+    env.kubectl(&[
+        "expose",
+        "deployment",
+        "webhook-standin",
+        "--port=443",
+        "--target-port=15017",
+    ])
+    .expect_code(0);
+    env.eventually(Duration::from_secs(60), "the Service's endpoint", || {
+        let ep = env.get_json(&["endpoints", "webhook-standin"])?;
+        (ep["subsets"][0]["addresses"][0]["ip"] == ip.as_str()).then_some(())
+    });
+    let ca = std::fs::read(env.plane_file("pki/ca.crt")).expect("plane CA");
+    let file = env.work.path().join("injector.json");
+    std::fs::write(&file, injector(&base64(&ca))).expect("write");
+    env.kubectl(&["create", "-f", file.to_str().expect("utf8")])
+        .expect_code(0);
+
+    // The API server picks the webhook up asynchronously: create pods until one was sent to it.
+    let calls = env.plane_file("webhook-calls.log");
+    let mut n = 0;
+    env.eventually(Duration::from_secs(30), "a call to the stand-in", || {
+        n += 1;
+        env.kubectl(&[
+            "run",
+            &format!("probe-{n}"),
+            "--image=example.test/p:1",
+            "--labels=inject=yes",
+        ])
+        .expect_code(0);
+        let log = std::fs::read_to_string(&calls).unwrap_or_default();
+        log.contains(&format!("\"name\": \"probe-{n}\""))
+            .then_some(())
+    });
+    let log = std::fs::read_to_string(&calls).expect("calls");
+    assert!(log.contains("\"path\": \"/inject\""), "{log}");
+
+    // With a CA that did not sign the stand-in's certificate, TLS verification fails and the pod
+    // is refused (failure policy Fail), as istiod's injector would refuse it.
+    let other_ca = env.plane_file("pki/apiserver.crt");
+    let other = std::fs::read(other_ca).expect("another certificate");
+    std::fs::write(&file, injector(&base64(&other))).expect("write");
+    env.kubectl(&["replace", "-f", file.to_str().expect("utf8")])
+        .expect_code(0);
+    let refused = env.eventually(Duration::from_secs(30), "a refusal", || {
+        n += 1;
+        let run = env.kubectl(&[
+            "run",
+            &format!("probe-{n}"),
+            "--image=example.test/p:1",
+            "--labels=inject=yes",
+        ]);
+        (!run.ok()).then_some(run.stderr)
+    });
+    assert!(
+        refused.contains("inject.standin.test") && refused.contains("x509"),
+        "{refused}"
+    );
 }
