@@ -30,6 +30,8 @@
 //! |---|---|
 //! | `nginxController` | `ghcr.io/verrazzano/nginx-ingress-controller:v1.7.1-20240723181019-33c273be0` |
 //! | `nginxDefaultBackend` | `ghcr.io/verrazzano/nginx-ingress-default-backend:v1.7.1-20240723181019-33c273be0` |
+//! | `pilot` | `ghcr.io/verrazzano/pilot:1.19.3-20240104211928-419dfb47` |
+//! | `proxyV2` | `ghcr.io/verrazzano/proxyv2:1.19.3-20240104211928-419dfb47` |
 //!
 //! `images.registry` replaces `ghcr.io/verrazzano` in every default (a host, an optional port and
 //! an optional path, no scheme, tag or digest), so that a cluster without Internet access pulls
@@ -164,17 +166,28 @@ pub enum Image {
     NginxController,
     /// The NGINX default backend, which serves the error pages.
     NginxDefaultBackend,
+    /// Istio's control plane, istiod (container `discovery`).
+    Pilot,
+    /// Istio's proxy: the gateways' container `istio-proxy` and the injected sidecars.
+    ProxyV2,
 }
 
 impl Image {
     /// Every image, in the order of the `images:` section.
-    pub const ALL: [Image; 2] = [Image::NginxController, Image::NginxDefaultBackend];
+    pub const ALL: [Image; 4] = [
+        Image::NginxController,
+        Image::NginxDefaultBackend,
+        Image::Pilot,
+        Image::ProxyV2,
+    ];
 
     /// Its field under `images:`.
     pub fn field(self) -> &'static str {
         match self {
             Image::NginxController => "nginxController",
             Image::NginxDefaultBackend => "nginxDefaultBackend",
+            Image::Pilot => "pilot",
+            Image::ProxyV2 => "proxyV2",
         }
     }
 
@@ -189,6 +202,8 @@ impl Image {
                 "nginx-ingress-default-backend",
                 "v1.7.1-20240723181019-33c273be0",
             ),
+            Image::Pilot => ("pilot", "1.19.3-20240104211928-419dfb47"),
+            Image::ProxyV2 => ("proxyv2", "1.19.3-20240104211928-419dfb47"),
         }
     }
 }
@@ -337,6 +352,8 @@ struct RawImages {
     registry: Option<Spanned<String>>,
     nginx_controller: Option<Spanned<String>>,
     nginx_default_backend: Option<Spanned<String>>,
+    pilot: Option<Spanned<String>>,
+    proxy_v2: Option<Spanned<String>>,
 }
 
 impl RawImages {
@@ -348,6 +365,8 @@ impl RawImages {
                 Image::NginxDefaultBackend,
                 self.nginx_default_backend.as_ref(),
             ),
+            (Image::Pilot, self.pilot.as_ref()),
+            (Image::ProxyV2, self.proxy_v2.as_ref()),
         ]
     }
 }
@@ -953,6 +972,14 @@ mod tests {
         assert_eq!(
             p.images.reference(Image::NginxDefaultBackend),
             "ghcr.io/verrazzano/nginx-ingress-default-backend:v1.7.1-20240723181019-33c273be0"
+        );
+        assert_eq!(
+            p.images.reference(Image::Pilot),
+            "ghcr.io/verrazzano/pilot:1.19.3-20240104211928-419dfb47"
+        );
+        assert_eq!(
+            p.images.reference(Image::ProxyV2),
+            "ghcr.io/verrazzano/proxyv2:1.19.3-20240104211928-419dfb47"
         );
     }
 

@@ -14,7 +14,9 @@
 //! defined by `istio.crds`, and its namespace by `namespaces`. Deletion runs the other way: the
 //! PeerAuthentication goes before the CRDs that define it.
 
+pub mod control_plane;
 pub mod crds;
+pub mod gateways;
 
 use serde_json::json;
 
