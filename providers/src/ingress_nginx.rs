@@ -40,11 +40,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
-    EnvVarSource, ExecAction, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
-    ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount, WeightedPodAffinityTerm,
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, ExecAction,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -56,6 +56,7 @@ use serde_json::json;
 
 use crate::config::{IMAGE_PULL_POLICY, Image, IngressType, Platform};
 use crate::domain;
+use crate::k8s::{self, field_env, map, rule, strings};
 use crate::manifest::{Manifest, Step, address};
 use crate::names::INGRESS_NGINX;
 use crate::outputs::{OutputSpec, Outputs};
@@ -252,25 +253,9 @@ fn controller_service(p: &Platform) -> Manifest {
 // ---------------------------------------------------------------------------------------------
 // Small constructors.
 
-fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| (*s).to_string()).collect()
-}
-
-fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-        .collect()
-}
-
 /// Metadata of an object in the NGINX namespace (`namespaced`) or of a cluster-scoped one.
 fn meta(name: &str, namespaced: bool, labels: &[(&str, &str)]) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_string()),
-        namespace: namespaced.then(|| INGRESS_NGINX.to_string()),
-        labels: Some(map(labels)),
-        ..Default::default()
-    }
+    k8s::meta(name, namespaced.then_some(INGRESS_NGINX), labels)
 }
 
 fn port(name: &str, number: i32) -> ContainerPort {
@@ -311,35 +296,11 @@ fn http_probe(path: &str, port: i32, timing: [i32; 5]) -> Probe {
     }
 }
 
-fn field_env(name: &str, field_path: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: field_path.to_string(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 fn runtime_default_seccomp() -> Option<SeccompProfile> {
     Some(SeccompProfile {
         type_: "RuntimeDefault".into(),
         ..Default::default()
     })
-}
-
-/// A rule of `verbs` on `resources` of the API `groups`.
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
-    PolicyRule {
-        api_groups: Some(strings(groups)),
-        resources: Some(strings(resources)),
-        verbs: strings(verbs),
-        ..Default::default()
-    }
 }
 
 fn error_pages_volume(items: Option<Vec<KeyToPath>>) -> Volume {

@@ -12,12 +12,14 @@
 //! - [`istio`]: Istio's CRDs (`istio.crds`) and strict mTLS (`istio.peer-authentication`).
 //! - [`ingress_nginx`]: the NGINX Ingress Controller (IngressClass, Deployments, Services, ConfigMaps
 //!   and RBAC), publishing the ingress address.
+//! - [`k8s`]: small builders for typed objects (metadata, RBAC rules, environment) the workload providers share.
 //! - [`system_ingresses`]: an Ingress per system component, under the platform [`domain`].
 
 pub mod config;
 pub mod domain;
 pub mod ingress_nginx;
 pub mod istio;
+pub mod k8s;
 pub mod manifest;
 pub mod names;
 pub mod namespaces;

@@ -41,14 +41,14 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
-    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ProjectedVolumeSource, ResourceFieldSelector, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServiceAccountTokenProjection,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection, WeightedPodAffinityTerm,
+    EmptyDirVolumeSource, EnvVar, HTTPGetAction, KeyToPath, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ServiceAccount, ServiceAccountTokenProjection, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeProjection, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
@@ -58,6 +58,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
 use crate::config::{IMAGE_PULL_POLICY, Image, Platform};
+pub(super) use crate::k8s::{env, field_env, map, resource_env, role_ref, rule, strings};
 use crate::manifest::{Manifest, Step};
 use crate::names::ISTIO_SYSTEM;
 
@@ -148,35 +149,9 @@ pub fn step(p: &Platform) -> Step {
 // ---------------------------------------------------------------------------------------------
 // Small constructors, shared with the gateways.
 
-pub(super) fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| (*s).to_string()).collect()
-}
-
-pub(super) fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-        .collect()
-}
-
 /// Metadata of an object in `istio-system` (`namespaced`) or of a cluster-scoped one.
 pub(super) fn meta(name: &str, namespaced: bool, labels: &[(&str, &str)]) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_string()),
-        namespace: namespaced.then(|| ISTIO_SYSTEM.to_string()),
-        labels: Some(map(labels)),
-        ..Default::default()
-    }
-}
-
-/// A rule of `verbs` on `resources` of the API `groups`.
-pub(super) fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
-    PolicyRule {
-        api_groups: Some(strings(groups)),
-        resources: Some(strings(resources)),
-        verbs: strings(verbs),
-        ..Default::default()
-    }
+    crate::k8s::meta(name, namespaced.then_some(ISTIO_SYSTEM), labels)
 }
 
 /// The ServiceAccount `name` of `istio-system`, as a binding's subject.
@@ -187,14 +162,6 @@ pub(super) fn subject(name: &str) -> Option<Vec<Subject>> {
         namespace: Some(ISTIO_SYSTEM.to_string()),
         ..Default::default()
     }])
-}
-
-pub(super) fn role_ref(kind: &str, name: &str) -> RoleRef {
-    RoleRef {
-        api_group: "rbac.authorization.k8s.io".into(),
-        kind: kind.to_string(),
-        name: name.to_string(),
-    }
 }
 
 /// An unnamed TCP container port.
@@ -212,42 +179,6 @@ pub(super) fn service_port(name: &str, number: i32, target: i32) -> ServicePort 
         port: number,
         protocol: Some("TCP".into()),
         target_port: Some(IntOrString::Int(target)),
-        ..Default::default()
-    }
-}
-
-pub(super) fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value: Some(value.to_string()),
-        ..Default::default()
-    }
-}
-
-pub(super) fn field_env(name: &str, field_path: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: field_path.to_string(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-pub(super) fn resource_env(name: &str, resource: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value_from: Some(EnvVarSource {
-            resource_field_ref: Some(ResourceFieldSelector {
-                resource: resource.to_string(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
         ..Default::default()
     }
 }
