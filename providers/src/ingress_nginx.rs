@@ -722,6 +722,7 @@ fn default_backend_deployment(p: &Platform) -> Manifest {
 mod tests {
     use super::*;
     use crate::config::for_test;
+    use crate::k8s::first_container as container;
     use serde_json::Value;
 
     fn rendered(yaml: &str) -> Step {
@@ -748,11 +749,6 @@ mod tests {
 
     fn backend() -> Value {
         object("", "Deployment", DEFAULT_BACKEND)
-    }
-
-    /// The first (only) container of a Deployment.
-    fn container(deployment: &Value) -> &Value {
-        &deployment["spec"]["template"]["spec"]["containers"][0]
     }
 
     fn labels(pairs: &[(&str, &str)]) -> Value {

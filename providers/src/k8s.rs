@@ -90,3 +90,18 @@ pub fn resource_env(name: &str, resource: &str) -> EnvVar {
         ..Default::default()
     }
 }
+
+/// For the providers' tests: whether every pair of `selector` (a non-empty label map) is among
+/// `labels`.
+#[cfg(test)]
+pub(crate) fn selects(selector: &serde_json::Value, labels: &serde_json::Value) -> bool {
+    selector
+        .as_object()
+        .is_some_and(|s| !s.is_empty() && s.iter().all(|(k, v)| labels[k] == *v))
+}
+
+/// For the providers' tests: the first container of a rendered Deployment.
+#[cfg(test)]
+pub(crate) fn first_container(deployment: &serde_json::Value) -> &serde_json::Value {
+    &deployment["spec"]["template"]["spec"]["containers"][0]
+}

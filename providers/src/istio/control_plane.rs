@@ -942,6 +942,7 @@ fn validating_webhooks() -> [Manifest; 2] {
 mod tests {
     use super::*;
     use crate::config::for_test as platform;
+    use crate::k8s::selects;
     use serde_json::Value;
 
     fn object(kind: &str, name: &str) -> Value {
@@ -959,13 +960,6 @@ mod tests {
 
     fn labels(pairs: &[(&str, &str)]) -> Value {
         json!(map(pairs))
-    }
-
-    /// Whether every pair of `selector` is among `labels`.
-    fn selects(selector: &Value, labels: &Value) -> bool {
-        selector
-            .as_object()
-            .is_some_and(|s| !s.is_empty() && s.iter().all(|(k, v)| labels[k] == *v))
     }
 
     #[test]

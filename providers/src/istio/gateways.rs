@@ -308,6 +308,7 @@ fn egress_service() -> Manifest {
 mod tests {
     use super::*;
     use crate::config::for_test as platform;
+    use crate::k8s::{first_container as container, selects};
     use serde_json::{Value, json};
 
     fn object(yaml: &str, kind: &str, name: &str) -> Value {
@@ -317,16 +318,6 @@ mod tests {
             .find(|m| m.kind == kind && m.name == name)
             .map(|m| m.body.clone())
             .unwrap_or_else(|| panic!("{kind} {name} is not rendered"))
-    }
-
-    fn container(deployment: &Value) -> &Value {
-        &deployment["spec"]["template"]["spec"]["containers"][0]
-    }
-
-    fn selects(selector: &Value, labels: &Value) -> bool {
-        selector
-            .as_object()
-            .is_some_and(|s| !s.is_empty() && s.iter().all(|(k, v)| labels[k] == *v))
     }
 
     #[test]
