@@ -108,6 +108,9 @@ pub enum Deleted {
     AlreadyGone,
 }
 
+/// The `User-Agent` of `vz`'s requests.
+pub const USER_AGENT: &str = concat!("vz/", env!("CARGO_PKG_VERSION"));
+
 impl Cluster {
     /// Connect and check that the API server answers.
     pub async fn connect(opts: &ConnectOptions) -> Result<Cluster> {
@@ -141,6 +144,12 @@ impl Cluster {
                 })?
             }
         };
+        let mut config = config;
+        // Who is calling, in the API server's audit log and in the bench's request counts.
+        config.headers.push((
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(USER_AGENT),
+        ));
         let server = config.cluster_url.to_string();
         let client = Client::try_from(config)
             .with_context(|| format!("cannot create a client for {server}"))?;

@@ -13,7 +13,7 @@ use vz_state::{LockError, StorageError};
 
 use crate::cluster::{ClusterError, NotServed};
 use crate::engine::EngineError;
-use crate::engine::apply::ApplyFailed;
+use crate::engine::apply::{ApplyFailed, Failures};
 use crate::output::StdoutClosed;
 
 /// What kind of failure, each with its own exit code (documented in the README).
@@ -122,6 +122,21 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
 
 fn classify(error: &anyhow::Error) -> (Kind, Vec<String>) {
     for cause in error.chain() {
+        if let Some(Failures(all)) = cause.downcast_ref::<Failures>() {
+            // The first decides the kind; every one's hints are told, once each.
+            let mut kind = None;
+            let mut hints: Vec<String> = Vec::new();
+            for e in all {
+                let (k, h) = classify(e);
+                kind.get_or_insert(k);
+                for hint in h {
+                    if !hints.contains(&hint) {
+                        hints.push(hint);
+                    }
+                }
+            }
+            return (kind.unwrap_or(Kind::Other), hints);
+        }
         if let Some(e) = cause.downcast_ref::<ApplyFailed>() {
             // The failure's own hints (a timeout's, say) still help.
             let (_, hints) = classify(&e.failure);
@@ -200,6 +215,13 @@ fn engine_hints(e: &EngineError) -> (Kind, Vec<String>) {
             Kind::Usage,
             vec!["`vz render` and `vz state list` show the addresses".into()],
         ),
+        EngineError::NotOurs { address, .. } => (
+            Kind::Usage,
+            vec![format!(
+                "to have vz manage it from now on (destroy then releases it, never deletes it), add it to the configuration: `adopt: [{address}]`"
+            )],
+        ),
+        EngineError::Unmet { .. } => (Kind::Usage, vec![]),
         EngineError::OtherPlatform { .. } => (
             Kind::State,
             vec!["one cluster holds one platform's system components: destroy the other platform first, or use its state".into()],

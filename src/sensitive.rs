@@ -14,18 +14,24 @@ pub const MASK: &str = "(sensitive value)";
 /// Whether the field at `path` (as written by [`crate::diff`]) of an object of `kind` is sensitive.
 pub fn is_sensitive_path(kind: &str, path: &str) -> bool {
     (kind == "Secret" && (path.starts_with("data") || path.starts_with("stringData")))
-        || looks_like_key_name(path)
+        || is_key_name(last_segment(path))
 }
 
-fn looks_like_key_name(path: &str) -> bool {
-    let last = path
-        .rsplit(['.', '['])
-        .next()
-        .unwrap_or(path)
-        .trim_matches(|c| c == '"' || c == ']');
-    let l = last.to_ascii_lowercase();
+/// The last field name or map key of a path like `spec.a[0].b` or `data["tls.key"]`.
+fn last_segment(path: &str) -> &str {
+    if let Some(inner) = path.strip_suffix("\"]")
+        && let Some(start) = inner.rfind("[\"")
+    {
+        return &inner[start + 2..];
+    }
+    path.rsplit(['.', ']']).next().unwrap_or(path)
+}
+
+/// Whether a field or map key of this name holds a secret (`tls.key`, `privateKey`, `password`).
+/// A field named just `key` is a reference (a label selector's, a ConfigMap item's), not a key.
+fn is_key_name(name: &str) -> bool {
+    let l = name.to_ascii_lowercase();
     l.ends_with(".key")
-        || l == "key"
         || l.contains("privatekey")
         || l.contains("private_key")
         || l == "password"
@@ -54,7 +60,10 @@ fn mask_key_fields(v: &mut Value) {
     match v {
         Value::Object(map) => {
             for (k, val) in map.iter_mut() {
-                if val.is_string() && looks_like_key_name(k) {
+                if val
+                    .as_str()
+                    .is_some_and(|s| is_key_name(k) || holds_private_key(s))
+                {
                     *val = Value::String(MASK.into());
                 } else {
                     mask_key_fields(val);
@@ -66,10 +75,20 @@ fn mask_key_fields(v: &mut Value) {
     }
 }
 
+/// Whether a string value is (or contains) a PEM private key, whatever its field is called.
+fn holds_private_key(s: &str) -> bool {
+    s.contains("PRIVATE KEY-----")
+}
+
 /// Field changes of an object of `kind` with sensitive values masked.
 pub fn mask_fields(kind: &str, fields: &mut [FieldChange]) {
     for f in fields {
-        if is_sensitive_path(kind, &f.path) {
+        let pem = |v: &Option<Value>| {
+            v.as_ref()
+                .and_then(Value::as_str)
+                .is_some_and(holds_private_key)
+        };
+        if is_sensitive_path(kind, &f.path) || pem(&f.before) || pem(&f.after) {
             for v in [&mut f.before, &mut f.after].into_iter().flatten() {
                 *v = Value::String(MASK.into());
             }
@@ -103,6 +122,38 @@ mod tests {
         let m = mask_object("ConfigMap", &cm);
         assert_eq!(m["data"]["server.key"], MASK);
         assert_eq!(m["data"]["ca.crt"], "cert");
+    }
+
+    #[test]
+    fn references_named_key_are_kept_and_pem_keys_masked_anywhere() {
+        let d = json!({"kind": "Deployment", "spec": {
+            "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["a"]}]},
+            "template": {"spec": {"volumes": [{"configMap": {"items": [{"key": "root-cert.pem", "path": "root-cert.pem"}]}}],
+                "containers": [{"env": [{"name": "K", "value": "-----BEGIN PRIVATE KEY-----\nMII\n-----END PRIVATE KEY-----"}]}]}}}});
+        let m = mask_object("Deployment", &d);
+        assert_eq!(m["spec"]["selector"]["matchExpressions"][0]["key"], "app");
+        assert_eq!(
+            m["spec"]["template"]["spec"]["volumes"][0]["configMap"]["items"][0]["key"],
+            "root-cert.pem"
+        );
+        assert_eq!(
+            m["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
+            MASK
+        );
+        let mut f = vec![FieldChange {
+            path: "spec.template.spec.containers[0].env[0].value".into(),
+            before: None,
+            after: Some(json!("-----BEGIN EC PRIVATE KEY-----")),
+            unknown: false,
+        }];
+        mask_fields("Deployment", &mut f);
+        assert_eq!(f[0].after, Some(json!(MASK)));
+        assert!(!is_sensitive_path(
+            "Deployment",
+            "spec.selector.matchExpressions[0].key"
+        ));
+        assert!(is_sensitive_path("ConfigMap", "data[\"tls.key\"]"));
+        assert!(is_sensitive_path("ConfigMap", "spec.privateKey"));
     }
 
     #[test]

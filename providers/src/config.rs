@@ -122,6 +122,9 @@ pub struct Components {
     pub istio: bool,
     /// Label system namespaces with `istio-injection=enabled` (only when Istio is on).
     pub istio_injection: bool,
+    /// `vz` installs Istio (CRDs, istiod, gateways); when false, it configures an Istio that is
+    /// already there.
+    pub istio_install: bool,
     /// NGINX Ingress Controller.
     pub ingress_nginx: bool,
     /// cert-manager.
@@ -146,6 +149,11 @@ impl Components {
     /// Whether system namespaces are labelled for sidecar injection.
     pub fn injection(&self) -> bool {
         self.istio && self.istio_injection
+    }
+
+    /// Whether `vz` installs Istio itself (CRDs, istiod, gateways).
+    pub fn installs_istio(&self) -> bool {
+        self.istio && self.istio_install
     }
 }
 
@@ -240,6 +248,51 @@ impl Images {
     }
 }
 
+/// Istio's plug-in CA (Secret `istio-system/cacerts`), read from the PEM files the configuration
+/// names. Its `Debug` output leaves the private key out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PluginCa {
+    /// `ca-cert.pem`: the certificate istiod signs with.
+    pub ca_cert: String,
+    /// `ca-key.pem`: its private key.
+    pub ca_key: String,
+    /// `root-cert.pem`: the root the mesh trusts.
+    pub root_cert: String,
+    /// `cert-chain.pem`: from `ca-cert.pem` up to the root.
+    pub cert_chain: String,
+}
+
+impl fmt::Debug for PluginCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginCa")
+            .field("ca_cert", &self.ca_cert)
+            .field("ca_key", &"(sensitive value)")
+            .field("root_cert", &self.root_cert)
+            .field("cert_chain", &self.cert_chain)
+            .finish()
+    }
+}
+
+/// Istio's ingress gateway (`components.istio.ingress`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    /// Its Service's type: the platform's `ingress.type` unless set.
+    pub service_type: IngressType,
+    /// Its Service's external IPs (its own: the NGINX Service's are not shared).
+    pub external_ips: Vec<IpAddr>,
+    /// Gateway pods.
+    pub replicas: i32,
+}
+
+/// An object the configuration says to take over although `vz` did not create it (`adopt:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopt {
+    /// Its address, `<step>/<Kind>/<namespace>/<name>`.
+    pub address: String,
+    /// Where the entry is in the configuration file (1-based line and column).
+    pub at: (u64, u64),
+}
+
 /// The validated platform configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {
@@ -259,6 +312,19 @@ pub struct Platform {
     pub state: Location,
     /// The container images to run.
     pub images: Images,
+    /// Istio's plug-in CA, when the configuration supplies one.
+    pub plugin_ca: Option<PluginCa>,
+    /// Istio's ingress gateway.
+    pub gateway: Gateway,
+    /// Objects to take over although `vz` did not create them.
+    pub adopt: Vec<Adopt>,
+}
+
+impl Platform {
+    /// Whether the configuration says to take over the object at `address`.
+    pub fn adopts(&self, address: &str) -> bool {
+        self.adopt.iter().any(|a| a.address == address)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,6 +344,8 @@ struct RawConfig {
     state: RawState,
     #[serde(default)]
     images: RawImages,
+    #[serde(default)]
+    adopt: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -321,6 +389,29 @@ struct RawIngress {
 struct RawComponent {
     enabled: Option<bool>,
     injection_enabled: Option<bool>,
+    install: Option<bool>,
+    #[serde(rename = "pluginCA")]
+    plugin_ca: Option<Spanned<RawPluginCa>>,
+    ingress: Option<Spanned<RawGateway>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawGateway {
+    #[serde(rename = "type")]
+    kind: Option<IngressType>,
+    #[serde(rename = "externalIPs", default)]
+    external_ips: Vec<Spanned<String>>,
+    replicas: Option<Spanned<i32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawPluginCa {
+    ca_cert: Spanned<String>,
+    ca_key: Spanned<String>,
+    root_cert: Spanned<String>,
+    cert_chain: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -460,42 +551,7 @@ impl Validator<'_> {
             Some(spanned) => self.dns(spanned)?,
         };
 
-        let mut external_ips = Vec::new();
-        for (i, ip) in raw.ingress.external_ips.iter().enumerate() {
-            let parsed: IpAddr = ip.value.trim().parse().map_err(|_| {
-                self.err(
-                    ip,
-                    &format!("ingress.externalIPs[{i}]"),
-                    format!("`{}` is not an IP address", ip.value),
-                )
-            })?;
-            let special = match parsed {
-                IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
-                IpAddr::V6(v6) => {
-                    v6.is_loopback() || v6.is_unspecified() || v6.is_unicast_link_local()
-                }
-            };
-            if special {
-                return Err(self.err(
-                    ip,
-                    &format!("ingress.externalIPs[{i}]"),
-                    format!(
-                        "`{parsed}` is a loopback, link-local or unspecified address, which Kubernetes refuses as an external IP; for a local cluster use `type: NodePort` without externalIPs (the ingress address is then 127.0.0.1)"
-                    ),
-                ));
-            }
-            if parsed.is_ipv6()
-                && i == 0
-                && matches!(&dns, Dns::Wildcard { domain } if domain == "nip.io")
-            {
-                return Err(self.err(
-                    ip,
-                    "ingress.externalIPs[0]",
-                    "nip.io does not resolve IPv6 addresses: use `dns.wildcard.domain: sslip.io`, or put an IPv4 address first",
-                ));
-            }
-            external_ips.push(parsed);
-        }
+        let external_ips = self.external_ips(&raw.ingress.external_ips, "ingress", &dns)?;
 
         let c = &raw.components;
         let on = |comp: &Option<Spanned<RawComponent>>, default: bool| {
@@ -513,19 +569,41 @@ impl Validator<'_> {
             ("kiali", &c.kiali),
             ("argoCD", &c.argocd),
         ] {
-            if let Some(s) = comp
-                && s.value.injection_enabled.is_some()
-            {
+            let Some(s) = comp else { continue };
+            let istio_only = [
+                ("injectionEnabled", s.value.injection_enabled.is_some()),
+                ("install", s.value.install.is_some()),
+                ("pluginCA", s.value.plugin_ca.is_some()),
+                ("ingress", s.value.ingress.is_some()),
+            ];
+            if let Some((field, _)) = istio_only.iter().find(|(_, set)| *set) {
                 return Err(self.err(
                     s,
-                    &format!("components.{name}.injectionEnabled"),
-                    "only `components.istio` has `injectionEnabled`",
+                    &format!("components.{name}.{field}"),
+                    format!("only `components.istio` has `{field}`"),
                 ));
             }
         }
         let istio = on(&c.istio, true);
+        let istio_install = c
+            .istio
+            .as_ref()
+            .and_then(|s| s.value.install)
+            .unwrap_or(true);
+        let plugin_ca = match c.istio.as_ref().and_then(|s| s.value.plugin_ca.as_ref()) {
+            Some(raw) if !istio || !istio_install => {
+                return Err(self.err(
+                    raw,
+                    "components.istio.pluginCA",
+                    "a plug-in CA is for an Istio `vz` installs: it needs `enabled: true` and `install: true`",
+                ));
+            }
+            Some(raw) => Some(self.plugin_ca(&raw.value)?),
+            None => None,
+        };
         let components = Components {
             istio,
+            istio_install,
             istio_injection: c
                 .istio
                 .as_ref()
@@ -552,18 +630,151 @@ impl Validator<'_> {
             ));
         }
 
+        let ingress_type = raw.ingress.kind.unwrap_or(IngressType::LoadBalancer);
+        let gateway = self.gateway(
+            c.istio.as_ref().and_then(|s| s.value.ingress.as_ref()),
+            ingress_type,
+            &dns,
+        )?;
         let state = self.state(raw.state, &environment_name)?;
         let images = self.images(&raw.images)?;
+        let mut adopt: Vec<Adopt> = Vec::new();
+        for (i, a) in raw.adopt.iter().enumerate() {
+            let address = a.value.trim();
+            if address.split('/').count() < 3 || address.split('/').any(str::is_empty) {
+                return Err(self.err(
+                    a,
+                    &format!("adopt[{i}]"),
+                    format!(
+                        "`{address}` is not an object address (`<step>/<Kind>/<namespace>/<name>`, or `<step>/<Kind>/<name>` when cluster-scoped; `vz plan` shows them)"
+                    ),
+                ));
+            }
+            adopt.push(Adopt {
+                address: address.to_string(),
+                at: (a.referenced.line(), a.referenced.column()),
+            });
+        }
 
         Ok(Platform {
             source: self.file.to_path_buf(),
             environment_name,
             dns,
-            ingress_type: raw.ingress.kind.unwrap_or(IngressType::LoadBalancer),
+            ingress_type,
             external_ips,
             components,
             state,
             images,
+            plugin_ca,
+            gateway,
+            adopt,
+        })
+    }
+
+    /// External IPs of a Service (`section` is where they are: `ingress`, `components.istio.ingress`).
+    fn external_ips(
+        &self,
+        raw: &[Spanned<String>],
+        section: &str,
+        dns: &Dns,
+    ) -> Result<Vec<IpAddr>, ConfigError> {
+        let mut out = Vec::new();
+        for (i, ip) in raw.iter().enumerate() {
+            let field = format!("{section}.externalIPs[{i}]");
+            let parsed: IpAddr = ip.value.trim().parse().map_err(|_| {
+                self.err(ip, &field, format!("`{}` is not an IP address", ip.value))
+            })?;
+            let special = match parsed {
+                IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+                IpAddr::V6(v6) => {
+                    v6.is_loopback() || v6.is_unspecified() || v6.is_unicast_link_local()
+                }
+            };
+            if special {
+                return Err(self.err(
+                    ip,
+                    &field,
+                    format!(
+                        "`{parsed}` is a loopback, link-local or unspecified address, which Kubernetes refuses as an external IP; for a local cluster use `type: NodePort` without externalIPs (the ingress address is then 127.0.0.1)"
+                    ),
+                ));
+            }
+            if parsed.is_ipv6()
+                && i == 0
+                && matches!(dns, Dns::Wildcard { domain } if domain == "nip.io")
+            {
+                return Err(self.err(
+                    ip,
+                    &field,
+                    "nip.io does not resolve IPv6 addresses: use `dns.wildcard.domain: sslip.io`, or put an IPv4 address first",
+                ));
+            }
+            out.push(parsed);
+        }
+        Ok(out)
+    }
+
+    /// The Istio ingress gateway's Service and replicas.
+    fn gateway(
+        &self,
+        raw: Option<&Spanned<RawGateway>>,
+        platform_type: IngressType,
+        dns: &Dns,
+    ) -> Result<Gateway, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(Gateway {
+                service_type: platform_type,
+                external_ips: vec![],
+                replicas: 1,
+            });
+        };
+        let external_ips =
+            self.external_ips(&raw.value.external_ips, "components.istio.ingress", dns)?;
+        let replicas = match &raw.value.replicas {
+            Some(r) if r.value < 1 || r.value > 100 => {
+                return Err(self.err(
+                    r,
+                    "components.istio.ingress.replicas",
+                    format!("{} is not a number of replicas from 1 to 100", r.value),
+                ));
+            }
+            Some(r) => r.value,
+            None => 1,
+        };
+        Ok(Gateway {
+            service_type: raw.value.kind.unwrap_or(platform_type),
+            external_ips,
+            replicas,
+        })
+    }
+
+    /// Read the plug-in CA's PEM files (relative to the configuration file).
+    fn plugin_ca(&self, raw: &RawPluginCa) -> Result<PluginCa, ConfigError> {
+        let base = self.file.parent().unwrap_or_else(|| Path::new(""));
+        let read = |field: &str, at: &Spanned<String>, block: &str| {
+            let field = format!("components.istio.pluginCA.{field}");
+            let path = base.join(&at.value);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                self.err(at, &field, format!("cannot read {}: {e}", path.display()))
+            })?;
+            let holds = text
+                .lines()
+                .any(|l| l.starts_with("-----BEGIN ") && l.ends_with(&format!("{block}-----")));
+            if !holds {
+                let what = if block == "CERTIFICATE" {
+                    "PEM certificate"
+                } else {
+                    "PEM private key"
+                };
+                return Err(self.err(at, &field, format!("{} holds no {what}", path.display())));
+            }
+            Ok(text)
+        };
+        Ok(PluginCa {
+            ca_cert: read("caCert", &raw.ca_cert, "CERTIFICATE")?,
+            ca_key: read("caKey", &raw.ca_key, "PRIVATE KEY")?,
+            root_cert: read("rootCert", &raw.root_cert, "CERTIFICATE")?,
+            cert_chain: read("certChain", &raw.cert_chain, "CERTIFICATE")?,
         })
     }
 
@@ -922,6 +1133,76 @@ mod tests {
     fn a_dns_provider_turns_external_dns_on() {
         let p = parse_ok("dns:\n  provider: {name: rfc2136, zone: example.com}\n");
         assert!(p.components.external_dns);
+    }
+
+    #[test]
+    fn istio_can_be_left_to_an_existing_install_and_only_istio_has_install() {
+        assert!(parse_ok("").components.installs_istio());
+        let p = parse_ok("components:\n  istio: {install: false}\n");
+        assert!(p.components.istio && !p.components.installs_istio());
+        let e = parse_err("components:\n  keycloak: {install: false}\n");
+        assert_eq!(e.field.as_deref(), Some("components.keycloak.install"));
+    }
+
+    #[test]
+    fn the_plugin_ca_is_read_from_pem_files_next_to_the_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n";
+        for (f, t) in [
+            ("ca.pem", cert),
+            ("ca.key", key),
+            ("root.pem", cert),
+            ("chain.pem", cert),
+        ] {
+            std::fs::write(dir.path().join(f), t).expect("write");
+        }
+        let yaml = "components:\n  istio:\n    pluginCA: {caCert: ca.pem, caKey: ca.key, rootCert: root.pem, certChain: chain.pem}\n";
+        let cfg = dir.path().join("vz.yaml");
+        let p = parse(&cfg, yaml).expect("valid");
+        let ca = p.plugin_ca.expect("plug-in CA");
+        assert_eq!(ca.ca_key, key);
+        assert!(
+            !format!("{ca:?}").contains("secret"),
+            "the key stays out of Debug"
+        );
+
+        let e = parse(&cfg, &yaml.replace("caKey: ca.key", "caKey: ca.pem")).expect_err("no key");
+        assert_eq!(e.field.as_deref(), Some("components.istio.pluginCA.caKey"));
+        assert!(
+            e.message.ends_with("ca.pem holds no PEM private key"),
+            "{}",
+            e.message
+        );
+        let e = parse(&cfg, &yaml.replace("root.pem", "missing.pem")).expect_err("missing");
+        assert!(e.message.contains("cannot read"), "{}", e.message);
+        let e = parse(&cfg, &format!("{}    install: false\n", yaml)).expect_err("not installed");
+        assert_eq!(e.field.as_deref(), Some("components.istio.pluginCA"));
+    }
+
+    #[test]
+    fn the_gateway_has_its_own_service_settings() {
+        let p = parse_ok("ingress: {type: NodePort, externalIPs: [192.0.2.1]}\n");
+        assert_eq!(p.gateway.service_type, IngressType::NodePort);
+        assert!(p.gateway.external_ips.is_empty());
+        let e = parse_err("components:\n  istio:\n    ingress: {externalIPs: [127.0.0.1]}\n");
+        assert_eq!(
+            e.field.as_deref(),
+            Some("components.istio.ingress.externalIPs[0]")
+        );
+        let e = parse_err("components:\n  istio:\n    ingress: {replicas: 0}\n");
+        assert_eq!(
+            e.field.as_deref(),
+            Some("components.istio.ingress.replicas")
+        );
+    }
+
+    #[test]
+    fn adopt_takes_object_addresses() {
+        let p = parse_ok("adopt: [namespaces/Namespace/istio-system]\n");
+        assert!(p.adopts("namespaces/Namespace/istio-system"));
+        let e = parse_err("adopt: [istio-system]\n");
+        assert_eq!(e.field.as_deref(), Some("adopt[0]"));
     }
 
     #[test]

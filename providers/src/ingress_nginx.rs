@@ -166,19 +166,27 @@ const ACCESS_LOG_FIELDS: [(&str, &str); 20] = [
     ("upstream_response_time", "upstream_response_time"),
 ];
 
-/// The `ingress-nginx` step, when NGINX is on. NGINX joins the mesh (its namespace is injected),
-/// so it comes after Istio and strict mTLS when Istio is on.
+/// The `ingress-nginx` step, when NGINX is on. NGINX joins the mesh when Istio is on, so it comes
+/// after strict mTLS and after istiod: its namespace is injected, and the sidecar injector fails
+/// closed, so its pods would be refused until istiod serves the injector (which the control-plane
+/// step waits for).
 pub fn steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
     if !p.components.ingress_nginx {
         return vec![];
     }
-    let after = if p.components.istio {
-        istio::PEER_AUTHENTICATION_STEP
+    let after = if p.components.installs_istio() {
+        vec![istio::PEER_AUTHENTICATION_STEP, istio::control_plane::STEP]
+    } else if p.components.istio {
+        // Someone else's istiod serves the injector (a requirement of the plan).
+        vec![istio::PEER_AUTHENTICATION_STEP]
     } else {
-        network_policies::STEP
+        vec![network_policies::STEP]
     };
-    vec![step(p, vec![after.to_string()])]
+    vec![step(p, after.into_iter().map(String::from).collect())]
 }
+
+/// What an existing controller Deployment or IngressClass of `vz`'s names probably is.
+const NGINX_TAKEN: &str = "probably an NGINX Ingress Controller installed by someone else; two controllers would fight over the same Ingresses";
 
 fn step(p: &Platform, depends_on: Vec<String>) -> Step {
     let class = Manifest::from_value(json!({
@@ -186,7 +194,8 @@ fn step(p: &Platform, depends_on: Vec<String>) -> Step {
         "kind": "IngressClass",
         "metadata": {"name": INGRESS_CLASS},
         "spec": {"controller": CONTROLLER},
-    }));
+    }))
+    .exclusive(NGINX_TAKEN);
     let service_address = address(STEP, "Service", Some(INGRESS_NGINX), SERVICE);
     let mut objects = vec![class];
     objects.extend(service_accounts());
@@ -196,7 +205,7 @@ fn step(p: &Platform, depends_on: Vec<String>) -> Step {
     objects.push(controller_service(p));
     objects.push(metrics_service());
     objects.push(default_backend_service());
-    objects.push(controller_deployment(p));
+    objects.push(controller_deployment(p).exclusive(NGINX_TAKEN));
     objects.push(default_backend_deployment(p));
     Step {
         id: STEP.to_string(),
@@ -771,9 +780,12 @@ mod tests {
     }
 
     #[test]
-    fn nginx_comes_after_strict_mtls_with_istio_and_after_the_policies_without() {
+    fn nginx_comes_after_strict_mtls_and_istiod_with_istio_and_after_the_policies_without() {
         let s = steps(&for_test(""), &Outputs::default());
-        assert_eq!(s[0].depends_on, [istio::PEER_AUTHENTICATION_STEP]);
+        assert_eq!(
+            s[0].depends_on,
+            [istio::PEER_AUTHENTICATION_STEP, istio::control_plane::STEP]
+        );
         let p = for_test("components:\n  istio: {enabled: false}\n");
         assert_eq!(
             steps(&p, &Outputs::default())[0].depends_on,

@@ -9,11 +9,16 @@
 //! Steps so far, in install order:
 //! - [`namespaces`]: the system namespaces with their policy and mesh labels.
 //! - [`network_policies`]: ingress NetworkPolicies for every system component.
-//! - [`istio`]: Istio's CRDs (`istio.crds`) and strict mTLS (`istio.peer-authentication`).
+//! - [`istio`]: Istio's CRDs (`istio.crds`), strict mTLS (`istio.peer-authentication`), istiod
+//!   and its webhooks (`istio.control-plane`), the ingress and egress gateways (`istio.gateways`),
+//!   the server-header EnvoyFilter and the system AuthorizationPolicies.
 //! - [`ingress_nginx`]: the NGINX Ingress Controller (IngressClass, Deployments, Services, ConfigMaps
 //!   and RBAC), publishing the ingress address.
 //! - [`k8s`]: small builders for typed objects (metadata, RBAC rules, environment) the workload providers share.
 //! - [`system_ingresses`]: an Ingress per system component, under the platform [`domain`].
+//!
+//! [`requirements`] lists what the platform needs from the cluster without creating it (an
+//! existing Istio, with `components.istio.install: false`).
 
 pub mod config;
 pub mod domain;
@@ -25,11 +30,13 @@ pub mod names;
 pub mod namespaces;
 pub mod network_policies;
 pub mod outputs;
+pub mod requirements;
 pub mod system_ingresses;
 
 pub use config::{ConfigError, Platform};
 pub use manifest::{Manifest, Ownership, Step, address};
 pub use outputs::{Deferred, OutputSpec, Outputs};
+pub use requirements::{Requirement, requirements};
 
 use manifest::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLATFORM_LABEL};
 
@@ -47,7 +54,7 @@ pub const PROVIDERS: &[Provider] = &[
 ];
 
 /// Every step of the platform. Objects `vz` owns carry the managed-by and platform labels; objects
-/// it only patches carry none. Values other steps publish are taken from `outputs` (unknown where
+/// it only patches carry none. Objects the configuration's `adopt:` names are no longer exclusive. Values other steps publish are taken from `outputs` (unknown where
 /// not published yet).
 pub fn desired(platform: &Platform, outputs: &Outputs) -> Vec<Step> {
     let mut steps: Vec<Step> = PROVIDERS
@@ -55,7 +62,13 @@ pub fn desired(platform: &Platform, outputs: &Outputs) -> Vec<Step> {
         .flat_map(|p| p(platform, outputs))
         .collect();
     for step in &mut steps {
+        let id = step.id.clone();
         for m in &mut step.objects {
+            if m.exclusive.is_some()
+                && platform.adopts(&address(&id, &m.kind, m.namespace.as_deref(), &m.name))
+            {
+                m.exclusive = None;
+            }
             if m.ownership == Ownership::Owned {
                 m.set_label(MANAGED_BY_LABEL, MANAGED_BY_VALUE);
                 m.set_label(PLATFORM_LABEL, &platform.environment_name);
@@ -79,6 +92,41 @@ mod tests {
             assert_eq!(labels[MANAGED_BY_LABEL], "vz", "{}", m.display_name());
             assert_eq!(labels[PLATFORM_LABEL], "dev", "{}", m.display_name());
         }
+    }
+
+    #[test]
+    fn what_vz_must_create_itself_is_exclusive_unless_adopted() {
+        let exclusive = |yaml: &str| -> Vec<String> {
+            let p = config::for_test(yaml);
+            desired(&p, &Outputs::default())
+                .iter()
+                .flat_map(|s| {
+                    s.objects
+                        .iter()
+                        .filter(|m| m.exclusive.is_some())
+                        .map(|m| s.address_of(m))
+                })
+                .collect()
+        };
+        assert_eq!(
+            exclusive(""),
+            [
+                "namespaces/Namespace/istio-system",
+                "istio.control-plane/Deployment/istio-system/istiod",
+                "ingress-nginx/IngressClass/verrazzano-nginx",
+                "ingress-nginx/Deployment/verrazzano-ingress-nginx/ingress-controller-ingress-nginx-controller",
+            ]
+        );
+        assert_eq!(
+            exclusive("adopt: [namespaces/Namespace/istio-system]\n").len(),
+            3,
+            "adopted"
+        );
+        let existing = exclusive("components:\n  istio: {install: false}\n");
+        assert!(
+            existing.iter().all(|a| a.starts_with("ingress-nginx/")),
+            "{existing:?}"
+        );
     }
 
     #[test]

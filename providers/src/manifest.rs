@@ -52,6 +52,11 @@ pub struct Manifest {
     /// How much of the object `vz` owns.
     #[serde(default)]
     pub ownership: Ownership,
+    /// Set when an existing object of this name that `vz` did not create must not be taken over
+    /// unless the configuration says so (`adopt:`): what such an object probably is, and what to
+    /// do instead (e.g. "an Istio installed by someone else; ...").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusive: Option<String>,
 }
 
 impl Manifest {
@@ -76,6 +81,7 @@ impl Manifest {
             body,
             unknown: Vec::new(),
             ownership: Ownership::Owned,
+            exclusive: None,
         }
     }
 
@@ -95,12 +101,21 @@ impl Manifest {
             body,
             unknown,
             ownership: Ownership::Owned,
+            exclusive: None,
         }
     }
 
     /// The same object, of which `vz` owns only the fields it sends ([`Ownership::Patched`]).
     pub fn patched(mut self) -> Manifest {
         self.ownership = Ownership::Patched;
+        self
+    }
+
+    /// The same object, which `vz` creates itself and does not take over without the
+    /// configuration's `adopt:` ([`Manifest::exclusive`]); `what` says what an existing one
+    /// probably is and what to do instead.
+    pub fn exclusive(mut self, what: &str) -> Manifest {
+        self.exclusive = Some(what.to_string());
         self
     }
 

@@ -3,6 +3,9 @@
 //! Every system namespace carries `verrazzano.io/namespace=<name>` (NetworkPolicies select their peers
 //! by it). Namespaces whose pods are in the mesh also carry `istio-injection=enabled` when Istio and
 //! injection are on; `istio-system` and `cert-manager` never do.
+//!
+//! `istio-system` is here only when `vz` installs Istio, and is never taken over unless the
+//! configuration says so (an existing one is someone else's Istio).
 
 use std::collections::BTreeMap;
 
@@ -21,6 +24,9 @@ pub const STEP: &str = "namespaces";
 pub const NAMESPACE_LABEL: &str = "verrazzano.io/namespace";
 /// The label that turns on Istio sidecar injection.
 pub const INJECTION_LABEL: &str = "istio-injection";
+
+/// What an `istio-system` namespace `vz` did not create probably is, and the ways out.
+pub const ISTIO_TAKEN: &str = "probably an Istio installed by someone else; to configure that Istio instead of installing one, set `components.istio.install: false`";
 
 /// A system namespace and whether its pods join the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +57,7 @@ pub fn system_namespaces(p: &Platform) -> Vec<SystemNamespace> {
     };
     add(c.prometheus, names::VERRAZZANO_MONITORING, true);
     add(c.ingress_nginx, names::INGRESS_NGINX, true);
-    add(c.istio, names::ISTIO_SYSTEM, false);
+    add(c.installs_istio(), names::ISTIO_SYSTEM, false);
     add(c.cert_manager, names::CERT_MANAGER, false);
     add(c.keycloak, names::KEYCLOAK, true);
     add(c.keycloak, names::MYSQL_OPERATOR, true);
@@ -74,14 +80,20 @@ pub fn step(p: &Platform) -> Step {
             if ns.injected && p.components.injection() {
                 labels.insert(INJECTION_LABEL.to_string(), "enabled".to_string());
             }
-            Manifest::from_typed(&Namespace {
+            let m = Manifest::from_typed(&Namespace {
                 metadata: ObjectMeta {
                     name: Some(ns.name.to_string()),
                     labels: Some(labels),
                     ..Default::default()
                 },
                 ..Default::default()
-            })
+            });
+            if ns.name == names::ISTIO_SYSTEM {
+                // As Verrazzano refuses an `istio-system` it did not create.
+                m.exclusive(ISTIO_TAKEN)
+            } else {
+                m
+            }
         })
         .collect();
     Step {

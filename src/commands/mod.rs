@@ -192,6 +192,10 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
         cluster.server(),
         desired.platform.environment_name
     );
+    if !req.destroy && req.select.refresh {
+        engine::requirements::check(&cluster, &vz_providers::requirements(&desired.platform))
+            .await?;
+    }
     let outputs =
         engine::outputs::read(&cluster, &desired.steps, &stored.state, req.select.refresh).await?;
     desired.rerender(&outputs);

@@ -1,4 +1,5 @@
-//! `vz render`: print the desired objects as multi-document YAML, like `helm template`.
+//! `vz render`: print the desired objects as multi-document YAML, like `helm template` — except that
+//! secret values (a Secret's data, private keys) are masked, as in every output of `vz`.
 
 use std::process::ExitCode;
 
@@ -7,6 +8,7 @@ use anyhow::{Context, Result};
 use super::Desired;
 use crate::cli::ConfigArgs;
 use crate::output::out;
+use crate::sensitive::mask_object;
 
 /// Run `vz render`.
 pub fn run(args: &ConfigArgs) -> Result<ExitCode> {
@@ -30,8 +32,12 @@ pub fn run(args: &ConfigArgs) -> Result<ExitCode> {
                     fields.join(", ")
                 ));
             }
+            let shown = mask_object(&m.kind, &m.body);
+            if shown != m.body {
+                text.push_str("# sensitive values masked (vz apply sends them as configured)\n");
+            }
             text.push_str(
-                &serde_saphyr::to_string(&m.body)
+                &serde_saphyr::to_string(&shown)
                     .with_context(|| format!("cannot render {} as YAML", m.display_name()))?,
             );
         }

@@ -816,11 +816,27 @@ fn tiers<'c>(changes: &[&'c Change], reverse: bool) -> Vec<Vec<&'c Change>> {
     out
 }
 
-/// One error from several, each on its own line.
+/// Several operations that failed in the same run (steps run in parallel), each kept whole so
+/// that what each needs is still told.
+#[derive(Debug)]
+pub struct Failures(pub Vec<anyhow::Error>);
+
+impl std::fmt::Display for Failures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} operations failed:", self.0.len())?;
+        for e in &self.0 {
+            write!(f, "\n  - {e:#}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Failures {}
+
+/// One error from several.
 fn combine(mut errors: Vec<anyhow::Error>) -> anyhow::Error {
     if errors.len() == 1 {
         return errors.remove(0);
     }
-    let lines: Vec<String> = errors.iter().map(|e| format!("  - {e:#}")).collect();
-    anyhow!("{} operations failed:\n{}", errors.len(), lines.join("\n"))
+    Failures(errors).into()
 }

@@ -16,6 +16,7 @@ pub mod order;
 pub mod outputs;
 pub mod plan;
 pub mod ready;
+pub mod requirements;
 pub mod rollback;
 pub mod saved;
 
@@ -46,6 +47,26 @@ pub enum EngineError {
         object: String,
         /// The platform its label names.
         platform: String,
+    },
+    /// An object `vz` would create exists already, and was made by someone else.
+    #[error("{object} exists and was not created by vz: {what}")]
+    NotOurs {
+        /// The object.
+        object: String,
+        /// Its address.
+        address: String,
+        /// What it probably is, and what to do instead.
+        what: String,
+    },
+    /// What the platform needs from the cluster is not there.
+    #[error("{object} {problem}: {why}")]
+    Unmet {
+        /// The object required.
+        object: String,
+        /// What is wrong with it (missing, not ready).
+        problem: String,
+        /// Why it is required, and what to do.
+        why: String,
     },
     /// A saved plan no longer applies.
     #[error("the saved plan {} is stale: {why}", plan.display())]
@@ -108,6 +129,7 @@ impl Desired {
     pub fn load(file: &Path) -> Result<Desired> {
         let platform = vz_providers::config::load(file)?;
         let steps = vz_providers::desired(&platform, &Outputs::default());
+        check_adopt(&platform, &steps)?;
         let graph = graph_of(&steps)?;
         Ok(Desired {
             platform,
@@ -125,6 +147,28 @@ impl Desired {
     pub fn rerender(&mut self, outputs: &Outputs) {
         self.steps = self.render(outputs);
     }
+}
+
+/// Every address the configuration's `adopt:` names must be an object of the platform.
+fn check_adopt(platform: &Platform, steps: &[Step]) -> Result<(), vz_providers::ConfigError> {
+    for (i, a) in platform.adopt.iter().enumerate() {
+        let known = steps
+            .iter()
+            .any(|s| s.objects.iter().any(|m| s.address_of(m) == a.address));
+        if !known {
+            return Err(vz_providers::ConfigError {
+                file: platform.source.clone(),
+                line: Some(a.at.0),
+                column: Some(a.at.1),
+                field: Some(format!("adopt[{i}]")),
+                message: format!(
+                    "`{}` is not an object of this platform (`vz render` shows every object; the address is `<step>/<Kind>/<namespace>/<name>`)",
+                    a.address
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The dependency graph of the desired steps.

@@ -38,6 +38,14 @@ pub fn has_rule(api_version: &str, kind: &str) -> bool {
             | ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
             | ("apps/v1", "Deployment")
             | ("v1", "Service")
+            | (
+                "admissionregistration.k8s.io/v1",
+                "MutatingWebhookConfiguration"
+            )
+            | (
+                "admissionregistration.k8s.io/v1",
+                "ValidatingWebhookConfiguration"
+            )
     )
 }
 
@@ -69,7 +77,8 @@ pub fn readiness(obj: &Value) -> Readiness {
                 Readiness::Ready
             } else {
                 Readiness::Waiting(format!(
-                    "{wanted} available replica(s) of the current generation ({available} available, {updated} updated, generation {observed}/{generation} observed)"
+                    "{wanted} available replica(s) of the current generation ({available} available, {updated} updated, generation {observed}/{generation} observed){}",
+                    deployment_trouble(obj)
                 ))
             }
         }
@@ -87,7 +96,53 @@ pub fn readiness(obj: &Value) -> Readiness {
                 )
             }
         }
+        (
+            "admissionregistration.k8s.io/v1",
+            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration",
+        ) => webhooks_readiness(obj),
         _ => Readiness::Ready,
+    }
+}
+
+/// What a Deployment's conditions say is wrong, if anything: pods its ReplicaSet cannot create
+/// (quota, an admission webhook's refusal) or a rollout past its progress deadline.
+fn deployment_trouble(obj: &Value) -> String {
+    let mut out = String::new();
+    for (kind, bad) in [("ReplicaFailure", "True"), ("Progressing", "False")] {
+        if let Some(c) = condition(obj, kind).filter(|c| str_at(c, "/status") == Some(bad)) {
+            let reason = str_at(c, "/reason").unwrap_or("no reason given");
+            let message = str_at(c, "/message").unwrap_or_default();
+            out.push_str(&format!("; condition {kind}={bad} ({reason}): {message}"));
+        }
+    }
+    out
+}
+
+/// A webhook configuration is ready once the API server can verify every webhook server it calls
+/// through a Service: each such webhook has a `caBundle`. `vz` never writes one for a server that
+/// issues its own certificate (istiod writes its CA there when it starts), so until then the API
+/// server would refuse that server's certificate — and a webhook that fails closed would refuse
+/// every request it covers.
+fn webhooks_readiness(obj: &Value) -> Readiness {
+    let hooks = obj
+        .pointer("/webhooks")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let waiting = hooks.iter().find(|h| {
+        h.pointer("/clientConfig/service").is_some()
+            && str_at(h, "/clientConfig/caBundle").is_none_or(str::is_empty)
+    });
+    match waiting {
+        None => Readiness::Ready,
+        Some(h) => {
+            let name = str_at(h, "/name").unwrap_or("?");
+            let ns = str_at(h, "/clientConfig/service/namespace").unwrap_or("?");
+            let svc = str_at(h, "/clientConfig/service/name").unwrap_or("?");
+            Readiness::Waiting(format!(
+                "a CA bundle in webhook {name} (the server behind Service {ns}/{svc} writes it when it starts: is it running, and may it patch webhook configurations?)"
+            ))
+        }
     }
 }
 
@@ -133,6 +188,26 @@ mod tests {
     }
 
     #[test]
+    fn a_deployment_that_cannot_create_its_pods_says_why() {
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"generation": 1}, "spec": {"replicas": 1},
+            "status": {"observedGeneration": 1, "conditions": [
+                {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+                {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                 "message": "Internal error occurred: failed calling webhook \"inject\""},
+                {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}});
+        let Readiness::Waiting(w) = readiness(&d) else {
+            panic!("ready without replicas")
+        };
+        assert!(
+            w.ends_with(
+                "; condition ReplicaFailure=True (FailedCreate): Internal error occurred: failed calling webhook \"inject\""
+            ),
+            "{w}"
+        );
+    }
+
+    #[test]
     fn a_load_balancer_service_needs_an_address_and_others_do_not() {
         let mut s = json!({"apiVersion": "v1", "kind": "Service", "spec": {"type": "LoadBalancer"},
                            "status": {"loadBalancer": {}}});
@@ -141,6 +216,28 @@ mod tests {
         assert_eq!(readiness(&s), Readiness::Ready);
         let np = json!({"apiVersion": "v1", "kind": "Service", "spec": {"type": "NodePort"}});
         assert_eq!(readiness(&np), Readiness::Ready);
+    }
+
+    #[test]
+    fn a_webhook_configuration_waits_for_the_ca_bundle_of_each_service_webhook() {
+        let mut mwc = json!({"apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "webhooks": [
+            {"name": "by-url", "clientConfig": {"url": "https://hooks.example.test/x"}},
+            {"name": "rev.namespace.sidecar-injector.istio.io",
+             "clientConfig": {"service": {"name": "istiod", "namespace": "istio-system"}}},
+        ]});
+        assert!(matches!(readiness(&mwc), Readiness::Waiting(w)
+            if w.contains("webhook rev.namespace.sidecar-injector.istio.io")
+                && w.contains("Service istio-system/istiod")));
+        mwc["webhooks"][1]["clientConfig"]["caBundle"] = json!("");
+        assert!(matches!(readiness(&mwc), Readiness::Waiting(_)), "empty");
+        mwc["webhooks"][1]["clientConfig"]["caBundle"] = json!("LS0tLS1CRUdJTg==");
+        assert_eq!(readiness(&mwc), Readiness::Ready);
+        assert!(has_rule(
+            "admissionregistration.k8s.io/v1",
+            "ValidatingWebhookConfiguration"
+        ));
     }
 
     #[test]

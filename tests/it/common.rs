@@ -26,7 +26,7 @@ static STARTED: Condvar = Condvar::new();
 /// CRDs, 1 PeerAuthentication, the NGINX controller (IngressClass, 3 Services, 2 Deployments, 2
 /// ConfigMaps, 2 ServiceAccounts, Role, RoleBinding, ClusterRole, ClusterRoleBinding), 5 system
 /// Ingresses.
-pub const QUICKSTART_OBJECTS: usize = 62;
+pub const QUICKSTART_OBJECTS: usize = 90;
 
 /// `vz`'s exit codes (README, "Exit codes").
 pub mod exit {
@@ -46,8 +46,9 @@ pub mod exit {
     pub const PARTIAL: i32 = 8;
 }
 
-/// Every kind the quick start manages, for `kubectl get`.
-pub const MANAGED_KINDS: &str = "namespaces,networkpolicies,customresourcedefinitions,peerauthentications,ingressclasses,services,ingresses,deployments,configmaps,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings";
+/// Every kind the quick start manages, for `kubectl get` (Istio's kinds included, so only while
+/// its CRDs are there).
+pub const MANAGED_KINDS: &str = "namespaces,networkpolicies,customresourcedefinitions,peerauthentications,ingressclasses,services,ingresses,deployments,configmaps,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,mutatingwebhookconfigurations,validatingwebhookconfigurations,authorizationpolicies,envoyfilters";
 
 pub struct TestEnv {
     /// Holds the control plane's files (etcd data, logs, kubeconfig).
@@ -377,4 +378,26 @@ pub fn drift_authproxy_port(env: &TestEnv) {
         r#"[{"op":"replace","path":"/spec/ingress/0/ports/0/port","value":9999}]"#,
     ])
     .expect_code(0);
+}
+
+/// Standard base64 with padding (what Kubernetes expects in `caBundle` and Secret data).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

@@ -5,6 +5,7 @@
 mod common;
 mod flow;
 mod lifecycle;
+mod mesh;
 mod offline;
 mod planning;
 mod recovery;

@@ -225,33 +225,43 @@ fn replace_deletes_and_creates_the_object_again() {
 #[test]
 fn an_immutable_field_forces_a_replacement_that_names_it() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
-    // Someone re-creates the IngressClass for another controller; its controller cannot be changed
-    // in place.
-    env.kubectl(&["delete", "ingressclass", "verrazzano-nginx"])
-        .expect_code(0);
-    let other = env.write_config(
-        "other-class.yaml",
-        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: verrazzano-nginx}\nspec: {controller: example.com/other}\n",
-    );
-    env.kubectl(&["create", "-f", other.to_str().expect("utf8")])
-        .expect_code(0);
+    // Someone re-creates the default backend's Deployment with another pod selector, which cannot
+    // be changed in place.
+    let backend = "ingress-controller-ingress-nginx-defaultbackend";
+    env.kubectl(&[
+        "-n",
+        "verrazzano-ingress-nginx",
+        "delete",
+        "deployment",
+        backend,
+    ])
+    .expect_code(0);
+    env.kubectl(&[
+        "-n",
+        "verrazzano-ingress-nginx",
+        "create",
+        "deployment",
+        backend,
+        "--image=example.test/other:1",
+    ])
+    .expect_code(0);
     let plan = env.vz(&["plan", "-f", &cfg]);
     plan.expect_code(0);
     assert!(
-        plan.stdout.contains(
-            "  -/+ ingress-nginx/IngressClass/verrazzano-nginx  # exists but is not managed by vz, and spec.controller cannot change in place: it will be deleted and created again\n"
-        ),
+        plan.stdout.contains(&format!(
+            "  -/+ ingress-nginx/Deployment/verrazzano-ingress-nginx/{backend}  # exists but is not managed by vz, and spec.selector cannot change in place: it will be deleted and created again\n"
+        )),
         "{}",
         plan.stdout
     );
     env.vz(&["apply", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
-    let class = env
-        .get_json(&["ingressclass", "verrazzano-nginx"])
-        .expect("class");
+    let d = env
+        .get_json(&["deployment", "-n", "verrazzano-ingress-nginx", backend])
+        .expect("deployment");
     assert_eq!(
-        class["spec"]["controller"],
-        "k8s.io/verrazzano-ingress-nginx"
+        d["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "vz"
     );
     env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
         .expect_code(0);

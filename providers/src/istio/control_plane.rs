@@ -26,12 +26,13 @@
 //! `istiod-gateway-controller-istio-system` and `istio-reader-clusterrole-istio-system`, the
 //! IstioOperator `installed-state`, and PodDisruptionBudgets/autoscalers (off in Verrazzano).
 //!
-//! Not in [`crate::PROVIDERS`] yet: the step joins the registry once the test plane stands in for
-//! istiod's webhooks (the injector fails closed, so every pod of an injected namespace would be
-//! refused without it).
+//! Ready when istiod is available and every webhook has the `caBundle` istiod writes: only then can
+//! the API server call the injector, so the steps whose pods are injected (NGINX's) come after this
+//! one.
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
     ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
@@ -43,7 +44,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
     EmptyDirVolumeSource, EnvVar, HTTPGetAction, KeyToPath, PodAffinityTerm, PodAntiAffinity,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
     ServiceAccount, ServiceAccountTokenProjection, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeProjection, WeightedPodAffinityTerm,
 };
@@ -57,7 +58,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
-use crate::config::{IMAGE_PULL_POLICY, Image, Platform};
+use crate::config::{IMAGE_PULL_POLICY, Image, Platform, PluginCa};
 pub(super) use crate::k8s::{env, field_env, map, resource_env, role_ref, rule, strings};
 use crate::manifest::{Manifest, Step};
 use crate::names::ISTIO_SYSTEM;
@@ -72,6 +73,8 @@ pub const CLUSTER_ROLE: &str = "istiod-clusterrole-istio-system";
 pub const MESH_CONFIG_MAP: &str = "istio";
 /// The injector's ConfigMap and its MutatingWebhookConfiguration.
 pub const INJECTOR: &str = "istio-sidecar-injector";
+/// Istio's plug-in CA Secret.
+pub const PLUGIN_CA: &str = "cacerts";
 /// The revision's ValidatingWebhookConfiguration.
 pub const VALIDATOR: &str = "istio-validator-istio-system";
 /// The default-revision ValidatingWebhookConfiguration istioctl adds.
@@ -133,7 +136,8 @@ pub fn step(p: &Platform) -> Step {
     objects.push(mesh_config_map());
     objects.push(injector_config_map(p));
     objects.push(service());
-    objects.push(deployment(p));
+    objects.push(deployment(p).exclusive(crate::namespaces::ISTIO_TAKEN));
+    objects.extend(p.plugin_ca.as_ref().map(plugin_ca));
     objects.push(injector_webhook());
     objects.extend(validating_webhooks());
     Step {
@@ -290,6 +294,26 @@ pub(super) fn root_cert_volume(
     }
 }
 
+/// Istio's plug-in CA, the Secret istiod reads from `/etc/cacerts` when it starts.
+fn plugin_ca(ca: &PluginCa) -> Manifest {
+    Manifest::from_typed(&Secret {
+        metadata: meta(PLUGIN_CA, true, &[]),
+        type_: Some("Opaque".into()),
+        data: Some(
+            [
+                ("ca-cert.pem", &ca.ca_cert),
+                ("ca-key.pem", &ca.ca_key),
+                ("root-cert.pem", &ca.root_cert),
+                ("cert-chain.pem", &ca.cert_chain),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.clone().into_bytes())))
+            .collect(),
+        ),
+        ..Default::default()
+    })
+}
+
 fn optional_secret(volume: &str, secret: &str) -> Volume {
     Volume {
         name: volume.to_string(),
@@ -325,9 +349,10 @@ pub(super) fn spread(app: &str) -> Affinity {
     }
 }
 
-/// A one-replica Deployment (rolling update: surge 100%, unavailable 25%).
-pub(super) fn one_replica(
+/// A Deployment of `replicas` pods (rolling update: surge 100%, unavailable 25%).
+pub(super) fn replicated(
     name: &str,
+    replicas: i32,
     labels: &[(&str, &str)],
     selector: &[(&str, &str)],
     pod_labels: &[(&str, &str)],
@@ -336,7 +361,7 @@ pub(super) fn one_replica(
     Manifest::from_typed(&Deployment {
         metadata: meta(name, true, labels),
         spec: Some(DeploymentSpec {
-            replicas: Some(1),
+            replicas: Some(replicas),
             selector: LabelSelector {
                 match_labels: Some(map(selector)),
                 ..Default::default()
@@ -814,7 +839,14 @@ fn deployment(p: &Platform) -> Manifest {
     };
     let mut pod_labels = ISTIOD_LABELS.to_vec();
     pod_labels.push(NO_INJECTION);
-    one_replica(ISTIOD, &ISTIOD_LABELS, &ISTIOD_SELECTOR, &pod_labels, pod)
+    replicated(
+        ISTIOD,
+        1,
+        &ISTIOD_LABELS,
+        &ISTIOD_SELECTOR,
+        &pod_labels,
+        pod,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1071,6 +1103,39 @@ mod tests {
         assert_eq!(
             d["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"],
             "false"
+        );
+    }
+
+    #[test]
+    fn a_plugin_ca_from_the_configuration_becomes_the_cacerts_secret() {
+        assert!(
+            !step(&platform(""))
+                .objects
+                .iter()
+                .any(|m| m.kind == "Secret"),
+            "no plug-in CA: istiod signs with its own root"
+        );
+        let mut p = platform("");
+        p.plugin_ca = Some(PluginCa {
+            ca_cert: "C".into(),
+            ca_key: "K".into(),
+            root_cert: "R".into(),
+            cert_chain: "CR".into(),
+        });
+        let s = step(&p);
+        let secret = s
+            .objects
+            .iter()
+            .find(|m| m.kind == "Secret")
+            .expect("cacerts");
+        assert_eq!(
+            s.address_of(secret),
+            "istio.control-plane/Secret/istio-system/cacerts"
+        );
+        // Base64 of each PEM, under the keys istiod reads from /etc/cacerts.
+        assert_eq!(
+            secret.body["data"],
+            json!({"ca-cert.pem": "Qw==", "ca-key.pem": "Sw==", "cert-chain.pem": "Q1I=", "root-cert.pem": "Ug=="})
         );
     }
 

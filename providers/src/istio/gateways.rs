@@ -13,10 +13,6 @@
 //!   type `LoadBalancer` by default) and `istio-egressgateway` (ClusterIP, `http2` and `https`).
 //!
 //! Output `gateway-ip`: the ingress gateway's first external IP, else its load balancer's address.
-//!
-//! Not in [`crate::PROVIDERS`] yet: the step joins the registry once the test plane stands in for
-//! istiod's webhooks (the injector fails closed, so every pod of an injected namespace would be
-//! refused without it).
 
 use k8s_openapi::api::core::v1::{
     Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, ObjectFieldSelector, PodSpec,
@@ -26,7 +22,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
 use super::control_plane::{
     self, ISTIOD_ADDRESS, NO_INJECTION, TRUST_DOMAIN, container_security_context, empty_dir, env,
-    field_env, http_probe, map, meta, mount, one_replica, pod_security_context, resource_env,
+    field_env, http_probe, map, meta, mount, pod_security_context, replicated, resource_env,
     role_ref, root_cert_volume, rule, service_port, spread, subject, tcp_port, token_volume,
 };
 use crate::config::{IMAGE_PULL_POLICY, Image, IngressType, Platform};
@@ -259,18 +255,24 @@ fn deployment(p: &Platform, g: &Gateway) -> Manifest {
     let labels = g.labels();
     let mut pod_labels = labels.clone();
     pod_labels.push(NO_INJECTION);
-    one_replica(g.name, &labels, &g.selector(), &pod_labels, pod)
+    let replicas = if g.name == INGRESS_GATEWAY {
+        p.gateway.replicas
+    } else {
+        1
+    };
+    replicated(g.name, replicas, &labels, &g.selector(), &pod_labels, pod)
 }
 
 fn ingress_service(p: &Platform) -> Manifest {
-    // Verrazzano gives its ingress gateway a type of its own (`istio.ingress.type`); `vz` has no
-    // such field yet, so the platform's ingress type (LoadBalancer by default) stands in for it.
-    let type_ = match p.ingress_type {
+    // Verrazzano gives its ingress gateway a type of its own (`istio.ingress.type`), as `vz` does
+    // (`components.istio.ingress`, whose type defaults to the platform's `ingress.type`).
+    let g = &p.gateway;
+    let type_ = match g.service_type {
         IngressType::LoadBalancer => "LoadBalancer",
         IngressType::NodePort => "NodePort",
     };
-    let external_ips = (!p.external_ips.is_empty())
-        .then(|| p.external_ips.iter().map(ToString::to_string).collect());
+    let external_ips = (!g.external_ips.is_empty())
+        .then(|| g.external_ips.iter().map(ToString::to_string).collect());
     Manifest::from_typed(&Service {
         metadata: meta(INGRESS_GATEWAY, true, &INGRESS.labels()),
         spec: Some(ServiceSpec {
@@ -375,13 +377,38 @@ mod tests {
             ])
         );
         assert!(s["spec"].get("externalIPs").is_none());
+        // Its type follows the platform's ingress; NGINX's external IPs are NGINX's alone.
         let np = object(
             "ingress: {type: NodePort, externalIPs: [192.0.2.10]}\n",
             "Service",
             INGRESS_GATEWAY,
         );
         assert_eq!(np["spec"]["type"], "NodePort");
-        assert_eq!(np["spec"]["externalIPs"], json!(["192.0.2.10"]));
+        assert!(np["spec"].get("externalIPs").is_none());
+        let own = object(
+            "ingress: {type: NodePort}\ncomponents:\n  istio:\n    ingress: {type: LoadBalancer, externalIPs: [192.0.2.11]}\n",
+            "Service",
+            INGRESS_GATEWAY,
+        );
+        assert_eq!(own["spec"]["type"], "LoadBalancer");
+        assert_eq!(own["spec"]["externalIPs"], json!(["192.0.2.11"]));
+    }
+
+    #[test]
+    fn the_ingress_gateway_runs_the_configured_replicas_and_the_egress_one() {
+        let yaml = "components:\n  istio:\n    ingress: {replicas: 3}\n";
+        assert_eq!(
+            object(yaml, "Deployment", INGRESS_GATEWAY)["spec"]["replicas"],
+            3
+        );
+        assert_eq!(
+            object(yaml, "Deployment", EGRESS_GATEWAY)["spec"]["replicas"],
+            1
+        );
+        assert_eq!(
+            object("", "Deployment", INGRESS_GATEWAY)["spec"]["replicas"],
+            1
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Istio's API and the mesh-wide policy `vz` sets on it.
+//! Istio: its API, its control plane and gateways, and the mesh-wide policy `vz` sets on it.
 //!
 //! - Step `istio.crds`: the 15 CustomResourceDefinitions of Istio 1.19 (1.19.3 is the version
 //!   Verrazzano v1.7.2 installs), from [`crds`]: `networking.istio.io`, `security.istio.io`,
@@ -10,6 +10,11 @@
 //! - Step `istio.peer-authentication`: strict mTLS for the whole mesh — PeerAuthentication `default`
 //!   in the root namespace `istio-system` with `spec.mtls.mode: STRICT`.
 //!
+//! - Step `istio.control-plane`: istiod and its webhooks ([`control_plane`]).
+//! - Step `istio.gateways`: the ingress and egress gateways ([`gateways`]).
+//! - Steps `istio.server-header-filter` and `istio.authorization-policies`: the EnvoyFilter and
+//!   the system AuthorizationPolicies Verrazzano sets once Istio runs ([`mesh`]).
+//!
 //! Kind-aware ordering puts the CRDs first on its own: the PeerAuthentication's API group is
 //! defined by `istio.crds`, and its namespace by `namespaces`. Deletion runs the other way: the
 //! PeerAuthentication goes before the CRDs that define it.
@@ -17,6 +22,7 @@
 pub mod control_plane;
 pub mod crds;
 pub mod gateways;
+pub mod mesh;
 
 use serde_json::json;
 
@@ -62,12 +68,20 @@ pub fn peer_authentication_step(_p: &Platform) -> Step {
     }
 }
 
-/// The Istio steps, when Istio is on.
+/// The Istio steps, when Istio is on. With `install: false` only the mesh's configuration: strict
+/// mTLS, the EnvoyFilter and the AuthorizationPolicies, on the Istio already there (see
+/// [`requirements`]).
 pub fn steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
     if !p.components.istio {
         return vec![];
     }
-    vec![crds_step(p), peer_authentication_step(p)]
+    let mut steps = vec![peer_authentication_step(p)];
+    if p.components.installs_istio() {
+        steps.extend([crds_step(p), control_plane::step(p), gateways::step(p)]);
+    }
+    steps.push(mesh::server_header_step(p));
+    steps.extend(mesh::authorization_step(p));
+    steps
 }
 
 #[cfg(test)]
@@ -126,6 +140,6 @@ mod tests {
             )
             .is_empty()
         );
-        assert_eq!(steps(&platform(""), &Outputs::default()).len(), 2);
+        assert_eq!(steps(&platform(""), &Outputs::default()).len(), 6);
     }
 }

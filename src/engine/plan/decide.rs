@@ -80,6 +80,9 @@ pub struct Wanted<'a> {
     pub replace: bool,
     /// The live cluster was read (`--refresh`, the default).
     pub refresh: bool,
+    /// An existing object `vz` did not create must not be taken over: the object is exclusive
+    /// and the configuration's `adopt:` does not name it.
+    pub exclusive: bool,
 }
 
 /// The outcome for one object.
@@ -104,6 +107,8 @@ pub enum Verdict {
     DryRun,
     /// Another `vz` platform manages the live object: never taken over.
     OtherPlatform(String),
+    /// Someone else's object that `vz` takes over only when the configuration says so.
+    NotOurs,
 }
 
 /// Whose object a live object is, when the state does not record it (or records another uid).
@@ -179,6 +184,9 @@ pub fn desired(record: Option<&Recorded>, live: Option<&Live>, want: &Wanted<'_>
         && theirs != want.platform
     {
         return Verdict::OtherPlatform(theirs.clone());
+    }
+    if claim == Claim::Foreign && want.exclusive && !patched {
+        return Verdict::NotOurs;
     }
     if want.replace && !patched {
         return Decided(outcome(Action::Replace, Cause::Requested));
@@ -276,6 +284,7 @@ mod tests {
             platform: "dev",
             replace: false,
             refresh: true,
+            exclusive: false,
         }
     }
 
@@ -419,6 +428,39 @@ mod tests {
         let o = after_dry_run(None, &theirs, &want(), DryRunSaid::NoChange);
         assert_eq!(o, outcome(Action::Update, Cause::Adopt));
         assert!(adopted(o));
+    }
+
+    #[test]
+    fn an_exclusive_object_someone_else_made_is_refused_but_vzs_own_is_not() {
+        let exclusive = Wanted {
+            exclusive: true,
+            ..want()
+        };
+        let theirs = Live {
+            managed_by_vz: false,
+            platform: None,
+            ..live()
+        };
+        assert_eq!(desired(None, Some(&theirs), &exclusive), Verdict::NotOurs);
+        let recreated = Live {
+            uid: Some("u2".into()),
+            ..theirs.clone()
+        };
+        assert_eq!(
+            desired(Some(&record()), Some(&recreated), &exclusive),
+            Verdict::NotOurs
+        );
+        // Recorded, or recovered from this platform's labels: vz's own.
+        assert_eq!(
+            desired(Some(&record()), Some(&live()), &exclusive),
+            decided(Action::NoOp, Cause::Config)
+        );
+        assert_eq!(desired(None, Some(&live()), &exclusive), Verdict::DryRun);
+        // Absent: created as usual.
+        assert_eq!(
+            desired(None, None, &exclusive),
+            decided(Action::Create, Cause::Config)
+        );
     }
 
     #[test]

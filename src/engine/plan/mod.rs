@@ -510,6 +510,7 @@ async fn plan_desired(
         platform,
         replace,
         refresh,
+        exclusive: m.exclusive.is_some(),
     };
     let recorded = record.map(recorded);
     let live_obj = match (refresh, seen) {
@@ -531,6 +532,14 @@ async fn plan_desired(
             return Err(EngineError::OtherPlatform {
                 object: change.object.to_string(),
                 platform,
+            }
+            .into());
+        }
+        Verdict::NotOurs => {
+            return Err(EngineError::NotOurs {
+                object: change.object.to_string(),
+                address: change.address.clone(),
+                what: m.exclusive.clone().unwrap_or_default(),
             }
             .into());
         }

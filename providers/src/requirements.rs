@@ -1,0 +1,83 @@
+//! What the platform needs from the cluster but does not create: objects that must exist (and be
+//! ready) before a plan can be carried out.
+//!
+//! Today: with `components.istio.install: false`, `vz` configures an Istio that is already there,
+//! so Istio's API (the CRDs of the kinds `vz` writes) must be served and istiod must be running —
+//! its sidecar injector is what NGINX's pods go through.
+
+use crate::config::Platform;
+use crate::names::ISTIO_SYSTEM;
+
+/// An object that must exist in the cluster before `vz` goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    /// `apiVersion` of the object.
+    pub api_version: &'static str,
+    /// `kind`.
+    pub kind: &'static str,
+    /// Namespace, for namespaced objects.
+    pub namespace: Option<&'static str>,
+    /// Name.
+    pub name: &'static str,
+    /// Why it is needed, and what to do when it is missing.
+    pub why: &'static str,
+}
+
+const EXISTING_ISTIO: &str = "`components.istio.install` is false, so vz configures an Istio that is already installed: install Istio 1.19 first, or let vz install it (`install: true`)";
+
+/// The requirements of `p`.
+pub fn requirements(p: &Platform) -> Vec<Requirement> {
+    if !p.components.istio || p.components.installs_istio() {
+        return vec![];
+    }
+    let crd = |name| Requirement {
+        api_version: "apiextensions.k8s.io/v1",
+        kind: "CustomResourceDefinition",
+        namespace: None,
+        name,
+        why: EXISTING_ISTIO,
+    };
+    vec![
+        crd("peerauthentications.security.istio.io"),
+        crd("authorizationpolicies.security.istio.io"),
+        crd("envoyfilters.networking.istio.io"),
+        Requirement {
+            api_version: "apps/v1",
+            kind: "Deployment",
+            namespace: Some(ISTIO_SYSTEM),
+            name: "istiod",
+            why: EXISTING_ISTIO,
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::for_test as platform;
+
+    #[test]
+    fn an_existing_istio_must_serve_its_api_and_run_istiod() {
+        assert!(requirements(&platform("")).is_empty(), "vz installs Istio");
+        assert!(
+            requirements(&platform(
+                "components:\n  istio: {enabled: false}\n  kiali: {enabled: false}\n"
+            ))
+            .is_empty()
+        );
+        let r = requirements(&platform(
+            "components:\n  istio: {enabled: true, install: false}\n",
+        ));
+        let names: Vec<_> = r.iter().map(|r| r.name).collect();
+        assert_eq!(
+            names,
+            [
+                "peerauthentications.security.istio.io",
+                "authorizationpolicies.security.istio.io",
+                "envoyfilters.networking.istio.io",
+                "istiod"
+            ]
+        );
+        assert!(r[3].why.contains("install: true"));
+    }
+}
