@@ -104,15 +104,22 @@ pub fn readiness(obj: &Value) -> Readiness {
     }
 }
 
-/// What a Deployment's conditions say is wrong, if anything: pods its ReplicaSet cannot create
-/// (quota, an admission webhook's refusal) or a rollout past its progress deadline.
+/// What a Deployment's conditions say is wrong, if anything: too few pods available, pods its
+/// ReplicaSet cannot create (quota, an admission webhook's refusal), a rollout past its progress
+/// deadline.
 fn deployment_trouble(obj: &Value) -> String {
     let mut out = String::new();
-    for (kind, bad) in [("ReplicaFailure", "True"), ("Progressing", "False")] {
+    for (kind, bad) in [
+        ("Available", "False"),
+        ("ReplicaFailure", "True"),
+        ("Progressing", "False"),
+    ] {
         if let Some(c) = condition(obj, kind).filter(|c| str_at(c, "/status") == Some(bad)) {
             let reason = str_at(c, "/reason").unwrap_or("no reason given");
-            let message = str_at(c, "/message").unwrap_or_default();
-            out.push_str(&format!("; condition {kind}={bad} ({reason}): {message}"));
+            out.push_str(&format!("; condition {kind}={bad} ({reason})"));
+            if let Some(message) = str_at(c, "/message").filter(|m| !m.is_empty()) {
+                out.push_str(&format!(": {message}"));
+            }
         }
     }
     out
@@ -201,7 +208,7 @@ mod tests {
         };
         assert!(
             w.ends_with(
-                "; condition ReplicaFailure=True (FailedCreate): Internal error occurred: failed calling webhook \"inject\""
+                "; condition Available=False (MinimumReplicasUnavailable); condition ReplicaFailure=True (FailedCreate): Internal error occurred: failed calling webhook \"inject\""
             ),
             "{w}"
         );
