@@ -577,15 +577,42 @@ impl Cluster {
     /// then, if they differ, its managed fields with a second (an update that changes no value moves
     /// no ownership, so the recorded managers come back as they were). Re-creates it when it is gone.
     /// Returns the restored object.
+    ///
+    /// Controllers keep writing the objects they run (a Deployment's status during a rollout), so
+    /// an update based on a read can meet a newer version: then it reads again and puts the object
+    /// back again, up to [`RESTORE_ATTEMPTS`] times.
     pub async fn restore(&self, before: &Value) -> Result<Value> {
         let r = ref_of(before)?;
         let api = self.api(&r).await?;
         let mut wanted = before.clone();
         strip_for_write(&mut wanted, false);
-        let restored = match self.get(&r).await? {
+        let mut attempt = 1;
+        loop {
+            match self.restore_once(&api, &r, &wanted, before).await {
+                Err(e) if attempt < RESTORE_ATTEMPTS && e.is::<WriteConflict>() => attempt += 1,
+                Err(e) if e.is::<WriteConflict>() => {
+                    return Err(ClusterError::Refused(format!(
+                        "cannot restore {r}: it kept changing while vz wrote it ({RESTORE_ATTEMPTS} attempts)"
+                    ))
+                    .into());
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn restore_once(
+        &self,
+        api: &Api<DynamicObject>,
+        r: &ObjectRef,
+        wanted: &Value,
+        before: &Value,
+    ) -> Result<Value> {
+        let mut wanted = wanted.clone();
+        let restored = match self.get(r).await? {
             Some(live) => {
                 set_resource_version(&mut wanted, &live);
-                self.put(&api, &r, &wanted).await?
+                self.put(api, r, &wanted).await?
             }
             None => {
                 let mut fresh = wanted.clone();
@@ -605,20 +632,30 @@ impl Cluster {
             return Ok(restored);
         }
         set_resource_version(&mut wanted, &restored);
-        self.put(&api, &r, &wanted).await
+        self.put(api, r, &wanted).await
     }
 
+    /// Replace `r` with `obj`; a [`WriteConflict`] when the object changed since `obj`'s
+    /// `resourceVersion`.
     async fn put(&self, api: &Api<DynamicObject>, r: &ObjectRef, obj: &Value) -> Result<Value> {
         let obj: DynamicObject = serde_json::from_value(obj.clone()).with_context(|| {
             format!("cannot restore {r}: its captured content is not an object")
         })?;
-        let out = api
-            .replace(&r.name, &PostParams::default(), &obj)
-            .await
-            .map_err(|e| refused(format!("cannot restore {r}"), &e))?;
-        Ok(serde_json::to_value(out)?)
+        match api.replace(&r.name, &PostParams::default(), &obj).await {
+            Ok(out) => Ok(serde_json::to_value(out)?),
+            Err(kube::Error::Api(s)) if s.is_conflict() => Err(WriteConflict.into()),
+            Err(e) => Err(refused(format!("cannot restore {r}"), &e).into()),
+        }
     }
 }
+
+/// How often [`Cluster::restore`] tries when the object keeps changing under it.
+pub const RESTORE_ATTEMPTS: u32 = 10;
+
+/// An update refused because the object changed since it was read (HTTP 409).
+#[derive(Debug, thiserror::Error)]
+#[error("the object changed since it was read")]
+struct WriteConflict;
 
 /// An object with values not known yet is never sent: its `null` placeholders would be applied.
 fn ensure_known(r: &ObjectRef, m: &Manifest) -> Result<()> {
