@@ -17,6 +17,8 @@
 //! - [`k8s`]: small builders for typed objects (metadata, RBAC rules, environment) the workload providers share.
 //! - [`system_ingresses`]: an Ingress per system component, under the platform [`domain`].
 //!
+//! [`pki`] issues and reads certificates (pure functions, for the certificate steps).
+//!
 //! [`requirements`] lists what the platform needs from the cluster without creating it (an
 //! existing Istio, with `components.istio.install: false`).
 
@@ -30,6 +32,7 @@ pub mod names;
 pub mod namespaces;
 pub mod network_policies;
 pub mod outputs;
+pub mod pki;
 pub mod requirements;
 pub mod system_ingresses;
 
