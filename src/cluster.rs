@@ -589,7 +589,12 @@ impl Cluster {
         let mut attempt = 1;
         loop {
             match self.restore_once(&api, &r, &wanted, before).await {
-                Err(e) if attempt < RESTORE_ATTEMPTS && e.is::<WriteConflict>() => attempt += 1,
+                Err(e) if attempt < RESTORE_ATTEMPTS && e.is::<WriteConflict>() => {
+                    // Let the other writer finish its burst.
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)))
+                        .await;
+                    attempt += 1;
+                }
                 Err(e) if e.is::<WriteConflict>() => {
                     return Err(ClusterError::Refused(format!(
                         "cannot restore {r}: it kept changing while vz wrote it ({RESTORE_ATTEMPTS} attempts)"

@@ -70,7 +70,15 @@ fn mask_key_fields(v: &mut Value) {
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(mask_key_fields),
+        Value::Array(items) => {
+            for item in items {
+                if item.as_str().is_some_and(holds_private_key) {
+                    *item = Value::String(MASK.into());
+                } else {
+                    mask_key_fields(item);
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -140,6 +148,8 @@ mod tests {
             m["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
             MASK
         );
+        let args = json!({"args": ["--key", "-----BEGIN PRIVATE KEY-----\nMII"]});
+        assert_eq!(mask_object("Pod", &args)["args"], json!(["--key", MASK]));
         let mut f = vec![FieldChange {
             path: "spec.template.spec.containers[0].env[0].value".into(),
             before: None,

@@ -30,8 +30,8 @@ pub enum Ownership {
     Patched,
 }
 
-/// One desired Kubernetes object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One desired Kubernetes object. Its `Debug` output leaves a Secret's values out.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// `apiVersion`, e.g. `networking.k8s.io/v1`.
     pub api_version: String,
@@ -57,6 +57,33 @@ pub struct Manifest {
     /// do instead (e.g. "an Istio installed by someone else; ...").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclusive: Option<String>,
+}
+
+impl std::fmt::Debug for Manifest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut body = self.body.clone();
+        if self.kind == "Secret"
+            && let Some(map) = body.as_object_mut()
+        {
+            for field in ["data", "stringData"] {
+                if let Some(Value::Object(entries)) = map.get_mut(field) {
+                    entries
+                        .values_mut()
+                        .for_each(|v| *v = Value::String("(sensitive value)".into()));
+                }
+            }
+        }
+        f.debug_struct("Manifest")
+            .field("api_version", &self.api_version)
+            .field("kind", &self.kind)
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("body", &body)
+            .field("unknown", &self.unknown)
+            .field("ownership", &self.ownership)
+            .field("exclusive", &self.exclusive)
+            .finish()
+    }
 }
 
 impl Manifest {

@@ -367,7 +367,8 @@ fn step(p: &Platform) -> Step {
             ],
         ));
     }
-    if c.istio {
+    // Istio's namespace is vz's only when vz installs Istio: an existing Istio's is left alone.
+    if c.installs_istio() {
         objects.push(allow_same_namespace(ISTIO_SYSTEM));
         for gw in ["istio-ingressgateway", "istio-egressgateway"] {
             objects.push(policy(
@@ -741,6 +742,8 @@ mod tests {
             for_test(
                 "components:\n  istio: {enabled: false}\n  keycloak: {enabled: false}\n  prometheus: {enabled: false}\n  ingressNGINX: {enabled: false}\n  certManager: {enabled: false}\n",
             ),
+            // Someone else's Istio: its namespace is not vz's, and gets no policy of vz's.
+            for_test("components:\n  istio: {install: false}\n"),
         ] {
             let ns: Vec<String> = namespaces::step(&p)
                 .objects

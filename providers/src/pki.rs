@@ -324,7 +324,7 @@ pub enum Renewal {
 
 /// Whether the certificate `info` must be issued again for `want_sans` from a CA whose subject key
 /// identifier is `issuer_key_id`, `renew_before` seconds ahead of its expiry; `None` when it stays.
-/// SANs compare as sets.
+/// SANs compare as sets, whatever their case.
 pub fn renewal(
     info: &CertInfo,
     want_sans: &[String],
@@ -332,12 +332,13 @@ pub fn renewal(
     renew_before: i64,
     now: i64,
 ) -> Option<Renewal> {
-    let mut had = info.sans.clone();
-    had.sort();
-    let mut want = want_sans.to_vec();
-    want.sort();
-    want.dedup();
-    if had != want {
+    let normal = |names: &[String]| {
+        let mut v: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    if normal(&info.sans) != normal(want_sans) {
         return Some(Renewal::Names {
             had: info.sans.clone(),
         });

@@ -193,8 +193,12 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
         desired.platform.environment_name
     );
     if !req.destroy && req.select.refresh {
-        engine::requirements::check(&cluster, &vz_providers::requirements(&desired.platform))
-            .await?;
+        engine::requirements::check(
+            &cluster,
+            &vz_providers::requirements(&desired.platform),
+            &stored.state,
+        )
+        .await?;
     }
     let outputs =
         engine::outputs::read(&cluster, &desired.steps, &stored.state, req.select.refresh).await?;

@@ -357,7 +357,7 @@ fn apply_waits_for_the_nginx_deployments_and_a_pod_held_unready_times_out_and_ro
     let cfg = env.example("quickstart.yaml");
     let cfg = cfg.to_str().expect("utf8");
     env.set_node_sim("unready", &format!("{NGINX_NS}/{NGINX_SVC}-"));
-    let run = env.vz(&["apply", "-f", cfg, "--auto-approve", "--timeout", "20s"]);
+    let run = env.vz(&["apply", "-f", cfg, "--auto-approve", "--timeout", "40s"]);
     run.expect_code(exit::ROLLED_BACK);
     assert!(
         run.stderr.contains(&format!(

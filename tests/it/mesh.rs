@@ -86,7 +86,7 @@ fn until_istiod_writes_its_ca_apply_creates_no_injected_pod_and_times_out_naming
     pause_istiod(&env);
     let cfg = env.example("quickstart.yaml");
     let cfg = cfg.to_str().expect("utf8");
-    let run = env.vz(&["apply", "-f", cfg, "--auto-approve", "--timeout", "20s"]);
+    let run = env.vz(&["apply", "-f", cfg, "--auto-approve", "--timeout", "30s"]);
     run.expect_code(exit::ROLLED_BACK);
     assert!(
         run.stderr.contains("istio.control-plane/")
@@ -369,8 +369,24 @@ fn with_install_false_vz_configures_the_istio_already_there_and_leaves_it() {
         run.stderr
     );
 
-    // Someone else's Istio: its CRDs (vz's rendering, without vz's labels) and istiod.
+    // An Istio vz installed is not an existing one to configure: turning `install` off would
+    // delete what it requires.
     let full = env.write_config("installing.yaml", &text.replace("    install: false\n", ""));
+    let full_path = full.to_str().expect("utf8");
+    env.vz(&["apply", "-f", full_path, "--auto-approve"])
+        .expect_code(0);
+    let run = env.vz(&["plan", "-f", cfg]);
+    run.expect_code(exit::USAGE);
+    assert!(
+        run.stderr.contains("was made by vz (the state records it as istio.crds/CustomResourceDefinition/peerauthentications.security.istio.io), and this configuration no longer wants it")
+            && run.stderr.contains("`vz state rm`"),
+        "{}",
+        run.stderr
+    );
+    env.vz(&["destroy", "-f", full_path, "--auto-approve"])
+        .expect_code(0);
+
+    // Someone else's Istio: its CRDs (vz's rendering, without vz's labels) and istiod.
     let render = env.vz(&["render", "-f", full.to_str().expect("utf8")]);
     render.expect_code(0);
     let crds: Vec<String> = render

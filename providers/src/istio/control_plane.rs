@@ -16,7 +16,10 @@
 //! - MutatingWebhookConfiguration `istio-sidecar-injector` (active: namespaces labelled
 //!   `istio-injection=enabled` and pods labelled `sidecar.istio.io/inject=true`; failure policy
 //!   `Fail`) and ValidatingWebhookConfigurations `istio-validator-istio-system` and
-//!   `istiod-default-validator` (failure policy `Ignore`, which istiod itself turns to `Fail`).
+//!   `istiod-default-validator`, failing closed too: Istio's charts start them at `Ignore` and
+//!   istiod turns them to `Fail` once it serves, which a server-side-apply tool would then see as
+//!   drift on every plan (Istio recommends `Fail` from the start to such tools). `vz` orders every
+//!   Istio resource it writes after this step is ready, so nothing is refused meanwhile.
 //!
 //! No webhook carries a `caBundle`: istiod writes its CA into the configurations labelled
 //! `istio.io/rev=default`, and `vz` must not fight it over that field.
@@ -937,7 +940,7 @@ fn validation_entry(name: &str, objects: LabelSelectorRequirement) -> Validating
             resources: Some(strings(&["*"])),
             ..Default::default()
         }]),
-        failure_policy: Some("Ignore".into()),
+        failure_policy: Some("Fail".into()),
         side_effects: "None".into(),
         admission_review_versions: strings(&["v1beta1", "v1"]),
         object_selector: selector(vec![objects]),
@@ -1131,6 +1134,10 @@ mod tests {
         assert_eq!(
             s.address_of(secret),
             "istio.control-plane/Secret/istio-system/cacerts"
+        );
+        assert!(
+            !format!("{s:?}").contains("Sw=="),
+            "the key stays out of Debug output"
         );
         // Base64 of each PEM, under the keys istiod reads from /etc/cacerts.
         assert_eq!(
@@ -1330,7 +1337,7 @@ mod tests {
     }
 
     #[test]
-    fn the_validators_fail_open_on_istios_groups_without_a_ca_bundle() {
+    fn the_validators_fail_closed_on_istios_groups_without_a_ca_bundle() {
         for (name, entry) in [
             (VALIDATOR, "rev.validation.istio.io"),
             (DEFAULT_VALIDATOR, "validation.istio.io"),
@@ -1339,7 +1346,7 @@ mod tests {
             assert_eq!(vwc["metadata"]["labels"]["istio.io/rev"], "default");
             let h = &vwc["webhooks"][0];
             assert_eq!(h["name"], entry);
-            assert_eq!(h["failurePolicy"], "Ignore");
+            assert_eq!(h["failurePolicy"], "Fail");
             assert_eq!(h["sideEffects"], "None");
             assert_eq!(h["clientConfig"]["service"]["path"], "/validate");
             assert_eq!(h["clientConfig"]["service"]["port"], 443);

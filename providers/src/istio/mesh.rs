@@ -114,11 +114,7 @@ pub fn server_header_step(p: &Platform) -> Step {
     Step {
         id: SERVER_HEADER_STEP.to_string(),
         description: "proxies pass the upstream's Server header through".into(),
-        depends_on: if p.components.installs_istio() {
-            vec![super::control_plane::STEP.to_string()]
-        } else {
-            vec![]
-        },
+        depends_on: super::after_istiod(p),
         objects: vec![filter],
         outputs: vec![],
     }
@@ -201,7 +197,7 @@ pub fn authorization_step(p: &Platform) -> Option<Step> {
         description:
             "which system workloads may call the auth proxy, console, Grafana, Kiali and Prometheus"
                 .into(),
-        depends_on: vec![],
+        depends_on: super::after_istiod(p),
         objects,
         outputs: vec![],
     })

@@ -52,7 +52,7 @@ pub fn crds_step(_p: &Platform) -> Step {
 }
 
 /// The `istio.peer-authentication` step.
-pub fn peer_authentication_step(_p: &Platform) -> Step {
+pub fn peer_authentication_step(p: &Platform) -> Step {
     let pa = Manifest::from_value(json!({
         "apiVersion": SECURITY_API,
         "kind": "PeerAuthentication",
@@ -62,9 +62,19 @@ pub fn peer_authentication_step(_p: &Platform) -> Step {
     Step {
         id: PEER_AUTHENTICATION_STEP.to_string(),
         description: "strict mTLS for the whole mesh".into(),
-        depends_on: vec![],
+        depends_on: after_istiod(p),
         objects: vec![pa],
         outputs: vec![],
+    }
+}
+
+/// What the steps that write Istio resources come after: istiod, when `vz` installs it (its
+/// validating webhooks fail closed, so until it serves them every Istio resource is refused).
+pub fn after_istiod(p: &Platform) -> Vec<String> {
+    if p.components.installs_istio() {
+        vec![control_plane::STEP.to_string()]
+    } else {
+        vec![]
     }
 }
 
@@ -129,6 +139,25 @@ mod tests {
                 .any(|c| c.name == "peerauthentications.security.istio.io"
                     && c.body["spec"]["versions"][0]["name"] == "v1beta1")
         );
+    }
+
+    #[test]
+    fn istio_resources_wait_for_istiod_when_vz_installs_it() {
+        let deps = |yaml: &str| -> Vec<(String, Vec<String>)> {
+            steps(&platform(yaml), &Outputs::default())
+                .into_iter()
+                .filter(|s| s.objects.iter().any(|m| m.api_version.contains("istio.io")))
+                .map(|s| (s.id, s.depends_on))
+                .collect()
+        };
+        let installed = deps("");
+        assert_eq!(installed.len(), 3, "{installed:?}");
+        for (id, d) in &installed {
+            assert_eq!(d, &["istio.control-plane"], "{id}");
+        }
+        for (id, d) in deps("components:\n  istio: {install: false}\n") {
+            assert!(d.is_empty(), "{id}: the existing istiod is a requirement");
+        }
     }
 
     #[test]
