@@ -2,8 +2,10 @@
 //! keys), with no I/O, so the certificate steps can plan from what a certificate says and issue
 //! only during apply.
 //!
-//! - [`self_signed_ca`], [`intermediate_ca`] and [`leaf`] issue with `rcgen` (ECDSA P-256 keys);
-//!   every validity window, name and usage is set explicitly (rcgen's defaults are not).
+//! - [`self_signed_ca`], [`intermediate_ca`] and [`leaf`] issue with `rcgen`, with ECDSA P-256
+//!   keys by default or RSA 2048/4096 ([`KeyAlgorithm`]; `ring`, rcgen's backend here, signs with
+//!   RSA but cannot make RSA keys, so the `rsa` crate makes them); every validity window, name and
+//!   usage is set explicitly (rcgen's defaults are not).
 //! - [`inspect`] reads a PEM certificate with `x509-parser`: what a plan compares (SANs, issuer,
 //!   key, validity) and what the state records (fingerprint, serial, notAfter) — never the key.
 //! - [`renewal`] says whether a certificate must be issued again, and why.
@@ -57,6 +59,47 @@ impl fmt::Debug for Issued {
     }
 }
 
+/// The kind of key a certificate gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyAlgorithm {
+    /// ECDSA on P-256 (the default: small and fast).
+    #[default]
+    EcdsaP256,
+    /// RSA, 2048 bits.
+    Rsa2048,
+    /// RSA, 4096 bits (Verrazzano's choice for Istio's CA).
+    Rsa4096,
+}
+
+impl KeyAlgorithm {
+    /// How [`inspect`] reports a key of this kind ([`CertInfo::key_algorithm`]).
+    pub fn label(self) -> &'static str {
+        match self {
+            KeyAlgorithm::EcdsaP256 => "EC P-256",
+            KeyAlgorithm::Rsa2048 => "RSA 2048",
+            KeyAlgorithm::Rsa4096 => "RSA 4096",
+        }
+    }
+
+    fn generate(self) -> Result<KeyPair, PkiError> {
+        let bits = match self {
+            KeyAlgorithm::EcdsaP256 => {
+                return KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(issue_err);
+            }
+            KeyAlgorithm::Rsa2048 => 2048,
+            KeyAlgorithm::Rsa4096 => 4096,
+        };
+        use rsa::pkcs8::EncodePrivateKey;
+        let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits)
+            .map_err(|e| PkiError::Issue(format!("cannot make an RSA key: {e}")))?;
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|e| PkiError::Issue(format!("cannot encode the RSA key: {e}")))?;
+        KeyPair::from_pkcs8_der_and_sign_algo(&der.as_bytes().into(), &rcgen::PKCS_RSA_SHA256)
+            .map_err(issue_err)
+    }
+}
+
 /// The names and lifetime of a certificate to issue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject {
@@ -68,6 +111,8 @@ pub struct Subject {
     pub sans: Vec<String>,
     /// Valid from `now` for this many seconds.
     pub validity_secs: i64,
+    /// Its key.
+    pub key: KeyAlgorithm,
 }
 
 fn time_at(unix: i64) -> Result<OffsetDateTime, PkiError> {
@@ -142,7 +187,7 @@ fn ca_params(
 
 /// A self-signed CA (a root).
 pub fn self_signed_ca(subject: &Subject, now: i64) -> Result<Issued, PkiError> {
-    let key = KeyPair::generate().map_err(issue_err)?;
+    let key = subject.key.generate()?;
     let cert = ca_params(subject, now, None)?
         .self_signed(&key)
         .map_err(issue_err)?;
@@ -159,7 +204,7 @@ fn issuer_of(ca: &Issued) -> Result<Issuer<'static, KeyPair>, PkiError> {
 
 /// A CA signed by `issuer` that may sign leaves only (path length 0), as Istio's plug-in CA is.
 pub fn intermediate_ca(subject: &Subject, issuer: &Issued, now: i64) -> Result<Issued, PkiError> {
-    let key = KeyPair::generate().map_err(issue_err)?;
+    let key = subject.key.generate()?;
     let mut p = ca_params(subject, now, Some(0))?;
     p.use_authority_key_identifier_extension = true;
     let cert = p.signed_by(&key, &issuer_of(issuer)?).map_err(issue_err)?;
@@ -172,7 +217,7 @@ pub fn intermediate_ca(subject: &Subject, issuer: &Issued, now: i64) -> Result<I
 /// A TLS server certificate signed by `issuer`: key usage digital signature, extended key usage
 /// server authentication, the subject's SANs.
 pub fn leaf(subject: &Subject, issuer: &Issued, now: i64) -> Result<Issued, PkiError> {
-    let key = KeyPair::generate().map_err(issue_err)?;
+    let key = subject.key.generate()?;
     let mut p = params(subject, now)?;
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -363,6 +408,7 @@ mod tests {
             organization: Some("vz".into()),
             sans: sans.iter().map(|s| (*s).to_string()).collect(),
             validity_secs: days * DAY,
+            key: KeyAlgorithm::default(),
         }
     }
 
@@ -404,6 +450,22 @@ mod tests {
         let tls = leaf(&subject(svc, &[svc], 30), &inter, NOW).expect("leaf");
         assert!(signed_by(&tls.cert_pem, &inter.cert_pem).expect("parse"));
         assert!(!signed_by(&tls.cert_pem, &root.cert_pem).expect("parse"));
+    }
+
+    #[test]
+    fn rsa_keys_are_made_and_sign_as_asked() {
+        let mut root = subject("Root CA", &[], 7300);
+        root.key = KeyAlgorithm::Rsa2048;
+        let ca = self_signed_ca(&root, NOW).expect("RSA root");
+        assert_eq!(inspect(&ca.cert_pem).expect("ca").key_algorithm, "RSA 2048");
+        assert_eq!(KeyAlgorithm::Rsa2048.label(), "RSA 2048");
+        // An EC leaf from the RSA CA, loaded back from its PEM key as at apply time.
+        let tls = leaf(&subject("a", &["a.example.test"], 30), &ca, NOW).expect("leaf");
+        assert!(signed_by(&tls.cert_pem, &ca.cert_pem).expect("parse"));
+        assert_eq!(
+            inspect(&tls.cert_pem).expect("leaf").key_algorithm,
+            KeyAlgorithm::EcdsaP256.label()
+        );
     }
 
     #[test]
