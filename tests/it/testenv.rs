@@ -202,14 +202,13 @@ fn injector(ca_bundle: &str) -> String {
     .to_string()
 }
 
-#[test]
-fn the_api_server_calls_a_webhook_through_its_service_over_verified_tls() {
-    let env = TestEnv::start();
+/// Service `default/webhook-standin` backed by the webhook stand-in (its pod gets the stand-in's
+/// address); waits until the Service's endpoint is that address.
+fn webhook_standin_service(env: &TestEnv) {
     let ip = std::fs::read_to_string(env.plane_file("webhook-standin-ip"))
         .expect("the webhook stand-in runs (the tests run as root)")
         .trim()
         .to_string();
-    // The pod behind Service default/webhook-standin gets the stand-in's address.
     env.set_node_sim("pod-ips", &format!("default/webhook-standin-={ip}"));
     env.kubectl(&[
         "create",
@@ -230,6 +229,43 @@ fn the_api_server_calls_a_webhook_through_its_service_over_verified_tls() {
         let ep = env.get_json(&["endpoints", "webhook-standin"])?;
         (ep["subsets"][0]["addresses"][0]["ip"] == ip.as_str()).then_some(())
     });
+}
+
+/// Create pods labelled for the stand-in's injector until one is admitted through it (the API
+/// server picks a webhook configuration up asynchronously); `n` numbers the pods.
+fn admitted_through_the_standin(env: &TestEnv, n: &mut u32) {
+    let calls = env.plane_file("webhook-calls.log");
+    env.eventually(Duration::from_secs(30), "a call to the stand-in", || {
+        *n += 1;
+        let run = env.kubectl(&[
+            "run",
+            &format!("probe-{n}"),
+            "--image=example.test/p:1",
+            "--labels=inject=yes",
+        ]);
+        let log = std::fs::read_to_string(&calls).unwrap_or_default();
+        (run.ok() && log.contains(&format!("\"name\": \"probe-{n}\""))).then_some(())
+    });
+}
+
+/// Create pods labelled for the stand-in's injector until one is refused; returns the refusal.
+fn refused_by_the_standin(env: &TestEnv, n: &mut u32) -> String {
+    env.eventually(Duration::from_secs(30), "a refusal", || {
+        *n += 1;
+        let run = env.kubectl(&[
+            "run",
+            &format!("probe-{n}"),
+            "--image=example.test/p:1",
+            "--labels=inject=yes",
+        ]);
+        (!run.ok()).then_some(run.stderr)
+    })
+}
+
+#[test]
+fn the_api_server_calls_a_webhook_through_its_service_over_verified_tls() {
+    let env = TestEnv::start();
+    webhook_standin_service(&env);
     let ca = std::fs::read(env.plane_file("pki/ca.crt")).expect("plane CA");
     let file = env.work.path().join("injector.json");
     std::fs::write(&file, injector(&base64(&ca))).expect("write");
@@ -237,22 +273,9 @@ fn the_api_server_calls_a_webhook_through_its_service_over_verified_tls() {
         .expect_code(0);
 
     // The API server picks the webhook up asynchronously: create pods until one was sent to it.
-    let calls = env.plane_file("webhook-calls.log");
     let mut n = 0;
-    env.eventually(Duration::from_secs(30), "a call to the stand-in", || {
-        n += 1;
-        env.kubectl(&[
-            "run",
-            &format!("probe-{n}"),
-            "--image=example.test/p:1",
-            "--labels=inject=yes",
-        ])
-        .expect_code(0);
-        let log = std::fs::read_to_string(&calls).unwrap_or_default();
-        log.contains(&format!("\"name\": \"probe-{n}\""))
-            .then_some(())
-    });
-    let log = std::fs::read_to_string(&calls).expect("calls");
+    admitted_through_the_standin(&env, &mut n);
+    let log = std::fs::read_to_string(env.plane_file("webhook-calls.log")).expect("calls");
     assert!(log.contains("\"path\": \"/inject\""), "{log}");
 
     // With a CA that did not sign the stand-in's certificate, TLS verification fails and the pod
@@ -262,18 +285,61 @@ fn the_api_server_calls_a_webhook_through_its_service_over_verified_tls() {
     std::fs::write(&file, injector(&base64(&other))).expect("write");
     env.kubectl(&["replace", "-f", file.to_str().expect("utf8")])
         .expect_code(0);
-    let refused = env.eventually(Duration::from_secs(30), "a refusal", || {
-        n += 1;
-        let run = env.kubectl(&[
-            "run",
-            &format!("probe-{n}"),
-            "--image=example.test/p:1",
-            "--labels=inject=yes",
-        ]);
-        (!run.ok()).then_some(run.stderr)
-    });
+    let refused = refused_by_the_standin(&env, &mut n);
     assert!(
         refused.contains("inject.standin.test") && refused.contains("x509"),
         "{refused}"
     );
+}
+
+#[test]
+fn the_standin_serves_the_tls_secret_named_after_its_service() {
+    let env = TestEnv::start();
+    webhook_standin_service(&env);
+    // A CA of the test's own, and a serving certificate from it for the Service's name.
+    let dir = env.work.path();
+    let script = r#"set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=test CA" -keyout ca.key -out ca.crt 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=webhook-standin" -keyout tls.key -out tls.csr 2>/dev/null
+printf 'subjectAltName=DNS:webhook-standin.default.svc\n' > san.ext
+openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile san.ext -out tls.crt 2>/dev/null
+"#;
+    let ok = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .status()
+        .expect("bash")
+        .success();
+    assert!(ok, "openssl");
+    let path = |f: &str| dir.join(f).to_str().expect("utf8").to_string();
+    env.kubectl(&[
+        "create",
+        "secret",
+        "tls",
+        "webhook-standin-tls",
+        "--cert",
+        &path("tls.crt"),
+        "--key",
+        &path("tls.key"),
+    ])
+    .expect_code(0);
+
+    // Trusting that CA, the API server's calls go through: the stand-in serves the Secret.
+    let ca = std::fs::read(dir.join("ca.crt")).expect("ca");
+    let file = dir.join("injector.json");
+    std::fs::write(&file, injector(&base64(&ca))).expect("write");
+    env.kubectl(&["create", "-f", file.to_str().expect("utf8")])
+        .expect_code(0);
+    let mut n = 0;
+    admitted_through_the_standin(&env, &mut n);
+
+    // Trusting the plane's CA instead (which signed the stand-in's own certificate), they are
+    // refused: the Secret's certificate is what is served.
+    let plane_ca = std::fs::read(env.plane_file("pki/ca.crt")).expect("plane CA");
+    std::fs::write(&file, injector(&base64(&plane_ca))).expect("write");
+    env.kubectl(&["replace", "-f", file.to_str().expect("utf8")])
+        .expect_code(0);
+    let refused = refused_by_the_standin(&env, &mut n);
+    assert!(refused.contains("x509"), "{refused}");
 }
