@@ -231,6 +231,14 @@ fn webhook_standin_service(env: &TestEnv) {
     });
 }
 
+/// (Re)configure the stand-in's injector to trust `ca_pem` (a PEM CA certificate).
+fn trust(env: &TestEnv, ca_pem: &[u8]) {
+    let file = env.work.path().join("injector.json");
+    std::fs::write(&file, injector(&base64(ca_pem))).expect("write");
+    env.kubectl(&["apply", "-f", file.to_str().expect("utf8")])
+        .expect_code(0);
+}
+
 /// Create pods labelled for the stand-in's injector until one is admitted through it (the API
 /// server picks a webhook configuration up asynchronously); `n` numbers the pods.
 fn admitted_through_the_standin(env: &TestEnv, n: &mut u32) {
@@ -266,11 +274,10 @@ fn refused_by_the_standin(env: &TestEnv, n: &mut u32) -> String {
 fn the_api_server_calls_a_webhook_through_its_service_over_verified_tls() {
     let env = TestEnv::start();
     webhook_standin_service(&env);
-    let ca = std::fs::read(env.plane_file("pki/ca.crt")).expect("plane CA");
-    let file = env.work.path().join("injector.json");
-    std::fs::write(&file, injector(&base64(&ca))).expect("write");
-    env.kubectl(&["create", "-f", file.to_str().expect("utf8")])
-        .expect_code(0);
+    trust(
+        &env,
+        &std::fs::read(env.plane_file("pki/ca.crt")).expect("plane CA"),
+    );
 
     // The API server picks the webhook up asynchronously: create pods until one was sent to it.
     let mut n = 0;
@@ -280,11 +287,10 @@ fn the_api_server_calls_a_webhook_through_its_service_over_verified_tls() {
 
     // With a CA that did not sign the stand-in's certificate, TLS verification fails and the pod
     // is refused (failure policy Fail), as istiod's injector would refuse it.
-    let other_ca = env.plane_file("pki/apiserver.crt");
-    let other = std::fs::read(other_ca).expect("another certificate");
-    std::fs::write(&file, injector(&base64(&other))).expect("write");
-    env.kubectl(&["replace", "-f", file.to_str().expect("utf8")])
-        .expect_code(0);
+    trust(
+        &env,
+        &std::fs::read(env.plane_file("pki/apiserver.crt")).expect("another certificate"),
+    );
     let refused = refused_by_the_standin(&env, &mut n);
     assert!(
         refused.contains("inject.standin.test") && refused.contains("x509"),
@@ -326,20 +332,16 @@ openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -
     .expect_code(0);
 
     // Trusting that CA, the API server's calls go through: the stand-in serves the Secret.
-    let ca = std::fs::read(dir.join("ca.crt")).expect("ca");
-    let file = dir.join("injector.json");
-    std::fs::write(&file, injector(&base64(&ca))).expect("write");
-    env.kubectl(&["create", "-f", file.to_str().expect("utf8")])
-        .expect_code(0);
+    trust(&env, &std::fs::read(dir.join("ca.crt")).expect("ca"));
     let mut n = 0;
     admitted_through_the_standin(&env, &mut n);
 
     // Trusting the plane's CA instead (which signed the stand-in's own certificate), they are
     // refused: the Secret's certificate is what is served.
-    let plane_ca = std::fs::read(env.plane_file("pki/ca.crt")).expect("plane CA");
-    std::fs::write(&file, injector(&base64(&plane_ca))).expect("write");
-    env.kubectl(&["replace", "-f", file.to_str().expect("utf8")])
-        .expect_code(0);
+    trust(
+        &env,
+        &std::fs::read(env.plane_file("pki/ca.crt")).expect("plane CA"),
+    );
     let refused = refused_by_the_standin(&env, &mut n);
     assert!(refused.contains("x509"), "{refused}");
 }
