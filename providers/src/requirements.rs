@@ -19,6 +19,9 @@ pub struct Requirement {
     pub namespace: Option<&'static str>,
     /// Name.
     pub name: &'static str,
+    /// When set, any object of the kind in the namespace with these labels will do (`name` is then
+    /// the usual one): an Istio installed by revision runs `istiod-1-19-3`, not `istiod`.
+    pub selector: Option<&'static str>,
     /// Why it is needed, and what to do when it is missing.
     pub why: &'static str,
 }
@@ -35,6 +38,7 @@ pub fn requirements(p: &Platform) -> Vec<Requirement> {
         kind: "CustomResourceDefinition",
         namespace: None,
         name,
+        selector: None,
         why: EXISTING_ISTIO,
     };
     vec![
@@ -46,6 +50,7 @@ pub fn requirements(p: &Platform) -> Vec<Requirement> {
             kind: "Deployment",
             namespace: Some(ISTIO_SYSTEM),
             name: "istiod",
+            selector: Some("app=istiod"),
             why: EXISTING_ISTIO,
         },
     ]
@@ -79,5 +84,6 @@ mod tests {
             ]
         );
         assert!(r[3].why.contains("install: true"));
+        assert_eq!(r[3].selector, Some("app=istiod"), "any revision's istiod");
     }
 }

@@ -46,19 +46,55 @@ pub async fn check(cluster: &Cluster, requirements: &[Requirement], state: &Stat
             .into());
         }
     }
-    let live = try_join_all(refs.iter().map(|r| cluster.get(r))).await?;
-    for ((req, r), obj) in requirements.iter().zip(&refs).zip(live) {
-        let problem = match obj.as_ref().map(readiness) {
-            None => "does not exist".to_string(),
+    let live = try_join_all(
+        requirements
+            .iter()
+            .zip(&refs)
+            .map(|(req, r)| candidates(cluster, req, r)),
+    )
+    .await?;
+    for ((req, r), found) in requirements.iter().zip(&refs).zip(live) {
+        let states: Vec<Readiness> = found.iter().map(readiness).collect();
+        if states.contains(&Readiness::Ready) {
+            continue;
+        }
+        let problem = match states.first() {
             Some(Readiness::Waiting(w)) => format!("is not ready (waiting for {w})"),
-            Some(Readiness::Ready) => continue,
+            _ => "does not exist".to_string(),
+        };
+        let object = match req.selector {
+            Some(s) => format!("{r} (or any {} labelled {s} in its namespace)", r.kind),
+            None => r.to_string(),
         };
         return Err(EngineError::Unmet {
-            object: r.to_string(),
+            object,
             problem,
             why: req.why.to_string(),
         }
         .into());
     }
     Ok(())
+}
+
+/// The live objects that could meet `req`: the one named, or those its selector finds in its
+/// namespace (one list request).
+async fn candidates(
+    cluster: &Cluster,
+    req: &Requirement,
+    r: &ObjectRef,
+) -> Result<Vec<serde_json::Value>> {
+    let Some(selector) = req.selector else {
+        return Ok(cluster.get(r).await?.into_iter().collect());
+    };
+    let all = cluster
+        .list_labelled(req.api_version, req.kind, selector)
+        .await?;
+    Ok(all
+        .into_iter()
+        .filter(|o| {
+            o.pointer("/metadata/namespace")
+                .and_then(serde_json::Value::as_str)
+                == req.namespace
+        })
+        .collect())
 }

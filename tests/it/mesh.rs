@@ -408,19 +408,30 @@ fn with_install_false_vz_configures_the_istio_already_there_and_leaves_it() {
         .expect_code(0);
     env.kubectl(&["create", "namespace", "istio-system"])
         .expect_code(0);
+    // Installed by revision: its istiod is `istiod-1-19-3`, labelled app=istiod.
     env.kubectl(&[
         "-n",
         "istio-system",
         "create",
         "deployment",
-        "istiod",
+        "istiod-1-19-3",
         "--image=example.test/pilot:1.19.3",
+    ])
+    .expect_code(0);
+    env.kubectl(&[
+        "-n",
+        "istio-system",
+        "label",
+        "deployment",
+        "istiod-1-19-3",
+        "app=istiod",
+        "--overwrite",
     ])
     .expect_code(0);
     env.eventually(
         std::time::Duration::from_secs(30),
         "istiod available",
-        || (available(&env, "istio-system", "istiod") == 1).then_some(()),
+        || (available(&env, "istio-system", "istiod-1-19-3") == 1).then_some(()),
     );
 
     let run = env.vz(&["apply", "-f", cfg, "--auto-approve"]);
@@ -443,7 +454,7 @@ fn with_install_false_vz_configures_the_istio_already_there_and_leaves_it() {
             .is_none()
     );
     assert_eq!(
-        available(&env, "istio-system", "istiod"),
+        available(&env, "istio-system", "istiod-1-19-3"),
         1,
         "Istio itself is left alone"
     );
