@@ -332,8 +332,7 @@ impl Cluster {
     /// field is ever removed. Returns the released object, or `None` when it is already gone.
     pub async fn release(&self, r: &ObjectRef) -> Result<Option<Value>> {
         let api = self.api(r).await?;
-        // A writer in between makes the update conflict: read again and retry a few times.
-        for _ in 0..5 {
+        retry_on_conflict(&format!("cannot release {r}"), || async {
             let Some(live) = self.get(r).await? else {
                 return Ok(None);
             };
@@ -345,13 +344,13 @@ impl Cluster {
                 ..Default::default()
             };
             match api.replace(&r.name, &params, &obj).await {
-                Ok(out) => return Ok(Some(serde_json::to_value(out)?)),
-                Err(kube::Error::Api(s)) if s.is_conflict() => continue,
-                Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(None),
-                Err(e) => return Err(refused(format!("cannot release {r}"), &e).into()),
+                Ok(out) => Ok(Some(serde_json::to_value(out)?)),
+                Err(kube::Error::Api(s)) if s.is_conflict() => Err(WriteConflict.into()),
+                Err(kube::Error::Api(s)) if s.is_not_found() => Ok(None),
+                Err(e) => Err(refused(format!("cannot release {r}"), &e).into()),
             }
-        }
-        bail!("cannot release {r}: it kept changing while vz tried (5 conflicts in a row)")
+        })
+        .await
     }
 
     /// Mark `r` as taken over ([`ADOPTED_ANNOTATION`]); returns the object as it then is.
@@ -580,30 +579,16 @@ impl Cluster {
     ///
     /// Controllers keep writing the objects they run (a Deployment's status during a rollout), so
     /// an update based on a read can meet a newer version: then it reads again and puts the object
-    /// back again, up to [`RESTORE_ATTEMPTS`] times.
+    /// back again ([`retry_on_conflict`]).
     pub async fn restore(&self, before: &Value) -> Result<Value> {
         let r = ref_of(before)?;
         let api = self.api(&r).await?;
         let mut wanted = before.clone();
         strip_for_write(&mut wanted, false);
-        let mut attempt = 1;
-        loop {
-            match self.restore_once(&api, &r, &wanted, before).await {
-                Err(e) if attempt < RESTORE_ATTEMPTS && e.is::<WriteConflict>() => {
-                    // Let the other writer finish its burst.
-                    tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)))
-                        .await;
-                    attempt += 1;
-                }
-                Err(e) if e.is::<WriteConflict>() => {
-                    return Err(ClusterError::Refused(format!(
-                        "cannot restore {r}: it kept changing while vz wrote it ({RESTORE_ATTEMPTS} attempts)"
-                    ))
-                    .into());
-                }
-                other => return other,
-            }
-        }
+        retry_on_conflict(&format!("cannot restore {r}"), || {
+            self.restore_once(&api, &r, &wanted, before)
+        })
+        .await
     }
 
     async fn restore_once(
@@ -654,8 +639,34 @@ impl Cluster {
     }
 }
 
-/// How often [`Cluster::restore`] tries when the object keeps changing under it.
-pub const RESTORE_ATTEMPTS: u32 = 10;
+/// How often an update based on a read is tried when the object keeps changing under it.
+pub const CONFLICT_ATTEMPTS: u32 = 10;
+
+/// Run `attempt` (a read, then an update based on it) again while it fails with a
+/// [`WriteConflict`], backing off 50 ms more each time so the other writer finishes its burst; up
+/// to [`CONFLICT_ATTEMPTS`] times. `doing` starts the error when it never gets through.
+async fn retry_on_conflict<T, F, Fut>(doing: &str, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut n = 1;
+    loop {
+        match attempt().await {
+            Err(e) if e.is::<WriteConflict>() && n < CONFLICT_ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(n))).await;
+                n += 1;
+            }
+            Err(e) if e.is::<WriteConflict>() => {
+                return Err(ClusterError::Refused(format!(
+                    "{doing}: it kept changing while vz wrote it ({CONFLICT_ATTEMPTS} attempts)"
+                ))
+                .into());
+            }
+            other => return other,
+        }
+    }
+}
 
 /// An update refused because the object changed since it was read (HTTP 409).
 #[derive(Debug, thiserror::Error)]

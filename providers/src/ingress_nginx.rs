@@ -174,15 +174,15 @@ pub fn steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
     if !p.components.ingress_nginx {
         return vec![];
     }
-    let after = if p.components.installs_istio() {
-        vec![istio::PEER_AUTHENTICATION_STEP, istio::control_plane::STEP]
-    } else if p.components.istio {
-        // Someone else's istiod serves the injector (a requirement of the plan).
-        vec![istio::PEER_AUTHENTICATION_STEP]
+    // With someone else's Istio, its istiod serving the injector is a requirement of the plan.
+    let after = if p.components.istio {
+        let mut v = vec![istio::PEER_AUTHENTICATION_STEP.to_string()];
+        v.extend(istio::after_istiod(p));
+        v
     } else {
-        vec![network_policies::STEP]
+        vec![network_policies::STEP.to_string()]
     };
-    vec![step(p, after.into_iter().map(String::from).collect())]
+    vec![step(p, after)]
 }
 
 /// What an existing controller Deployment or IngressClass of `vz`'s names probably is.
