@@ -18,6 +18,14 @@
 //! state:
 //!   backend: local
 //!   path: quickstart.vzstate.json    # relative to this file
+//! certificates:                      # all optional; see "Certificates" in the README
+//!   ca: {secretName: my-ca, namespace: cert-manager}   # bring your own CA (default: self-signed)
+//!   keyAlgorithm: ECDSA-P256         # or RSA-2048, RSA-4096
+//!   validityDays: 90                 # leaves; CAs: caValidityDays (3650)
+//!   renewBeforeDays: 30
+//!   webhooks:                        # serving certificates for webhooks the API server calls
+//!     - {service: op-webhook, namespace: verrazzano-install, secretPrefix: op,
+//!        configurations: [ValidatingWebhookConfiguration/op-validator]}
 //! images:                            # default: Verrazzano v1.7.2's images, from ghcr.io/verrazzano
 //!   registry: registry.example.com/verrazzano   # mirror for air-gapped clusters
 //!   nginxController: registry.example.com/nginx/controller:v1.7.1-patched  # one image, in full
@@ -284,6 +292,60 @@ pub struct Gateway {
     pub replicas: i32,
 }
 
+/// Where the platform CA comes from (`certificates.ca`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    /// `vz` issues a self-signed CA (the default).
+    SelfSigned,
+    /// The user's CA, in this Secret (`tls.crt`, `tls.key`, optionally `ca.crt`): `vz` reads its
+    /// key in the cluster to sign, and never copies it out.
+    Secret(crate::certificates::SecretRef),
+}
+
+/// A webhook Service the API server calls over TLS (`certificates.webhooks[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookCert {
+    /// The Service's name.
+    pub service: String,
+    /// Its namespace (also the Secrets').
+    pub namespace: String,
+    /// The Secrets are `<prefix>-ca` and `<prefix>-tls`.
+    pub secret_prefix: String,
+    /// The objects whose `caBundle` gets the CA: `(kind, name)` of Validating- and
+    /// MutatingWebhookConfigurations and CustomResourceDefinitions (conversion webhooks).
+    pub configurations: Vec<(String, String)>,
+}
+
+/// The certificates `vz` issues (`certificates`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificates {
+    /// The platform CA.
+    pub ca: CaSource,
+    /// Key algorithm of every certificate `vz` issues.
+    pub key: crate::pki::KeyAlgorithm,
+    /// Validity of leaf certificates, in days.
+    pub validity_days: i64,
+    /// Validity of CAs, in days.
+    pub ca_validity_days: i64,
+    /// Issue again this many days before expiry.
+    pub renew_before_days: i64,
+    /// Webhook serving certificates.
+    pub webhooks: Vec<WebhookCert>,
+}
+
+impl Default for Certificates {
+    fn default() -> Self {
+        Certificates {
+            ca: CaSource::SelfSigned,
+            key: crate::pki::KeyAlgorithm::default(),
+            validity_days: 90,
+            ca_validity_days: 3650,
+            renew_before_days: 30,
+            webhooks: vec![],
+        }
+    }
+}
+
 /// An object the configuration says to take over although `vz` did not create it (`adopt:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adopt {
@@ -318,6 +380,8 @@ pub struct Platform {
     pub gateway: Gateway,
     /// Objects to take over although `vz` did not create them.
     pub adopt: Vec<Adopt>,
+    /// The certificates `vz` issues.
+    pub certificates: Certificates,
 }
 
 impl Platform {
@@ -346,6 +410,37 @@ struct RawConfig {
     images: RawImages,
     #[serde(default)]
     adopt: Vec<Spanned<String>>,
+    #[serde(default)]
+    certificates: RawCertificates,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCertificates {
+    ca: Option<Spanned<RawCa>>,
+    key_algorithm: Option<Spanned<crate::pki::KeyAlgorithm>>,
+    validity_days: Option<Spanned<i64>>,
+    ca_validity_days: Option<Spanned<i64>>,
+    renew_before_days: Option<Spanned<i64>>,
+    #[serde(default)]
+    webhooks: Vec<Spanned<RawWebhook>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCa {
+    secret_name: Spanned<String>,
+    namespace: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawWebhook {
+    service: Spanned<String>,
+    namespace: Spanned<String>,
+    secret_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    configurations: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -656,6 +751,8 @@ impl Validator<'_> {
             });
         }
 
+        let certificates = self.certificates(&raw.certificates)?;
+
         Ok(Platform {
             source: self.file.to_path_buf(),
             environment_name,
@@ -668,7 +765,123 @@ impl Validator<'_> {
             plugin_ca,
             gateway,
             adopt,
+            certificates,
         })
+    }
+
+    /// The `certificates` section.
+    fn certificates(&self, raw: &RawCertificates) -> Result<Certificates, ConfigError> {
+        let mut c = Certificates::default();
+        if let Some(ca) = &raw.ca {
+            let name = &ca.value.secret_name;
+            check_dns_name(&name.value).map_err(|m| self.err(name, "certificates.ca.secretName", m))?;
+            let namespace = match &ca.value.namespace {
+                Some(ns) => {
+                    check_dns_label(&ns.value)
+                        .map_err(|m| self.err(ns, "certificates.ca.namespace", m))?;
+                    ns.value.clone()
+                }
+                None => crate::names::CERT_MANAGER.to_string(),
+            };
+            c.ca = CaSource::Secret(crate::certificates::SecretRef::new(&namespace, &name.value));
+        }
+        if let Some(k) = &raw.key_algorithm {
+            c.key = k.value;
+        }
+        let days = |v: &Option<Spanned<i64>>, field: &str, default: i64| match v {
+            Some(d) if d.value < 1 || d.value > 36_500 => Err(self.err(
+                d,
+                &format!("certificates.{field}"),
+                format!("{} is not a number of days from 1 to 36500", d.value),
+            )),
+            Some(d) => Ok(d.value),
+            None => Ok(default),
+        };
+        c.validity_days = days(&raw.validity_days, "validityDays", c.validity_days)?;
+        c.ca_validity_days = days(&raw.ca_validity_days, "caValidityDays", c.ca_validity_days)?;
+        c.renew_before_days = days(&raw.renew_before_days, "renewBeforeDays", c.renew_before_days)?;
+        let shortest = c.validity_days.min(c.ca_validity_days);
+        if c.renew_before_days >= shortest {
+            let at = raw
+                .renew_before_days
+                .as_ref()
+                .or(raw.validity_days.as_ref())
+                .or(raw.ca_validity_days.as_ref());
+            let message = format!(
+                "renewBeforeDays ({}) must be less than the shortest validity ({shortest} days), or every certificate would be due for renewal as soon as it is issued",
+                c.renew_before_days
+            );
+            return Err(match at {
+                Some(at) => self.err(at, "certificates.renewBeforeDays", message),
+                None => ConfigError {
+                    file: self.file.to_path_buf(),
+                    line: None,
+                    column: None,
+                    field: Some("certificates.renewBeforeDays".into()),
+                    message,
+                },
+            });
+        }
+        for (i, w) in raw.webhooks.iter().enumerate() {
+            let at = |f: &str| format!("certificates.webhooks[{i}].{f}");
+            let v = &w.value;
+            check_dns_label(&v.service.value).map_err(|m| self.err(&v.service, &at("service"), m))?;
+            check_dns_label(&v.namespace.value)
+                .map_err(|m| self.err(&v.namespace, &at("namespace"), m))?;
+            let secret_prefix = match &v.secret_prefix {
+                Some(p) => {
+                    check_dns_name(&p.value).map_err(|m| self.err(p, &at("secretPrefix"), m))?;
+                    p.value.clone()
+                }
+                None => v.service.value.clone(),
+            };
+            let mut configurations = Vec::new();
+            for (j, conf) in v.configurations.iter().enumerate() {
+                let field = at(&format!("configurations[{j}]"));
+                const KINDS: [&str; 3] = [
+                    "ValidatingWebhookConfiguration",
+                    "MutatingWebhookConfiguration",
+                    "CustomResourceDefinition",
+                ];
+                let parsed = conf
+                    .value
+                    .split_once('/')
+                    .filter(|(k, n)| KINDS.contains(k) && check_dns_name(n).is_ok());
+                let Some((kind, name)) = parsed else {
+                    return Err(self.err(
+                        conf,
+                        &field,
+                        format!(
+                            "`{}` is not `<Kind>/<name>` with Kind one of {}",
+                            conf.value,
+                            KINDS.join(", ")
+                        ),
+                    ));
+                };
+                configurations.push((kind.to_string(), name.to_string()));
+            }
+            let clash = c
+                .webhooks
+                .iter()
+                .any(|o| o.namespace == v.namespace.value && o.secret_prefix == secret_prefix);
+            if clash {
+                return Err(self.err(
+                    w,
+                    &at("secretPrefix"),
+                    format!(
+                        "another webhook already uses the Secrets {}/{secret_prefix}-ca and -tls: set a distinct `secretPrefix`",
+                        v.namespace.value
+                    ),
+                ));
+            }
+            c.webhooks.push(WebhookCert {
+                service: v.service.value.clone(),
+                namespace: v.namespace.value.clone(),
+                secret_prefix,
+                configurations,
+            });
+        }
+        Ok(c)
     }
 
     /// External IPs of a Service (`section` is where they are: `ingress`, `components.istio.ingress`).

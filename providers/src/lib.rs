@@ -15,6 +15,8 @@
 //! - [`ingress_nginx`]: the NGINX Ingress Controller (IngressClass, Deployments, Services, ConfigMaps
 //!   and RBAC), publishing the ingress address.
 //! - [`k8s`]: small builders for typed objects (metadata, RBAC rules, environment) the workload providers share.
+//! - [`certificates`]: the platform CA, the system Ingresses' TLS certificates, the CA bundle for
+//!   clients, webhook serving certificates and the CA bundles in webhook configurations.
 //! - [`system_ingresses`]: an Ingress per system component, under the platform [`domain`].
 //!
 //! [`pki`] issues and reads certificates (pure functions, for the certificate steps).
@@ -22,6 +24,7 @@
 //! [`requirements`] lists what the platform needs from the cluster without creating it (an
 //! existing Istio, with `components.istio.install: false`).
 
+pub mod certificates;
 pub mod config;
 pub mod domain;
 pub mod ingress_nginx;
@@ -53,6 +56,7 @@ pub const PROVIDERS: &[Provider] = &[
     network_policies::steps,
     istio::steps,
     ingress_nginx::steps,
+    certificates::steps,
     system_ingresses::steps,
 ];
 

@@ -57,6 +57,15 @@ pub struct Manifest {
     /// do instead (e.g. "an Istio installed by someone else; ...").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclusive: Option<String>,
+    /// Set on a Secret that holds a certificate `vz` issues: the body has no `data`; the engine
+    /// issues the key and certificate at apply time (never at plan time) or keeps the ones in the
+    /// cluster, and re-issues them when [`crate::certificates::CertSpec`] says they are due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<crate::certificates::CertSpec>,
+    /// Fields whose values the engine copies from Secrets in the cluster when it plans and applies
+    /// (a CA bundle): not part of the body, which holds `null` there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fills: Vec<crate::certificates::Fill>,
 }
 
 impl std::fmt::Debug for Manifest {
@@ -82,6 +91,8 @@ impl std::fmt::Debug for Manifest {
             .field("unknown", &self.unknown)
             .field("ownership", &self.ownership)
             .field("exclusive", &self.exclusive)
+            .field("certificate", &self.certificate)
+            .field("fills", &self.fills)
             .finish()
     }
 }
@@ -109,6 +120,8 @@ impl Manifest {
             unknown: Vec::new(),
             ownership: Ownership::Owned,
             exclusive: None,
+            certificate: None,
+            fills: Vec::new(),
         }
     }
 
@@ -129,6 +142,8 @@ impl Manifest {
             unknown,
             ownership: Ownership::Owned,
             exclusive: None,
+            certificate: None,
+            fills: Vec::new(),
         }
     }
 

@@ -58,7 +58,9 @@ pub fn system_namespaces(p: &Platform) -> Vec<SystemNamespace> {
     add(c.prometheus, names::VERRAZZANO_MONITORING, true);
     add(c.ingress_nginx, names::INGRESS_NGINX, true);
     add(c.installs_istio(), names::ISTIO_SYSTEM, false);
-    add(c.cert_manager, names::CERT_MANAGER, false);
+    // Also home of the platform CA `vz` issues.
+    let own_ca = p.certificates.ca == crate::config::CaSource::SelfSigned;
+    add(c.cert_manager || own_ca, names::CERT_MANAGER, false);
     add(c.keycloak, names::KEYCLOAK, true);
     add(c.keycloak, names::MYSQL_OPERATOR, true);
     add(c.argocd, names::ARGOCD, true);

@@ -59,15 +59,19 @@ impl fmt::Debug for Issued {
     }
 }
 
-/// The kind of key a certificate gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The kind of key a certificate gets; in configuration files `ECDSA-P256`, `RSA-2048` or
+/// `RSA-4096`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum KeyAlgorithm {
     /// ECDSA on P-256 (the default: small and fast).
     #[default]
+    #[serde(rename = "ECDSA-P256")]
     EcdsaP256,
     /// RSA, 2048 bits.
+    #[serde(rename = "RSA-2048")]
     Rsa2048,
     /// RSA, 4096 bits (Verrazzano's choice for Istio's CA).
+    #[serde(rename = "RSA-4096")]
     Rsa4096,
 }
 
@@ -341,6 +345,23 @@ fn key_algorithm(cert: &X509Certificate<'_>) -> String {
     }
 }
 
+/// The PEM certificates of a chain (or bundle), each as its own PEM text, in order.
+pub fn split_certificates(pem: &str) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + len + END.len();
+        out.push(format!("{}\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    out
+}
+
 /// Whether `cert_pem` carries a signature that `issuer_pem`'s key made.
 pub fn signed_by(cert_pem: &str, issuer_pem: &str) -> Result<bool, PkiError> {
     let der = parse_der(cert_pem)?;
@@ -365,14 +386,20 @@ pub enum Renewal {
     },
     /// Another CA issued it (the CA was issued again, or is another one).
     Issuer,
+    /// Its key is not of the wanted kind.
+    Key {
+        /// The kind it has (as [`CertInfo::key_algorithm`] says it).
+        had: String,
+    },
 }
 
-/// Whether the certificate `info` must be issued again for `want_sans` from a CA whose subject key
-/// identifier is `issuer_key_id`, `renew_before` seconds ahead of its expiry; `None` when it stays.
-/// SANs compare as sets, whatever their case.
+/// Whether the certificate `info` must be issued again for `want_sans` with a `want_key` key from a
+/// CA whose subject key identifier is `issuer_key_id`, `renew_before` seconds ahead of its expiry;
+/// `None` when it stays. SANs compare as sets, whatever their case.
 pub fn renewal(
     info: &CertInfo,
     want_sans: &[String],
+    want_key: KeyAlgorithm,
     issuer_key_id: Option<&str>,
     renew_before: i64,
     now: i64,
@@ -386,6 +413,11 @@ pub fn renewal(
     if normal(&info.sans) != normal(want_sans) {
         return Some(Renewal::Names {
             had: info.sans.clone(),
+        });
+    }
+    if info.key_algorithm != want_key.label() {
+        return Some(Renewal::Key {
+            had: info.key_algorithm.clone(),
         });
     }
     if issuer_key_id.is_some() && info.issuer_key_id.as_deref() != issuer_key_id {
@@ -484,21 +516,40 @@ mod tests {
         .expect("inspect");
         let want = ["b.example.test".to_string(), "a.example.test".to_string()];
         let month = 30 * DAY;
-        assert_eq!(renewal(&info, &want, ca_id.as_deref(), month, NOW), None);
+        assert_eq!(renewal(&info, &want, EC, ca_id.as_deref(), month, NOW), None);
         assert_eq!(
-            renewal(&info, &want, ca_id.as_deref(), month, NOW + 61 * DAY),
+            renewal(&info, &want, EC, ca_id.as_deref(), month, NOW + 61 * DAY),
             Some(Renewal::Expiring {
                 not_after: NOW + 90 * DAY
             })
         );
         assert!(matches!(
-            renewal(&info, &want[..1], ca_id.as_deref(), month, NOW),
+            renewal(&info, &want[..1], EC, ca_id.as_deref(), month, NOW),
             Some(Renewal::Names { .. })
         ));
         assert_eq!(
-            renewal(&info, &want, Some("00"), month, NOW),
+            renewal(&info, &want, EC, Some("00"), month, NOW),
             Some(Renewal::Issuer)
         );
+        assert_eq!(
+            renewal(&info, &want, KeyAlgorithm::Rsa2048, ca_id.as_deref(), month, NOW),
+            Some(Renewal::Key {
+                had: "EC P-256".into()
+            })
+        );
+    }
+
+    const EC: KeyAlgorithm = KeyAlgorithm::EcdsaP256;
+
+    #[test]
+    fn chains_split_into_their_certificates() {
+        let root = self_signed_ca(&subject("Root CA", &[], 7300), NOW).expect("root");
+        let inter =
+            intermediate_ca(&subject("Intermediate CA", &[], 3650), &root, NOW).expect("inter");
+        let chain = format!("{}{}", inter.cert_pem, root.cert_pem);
+        let certs = split_certificates(&chain);
+        assert_eq!(certs, [inter.cert_pem.clone(), root.cert_pem.clone()]);
+        assert_eq!(split_certificates("no PEM here"), Vec::<String>::new());
     }
 
     #[test]

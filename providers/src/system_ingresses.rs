@@ -212,6 +212,22 @@ fn ingress(p: &Platform, dom: &Deferred<String>, i: &SystemIngress) -> Manifest 
     }))
 }
 
+/// The TLS Secret of every system Ingress: namespace, name, and the hosts its certificate names
+/// (unknown while the domain is).
+pub fn tls_secrets(
+    p: &Platform,
+    outputs: &Outputs,
+) -> Vec<(&'static str, &'static str, Deferred<Vec<String>>)> {
+    let dom = domain::domain(p, outputs);
+    wanted(p)
+        .iter()
+        .map(|i| {
+            let host = dom.as_ref().map(|d| vec![format!("{}.{d}", i.host_prefix)]);
+            (i.namespace, i.tls_secret, host)
+        })
+        .collect()
+}
+
 /// The `system-ingresses` step (only with the NGINX Ingress Controller).
 pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
     if !p.components.ingress_nginx {
@@ -221,7 +237,11 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
     vec![Step {
         id: STEP.to_string(),
         description: format!("Ingresses for the system components under {}", dom.shown()),
-        depends_on: vec![ingress_nginx::STEP.to_string()],
+        // Their TLS Secrets exist first, so NGINX never serves its own certificate instead.
+        depends_on: vec![
+            ingress_nginx::STEP.to_string(),
+            crate::certificates::TLS_STEP.to_string(),
+        ],
         objects: wanted(p).iter().map(|i| ingress(p, &dom, i)).collect(),
         outputs: vec![],
     }]

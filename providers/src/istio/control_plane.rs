@@ -140,14 +140,24 @@ pub fn step(p: &Platform) -> Step {
     objects.push(injector_config_map(p));
     objects.push(service());
     objects.push(deployment(p).exclusive(crate::namespaces::ISTIO_TAKEN));
-    objects.extend(p.plugin_ca.as_ref().map(plugin_ca));
+    objects.push(match &p.plugin_ca {
+        Some(ca) => plugin_ca(ca),
+        None => crate::certificates::istio_ca(p, ISTIO_SYSTEM, PLUGIN_CA),
+    });
     objects.push(injector_webhook());
     objects.extend(validating_webhooks());
     Step {
         id: STEP.to_string(),
         description: "Istio's control plane: istiod, its RBAC, mesh configuration and webhooks"
             .into(),
-        depends_on: vec![super::CRDS_STEP.to_string()],
+        depends_on: {
+            let mut d = vec![super::CRDS_STEP.to_string()];
+            if p.plugin_ca.is_none() {
+                // Its plug-in CA is an intermediate of the platform CA.
+                d.extend(crate::certificates::after_platform_ca(p));
+            }
+            d
+        },
         objects,
         outputs: vec![],
     }
@@ -1001,7 +1011,11 @@ mod tests {
     fn the_step_renders_istiods_objects_after_the_crds() {
         let s = step(&platform(""));
         assert_eq!(s.id, "istio.control-plane");
-        assert_eq!(s.depends_on, vec!["istio.crds".to_string()]);
+        assert_eq!(
+            s.depends_on,
+            ["istio.crds", "certificates.ca"],
+            "its plug-in CA is issued by the platform CA"
+        );
         let mut names: Vec<String> = s.objects.iter().map(|m| s.address_of(m)).collect();
         names.sort();
         let p = "istio.control-plane/";
@@ -1018,6 +1032,7 @@ mod tests {
             format!("{p}MutatingWebhookConfiguration/istio-sidecar-injector"),
             format!("{p}ValidatingWebhookConfiguration/istio-validator-istio-system"),
             format!("{p}ValidatingWebhookConfiguration/istiod-default-validator"),
+            format!("{p}Secret/istio-system/cacerts"),
         ];
         expected.sort();
         assert_eq!(names, expected);
@@ -1111,12 +1126,15 @@ mod tests {
 
     #[test]
     fn a_plugin_ca_from_the_configuration_becomes_the_cacerts_secret() {
+        let issued = step(&platform(""));
+        let issued = issued
+            .objects
+            .iter()
+            .find(|m| m.kind == "Secret")
+            .expect("cacerts");
         assert!(
-            !step(&platform(""))
-                .objects
-                .iter()
-                .any(|m| m.kind == "Secret"),
-            "no plug-in CA: istiod signs with its own root"
+            issued.certificate.is_some() && issued.body.get("data").is_none(),
+            "no plug-in CA configured: vz issues one at apply"
         );
         let mut p = platform("");
         p.plugin_ca = Some(PluginCa {

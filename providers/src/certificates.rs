@@ -1,0 +1,580 @@
+//! Steps `certificates.ca`, `certificates.tls`, `certificates.webhook-ca` and
+//! `certificates.webhooks`: the certificates `vz` issues itself, and the CA bundles it writes.
+//!
+//! A certificate is a Secret whose [`crate::Manifest::certificate`] says what to issue
+//! ([`CertSpec`]); its body holds the type, labels and annotations describing the certificate
+//! (`vz.dev/issuer`, `vz.dev/alt-names`, ...), never key material. The engine issues the key and
+//! certificate during apply, keeps the ones in the cluster while they are good, and issues them
+//! again when the names, the key type or the issuer change, or when the expiry is within
+//! `renewBeforeDays`. A CA bundle (a field holding a CA certificate) is a [`Fill`]: copied by the
+//! engine from a Secret in the cluster when it plans and applies.
+//!
+//! | certificate | Secret | issuer | names |
+//! |---|---|---|---|
+//! | platform CA (unless `certificates.ca.secretName`) | `cert-manager/verrazzano-ca-certificate-secret` | itself; CN `verrazzano-root-ca-<8 random letters>` | — |
+//! | CA bundle for clients | `verrazzano-system/verrazzano-tls-ca` (`cacerts.pem`) | copy of the platform CA | — |
+//! | system TLS, one per system Ingress | the Ingress's TLS secret, in its namespace | platform CA | the Ingress's hosts |
+//! | Istio's plug-in CA (see [`crate::istio`]) | `istio-system/cacerts` | platform CA (an intermediate) | — |
+//! | webhook CA, per `certificates.webhooks` entry | `<ns>/<prefix>-ca` | itself | — |
+//! | webhook serving certificate | `<ns>/<prefix>-tls` | the webhook CA | `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc`, `<svc>.<ns>.svc.cluster.local` |
+//!
+//! The webhook CA's certificate is written into the `caBundle` of every entry of the configurations
+//! the entry lists (and of a CRD's conversion webhook) as **patched** objects: `vz` owns only that
+//! field. A configuration that does not exist yet is pending until its operator creates it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::config::{CaSource, Platform, WebhookCert};
+use crate::manifest::{Manifest, Step};
+use crate::names::{CERT_MANAGER, VERRAZZANO_SYSTEM};
+use crate::outputs::{Deferred, Outputs};
+use crate::pki::KeyAlgorithm;
+use crate::{ingress_nginx, system_ingresses};
+
+/// Step of the platform CA.
+pub const CA_STEP: &str = "certificates.ca";
+/// Step of the system TLS certificates and the CA bundle for clients.
+pub const TLS_STEP: &str = "certificates.tls";
+/// Step of the webhook CAs.
+pub const WEBHOOK_CA_STEP: &str = "certificates.webhook-ca";
+/// Step of the webhook serving certificates and the CA bundles in webhook configurations.
+pub const WEBHOOKS_STEP: &str = "certificates.webhooks";
+
+/// The Secret of the platform CA `vz` issues (Verrazzano's cert-manager CA certificate's).
+pub const CA_SECRET: &str = "verrazzano-ca-certificate-secret";
+/// Prefix of the platform CA's common name; 8 random letters follow.
+pub const CA_COMMON_NAME: &str = "verrazzano-root-ca";
+/// The Secret holding the platform CA's certificate for clients.
+pub const BUNDLE_SECRET: &str = "verrazzano-tls-ca";
+/// The key of [`BUNDLE_SECRET`] that holds the bundle.
+pub const BUNDLE_KEY: &str = "cacerts.pem";
+
+/// Annotation naming a certificate's issuer (`<namespace>/<secret>`, or `self-signed`).
+pub const ISSUER_ANNOTATION: &str = "vz.dev/issuer";
+/// Annotation listing a certificate's subject alternative names, comma-separated.
+pub const ALT_NAMES_ANNOTATION: &str = "vz.dev/alt-names";
+/// Annotation naming a certificate's key algorithm.
+pub const KEY_ANNOTATION: &str = "vz.dev/key-algorithm";
+/// Annotation giving a certificate's validity, in days.
+pub const VALIDITY_ANNOTATION: &str = "vz.dev/validity-days";
+
+/// A Secret in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SecretRef {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl SecretRef {
+    /// The Secret `namespace/name`.
+    pub fn new(namespace: &str, name: &str) -> Self {
+        SecretRef {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Where a certificate sits in its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// A self-signed CA.
+    Root,
+    /// A CA signed by another, which signs leaves only (Istio's plug-in CA).
+    Intermediate,
+    /// A TLS server certificate.
+    Leaf,
+}
+
+/// The keys a certificate's Secret holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// `kubernetes.io/tls`: `tls.crt` (the certificate, then its issuer's chain), `tls.key`,
+    /// `ca.crt` (the root).
+    Tls,
+    /// Istio's plug-in CA: `ca-cert.pem`, `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`.
+    IstioCa,
+}
+
+impl Layout {
+    /// The key holding the certificate (the first of its chain).
+    pub fn cert_key(self) -> &'static str {
+        match self {
+            Layout::Tls => "tls.crt",
+            Layout::IstioCa => "ca-cert.pem",
+        }
+    }
+
+    /// The key holding the private key.
+    pub fn private_key(self) -> &'static str {
+        match self {
+            Layout::Tls => "tls.key",
+            Layout::IstioCa => "ca-key.pem",
+        }
+    }
+
+    /// Every key the Secret holds.
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            Layout::Tls => &["tls.crt", "tls.key", "ca.crt"],
+            Layout::IstioCa => &["ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"],
+        }
+    }
+
+    /// The Secret's `type`.
+    pub fn secret_type(self) -> &'static str {
+        match self {
+            Layout::Tls => "kubernetes.io/tls",
+            Layout::IstioCa => "Opaque",
+        }
+    }
+}
+
+/// What to issue into a Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertSpec {
+    /// Root, intermediate or leaf.
+    pub role: Role,
+    /// The subject's common name; with `random_suffix`, a prefix.
+    pub common_name: String,
+    /// Append `-` and 8 random letters to the common name at each issue.
+    pub random_suffix: bool,
+    /// Subject alternative names (empty while unknown: the manifest then has unknown fields).
+    pub sans: Vec<String>,
+    /// Validity, in days.
+    pub validity_days: i64,
+    /// The key's algorithm.
+    pub key: KeyAlgorithm,
+    /// Issue again this many days before expiry.
+    pub renew_before_days: i64,
+    /// The Secret of the CA that signs it (its `tls.crt` and `tls.key`); `None` for a root.
+    pub issuer: Option<SecretRef>,
+    /// The keys of its Secret.
+    pub layout: Layout,
+}
+
+/// Where a copied value goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FillTarget {
+    /// The field at this JSON pointer.
+    Pointer(String),
+    /// `clientConfig.caBundle` of every entry of a webhook configuration's `webhooks`, as the
+    /// entries are in the cluster.
+    EveryWebhook,
+}
+
+/// A value the engine copies from a Secret in the cluster (base64, as a Secret's `data` holds
+/// it, which is also how `caBundle` fields take it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fill {
+    /// Where it goes.
+    pub target: FillTarget,
+    /// The Secret it is read from.
+    pub from: SecretRef,
+    /// Its `data` keys to read, the first present wins.
+    pub keys: Vec<String>,
+}
+
+/// The Secret of the CA that signs the platform's certificates.
+pub fn platform_ca(p: &Platform) -> SecretRef {
+    match &p.certificates.ca {
+        CaSource::SelfSigned => SecretRef::new(CERT_MANAGER, CA_SECRET),
+        CaSource::Secret(s) => s.clone(),
+    }
+}
+
+/// Steps a step issuing from the platform CA depends on.
+pub fn after_platform_ca(p: &Platform) -> Vec<String> {
+    match p.certificates.ca {
+        CaSource::SelfSigned => vec![CA_STEP.to_string()],
+        CaSource::Secret(_) => vec![],
+    }
+}
+
+/// A Secret holding a certificate issued as `spec` says; `sans` are its names (unknown until
+/// the values they are made of are).
+pub fn certificate(
+    namespace: &str,
+    name: &str,
+    mut spec: CertSpec,
+    sans: Deferred<Vec<String>>,
+) -> Manifest {
+    let mut annotations = Map::new();
+    annotations.insert(
+        ISSUER_ANNOTATION.into(),
+        json!(match &spec.issuer {
+            Some(i) => i.to_string(),
+            None => "self-signed".into(),
+        }),
+    );
+    if spec.role == Role::Leaf {
+        annotations.insert(
+            ALT_NAMES_ANNOTATION.into(),
+            sans.as_ref().map(|s| s.join(",")).into_json(),
+        );
+    }
+    annotations.insert(KEY_ANNOTATION.into(), json!(key_name(spec.key)));
+    annotations.insert(
+        VALIDITY_ANNOTATION.into(),
+        json!(spec.validity_days.to_string()),
+    );
+    if let Deferred::Known(names) = &sans {
+        if spec.role == Role::Leaf && spec.common_name.is_empty() {
+            spec.common_name = names.first().cloned().unwrap_or_default();
+        }
+        spec.sans = names.clone();
+    }
+    let mut m = Manifest::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "type": spec.layout.secret_type(),
+    }));
+    m.certificate = Some(spec);
+    m
+}
+
+/// How a key algorithm is written in configuration files and annotations.
+pub fn key_name(k: KeyAlgorithm) -> &'static str {
+    match k {
+        KeyAlgorithm::EcdsaP256 => "ECDSA-P256",
+        KeyAlgorithm::Rsa2048 => "RSA-2048",
+        KeyAlgorithm::Rsa4096 => "RSA-4096",
+    }
+}
+
+/// A leaf issued by the platform CA.
+fn leaf_spec(p: &Platform) -> CertSpec {
+    let c = &p.certificates;
+    CertSpec {
+        role: Role::Leaf,
+        common_name: String::new(),
+        random_suffix: false,
+        sans: vec![],
+        validity_days: c.validity_days,
+        key: c.key,
+        renew_before_days: c.renew_before_days,
+        issuer: Some(platform_ca(p)),
+        layout: Layout::Tls,
+    }
+}
+
+/// Istio's plug-in CA (`istio-system/cacerts`): an intermediate of the platform CA.
+pub fn istio_ca(p: &Platform, namespace: &str, name: &str) -> Manifest {
+    let c = &p.certificates;
+    let spec = CertSpec {
+        role: Role::Intermediate,
+        common_name: "Istio intermediate CA".into(),
+        random_suffix: false,
+        sans: vec![],
+        validity_days: c.ca_validity_days.min(3650),
+        key: c.key,
+        renew_before_days: c.renew_before_days,
+        issuer: Some(platform_ca(p)),
+        layout: Layout::IstioCa,
+    };
+    certificate(namespace, name, spec, Deferred::Known(vec![]))
+}
+
+/// The certificate steps.
+pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
+    let c = &p.certificates;
+    let mut steps = Vec::new();
+    if c.ca == CaSource::SelfSigned {
+        let spec = CertSpec {
+            role: Role::Root,
+            common_name: CA_COMMON_NAME.into(),
+            random_suffix: true,
+            sans: vec![],
+            validity_days: c.ca_validity_days,
+            key: c.key,
+            renew_before_days: c.renew_before_days,
+            issuer: None,
+            layout: Layout::Tls,
+        };
+        steps.push(Step {
+            id: CA_STEP.into(),
+            description: "the platform CA, self-signed".into(),
+            depends_on: vec![],
+            objects: vec![certificate(
+                CERT_MANAGER,
+                CA_SECRET,
+                spec,
+                Deferred::Known(vec![]),
+            )],
+            outputs: vec![],
+        });
+    }
+    let mut objects = vec![bundle(p)];
+    if p.components.ingress_nginx {
+        for (namespace, name, hosts) in system_ingresses::tls_secrets(p, outputs) {
+            objects.push(certificate(namespace, name, leaf_spec(p), hosts));
+        }
+    }
+    let mut depends_on = after_platform_ca(p);
+    if p.components.ingress_nginx {
+        // The Ingress hosts are made of the ingress address it publishes.
+        depends_on.push(ingress_nginx::STEP.to_string());
+    }
+    steps.push(Step {
+        id: TLS_STEP.into(),
+        description: "TLS certificates of the system Ingresses, and the CA bundle for clients"
+            .into(),
+        depends_on,
+        objects,
+        outputs: vec![],
+    });
+    if !c.webhooks.is_empty() {
+        steps.extend(webhook_steps(p));
+    }
+    steps
+}
+
+/// `verrazzano-system/verrazzano-tls-ca`: the platform CA's certificate, for clients.
+fn bundle(p: &Platform) -> Manifest {
+    let mut m = Manifest::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": BUNDLE_SECRET, "namespace": VERRAZZANO_SYSTEM},
+        "type": "Opaque",
+        "data": {BUNDLE_KEY: null},
+    }));
+    m.fills.push(Fill {
+        target: FillTarget::Pointer(format!("/data/{BUNDLE_KEY}")),
+        from: platform_ca(p),
+        keys: vec!["ca.crt".into(), "tls.crt".into()],
+    });
+    m
+}
+
+/// The names a webhook Service is called by.
+pub fn service_names(w: &WebhookCert) -> Vec<String> {
+    let (s, ns) = (&w.service, &w.namespace);
+    vec![
+        s.clone(),
+        format!("{s}.{ns}"),
+        format!("{s}.{ns}.svc"),
+        format!("{s}.{ns}.svc.cluster.local"),
+    ]
+}
+
+fn webhook_steps(p: &Platform) -> Vec<Step> {
+    let c = &p.certificates;
+    let mut cas = Vec::new();
+    let mut serving = Vec::new();
+    for w in &c.webhooks {
+        let ca = SecretRef::new(&w.namespace, &format!("{}-ca", w.secret_prefix));
+        let common_name = format!("{}.{}.svc", w.service, w.namespace);
+        cas.push(certificate(
+            &ca.namespace,
+            &ca.name,
+            CertSpec {
+                role: Role::Root,
+                common_name: format!("{common_name} CA"),
+                random_suffix: false,
+                sans: vec![],
+                validity_days: c.ca_validity_days,
+                key: c.key,
+                renew_before_days: c.renew_before_days,
+                issuer: None,
+                layout: Layout::Tls,
+            },
+            Deferred::Known(vec![]),
+        ));
+        serving.push(certificate(
+            &w.namespace,
+            &format!("{}-tls", w.secret_prefix),
+            CertSpec {
+                role: Role::Leaf,
+                common_name,
+                random_suffix: false,
+                sans: vec![],
+                validity_days: c.validity_days,
+                key: c.key,
+                renew_before_days: c.renew_before_days,
+                issuer: Some(ca.clone()),
+                layout: Layout::Tls,
+            },
+            Deferred::Known(service_names(w)),
+        ));
+        for (kind, name) in &w.configurations {
+            serving.push(ca_bundle_patch(kind, name, &ca));
+        }
+    }
+    vec![
+        Step {
+            id: WEBHOOK_CA_STEP.into(),
+            description: "a CA for each webhook Service the API server calls".into(),
+            depends_on: vec![],
+            objects: cas,
+            outputs: vec![],
+        },
+        Step {
+            id: WEBHOOKS_STEP.into(),
+            description: "webhook serving certificates, and their CA in the webhook configurations"
+                .into(),
+            depends_on: vec![WEBHOOK_CA_STEP.into()],
+            objects: serving,
+            outputs: vec![],
+        },
+    ]
+}
+
+/// The `caBundle` of a webhook configuration's entries, or of a CRD's conversion webhook, as a
+/// patch of the object its operator creates.
+fn ca_bundle_patch(kind: &str, name: &str, ca: &SecretRef) -> Manifest {
+    let from = ca.clone();
+    let keys = vec!["ca.crt".to_string(), "tls.crt".to_string()];
+    let (body, target): (Value, FillTarget) = if kind == "CustomResourceDefinition" {
+        (
+            json!({
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": kind,
+                "metadata": {"name": name},
+                "spec": {"conversion": {"webhook": {"clientConfig": {"caBundle": null}}}},
+            }),
+            FillTarget::Pointer("/spec/conversion/webhook/clientConfig/caBundle".into()),
+        )
+    } else {
+        (
+            json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": kind,
+                "metadata": {"name": name},
+                "webhooks": [],
+            }),
+            FillTarget::EveryWebhook,
+        )
+    };
+    let mut m = Manifest::from_value(body).patched();
+    m.fills.push(Fill { target, from, keys });
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::for_test as platform;
+
+    fn all(p: &Platform) -> Vec<Step> {
+        steps(p, &Outputs::default())
+    }
+
+    fn addresses(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .flat_map(|s| s.objects.iter().map(|m| s.address_of(m)))
+            .collect()
+    }
+
+    #[test]
+    fn every_system_ingress_tls_secret_is_issued_by_the_platform_ca() {
+        let p = platform("ingress: {type: NodePort}\n");
+        let s = all(&p);
+        let a = addresses(&s);
+        assert!(a.contains(&"certificates.ca/Secret/cert-manager/verrazzano-ca-certificate-secret".into()));
+        assert!(a.contains(&"certificates.tls/Secret/verrazzano-system/verrazzano-tls-ca".into()));
+        let tls = s.iter().find(|s| s.id == TLS_STEP).expect("tls step");
+        let console = tls
+            .objects
+            .iter()
+            .find(|m| m.name == "verrazzano-tls")
+            .expect("console secret");
+        let spec = console.certificate.as_ref().expect("a certificate");
+        assert_eq!(spec.sans, ["verrazzano.default.127.0.0.1.nip.io"]);
+        assert_eq!(spec.common_name, "verrazzano.default.127.0.0.1.nip.io");
+        assert_eq!(
+            spec.issuer,
+            Some(SecretRef::new("cert-manager", "verrazzano-ca-certificate-secret"))
+        );
+        assert_eq!(spec.validity_days, 90);
+        assert_eq!(console.body["type"], "kubernetes.io/tls");
+        assert!(console.body.get("data").is_none(), "no key material in the body");
+        assert_eq!(
+            console.body["metadata"]["annotations"][ALT_NAMES_ANNOTATION],
+            "verrazzano.default.127.0.0.1.nip.io"
+        );
+        assert!(tls.depends_on.contains(&CA_STEP.to_string()));
+    }
+
+    #[test]
+    fn hosts_not_known_yet_make_the_certificate_known_after_apply() {
+        let p = platform("");
+        let s = all(&p);
+        let tls = s.iter().find(|s| s.id == TLS_STEP).expect("tls step");
+        let console = tls
+            .objects
+            .iter()
+            .find(|m| m.name == "verrazzano-tls")
+            .expect("console secret");
+        assert!(console.has_unknown());
+        assert!(tls.depends_on.contains(&"ingress-nginx".to_string()));
+    }
+
+    #[test]
+    fn a_ca_of_your_own_is_read_not_issued() {
+        let p = platform("certificates: {ca: {secretName: my-ca, namespace: security}}\n");
+        let s = all(&p);
+        assert!(s.iter().all(|s| s.id != CA_STEP));
+        let tls = s.iter().find(|s| s.id == TLS_STEP).expect("tls step");
+        assert!(tls.depends_on.iter().all(|d| d != CA_STEP));
+        for m in &tls.objects {
+            if let Some(spec) = &m.certificate {
+                assert_eq!(spec.issuer, Some(SecretRef::new("security", "my-ca")));
+            } else {
+                assert_eq!(m.fills[0].from, SecretRef::new("security", "my-ca"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_webhook_gets_a_ca_a_serving_certificate_and_bundle_patches() {
+        let p = platform(
+            "certificates:\n  webhooks:\n    - service: op-webhook\n      namespace: verrazzano-install\n      secretPrefix: op\n      configurations: [ValidatingWebhookConfiguration/op-validator, CustomResourceDefinition/things.example.io]\n",
+        );
+        let s = all(&p);
+        let a = addresses(&s);
+        for want in [
+            "certificates.webhook-ca/Secret/verrazzano-install/op-ca",
+            "certificates.webhooks/Secret/verrazzano-install/op-tls",
+            "certificates.webhooks/ValidatingWebhookConfiguration/op-validator",
+            "certificates.webhooks/CustomResourceDefinition/things.example.io",
+        ] {
+            assert!(a.contains(&want.to_string()), "{want} in {a:?}");
+        }
+        let hooks = s.iter().find(|s| s.id == WEBHOOKS_STEP).expect("step");
+        let tls = &hooks.objects[0];
+        let spec = tls.certificate.as_ref().expect("cert");
+        assert_eq!(
+            spec.sans,
+            [
+                "op-webhook",
+                "op-webhook.verrazzano-install",
+                "op-webhook.verrazzano-install.svc",
+                "op-webhook.verrazzano-install.svc.cluster.local"
+            ]
+        );
+        assert_eq!(spec.common_name, "op-webhook.verrazzano-install.svc");
+        let vwc = &hooks.objects[1];
+        assert_eq!(vwc.ownership, crate::Ownership::Patched);
+        assert_eq!(vwc.fills[0].target, FillTarget::EveryWebhook);
+        assert_eq!(vwc.fills[0].from, SecretRef::new("verrazzano-install", "op-ca"));
+        let crd = &hooks.objects[2];
+        assert_eq!(
+            crd.fills[0].target,
+            FillTarget::Pointer("/spec/conversion/webhook/clientConfig/caBundle".into())
+        );
+    }
+}
