@@ -376,38 +376,6 @@ impl Cluster {
         serde_json::to_value(obj).context("cannot encode a marked object")
     }
 
-    /// Wait until `r` exists (someone else creates it), until `deadline`.
-    pub async fn wait_exists(
-        &self,
-        r: &ObjectRef,
-        deadline: Instant,
-        interrupt: &Interrupt,
-    ) -> Result<Value> {
-        let mut pause = Duration::from_millis(100);
-        loop {
-            // One being deleted is as good as gone: wait for its owner to make it again.
-            if let Some(live) = self.get(r).await?
-                && live.pointer("/metadata/deletionTimestamp").is_none()
-            {
-                return Ok(live);
-            }
-            if Instant::now() >= deadline {
-                return Err(ClusterError::WaitTimeout {
-                    object: r.to_string(),
-                    what: "to exist: vz sets only some fields of it, and the component that owns it has not created it"
-                        .into(),
-                    deleting: false,
-                }
-                .into());
-            }
-            tokio::select! {
-                () = tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))) => {}
-                () = interrupt.tripped() => bail!("interrupted while waiting for {r} to exist"),
-            }
-            pause = (pause * 2).min(Duration::from_secs(2));
-        }
-    }
-
     /// Ask for `r` to be deleted (dependents in the background).
     pub async fn delete(&self, r: &ObjectRef) -> Result<Deleted> {
         let api = self.api(r).await?;

@@ -203,8 +203,15 @@ pub fn plan_text(plan: &Plan) -> String {
             ),
             (Action::Update, Cause::AwaitOwner) => (
                 "~",
-                "  # vz sets only some of its fields; waits for its owner to create it",
+                "  # pending: does not exist yet; vz sets its fields on the first apply after its owner creates it",
             ),
+            (Action::Update, _) if c.reissue.is_some() => {
+                forced = format!(
+                    "  # certificate issued again: {}",
+                    c.reissue.as_deref().unwrap_or_default()
+                );
+                ("-/+", forced.as_str())
+            }
             (Action::Update, Cause::Drift) => ("~", "  # changed outside vz; will be put back"),
             (Action::Update, Cause::Adopt) => (
                 "~",
@@ -267,6 +274,15 @@ pub fn plan_text(plan: &Plan) -> String {
     if plan.released() > 0 {
         extra.push(format!("{} to release, not delete", plan.released()));
     }
+    if plan.reissued() > 0 {
+        extra.push(format!("{} certificate(s) issued again", plan.reissued()));
+    }
+    if plan.pending() > 0 {
+        extra.push(format!(
+            "{} pending until their owner creates them",
+            plan.pending()
+        ));
+    }
     if plan.recovered() > 0 {
         extra.push(format!(
             "{} to record again, recovered from labels",
@@ -321,6 +337,8 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
                 "after": c.after,
                 "fields": fields(c),
                 "forces_replacement": c.forces_replacement,
+                "reissue": c.reissue,
+                "certificate": c.certificate,
             })
         })
         .collect();

@@ -345,6 +345,12 @@ fn key_algorithm(cert: &X509Certificate<'_>) -> String {
     }
 }
 
+/// Fill `buf` with random bytes from the operating system.
+pub fn random_bytes(buf: &mut [u8]) {
+    use rand_core::RngCore;
+    rand_core::OsRng.fill_bytes(buf);
+}
+
 /// The PEM certificates of a chain (or bundle), each as its own PEM text, in order.
 pub fn split_certificates(pem: &str) -> Vec<String> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";

@@ -32,7 +32,7 @@ use crate::engine::graph::{StepGraph, StepNode};
 use crate::engine::plan::{Action, Cause, Change, Plan, decide};
 use crate::engine::rollback::{Entry, Undo, Undone, describe_undo, settle};
 use crate::engine::{Desired, EngineError};
-use crate::engine::{order, outputs};
+use crate::engine::{certs, order, outputs};
 use crate::interrupt::Interrupt;
 use crate::output::Progress;
 
@@ -384,6 +384,21 @@ impl<'a> Run<'a> {
             );
         };
         let text = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+        if c.cause == Cause::AwaitOwner {
+            match self.cluster.get(&c.object).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    // Its owner has not created it yet: the first apply after it does sets vz's
+                    // fields.
+                    self.progress.line(&format!(
+                        "{}: pending: {} does not exist yet (its owner creates it; vz sets its fields on the first apply after that)",
+                        c.address, c.object
+                    ));
+                    return (None, Ok(()));
+                }
+                Err(e) => return (None, Err(e.context(format!("cannot read {}", c.object)))),
+            }
+        }
         let (uid, mut version, seen) = match c.action {
             Action::NoOp => (c.live_uid.clone(), c.live_resource_version.clone(), None),
             _ => match self.apply_change(seq, c).await {
@@ -396,6 +411,10 @@ impl<'a> Run<'a> {
                     return (None, Err(e.context(format!("cannot apply {}", c.address))));
                 }
             },
+        };
+        let held = match &seen {
+            Some(applied) => certs::applied_facts(m, applied),
+            None => c.certificate.clone(),
         };
         let waited = if self.opts.wait {
             self.progress
@@ -432,6 +451,7 @@ impl<'a> Run<'a> {
             }),
             patched: m.ownership == Ownership::Patched,
             outputs: BTreeMap::new(),
+            certificate: held,
         };
         (Some(record), waited)
     }
@@ -460,17 +480,6 @@ impl<'a> Run<'a> {
                     .await
                     .with_context(|| format!("{} was being deleted when planned", c.object))?;
             }
-            _ if m.ownership == Ownership::Patched => {
-                // Never created by vz: wait for its owner to make it (a saved plan or a plan
-                // without refresh may not have seen it missing).
-                self.progress.status(&format!(
-                    "waiting for {} to be created by its owner",
-                    c.object
-                ));
-                self.cluster
-                    .wait_exists(&c.object, self.deadline, &self.opts.interrupt)
-                    .await?;
-            }
             _ => {}
         }
         // What the object is right now, to put back exactly if the run is rolled back.
@@ -493,7 +502,28 @@ impl<'a> Run<'a> {
             )
             .await;
         }
-        let mut applied = self.cluster.apply(m, false).await?;
+        let materialized;
+        let sent = if m.certificate.is_some() || !m.fills.is_empty() {
+            // Certificates are issued (or kept) and copied values read now, never at plan time.
+            let live = match (&before, c.action) {
+                (Some(b), Action::Update | Action::NoOp) => Some(b),
+                // Replaced: what the old object held may be kept.
+                (Some(b), Action::Replace) => Some(b),
+                _ => None,
+            };
+            materialized = certs::materialize(self.cluster, m, live, c.reissue.is_some()).await?.0;
+            &materialized
+        } else {
+            m
+        };
+        if m.ownership == Ownership::Patched && before.is_none() {
+            // Never created by vz, and gone since the plan: nothing to patch.
+            return Err(anyhow!(
+                "{} does not exist (any more): vz only sets some of its fields, and its owner creates it",
+                c.object
+            ));
+        }
+        let mut applied = self.cluster.apply(sent, false).await?;
         if c.cause == Cause::Adopt && c.action == Action::Update {
             // Taken over: say so on the object itself, so that vz releases it rather than deleting
             // it even if its state is lost (the labels alone would make it look like vz's own).

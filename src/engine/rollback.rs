@@ -128,6 +128,7 @@ mod tests {
             adopted: false,
             patched: false,
             outputs: Default::default(),
+            certificate: None,
         }
     }
 

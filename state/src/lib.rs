@@ -22,7 +22,7 @@ pub use backend::local::write_atomic;
 pub use backend::{Backend, BackendError, LocalBackend, Location, Lock, Version};
 pub use codec::{DecodeError, EncodeError, decode, encode};
 pub use lock::{LockError, LockInfo};
-pub use model::{FORMAT_VERSION, ObjectRecord, State};
+pub use model::{CertFacts, FORMAT_VERSION, ObjectRecord, State};
 pub use store::{StorageError, Store};
 
 /// A runtime for the crate's async unit tests.

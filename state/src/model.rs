@@ -62,6 +62,32 @@ pub struct ObjectRecord {
     /// Outputs of the owning step read from this object, by name (for plans without refresh).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, String>,
+    /// For a Secret holding a certificate `vz` issued: what the certificate says (never its key),
+    /// so that a plan without refresh still knows when it is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertFacts>,
+}
+
+/// What the state records about a certificate `vz` issued: public facts only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertFacts {
+    /// sha256 of its DER encoding, hex.
+    pub fingerprint: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// Subject alternative names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sans: Vec<String>,
+    /// Its subject key identifier, hex (what the certificates it signs name as their issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Its issuer's subject key identifier, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_key_id: Option<String>,
+    /// Key algorithm, e.g. `EC P-256`.
+    pub key_algorithm: String,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
 }
 
 impl State {
@@ -120,6 +146,7 @@ mod tests {
             adopted: false,
             patched: false,
             outputs: BTreeMap::new(),
+            certificate: None,
         }
     }
 

@@ -266,6 +266,7 @@ fn state_list_into_a_closed_pipe_succeeds_quietly() {
             adopted: false,
             patched: false,
             outputs: Default::default(),
+            certificate: None,
         });
     }
     state.serial = 1;

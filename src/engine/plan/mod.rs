@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,6 +23,7 @@ use vz_state::{ObjectRecord, State};
 use crate::cluster::{Cluster, DryRun, NotServed, ObjectRef, ref_of};
 use crate::diff::{FieldChange, diff, normalize, unknown_fields};
 use crate::engine::EngineError;
+use crate::engine::certs::{self, CertPlan};
 use crate::engine::graph::StepGraph;
 use crate::engine::order;
 use crate::sensitive::{mask_fields, mask_object};
@@ -73,9 +74,12 @@ pub enum Cause {
     /// The object is being deleted (say, by a destroy that did not wait): it is created again once
     /// it is gone.
     AwaitDeletion,
-    /// `vz` only patches fields of the object, which its owner has not created yet: apply waits for
-    /// it to exist.
+    /// `vz` only patches fields of the object, which its owner has not created yet: it is pending,
+    /// and the first apply after its owner creates it sets `vz`'s fields.
     AwaitOwner,
+    /// The certificate it holds is issued again (see [`Change::reissue`] for why), or it holds a
+    /// copy of one that is.
+    Reissue,
 }
 
 /// One object's entry in the plan.
@@ -110,6 +114,13 @@ pub struct Change {
     pub fields: Vec<FieldChange>,
     /// For a replace: the fields that force it.
     pub forces_replacement: Vec<String>,
+    /// For a Secret holding a certificate `vz` issues: why apply issues it again (names, key,
+    /// issuer or expiry), when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reissue: Option<String>,
+    /// For a Secret holding a certificate `vz` issues: the certificate it holds now (public facts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<vz_state::CertFacts>,
 }
 
 /// The whole plan, ordered: steps in dependency order, objects in step order, then deletions in the
@@ -130,6 +141,22 @@ impl Plan {
         self.changes
             .iter()
             .filter(|c| c.action == Action::Release)
+            .count()
+    }
+
+    /// How many certificates apply issues again.
+    pub fn reissued(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|c| c.reissue.is_some() && c.desired_sha256.is_some())
+            .count()
+    }
+
+    /// Patched objects whose owner has not created them yet.
+    pub fn pending(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|c| c.cause == Cause::AwaitOwner)
             .count()
     }
 
@@ -238,6 +265,16 @@ pub async fn plan(
         HashMap::new()
     };
     let prefetched = &prefetched;
+    let certs = certs::prepare(
+        cluster,
+        &desired,
+        prefetched,
+        state,
+        opts.refresh,
+        opts.parallelism,
+    )
+    .await?;
+    let certs = &certs;
     // Kinds whose CRDs this plan creates may not be served yet.
     let pending_groups: HashSet<String> = steps
         .iter()
@@ -251,8 +288,21 @@ pub async fn plan(
         let record = state.get(&address);
         let replace = opts.replace.contains(&address);
         async move {
-            let seen = prefetched.get(&ObjectRef::of(m)).cloned();
-            let planned = plan_desired(cluster, step, m, record, replace, opts.refresh, seen);
+            let object = ObjectRef::of(m);
+            let seen = match prefetched.get(&object) {
+                Some(v) => Some(Some(v.clone())),
+                None => certs.live(&object),
+            };
+            let planned = plan_desired(
+                cluster,
+                step,
+                m,
+                record,
+                replace,
+                opts.refresh,
+                seen,
+                certs,
+            );
             match planned.await.map(masked) {
                 Err(e)
                     if e.is::<NotServed>()
@@ -472,6 +522,8 @@ fn create(step: &Step, m: &Manifest) -> Change {
         after: Some(m.body.clone()),
         fields: unknown_fields(None, m),
         forces_replacement: vec![],
+        reissue: None,
+        certificate: None,
     }
 }
 
@@ -485,7 +537,8 @@ fn recorded(r: &ObjectRecord) -> Recorded {
 }
 
 /// Plan one desired object: gather the facts (the live object, a dry run when needed) and let
-/// [`decide`] decide.
+/// [`decide`] decide. `seen` is the live object when it was read already (`Some(None)`: absent).
+#[allow(clippy::too_many_arguments)]
 async fn plan_desired(
     cluster: &Cluster,
     step: &Step,
@@ -493,9 +546,16 @@ async fn plan_desired(
     record: Option<&ObjectRecord>,
     replace: bool,
     refresh: bool,
-    seen: Option<Value>,
+    seen: Option<Option<Value>>,
+    certs: &CertPlan,
 ) -> Result<Change> {
     let mut change = create(step, m);
+    let prepared = certs.prepare(m);
+    change.certificate = prepared.current.clone();
+    // What the plan shows as known only after apply: values from other steps, values copied from
+    // a certificate issued in this run, and the key material of a certificate issued in this run.
+    let mut shown = m.clone();
+    shown.unknown.extend(prepared.unknown.iter().cloned());
     let platform = m
         .body
         .pointer("/metadata/labels")
@@ -505,7 +565,7 @@ async fn plan_desired(
     let sha = m.sha256();
     let want = Wanted {
         sha256: &sha,
-        has_unknown: m.has_unknown(),
+        has_unknown: shown.has_unknown(),
         ownership: m.ownership,
         platform,
         replace,
@@ -515,7 +575,7 @@ async fn plan_desired(
     let recorded = record.map(recorded);
     let live_obj = match (refresh, seen) {
         (false, _) => None,
-        (true, Some(live)) => Some(live),
+        (true, Some(live)) => live,
         (true, None) => cluster.get(&change.object).await?,
     };
     let live = live_obj.as_ref().map(Live::of);
@@ -526,7 +586,32 @@ async fn plan_desired(
     } else if !refresh {
         change.live_uid = record.map(|r| r.uid.clone());
     }
-    let outcome = match decide::desired(recorded.as_ref(), live.as_ref(), &want) {
+    let mut verdict = decide::desired(recorded.as_ref(), live.as_ref(), &want);
+    if prepared.reissue.is_some()
+        && let Some(l) = &live
+    {
+        // Issued again: a dry run cannot show new key material, and nothing else needs one.
+        verdict = match verdict {
+            Verdict::Decided(o) if o.action == Action::NoOp => {
+                Verdict::Decided(decide::Outcome {
+                    action: Action::Update,
+                    cause: Cause::Reissue,
+                })
+            }
+            Verdict::DryRun => {
+                let o = decide::after_dry_run(recorded.as_ref(), l, &want, DryRunSaid::Changes);
+                Verdict::Decided(match o.cause {
+                    Cause::Config | Cause::Drift => decide::Outcome {
+                        action: Action::Update,
+                        cause: Cause::Reissue,
+                    },
+                    _ => o,
+                })
+            }
+            other => other,
+        };
+    }
+    let outcome = match verdict {
         Verdict::Decided(o) => o,
         Verdict::OtherPlatform(platform) => {
             return Err(EngineError::OtherPlatform {
@@ -550,7 +635,10 @@ async fn plan_desired(
                     change.object
                 );
             };
-            let said = match cluster.dry_run(m).await? {
+            let sent = certs
+                .for_dry_run(m, live_obj.as_ref())
+                .with_context(|| format!("internal: {} has values not known yet", change.object))?;
+            let said = match cluster.dry_run(&sent).await? {
                 DryRun::Applied(after) => {
                     let after = normalize(&after);
                     change.fields = diff(before, &after);
@@ -578,10 +666,21 @@ async fn plan_desired(
     };
     change.action = outcome.action;
     change.cause = outcome.cause;
+    let issued = matches!(outcome.action, Action::Create | Action::Update | Action::Replace)
+        && (outcome.action == Action::Create || prepared.reissue.is_some());
+    if let Some(spec) = m.certificate.as_ref().filter(|_| issued) {
+        change.reissue = prepared.reissue.clone();
+        shown
+            .unknown
+            .extend(spec.layout.keys().iter().map(|k| format!("/data/{k}")));
+    }
+    if outcome.cause == Cause::Reissue && change.reissue.is_none() {
+        change.reissue = prepared.reissue.clone();
+    }
     match outcome.action {
         Action::NoOp if change.after.is_none() => change.after = change.before.clone(),
-        Action::Update | Action::Create if m.has_unknown() => {
-            change.fields = unknown_fields(change.before.as_ref(), m);
+        Action::Update | Action::Create if shown.has_unknown() => {
+            change.fields = unknown_fields(change.before.as_ref(), &shown);
             change.after = Some(m.body.clone());
         }
         _ => {}
@@ -630,5 +729,7 @@ async fn plan_delete(cluster: &Cluster, r: &ObjectRecord, refresh: bool) -> Resu
         after: None,
         fields: vec![],
         forces_replacement: vec![],
+        reissue: None,
+        certificate: None,
     }))
 }

@@ -1,0 +1,551 @@
+//! Certificates and copied values: what the planner and apply do with a manifest's
+//! [`Manifest::certificate`] and [`Manifest::fills`].
+//!
+//! A certificate's Secret is planned like any object, with one more question: is the certificate
+//! in the cluster still good? [`prepare`] reads the Secrets involved once (the certificates', their
+//! issuers', the sources of copied values) and decides, in plan order so that issuers come first,
+//! which certificates are issued in this run and why ([`CertPlan::issued`]): new, names changed,
+//! key type changed, another or a re-issued issuer, unreadable, or expiring within
+//! `renewBeforeDays`. Everything else keeps the key and certificate it has: the plan dry-runs the
+//! Secret with its live data ([`CertPlan::for_dry_run`]), so a plan right after apply is empty.
+//!
+//! Key material is made only by [`materialize`], during apply, from the issuer read from the
+//! cluster at that moment. Nothing here returns or logs a private key: plans carry public facts
+//! ([`CertFacts`]) only, and the state records those.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde_json::Value;
+use vz_providers::certificates::{CertSpec, FillTarget, Layout, Role, SecretRef};
+use vz_providers::pki::{self, CertInfo, Issued, Renewal};
+use vz_providers::{Manifest, Step};
+use vz_state::{CertFacts, State};
+
+use crate::cluster::{Cluster, ObjectRef};
+
+/// Now, in Unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// The reference of a Secret.
+fn secret_ref(r: &SecretRef) -> ObjectRef {
+    ObjectRef {
+        api_version: "v1".into(),
+        kind: "Secret".into(),
+        namespace: Some(r.namespace.clone()),
+        name: r.name.clone(),
+    }
+}
+
+/// The Secret a manifest is, if it is one.
+fn secret_of(m: &Manifest) -> Option<SecretRef> {
+    (m.kind == "Secret").then(|| SecretRef::new(m.namespace.as_deref().unwrap_or_default(), &m.name))
+}
+
+/// A Secret's `data[key]`, decoded as text.
+fn data_text(secret: &Value, key: &str) -> Option<String> {
+    let b64 = secret.get("data")?.get(key)?.as_str()?;
+    let bytes = B64.decode(b64).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The public facts of a certificate, as the state records them.
+pub fn facts(info: &CertInfo) -> CertFacts {
+    CertFacts {
+        fingerprint: info.fingerprint.clone(),
+        serial: info.serial.clone(),
+        sans: info.sans.clone(),
+        key_id: info.key_id.clone(),
+        issuer_key_id: info.issuer_key_id.clone(),
+        key_algorithm: info.key_algorithm.clone(),
+        not_after: info.not_after,
+    }
+}
+
+/// The certificate a live Secret of `layout` holds, if it holds a readable one and its key.
+fn live_cert(secret: &Value, layout: Layout) -> Result<CertInfo, String> {
+    let cert = data_text(secret, layout.cert_key())
+        .ok_or_else(|| format!("it has no {}", layout.cert_key()))?;
+    if data_text(secret, layout.private_key()).is_none() {
+        return Err(format!("it has no {}", layout.private_key()));
+    }
+    pki::inspect(&cert).map_err(|e| format!("its {} cannot be read: {e}", layout.cert_key()))
+}
+
+/// What the planner knows about certificates and copied values.
+#[derive(Debug, Default)]
+pub struct CertPlan {
+    /// Secrets read from the cluster (`None`: absent), unmasked: never printed or saved.
+    sources: HashMap<SecretRef, Option<Value>>,
+    /// Certificates issued by this run: `None` for a new one, else why it is issued again.
+    issued: HashMap<SecretRef, Option<String>>,
+    /// The facts of the certificates in the cluster (or, without refresh, in the state).
+    current: HashMap<SecretRef, CertFacts>,
+}
+
+/// How one manifest is to be planned.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// Why its certificate is issued again in this run, if it is (a new one is not "again").
+    pub reissue: Option<String>,
+    /// The facts of the certificate it holds now.
+    pub current: Option<CertFacts>,
+    /// Copied values that are not known until apply (their source is issued in this run): JSON
+    /// pointers, as [`Manifest::unknown`] lists them.
+    pub unknown: Vec<String>,
+}
+
+impl CertPlan {
+    /// A live Secret read while preparing (for the planner, to spare a second read).
+    pub fn live(&self, r: &ObjectRef) -> Option<Option<Value>> {
+        if r.kind != "Secret" || r.api_version != "v1" {
+            return None;
+        }
+        let key = SecretRef::new(r.namespace.as_deref().unwrap_or_default(), &r.name);
+        self.sources.get(&key).cloned()
+    }
+
+    /// How `m` is to be planned.
+    pub fn prepare(&self, m: &Manifest) -> Prepared {
+        let mut out = Prepared::default();
+        if m.certificate.is_some()
+            && let Some(r) = secret_of(m)
+        {
+            out.reissue = self.issued.get(&r).cloned().flatten();
+            out.current = self.current.get(&r).cloned();
+        }
+        for f in &m.fills {
+            if self.issued.contains_key(&f.from) || !self.sources.contains_key(&f.from) {
+                match &f.target {
+                    FillTarget::Pointer(p) => out.unknown.push(p.clone()),
+                    FillTarget::EveryWebhook => out.unknown.push("/webhooks".into()),
+                }
+            }
+            if out.reissue.is_none()
+                && let Some(Some(why)) = self.issued.get(&f.from)
+            {
+                out.reissue = Some(format!("its CA, Secret {}, is issued again ({why})", f.from));
+            }
+        }
+        out
+    }
+
+    /// `m` as a dry run compares it: the certificate and copied values it would keep, taken from
+    /// `live` and the sources. `None` when a value is not known before apply.
+    pub fn for_dry_run(&self, m: &Manifest, live: Option<&Value>) -> Option<Manifest> {
+        let mut out = m.clone();
+        if let Some(spec) = &m.certificate {
+            let live = live?;
+            keep_data(&mut out, live, spec.layout);
+        }
+        for f in &m.fills {
+            if self.issued.contains_key(&f.from) {
+                return None;
+            }
+            let source = self.sources.get(&f.from)?.as_ref()?;
+            let value = fill_value(source, &f.keys)?;
+            put(&mut out, &f.target, &value, live).ok()?;
+        }
+        Some(out)
+    }
+}
+
+/// Copy the certificate keys of `live` into `m`'s data.
+fn keep_data(m: &mut Manifest, live: &Value, layout: Layout) {
+    let mut data = serde_json::Map::new();
+    for key in layout.keys() {
+        if let Some(v) = live.get("data").and_then(|d| d.get(*key)) {
+            data.insert((*key).to_string(), v.clone());
+        }
+    }
+    m.body["data"] = Value::Object(data);
+}
+
+/// The base64 value of the first of `keys` the Secret holds.
+fn fill_value(secret: &Value, keys: &[String]) -> Option<String> {
+    keys.iter().find_map(|k| {
+        secret
+            .get("data")
+            .and_then(|d| d.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    })
+}
+
+/// Put a copied value where `target` says; `live` is the object as it is (for every webhook
+/// entry).
+fn put(m: &mut Manifest, target: &FillTarget, value: &str, live: Option<&Value>) -> Result<()> {
+    match target {
+        FillTarget::Pointer(p) => {
+            let name = m.display_name();
+            let slot = m
+                .body
+                .pointer_mut(p)
+                .ok_or_else(|| anyhow!("internal: {name} has no field {p}"))?;
+            *slot = Value::String(value.to_string());
+        }
+        FillTarget::EveryWebhook => {
+            let live = live.ok_or_else(|| anyhow!("{} does not exist", m.display_name()))?;
+            let entries: Vec<Value> = live
+                .get("webhooks")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|w| w.get("name"))
+                .map(|name| serde_json::json!({"name": name, "clientConfig": {"caBundle": value}}))
+                .collect();
+            m.body["webhooks"] = Value::Array(entries);
+        }
+    }
+    Ok(())
+}
+
+/// Read the Secrets the desired certificates and copied values involve, and decide which
+/// certificates this run issues. `seen` holds objects already read (by the planner's LIST);
+/// without `refresh` nothing is read and the state's facts are used.
+pub async fn prepare(
+    cluster: &Cluster,
+    desired: &[(&Step, &Manifest)],
+    seen: &HashMap<ObjectRef, Value>,
+    state: &State,
+    refresh: bool,
+    parallelism: usize,
+) -> Result<CertPlan> {
+    let mut plan = CertPlan::default();
+    let involved = desired
+        .iter()
+        .any(|(_, m)| m.certificate.is_some() || !m.fills.is_empty());
+    if !involved {
+        return Ok(plan);
+    }
+    let mut wanted: Vec<SecretRef> = Vec::new();
+    for (_, m) in desired {
+        if let (Some(spec), Some(r)) = (&m.certificate, secret_of(m)) {
+            wanted.push(r);
+            wanted.extend(spec.issuer.clone());
+        }
+        wanted.extend(m.fills.iter().map(|f| f.from.clone()));
+    }
+    wanted.sort();
+    wanted.dedup();
+    if refresh {
+        let read: Vec<(SecretRef, Option<Value>)> = stream::iter(wanted.into_iter().map(|r| {
+            let hit = seen.get(&secret_ref(&r)).cloned();
+            async move {
+                let live = match hit {
+                    Some(v) => Some(v),
+                    None => cluster.get(&secret_ref(&r)).await?,
+                };
+                Ok::<_, anyhow::Error>((r, live))
+            }
+        }))
+        .buffer_unordered(parallelism.max(1))
+        .try_collect()
+        .await?;
+        plan.sources = read.into_iter().collect();
+        for (r, live) in &plan.sources {
+            if let Some(live) = live {
+                for layout in [Layout::Tls, Layout::IstioCa] {
+                    if let Ok(info) = live_cert(live, layout) {
+                        plan.current.insert(r.clone(), facts(&info));
+                        break;
+                    }
+                }
+            }
+        }
+    } else {
+        for (step, m) in desired {
+            if let (Some(_), Some(r)) = (&m.certificate, secret_of(m))
+                && let Some(f) = state
+                    .get(&step.address_of(m))
+                    .and_then(|rec| rec.certificate.clone())
+            {
+                plan.current.insert(r, f);
+            }
+        }
+    }
+    let now = now();
+    for (step, m) in desired {
+        let (Some(spec), Some(r)) = (&m.certificate, secret_of(m)) else {
+            continue;
+        };
+        if m.has_unknown() {
+            // Its names are not known yet: apply decides once they are.
+            continue;
+        }
+        let decision = if refresh {
+            match plan.sources.get(&r).cloned().flatten() {
+                None => Some(None),
+                Some(live) if live.pointer("/metadata/deletionTimestamp").is_some() => Some(None),
+                Some(live) => match live_cert(&live, spec.layout) {
+                    Err(why) => Some(Some(format!("the certificate in the cluster is unusable: {why}"))),
+                    Ok(info) => due(&plan, spec, &facts(&info), now).map(Some),
+                },
+            }
+        } else {
+            match (state.get(&step.address_of(m)), plan.current.get(&r)) {
+                (None, _) => Some(None),
+                (Some(_), None) => None,
+                (Some(_), Some(f)) => due(&plan, spec, f, now).map(Some),
+            }
+        };
+        if let Some(d) = decision {
+            plan.issued.insert(r, d);
+        }
+    }
+    Ok(plan)
+}
+
+/// Why the certificate with `current` facts must be issued again for `spec`, if it must.
+fn due(plan: &CertPlan, spec: &CertSpec, current: &CertFacts, now: i64) -> Option<String> {
+    if let Some(issuer) = &spec.issuer
+        && let Some(why) = plan.issued.get(issuer)
+    {
+        return Some(match why {
+            None => format!("its issuer, Secret {issuer}, is new"),
+            Some(w) => format!("its issuer, Secret {issuer}, is issued again ({w})"),
+        });
+    }
+    let issuer_key_id = spec
+        .issuer
+        .as_ref()
+        .and_then(|i| plan.current.get(i))
+        .and_then(|f| f.key_id.clone());
+    let info = CertInfo {
+        fingerprint: current.fingerprint.clone(),
+        serial: current.serial.clone(),
+        common_name: None,
+        sans: current.sans.clone(),
+        is_ca: spec.role != Role::Leaf,
+        server_auth: spec.role == Role::Leaf,
+        not_before: 0,
+        not_after: current.not_after,
+        key_id: current.key_id.clone(),
+        issuer_key_id: current.issuer_key_id.clone(),
+        key_algorithm: current.key_algorithm.clone(),
+    };
+    let renew_before = spec.renew_before_days * pki::DAY;
+    let renewal = pki::renewal(
+        &info,
+        &spec.sans,
+        spec.key,
+        issuer_key_id.as_deref(),
+        renew_before,
+        now,
+    )?;
+    Some(match renewal {
+        Renewal::Expiring { not_after } => format!(
+            "expires {} (within renewBeforeDays: {})",
+            date(not_after),
+            spec.renew_before_days
+        ),
+        Renewal::Names { had } => format!(
+            "names change: [{}] -> [{}]",
+            had.join(", "),
+            spec.sans.join(", ")
+        ),
+        Renewal::Issuer => match &spec.issuer {
+            Some(i) => format!("another CA issued it, not Secret {i}"),
+            None => "another CA issued it".into(),
+        },
+        Renewal::Key { had } => format!(
+            "key type changes: {had} -> {}",
+            spec.key.label()
+        ),
+    })
+}
+
+/// A Unix time as an RFC 3339 date and time, UTC.
+pub fn date(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// `m` ready to send: its certificate issued (when `issue`, or when `live` holds none that is
+/// usable) or kept from `live`, and its copied values read from the cluster now. Also returns
+/// the facts of the certificate it holds.
+pub async fn materialize(
+    cluster: &Cluster,
+    m: &Manifest,
+    live: Option<&Value>,
+    issue: bool,
+) -> Result<(Manifest, Option<CertFacts>)> {
+    let mut out = m.clone();
+    let mut held = None;
+    if let Some(spec) = &m.certificate {
+        let usable = live.and_then(|l| live_cert(l, spec.layout).ok().map(|i| (l, i)));
+        match usable {
+            Some((l, info)) if !issue && names_match(&info, spec) => {
+                keep_data(&mut out, l, spec.layout);
+                held = Some(facts(&info));
+            }
+            _ => {
+                let data = issue_now(cluster, m, spec).await?;
+                let info = data
+                    .iter()
+                    .find(|(k, _)| *k == spec.layout.cert_key())
+                    .and_then(|(_, v)| B64.decode(v).ok())
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .and_then(|pem| pki::inspect(&pem).ok())
+                    .context("internal: the certificate just issued cannot be read")?;
+                held = Some(facts(&info));
+                out.body["data"] = Value::Object(
+                    data.into_iter()
+                        .map(|(k, v)| (k.to_string(), Value::String(v)))
+                        .collect(),
+                );
+            }
+        }
+    }
+    for f in &m.fills {
+        let source = cluster
+            .get(&secret_ref(&f.from))
+            .await?
+            .with_context(|| format!("{} needs Secret {}, which does not exist", m.display_name(), f.from))?;
+        let value = fill_value(&source, &f.keys).with_context(|| {
+            format!(
+                "{} needs `{}` of Secret {}, which it does not hold",
+                m.display_name(),
+                f.keys.join("` or `"),
+                f.from
+            )
+        })?;
+        put(&mut out, &f.target, &value, live)?;
+    }
+    Ok((out, held))
+}
+
+/// Whether a certificate kept at apply still has the names its spec asks for (they may have
+/// been unknown when planned).
+fn names_match(info: &CertInfo, spec: &CertSpec) -> bool {
+    spec.role != Role::Leaf
+        || pki::renewal(info, &spec.sans, spec.key, None, 0, i64::MIN / 2).is_none()
+}
+
+/// Issue `spec`'s certificate now: the Secret data, base64-encoded by key.
+async fn issue_now(
+    cluster: &Cluster,
+    m: &Manifest,
+    spec: &CertSpec,
+) -> Result<Vec<(&'static str, String)>> {
+    let now = now();
+    let mut common_name = spec.common_name.clone();
+    if spec.random_suffix {
+        common_name = format!("{common_name}-{}", random_letters(8));
+    }
+    let subject = pki::Subject {
+        common_name,
+        organization: Some("vz".into()),
+        sans: spec.sans.clone(),
+        validity_secs: spec.validity_days * pki::DAY,
+        key: spec.key,
+    };
+    let what = m.display_name();
+    let (issued, chain, root) = match &spec.issuer {
+        None => {
+            let ca = pki::self_signed_ca(&subject, now)
+                .with_context(|| format!("cannot issue the certificate of {what}"))?;
+            let root = ca.cert_pem.clone();
+            (ca, String::new(), root)
+        }
+        Some(r) => {
+            let secret = cluster.get(&secret_ref(r)).await?.with_context(|| {
+                format!("cannot issue the certificate of {what}: its issuer, Secret {r}, does not exist")
+            })?;
+            let read = |key: &str| {
+                data_text(&secret, key).with_context(|| {
+                    format!("cannot issue the certificate of {what}: its issuer, Secret {r}, has no `{key}`")
+                })
+            };
+            let chain = read("tls.crt")?;
+            let certs = pki::split_certificates(&chain);
+            let Some(first) = certs.first() else {
+                bail!("cannot issue the certificate of {what}: `tls.crt` of its issuer, Secret {r}, holds no PEM certificate");
+            };
+            let root = data_text(&secret, "ca.crt")
+                .filter(|c| !pki::split_certificates(c).is_empty())
+                .or_else(|| certs.last().cloned())
+                .unwrap_or_default();
+            let issuer = Issued {
+                cert_pem: first.clone(),
+                key_pem: read("tls.key")?,
+            };
+            let info = pki::inspect(first)
+                .with_context(|| format!("cannot read the certificate of Secret {r}"))?;
+            if !info.is_ca {
+                bail!("cannot issue the certificate of {what}: Secret {r} does not hold a CA certificate (basic constraints CA:false)");
+            }
+            let issued = match spec.role {
+                Role::Intermediate => pki::intermediate_ca(&subject, &issuer, now),
+                _ => pki::leaf(&subject, &issuer, now),
+            }
+            .map_err(|e| anyhow!("cannot issue the certificate of {what} from Secret {r}: {e}"))?;
+            (issued, chain, root)
+        }
+    };
+    let chained = format!("{}{chain}", issued.cert_pem);
+    let enc = |s: &str| B64.encode(s.as_bytes());
+    Ok(match spec.layout {
+        Layout::Tls => vec![
+            ("tls.crt", enc(&chained)),
+            ("tls.key", enc(&issued.key_pem)),
+            ("ca.crt", enc(&root)),
+        ],
+        Layout::IstioCa => vec![
+            ("ca-cert.pem", enc(&issued.cert_pem)),
+            ("ca-key.pem", enc(&issued.key_pem)),
+            ("root-cert.pem", enc(&root)),
+            ("cert-chain.pem", enc(&chained)),
+        ],
+    })
+}
+
+/// `n` random lowercase letters.
+fn random_letters(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    pki::random_bytes(&mut bytes);
+    bytes.iter().map(|b| char::from(b'a' + b % 26)).collect()
+}
+
+/// The facts of the certificate an applied Secret holds, per `m`'s certificate.
+pub fn applied_facts(m: &Manifest, applied: &Value) -> Option<CertFacts> {
+    let spec = m.certificate.as_ref()?;
+    live_cert(applied, spec.layout).ok().map(|i| facts(&i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_rfc3339_utc() {
+        assert_eq!(date(0), "1970-01-01T00:00:00Z");
+        assert_eq!(date(1_800_000_000), "2027-01-15T08:00:00Z");
+        assert_eq!(date(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
