@@ -212,6 +212,10 @@ pub fn plan_text(plan: &Plan) -> String {
                 );
                 ("-/+", forced.as_str())
             }
+            (Action::Update, _) if c.follows.is_some() => {
+                forced = format!("  # {}", c.follows.as_deref().unwrap_or_default());
+                ("~", forced.as_str())
+            }
             (Action::Update, Cause::Drift) => ("~", "  # changed outside vz; will be put back"),
             (Action::Update, Cause::Adopt) => (
                 "~",
@@ -338,6 +342,7 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
                 "fields": fields(c),
                 "forces_replacement": c.forces_replacement,
                 "reissue": c.reissue,
+                "follows": c.follows,
                 "certificate": c.certificate,
             })
         })
@@ -382,8 +387,17 @@ fn field_line(f: &FieldChange) -> String {
     }
 }
 
+/// A value as the plan prints it; a long string (a base64 CA bundle) is cut short, with its
+/// length (the JSON plan has it whole).
 fn value(v: &Value) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "?".into())
+    const LONG: usize = 100;
+    match v {
+        Value::String(s) if s.chars().count() > LONG => {
+            let head: String = s.chars().take(40).collect();
+            format!("\"{head}…\" ({} characters)", s.chars().count())
+        }
+        _ => serde_json::to_string(v).unwrap_or_else(|_| "?".into()),
+    }
 }
 
 #[cfg(test)]
@@ -421,6 +435,16 @@ mod tests {
             destroy: false,
             refreshed: true,
         }
+    }
+
+    #[test]
+    fn long_strings_are_cut_short_in_the_text_plan() {
+        let long = "L".repeat(1000);
+        assert_eq!(
+            value(&json!(long)),
+            format!("\"{}…\" (1000 characters)", "L".repeat(40))
+        );
+        assert_eq!(value(&json!("short")), "\"short\"");
     }
 
     #[test]

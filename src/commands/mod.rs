@@ -257,12 +257,19 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
         }),
     };
     let (add, change, destroyed) = plan.counts();
-    let released = match (plan.released(), plan.recovered()) {
+    let change = change - plan.pending();
+    let mut released = match (plan.released(), plan.recovered()) {
         (0, 0) => String::new(),
         (n, 0) => format!(", {n} released"),
         (0, r) => format!(", {r} recovered"),
         (n, r) => format!(", {n} released, {r} recovered"),
     };
+    if plan.pending() > 0 {
+        released.push_str(&format!(
+            ", {} pending (their owner had not created them when planned)",
+            plan.pending()
+        ));
+    }
     let path = stored.store.location().to_string();
     let progress = Progress::new();
     let session = Session {

@@ -98,6 +98,8 @@ pub struct Prepared {
     pub reissue: Option<String>,
     /// The facts of the certificate it holds now.
     pub current: Option<CertFacts>,
+    /// Why a value it copies changes: its source is issued in this run.
+    pub follows: Option<String>,
     /// Copied values that are not known until apply (their source is issued in this run): JSON
     /// pointers, as [`Manifest::unknown`] lists them.
     pub unknown: Vec<String>,
@@ -129,10 +131,13 @@ impl CertPlan {
                     FillTarget::EveryWebhook => out.unknown.push("/webhooks".into()),
                 }
             }
-            if out.reissue.is_none()
-                && let Some(Some(why)) = self.issued.get(&f.from)
+            if out.follows.is_none()
+                && let Some(why) = self.issued.get(&f.from)
             {
-                out.reissue = Some(format!("its CA, Secret {}, is issued again ({why})", f.from));
+                out.follows = Some(match why {
+                    None => format!("copies the CA in Secret {}, which is new", f.from),
+                    Some(w) => format!("copies the CA in Secret {}, issued again ({w})", f.from),
+                });
             }
         }
         out

@@ -118,6 +118,9 @@ pub struct Change {
     /// issuer or expiry), when it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reissue: Option<String>,
+    /// For an object holding a copy of a CA (a bundle): why the copy changes, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
     /// For a Secret holding a certificate `vz` issues: the certificate it holds now (public facts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<vz_state::CertFacts>,
@@ -523,6 +526,7 @@ fn create(step: &Step, m: &Manifest) -> Change {
         fields: unknown_fields(None, m),
         forces_replacement: vec![],
         reissue: None,
+        follows: None,
         certificate: None,
     }
 }
@@ -579,6 +583,18 @@ async fn plan_desired(
         (true, None) => cluster.get(&change.object).await?,
     };
     let live = live_obj.as_ref().map(Live::of);
+    if let Some(at) = shown.unknown.iter().position(|p| p == "/webhooks")
+        && let Some(entries) = live_obj
+            .as_ref()
+            .and_then(|l| l.get("webhooks"))
+            .and_then(Value::as_array)
+    {
+        // A CA bundle copied into every entry: show it entry by entry.
+        shown.unknown.remove(at);
+        shown.unknown.extend(
+            (0..entries.len()).map(|i| format!("/webhooks/{i}/clientConfig/caBundle")),
+        );
+    }
     if let Some(obj) = &live_obj {
         change.live_uid = live.as_ref().and_then(|l| l.uid.clone());
         change.live_resource_version = live.as_ref().and_then(|l| l.resource_version.clone());
@@ -587,10 +603,11 @@ async fn plan_desired(
         change.live_uid = record.map(|r| r.uid.clone());
     }
     let mut verdict = decide::desired(recorded.as_ref(), live.as_ref(), &want);
-    if prepared.reissue.is_some()
+    if (prepared.reissue.is_some() || prepared.follows.is_some())
         && let Some(l) = &live
     {
-        // Issued again: a dry run cannot show new key material, and nothing else needs one.
+        // Issued again (or a copy of one that is): a dry run cannot show new key material, and
+        // nothing else needs one.
         verdict = match verdict {
             Verdict::Decided(o) if o.action == Action::NoOp => {
                 Verdict::Decided(decide::Outcome {
@@ -674,8 +691,8 @@ async fn plan_desired(
             .unknown
             .extend(spec.layout.keys().iter().map(|k| format!("/data/{k}")));
     }
-    if outcome.cause == Cause::Reissue && change.reissue.is_none() {
-        change.reissue = prepared.reissue.clone();
+    if outcome.cause == Cause::Reissue {
+        change.follows = prepared.follows.clone();
     }
     match outcome.action {
         Action::NoOp if change.after.is_none() => change.after = change.before.clone(),
@@ -730,6 +747,7 @@ async fn plan_delete(cluster: &Cluster, r: &ObjectRecord, refresh: bool) -> Resu
         fields: vec![],
         forces_replacement: vec![],
         reissue: None,
+        follows: None,
         certificate: None,
     }))
 }
