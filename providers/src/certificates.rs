@@ -128,7 +128,12 @@ impl Layout {
     pub fn keys(self) -> &'static [&'static str] {
         match self {
             Layout::Tls => &["tls.crt", "tls.key", "ca.crt"],
-            Layout::IstioCa => &["ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"],
+            Layout::IstioCa => &[
+                "ca-cert.pem",
+                "ca-key.pem",
+                "root-cert.pem",
+                "cert-chain.pem",
+            ],
         }
     }
 
@@ -484,7 +489,9 @@ mod tests {
         let p = platform("ingress: {type: NodePort}\n");
         let s = all(&p);
         let a = addresses(&s);
-        assert!(a.contains(&"certificates.ca/Secret/cert-manager/verrazzano-ca-certificate-secret".into()));
+        assert!(a.contains(
+            &"certificates.ca/Secret/cert-manager/verrazzano-ca-certificate-secret".into()
+        ));
         assert!(a.contains(&"certificates.tls/Secret/verrazzano-system/verrazzano-tls-ca".into()));
         let tls = s.iter().find(|s| s.id == TLS_STEP).expect("tls step");
         let console = tls
@@ -497,11 +504,17 @@ mod tests {
         assert_eq!(spec.common_name, "verrazzano.default.127.0.0.1.nip.io");
         assert_eq!(
             spec.issuer,
-            Some(SecretRef::new("cert-manager", "verrazzano-ca-certificate-secret"))
+            Some(SecretRef::new(
+                "cert-manager",
+                "verrazzano-ca-certificate-secret"
+            ))
         );
         assert_eq!(spec.validity_days, 90);
         assert_eq!(console.body["type"], "kubernetes.io/tls");
-        assert!(console.body.get("data").is_none(), "no key material in the body");
+        assert!(
+            console.body.get("data").is_none(),
+            "no key material in the body"
+        );
         assert_eq!(
             console.body["metadata"]["annotations"][ALT_NAMES_ANNOTATION],
             "verrazzano.default.127.0.0.1.nip.io"
@@ -570,7 +583,10 @@ mod tests {
         let vwc = &hooks.objects[1];
         assert_eq!(vwc.ownership, crate::Ownership::Patched);
         assert_eq!(vwc.fills[0].target, FillTarget::EveryWebhook);
-        assert_eq!(vwc.fills[0].from, SecretRef::new("verrazzano-install", "op-ca"));
+        assert_eq!(
+            vwc.fills[0].from,
+            SecretRef::new("verrazzano-install", "op-ca")
+        );
         let crd = &hooks.objects[2];
         assert_eq!(
             crd.fills[0].target,

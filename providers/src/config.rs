@@ -774,7 +774,8 @@ impl Validator<'_> {
         let mut c = Certificates::default();
         if let Some(ca) = &raw.ca {
             let name = &ca.value.secret_name;
-            check_dns_name(&name.value).map_err(|m| self.err(name, "certificates.ca.secretName", m))?;
+            check_dns_name(&name.value)
+                .map_err(|m| self.err(name, "certificates.ca.secretName", m))?;
             let namespace = match &ca.value.namespace {
                 Some(ns) => {
                     check_dns_label(&ns.value)
@@ -799,7 +800,11 @@ impl Validator<'_> {
         };
         c.validity_days = days(&raw.validity_days, "validityDays", c.validity_days)?;
         c.ca_validity_days = days(&raw.ca_validity_days, "caValidityDays", c.ca_validity_days)?;
-        c.renew_before_days = days(&raw.renew_before_days, "renewBeforeDays", c.renew_before_days)?;
+        c.renew_before_days = days(
+            &raw.renew_before_days,
+            "renewBeforeDays",
+            c.renew_before_days,
+        )?;
         let shortest = c.validity_days.min(c.ca_validity_days);
         if c.renew_before_days >= shortest {
             let at = raw
@@ -825,7 +830,8 @@ impl Validator<'_> {
         for (i, w) in raw.webhooks.iter().enumerate() {
             let at = |f: &str| format!("certificates.webhooks[{i}].{f}");
             let v = &w.value;
-            check_dns_label(&v.service.value).map_err(|m| self.err(&v.service, &at("service"), m))?;
+            check_dns_label(&v.service.value)
+                .map_err(|m| self.err(&v.service, &at("service"), m))?;
             check_dns_label(&v.namespace.value)
                 .map_err(|m| self.err(&v.namespace, &at("namespace"), m))?;
             let secret_prefix = match &v.secret_prefix {

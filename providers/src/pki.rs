@@ -522,7 +522,10 @@ mod tests {
         .expect("inspect");
         let want = ["b.example.test".to_string(), "a.example.test".to_string()];
         let month = 30 * DAY;
-        assert_eq!(renewal(&info, &want, EC, ca_id.as_deref(), month, NOW), None);
+        assert_eq!(
+            renewal(&info, &want, EC, ca_id.as_deref(), month, NOW),
+            None
+        );
         assert_eq!(
             renewal(&info, &want, EC, ca_id.as_deref(), month, NOW + 61 * DAY),
             Some(Renewal::Expiring {
@@ -538,7 +541,14 @@ mod tests {
             Some(Renewal::Issuer)
         );
         assert_eq!(
-            renewal(&info, &want, KeyAlgorithm::Rsa2048, ca_id.as_deref(), month, NOW),
+            renewal(
+                &info,
+                &want,
+                KeyAlgorithm::Rsa2048,
+                ca_id.as_deref(),
+                month,
+                NOW
+            ),
             Some(Renewal::Key {
                 had: "EC P-256".into()
             })

@@ -3,9 +3,10 @@
 //!
 //! Today: with `components.istio.install: false`, `vz` configures an Istio that is already there,
 //! so Istio's API (the CRDs of the kinds `vz` writes) must be served and istiod must be running —
-//! its sidecar injector is what NGINX's pods go through.
+//! its sidecar injector is what NGINX's pods go through. With `certificates.ca.secretName`, the
+//! user's CA Secret must exist: `vz` signs with it.
 
-use crate::config::Platform;
+use crate::config::{CaSource, Platform};
 use crate::names::ISTIO_SYSTEM;
 
 /// An object that must exist in the cluster before `vz` goes on.
@@ -16,9 +17,9 @@ pub struct Requirement {
     /// `kind`.
     pub kind: &'static str,
     /// Namespace, for namespaced objects.
-    pub namespace: Option<&'static str>,
+    pub namespace: Option<String>,
     /// Name.
-    pub name: &'static str,
+    pub name: String,
     /// When set, any object of the kind in the namespace with these labels will do (`name` is then
     /// the usual one): an Istio installed by revision runs `istiod-1-19-3`, not `istiod`.
     pub selector: Option<&'static str>,
@@ -26,34 +27,48 @@ pub struct Requirement {
     pub why: &'static str,
 }
 
+const OWN_CA: &str = "`certificates.ca.secretName` names the CA vz signs the platform's certificates with (`tls.crt` and `tls.key` of a CA certificate): create that Secret first, or remove `certificates.ca` to let vz issue a self-signed CA";
+
 const EXISTING_ISTIO: &str = "`components.istio.install` is false, so vz configures an Istio that is already installed: install Istio 1.19 first, or let vz install it (`install: true`)";
 
 /// The requirements of `p`.
 pub fn requirements(p: &Platform) -> Vec<Requirement> {
-    if !p.components.istio || p.components.installs_istio() {
-        return vec![];
+    let mut out = Vec::new();
+    if let CaSource::Secret(ca) = &p.certificates.ca {
+        out.push(Requirement {
+            api_version: "v1",
+            kind: "Secret",
+            namespace: Some(ca.namespace.clone()),
+            name: ca.name.clone(),
+            selector: None,
+            why: OWN_CA,
+        });
     }
-    let crd = |name| Requirement {
+    if !p.components.istio || p.components.installs_istio() {
+        return out;
+    }
+    let crd = |name: &str| Requirement {
         api_version: "apiextensions.k8s.io/v1",
         kind: "CustomResourceDefinition",
         namespace: None,
-        name,
+        name: name.to_string(),
         selector: None,
         why: EXISTING_ISTIO,
     };
-    vec![
+    out.extend([
         crd("peerauthentications.security.istio.io"),
         crd("authorizationpolicies.security.istio.io"),
         crd("envoyfilters.networking.istio.io"),
         Requirement {
             api_version: "apps/v1",
             kind: "Deployment",
-            namespace: Some(ISTIO_SYSTEM),
-            name: "istiod",
+            namespace: Some(ISTIO_SYSTEM.to_string()),
+            name: "istiod".to_string(),
             selector: Some("app=istiod"),
             why: EXISTING_ISTIO,
         },
-    ]
+    ]);
+    out
 }
 
 #[cfg(test)]
@@ -73,7 +88,7 @@ mod tests {
         let r = requirements(&platform(
             "components:\n  istio: {enabled: true, install: false}\n",
         ));
-        let names: Vec<_> = r.iter().map(|r| r.name).collect();
+        let names: Vec<_> = r.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
             [

@@ -511,7 +511,9 @@ impl<'a> Run<'a> {
                 (Some(b), Action::Replace) => Some(b),
                 _ => None,
             };
-            materialized = certs::materialize(self.cluster, m, live, c.reissue.is_some()).await?.0;
+            materialized = certs::materialize(self.cluster, m, live, c.reissue.is_some())
+                .await?
+                .0;
             &materialized
         } else {
             m

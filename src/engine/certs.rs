@@ -47,7 +47,8 @@ fn secret_ref(r: &SecretRef) -> ObjectRef {
 
 /// The Secret a manifest is, if it is one.
 fn secret_of(m: &Manifest) -> Option<SecretRef> {
-    (m.kind == "Secret").then(|| SecretRef::new(m.namespace.as_deref().unwrap_or_default(), &m.name))
+    (m.kind == "Secret")
+        .then(|| SecretRef::new(m.namespace.as_deref().unwrap_or_default(), &m.name))
 }
 
 /// A Secret's `data[key]`, decoded as text.
@@ -278,6 +279,9 @@ pub async fn prepare(
             }
         }
     }
+    if refresh {
+        check_own_issuers(&plan, desired)?;
+    }
     let now = now();
     for (step, m) in desired {
         let (Some(spec), Some(r)) = (&m.certificate, secret_of(m)) else {
@@ -292,7 +296,9 @@ pub async fn prepare(
                 None => Some(None),
                 Some(live) if live.pointer("/metadata/deletionTimestamp").is_some() => Some(None),
                 Some(live) => match live_cert(&live, spec.layout) {
-                    Err(why) => Some(Some(format!("the certificate in the cluster is unusable: {why}"))),
+                    Err(why) => Some(Some(format!(
+                        "the certificate in the cluster is unusable: {why}"
+                    ))),
                     Ok(info) => due(&plan, spec, &facts(&info), now).map(Some),
                 },
             }
@@ -308,6 +314,37 @@ pub async fn prepare(
         }
     }
     Ok(plan)
+}
+
+/// Every issuer `vz` does not issue itself (the user's CA) must hold a CA certificate and its key.
+fn check_own_issuers(plan: &CertPlan, desired: &[(&Step, &Manifest)]) -> Result<()> {
+    let issued_here: Vec<SecretRef> = desired
+        .iter()
+        .filter(|(_, m)| m.certificate.is_some())
+        .filter_map(|(_, m)| secret_of(m))
+        .collect();
+    for (_, m) in desired {
+        let Some(issuer) = m.certificate.as_ref().and_then(|s| s.issuer.as_ref()) else {
+            continue;
+        };
+        if issued_here.contains(issuer) {
+            continue;
+        }
+        // Missing: the requirements check says so.
+        let Some(Some(live)) = plan.sources.get(issuer) else {
+            continue;
+        };
+        match live_cert(live, Layout::Tls) {
+            Ok(info) if info.is_ca => {}
+            Ok(_) => bail!(
+                "Secret {issuer} (certificates.ca) holds a certificate that is not a CA (basic constraints CA:false): vz cannot sign the platform's certificates with it"
+            ),
+            Err(why) => bail!(
+                "Secret {issuer} (certificates.ca) cannot sign the platform's certificates: {why} (it needs `tls.crt`, a CA certificate, and `tls.key`, its key)"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Why the certificate with `current` facts must be issued again for `spec`, if it must.
@@ -362,10 +399,7 @@ fn due(plan: &CertPlan, spec: &CertSpec, current: &CertFacts, now: i64) -> Optio
             Some(i) => format!("another CA issued it, not Secret {i}"),
             None => "another CA issued it".into(),
         },
-        Renewal::Key { had } => format!(
-            "key type changes: {had} -> {}",
-            spec.key.label()
-        ),
+        Renewal::Key { had } => format!("key type changes: {had} -> {}", spec.key.label()),
     })
 }
 
@@ -428,10 +462,13 @@ pub async fn materialize(
         }
     }
     for f in &m.fills {
-        let source = cluster
-            .get(&secret_ref(&f.from))
-            .await?
-            .with_context(|| format!("{} needs Secret {}, which does not exist", m.display_name(), f.from))?;
+        let source = cluster.get(&secret_ref(&f.from)).await?.with_context(|| {
+            format!(
+                "{} needs Secret {}, which does not exist",
+                m.display_name(),
+                f.from
+            )
+        })?;
         let value = fill_value(&source, &f.keys).with_context(|| {
             format!(
                 "{} needs `{}` of Secret {}, which it does not hold",
@@ -480,7 +517,9 @@ async fn issue_now(
         }
         Some(r) => {
             let secret = cluster.get(&secret_ref(r)).await?.with_context(|| {
-                format!("cannot issue the certificate of {what}: its issuer, Secret {r}, does not exist")
+                format!(
+                    "cannot issue the certificate of {what}: its issuer, Secret {r}, does not exist"
+                )
             })?;
             let read = |key: &str| {
                 data_text(&secret, key).with_context(|| {
@@ -490,7 +529,9 @@ async fn issue_now(
             let chain = read("tls.crt")?;
             let certs = pki::split_certificates(&chain);
             let Some(first) = certs.first() else {
-                bail!("cannot issue the certificate of {what}: `tls.crt` of its issuer, Secret {r}, holds no PEM certificate");
+                bail!(
+                    "cannot issue the certificate of {what}: `tls.crt` of its issuer, Secret {r}, holds no PEM certificate"
+                );
             };
             let root = data_text(&secret, "ca.crt")
                 .filter(|c| !pki::split_certificates(c).is_empty())
@@ -503,7 +544,9 @@ async fn issue_now(
             let info = pki::inspect(first)
                 .with_context(|| format!("cannot read the certificate of Secret {r}"))?;
             if !info.is_ca {
-                bail!("cannot issue the certificate of {what}: Secret {r} does not hold a CA certificate (basic constraints CA:false)");
+                bail!(
+                    "cannot issue the certificate of {what}: Secret {r} does not hold a CA certificate (basic constraints CA:false)"
+                );
             }
             let issued = match spec.role {
                 Role::Intermediate => pki::intermediate_ca(&subject, &issuer, now),

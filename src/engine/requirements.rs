@@ -20,7 +20,7 @@ pub async fn check(cluster: &Cluster, requirements: &[Requirement], state: &Stat
         .map(|r| ObjectRef {
             api_version: r.api_version.to_string(),
             kind: r.kind.to_string(),
-            namespace: r.namespace.map(str::to_string),
+            namespace: r.namespace.clone(),
             name: r.name.to_string(),
         })
         .collect();
@@ -94,7 +94,7 @@ async fn candidates(
         .filter(|o| {
             o.pointer("/metadata/namespace")
                 .and_then(serde_json::Value::as_str)
-                == req.namespace
+                == req.namespace.as_deref()
         })
         .collect())
 }

@@ -26,7 +26,7 @@ static STARTED: Condvar = Condvar::new();
 /// CRDs, 1 PeerAuthentication, the NGINX controller (IngressClass, 3 Services, 2 Deployments, 2
 /// ConfigMaps, 2 ServiceAccounts, Role, RoleBinding, ClusterRole, ClusterRoleBinding), 5 system
 /// Ingresses.
-pub const QUICKSTART_OBJECTS: usize = 90;
+pub const QUICKSTART_OBJECTS: usize = 98;
 
 /// `vz`'s exit codes (README, "Exit codes").
 pub mod exit {
@@ -48,7 +48,7 @@ pub mod exit {
 
 /// Every kind the quick start manages, for `kubectl get` (Istio's kinds included, so only while
 /// its CRDs are there).
-pub const MANAGED_KINDS: &str = "namespaces,networkpolicies,customresourcedefinitions,peerauthentications,ingressclasses,services,ingresses,deployments,configmaps,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,mutatingwebhookconfigurations,validatingwebhookconfigurations,authorizationpolicies,envoyfilters";
+pub const MANAGED_KINDS: &str = "namespaces,secrets,networkpolicies,customresourcedefinitions,peerauthentications,ingressclasses,services,ingresses,deployments,configmaps,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,mutatingwebhookconfigurations,validatingwebhookconfigurations,authorizationpolicies,envoyfilters";
 
 pub struct TestEnv {
     /// Holds the control plane's files (etcd data, logs, kubeconfig).

@@ -204,7 +204,7 @@ fn injector(ca_bundle: &str) -> String {
 
 /// Service `default/webhook-standin` backed by the webhook stand-in (its pod gets the stand-in's
 /// address); waits until the Service's endpoint is that address.
-fn webhook_standin_service(env: &TestEnv) {
+pub(crate) fn webhook_standin_service(env: &TestEnv) {
     let ip = std::fs::read_to_string(env.plane_file("webhook-standin-ip"))
         .expect("the webhook stand-in runs (the tests run as root)")
         .trim()
@@ -232,7 +232,7 @@ fn webhook_standin_service(env: &TestEnv) {
 }
 
 /// (Re)configure the stand-in's injector to trust `ca_pem` (a PEM CA certificate).
-fn trust(env: &TestEnv, ca_pem: &[u8]) {
+pub(crate) fn trust(env: &TestEnv, ca_pem: &[u8]) {
     let file = env.work.path().join("injector.json");
     std::fs::write(&file, injector(&base64(ca_pem))).expect("write");
     env.kubectl(&["apply", "-f", file.to_str().expect("utf8")])
@@ -241,7 +241,7 @@ fn trust(env: &TestEnv, ca_pem: &[u8]) {
 
 /// Create pods labelled for the stand-in's injector until one is admitted through it (the API
 /// server picks a webhook configuration up asynchronously); `n` numbers the pods.
-fn admitted_through_the_standin(env: &TestEnv, n: &mut u32) {
+pub(crate) fn admitted_through_the_standin(env: &TestEnv, n: &mut u32) {
     let calls = env.plane_file("webhook-calls.log");
     env.eventually(Duration::from_secs(30), "a call to the stand-in", || {
         *n += 1;
@@ -257,7 +257,7 @@ fn admitted_through_the_standin(env: &TestEnv, n: &mut u32) {
 }
 
 /// Create pods labelled for the stand-in's injector until one is refused; returns the refusal.
-fn refused_by_the_standin(env: &TestEnv, n: &mut u32) -> String {
+pub(crate) fn refused_by_the_standin(env: &TestEnv, n: &mut u32) -> String {
     env.eventually(Duration::from_secs(30), "a refusal", || {
         *n += 1;
         let run = env.kubectl(&[

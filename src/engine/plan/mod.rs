@@ -296,16 +296,8 @@ pub async fn plan(
                 Some(v) => Some(Some(v.clone())),
                 None => certs.live(&object),
             };
-            let planned = plan_desired(
-                cluster,
-                step,
-                m,
-                record,
-                replace,
-                opts.refresh,
-                seen,
-                certs,
-            );
+            let planned =
+                plan_desired(cluster, step, m, record, replace, opts.refresh, seen, certs);
             match planned.await.map(masked) {
                 Err(e)
                     if e.is::<NotServed>()
@@ -591,9 +583,9 @@ async fn plan_desired(
     {
         // A CA bundle copied into every entry: show it entry by entry.
         shown.unknown.remove(at);
-        shown.unknown.extend(
-            (0..entries.len()).map(|i| format!("/webhooks/{i}/clientConfig/caBundle")),
-        );
+        shown
+            .unknown
+            .extend((0..entries.len()).map(|i| format!("/webhooks/{i}/clientConfig/caBundle")));
     }
     if let Some(obj) = &live_obj {
         change.live_uid = live.as_ref().and_then(|l| l.uid.clone());
@@ -609,12 +601,10 @@ async fn plan_desired(
         // Issued again (or a copy of one that is): a dry run cannot show new key material, and
         // nothing else needs one.
         verdict = match verdict {
-            Verdict::Decided(o) if o.action == Action::NoOp => {
-                Verdict::Decided(decide::Outcome {
-                    action: Action::Update,
-                    cause: Cause::Reissue,
-                })
-            }
+            Verdict::Decided(o) if o.action == Action::NoOp => Verdict::Decided(decide::Outcome {
+                action: Action::Update,
+                cause: Cause::Reissue,
+            }),
             Verdict::DryRun => {
                 let o = decide::after_dry_run(recorded.as_ref(), l, &want, DryRunSaid::Changes);
                 Verdict::Decided(match o.cause {
@@ -683,8 +673,10 @@ async fn plan_desired(
     };
     change.action = outcome.action;
     change.cause = outcome.cause;
-    let issued = matches!(outcome.action, Action::Create | Action::Update | Action::Replace)
-        && (outcome.action == Action::Create || prepared.reissue.is_some());
+    let issued = matches!(
+        outcome.action,
+        Action::Create | Action::Update | Action::Replace
+    ) && (outcome.action == Action::Create || prepared.reissue.is_some());
     if let Some(spec) = m.certificate.as_ref().filter(|_| issued) {
         change.reissue = prepared.reissue.clone();
         shown
