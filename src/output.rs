@@ -426,6 +426,9 @@ mod tests {
             after: None,
             fields,
             forces_replacement: vec![],
+            reissue: None,
+            follows: None,
+            certificate: None,
         }
     }
 

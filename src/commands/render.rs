@@ -1,5 +1,6 @@
 //! `vz render`: print the desired objects as multi-document YAML, like `helm template` — except that
-//! secret values (a Secret's data, private keys) are masked, as in every output of `vz`.
+//! secret values (a Secret's data, private keys) are masked, as in every output of `vz`, and the
+//! objects whose content only apply can make (certificates, copies of a CA) are named, not rendered.
 
 use std::process::ExitCode;
 
@@ -19,6 +20,19 @@ pub fn run(args: &ConfigArgs) -> Result<ExitCode> {
             continue;
         };
         for m in &step.objects {
+            if m.certificate.is_some() || !m.fills.is_empty() {
+                // What they hold exists only in the cluster, made or read by apply.
+                let what = if m.certificate.is_some() {
+                    "a certificate vz issues during apply; its key never leaves the cluster"
+                } else {
+                    "holds a CA certificate vz copies from the cluster during apply"
+                };
+                text.push_str(&format!(
+                    "# not rendered: {} ({what})\n",
+                    step.address_of(m)
+                ));
+                continue;
+            }
             text.push_str("---\n");
             text.push_str(&format!("# {}\n", step.address_of(m)));
             if m.has_unknown() {

@@ -130,6 +130,7 @@ mod tests {
             adopted: true,
             patched: false,
             outputs: [("ingress-ip".to_string(), "192.0.2.1".to_string())].into(),
+            certificate: None,
         });
         s
     }

@@ -43,12 +43,17 @@ fn istiod_writes_its_ca_into_its_webhooks_and_the_injector_is_called_for_every_n
         assert_eq!(available(&env, ns, name), 1, "{ns}/{name}");
     }
 
-    // No plug-in CA configured: istiod signs with the self-signed root it keeps, and every webhook
-    // that calls it trusts that root.
+    // No plug-in CA configured: vz issued one (an intermediate of the platform CA), istiod signs
+    // with it, and every webhook that calls istiod trusts its root.
     let secret = env
-        .get_json(&["secret", "-n", "istio-system", "istio-ca-secret"])
-        .expect("istiod's self-signed CA");
-    let root = &secret["data"]["ca-cert.pem"];
+        .get_json(&["secret", "-n", "istio-system", "cacerts"])
+        .expect("the plug-in CA vz issued");
+    let root = &secret["data"]["root-cert.pem"];
+    assert!(
+        env.get_json(&["secret", "-n", "istio-system", "istio-ca-secret"])
+            .is_none(),
+        "istiod made no CA of its own"
+    );
     for config in [
         format!("mutatingwebhookconfiguration/{INJECTOR}"),
         "validatingwebhookconfiguration/istio-validator-istio-system".to_string(),
