@@ -1364,6 +1364,76 @@ mod tests {
     }
 
     #[test]
+    fn certificates_default_to_a_self_signed_ca_and_ecdsa_leaves_for_90_days() {
+        let c = parse_ok("").certificates;
+        assert_eq!(c, Certificates::default());
+        assert_eq!(c.ca, CaSource::SelfSigned);
+        assert_eq!(c.key, crate::pki::KeyAlgorithm::EcdsaP256);
+        assert_eq!(
+            (c.validity_days, c.ca_validity_days, c.renew_before_days),
+            (90, 3650, 30)
+        );
+    }
+
+    #[test]
+    fn certificates_take_a_ca_of_your_own_a_key_type_and_webhooks() {
+        let c = parse_ok(
+            "certificates:\n  ca: {secretName: my-ca}\n  keyAlgorithm: RSA-4096\n  webhooks:\n    - service: op-webhook\n      namespace: ops\n      configurations: [MutatingWebhookConfiguration/op-defaulter]\n",
+        )
+        .certificates;
+        assert_eq!(
+            c.ca,
+            CaSource::Secret(crate::certificates::SecretRef::new("cert-manager", "my-ca"))
+        );
+        assert_eq!(c.key, crate::pki::KeyAlgorithm::Rsa4096);
+        assert_eq!(
+            c.webhooks,
+            [WebhookCert {
+                service: "op-webhook".into(),
+                namespace: "ops".into(),
+                secret_prefix: "op-webhook".into(),
+                configurations: vec![(
+                    "MutatingWebhookConfiguration".into(),
+                    "op-defaulter".into()
+                )],
+            }]
+        );
+    }
+
+    #[test]
+    fn certificate_settings_that_cannot_work_are_refused_where_they_are() {
+        let e = parse_err("certificates:\n  validityDays: 20\n");
+        assert_eq!(e.field.as_deref(), Some("certificates.renewBeforeDays"));
+        assert_eq!(e.line, Some(2));
+        assert!(
+            e.message
+                .contains("must be less than the shortest validity (20 days)"),
+            "{}",
+            e.message
+        );
+        let e = parse_err("certificates:\n  renewBeforeDays: 0\n");
+        assert!(e.message.contains("from 1 to 36500"), "{}", e.message);
+        let e = parse_err("certificates:\n  keyAlgorithm: DSA\n");
+        assert!(e.message.contains("DSA"), "{}", e.message);
+        let e = parse_err(
+            "certificates:\n  webhooks:\n    - {service: a, namespace: b, configurations: [Deployment/x]}\n",
+        );
+        assert_eq!(
+            e.field.as_deref(),
+            Some("certificates.webhooks[0].configurations[0]")
+        );
+        let e = parse_err(
+            "certificates:\n  webhooks:\n    - {service: a, namespace: b}\n    - {service: c, namespace: b, secretPrefix: a}\n",
+        );
+        assert_eq!(
+            e.field.as_deref(),
+            Some("certificates.webhooks[1].secretPrefix")
+        );
+        let e = parse_err("certificates:\n  ca: {secretName: Not_A_Name}\n");
+        assert_eq!(e.field.as_deref(), Some("certificates.ca.secretName"));
+    }
+
+    #[test]
     fn the_plugin_ca_is_read_from_pem_files_next_to_the_config() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";

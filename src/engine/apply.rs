@@ -465,22 +465,19 @@ impl<'a> Run<'a> {
         self.cluster
             .await_kind(&m.api_version, &m.kind, DISCOVERY_PATIENCE)
             .await?;
-        match c.cause {
-            Cause::AwaitDeletion => {
-                // Planned while it was being deleted: it must be gone before it is created again.
-                self.progress
-                    .status(&format!("waiting for {} to finish deleting", c.object));
-                self.cluster
-                    .wait_gone(
-                        &c.object,
-                        c.live_uid.as_deref(),
-                        self.deadline,
-                        &self.opts.interrupt,
-                    )
-                    .await
-                    .with_context(|| format!("{} was being deleted when planned", c.object))?;
-            }
-            _ => {}
+        if c.cause == Cause::AwaitDeletion {
+            // Planned while it was being deleted: it must be gone before it is created again.
+            self.progress
+                .status(&format!("waiting for {} to finish deleting", c.object));
+            self.cluster
+                .wait_gone(
+                    &c.object,
+                    c.live_uid.as_deref(),
+                    self.deadline,
+                    &self.opts.interrupt,
+                )
+                .await
+                .with_context(|| format!("{} was being deleted when planned", c.object))?;
         }
         // What the object is right now, to put back exactly if the run is rolled back.
         let before = self.cluster.get(&c.object).await?;

@@ -589,6 +589,156 @@ pub fn applied_facts(m: &Manifest, applied: &Value) -> Option<CertFacts> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vz_providers::certificates::Fill;
+    use vz_providers::pki::KeyAlgorithm;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn spec(issuer: Option<&str>, sans: &[&str]) -> CertSpec {
+        CertSpec {
+            role: if issuer.is_some() {
+                Role::Leaf
+            } else {
+                Role::Root
+            },
+            common_name: "x".into(),
+            random_suffix: false,
+            sans: sans.iter().map(|s| (*s).to_string()).collect(),
+            validity_days: 90,
+            key: KeyAlgorithm::EcdsaP256,
+            renew_before_days: 30,
+            issuer: issuer.map(|i| SecretRef::new("ns", i)),
+            layout: Layout::Tls,
+        }
+    }
+
+    fn held(sans: &[&str], issuer_key_id: &str, days_left: i64) -> CertFacts {
+        CertFacts {
+            fingerprint: "f".into(),
+            serial: "s".into(),
+            sans: sans.iter().map(|s| (*s).to_string()).collect(),
+            key_id: Some("leaf".into()),
+            issuer_key_id: Some(issuer_key_id.into()),
+            key_algorithm: "EC P-256".into(),
+            not_after: NOW + days_left * pki::DAY,
+        }
+    }
+
+    /// A plan whose CA `ns/ca` holds key id `ca-1`.
+    fn with_ca() -> CertPlan {
+        let mut plan = CertPlan::default();
+        let mut ca = held(&[], "ca-1", 3000);
+        ca.key_id = Some("ca-1".into());
+        plan.current.insert(SecretRef::new("ns", "ca"), ca);
+        plan
+    }
+
+    #[test]
+    fn a_good_certificate_stays() {
+        let plan = with_ca();
+        assert_eq!(
+            due(
+                &plan,
+                &spec(Some("ca"), &["a.test"]),
+                &held(&["a.test"], "ca-1", 60),
+                NOW
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn expiry_within_renew_before_is_due_with_the_date() {
+        let plan = with_ca();
+        let why = due(
+            &plan,
+            &spec(Some("ca"), &["a.test"]),
+            &held(&["a.test"], "ca-1", 29),
+            NOW,
+        );
+        assert_eq!(
+            why.as_deref(),
+            Some("expires 2027-02-13T08:00:00Z (within renewBeforeDays: 30)")
+        );
+    }
+
+    #[test]
+    fn names_key_and_issuer_changes_are_due_and_say_so() {
+        let plan = with_ca();
+        let names = due(
+            &plan,
+            &spec(Some("ca"), &["b.test"]),
+            &held(&["a.test"], "ca-1", 60),
+            NOW,
+        );
+        assert_eq!(names.as_deref(), Some("names change: [a.test] -> [b.test]"));
+        let mut rsa = spec(Some("ca"), &["a.test"]);
+        rsa.key = KeyAlgorithm::Rsa2048;
+        let key = due(&plan, &rsa, &held(&["a.test"], "ca-1", 60), NOW);
+        assert_eq!(
+            key.as_deref(),
+            Some("key type changes: EC P-256 -> RSA 2048")
+        );
+        let other = due(
+            &plan,
+            &spec(Some("ca"), &["a.test"]),
+            &held(&["a.test"], "ca-0", 60),
+            NOW,
+        );
+        assert_eq!(
+            other.as_deref(),
+            Some("another CA issued it, not Secret ns/ca")
+        );
+    }
+
+    #[test]
+    fn every_leaf_follows_an_issuer_issued_again() {
+        let mut plan = with_ca();
+        plan.issued
+            .insert(SecretRef::new("ns", "ca"), Some("expires soon".into()));
+        let why = due(
+            &plan,
+            &spec(Some("ca"), &["a.test"]),
+            &held(&["a.test"], "ca-1", 60),
+            NOW,
+        );
+        assert_eq!(
+            why.as_deref(),
+            Some("its issuer, Secret ns/ca, is issued again (expires soon)")
+        );
+    }
+
+    #[test]
+    fn a_copy_of_a_ca_issued_in_this_run_is_known_after_apply() {
+        let mut plan = with_ca();
+        let ca = SecretRef::new("ns", "ca");
+        plan.sources.insert(
+            ca.clone(),
+            Some(serde_json::json!({"data": {"ca.crt": "Q0E="}})),
+        );
+        let mut bundle = Manifest::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "bundle", "namespace": "ns"}, "data": {"b": null}}));
+        bundle.fills.push(Fill {
+            target: FillTarget::Pointer("/data/b".into()),
+            from: ca.clone(),
+            keys: vec!["ca.crt".into()],
+        });
+        // Kept: the dry run compares the value the cluster holds.
+        let prepared = plan.prepare(&bundle);
+        assert!(prepared.unknown.is_empty() && prepared.follows.is_none());
+        let sent = plan.for_dry_run(&bundle, None).expect("known");
+        assert_eq!(sent.body["data"]["b"], "Q0E=");
+        // Issued again: unknown until apply, and the plan says why.
+        plan.issued.insert(ca, Some("expires soon".into()));
+        let prepared = plan.prepare(&bundle);
+        assert_eq!(prepared.unknown, ["/data/b"]);
+        assert_eq!(
+            prepared.follows.as_deref(),
+            Some("copies the CA in Secret ns/ca, issued again (expires soon)")
+        );
+        assert!(plan.for_dry_run(&bundle, None).is_none());
+    }
 
     #[test]
     fn dates_are_rfc3339_utc() {
