@@ -502,13 +502,9 @@ impl<'a> Run<'a> {
         let materialized;
         let sent = if m.certificate.is_some() || !m.fills.is_empty() {
             // Certificates are issued (or kept) and copied values read now, never at plan time.
-            let live = match (&before, c.action) {
-                (Some(b), Action::Update | Action::NoOp) => Some(b),
-                // Replaced: what the old object held may be kept.
-                (Some(b), Action::Replace) => Some(b),
-                _ => None,
-            };
-            materialized = certs::materialize(self.cluster, m, live, c.reissue.is_some())
+            // A replaced certificate is issued anew; copied values are read again either way.
+            let issue = c.reissue.is_some() || c.action == Action::Replace;
+            materialized = certs::materialize(self.cluster, m, before.as_ref(), issue)
                 .await?
                 .0;
             &materialized

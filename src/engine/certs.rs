@@ -217,7 +217,8 @@ fn put(m: &mut Manifest, target: &FillTarget, value: &str, live: Option<&Value>)
 
 /// Read the Secrets the desired certificates and copied values involve, and decide which
 /// certificates this run issues. `seen` holds objects already read (by the planner's LIST);
-/// without `refresh` nothing is read and the state's facts are used.
+/// without `refresh` nothing is read and the state's facts are used. Certificates whose address
+/// `replace` names are issued anew.
 pub async fn prepare(
     cluster: &Cluster,
     desired: &[(&Step, &Manifest)],
@@ -225,6 +226,7 @@ pub async fn prepare(
     state: &State,
     refresh: bool,
     parallelism: usize,
+    replace: &[String],
 ) -> Result<CertPlan> {
     let mut plan = CertPlan::default();
     let involved = desired
@@ -287,6 +289,12 @@ pub async fn prepare(
         let (Some(spec), Some(r)) = (&m.certificate, secret_of(m)) else {
             continue;
         };
+        if replace.contains(&step.address_of(m)) {
+            // Issued anew on request: what it signed follows.
+            plan.issued
+                .insert(r, Some("its replacement is requested".into()));
+            continue;
+        }
         if m.has_unknown() {
             // Its names are not known yet: apply decides once they are.
             continue;
@@ -510,7 +518,8 @@ async fn issue_now(
     let what = m.display_name();
     let (issued, chain, root) = match &spec.issuer {
         None => {
-            let ca = pki::self_signed_ca(&subject, now)
+            let ca = off_the_runtime(move || pki::self_signed_ca(&subject, now))
+                .await
                 .with_context(|| format!("cannot issue the certificate of {what}"))?;
             let root = ca.cert_pem.clone();
             (ca, String::new(), root)
@@ -548,11 +557,13 @@ async fn issue_now(
                     "cannot issue the certificate of {what}: Secret {r} does not hold a CA certificate (basic constraints CA:false)"
                 );
             }
-            let issued = match spec.role {
+            let role = spec.role;
+            let issued = off_the_runtime(move || match role {
                 Role::Intermediate => pki::intermediate_ca(&subject, &issuer, now),
                 _ => pki::leaf(&subject, &issuer, now),
-            }
-            .map_err(|e| anyhow!("cannot issue the certificate of {what} from Secret {r}: {e}"))?;
+            })
+            .await
+            .with_context(|| format!("cannot issue the certificate of {what} from Secret {r}"))?;
             (issued, chain, root)
         }
     };
@@ -571,6 +582,17 @@ async fn issue_now(
             ("cert-chain.pem", enc(&chained)),
         ],
     })
+}
+
+/// Run a key generation (RSA takes seconds) on a blocking thread, so that the certificates of a
+/// step are made in parallel and the runtime keeps serving requests meanwhile.
+async fn off_the_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, pki::PkiError> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("internal: key generation did not finish")?
+        .map_err(anyhow::Error::from)
 }
 
 /// `n` random lowercase letters.

@@ -275,6 +275,7 @@ pub async fn plan(
         state,
         opts.refresh,
         opts.parallelism,
+        &opts.replace,
     )
     .await?;
     let certs = &certs;
@@ -673,10 +674,9 @@ async fn plan_desired(
     };
     change.action = outcome.action;
     change.cause = outcome.cause;
-    let issued = matches!(
-        outcome.action,
-        Action::Create | Action::Update | Action::Replace
-    ) && (outcome.action == Action::Create || prepared.reissue.is_some());
+    // A replaced certificate is issued anew (`--replace` is how to rotate one on demand).
+    let issued = matches!(outcome.action, Action::Create | Action::Replace)
+        || (outcome.action == Action::Update && prepared.reissue.is_some());
     if let Some(spec) = m.certificate.as_ref().filter(|_| issued) {
         change.reissue = prepared.reissue.clone();
         shown
@@ -689,6 +689,10 @@ async fn plan_desired(
     match outcome.action {
         Action::NoOp if change.after.is_none() => change.after = change.before.clone(),
         Action::Update | Action::Create if shown.has_unknown() => {
+            change.fields = unknown_fields(change.before.as_ref(), &shown);
+            change.after = Some(m.body.clone());
+        }
+        Action::Replace if m.certificate.is_some() => {
             change.fields = unknown_fields(change.before.as_ref(), &shown);
             change.after = Some(m.body.clone());
         }
