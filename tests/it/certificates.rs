@@ -383,3 +383,94 @@ fn the_api_server_calls_a_webhook_with_the_certificate_and_bundle_vz_issued() {
         Some(crate::common::base64(ca.as_bytes()).as_str())
     );
 }
+
+#[test]
+fn a_ca_rotation_that_fails_midway_leaves_the_old_ca_and_its_certificates() {
+    let env = TestEnv::start();
+    let base = "environmentName: c\ningress: {type: NodePort}\ncomponents:\n  istio: {enabled: false}\n  kiali: {enabled: false}\n  keycloak: {enabled: false}\nstate: {path: c.json}\n";
+    let cfg = env.write_config("c.yaml", base);
+    let cfg = cfg.to_str().expect("utf8");
+    env.vz(&["apply", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    let ca_before = secret_text(
+        &env,
+        "cert-manager",
+        "verrazzano-ca-certificate-secret",
+        "tls.crt",
+    );
+    let leaf_before = secret_text(&env, "verrazzano-system", "verrazzano-tls", "tls.crt");
+    let state_before = std::fs::read_to_string(env.work.path().join("c.json")).expect("state");
+
+    // RSA keys from now on: the CA is issued again, then every leaf; refuse the leaves' updates.
+    env.write_config(
+        "c.yaml",
+        &format!("{base}certificates: {{keyAlgorithm: RSA-2048}}\n"),
+    );
+    let deny = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "deny-secret-updates"},
+        "webhooks": [{
+            "name": "deny-secrets.vz.test", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "failurePolicy": "Fail", "timeoutSeconds": 2,
+            "clientConfig": {"url": "https://127.0.0.1:1/deny"},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["secrets"]}],
+            "namespaceSelector": {"matchLabels": {"verrazzano.io/namespace": "verrazzano-system"}},
+        }],
+    });
+    let file = env.work.path().join("deny.json");
+    std::fs::write(&file, deny.to_string()).expect("write");
+    env.kubectl(&["create", "-f", file.to_str().expect("utf8")])
+        .expect_code(0);
+    // The API server picks the webhook up asynchronously: wait until it refuses an update.
+    env.eventually(
+        std::time::Duration::from_secs(30),
+        "the webhook to refuse",
+        || {
+            let run = env.kubectl(&[
+                "label",
+                "secret",
+                "-n",
+                "verrazzano-system",
+                "verrazzano-tls",
+                "probe=1",
+                "--overwrite",
+            ]);
+            (!run.ok()).then_some(())
+        },
+    );
+
+    let run = env.vz(&["apply", "-f", cfg, "--auto-approve"]);
+    run.expect_code(crate::common::exit::ROLLED_BACK);
+    assert!(
+        run.stderr
+            .contains("restored Secret cert-manager/verrazzano-ca-certificate-secret"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        secret_text(
+            &env,
+            "cert-manager",
+            "verrazzano-ca-certificate-secret",
+            "tls.crt"
+        ),
+        ca_before,
+        "the old CA is back"
+    );
+    let leaf = secret_text(&env, "verrazzano-system", "verrazzano-tls", "tls.crt");
+    assert_eq!(leaf, leaf_before);
+    assert!(
+        pki::signed_by(&leaf, &ca_before).expect("parse"),
+        "and still matches it"
+    );
+    let bundle = secret_text(
+        &env,
+        "verrazzano-system",
+        "verrazzano-tls-ca",
+        "cacerts.pem",
+    );
+    assert_eq!(bundle, ca_before, "the bundle too");
+    let state = std::fs::read_to_string(env.work.path().join("c.json")).expect("state");
+    let objects = |s: &str| serde_json::from_str::<Value>(s).expect("JSON")["objects"].clone();
+    assert_eq!(objects(&state), objects(&state_before));
+}
