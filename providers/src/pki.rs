@@ -399,6 +399,17 @@ pub enum Renewal {
     },
 }
 
+/// Whether two lists of SANs name the same set, whatever the order or case.
+pub fn same_names(a: &[String], b: &[String]) -> bool {
+    let normal = |names: &[String]| {
+        let mut v: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    normal(a) == normal(b)
+}
+
 /// Whether the certificate `info` must be issued again for `want_sans` with a `want_key` key from a
 /// CA whose subject key identifier is `issuer_key_id`, `renew_before` seconds ahead of its expiry;
 /// `None` when it stays. SANs compare as sets, whatever their case.
@@ -410,13 +421,7 @@ pub fn renewal(
     renew_before: i64,
     now: i64,
 ) -> Option<Renewal> {
-    let normal = |names: &[String]| {
-        let mut v: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    if normal(&info.sans) != normal(want_sans) {
+    if !same_names(&info.sans, want_sans) {
         return Some(Renewal::Names {
             had: info.sans.clone(),
         });

@@ -164,6 +164,22 @@ impl CertPlan {
     }
 }
 
+/// Unknown-field pointers with a CA bundle copied into every webhook entry (`/webhooks`) listed
+/// entry by entry, as the live object has them.
+pub fn entry_by_entry(unknown: &mut Vec<String>, live: Option<&Value>) {
+    let Some(at) = unknown.iter().position(|p| p == "/webhooks") else {
+        return;
+    };
+    let Some(entries) = live
+        .and_then(|l| l.get("webhooks"))
+        .and_then(Value::as_array)
+    else {
+        return;
+    };
+    unknown.remove(at);
+    unknown.extend((0..entries.len()).map(|i| format!("/webhooks/{i}/clientConfig/caBundle")));
+}
+
 /// Copy the certificate keys of `live` into `m`'s data.
 fn keep_data(m: &mut Manifest, live: &Value, layout: Layout) {
     let mut data = serde_json::Map::new();
@@ -490,11 +506,11 @@ pub async fn materialize(
     Ok((out, held))
 }
 
-/// Whether a certificate kept at apply still has the names its spec asks for (they may have
-/// been unknown when planned).
+/// Whether a certificate kept at apply still has the names and key type its spec asks for (the
+/// names may have been unknown when planned).
 fn names_match(info: &CertInfo, spec: &CertSpec) -> bool {
-    spec.role != Role::Leaf
-        || pki::renewal(info, &spec.sans, spec.key, None, 0, i64::MIN / 2).is_none()
+    info.key_algorithm == spec.key.label()
+        && (spec.role != Role::Leaf || pki::same_names(&info.sans, &spec.sans))
 }
 
 /// Issue `spec`'s certificate now: the Secret data, base64-encoded by key.

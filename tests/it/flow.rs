@@ -244,6 +244,11 @@ fn a_new_load_balancer_address_updates_the_hosts() {
         "{}",
         plan.stdout
     );
+    assert!(
+        plan.stdout.contains("  -/+ certificates.tls/Secret/verrazzano-system/verrazzano-tls  # certificate issued again: names change: [verrazzano.lb.192.0.2.50.nip.io] -> [verrazzano.lb.198.51.100.7.nip.io]"),
+        "{}",
+        plan.stdout
+    );
     env.vz(&["apply", "-f", cfg, "--auto-approve"])
         .expect_code(0);
     assert_eq!(
@@ -251,6 +256,32 @@ fn a_new_load_balancer_address_updates_the_hosts() {
         Some("verrazzano.lb.198.51.100.7.nip.io")
     );
     assert_eq!(recorded_ingress_ip(&env).as_deref(), Some("198.51.100.7"));
+    // Its certificate followed the host, in the same apply.
+    let secret = env
+        .get_json(&["secret", "-n", "verrazzano-system", "verrazzano-tls"])
+        .expect("the console's TLS secret");
+    let cert = secret["data"]["tls.crt"].as_str().expect("tls.crt");
+    let pem = base64_decode(cert);
+    let info = vz_providers::pki::inspect(&pem).expect("a certificate");
+    assert_eq!(info.sans, ["verrazzano.lb.198.51.100.7.nip.io"]);
+}
+
+/// Decode base64 (a Secret's data) with the system's `base64`.
+fn base64_decode(text: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("base64");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    String::from_utf8(child.wait_with_output().expect("base64 -d").stdout).expect("utf8")
 }
 
 #[test]

@@ -149,10 +149,7 @@ impl Plan {
 
     /// How many certificates apply issues again.
     pub fn reissued(&self) -> usize {
-        self.changes
-            .iter()
-            .filter(|c| c.reissue.is_some() && c.desired_sha256.is_some())
-            .count()
+        self.changes.iter().filter(|c| c.reissue.is_some()).count()
     }
 
     /// Patched objects whose owner has not created them yet.
@@ -576,18 +573,7 @@ async fn plan_desired(
         (true, None) => cluster.get(&change.object).await?,
     };
     let live = live_obj.as_ref().map(Live::of);
-    if let Some(at) = shown.unknown.iter().position(|p| p == "/webhooks")
-        && let Some(entries) = live_obj
-            .as_ref()
-            .and_then(|l| l.get("webhooks"))
-            .and_then(Value::as_array)
-    {
-        // A CA bundle copied into every entry: show it entry by entry.
-        shown.unknown.remove(at);
-        shown
-            .unknown
-            .extend((0..entries.len()).map(|i| format!("/webhooks/{i}/clientConfig/caBundle")));
-    }
+    certs::entry_by_entry(&mut shown.unknown, live_obj.as_ref());
     if let Some(obj) = &live_obj {
         change.live_uid = live.as_ref().and_then(|l| l.uid.clone());
         change.live_resource_version = live.as_ref().and_then(|l| l.resource_version.clone());
@@ -596,28 +582,8 @@ async fn plan_desired(
         change.live_uid = record.map(|r| r.uid.clone());
     }
     let mut verdict = decide::desired(recorded.as_ref(), live.as_ref(), &want);
-    if (prepared.reissue.is_some() || prepared.follows.is_some())
-        && let Some(l) = &live
-    {
-        // Issued again (or a copy of one that is): a dry run cannot show new key material, and
-        // nothing else needs one.
-        verdict = match verdict {
-            Verdict::Decided(o) if o.action == Action::NoOp => Verdict::Decided(decide::Outcome {
-                action: Action::Update,
-                cause: Cause::Reissue,
-            }),
-            Verdict::DryRun => {
-                let o = decide::after_dry_run(recorded.as_ref(), l, &want, DryRunSaid::Changes);
-                Verdict::Decided(match o.cause {
-                    Cause::Config | Cause::Drift => decide::Outcome {
-                        action: Action::Update,
-                        cause: Cause::Reissue,
-                    },
-                    _ => o,
-                })
-            }
-            other => other,
-        };
+    if let Some(l) = &live {
+        verdict = issued_again(verdict, &prepared, recorded.as_ref(), l, &want);
     }
     let outcome = match verdict {
         Verdict::Decided(o) => o,
@@ -674,31 +640,73 @@ async fn plan_desired(
     };
     change.action = outcome.action;
     change.cause = outcome.cause;
+    show_known_after_apply(&mut change, m, shown, &prepared);
+    Ok(change)
+}
+
+/// A certificate issued again (or a copy of one that is) needs no dry run — it cannot show new
+/// key material — and is an update even when nothing else changed.
+fn issued_again(
+    verdict: Verdict,
+    prepared: &certs::Prepared,
+    recorded: Option<&Recorded>,
+    live: &Live,
+    want: &Wanted<'_>,
+) -> Verdict {
+    if prepared.reissue.is_none() && prepared.follows.is_none() {
+        return verdict;
+    }
+    let reissue = decide::Outcome {
+        action: Action::Update,
+        cause: Cause::Reissue,
+    };
+    match verdict {
+        Verdict::Decided(o) if o.action == Action::NoOp => Verdict::Decided(reissue),
+        Verdict::DryRun => {
+            // Taken over or recovered stays so; otherwise the cause is the certificate.
+            let o = decide::after_dry_run(recorded, live, want, DryRunSaid::Changes);
+            Verdict::Decided(match o.cause {
+                Cause::Config | Cause::Drift => reissue,
+                _ => o,
+            })
+        }
+        other => other,
+    }
+}
+
+/// Fill in what the change shows as known only after apply: `shown` is the desired object with
+/// every such field listed in [`Manifest::unknown`]; an issued certificate adds its keys.
+fn show_known_after_apply(
+    change: &mut Change,
+    m: &Manifest,
+    mut shown: Manifest,
+    prepared: &certs::Prepared,
+) {
     // A replaced certificate is issued anew (`--replace` is how to rotate one on demand).
-    let issued = matches!(outcome.action, Action::Create | Action::Replace)
-        || (outcome.action == Action::Update && prepared.reissue.is_some());
+    let issued = matches!(change.action, Action::Create | Action::Replace)
+        || (change.action == Action::Update && prepared.reissue.is_some());
     if let Some(spec) = m.certificate.as_ref().filter(|_| issued) {
         change.reissue = prepared.reissue.clone();
         shown
             .unknown
             .extend(spec.layout.keys().iter().map(|k| format!("/data/{k}")));
     }
-    if outcome.cause == Cause::Reissue {
+    if change.action == Action::Update {
         change.follows = prepared.follows.clone();
     }
-    match outcome.action {
+    let certificate_replaced = change.action == Action::Replace && m.certificate.is_some();
+    match change.action {
         Action::NoOp if change.after.is_none() => change.after = change.before.clone(),
         Action::Update | Action::Create if shown.has_unknown() => {
             change.fields = unknown_fields(change.before.as_ref(), &shown);
             change.after = Some(m.body.clone());
         }
-        Action::Replace if m.certificate.is_some() => {
+        _ if certificate_replaced => {
             change.fields = unknown_fields(change.before.as_ref(), &shown);
             change.after = Some(m.body.clone());
         }
         _ => {}
     }
-    Ok(change)
 }
 
 /// The facts of a recorded object's origin.
