@@ -401,11 +401,15 @@ fn a_ca_rotation_that_fails_midway_leaves_the_old_ca_and_its_certificates() {
     let leaf_before = secret_text(&env, "verrazzano-system", "verrazzano-tls", "tls.crt");
     let state_before = std::fs::read_to_string(env.work.path().join("c.json")).expect("state");
 
-    // RSA keys from now on: the CA is issued again, then every leaf; refuse the leaves' updates.
+    // RSA keys from now on: the CA is issued again, then every leaf. Plan that, then refuse the
+    // leaves' updates (after the plan: its dry runs would be refused too).
     env.write_config(
         "c.yaml",
         &format!("{base}certificates: {{keyAlgorithm: RSA-2048}}\n"),
     );
+    let saved = env.work.path().join("rotate.plan");
+    let saved = saved.to_str().expect("utf8");
+    env.vz(&["plan", "-f", cfg, "--out", saved]).expect_code(0);
     let deny = serde_json::json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": "deny-secret-updates"},
@@ -439,7 +443,7 @@ fn a_ca_rotation_that_fails_midway_leaves_the_old_ca_and_its_certificates() {
         },
     );
 
-    let run = env.vz(&["apply", "-f", cfg, "--auto-approve"]);
+    let run = env.vz(&["apply", saved]);
     run.expect_code(crate::common::exit::ROLLED_BACK);
     assert!(
         run.stderr

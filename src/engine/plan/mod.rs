@@ -635,7 +635,12 @@ async fn plan_desired(
                     DryRunSaid::Immutable
                 }
             };
-            decide::after_dry_run(recorded.as_ref(), live, &want, said)
+            let o = decide::after_dry_run(recorded.as_ref(), live, &want, said);
+            if prepared.reissue.is_some() {
+                reissued(o)
+            } else {
+                o
+            }
         }
     };
     change.action = outcome.action;
@@ -644,8 +649,9 @@ async fn plan_desired(
     Ok(change)
 }
 
-/// A certificate issued again (or a copy of one that is) needs no dry run — it cannot show new
-/// key material — and is an update even when nothing else changed.
+/// A certificate issued again is an update even when nothing else changes. A copy of a CA issued
+/// again needs no dry run (the copy is not known yet, and nothing else of it changes); a
+/// certificate's Secret still gets one, with the data it holds, to show its other changes.
 fn issued_again(
     verdict: Verdict,
     prepared: &certs::Prepared,
@@ -653,24 +659,26 @@ fn issued_again(
     live: &Live,
     want: &Wanted<'_>,
 ) -> Verdict {
-    if prepared.reissue.is_none() && prepared.follows.is_none() {
-        return verdict;
-    }
-    let reissue = decide::Outcome {
-        action: Action::Update,
-        cause: Cause::Reissue,
-    };
     match verdict {
-        Verdict::Decided(o) if o.action == Action::NoOp => Verdict::Decided(reissue),
-        Verdict::DryRun => {
-            // Taken over or recovered stays so; otherwise the cause is the certificate.
-            let o = decide::after_dry_run(recorded, live, want, DryRunSaid::Changes);
-            Verdict::Decided(match o.cause {
-                Cause::Config | Cause::Drift => reissue,
-                _ => o,
-            })
+        Verdict::Decided(o) if prepared.reissue.is_some() || prepared.follows.is_some() => {
+            Verdict::Decided(reissued(o))
         }
+        Verdict::DryRun if prepared.follows.is_some() => Verdict::Decided(reissued(
+            decide::after_dry_run(recorded, live, want, DryRunSaid::Changes),
+        )),
         other => other,
+    }
+}
+
+/// The outcome for an object whose certificate (or copy of one) is issued again: an update, whose
+/// cause is the certificate unless it is taken over or recovered.
+fn reissued(o: decide::Outcome) -> decide::Outcome {
+    match (o.action, o.cause) {
+        (Action::NoOp, _) | (Action::Update, Cause::Config | Cause::Drift) => decide::Outcome {
+            action: Action::Update,
+            cause: Cause::Reissue,
+        },
+        _ => o,
     }
 }
 
@@ -698,8 +706,13 @@ fn show_known_after_apply(
     match change.action {
         Action::NoOp if change.after.is_none() => change.after = change.before.clone(),
         Action::Update | Action::Create if shown.has_unknown() => {
-            change.fields = unknown_fields(change.before.as_ref(), &shown);
-            change.after = Some(m.body.clone());
+            // Next to what a dry run found (a certificate's other fields), if one was made.
+            let unknown = unknown_fields(change.before.as_ref(), &shown);
+            change
+                .fields
+                .retain(|f| !unknown.iter().any(|u| u.path == f.path));
+            change.fields.extend(unknown);
+            change.after.get_or_insert_with(|| m.body.clone());
         }
         _ if certificate_replaced => {
             change.fields = unknown_fields(change.before.as_ref(), &shown);
