@@ -305,6 +305,105 @@ impl Drop for TestEnv {
     }
 }
 
+/// A DNS server of the test's own (`scripts/dns-server`: BIND serving `example.test` on a free
+/// loopback port, updates and transfers signed with a TSIG key); stopped when dropped.
+pub struct DnsServer {
+    dir: TempDir,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The TSIG key's secret, base64.
+    pub secret: String,
+}
+
+impl DnsServer {
+    /// Start one.
+    pub fn start() -> DnsServer {
+        let dir = tempfile::Builder::new()
+            .prefix("vz-dns-")
+            .tempdir()
+            .expect("temp dir for the DNS server");
+        let out = Command::new(repo_root().join("scripts/dns-server"))
+            .arg("up")
+            .arg(dir.path())
+            .arg("--owner-pid")
+            .arg(std::process::id().to_string())
+            .output()
+            .expect("run scripts/dns-server up");
+        assert!(
+            out.status.success(),
+            "scripts/dns-server up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.path().join(f))
+                .expect("dns-server file")
+                .trim()
+                .to_string()
+        };
+        DnsServer {
+            port: read("port").parse().expect("a port"),
+            secret: read("tsig.secret"),
+            dir,
+        }
+    }
+
+    /// `nsupdate` with these commands (after `server` and `zone`), signed with `key` (`None`:
+    /// unsigned); returns the run.
+    pub fn nsupdate(&self, key: Option<&str>, commands: &str) -> Run {
+        let script = self.dir.path().join("nsupdate.txt");
+        std::fs::write(
+            &script,
+            format!(
+                "server 127.0.0.1 {}\nzone example.test\n{commands}\nsend\n",
+                self.port
+            ),
+        )
+        .expect("write");
+        let mut cmd = Command::new("nsupdate");
+        if let Some(k) = key {
+            cmd.arg("-y").arg(format!("hmac-sha256:vz-key:{k}"));
+        }
+        cmd.arg(&script);
+        Run::of(cmd)
+    }
+
+    /// Every record of the zone (a signed zone transfer), one per line, as `dig` prints them.
+    pub fn records(&self) -> Vec<String> {
+        let run = Run::of({
+            let mut cmd = Command::new("dig");
+            cmd.args([
+                "+nocmd",
+                "+nostats",
+                "+noquestion",
+                "+nocomments",
+                "-p",
+                &self.port.to_string(),
+                "@127.0.0.1",
+                "-y",
+                &format!("hmac-sha256:vz-key:{}", self.secret),
+                "example.test",
+                "AXFR",
+            ]);
+            cmd
+        });
+        assert!(run.ok(), "dig AXFR failed: {}", run.stderr);
+        run.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/dns-server"))
+            .arg("down")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
 /// Run `vz` with no cluster flags (for commands that need no cluster, or a custom kubeconfig).
 pub fn vz_bare(args: &[&str]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vz"));

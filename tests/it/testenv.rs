@@ -345,3 +345,36 @@ openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -
     let refused = refused_by_the_standin(&env, &mut n);
     assert!(refused.contains("x509"), "{refused}");
 }
+
+#[test]
+fn the_test_dns_server_takes_signed_updates_only() {
+    let dns = crate::common::DnsServer::start();
+    dns.nsupdate(
+        Some(&dns.secret),
+        "update add a.example.test 60 A 192.0.2.1",
+    )
+    .expect_code(0);
+    let refused = dns.nsupdate(None, "update add b.example.test 60 A 192.0.2.2");
+    assert!(!refused.ok(), "{refused:?}");
+    assert!(
+        format!("{}{}", refused.stdout, refused.stderr).contains("REFUSED"),
+        "{refused:?}"
+    );
+    let wrong = dns.nsupdate(
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        "update add c.example.test 60 A 192.0.2.3",
+    );
+    assert!(!wrong.ok(), "{wrong:?}");
+    let records = dns.records();
+    assert!(
+        records
+            .iter()
+            .any(|r| r == "a.example.test. 60 IN A 192.0.2.1"),
+        "{records:?}"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.starts_with("b.example.test.") || r.starts_with("c.example.test."))
+    );
+}
