@@ -1,0 +1,474 @@
+//! DNS records on a server that takes RFC 2136 dynamic updates signed with TSIG (`dns.rfc2136`).
+//!
+//! Records are handled as whole RRsets (a name and a type), each with an **ownership record** next
+//! to it: a TXT RRset at `_vz.<name>` saying `heritage=vz,vz/platform=<env>,vz/uid=<id>` (the
+//! idea of ExternalDNS's TXT registry; a prefix, because a CNAME may not share its name with
+//! anything). The uid plays the part of a Kubernetes object's uid: made when `vz` creates the
+//! record, it tells `vz`'s record from one re-created by someone else.
+//!
+//! Every change is one update message whose prerequisites pin what was read: a create requires
+//! that neither the record nor its ownership exists, a change or a delete that the record and the
+//! ownership still hold exactly what was read. A record someone changed in between makes the
+//! server answer NXRRSET/YXRRSET and nothing is written. Reads are TSIG-signed queries.
+//!
+//! The TSIG secret is read from the environment variable or file the configuration names, when a
+//! connection is made; it is kept in memory only, and no error message or output contains it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures::StreamExt;
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::xfer::DnsHandle;
+use hickory_proto::op::{Message, OpCode, Query, ResponseCode, UpdateMessage};
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm as ProtoAlgorithm;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
+use vz_providers::config::{Rfc2136, TsigAlgorithm, TsigSecret};
+
+/// The label in front of a record's name where its ownership TXT record lives.
+pub const OWNER_LABEL: &str = "_vz";
+
+/// The kinds of record `vz` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// An IPv4 address.
+    A,
+    /// An IPv6 address.
+    Aaaa,
+    /// An alias.
+    Cname,
+}
+
+impl Kind {
+    fn record_type(self) -> RecordType {
+        match self {
+            Kind::A => RecordType::A,
+            Kind::Aaaa => RecordType::AAAA,
+            Kind::Cname => RecordType::CNAME,
+        }
+    }
+
+    /// `A`, `AAAA` or `CNAME`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::A => "A",
+            Kind::Aaaa => "AAAA",
+            Kind::Cname => "CNAME",
+        }
+    }
+
+    /// The record data of one value.
+    fn rdata(self, value: &str) -> Result<RData> {
+        Ok(match self {
+            Kind::A => RData::A(
+                A::from_str(value).map_err(|_| anyhow!("`{value}` is not an IPv4 address"))?,
+            ),
+            Kind::Aaaa => RData::AAAA(
+                AAAA::from_str(value).map_err(|_| anyhow!("`{value}` is not an IPv6 address"))?,
+            ),
+            Kind::Cname => RData::CNAME(CNAME(fqdn(value)?)),
+        })
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An RRset: what a name of one kind resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rrset {
+    /// The name, without the final dot (`verrazzano-ingress.dev.example.test`).
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its TTL, in seconds.
+    pub ttl: u32,
+    /// Its values, sorted (addresses, or a CNAME's target without the final dot).
+    pub values: Vec<String>,
+}
+
+/// Who owns a record: the content of its ownership TXT record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The `vz` platform (`environmentName`).
+    pub platform: String,
+    /// Made when `vz` created the record.
+    pub uid: String,
+}
+
+impl Owner {
+    /// The TXT value: `heritage=vz,vz/platform=<env>,vz/uid=<id>`.
+    pub fn text(&self) -> String {
+        format!(
+            "heritage=vz,vz/platform={},vz/uid={}",
+            self.platform, self.uid
+        )
+    }
+
+    /// Read a TXT value; `None` when it is not `vz`'s.
+    pub fn parse(text: &str) -> Option<Owner> {
+        let mut heritage = false;
+        let (mut platform, mut uid) = (None, None);
+        for part in text.split(',') {
+            match part.split_once('=') {
+                Some(("heritage", "vz")) => heritage = true,
+                Some(("vz/platform", p)) => platform = Some(p.to_string()),
+                Some(("vz/uid", u)) => uid = Some(u.to_string()),
+                _ => {}
+            }
+        }
+        match (heritage, platform, uid) {
+            (true, Some(platform), Some(uid)) => Some(Owner { platform, uid }),
+            _ => None,
+        }
+    }
+}
+
+/// A name as an absolute DNS name.
+fn fqdn(name: &str) -> Result<Name> {
+    let mut n = Name::from_str(name.trim_end_matches('.'))
+        .map_err(|e| anyhow!("`{name}` is not a DNS name: {e}"))?;
+    n.set_fqdn(true);
+    Ok(n)
+}
+
+/// The name of a record's ownership TXT record.
+pub fn owner_name(name: &str) -> String {
+    format!("{OWNER_LABEL}.{name}")
+}
+
+/// What the server said, for people.
+fn refused(what: &str, code: ResponseCode) -> anyhow::Error {
+    let why = match code {
+        ResponseCode::Refused => {
+            "the server refused it: the zone does not take updates signed with this TSIG key (check `allow-update`)"
+        }
+        ResponseCode::NotAuth => {
+            "the server does not accept the signature (NOTAUTH): check tsigKeyName, tsigAlgorithm and the secret, or the zone is not served there"
+        }
+        ResponseCode::YXRRSet
+        | ResponseCode::NXRRSet
+        | ResponseCode::YXDomain
+        | ResponseCode::NXDomain => {
+            "the record changed since it was read (a prerequisite failed); run vz plan again"
+        }
+        ResponseCode::NotZone => "the name is not in the zone",
+        _ => "the server answered with an error",
+    };
+    anyhow!("{what}: {why} ({code})")
+}
+
+/// A connection to the DNS server of `dns.rfc2136`.
+pub struct Dns {
+    client: Client<TokioRuntimeProvider>,
+    zone: Name,
+    zone_text: String,
+    server: String,
+}
+
+impl Dns {
+    /// Connect (UDP) to the server, with the TSIG key read from where the configuration says.
+    pub async fn connect(cfg: &Rfc2136) -> Result<Dns> {
+        let secret = read_secret(&cfg.secret)?;
+        let key = B64.decode(secret.trim()).map_err(|_| {
+            anyhow!(
+                "the TSIG secret in {} is not base64 (as `tsig-keygen` writes it)",
+                where_secret(&cfg.secret)
+            )
+        })?;
+        let algorithm = match cfg.algorithm {
+            TsigAlgorithm::HmacSha256 => ProtoAlgorithm::HmacSha256,
+            TsigAlgorithm::HmacSha384 => ProtoAlgorithm::HmacSha384,
+            TsigAlgorithm::HmacSha512 => ProtoAlgorithm::HmacSha512,
+        };
+        let signer = TSigner::new(key, algorithm, fqdn(&cfg.key_name)?, 300)
+            .map_err(|e| anyhow!("cannot sign with the TSIG key `{}`: {e}", cfg.key_name))?;
+        let addr = resolve(&cfg.server).await?;
+        let stream = UdpClientStream::builder(addr, TokioRuntimeProvider::default())
+            .with_signer(Some(signer))
+            .build();
+        let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+        tokio::spawn(background);
+        Ok(Dns {
+            client,
+            zone: fqdn(&cfg.zone)?,
+            zone_text: cfg.zone.clone(),
+            server: cfg.server.clone(),
+        })
+    }
+
+    fn in_zone(&self, name: &str) -> Result<Name> {
+        let n = fqdn(name)?;
+        if !self.zone.zone_of(&n) {
+            bail!("`{name}` is not in zone {}", self.zone_text);
+        }
+        Ok(n)
+    }
+
+    /// The RRset of `name` and `kind`, or `None`.
+    pub async fn read(&self, name: &str, kind: Kind) -> Result<Option<Rrset>> {
+        let n = self.in_zone(name)?;
+        let mut client = self.client.clone();
+        let answer = client
+            .query(n, DNSClass::IN, kind.record_type())
+            .await
+            .map_err(|e| {
+                transport(
+                    &format!("cannot read {kind} {name}"),
+                    &self.server,
+                    &e.to_string(),
+                )
+            })?;
+        match answer.response_code {
+            ResponseCode::NoError | ResponseCode::NXDomain => {}
+            code => return Err(refused(&format!("cannot read {kind} {name}"), code)),
+        }
+        let mut values: Vec<String> = Vec::new();
+        let mut ttl = 0;
+        for r in answer
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == kind.record_type())
+        {
+            ttl = r.ttl;
+            values.push(r.data.to_string().trim_end_matches('.').to_string());
+        }
+        if values.is_empty() {
+            return Ok(None);
+        }
+        values.sort();
+        Ok(Some(Rrset {
+            name: name.to_string(),
+            kind,
+            ttl,
+            values,
+        }))
+    }
+
+    /// The ownership of `name`: `Some(None)` when a TXT record is there that is not `vz`'s.
+    pub async fn owner(&self, name: &str) -> Result<Option<Option<Owner>>> {
+        let n = self.in_zone(&owner_name(name))?;
+        let mut client = self.client.clone();
+        let answer = client
+            .query(n, DNSClass::IN, RecordType::TXT)
+            .await
+            .map_err(|e| {
+                transport(
+                    &format!("cannot read the ownership of {name}"),
+                    &self.server,
+                    &e.to_string(),
+                )
+            })?;
+        let texts: Vec<String> = answer
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(t) => Some(
+                    t.txt_data
+                        .iter()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .collect::<String>(),
+                ),
+                _ => None,
+            })
+            .collect();
+        if texts.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(texts.iter().find_map(|t| Owner::parse(t))))
+    }
+
+    /// Create `rrset` with its ownership, if neither exists (one atomic update).
+    pub async fn create(&self, rrset: &Rrset, owner: &Owner) -> Result<()> {
+        let mut m = self.update();
+        for (name, rtype) in [
+            (self.in_zone(&rrset.name)?, rrset.kind.record_type()),
+            (self.in_zone(&owner_name(&rrset.name))?, RecordType::TXT),
+        ] {
+            let mut absent = Record::update0(name, 0, rtype);
+            absent.dns_class = DNSClass::NONE;
+            m.add_pre_requisite(absent.into_record_of_rdata());
+        }
+        self.add(&mut m, rrset, owner)?;
+        self.send(m, &format!("cannot create {} {}", rrset.kind, rrset.name))
+            .await
+    }
+
+    /// Replace `current` (with ownership `owner`, as read) with `new` (one atomic update).
+    pub async fn replace(&self, current: &Rrset, new: &Rrset, owner: &Owner) -> Result<()> {
+        let mut m = self.update();
+        self.require(&mut m, current, owner)?;
+        self.remove(&mut m, current)?;
+        self.add(&mut m, new, owner)?;
+        self.send(m, &format!("cannot change {} {}", new.kind, new.name))
+            .await
+    }
+
+    /// Delete `current` and its ownership `owner`, as read (one atomic update).
+    pub async fn delete(&self, current: &Rrset, owner: &Owner) -> Result<()> {
+        let mut m = self.update();
+        self.require(&mut m, current, owner)?;
+        self.remove(&mut m, current)?;
+        self.send(
+            m,
+            &format!("cannot delete {} {}", current.kind, current.name),
+        )
+        .await
+    }
+
+    /// An empty update message for the zone.
+    fn update(&self) -> Message {
+        let mut zone = Query::new();
+        zone.set_name(self.zone.clone())
+            .set_query_class(DNSClass::IN)
+            .set_query_type(RecordType::SOA);
+        let mut m = Message::query();
+        m.metadata.op_code = OpCode::Update;
+        m.metadata.recursion_desired = false;
+        m.add_zone(zone);
+        m
+    }
+
+    /// Prerequisites: the RRset and the ownership hold exactly these values.
+    fn require(&self, m: &mut Message, rrset: &Rrset, owner: &Owner) -> Result<()> {
+        let name = self.in_zone(&rrset.name)?;
+        for v in &rrset.values {
+            m.add_pre_requisite(Record::from_rdata(name.clone(), 0, rrset.kind.rdata(v)?));
+        }
+        m.add_pre_requisite(Record::from_rdata(
+            self.in_zone(&owner_name(&rrset.name))?,
+            0,
+            RData::TXT(TXT::new(vec![owner.text()])),
+        ));
+        Ok(())
+    }
+
+    /// Updates deleting the RRset and its ownership.
+    fn remove(&self, m: &mut Message, rrset: &Rrset) -> Result<()> {
+        for (name, rtype) in [
+            (self.in_zone(&rrset.name)?, rrset.kind.record_type()),
+            (self.in_zone(&owner_name(&rrset.name))?, RecordType::TXT),
+        ] {
+            let mut all = Record::update0(name, 0, rtype);
+            all.dns_class = DNSClass::ANY;
+            m.add_update(all.into_record_of_rdata());
+        }
+        Ok(())
+    }
+
+    /// Updates adding the RRset and its ownership.
+    fn add(&self, m: &mut Message, rrset: &Rrset, owner: &Owner) -> Result<()> {
+        let name = self.in_zone(&rrset.name)?;
+        for v in &rrset.values {
+            m.add_update(Record::from_rdata(
+                name.clone(),
+                rrset.ttl,
+                rrset.kind.rdata(v)?,
+            ));
+        }
+        m.add_update(Record::from_rdata(
+            self.in_zone(&owner_name(&rrset.name))?,
+            rrset.ttl,
+            RData::TXT(TXT::new(vec![owner.text()])),
+        ));
+        Ok(())
+    }
+
+    async fn send(&self, m: Message, what: &str) -> Result<()> {
+        let mut responses = self.client.send(m.into());
+        let answer = responses
+            .next()
+            .await
+            .with_context(|| format!("{what}: {} gave no answer", self.server))?
+            .map_err(|e| transport(what, &self.server, &e.to_string()))?;
+        match answer.response_code {
+            ResponseCode::NoError => Ok(()),
+            code => Err(refused(what, code)),
+        }
+    }
+}
+
+/// An error before any DNS answer: a signature the server did not accept shows as a TSIG
+/// failure on its unsigned answer.
+fn transport(what: &str, server: &str, error: &str) -> anyhow::Error {
+    if error.contains("TSIG") || error.contains("HMAC") || error.contains("tsig") {
+        return anyhow!(
+            "{what}: the server {server} did not accept the TSIG signature (BADKEY/BADSIG): check dns.rfc2136.tsigKeyName, tsigAlgorithm and the secret"
+        );
+    }
+    anyhow!("{what}: {error} (server {server})")
+}
+
+/// Where the secret is, for messages (never the secret).
+fn where_secret(s: &TsigSecret) -> String {
+    match s {
+        TsigSecret::Env(v) => format!("environment variable {v}"),
+        TsigSecret::File(p) => format!("file {}", p.display()),
+    }
+}
+
+fn read_secret(s: &TsigSecret) -> Result<String> {
+    let text = match s {
+        TsigSecret::Env(v) => std::env::var(v).map_err(|_| {
+            anyhow!("the TSIG secret is to be in environment variable {v} (dns.rfc2136.tsigSecretEnv), which is not set")
+        })?,
+        TsigSecret::File(p) => std::fs::read_to_string(p).map_err(|e| {
+            anyhow!("cannot read the TSIG secret from {} (dns.rfc2136.tsigSecretFile): {e}", p.display())
+        })?,
+    };
+    if text.trim().is_empty() {
+        bail!("the TSIG secret in {} is empty", where_secret(s));
+    }
+    Ok(text)
+}
+
+async fn resolve(server: &str) -> Result<SocketAddr> {
+    tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| anyhow!("cannot resolve the DNS server `{server}`: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow!("the DNS server `{server}` has no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_reads_back_what_it_writes_and_ignores_others() {
+        let o = Owner {
+            platform: "dev".into(),
+            uid: "0b5c".into(),
+        };
+        assert_eq!(o.text(), "heritage=vz,vz/platform=dev,vz/uid=0b5c");
+        assert_eq!(Owner::parse(&o.text()), Some(o));
+        assert_eq!(
+            Owner::parse("heritage=external-dns,external-dns/owner=default"),
+            None
+        );
+        assert_eq!(Owner::parse("v=spf1 -all"), None);
+    }
+
+    #[test]
+    fn values_are_checked_before_anything_is_sent() {
+        assert!(Kind::A.rdata("192.0.2.1").is_ok());
+        assert!(Kind::A.rdata("2001:db8::1").is_err());
+        assert!(Kind::Aaaa.rdata("2001:db8::1").is_ok());
+        assert!(
+            Kind::Cname
+                .rdata("verrazzano-ingress.dev.example.test")
+                .is_ok()
+        );
+        assert_eq!(owner_name("a.example.test"), "_vz.a.example.test");
+    }
+}
