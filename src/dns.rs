@@ -30,6 +30,7 @@ use hickory_proto::op::{Message, OpCode, Query, ResponseCode, UpdateMessage};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm as ProtoAlgorithm;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
+use vz_providers::Manifest;
 use vz_providers::config::{Rfc2136, TsigAlgorithm, TsigSecret};
 
 /// The label in front of a record's name where its ownership TXT record lives.
@@ -257,6 +258,11 @@ impl Dns {
 
     /// The ownership of `name`: `Some(None)` when a TXT record is there that is not `vz`'s.
     pub async fn owner(&self, name: &str) -> Result<Option<Option<Owner>>> {
+        Ok(self.owner_text(name).await?.map(|t| Owner::parse(&t)))
+    }
+
+    /// The text of `vz`'s ownership record of `name` (the first TXT that is `vz`'s, else the first).
+    pub async fn owner_text(&self, name: &str) -> Result<Option<String>> {
         let n = self.in_zone(&owner_name(name))?;
         let mut client = self.client.clone();
         let answer = client
@@ -282,48 +288,75 @@ impl Dns {
                 _ => None,
             })
             .collect();
-        if texts.is_empty() {
-            return Ok(None);
+        Ok(texts
+            .iter()
+            .find(|t| Owner::parse(t).is_some())
+            .or(texts.first())
+            .cloned())
+    }
+
+    /// Change what `name` holds, in one atomic update whose prerequisites are what was read:
+    /// the record `current` (`None`: absent) and its ownership text `was` (`None`: absent). Both
+    /// are replaced by `new` and `owner` (`None`: removed). A record changed since it was read
+    /// makes the server refuse the whole update.
+    pub async fn write(
+        &self,
+        name: &str,
+        current: Option<&Rrset>,
+        was: Option<&str>,
+        new: Option<&Rrset>,
+        owner: Option<&str>,
+    ) -> Result<()> {
+        let kind = current.or(new).map(|r| r.kind);
+        let Some(kind) = kind else {
+            bail!("internal: nothing to write at {name}");
+        };
+        let at = self.in_zone(name)?;
+        let owner_at = self.in_zone(&owner_name(name))?;
+        let mut m = self.update();
+        // Prerequisites: exactly what was read.
+        match current {
+            Some(rrset) => {
+                for v in &rrset.values {
+                    m.add_pre_requisite(Record::from_rdata(at.clone(), 0, kind.rdata(v)?));
+                }
+            }
+            None => m.add_pre_requisite(absent(at.clone(), kind.record_type())),
         }
-        Ok(Some(texts.iter().find_map(|t| Owner::parse(t))))
-    }
-
-    /// Create `rrset` with its ownership, if neither exists (one atomic update).
-    pub async fn create(&self, rrset: &Rrset, owner: &Owner) -> Result<()> {
-        let mut m = self.update();
-        for (name, rtype) in [
-            (self.in_zone(&rrset.name)?, rrset.kind.record_type()),
-            (self.in_zone(&owner_name(&rrset.name))?, RecordType::TXT),
-        ] {
-            let mut absent = Record::update0(name, 0, rtype);
-            absent.dns_class = DNSClass::NONE;
-            m.add_pre_requisite(absent.into_record_of_rdata());
+        match was {
+            Some(text) => m.add_pre_requisite(Record::from_rdata(
+                owner_at.clone(),
+                0,
+                RData::TXT(TXT::new(vec![text.to_string()])),
+            )),
+            None => m.add_pre_requisite(absent(owner_at.clone(), RecordType::TXT)),
         }
-        self.add(&mut m, rrset, owner)?;
-        self.send(m, &format!("cannot create {} {}", rrset.kind, rrset.name))
-            .await
-    }
-
-    /// Replace `current` (with ownership `owner`, as read) with `new` (one atomic update).
-    pub async fn replace(&self, current: &Rrset, new: &Rrset, owner: &Owner) -> Result<()> {
-        let mut m = self.update();
-        self.require(&mut m, current, owner)?;
-        self.remove(&mut m, current)?;
-        self.add(&mut m, new, owner)?;
-        self.send(m, &format!("cannot change {} {}", new.kind, new.name))
-            .await
-    }
-
-    /// Delete `current` and its ownership `owner`, as read (one atomic update).
-    pub async fn delete(&self, current: &Rrset, owner: &Owner) -> Result<()> {
-        let mut m = self.update();
-        self.require(&mut m, current, owner)?;
-        self.remove(&mut m, current)?;
-        self.send(
-            m,
-            &format!("cannot delete {} {}", current.kind, current.name),
-        )
-        .await
+        // Updates: out with the old, in with the new.
+        if current.is_some() {
+            m.add_update(every(at.clone(), kind.record_type()));
+        }
+        if was.is_some() {
+            m.add_update(every(owner_at.clone(), RecordType::TXT));
+        }
+        let ttl = new.or(current).map(|r| r.ttl).unwrap_or(60);
+        if let Some(rrset) = new {
+            for v in &rrset.values {
+                m.add_update(Record::from_rdata(at.clone(), rrset.ttl, kind.rdata(v)?));
+            }
+        }
+        if let Some(text) = owner {
+            m.add_update(Record::from_rdata(
+                owner_at,
+                ttl,
+                RData::TXT(TXT::new(vec![text.to_string()])),
+            ));
+        }
+        let verb = match (current, new) {
+            (None, _) => "create",
+            (Some(_), None) => "delete",
+            (Some(_), Some(_)) => "change",
+        };
+        self.send(m, &format!("cannot {verb} {kind} {name}")).await
     }
 
     /// An empty update message for the zone.
@@ -339,51 +372,6 @@ impl Dns {
         m
     }
 
-    /// Prerequisites: the RRset and the ownership hold exactly these values.
-    fn require(&self, m: &mut Message, rrset: &Rrset, owner: &Owner) -> Result<()> {
-        let name = self.in_zone(&rrset.name)?;
-        for v in &rrset.values {
-            m.add_pre_requisite(Record::from_rdata(name.clone(), 0, rrset.kind.rdata(v)?));
-        }
-        m.add_pre_requisite(Record::from_rdata(
-            self.in_zone(&owner_name(&rrset.name))?,
-            0,
-            RData::TXT(TXT::new(vec![owner.text()])),
-        ));
-        Ok(())
-    }
-
-    /// Updates deleting the RRset and its ownership.
-    fn remove(&self, m: &mut Message, rrset: &Rrset) -> Result<()> {
-        for (name, rtype) in [
-            (self.in_zone(&rrset.name)?, rrset.kind.record_type()),
-            (self.in_zone(&owner_name(&rrset.name))?, RecordType::TXT),
-        ] {
-            let mut all = Record::update0(name, 0, rtype);
-            all.dns_class = DNSClass::ANY;
-            m.add_update(all.into_record_of_rdata());
-        }
-        Ok(())
-    }
-
-    /// Updates adding the RRset and its ownership.
-    fn add(&self, m: &mut Message, rrset: &Rrset, owner: &Owner) -> Result<()> {
-        let name = self.in_zone(&rrset.name)?;
-        for v in &rrset.values {
-            m.add_update(Record::from_rdata(
-                name.clone(),
-                rrset.ttl,
-                rrset.kind.rdata(v)?,
-            ));
-        }
-        m.add_update(Record::from_rdata(
-            self.in_zone(&owner_name(&rrset.name))?,
-            rrset.ttl,
-            RData::TXT(TXT::new(vec![owner.text()])),
-        ));
-        Ok(())
-    }
-
     async fn send(&self, m: Message, what: &str) -> Result<()> {
         let mut responses = self.client.send(m.into());
         let answer = responses
@@ -396,6 +384,20 @@ impl Dns {
             code => Err(refused(what, code)),
         }
     }
+}
+
+/// A prerequisite: no RRset of `rtype` at `name`.
+fn absent(name: Name, rtype: RecordType) -> Record {
+    let mut r = Record::update0(name, 0, rtype);
+    r.dns_class = DNSClass::NONE;
+    r.into_record_of_rdata()
+}
+
+/// An update deleting the whole RRset of `rtype` at `name`.
+fn every(name: Name, rtype: RecordType) -> Record {
+    let mut r = Record::update0(name, 0, rtype);
+    r.dns_class = DNSClass::ANY;
+    r.into_record_of_rdata()
 }
 
 /// An error before any DNS answer: a signature the server did not accept shows as a TSIG
@@ -471,4 +473,229 @@ mod tests {
         );
         assert_eq!(owner_name("a.example.test"), "_vz.a.example.test");
     }
+}
+
+/// DNS records as the engine handles objects: JSON in the shape of a Kubernetes object of the
+/// pseudo group `dns.vz.dev` (see [`vz_providers::dns_records`]), read from and written to the
+/// server. Labels, uid and the adopted mark live in the ownership record.
+pub struct Records {
+    dns: Dns,
+}
+
+/// The kind of a record object.
+fn kind_of(kind: &str) -> Result<Kind> {
+    match kind {
+        "A" => Ok(Kind::A),
+        "AAAA" => Ok(Kind::Aaaa),
+        "CNAME" => Ok(Kind::Cname),
+        other => bail!("vz does not write DNS records of kind {other}"),
+    }
+}
+
+/// The owner text with the adopted mark, and its parse.
+fn owner_with_mark(owner: &Owner, adopted: bool) -> String {
+    if adopted {
+        format!("{},{ADOPTED_MARK}", owner.text())
+    } else {
+        owner.text()
+    }
+}
+
+impl Records {
+    /// Records on the server of `cfg`.
+    pub async fn connect(cfg: &Rfc2136) -> Result<Records> {
+        Ok(Records {
+            dns: Dns::connect(cfg).await?,
+        })
+    }
+
+    /// The record `name` of `kind` as an object, or `None` when it does not exist.
+    pub async fn get(&self, kind: &str, name: &str) -> Result<Option<serde_json::Value>> {
+        let k = kind_of(kind)?;
+        let Some(rrset) = self.dns.read(name, k).await? else {
+            return Ok(None);
+        };
+        let owner = self.dns.owner_text(name).await?;
+        Ok(Some(object(&rrset, owner.as_deref())))
+    }
+
+    /// What `name` holds now: the record and its ownership text.
+    async fn read(&self, kind: Kind, name: &str) -> Result<(Option<Rrset>, Option<String>)> {
+        Ok((
+            self.dns.read(name, kind).await?,
+            self.dns.owner_text(name).await?,
+        ))
+    }
+
+    /// Apply the record object `m`: create it, change it, or take it over (a record without
+    /// `vz`'s ownership gets one, marked adopted). With `dry_run`, only say what it would be.
+    /// Returns the object as it then is.
+    pub async fn apply(&self, m: &Manifest, dry_run: bool) -> Result<serde_json::Value> {
+        let want = rrset_of(&m.body)?;
+        let (live, was) = self.read(want.kind, &want.name).await?;
+        let ours = was.as_deref().and_then(Owner::parse);
+        let adopted = was.as_deref().is_some_and(|t| t.contains(ADOPTED_MARK))
+            || (live.is_some() && ours.is_none());
+        let owner = Owner {
+            platform: text(
+                &m.body,
+                &["metadata", "labels", vz_providers::manifest::PLATFORM_LABEL],
+            )
+            .unwrap_or_default(),
+            uid: ours.map(|o| o.uid).unwrap_or_else(new_uid),
+        };
+        let owner = owner_with_mark(&owner, adopted);
+        if !dry_run {
+            self.dns
+                .write(
+                    &want.name,
+                    live.as_ref(),
+                    was.as_deref(),
+                    Some(&want),
+                    Some(&owner),
+                )
+                .await?;
+        }
+        Ok(object(&want, Some(&owner)))
+    }
+
+    /// Delete the record and its ownership; `None` when it was already gone, else its uid.
+    pub async fn delete(&self, kind: &str, name: &str) -> Result<Option<Option<String>>> {
+        let (live, was) = self.read(kind_of(kind)?, name).await?;
+        let Some(current) = live else {
+            return Ok(None);
+        };
+        self.dns
+            .write(name, Some(&current), was.as_deref(), None, None)
+            .await?;
+        Ok(Some(was.as_deref().and_then(Owner::parse).map(|o| o.uid)))
+    }
+
+    /// Give up a record `vz` took over: its ownership record goes, the record stays. Returns it
+    /// as it then is, or `None` when it is gone.
+    pub async fn release(&self, kind: &str, name: &str) -> Result<Option<serde_json::Value>> {
+        let (live, was) = self.read(kind_of(kind)?, name).await?;
+        let Some(current) = live else {
+            return Ok(None);
+        };
+        if was.is_some() {
+            self.dns
+                .write(name, Some(&current), was.as_deref(), Some(&current), None)
+                .await?;
+        }
+        Ok(Some(object(&current, None)))
+    }
+
+    /// Put a record back as `before` (an object as [`Records::get`] returned it): its values and
+    /// its ownership, or neither when it had none.
+    pub async fn restore(&self, before: &serde_json::Value) -> Result<serde_json::Value> {
+        let want = rrset_of(before)?;
+        let (live, was) = self.read(want.kind, &want.name).await?;
+        let owner = text(before, &["metadata", "uid"]).map(|uid| {
+            let owner = Owner {
+                platform: text(
+                    before,
+                    &["metadata", "labels", vz_providers::manifest::PLATFORM_LABEL],
+                )
+                .unwrap_or_default(),
+                uid,
+            };
+            let adopted = before
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(crate::cluster::ADOPTED_ANNOTATION))
+                .is_some();
+            owner_with_mark(&owner, adopted)
+        });
+        self.dns
+            .write(
+                &want.name,
+                live.as_ref(),
+                was.as_deref(),
+                Some(&want),
+                owner.as_deref(),
+            )
+            .await?;
+        Ok(object(&want, owner.as_deref()))
+    }
+}
+
+/// What a record object says it holds.
+fn rrset_of(obj: &serde_json::Value) -> Result<Rrset> {
+    let kind = kind_of(
+        obj.get("kind")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default(),
+    )?;
+    let name = text(obj, &["metadata", "name"]).context("a DNS record object without a name")?;
+    let ttl = obj
+        .pointer("/spec/ttl")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|t| u32::try_from(t).ok())
+        .with_context(|| format!("{kind} {name} has no TTL"))?;
+    let mut values: Vec<String> = obj
+        .pointer("/spec/values")
+        .and_then(serde_json::Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_str().map(|s| s.trim_end_matches('.').to_string()))
+        .collect();
+    if values.is_empty() {
+        bail!("{kind} {name} has no value");
+    }
+    values.sort();
+    Ok(Rrset {
+        name,
+        kind,
+        ttl,
+        values,
+    })
+}
+
+/// A string at a path of keys (keys may hold `/`, so no JSON pointer).
+fn text(obj: &serde_json::Value, path: &[&str]) -> Option<String> {
+    let mut at = obj;
+    for k in path {
+        at = at.get(*k)?;
+    }
+    at.as_str().map(str::to_string)
+}
+
+/// What an ownership record says of a record taken over.
+const ADOPTED_MARK: &str = "vz/adopted=true";
+
+/// A new uid for a record `vz` creates.
+fn new_uid() -> String {
+    let mut bytes = [0u8; 8];
+    vz_providers::pki::random_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The object of an RRset, with what its ownership text says.
+fn object(rrset: &Rrset, owner_text: Option<&str>) -> serde_json::Value {
+    use sha2::{Digest, Sha256};
+    let mut meta = serde_json::json!({"name": rrset.name});
+    let version = hex::encode(Sha256::digest(format!(
+        "{}|{}|{}",
+        rrset.ttl,
+        rrset.values.join(","),
+        owner_text.unwrap_or_default()
+    )));
+    meta["resourceVersion"] = serde_json::Value::String(version[..16].to_string());
+    if let Some(owner) = owner_text.and_then(Owner::parse) {
+        meta["uid"] = serde_json::Value::String(owner.uid.clone());
+        meta["labels"] = serde_json::json!({
+            vz_providers::manifest::MANAGED_BY_LABEL: vz_providers::manifest::MANAGED_BY_VALUE,
+            vz_providers::manifest::PLATFORM_LABEL: owner.platform,
+        });
+        if owner_text.is_some_and(|t| t.contains(ADOPTED_MARK)) {
+            meta["annotations"] = serde_json::json!({crate::cluster::ADOPTED_ANNOTATION: "true"});
+        }
+    }
+    serde_json::json!({
+        "apiVersion": vz_providers::dns_records::API_VERSION,
+        "kind": rrset.kind.name(),
+        "metadata": meta,
+        "spec": {"ttl": rrset.ttl, "values": rrset.values},
+    })
 }

@@ -45,7 +45,10 @@ pub fn record(kind: &str, name: &str, ttl: u32, values: Deferred<Vec<String>>) -
 /// The name the NGINX ingress address is published under.
 pub fn ingress_name(p: &Platform) -> Option<String> {
     match &p.dns {
-        Dns::Rfc2136(r) => Some(format!("verrazzano-ingress.{}.{}", p.environment_name, r.zone)),
+        Dns::Rfc2136(r) => Some(format!(
+            "verrazzano-ingress.{}.{}",
+            p.environment_name, r.zone
+        )),
         _ => None,
     }
 }
