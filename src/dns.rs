@@ -256,11 +256,6 @@ impl Dns {
         }))
     }
 
-    /// The ownership of `name`: `Some(None)` when a TXT record is there that is not `vz`'s.
-    pub async fn owner(&self, name: &str) -> Result<Option<Option<Owner>>> {
-        Ok(self.owner_text(name).await?.map(|t| Owner::parse(&t)))
-    }
-
     /// The text of `vz`'s ownership record of `name` (the first TXT that is `vz`'s, else the first).
     pub async fn owner_text(&self, name: &str) -> Result<Option<String>> {
         let n = self.in_zone(&owner_name(name))?;

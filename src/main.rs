@@ -8,7 +8,6 @@ mod cli;
 mod cluster;
 mod commands;
 mod diff;
-#[allow(dead_code)] // Wired into the engine by the DNS step (issue 10, in progress).
 mod dns;
 mod engine;
 mod error;
