@@ -437,39 +437,6 @@ async fn resolve(server: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("the DNS server `{server}` has no address"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ownership_reads_back_what_it_writes_and_ignores_others() {
-        let o = Owner {
-            platform: "dev".into(),
-            uid: "0b5c".into(),
-        };
-        assert_eq!(o.text(), "heritage=vz,vz/platform=dev,vz/uid=0b5c");
-        assert_eq!(Owner::parse(&o.text()), Some(o));
-        assert_eq!(
-            Owner::parse("heritage=external-dns,external-dns/owner=default"),
-            None
-        );
-        assert_eq!(Owner::parse("v=spf1 -all"), None);
-    }
-
-    #[test]
-    fn values_are_checked_before_anything_is_sent() {
-        assert!(Kind::A.rdata("192.0.2.1").is_ok());
-        assert!(Kind::A.rdata("2001:db8::1").is_err());
-        assert!(Kind::Aaaa.rdata("2001:db8::1").is_ok());
-        assert!(
-            Kind::Cname
-                .rdata("verrazzano-ingress.dev.example.test")
-                .is_ok()
-        );
-        assert_eq!(owner_name("a.example.test"), "_vz.a.example.test");
-    }
-}
-
 /// DNS records as the engine handles objects: JSON in the shape of a Kubernetes object of the
 /// pseudo group `dns.vz.dev` (see [`vz_providers::dns_records`]), read from and written to the
 /// server. Labels, uid and the adopted mark live in the ownership record.
@@ -693,4 +660,37 @@ fn object(rrset: &Rrset, owner_text: Option<&str>) -> serde_json::Value {
         "metadata": meta,
         "spec": {"ttl": rrset.ttl, "values": rrset.values},
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_reads_back_what_it_writes_and_ignores_others() {
+        let o = Owner {
+            platform: "dev".into(),
+            uid: "0b5c".into(),
+        };
+        assert_eq!(o.text(), "heritage=vz,vz/platform=dev,vz/uid=0b5c");
+        assert_eq!(Owner::parse(&o.text()), Some(o));
+        assert_eq!(
+            Owner::parse("heritage=external-dns,external-dns/owner=default"),
+            None
+        );
+        assert_eq!(Owner::parse("v=spf1 -all"), None);
+    }
+
+    #[test]
+    fn values_are_checked_before_anything_is_sent() {
+        assert!(Kind::A.rdata("192.0.2.1").is_ok());
+        assert!(Kind::A.rdata("2001:db8::1").is_err());
+        assert!(Kind::Aaaa.rdata("2001:db8::1").is_ok());
+        assert!(
+            Kind::Cname
+                .rdata("verrazzano-ingress.dev.example.test")
+                .is_ok()
+        );
+        assert_eq!(owner_name("a.example.test"), "_vz.a.example.test");
+    }
 }
