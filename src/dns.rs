@@ -218,10 +218,29 @@ impl Dns {
 
     /// The RRset of `name` and `kind`, or `None`.
     pub async fn read(&self, name: &str, kind: Kind) -> Result<Option<Rrset>> {
+        // A CNAME shares its name with nothing; an address record cannot sit under a CNAME.
+        let others: &[Kind] = match kind {
+            Kind::Cname => &[Kind::A, Kind::Aaaa],
+            Kind::A | Kind::Aaaa => &[Kind::Cname],
+        };
+        for other in others {
+            if let Some(held) = self.read_only(name, *other).await? {
+                bail!(
+                    "{name} holds a {other} record ({}), and vz wants a {kind} there, which cannot coexist with it: remove it from zone {}, or change the configuration",
+                    held.values.join(", "),
+                    self.zone_text
+                );
+            }
+        }
+        self.read_only(name, kind).await
+    }
+
+    /// The RRset of `name` and `kind` alone.
+    async fn read_only(&self, name: &str, kind: Kind) -> Result<Option<Rrset>> {
         let n = self.in_zone(name)?;
         let mut client = self.client.clone();
         let answer = client
-            .query(n, DNSClass::IN, kind.record_type())
+            .query(n.clone(), DNSClass::IN, kind.record_type())
             .await
             .map_err(|e| {
                 transport(
@@ -239,7 +258,8 @@ impl Dns {
         for r in answer
             .answers
             .iter()
-            .filter(|r| r.record_type() == kind.record_type())
+            // Only this name's: a server answering for a CNAME adds its target's records.
+            .filter(|r| r.record_type() == kind.record_type() && r.name == n)
         {
             ttl = r.ttl;
             values.push(r.data.to_string().trim_end_matches('.').to_string());
@@ -316,7 +336,13 @@ impl Dns {
                     m.add_pre_requisite(Record::from_rdata(at.clone(), 0, kind.rdata(v)?));
                 }
             }
-            None => m.add_pre_requisite(absent(at.clone(), kind.record_type())),
+            // A CNAME needs the name unused; an address, no CNAME there (a server ignores an
+            // addition that would break that rule, and says NOERROR).
+            None if kind == Kind::Cname => m.add_pre_requisite(absent(at.clone(), RecordType::ANY)),
+            None => {
+                m.add_pre_requisite(absent(at.clone(), kind.record_type()));
+                m.add_pre_requisite(absent(at.clone(), RecordType::CNAME));
+            }
         }
         match was {
             Some(text) => m.add_pre_requisite(Record::from_rdata(
