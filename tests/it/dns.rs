@@ -111,7 +111,19 @@ fn a_new_load_balancer_address_updates_the_a_record() {
             .iter()
             .any(|r| r == "verrazzano-ingress.dev.example.test. 60 IN A 192.0.2.60")
     );
-    env.set_load_balancer_ip(NGINX_NS, NGINX_SVC, "198.51.100.8");
+    // The cloud gives the load balancer another address.
+    env.set_node_sim(
+        "load-balancers",
+        &format!("{NGINX_NS}/{NGINX_SVC}=198.51.100.8"),
+    );
+    env.eventually(
+        std::time::Duration::from_secs(30),
+        "the new address",
+        || {
+            let svc = env.get_json(&["service", "-n", NGINX_NS, NGINX_SVC])?;
+            (svc["status"]["loadBalancer"]["ingress"][0]["ip"] == "198.51.100.8").then_some(())
+        },
+    );
     let plan = env.vz(&["plan", "-f", &cfg]);
     assert!(
         plan.stdout
