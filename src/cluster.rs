@@ -94,6 +94,14 @@ pub struct Cluster {
     client: Client,
     server: String,
     kinds: Mutex<HashMap<(String, String), Kind>>,
+    /// DNS records (`dns.rfc2136`): objects of the group `dns.vz.dev`, read and written on the
+    /// DNS server instead of the API server.
+    records: Option<crate::dns::Records>,
+}
+
+/// Whether objects of `api_version` are DNS records, served by [`crate::dns::Records`].
+fn is_record(api_version: &str) -> bool {
+    api_version == vz_providers::dns_records::API_VERSION
 }
 
 /// The outcome of a delete request.
@@ -164,6 +172,22 @@ impl Cluster {
             client,
             server,
             kinds: Mutex::new(HashMap::new()),
+            records: None,
+        })
+    }
+
+    /// The same connection, with DNS records read and written on `records`' server.
+    pub fn with_records(mut self, records: crate::dns::Records) -> Self {
+        self.records = Some(records);
+        self
+    }
+
+    /// The DNS records' server, for a DNS record `r`.
+    fn records(&self, r: &ObjectRef) -> Result<&crate::dns::Records> {
+        self.records.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{r} is a DNS record, and the configuration names no DNS server (dns.rfc2136) to read it from"
+            )
         })
     }
 
@@ -220,6 +244,9 @@ impl Cluster {
         kind: &str,
         patience: Duration,
     ) -> Result<()> {
+        if is_record(api_version) {
+            return Ok(());
+        }
         let until = Instant::now() + patience;
         let mut pause = Duration::from_millis(25);
         loop {
@@ -249,6 +276,9 @@ impl Cluster {
 
     /// The live object, or `None` when it does not exist.
     pub async fn get(&self, r: &ObjectRef) -> Result<Option<Value>> {
+        if is_record(&r.api_version) {
+            return self.records(r)?.get(&r.kind, &r.name).await;
+        }
         let api = self.api(r).await?;
         let obj = api
             .get_opt(&r.name)
@@ -266,6 +296,10 @@ impl Cluster {
         kind: &str,
         selector: &str,
     ) -> Result<Vec<Value>> {
+        if is_record(api_version) {
+            // A zone has no labels to select by: records are read one by one.
+            return Ok(vec![]);
+        }
         let k = match self.kind(api_version, kind).await {
             Ok(k) => k,
             Err(e) if e.is::<NotServed>() => return Ok(vec![]),
@@ -293,6 +327,9 @@ impl Cluster {
     pub async fn apply(&self, m: &Manifest, dry_run: bool) -> Result<Value> {
         let r = ObjectRef::of(m);
         ensure_known(&r, m)?;
+        if is_record(&r.api_version) {
+            return self.records(&r)?.apply(m, dry_run).await;
+        }
         let api = self.api(&r).await?;
         let mut params = PatchParams::apply(FIELD_MANAGER).force();
         if dry_run {
@@ -313,6 +350,9 @@ impl Cluster {
     pub async fn dry_run(&self, m: &Manifest) -> Result<DryRun> {
         let r = ObjectRef::of(m);
         ensure_known(&r, m)?;
+        if is_record(&r.api_version) {
+            return Ok(DryRun::Applied(self.records(&r)?.apply(m, true).await?));
+        }
         let api = self.api(&r).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
         match api.patch(&m.name, &params, &Patch::Apply(&m.body)).await {
@@ -331,6 +371,9 @@ impl Cluster {
     /// [`RELEASED_MANAGER`] (see [`handed_over`]), so the object keeps working and no required
     /// field is ever removed. Returns the released object, or `None` when it is already gone.
     pub async fn release(&self, r: &ObjectRef) -> Result<Option<Value>> {
+        if is_record(&r.api_version) {
+            return self.records(r)?.release(&r.kind, &r.name).await;
+        }
         let api = self.api(r).await?;
         retry_on_conflict(&format!("cannot release {r}"), || async {
             let Some(live) = self.get(r).await? else {
@@ -355,6 +398,13 @@ impl Cluster {
 
     /// Mark `r` as taken over ([`ADOPTED_ANNOTATION`]); returns the object as it then is.
     pub async fn mark_adopted(&self, r: &ObjectRef) -> Result<Value> {
+        if is_record(&r.api_version) {
+            // Its ownership record says so already: apply wrote it.
+            return self
+                .get(r)
+                .await?
+                .with_context(|| format!("{r} disappeared while vz took it over"));
+        }
         let api = self.api(r).await?;
         let mut meta = serde_json::json!({
             "name": r.name,
@@ -378,6 +428,12 @@ impl Cluster {
 
     /// Ask for `r` to be deleted (dependents in the background).
     pub async fn delete(&self, r: &ObjectRef) -> Result<Deleted> {
+        if is_record(&r.api_version) {
+            return Ok(match self.records(r)?.delete(&r.kind, &r.name).await? {
+                None => Deleted::AlreadyGone,
+                Some(uid) => Deleted::Started { uid },
+            });
+        }
         let api = self.api(r).await?;
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
@@ -416,6 +472,10 @@ impl Cluster {
         deadline: Instant,
         interrupt: &Interrupt,
     ) -> Result<()> {
+        if is_record(&r.api_version) {
+            // A DNS update takes effect at once: what is there now is someone else's.
+            return Ok(());
+        }
         let mut seen = None;
         loop {
             let live = match seen.take() {
@@ -550,6 +610,9 @@ impl Cluster {
     /// back again ([`retry_on_conflict`]).
     pub async fn restore(&self, before: &Value) -> Result<Value> {
         let r = ref_of(before)?;
+        if is_record(&r.api_version) {
+            return self.records(&r)?.restore(before).await;
+        }
         let api = self.api(&r).await?;
         let mut wanted = before.clone();
         strip_for_write(&mut wanted, false);

@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod commands;
 mod diff;
+mod dns;
 mod engine;
 mod error;
 mod interrupt;

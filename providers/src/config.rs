@@ -8,7 +8,9 @@
 //! ```yaml
 //! environmentName: quickstart        # first label of the platform's DNS domain; default "default"
 //! dns:
-//!   wildcard: {domain: nip.io}       # or sslip.io; or `external: {suffix: example.com}`
+//!   wildcard: {domain: nip.io}       # or sslip.io; or `external: {suffix: example.com}`, or
+//!   # rfc2136: {server: 127.0.0.1:53, zone: example.com, tsigKeyName: vz-key,
+//!   #           tsigAlgorithm: hmac-sha256, tsigSecretEnv: VZ_TSIG_SECRET, ttl: 60}
 //! ingress:
 //!   type: NodePort                   # or LoadBalancer (default)
 //!   externalIPs: [192.0.2.10]
@@ -113,6 +115,9 @@ pub enum Dns {
         /// The DNS suffix.
         suffix: String,
     },
+    /// `<env>.<zone>`, records managed by `vz` itself on a DNS server that takes RFC 2136 dynamic
+    /// updates signed with TSIG (BIND, Knot, PowerDNS, Windows DNS).
+    Rfc2136(Rfc2136),
     /// `<env>.<zone>`, records managed by ExternalDNS through a DNS provider.
     Provider {
         /// ExternalDNS provider name (e.g. `rfc2136`, `oci`).
@@ -120,6 +125,46 @@ pub enum Dns {
         /// The DNS zone.
         zone: String,
     },
+}
+
+/// A DNS server `vz` writes records to (`dns.rfc2136`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rfc2136 {
+    /// `host:port` of the primary server (port 53 unless given).
+    pub server: String,
+    /// The zone records are written in.
+    pub zone: String,
+    /// The TSIG key's name.
+    pub key_name: String,
+    /// The TSIG algorithm.
+    pub algorithm: TsigAlgorithm,
+    /// Where the TSIG secret (base64) is read from when `vz` runs: never stored, never printed.
+    pub secret: TsigSecret,
+    /// TTL of the records, in seconds.
+    pub ttl: u32,
+}
+
+/// A TSIG algorithm (RFC 8945), as BIND names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TsigAlgorithm {
+    /// `hmac-sha256` (the default).
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    /// `hmac-sha384`.
+    #[serde(rename = "hmac-sha384")]
+    HmacSha384,
+    /// `hmac-sha512`.
+    #[serde(rename = "hmac-sha512")]
+    HmacSha512,
+}
+
+/// Where the TSIG secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TsigSecret {
+    /// This environment variable.
+    Env(String),
+    /// This file (relative paths are relative to the configuration file).
+    File(PathBuf),
 }
 
 /// Which system components the platform has.
@@ -448,7 +493,20 @@ struct RawWebhook {
 struct RawDns {
     wildcard: Option<RawWildcard>,
     external: Option<RawExternal>,
+    rfc2136: Option<Spanned<RawRfc2136>>,
     provider: Option<RawProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRfc2136 {
+    server: Spanned<String>,
+    zone: Spanned<String>,
+    tsig_key_name: Spanned<String>,
+    tsig_algorithm: Option<TsigAlgorithm>,
+    tsig_secret_env: Option<Spanned<String>>,
+    tsig_secret_file: Option<Spanned<String>>,
+    ttl: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1018,6 +1076,7 @@ impl Validator<'_> {
         let set = [
             raw.wildcard.is_some(),
             raw.external.is_some(),
+            raw.rfc2136.is_some(),
             raw.provider.is_some(),
         ]
         .iter()
@@ -1027,8 +1086,11 @@ impl Validator<'_> {
             return Err(self.err(
                 &spanned,
                 "dns",
-                "set exactly one of `wildcard`, `external` or `provider`",
+                "set exactly one of `wildcard`, `external`, `rfc2136` or `provider`",
             ));
+        }
+        if let Some(r) = &raw.rfc2136 {
+            return self.rfc2136(r).map(Dns::Rfc2136);
         }
         if let Some(w) = &raw.wildcard {
             let domain = match &w.domain {
@@ -1065,6 +1127,83 @@ impl Validator<'_> {
             }
             None => unreachable!("exactly one DNS mode is set"),
         }
+    }
+
+    /// `dns.rfc2136`: the server, zone, TSIG key and TTL (the secret is only located here).
+    fn rfc2136(&self, raw: &Spanned<RawRfc2136>) -> Result<Rfc2136, ConfigError> {
+        let r = &raw.value;
+        let field = |f: &str| format!("dns.rfc2136.{f}");
+        let server = r.server.value.trim();
+        let (host, port) = match server.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.starts_with('[') => (h, Some(p)),
+            _ => (server, None),
+        };
+        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+        let host_bare = host.trim_start_matches('[').trim_end_matches(']');
+        let host_ok = host_bare.parse::<IpAddr>().is_ok() || check_dns_name(host_bare).is_ok();
+        if !port_ok || !host_ok {
+            return Err(self.err(
+                &r.server,
+                &field("server"),
+                format!("`{server}` is not `host:port` (e.g. `192.0.2.53:53`, `ns1.example.com`)"),
+            ));
+        }
+        let server = match port {
+            Some(_) => server.to_string(),
+            None if host_bare.contains(':') => format!("[{host_bare}]:53"),
+            None => format!("{host_bare}:53"),
+        };
+        let zone = r.zone.value.trim_end_matches('.');
+        check_dns_name(zone).map_err(|m| self.err(&r.zone, &field("zone"), m))?;
+        check_dns_name(&r.tsig_key_name.value)
+            .map_err(|m| self.err(&r.tsig_key_name, &field("tsigKeyName"), m))?;
+        let secret = match (&r.tsig_secret_env, &r.tsig_secret_file) {
+            (Some(env), None) => {
+                let ok = !env.value.is_empty()
+                    && env
+                        .value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !ok {
+                    return Err(self.err(
+                        env,
+                        &field("tsigSecretEnv"),
+                        format!("`{}` is not an environment variable name", env.value),
+                    ));
+                }
+                TsigSecret::Env(env.value.clone())
+            }
+            (None, Some(file)) => {
+                let base = self.file.parent().unwrap_or_else(|| Path::new(""));
+                TsigSecret::File(base.join(&file.value))
+            }
+            _ => {
+                return Err(self.err(
+                    raw,
+                    "dns.rfc2136",
+                    "set exactly one of `tsigSecretEnv` (an environment variable holding the TSIG secret) or `tsigSecretFile` (a file holding it); the secret itself never goes in the configuration",
+                ));
+            }
+        };
+        let ttl = match &r.ttl {
+            Some(t) if t.value == 0 || t.value > 86_400 => {
+                return Err(self.err(
+                    t,
+                    &field("ttl"),
+                    format!("{} is not a TTL from 1 to 86400 seconds", t.value),
+                ));
+            }
+            Some(t) => t.value,
+            None => 60,
+        };
+        Ok(Rfc2136 {
+            server,
+            zone: zone.to_string(),
+            key_name: r.tsig_key_name.value.clone(),
+            algorithm: r.tsig_algorithm.unwrap_or(TsigAlgorithm::HmacSha256),
+            secret,
+            ttl,
+        })
     }
 
     fn state(&self, raw: RawState, env: &str) -> Result<Location, ConfigError> {
@@ -1361,6 +1500,55 @@ mod tests {
         assert!(p.components.istio && !p.components.installs_istio());
         let e = parse_err("components:\n  keycloak: {install: false}\n");
         assert_eq!(e.field.as_deref(), Some("components.keycloak.install"));
+    }
+
+    #[test]
+    fn rfc2136_names_the_server_zone_and_key_but_never_holds_the_secret() {
+        let p = parse_ok(
+            "environmentName: dev\ndns:\n  rfc2136: {server: 127.0.0.1:5399, zone: example.test, tsigKeyName: vz-key, tsigSecretEnv: VZ_TSIG_SECRET}\n",
+        );
+        assert_eq!(
+            p.dns,
+            Dns::Rfc2136(Rfc2136 {
+                server: "127.0.0.1:5399".into(),
+                zone: "example.test".into(),
+                key_name: "vz-key".into(),
+                algorithm: TsigAlgorithm::HmacSha256,
+                secret: TsigSecret::Env("VZ_TSIG_SECRET".into()),
+                ttl: 60,
+            })
+        );
+        let p = parse_ok(
+            "dns:\n  rfc2136: {server: ns1.example.com, zone: example.com., tsigKeyName: k, tsigAlgorithm: hmac-sha512, tsigSecretFile: tsig.key, ttl: 300}\n",
+        );
+        let Dns::Rfc2136(r) = p.dns else {
+            panic!("rfc2136")
+        };
+        assert_eq!(r.server, "ns1.example.com:53");
+        assert_eq!(r.zone, "example.com");
+        assert_eq!(r.secret, TsigSecret::File(PathBuf::from("/cfg/tsig.key")));
+        assert_eq!((r.algorithm, r.ttl), (TsigAlgorithm::HmacSha512, 300));
+    }
+
+    #[test]
+    fn rfc2136_settings_that_cannot_work_are_refused() {
+        let base = "dns:\n  rfc2136: {server: 127.0.0.1:53, zone: example.test, tsigKeyName: k";
+        let e = parse_err(&format!("{base}}}\n"));
+        assert!(e.message.contains("tsigSecretEnv"), "{}", e.message);
+        let e = parse_err(&format!("{base}, tsigSecretEnv: A, tsigSecretFile: f}}\n"));
+        assert!(e.message.contains("exactly one"), "{}", e.message);
+        let e = parse_err(&format!("{base}, tsigSecretEnv: 'not a var'}}\n"));
+        assert_eq!(e.field.as_deref(), Some("dns.rfc2136.tsigSecretEnv"));
+        let e = parse_err(&format!("{base}, tsigSecretEnv: A, ttl: 0}}\n"));
+        assert_eq!(e.field.as_deref(), Some("dns.rfc2136.ttl"));
+        let e = parse_err(
+            "dns:\n  rfc2136: {server: '127.0.0.1:99999', zone: example.test, tsigKeyName: k, tsigSecretEnv: A}\n",
+        );
+        assert_eq!(e.field.as_deref(), Some("dns.rfc2136.server"));
+        let e = parse_err(
+            "dns:\n  rfc2136: {server: 127.0.0.1, zone: example.test, tsigKeyName: k, tsigSecretEnv: A, tsigAlgorithm: hmac-md5}\n",
+        );
+        assert!(e.message.contains("hmac-md5"), "{}", e.message);
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub fn domain(p: &Platform, outputs: &Outputs) -> Deferred<String> {
             format!("{env}.{label}.{domain}")
         }),
         Dns::External { suffix } => Deferred::Known(format!("{env}.{suffix}")),
+        Dns::Rfc2136(r) => Deferred::Known(format!("{env}.{}", r.zone)),
         Dns::Provider { zone, .. } => Deferred::Known(format!("{env}.{zone}")),
     }
 }

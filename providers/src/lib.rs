@@ -19,6 +19,8 @@
 //!   clients, webhook serving certificates and the CA bundles in webhook configurations.
 //! - [`system_ingresses`]: an Ingress per system component, under the platform [`domain`].
 //!
+//! - [`dns_records`]: with `dns.rfc2136`, the platform's DNS records, written by `vz` itself.
+//!
 //! [`pki`] issues and reads certificates (pure functions, for the certificate steps).
 //!
 //! [`requirements`] lists what the platform needs from the cluster without creating it (an
@@ -26,6 +28,7 @@
 
 pub mod certificates;
 pub mod config;
+pub mod dns_records;
 pub mod domain;
 pub mod ingress_nginx;
 pub mod istio;
@@ -58,6 +61,7 @@ pub const PROVIDERS: &[Provider] = &[
     ingress_nginx::steps,
     certificates::steps,
     system_ingresses::steps,
+    dns_records::steps,
 ];
 
 /// Every step of the platform. Objects `vz` owns carry the managed-by and platform labels; objects

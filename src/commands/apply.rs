@@ -61,7 +61,7 @@ async fn apply_saved(
     let mut stored =
         Stored::open_at(saved.state.clone(), "apply", args.run.config.lock_timeout).await?;
     stored.claim_for(&desired.platform)?;
-    let cluster = connect(cluster_args).await?;
+    let cluster = connect(cluster_args, &desired.platform).await?;
     // Render with the outputs as the plan saw them (read the same way), to check it against the plan.
     let outputs = engine::outputs::read(
         &cluster,

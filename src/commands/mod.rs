@@ -186,7 +186,7 @@ pub struct PlanRequest<'a> {
 pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Result<Planned> {
     let mut desired = Desired::load(req.config.file()?)?;
     let stored = Stored::open(req.config, &desired.platform, req.operation).await?;
-    let cluster = connect(cluster_args).await?;
+    let cluster = connect(cluster_args, &desired.platform).await?;
     eprintln!(
         "Planning against {} (platform `{}`)",
         cluster.server(),
@@ -303,12 +303,18 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
 }
 
 /// Connect to the cluster the global flags name.
-pub async fn connect(args: &ClusterArgs) -> Result<Cluster> {
-    Cluster::connect(&ConnectOptions {
+pub async fn connect(args: &ClusterArgs, platform: &vz_providers::Platform) -> Result<Cluster> {
+    let cluster = Cluster::connect(&ConnectOptions {
         kubeconfig: args.kubeconfig.clone(),
         context: args.context.clone(),
     })
-    .await
+    .await?;
+    Ok(match &platform.dns {
+        vz_providers::config::Dns::Rfc2136(cfg) => {
+            cluster.with_records(crate::dns::Records::connect(cfg).await?)
+        }
+        _ => cluster,
+    })
 }
 
 /// Ask the user to type `yes`; fails clearly when there is no terminal to ask on.

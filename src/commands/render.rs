@@ -20,9 +20,13 @@ pub fn run(args: &ConfigArgs) -> Result<ExitCode> {
             continue;
         };
         for m in &step.objects {
-            if m.certificate.is_some() || !m.fills.is_empty() {
-                // What they hold exists only in the cluster, made or read by apply.
-                let what = if m.certificate.is_some() {
+            let dns = m.api_version == vz_providers::dns_records::API_VERSION;
+            if m.certificate.is_some() || !m.fills.is_empty() || dns {
+                // What they hold exists only in the cluster, made or read by apply; DNS records
+                // are not Kubernetes objects.
+                let what = if dns {
+                    "a DNS record, written to the DNS server by vz apply"
+                } else if m.certificate.is_some() {
                     "a certificate vz issues during apply; its key never leaves the cluster"
                 } else {
                     "holds a CA certificate vz copies from the cluster during apply"

@@ -389,7 +389,7 @@ impl DnsServer {
         assert!(run.ok(), "dig AXFR failed: {}", run.stderr);
         run.stdout
             .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+            .filter(|l| !l.trim().is_empty() && !l.starts_with(';') && !l.contains("\tTSIG\t"))
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect()
     }

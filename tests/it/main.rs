@@ -4,6 +4,7 @@
 
 mod certificates;
 mod common;
+mod dns;
 mod flow;
 mod lifecycle;
 mod mesh;
