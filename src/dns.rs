@@ -105,31 +105,40 @@ pub struct Owner {
     pub platform: String,
     /// Made when `vz` created the record.
     pub uid: String,
+    /// The record existed before `vz` took it over: destroy releases it instead of deleting it.
+    pub adopted: bool,
 }
 
 impl Owner {
-    /// The TXT value: `heritage=vz,vz/platform=<env>,vz/uid=<id>`.
+    /// The TXT value: `heritage=vz,vz/platform=<env>,vz/uid=<id>`, plus `,vz/adopted=true` for a
+    /// record taken over.
     pub fn text(&self) -> String {
+        let adopted = if self.adopted { ",vz/adopted=true" } else { "" };
         format!(
-            "heritage=vz,vz/platform={},vz/uid={}",
+            "heritage=vz,vz/platform={},vz/uid={}{adopted}",
             self.platform, self.uid
         )
     }
 
     /// Read a TXT value; `None` when it is not `vz`'s.
     pub fn parse(text: &str) -> Option<Owner> {
-        let mut heritage = false;
+        let (mut heritage, mut adopted) = (false, false);
         let (mut platform, mut uid) = (None, None);
         for part in text.split(',') {
             match part.split_once('=') {
                 Some(("heritage", "vz")) => heritage = true,
                 Some(("vz/platform", p)) => platform = Some(p.to_string()),
                 Some(("vz/uid", u)) => uid = Some(u.to_string()),
+                Some(("vz/adopted", "true")) => adopted = true,
                 _ => {}
             }
         }
         match (heritage, platform, uid) {
-            (true, Some(platform), Some(uid)) => Some(Owner { platform, uid }),
+            (true, Some(platform), Some(uid)) => Some(Owner {
+                platform,
+                uid,
+                adopted,
+            }),
             _ => None,
         }
     }
@@ -480,15 +489,6 @@ fn kind_of(kind: &str) -> Result<Kind> {
     }
 }
 
-/// The owner text with the adopted mark, and its parse.
-fn owner_with_mark(owner: &Owner, adopted: bool) -> String {
-    if adopted {
-        format!("{},{ADOPTED_MARK}", owner.text())
-    } else {
-        owner.text()
-    }
-}
-
 impl Records {
     /// Records on the server of `cfg`.
     pub async fn connect(cfg: &Rfc2136) -> Result<Records> {
@@ -522,17 +522,12 @@ impl Records {
         let want = rrset_of(&m.body)?;
         let (live, was) = self.read(want.kind, &want.name).await?;
         let ours = was.as_deref().and_then(Owner::parse);
-        let adopted = was.as_deref().is_some_and(|t| t.contains(ADOPTED_MARK))
-            || (live.is_some() && ours.is_none());
         let owner = Owner {
-            platform: text(
-                &m.body,
-                &["metadata", "labels", vz_providers::manifest::PLATFORM_LABEL],
-            )
-            .unwrap_or_default(),
+            platform: platform_of(&m.body),
+            adopted: ours.as_ref().map_or(live.is_some(), |o| o.adopted),
             uid: ours.map(|o| o.uid).unwrap_or_else(new_uid),
-        };
-        let owner = owner_with_mark(&owner, adopted);
+        }
+        .text();
         if !dry_run {
             self.dns
                 .write(
@@ -580,19 +575,15 @@ impl Records {
         let want = rrset_of(before)?;
         let (live, was) = self.read(want.kind, &want.name).await?;
         let owner = text(before, &["metadata", "uid"]).map(|uid| {
-            let owner = Owner {
-                platform: text(
-                    before,
-                    &["metadata", "labels", vz_providers::manifest::PLATFORM_LABEL],
-                )
-                .unwrap_or_default(),
+            Owner {
+                platform: platform_of(before),
                 uid,
-            };
-            let adopted = before
-                .pointer("/metadata/annotations")
-                .and_then(|a| a.get(crate::cluster::ADOPTED_ANNOTATION))
-                .is_some();
-            owner_with_mark(&owner, adopted)
+                adopted: before
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(crate::cluster::ADOPTED_ANNOTATION))
+                    .is_some(),
+            }
+            .text()
         });
         self.dns
             .write(
@@ -649,8 +640,14 @@ fn text(obj: &serde_json::Value, path: &[&str]) -> Option<String> {
     at.as_str().map(str::to_string)
 }
 
-/// What an ownership record says of a record taken over.
-const ADOPTED_MARK: &str = "vz/adopted=true";
+/// The platform a record object is labelled for.
+fn platform_of(obj: &serde_json::Value) -> String {
+    text(
+        obj,
+        &["metadata", "labels", vz_providers::manifest::PLATFORM_LABEL],
+    )
+    .unwrap_or_default()
+}
 
 /// A new uid for a record `vz` creates.
 fn new_uid() -> String {
@@ -676,7 +673,7 @@ fn object(rrset: &Rrset, owner_text: Option<&str>) -> serde_json::Value {
             vz_providers::manifest::MANAGED_BY_LABEL: vz_providers::manifest::MANAGED_BY_VALUE,
             vz_providers::manifest::PLATFORM_LABEL: owner.platform,
         });
-        if owner_text.is_some_and(|t| t.contains(ADOPTED_MARK)) {
+        if owner.adopted {
             meta["annotations"] = serde_json::json!({crate::cluster::ADOPTED_ANNOTATION: "true"});
         }
     }
@@ -694,11 +691,18 @@ mod tests {
 
     #[test]
     fn ownership_reads_back_what_it_writes_and_ignores_others() {
-        let o = Owner {
+        let mut o = Owner {
             platform: "dev".into(),
             uid: "0b5c".into(),
+            adopted: false,
         };
         assert_eq!(o.text(), "heritage=vz,vz/platform=dev,vz/uid=0b5c");
+        assert_eq!(Owner::parse(&o.text()), Some(o.clone()));
+        o.adopted = true;
+        assert_eq!(
+            o.text(),
+            "heritage=vz,vz/platform=dev,vz/uid=0b5c,vz/adopted=true"
+        );
         assert_eq!(Owner::parse(&o.text()), Some(o));
         assert_eq!(
             Owner::parse("heritage=external-dns,external-dns/owner=default"),

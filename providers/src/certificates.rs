@@ -25,7 +25,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::config::{CaSource, Platform, WebhookCert};
+use crate::config::{CaSource, Certificates, Platform, WebhookCert};
 use crate::manifest::{Manifest, Step};
 use crate::names::{CERT_MANAGER, VERRAZZANO_SYSTEM};
 use crate::outputs::{Deferred, Outputs};
@@ -169,6 +169,33 @@ pub struct CertSpec {
     pub layout: Layout,
 }
 
+impl CertSpec {
+    /// A certificate of `role` named `common_name`, issued by `issuer` (`None`: itself) with the
+    /// configured key, validity (a CA's or a leaf's) and renewal window, into a `kubernetes.io/tls`
+    /// Secret.
+    pub fn new(
+        c: &Certificates,
+        role: Role,
+        common_name: &str,
+        issuer: Option<SecretRef>,
+    ) -> CertSpec {
+        CertSpec {
+            role,
+            common_name: common_name.to_string(),
+            random_suffix: false,
+            sans: vec![],
+            validity_days: match role {
+                Role::Leaf => c.validity_days,
+                Role::Root | Role::Intermediate => c.ca_validity_days,
+            },
+            key: c.key,
+            renew_before_days: c.renew_before_days,
+            issuer,
+            layout: Layout::Tls,
+        }
+    }
+}
+
 /// Where a copied value goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -260,36 +287,21 @@ pub fn key_name(k: KeyAlgorithm) -> &'static str {
     }
 }
 
-/// A leaf issued by the platform CA.
+/// A leaf issued by the platform CA (its common name is its first SAN).
 fn leaf_spec(p: &Platform) -> CertSpec {
-    let c = &p.certificates;
-    CertSpec {
-        role: Role::Leaf,
-        common_name: String::new(),
-        random_suffix: false,
-        sans: vec![],
-        validity_days: c.validity_days,
-        key: c.key,
-        renew_before_days: c.renew_before_days,
-        issuer: Some(platform_ca(p)),
-        layout: Layout::Tls,
-    }
+    CertSpec::new(&p.certificates, Role::Leaf, "", Some(platform_ca(p)))
 }
 
 /// Istio's plug-in CA (`istio-system/cacerts`): an intermediate of the platform CA.
 pub fn istio_ca(p: &Platform, namespace: &str, name: &str) -> Manifest {
-    let c = &p.certificates;
-    let spec = CertSpec {
-        role: Role::Intermediate,
-        common_name: "Istio intermediate CA".into(),
-        random_suffix: false,
-        sans: vec![],
-        validity_days: c.ca_validity_days.min(3650),
-        key: c.key,
-        renew_before_days: c.renew_before_days,
-        issuer: Some(platform_ca(p)),
-        layout: Layout::IstioCa,
-    };
+    let mut spec = CertSpec::new(
+        &p.certificates,
+        Role::Intermediate,
+        "Istio intermediate CA",
+        Some(platform_ca(p)),
+    );
+    spec.validity_days = spec.validity_days.min(3650);
+    spec.layout = Layout::IstioCa;
     certificate(namespace, name, spec, Deferred::Known(vec![]))
 }
 
@@ -298,17 +310,8 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
     let c = &p.certificates;
     let mut steps = Vec::new();
     if c.ca == CaSource::SelfSigned {
-        let spec = CertSpec {
-            role: Role::Root,
-            common_name: CA_COMMON_NAME.into(),
-            random_suffix: true,
-            sans: vec![],
-            validity_days: c.ca_validity_days,
-            key: c.key,
-            renew_before_days: c.renew_before_days,
-            issuer: None,
-            layout: Layout::Tls,
-        };
+        let mut spec = CertSpec::new(c, Role::Root, CA_COMMON_NAME, None);
+        spec.random_suffix = true;
         steps.push(Step {
             id: CA_STEP.into(),
             description: "the platform CA, self-signed".into(),
@@ -385,33 +388,13 @@ fn webhook_steps(p: &Platform) -> Vec<Step> {
         cas.push(certificate(
             &ca.namespace,
             &ca.name,
-            CertSpec {
-                role: Role::Root,
-                common_name: format!("{common_name} CA"),
-                random_suffix: false,
-                sans: vec![],
-                validity_days: c.ca_validity_days,
-                key: c.key,
-                renew_before_days: c.renew_before_days,
-                issuer: None,
-                layout: Layout::Tls,
-            },
+            CertSpec::new(c, Role::Root, &format!("{common_name} CA"), None),
             Deferred::Known(vec![]),
         ));
         serving.push(certificate(
             &w.namespace,
             &format!("{}-tls", w.secret_prefix),
-            CertSpec {
-                role: Role::Leaf,
-                common_name,
-                random_suffix: false,
-                sans: vec![],
-                validity_days: c.validity_days,
-                key: c.key,
-                renew_before_days: c.renew_before_days,
-                issuer: Some(ca.clone()),
-                layout: Layout::Tls,
-            },
+            CertSpec::new(c, Role::Leaf, &common_name, Some(ca.clone())),
             Deferred::Known(service_names(w)),
         ));
         for (kind, name) in &w.configurations {

@@ -504,9 +504,7 @@ impl<'a> Run<'a> {
             // Certificates are issued (or kept) and copied values read now, never at plan time.
             // A replaced certificate is issued anew; copied values are read again either way.
             let issue = c.reissue.is_some() || c.action == Action::Replace;
-            materialized = certs::materialize(self.cluster, m, before.as_ref(), issue)
-                .await?
-                .0;
+            materialized = certs::materialize(self.cluster, m, before.as_ref(), issue).await?;
             &materialized
         } else {
             m

@@ -450,33 +450,22 @@ pub fn date(unix: i64) -> String {
 }
 
 /// `m` ready to send: its certificate issued (when `issue`, or when `live` holds none that is
-/// usable) or kept from `live`, and its copied values read from the cluster now. Also returns
-/// the facts of the certificate it holds.
+/// usable) or kept from `live`, and its copied values read from the cluster now.
 pub async fn materialize(
     cluster: &Cluster,
     m: &Manifest,
     live: Option<&Value>,
     issue: bool,
-) -> Result<(Manifest, Option<CertFacts>)> {
+) -> Result<Manifest> {
     let mut out = m.clone();
-    let mut held = None;
     if let Some(spec) = &m.certificate {
         let usable = live.and_then(|l| live_cert(l, spec.layout).ok().map(|i| (l, i)));
         match usable {
             Some((l, info)) if !issue && names_match(&info, spec) => {
                 keep_data(&mut out, l, spec.layout);
-                held = Some(facts(&info));
             }
             _ => {
                 let data = issue_now(cluster, m, spec).await?;
-                let info = data
-                    .iter()
-                    .find(|(k, _)| *k == spec.layout.cert_key())
-                    .and_then(|(_, v)| B64.decode(v).ok())
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .and_then(|pem| pki::inspect(&pem).ok())
-                    .context("internal: the certificate just issued cannot be read")?;
-                held = Some(facts(&info));
                 out.body["data"] = Value::Object(
                     data.into_iter()
                         .map(|(k, v)| (k.to_string(), Value::String(v)))
@@ -503,7 +492,7 @@ pub async fn materialize(
         })?;
         put(&mut out, &f.target, &value, live)?;
     }
-    Ok((out, held))
+    Ok(out)
 }
 
 /// Whether a certificate kept at apply still has the names and key type its spec asks for (the

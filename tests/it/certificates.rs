@@ -13,28 +13,6 @@ use crate::testenv::{
     admitted_through_the_standin, refused_by_the_standin, trust, webhook_standin_service,
 };
 
-/// `data[key]` of a Secret, decoded.
-fn secret_text(env: &TestEnv, ns: &str, name: &str, key: &str) -> String {
-    let s = env
-        .get_json(&["secret", "-n", ns, name])
-        .unwrap_or_else(|| panic!("Secret {ns}/{name}"));
-    let b64 = s["data"][key]
-        .as_str()
-        .unwrap_or_else(|| panic!("{ns}/{name} has {key}"));
-    let run = std::process::Command::new("base64")
-        .arg("-d")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().expect("stdin").write_all(b64.as_bytes())?;
-            c.wait_with_output()
-        })
-        .expect("base64 -d");
-    String::from_utf8(run.stdout).expect("PEM text")
-}
-
 /// `openssl verify` of `cert` (with the rest of its chain as untrusted intermediates) against `ca`.
 fn openssl_verifies(env: &TestEnv, ca: &str, chain: &str) -> bool {
     let dir = env.work.path();
@@ -70,12 +48,7 @@ fn now() -> i64 {
 #[test]
 fn every_ingress_tls_secret_verifies_against_the_bundle_and_cacerts_chains_to_the_root() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
-    let bundle = secret_text(
-        &env,
-        "verrazzano-system",
-        "verrazzano-tls-ca",
-        "cacerts.pem",
-    );
+    let bundle = env.secret_text("verrazzano-system", "verrazzano-tls-ca", "cacerts.pem");
     let root = pki::inspect(&bundle).expect("the bundle is a certificate");
     assert!(root.is_ca);
     assert!(
@@ -101,7 +74,7 @@ fn every_ingress_tls_secret_verifies_against_the_bundle_and_cacerts_chains_to_th
             .collect();
         let s = env.get_json(&["secret", "-n", ns, secret]).expect("secret");
         assert_eq!(s["type"], "kubernetes.io/tls", "{ns}/{secret}");
-        let chain = secret_text(&env, ns, secret, "tls.crt");
+        let chain = env.secret_text(ns, secret, "tls.crt");
         assert!(openssl_verifies(&env, &bundle, &chain), "{ns}/{secret}");
         let leaf = pki::inspect(&chain).expect("leaf");
         assert_eq!(
@@ -114,19 +87,22 @@ fn every_ingress_tls_secret_verifies_against_the_bundle_and_cacerts_chains_to_th
         assert!(leaf.not_before <= now && now < leaf.not_after);
         let days = (leaf.not_after - now) / pki::DAY;
         assert!((89..=90).contains(&days), "90 days by default, not {days}");
-        assert_eq!(secret_text(&env, ns, secret, "ca.crt"), bundle);
-        assert!(secret_text(&env, ns, secret, "tls.key").contains("PRIVATE KEY"));
+        assert_eq!(env.secret_text(ns, secret, "ca.crt"), bundle);
+        assert!(
+            env.secret_text(ns, secret, "tls.key")
+                .contains("PRIVATE KEY")
+        );
     }
 
     // Istio's plug-in CA: an intermediate of the platform CA, which is its root.
-    let inter = secret_text(&env, "istio-system", "cacerts", "ca-cert.pem");
+    let inter = env.secret_text("istio-system", "cacerts", "ca-cert.pem");
     assert_eq!(
-        secret_text(&env, "istio-system", "cacerts", "root-cert.pem"),
+        env.secret_text("istio-system", "cacerts", "root-cert.pem"),
         bundle
     );
     assert!(pki::signed_by(&inter, &bundle).expect("parse"));
     assert!(pki::inspect(&inter).expect("inter").is_ca);
-    let chain = secret_text(&env, "istio-system", "cacerts", "cert-chain.pem");
+    let chain = env.secret_text("istio-system", "cacerts", "cert-chain.pem");
     assert_eq!(
         pki::split_certificates(&chain),
         [inter.clone(), bundle.clone()]
@@ -187,13 +163,8 @@ fn a_certificate_due_for_renewal_is_planned_with_its_date_and_one_far_from_expir
         .expect_code(0);
     env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])
         .expect_code(0);
-    let old = pki::inspect(&secret_text(
-        &env,
-        "verrazzano-system",
-        "verrazzano-tls",
-        "tls.crt",
-    ))
-    .expect("leaf");
+    let old = pki::inspect(&env.secret_text("verrazzano-system", "verrazzano-tls", "tls.crt"))
+        .expect("leaf");
 
     // Renewal now starts 35 days ahead: the 31-day leaf is due, the CA (10 years) is not.
     env.write_config(
@@ -222,13 +193,8 @@ fn a_certificate_due_for_renewal_is_planned_with_its_date_and_one_far_from_expir
     );
     env.vz(&["apply", "-f", cfg, "--auto-approve"])
         .expect_code(0);
-    let new = pki::inspect(&secret_text(
-        &env,
-        "verrazzano-system",
-        "verrazzano-tls",
-        "tls.crt",
-    ))
-    .expect("leaf");
+    let new = pki::inspect(&env.secret_text("verrazzano-system", "verrazzano-tls", "tls.crt"))
+        .expect("leaf");
     assert_ne!(new.fingerprint, old.fingerprint);
     assert!((59..=60).contains(&((new.not_after - now()) / pki::DAY)));
     env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])
@@ -305,14 +271,9 @@ fn the_api_server_calls_a_webhook_with_the_certificate_and_bundle_vz_issued() {
 
     // The serving certificate names the Service; the injector trusts vz's CA and only that field
     // is vz's.
-    let ca = secret_text(&env, "default", "webhook-standin-ca", "tls.crt");
-    let tls = pki::inspect(&secret_text(
-        &env,
-        "default",
-        "webhook-standin-tls",
-        "tls.crt",
-    ))
-    .expect("serving certificate");
+    let ca = env.secret_text("default", "webhook-standin-ca", "tls.crt");
+    let tls = pki::inspect(&env.secret_text("default", "webhook-standin-tls", "tls.crt"))
+        .expect("serving certificate");
     assert_eq!(
         tls.sans,
         [
@@ -392,13 +353,12 @@ fn a_ca_rotation_that_fails_midway_leaves_the_old_ca_and_its_certificates() {
     let cfg = cfg.to_str().expect("utf8");
     env.vz(&["apply", "-f", cfg, "--auto-approve"])
         .expect_code(0);
-    let ca_before = secret_text(
-        &env,
+    let ca_before = env.secret_text(
         "cert-manager",
         "verrazzano-ca-certificate-secret",
         "tls.crt",
     );
-    let leaf_before = secret_text(&env, "verrazzano-system", "verrazzano-tls", "tls.crt");
+    let leaf_before = env.secret_text("verrazzano-system", "verrazzano-tls", "tls.crt");
     let state_before = std::fs::read_to_string(env.work.path().join("c.json")).expect("state");
 
     // RSA keys from now on: the CA is issued again, then every leaf. Plan that, then refuse the
@@ -452,8 +412,7 @@ fn a_ca_rotation_that_fails_midway_leaves_the_old_ca_and_its_certificates() {
         run.stderr
     );
     assert_eq!(
-        secret_text(
-            &env,
+        env.secret_text(
             "cert-manager",
             "verrazzano-ca-certificate-secret",
             "tls.crt"
@@ -461,18 +420,13 @@ fn a_ca_rotation_that_fails_midway_leaves_the_old_ca_and_its_certificates() {
         ca_before,
         "the old CA is back"
     );
-    let leaf = secret_text(&env, "verrazzano-system", "verrazzano-tls", "tls.crt");
+    let leaf = env.secret_text("verrazzano-system", "verrazzano-tls", "tls.crt");
     assert_eq!(leaf, leaf_before);
     assert!(
         pki::signed_by(&leaf, &ca_before).expect("parse"),
         "and still matches it"
     );
-    let bundle = secret_text(
-        &env,
-        "verrazzano-system",
-        "verrazzano-tls-ca",
-        "cacerts.pem",
-    );
+    let bundle = env.secret_text("verrazzano-system", "verrazzano-tls-ca", "cacerts.pem");
     assert_eq!(bundle, ca_before, "the bundle too");
     let state = std::fs::read_to_string(env.work.path().join("c.json")).expect("state");
     let objects = |s: &str| serde_json::from_str::<Value>(s).expect("JSON")["objects"].clone();

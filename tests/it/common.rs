@@ -286,6 +286,17 @@ impl TestEnv {
         Some(serde_json::from_str(&run.stdout).expect("kubectl JSON"))
     }
 
+    /// `data[key]` of Secret `ns/name`, decoded.
+    pub fn secret_text(&self, ns: &str, name: &str, key: &str) -> String {
+        let s = self
+            .get_json(&["secret", "-n", ns, name])
+            .unwrap_or_else(|| panic!("Secret {ns}/{name}"));
+        let b64 = s["data"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{ns}/{name} has {key}"));
+        base64_text(b64)
+    }
+
     /// Names (`kind/name`) of the objects a `kubectl get` lists, e.g. `["networkpolicies", "-A"]`.
     pub fn list_names(&self, args: &[&str]) -> Vec<String> {
         let mut full = vec!["get", "-o", "name"];
@@ -481,22 +492,15 @@ pub fn drift_authproxy_port(env: &TestEnv) {
 
 /// Standard base64 with padding (what Kubernetes expects in `caBundle` and Secret data).
 pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Text from base64 (a Secret's data).
+pub fn base64_text(b64: &str) -> String {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    String::from_utf8(bytes).expect("UTF-8 text")
 }

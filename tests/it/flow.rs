@@ -257,31 +257,9 @@ fn a_new_load_balancer_address_updates_the_hosts() {
     );
     assert_eq!(recorded_ingress_ip(&env).as_deref(), Some("198.51.100.7"));
     // Its certificate followed the host, in the same apply.
-    let secret = env
-        .get_json(&["secret", "-n", "verrazzano-system", "verrazzano-tls"])
-        .expect("the console's TLS secret");
-    let cert = secret["data"]["tls.crt"].as_str().expect("tls.crt");
-    let pem = base64_decode(cert);
+    let pem = env.secret_text("verrazzano-system", "verrazzano-tls", "tls.crt");
     let info = vz_providers::pki::inspect(&pem).expect("a certificate");
     assert_eq!(info.sans, ["verrazzano.lb.198.51.100.7.nip.io"]);
-}
-
-/// Decode base64 (a Secret's data) with the system's `base64`.
-fn base64_decode(text: &str) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new("base64")
-        .arg("-d")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("base64");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    String::from_utf8(child.wait_with_output().expect("base64 -d").stdout).expect("utf8")
 }
 
 #[test]
