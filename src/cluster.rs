@@ -345,6 +345,21 @@ impl Cluster {
         serde_json::to_value(obj).context("cannot encode an applied object")
     }
 
+    /// Merge `patch` (RFC 7386) into the live `r` as field manager `manager`: a change of a few
+    /// fields that leaves the rest of the object, and `vz`'s ownership of it, as they are.
+    pub async fn merge_patch(&self, r: &ObjectRef, patch: &Value, manager: &str) -> Result<Value> {
+        let api = self.api(r).await?;
+        let params = PatchParams {
+            field_manager: Some(manager.to_string()),
+            ..Default::default()
+        };
+        let obj = api
+            .patch(&r.name, &params, &Patch::Merge(patch))
+            .await
+            .map_err(|e| refused(format!("the API server refused to patch {r}"), &e))?;
+        serde_json::to_value(obj).context("cannot encode a patched object")
+    }
+
     /// A server-side dry-run apply of `m`: what applying it would leave in the cluster, or the fields
     /// that cannot change in place (the object must be replaced).
     pub async fn dry_run(&self, m: &Manifest) -> Result<DryRun> {

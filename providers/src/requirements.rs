@@ -4,7 +4,8 @@
 //! Today: with `components.istio.install: false`, `vz` configures an Istio that is already there,
 //! so Istio's API (the CRDs of the kinds `vz` writes) must be served and istiod must be running —
 //! its sidecar injector is what NGINX's pods go through. With `certificates.ca.secretName`, the
-//! user's CA Secret must exist: `vz` signs with it.
+//! user's CA Secret must exist: `vz` signs with it. With `dns.externalDNS.credentials`, the DNS
+//! provider's credentials Secret must exist: `vz` copies it for ExternalDNS.
 
 use crate::config::{CaSource, Platform};
 use crate::names::ISTIO_SYSTEM;
@@ -29,6 +30,8 @@ pub struct Requirement {
 
 const OWN_CA: &str = "`certificates.ca.secretName` names the CA vz signs the platform's certificates with (`tls.crt` and `tls.key` of a CA certificate): create that Secret first, or remove `certificates.ca` to let vz issue a self-signed CA";
 
+const DNS_CREDENTIALS: &str = "`dns.externalDNS.credentials` names the Secret with the DNS provider's credentials, which vz copies into `verrazzano-system` for ExternalDNS: create it first (e.g. `kubectl create secret generic NAME -n NAMESPACE --from-file=oci.yaml`), or remove `credentials`";
+
 const EXISTING_ISTIO: &str = "`components.istio.install` is false, so vz configures an Istio that is already installed: install Istio 1.19 first, or let vz install it (`install: true`)";
 
 /// The requirements of `p`.
@@ -42,6 +45,16 @@ pub fn requirements(p: &Platform) -> Vec<Requirement> {
             name: ca.name.clone(),
             selector: None,
             why: OWN_CA,
+        });
+    }
+    if let Some(c) = crate::external_dns::settings(p).and_then(|e| e.credentials.as_ref()) {
+        out.push(Requirement {
+            api_version: "v1",
+            kind: "Secret",
+            namespace: Some(c.namespace.clone()),
+            name: c.name.clone(),
+            selector: None,
+            why: DNS_CREDENTIALS,
         });
     }
     if !p.components.istio || p.components.installs_istio() {
@@ -100,5 +113,18 @@ mod tests {
         );
         assert!(r[3].why.contains("install: true"));
         assert_eq!(r[3].selector, Some("app=istiod"), "any revision's istiod");
+    }
+
+    #[test]
+    fn the_dns_providers_credentials_must_exist() {
+        let r = requirements(&platform(
+            "dns:\n  externalDNS: {provider: oci, zone: example.com, credentials: {secretName: oci-dns}}\n",
+        ));
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (r[0].kind, r[0].namespace.as_deref(), r[0].name.as_str()),
+            ("Secret", Some("default"), "oci-dns")
+        );
+        assert!(r[0].why.contains("kubectl create secret"));
     }
 }
