@@ -7,7 +7,7 @@
 //! user's CA Secret must exist: `vz` signs with it. With `dns.externalDNS.credentials`, the DNS
 //! provider's credentials Secret must exist: `vz` copies it for ExternalDNS.
 
-use crate::config::{CaSource, Platform};
+use crate::config::{CaSource, EnvValue, Platform};
 use crate::names::ISTIO_SYSTEM;
 
 /// An object that must exist in the cluster before `vz` goes on.
@@ -24,6 +24,8 @@ pub struct Requirement {
     /// When set, any object of the kind in the namespace with these labels will do (`name` is then
     /// the usual one): an Istio installed by revision runs `istiod-1-19-3`, not `istiod`.
     pub selector: Option<&'static str>,
+    /// For a Secret: `data` keys it must hold.
+    pub keys: Vec<String>,
     /// Why it is needed, and what to do when it is missing.
     pub why: &'static str,
 }
@@ -44,16 +46,27 @@ pub fn requirements(p: &Platform) -> Vec<Requirement> {
             namespace: Some(ca.namespace.clone()),
             name: ca.name.clone(),
             selector: None,
+            keys: vec![],
             why: OWN_CA,
         });
     }
-    if let Some(c) = crate::external_dns::settings(p).and_then(|e| e.credentials.as_ref()) {
+    if let Some(e) = crate::external_dns::settings(p)
+        && let Some(c) = &e.credentials
+    {
         out.push(Requirement {
             api_version: "v1",
             kind: "Secret",
             namespace: Some(c.namespace.clone()),
             name: c.name.clone(),
             selector: None,
+            keys: e
+                .env
+                .iter()
+                .filter_map(|(_, v)| match v {
+                    EnvValue::CredentialsKey(k) => Some(k.clone()),
+                    EnvValue::Text(_) => None,
+                })
+                .collect(),
             why: DNS_CREDENTIALS,
         });
     }
@@ -66,6 +79,7 @@ pub fn requirements(p: &Platform) -> Vec<Requirement> {
         namespace: None,
         name: name.to_string(),
         selector: None,
+        keys: vec![],
         why: EXISTING_ISTIO,
     };
     out.extend([
@@ -78,6 +92,7 @@ pub fn requirements(p: &Platform) -> Vec<Requirement> {
             namespace: Some(ISTIO_SYSTEM.to_string()),
             name: "istiod".to_string(),
             selector: Some("app=istiod"),
+            keys: vec![],
             why: EXISTING_ISTIO,
         },
     ]);
@@ -118,7 +133,7 @@ mod tests {
     #[test]
     fn the_dns_providers_credentials_must_exist() {
         let r = requirements(&platform(
-            "dns:\n  externalDNS: {provider: oci, zone: example.com, credentials: {secretName: oci-dns}}\n",
+            "dns:\n  externalDNS: {provider: oci, zone: example.com, credentials: {secretName: oci-dns}, env: [{name: T, credentialsKey: token}, {name: R, value: r}]}\n",
         ));
         assert_eq!(r.len(), 1);
         assert_eq!(
@@ -126,5 +141,6 @@ mod tests {
             ("Secret", Some("default"), "oci-dns")
         );
         assert!(r[0].why.contains("kubectl create secret"));
+        assert_eq!(r[0].keys, ["token"], "the keys the environment reads");
     }
 }

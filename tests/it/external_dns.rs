@@ -54,6 +54,27 @@ fn external_dns_is_installed_with_copied_credentials_and_destroy_syncs_it_after_
         missing.stderr
     );
 
+    env.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "oci-dns",
+        "-n",
+        "default",
+        "--from-literal=oci.yaml=x",
+    ])
+    .expect_code(0);
+    let no_key = env.vz(&["plan", "-f", &cfg]);
+    assert!(
+        no_key
+            .stderr
+            .contains("Secret default/oci-dns holds no `token`"),
+        "the environment reads `token`: {}",
+        no_key.stderr
+    );
+    env.kubectl(&["delete", "secret", "oci-dns", "-n", "default"])
+        .expect_code(0);
+
     create_credentials(&env);
     let plan = env.vz(&["plan", "-f", &cfg]);
     plan.expect_code(0);
