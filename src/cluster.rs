@@ -186,7 +186,7 @@ impl Cluster {
     fn records(&self, r: &ObjectRef) -> Result<&crate::dns::Records> {
         self.records.as_ref().ok_or_else(|| {
             anyhow::anyhow!(
-                "{r} is a DNS record, and the configuration names no DNS server (dns.rfc2136) to read it from"
+                "{r} is a DNS record, and the configuration names no DNS server (dns.rfc2136) to read it from: to switch away from it, first delete the records with `dns.rfc2136` still configured (`vz destroy --target dns`), or `vz state rm` their addresses to leave them in the zone"
             )
         })
     }
