@@ -207,6 +207,10 @@ pub struct RunArgs {
     /// that the API server accepted it.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub wait: bool,
+    /// When ExternalDNS is deleted, skip its final sync: the DNS records it made stay in the zone
+    /// (for a provider that cannot be reached any more).
+    #[arg(long)]
+    pub leave_dns_records: bool,
 }
 
 /// Arguments of `vz apply`.

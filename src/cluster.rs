@@ -186,7 +186,7 @@ impl Cluster {
     fn records(&self, r: &ObjectRef) -> Result<&crate::dns::Records> {
         self.records.as_ref().ok_or_else(|| {
             anyhow::anyhow!(
-                "{r} is a DNS record, and the configuration names no DNS server (dns.rfc2136) to read it from"
+                "{r} is a DNS record, and the configuration names no DNS server (dns.rfc2136) to read it from: to switch away from it, first delete the records with `dns.rfc2136` still configured (`vz destroy --target dns`), or `vz state rm` their addresses to leave them in the zone"
             )
         })
     }
@@ -343,6 +343,21 @@ impl Cluster {
                 refused(format!("the API server refused {what} {r}"), &e)
             })?;
         serde_json::to_value(obj).context("cannot encode an applied object")
+    }
+
+    /// Merge `patch` (RFC 7386) into the live `r` as field manager `manager`: a change of a few
+    /// fields that leaves the rest of the object, and `vz`'s ownership of it, as they are.
+    pub async fn merge_patch(&self, r: &ObjectRef, patch: &Value, manager: &str) -> Result<Value> {
+        let api = self.api(r).await?;
+        let params = PatchParams {
+            field_manager: Some(manager.to_string()),
+            ..Default::default()
+        };
+        let obj = api
+            .patch(&r.name, &params, &Patch::Merge(patch))
+            .await
+            .map_err(|e| refused(format!("the API server refused to patch {r}"), &e))?;
+        serde_json::to_value(obj).context("cannot encode a patched object")
     }
 
     /// A server-side dry-run apply of `m`: what applying it would leave in the cluster, or the fields

@@ -205,6 +205,8 @@ pub enum FillTarget {
     /// `clientConfig.caBundle` of every entry of a webhook configuration's `webhooks`, as the
     /// entries are in the cluster.
     EveryWebhook,
+    /// The whole `data` of a Secret: a copy of every key of the source (`keys` is then empty).
+    Data,
 }
 
 /// A value the engine copies from a Secret in the cluster (base64, as a Secret's `data` holds
@@ -215,7 +217,8 @@ pub struct Fill {
     pub target: FillTarget,
     /// The Secret it is read from.
     pub from: SecretRef,
-    /// Its `data` keys to read, the first present wins.
+    /// Its `data` keys to read, the first present wins (none for [`FillTarget::Data`], which
+    /// copies them all).
     pub keys: Vec<String>,
 }
 

@@ -42,6 +42,7 @@
 //! | `nginxDefaultBackend` | `ghcr.io/verrazzano/nginx-ingress-default-backend:v1.7.1-20240723181019-33c273be0` |
 //! | `pilot` | `ghcr.io/verrazzano/pilot:1.19.3-20240104211928-419dfb47` |
 //! | `proxyV2` | `ghcr.io/verrazzano/proxyv2:1.19.3-20240104211928-419dfb47` |
+//! | `externalDNS` | `ghcr.io/verrazzano/external-dns:v0.12.2-20231219112424-52012475` |
 //!
 //! `images.registry` replaces `ghcr.io/verrazzano` in every default (a host, an optional port and
 //! an optional path, no scheme, tag or digest), so that a cluster without Internet access pulls
@@ -118,13 +119,49 @@ pub enum Dns {
     /// `<env>.<zone>`, records managed by `vz` itself on a DNS server that takes RFC 2136 dynamic
     /// updates signed with TSIG (BIND, Knot, PowerDNS, Windows DNS).
     Rfc2136(Rfc2136),
-    /// `<env>.<zone>`, records managed by ExternalDNS through a DNS provider.
-    Provider {
-        /// ExternalDNS provider name (e.g. `rfc2136`, `oci`).
-        provider: String,
-        /// The DNS zone.
-        zone: String,
-    },
+    /// `<env>.<zone>`, records managed by ExternalDNS, which `vz` installs, through a DNS provider
+    /// `vz` does not speak itself (OCI, Route 53, Cloudflare, ...).
+    ExternalDns(ExternalDns),
+}
+
+/// ExternalDNS as `vz` installs it (`dns.externalDNS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalDns {
+    /// ExternalDNS's `--provider` (`oci`, `aws`, `cloudflare`, ...).
+    pub provider: String,
+    /// The DNS zone (`--domain-filter`); the platform's domain is `<env>.<zone>`.
+    pub zone: String,
+    /// The provider's id of the zone (`--zone-id-filter`), when it has one (an OCID, a hosted zone id).
+    pub zone_id: Option<String>,
+    /// The Secret with the provider's credentials, copied into `verrazzano-system` and mounted at
+    /// `/etc/kubernetes/`.
+    pub credentials: Option<CredentialsSecret>,
+    /// Environment variables of the ExternalDNS container, in the order given.
+    pub env: Vec<(String, EnvValue)>,
+    /// More arguments for ExternalDNS (provider options such as `--oci-zone-scope=GLOBAL`).
+    pub args: Vec<String>,
+    /// The TXT registry's owner id (`--txt-owner-id`); `vz-<environmentName>` by default.
+    pub owner_id: String,
+    /// How often ExternalDNS syncs besides on changes (`--interval`, a Go duration).
+    pub interval: String,
+}
+
+/// The Secret holding a DNS provider's credentials (`dns.externalDNS.credentials`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialsSecret {
+    /// Its name (the copy in `verrazzano-system` has the same name).
+    pub name: String,
+    /// Its namespace (not `verrazzano-system`, which `vz` owns).
+    pub namespace: String,
+}
+
+/// The value of an environment variable of ExternalDNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    /// This text.
+    Text(String),
+    /// This key of the credentials Secret.
+    CredentialsKey(String),
 }
 
 /// A DNS server `vz` writes records to (`dns.rfc2136`).
@@ -194,7 +231,7 @@ pub struct Components {
     pub kiali: bool,
     /// Argo CD.
     pub argocd: bool,
-    /// ExternalDNS: on exactly when `dns.provider` is set.
+    /// ExternalDNS: on exactly when `dns.externalDNS` is set.
     pub external_dns: bool,
 }
 
@@ -231,15 +268,18 @@ pub enum Image {
     Pilot,
     /// Istio's proxy: the gateways' container `istio-proxy` and the injected sidecars.
     ProxyV2,
+    /// ExternalDNS (with `dns.externalDNS`).
+    ExternalDns,
 }
 
 impl Image {
     /// Every image, in the order of the `images:` section.
-    pub const ALL: [Image; 4] = [
+    pub const ALL: [Image; 5] = [
         Image::NginxController,
         Image::NginxDefaultBackend,
         Image::Pilot,
         Image::ProxyV2,
+        Image::ExternalDns,
     ];
 
     /// Its field under `images:`.
@@ -249,6 +289,7 @@ impl Image {
             Image::NginxDefaultBackend => "nginxDefaultBackend",
             Image::Pilot => "pilot",
             Image::ProxyV2 => "proxyV2",
+            Image::ExternalDns => "externalDNS",
         }
     }
 
@@ -265,6 +306,7 @@ impl Image {
             ),
             Image::Pilot => ("pilot", "1.19.3-20240104211928-419dfb47"),
             Image::ProxyV2 => ("proxyv2", "1.19.3-20240104211928-419dfb47"),
+            Image::ExternalDns => ("external-dns", "v0.12.2-20231219112424-52012475"),
         }
     }
 }
@@ -494,7 +536,10 @@ struct RawDns {
     wildcard: Option<RawWildcard>,
     external: Option<RawExternal>,
     rfc2136: Option<Spanned<RawRfc2136>>,
-    provider: Option<RawProvider>,
+    #[serde(rename = "externalDNS")]
+    external_dns: Option<Spanned<RawExternalDns>>,
+    /// The old name of `externalDNS`, refused with a pointer to the new one.
+    provider: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -523,9 +568,32 @@ struct RawExternal {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawProvider {
-    name: Spanned<String>,
+struct RawExternalDns {
+    provider: Spanned<String>,
     zone: Spanned<String>,
+    zone_id: Option<Spanned<String>>,
+    credentials: Option<Spanned<RawCredentials>>,
+    #[serde(default)]
+    env: Vec<Spanned<RawEnv>>,
+    #[serde(default)]
+    args: Vec<Spanned<String>>,
+    txt_owner_id: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCredentials {
+    secret_name: Spanned<String>,
+    namespace: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawEnv {
+    name: Spanned<String>,
+    value: Option<String>,
+    credentials_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -598,6 +666,8 @@ struct RawImages {
     nginx_default_backend: Option<Spanned<String>>,
     pilot: Option<Spanned<String>>,
     proxy_v2: Option<Spanned<String>>,
+    #[serde(rename = "externalDNS")]
+    external_dns: Option<Spanned<String>>,
 }
 
 impl RawImages {
@@ -611,6 +681,7 @@ impl RawImages {
             ),
             (Image::Pilot, self.pilot.as_ref()),
             (Image::ProxyV2, self.proxy_v2.as_ref()),
+            (Image::ExternalDns, self.external_dns.as_ref()),
         ]
     }
 }
@@ -701,7 +772,7 @@ impl Validator<'_> {
             None => Dns::Wildcard {
                 domain: "nip.io".into(),
             },
-            Some(spanned) => self.dns(spanned)?,
+            Some(spanned) => self.dns(spanned, &environment_name)?,
         };
 
         let external_ips = self.external_ips(&raw.ingress.external_ips, "ingress", &dns)?;
@@ -770,7 +841,7 @@ impl Validator<'_> {
             grafana: on(&c.grafana, true),
             kiali: on(&c.kiali, istio),
             argocd: on(&c.argocd, false),
-            external_dns: matches!(dns, Dns::Provider { .. }),
+            external_dns: matches!(dns, Dns::ExternalDns(_)),
         };
         if components.kiali
             && !components.istio
@@ -1071,13 +1142,20 @@ impl Validator<'_> {
         Ok(images)
     }
 
-    fn dns(&self, spanned: Spanned<RawDns>) -> Result<Dns, ConfigError> {
+    fn dns(&self, spanned: Spanned<RawDns>, env: &str) -> Result<Dns, ConfigError> {
         let raw = &spanned.value;
+        if let Some(old) = &raw.provider {
+            return Err(self.err(
+                old,
+                "dns.provider",
+                "`dns.provider` is now `dns.externalDNS` (with `provider:` and `zone:`, e.g. `externalDNS: {provider: oci, zone: example.com}`)",
+            ));
+        }
         let set = [
             raw.wildcard.is_some(),
             raw.external.is_some(),
             raw.rfc2136.is_some(),
-            raw.provider.is_some(),
+            raw.external_dns.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -1086,11 +1164,14 @@ impl Validator<'_> {
             return Err(self.err(
                 &spanned,
                 "dns",
-                "set exactly one of `wildcard`, `external`, `rfc2136` or `provider`",
+                "set exactly one of `wildcard`, `external`, `rfc2136` or `externalDNS`",
             ));
         }
         if let Some(r) = &raw.rfc2136 {
             return self.rfc2136(r).map(Dns::Rfc2136);
+        }
+        if let Some(e) = &raw.external_dns {
+            return self.external_dns(e, env).map(Dns::ExternalDns);
         }
         if let Some(w) = &raw.wildcard {
             let domain = match &w.domain {
@@ -1106,27 +1187,179 @@ impl Validator<'_> {
             };
             return Ok(Dns::Wildcard { domain });
         }
-        if let Some(e) = &raw.external {
-            check_dns_name(&e.suffix.value)
-                .map_err(|m| self.err(&e.suffix, "dns.external.suffix", m))?;
-            return Ok(Dns::External {
-                suffix: e.suffix.value.clone(),
-            });
-        }
-        match &raw.provider {
-            Some(p) => {
-                check_dns_name(&p.zone.value)
-                    .map_err(|m| self.err(&p.zone, "dns.provider.zone", m))?;
-                if p.name.value.trim().is_empty() {
-                    return Err(self.err(&p.name, "dns.provider.name", "must not be empty"));
-                }
-                Ok(Dns::Provider {
-                    provider: p.name.value.clone(),
-                    zone: p.zone.value.clone(),
+        match &raw.external {
+            Some(e) => {
+                check_dns_name(&e.suffix.value)
+                    .map_err(|m| self.err(&e.suffix, "dns.external.suffix", m))?;
+                Ok(Dns::External {
+                    suffix: e.suffix.value.clone(),
                 })
             }
             None => unreachable!("exactly one DNS mode is set"),
         }
+    }
+
+    /// `dns.externalDNS`: the provider, zone, credentials and the arguments `vz` leaves to the user.
+    fn external_dns(
+        &self,
+        raw: &Spanned<RawExternalDns>,
+        env: &str,
+    ) -> Result<ExternalDns, ConfigError> {
+        let r = &raw.value;
+        let field = |f: &str| format!("dns.externalDNS.{f}");
+        let provider = r.provider.value.trim();
+        if provider.is_empty()
+            || !provider
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(self.err(
+                &r.provider,
+                &field("provider"),
+                format!(
+                    "`{provider}` is not an ExternalDNS provider name (lower-case, e.g. `oci`, `aws`, `cloudflare`)"
+                ),
+            ));
+        }
+        let zone = r.zone.value.trim_end_matches('.');
+        check_dns_name(zone).map_err(|m| self.err(&r.zone, &field("zone"), m))?;
+        let zone_id = match &r.zone_id {
+            Some(z) if z.value.trim().is_empty() || z.value.contains(char::is_whitespace) => {
+                return Err(self.err(z, &field("zoneId"), "must be one id without spaces"));
+            }
+            Some(z) => Some(z.value.clone()),
+            None => None,
+        };
+        let credentials = match &r.credentials {
+            None => None,
+            Some(c) => {
+                let name = &c.value.secret_name;
+                check_dns_name(&name.value)
+                    .map_err(|m| self.err(name, &field("credentials.secretName"), m))?;
+                let namespace = match &c.value.namespace {
+                    Some(ns) => {
+                        check_dns_label(&ns.value)
+                            .map_err(|m| self.err(ns, &field("credentials.namespace"), m))?;
+                        if ns.value == crate::names::VERRAZZANO_SYSTEM {
+                            return Err(self.err(
+                                ns,
+                                &field("credentials.namespace"),
+                                "vz copies the credentials into `verrazzano-system` (which it owns and deletes on destroy): keep the original in another namespace",
+                            ));
+                        }
+                        ns.value.clone()
+                    }
+                    None => "default".to_string(),
+                };
+                Some(CredentialsSecret {
+                    name: name.value.clone(),
+                    namespace,
+                })
+            }
+        };
+        let mut vars = Vec::new();
+        for (i, e) in r.env.iter().enumerate() {
+            let at = format!("env[{i}]");
+            let name = &e.value.name.value;
+            let name_ok = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !name_ok {
+                return Err(self.err(
+                    &e.value.name,
+                    &field(&format!("{at}.name")),
+                    format!("`{name}` is not an environment variable name"),
+                ));
+            }
+            if vars.iter().any(|(n, _)| n == name) {
+                return Err(self.err(
+                    &e.value.name,
+                    &field(&format!("{at}.name")),
+                    format!("`{name}` is set twice"),
+                ));
+            }
+            let value = match (&e.value.value, &e.value.credentials_key) {
+                (Some(v), None) => EnvValue::Text(v.clone()),
+                (None, Some(k)) if credentials.is_none() => {
+                    return Err(self.err(
+                        k,
+                        &field(&format!("{at}.credentialsKey")),
+                        "there is no credentials Secret to read it from: set `dns.externalDNS.credentials`",
+                    ));
+                }
+                (None, Some(k)) => EnvValue::CredentialsKey(k.value.clone()),
+                _ => {
+                    return Err(self.err(
+                        e,
+                        &field(&at),
+                        "set exactly one of `value` (the text) or `credentialsKey` (a key of the credentials Secret)",
+                    ));
+                }
+            };
+            vars.push((name.clone(), value));
+        }
+        const SET_BY_VZ: [&str; 8] = [
+            "--provider",
+            "--registry",
+            "--policy",
+            "--txt-owner-id",
+            "--txt-prefix",
+            "--domain-filter",
+            "--source",
+            "--once",
+        ];
+        let mut args = Vec::new();
+        for (i, a) in r.args.iter().enumerate() {
+            let flag = a.value.split('=').next().unwrap_or_default();
+            if !a.value.starts_with("--") || flag.len() < 3 {
+                return Err(self.err(
+                    a,
+                    &field(&format!("args[{i}]")),
+                    format!("`{}` is not an option (`--name=value`)", a.value),
+                ));
+            }
+            if SET_BY_VZ.contains(&flag) || ["--interval", "--zone-id-filter"].contains(&flag) {
+                return Err(self.err(
+                    a,
+                    &field(&format!("args[{i}]")),
+                    format!(
+                        "vz sets `{flag}` itself (from `provider`, `zone`, `zoneId`, `interval`, `txtOwnerId` and the platform's components)"
+                    ),
+                ));
+            }
+            args.push(a.value.clone());
+        }
+        let owner_id = match &r.txt_owner_id {
+            Some(o) => {
+                check_dns_label(&o.value).map_err(|m| self.err(o, &field("txtOwnerId"), m))?;
+                o.value.clone()
+            }
+            None => format!("vz-{env}"),
+        };
+        let interval = match &r.interval {
+            Some(i) if !is_go_duration(&i.value) => {
+                return Err(self.err(
+                    i,
+                    &field("interval"),
+                    format!(
+                        "`{}` is not a duration such as `24h`, `30m` or `1h30m`",
+                        i.value
+                    ),
+                ));
+            }
+            Some(i) => i.value.clone(),
+            None => "24h".to_string(),
+        };
+        Ok(ExternalDns {
+            provider: provider.to_string(),
+            zone: zone.to_string(),
+            zone_id,
+            credentials,
+            env: vars,
+            args,
+            owner_id,
+            interval,
+        })
     }
 
     /// `dns.rfc2136`: the server, zone, TSIG key and TTL (the secret is only located here).
@@ -1251,6 +1484,29 @@ fn check_dns_label(s: &str) -> Result<(), String> {
 }
 
 /// A DNS name: dot-separated DNS labels, at most 253 characters.
+/// Whether `s` is a positive Go duration of whole units (`24h`, `1h30m`, `90s`).
+fn is_go_duration(s: &str) -> bool {
+    let mut rest = s;
+    let mut any = false;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return false;
+        }
+        let (number, after) = rest.split_at(digits);
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        if !["h", "m", "s", "ms"].contains(&unit) {
+            return false;
+        }
+        any |= number.bytes().any(|b| b != b'0');
+        rest = next;
+    }
+    any
+}
+
 fn check_dns_name(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 253 || s.split('.').any(|l| check_dns_label(l).is_err()) {
         return Err(format!(
@@ -1488,9 +1744,99 @@ mod tests {
     }
 
     #[test]
-    fn a_dns_provider_turns_external_dns_on() {
-        let p = parse_ok("dns:\n  provider: {name: rfc2136, zone: example.com}\n");
+    fn external_dns_takes_a_provider_zone_credentials_env_and_args() {
+        let p = parse_ok(
+            "environmentName: dev\ndns:\n  externalDNS:\n    provider: oci\n    zone: example.com.\n    zoneId: ocid1.dns-zone.oc1..aaaa\n    credentials: {secretName: oci-dns, namespace: vz-install}\n    env:\n      - {name: OCI_REGION, value: us-ashburn-1}\n      - {name: TOKEN, credentialsKey: token}\n    args: ['--oci-zone-scope=GLOBAL']\n",
+        );
         assert!(p.components.external_dns);
+        let Dns::ExternalDns(e) = p.dns else {
+            panic!("not ExternalDNS: {:?}", p.dns)
+        };
+        assert_eq!(
+            e,
+            ExternalDns {
+                provider: "oci".into(),
+                zone: "example.com".into(),
+                zone_id: Some("ocid1.dns-zone.oc1..aaaa".into()),
+                credentials: Some(CredentialsSecret {
+                    name: "oci-dns".into(),
+                    namespace: "vz-install".into()
+                }),
+                env: vec![
+                    ("OCI_REGION".into(), EnvValue::Text("us-ashburn-1".into())),
+                    ("TOKEN".into(), EnvValue::CredentialsKey("token".into())),
+                ],
+                args: vec!["--oci-zone-scope=GLOBAL".into()],
+                owner_id: "vz-dev".into(),
+                interval: "24h".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn external_dns_mistakes_are_located() {
+        let base = "dns:\n  externalDNS:\n    provider: aws\n    zone: example.com\n";
+        for (extra, field, says) in [
+            (
+                "    args: [--txt-owner-id=x]\n",
+                "dns.externalDNS.args[0]",
+                "vz sets `--txt-owner-id`",
+            ),
+            (
+                "    args: [verbose]\n",
+                "dns.externalDNS.args[0]",
+                "not an option",
+            ),
+            (
+                "    env: [{name: X, credentialsKey: k}]\n",
+                "dns.externalDNS.env[0].credentialsKey",
+                "no credentials Secret",
+            ),
+            (
+                "    env: [{name: X}]\n",
+                "dns.externalDNS.env[0]",
+                "exactly one of",
+            ),
+            (
+                "    credentials: {secretName: s, namespace: verrazzano-system}\n",
+                "dns.externalDNS.credentials.namespace",
+                "another namespace",
+            ),
+            (
+                "    interval: 1d\n",
+                "dns.externalDNS.interval",
+                "not a duration",
+            ),
+            (
+                "    txtOwnerId: Not_A_Label\n",
+                "dns.externalDNS.txtOwnerId",
+                "",
+            ),
+        ] {
+            let e = parse_err(&format!("{base}{extra}"));
+            assert_eq!(e.field.as_deref(), Some(field), "{extra}");
+            assert!(e.message.contains(says), "{extra}: {}", e.message);
+            assert_eq!(e.line, Some(5), "{extra}");
+        }
+        let e = parse_err("dns:\n  externalDNS: {provider: OCI, zone: example.com}\n");
+        assert_eq!(e.field.as_deref(), Some("dns.externalDNS.provider"));
+    }
+
+    #[test]
+    fn the_old_dns_provider_field_points_at_external_dns() {
+        let e = parse_err("dns:\n  provider: {name: oci, zone: example.com}\n");
+        assert_eq!(e.field.as_deref(), Some("dns.provider"));
+        assert!(e.message.contains("dns.externalDNS"), "{}", e.message);
+    }
+
+    #[test]
+    fn go_durations_are_whole_units() {
+        for ok in ["24h", "1h30m", "90s", "500ms"] {
+            assert!(is_go_duration(ok), "{ok}");
+        }
+        for bad in ["", "0s", "1d", "h", "1.5h", "-1h", "24"] {
+            assert!(!is_go_duration(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn domain(p: &Platform, outputs: &Outputs) -> Deferred<String> {
         }),
         Dns::External { suffix } => Deferred::Known(format!("{env}.{suffix}")),
         Dns::Rfc2136(r) => Deferred::Known(format!("{env}.{}", r.zone)),
-        Dns::Provider { zone, .. } => Deferred::Known(format!("{env}.{zone}")),
+        Dns::ExternalDns(e) => Deferred::Known(format!("{env}.{}", e.zone)),
     }
 }
 
@@ -50,9 +50,10 @@ pub fn domain(p: &Platform, outputs: &Outputs) -> Deferred<String> {
 /// provider is configured.
 pub fn ingress_dns_name(p: &Platform) -> Option<String> {
     match &p.dns {
-        Dns::Provider { zone, .. } => {
-            Some(format!("verrazzano-ingress.{}.{zone}", p.environment_name))
-        }
+        Dns::ExternalDns(e) => Some(format!(
+            "verrazzano-ingress.{}.{}",
+            p.environment_name, e.zone
+        )),
         _ => None,
     }
 }
@@ -113,7 +114,7 @@ mod tests {
         let p = platform("environmentName: dev\ndns: {external: {suffix: example.com}}\n");
         assert_eq!(known(domain(&p, &Outputs::default())), "dev.example.com");
         assert_eq!(ingress_dns_name(&p), None);
-        let p = platform("dns: {provider: {name: rfc2136, zone: example.org}}\n");
+        let p = platform("dns: {externalDNS: {provider: oci, zone: example.org}}\n");
         assert_eq!(
             known(domain(&p, &Outputs::default())),
             "default.example.org"

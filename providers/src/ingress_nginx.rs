@@ -175,13 +175,15 @@ pub fn steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
         return vec![];
     }
     // With someone else's Istio, its istiod serving the injector is a requirement of the plan.
-    let after = if p.components.istio {
+    let mut after = if p.components.istio {
         let mut v = vec![istio::PEER_AUTHENTICATION_STEP.to_string()];
         v.extend(istio::after_istiod(p));
         v
     } else {
         vec![network_policies::STEP.to_string()]
     };
+    // Destroy deletes the controller's Service before ExternalDNS, which removes its record.
+    after.extend(crate::external_dns::before_sources(p));
     vec![step(p, after)]
 }
 
@@ -808,8 +810,9 @@ mod tests {
 
     #[test]
     fn external_dns_points_the_ingress_name_at_the_service() {
-        let svc =
-            service("environmentName: prod\ndns: {provider: {name: rfc2136, zone: example.com}}\n");
+        let svc = service(
+            "environmentName: prod\ndns: {externalDNS: {provider: oci, zone: example.com}}\n",
+        );
         assert_eq!(
             svc["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"],
             "verrazzano-ingress.prod.example.com"

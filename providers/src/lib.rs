@@ -20,6 +20,8 @@
 //! - [`system_ingresses`]: an Ingress per system component, under the platform [`domain`].
 //!
 //! - [`dns_records`]: with `dns.rfc2136`, the platform's DNS records, written by `vz` itself.
+//! - [`external_dns`]: with `dns.externalDNS`, ExternalDNS, which writes them through a provider
+//!   `vz` does not speak (before the NGINX and Ingress steps, so that destroy removes them first).
 //!
 //! [`pki`] issues and reads certificates (pure functions, for the certificate steps).
 //!
@@ -30,6 +32,7 @@ pub mod certificates;
 pub mod config;
 pub mod dns_records;
 pub mod domain;
+pub mod external_dns;
 pub mod ingress_nginx;
 pub mod istio;
 pub mod k8s;
@@ -57,6 +60,7 @@ pub type Provider = fn(&Platform, &Outputs) -> Vec<Step>;
 pub const PROVIDERS: &[Provider] = &[
     namespaces::steps,
     network_policies::steps,
+    external_dns::steps,
     istio::steps,
     ingress_nginx::steps,
     certificates::steps,

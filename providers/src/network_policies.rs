@@ -429,7 +429,7 @@ mod tests {
 
     fn all_on() -> Platform {
         for_test(
-            "dns:\n  provider: {name: rfc2136, zone: example.com}\ncomponents:\n  argoCD: {enabled: true}\n",
+            "dns:\n  externalDNS: {provider: oci, zone: example.com}\ncomponents:\n  argoCD: {enabled: true}\n",
         )
     }
 

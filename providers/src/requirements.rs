@@ -4,9 +4,10 @@
 //! Today: with `components.istio.install: false`, `vz` configures an Istio that is already there,
 //! so Istio's API (the CRDs of the kinds `vz` writes) must be served and istiod must be running —
 //! its sidecar injector is what NGINX's pods go through. With `certificates.ca.secretName`, the
-//! user's CA Secret must exist: `vz` signs with it.
+//! user's CA Secret must exist: `vz` signs with it. With `dns.externalDNS.credentials`, the DNS
+//! provider's credentials Secret must exist: `vz` copies it for ExternalDNS.
 
-use crate::config::{CaSource, Platform};
+use crate::config::{CaSource, EnvValue, Platform};
 use crate::names::ISTIO_SYSTEM;
 
 /// An object that must exist in the cluster before `vz` goes on.
@@ -23,11 +24,15 @@ pub struct Requirement {
     /// When set, any object of the kind in the namespace with these labels will do (`name` is then
     /// the usual one): an Istio installed by revision runs `istiod-1-19-3`, not `istiod`.
     pub selector: Option<&'static str>,
+    /// For a Secret: `data` keys it must hold.
+    pub keys: Vec<String>,
     /// Why it is needed, and what to do when it is missing.
     pub why: &'static str,
 }
 
 const OWN_CA: &str = "`certificates.ca.secretName` names the CA vz signs the platform's certificates with (`tls.crt` and `tls.key` of a CA certificate): create that Secret first, or remove `certificates.ca` to let vz issue a self-signed CA";
+
+const DNS_CREDENTIALS: &str = "`dns.externalDNS.credentials` names the Secret with the DNS provider's credentials, which vz copies into `verrazzano-system` for ExternalDNS: create it first (e.g. `kubectl create secret generic NAME -n NAMESPACE --from-file=oci.yaml`), or remove `credentials`";
 
 const EXISTING_ISTIO: &str = "`components.istio.install` is false, so vz configures an Istio that is already installed: install Istio 1.19 first, or let vz install it (`install: true`)";
 
@@ -41,7 +46,28 @@ pub fn requirements(p: &Platform) -> Vec<Requirement> {
             namespace: Some(ca.namespace.clone()),
             name: ca.name.clone(),
             selector: None,
+            keys: vec![],
             why: OWN_CA,
+        });
+    }
+    if let Some(e) = crate::external_dns::settings(p)
+        && let Some(c) = &e.credentials
+    {
+        out.push(Requirement {
+            api_version: "v1",
+            kind: "Secret",
+            namespace: Some(c.namespace.clone()),
+            name: c.name.clone(),
+            selector: None,
+            keys: e
+                .env
+                .iter()
+                .filter_map(|(_, v)| match v {
+                    EnvValue::CredentialsKey(k) => Some(k.clone()),
+                    EnvValue::Text(_) => None,
+                })
+                .collect(),
+            why: DNS_CREDENTIALS,
         });
     }
     if !p.components.istio || p.components.installs_istio() {
@@ -53,6 +79,7 @@ pub fn requirements(p: &Platform) -> Vec<Requirement> {
         namespace: None,
         name: name.to_string(),
         selector: None,
+        keys: vec![],
         why: EXISTING_ISTIO,
     };
     out.extend([
@@ -65,6 +92,7 @@ pub fn requirements(p: &Platform) -> Vec<Requirement> {
             namespace: Some(ISTIO_SYSTEM.to_string()),
             name: "istiod".to_string(),
             selector: Some("app=istiod"),
+            keys: vec![],
             why: EXISTING_ISTIO,
         },
     ]);
@@ -100,5 +128,19 @@ mod tests {
         );
         assert!(r[3].why.contains("install: true"));
         assert_eq!(r[3].selector, Some("app=istiod"), "any revision's istiod");
+    }
+
+    #[test]
+    fn the_dns_providers_credentials_must_exist() {
+        let r = requirements(&platform(
+            "dns:\n  externalDNS: {provider: oci, zone: example.com, credentials: {secretName: oci-dns}, env: [{name: T, credentialsKey: token}, {name: R, value: r}]}\n",
+        ));
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (r[0].kind, r[0].namespace.as_deref(), r[0].name.as_str()),
+            ("Secret", Some("default"), "oci-dns")
+        );
+        assert!(r[0].why.contains("kubectl create secret"));
+        assert_eq!(r[0].keys, ["token"], "the keys the environment reads");
     }
 }

@@ -343,8 +343,9 @@ mod tests {
 
     #[test]
     fn external_dns_annotations_point_hosts_at_the_ingress_name() {
-        let p =
-            platform("environmentName: dev\ndns: {provider: {name: rfc2136, zone: example.com}}\n");
+        let p = platform(
+            "environmentName: dev\ndns: {externalDNS: {provider: oci, zone: example.com}}\n",
+        );
         let s = step(&p, &Outputs::default()).expect("step");
         let a = &find(&s, "keycloak")["metadata"]["annotations"];
         assert_eq!(
@@ -428,8 +429,9 @@ mod tests {
 
     #[test]
     fn the_console_ingress_gets_no_dns_record_of_its_own() {
-        let p =
-            platform("environmentName: dev\ndns: {provider: {name: rfc2136, zone: example.com}}\n");
+        let p = platform(
+            "environmentName: dev\ndns: {externalDNS: {provider: oci, zone: example.com}}\n",
+        );
         let s = step(&p, &Outputs::default()).expect("step");
         let console = &find(&s, "verrazzano-ingress")["metadata"]["annotations"];
         assert!(

@@ -244,6 +244,7 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
         timeout: args.timeout,
         wait: args.wait,
         rollback: rollback && !plan.destroy,
+        leave_dns_records: args.leave_dns_records,
         interrupt: Interrupt::install(match (plan.destroy, rollback) {
             (true, _) => {
                 "Interrupt received: stopping after the deletions in flight; the state records what is left..."

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use vz_providers::certificates::FillTarget;
 
 use super::Desired;
 use crate::cli::ConfigArgs;
@@ -24,12 +25,16 @@ pub fn run(args: &ConfigArgs) -> Result<ExitCode> {
             if m.certificate.is_some() || !m.fills.is_empty() || dns {
                 // What they hold exists only in the cluster, made or read by apply; DNS records
                 // are not Kubernetes objects.
+                let copy = m.fills.iter().find(|f| f.target == FillTarget::Data);
                 let what = if dns {
-                    "a DNS record, written to the DNS server by vz apply"
+                    "a DNS record, written to the DNS server by vz apply".to_string()
                 } else if m.certificate.is_some() {
                     "a certificate vz issues during apply; its key never leaves the cluster"
+                        .to_string()
+                } else if let Some(f) = copy {
+                    format!("a copy of Secret {} that vz makes during apply", f.from)
                 } else {
-                    "holds a CA certificate vz copies from the cluster during apply"
+                    "holds a CA certificate vz copies from the cluster during apply".to_string()
                 };
                 text.push_str(&format!(
                     "# not rendered: {} ({what})\n",

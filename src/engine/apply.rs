@@ -24,6 +24,7 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use vz_providers::external_dns;
 use vz_providers::{Manifest, Outputs, Ownership};
 use vz_state::{ObjectRecord, State, Store};
 
@@ -32,7 +33,7 @@ use crate::engine::graph::{StepGraph, StepNode};
 use crate::engine::plan::{Action, Cause, Change, Plan, decide};
 use crate::engine::rollback::{Entry, Undo, Undone, describe_undo, settle};
 use crate::engine::{Desired, EngineError};
-use crate::engine::{certs, order, outputs};
+use crate::engine::{certs, final_sync, order, outputs};
 use crate::interrupt::Interrupt;
 use crate::output::Progress;
 
@@ -49,6 +50,8 @@ pub struct RunOptions {
     pub rollback: bool,
     /// Ctrl-C.
     pub interrupt: Interrupt,
+    /// Delete ExternalDNS without its final sync, leaving the records it made.
+    pub leave_dns_records: bool,
 }
 
 /// How long a kind may lag in discovery after its CRD is established.
@@ -576,6 +579,13 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        let external_dns_goes = step == external_dns::STEP
+            && changes
+                .iter()
+                .any(|c| c.action == Action::Delete && c.object.kind == "Deployment");
+        if external_dns_goes {
+            self.final_sync().await?;
+        }
         for tier in tiers(&changes, true) {
             let seq = self.steps_started.fetch_add(1, Ordering::SeqCst);
             let results: Vec<(String, Result<()>)> = stream::iter(
@@ -620,6 +630,33 @@ impl<'a> Run<'a> {
             started.elapsed().as_secs_f64()
         ));
         Ok(())
+    }
+
+    /// ExternalDNS's final sync ([`final_sync`]), after the sources this run deleted are gone.
+    async fn final_sync(&self) -> Result<()> {
+        if self.opts.leave_dns_records {
+            self.progress.line(
+                "external-dns: no final sync (--leave-dns-records): the records it made stay in the zone",
+            );
+            return Ok(());
+        }
+        self.check_continue("running ExternalDNS's final sync")?;
+        let sources: Vec<_> = self
+            .journal
+            .lock()
+            .await
+            .iter()
+            .filter(|e| matches!(e.undo, Undo::Deleted { .. }) && final_sync::is_source(&e.object))
+            .map(|e| e.object.clone())
+            .collect();
+        final_sync::FinalSync {
+            cluster: self.cluster,
+            deadline: self.deadline,
+            interrupt: &self.opts.interrupt,
+            progress: self.progress,
+        }
+        .run(&sources)
+        .await
     }
 
     async fn delete_one(&self, seq: usize, c: &Change) -> Result<()> {

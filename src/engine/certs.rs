@@ -20,7 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
-use vz_providers::certificates::{CertSpec, FillTarget, Layout, Role, SecretRef};
+use vz_providers::certificates::{CertSpec, Fill, FillTarget, Layout, Role, SecretRef};
 use vz_providers::pki::{self, CertInfo, Issued, Renewal};
 use vz_providers::{Manifest, Step};
 use vz_state::{CertFacts, State};
@@ -130,6 +130,7 @@ impl CertPlan {
                 match &f.target {
                     FillTarget::Pointer(p) => out.unknown.push(p.clone()),
                     FillTarget::EveryWebhook => out.unknown.push("/webhooks".into()),
+                    FillTarget::Data => out.unknown.push("/data".into()),
                 }
             }
             if out.follows.is_none()
@@ -157,7 +158,7 @@ impl CertPlan {
                 return None;
             }
             let source = self.sources.get(&f.from)?.as_ref()?;
-            let value = fill_value(source, &f.keys)?;
+            let value = fill_value(source, f)?;
             put(&mut out, &f.target, &value, live).ok()?;
         }
         Some(out)
@@ -191,28 +192,34 @@ fn keep_data(m: &mut Manifest, live: &Value, layout: Layout) {
     m.body["data"] = Value::Object(data);
 }
 
-/// The base64 value of the first of `keys` the Secret holds.
-fn fill_value(secret: &Value, keys: &[String]) -> Option<String> {
-    keys.iter().find_map(|k| {
-        secret
-            .get("data")
-            .and_then(|d| d.get(k))
-            .and_then(Value::as_str)
-            .map(str::to_string)
+/// The value `f` copies from `secret`: the base64 value of the first of its keys the Secret holds,
+/// or all of its data.
+fn fill_value(secret: &Value, f: &Fill) -> Option<Value> {
+    let data = secret.get("data");
+    if f.target == FillTarget::Data {
+        return data
+            .filter(|d| d.as_object().is_some_and(|m| !m.is_empty()))
+            .cloned();
+    }
+    f.keys.iter().find_map(|k| {
+        data.and_then(|d| d.get(k))
+            .filter(|v| v.is_string())
+            .cloned()
     })
 }
 
 /// Put a copied value where `target` says; `live` is the object as it is (for every webhook
 /// entry).
-fn put(m: &mut Manifest, target: &FillTarget, value: &str, live: Option<&Value>) -> Result<()> {
+fn put(m: &mut Manifest, target: &FillTarget, value: &Value, live: Option<&Value>) -> Result<()> {
     match target {
+        FillTarget::Data => m.body["data"] = value.clone(),
         FillTarget::Pointer(p) => {
             let name = m.display_name();
             let slot = m
                 .body
                 .pointer_mut(p)
                 .ok_or_else(|| anyhow!("internal: {name} has no field {p}"))?;
-            *slot = Value::String(value.to_string());
+            *slot = value.clone();
         }
         FillTarget::EveryWebhook => {
             let live = live.ok_or_else(|| anyhow!("{} does not exist", m.display_name()))?;
@@ -482,13 +489,18 @@ pub async fn materialize(
                 f.from
             )
         })?;
-        let value = fill_value(&source, &f.keys).with_context(|| {
-            format!(
+        let value = fill_value(&source, f).with_context(|| match f.target {
+            FillTarget::Data => format!(
+                "{} is a copy of Secret {}, which holds no data",
+                m.display_name(),
+                f.from
+            ),
+            _ => format!(
                 "{} needs `{}` of Secret {}, which it does not hold",
                 m.display_name(),
                 f.keys.join("` or `"),
                 f.from
-            )
+            ),
         })?;
         put(&mut out, &f.target, &value, live)?;
     }

@@ -149,6 +149,7 @@ fn desired() -> Desired {
 
 fn run_options(timeout: Duration) -> RunOptions {
     RunOptions {
+        leave_dns_records: false,
         parallelism: 4,
         timeout,
         wait: true,

@@ -56,6 +56,23 @@ pub async fn check(cluster: &Cluster, requirements: &[Requirement], state: &Stat
     for ((req, r), found) in requirements.iter().zip(&refs).zip(live) {
         let states: Vec<Readiness> = found.iter().map(readiness).collect();
         if states.contains(&Readiness::Ready) {
+            let missing: Vec<&String> = req
+                .keys
+                .iter()
+                .filter(|k| {
+                    found
+                        .iter()
+                        .all(|o| o.pointer(&format!("/data/{k}")).is_none())
+                })
+                .collect();
+            if let Some(k) = missing.first() {
+                return Err(EngineError::Unmet {
+                    object: r.to_string(),
+                    problem: format!("holds no `{k}`"),
+                    why: req.why.to_string(),
+                }
+                .into());
+            }
             continue;
         }
         let problem = match states.first() {

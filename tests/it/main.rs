@@ -5,6 +5,7 @@
 mod certificates;
 mod common;
 mod dns;
+mod external_dns;
 mod flow;
 mod lifecycle;
 mod mesh;
