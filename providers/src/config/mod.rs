@@ -58,6 +58,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
+
+mod applications;
+pub use applications::{
+    Application, Authorization, Cookie, Destination, PathMatch, PathType, Rule,
+};
 use vz_state::Location;
 
 /// A configuration error, located in its file.
@@ -469,6 +474,9 @@ pub struct Platform {
     pub adopt: Vec<Adopt>,
     /// The certificates `vz` issues.
     pub certificates: Certificates,
+    /// The applications on the platform: those of the platform file, then those of
+    /// `applicationsDir`.
+    pub applications: Vec<Application>,
 }
 
 impl Platform {
@@ -499,6 +507,9 @@ struct RawConfig {
     adopt: Vec<Spanned<String>>,
     #[serde(default)]
     certificates: RawCertificates,
+    #[serde(default)]
+    applications: Vec<Spanned<applications::RawApplication>>,
+    applications_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -705,18 +716,23 @@ pub fn parse(path: &Path, text: &str) -> Result<Platform, ConfigError> {
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
     } else {
-        serde_saphyr::from_str(text).map_err(|e| {
-            let loc = e.location();
-            ConfigError {
-                file: path.to_path_buf(),
-                line: loc.map(|l| l.line()),
-                column: loc.map(|l| l.column()),
-                field: None,
-                message: first_line(&e.to_string()),
-            }
-        })?
+        from_yaml(path, text)?
     };
     Validator { file: path }.platform(raw)
+}
+
+/// YAML `text` read from `path` as a `T`, with a located error.
+fn from_yaml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    serde_saphyr::from_str(text).map_err(|e| {
+        let loc = e.location();
+        ConfigError {
+            file: path.to_path_buf(),
+            line: loc.map(|l| l.line()),
+            column: loc.map(|l| l.column()),
+            field: None,
+            message: first_line(&e.to_string()),
+        }
+    })
 }
 
 /// A platform from configuration text that must be valid: for the providers' unit tests.
@@ -881,6 +897,8 @@ impl Validator<'_> {
         }
 
         let certificates = self.certificates(&raw.certificates)?;
+        let applications =
+            applications::collect(self, &raw.applications, raw.applications_dir.as_ref())?;
 
         Ok(Platform {
             source: self.file.to_path_buf(),
@@ -895,6 +913,7 @@ impl Validator<'_> {
             gateway,
             adopt,
             certificates,
+            applications,
         })
     }
 
