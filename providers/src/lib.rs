@@ -19,6 +19,7 @@
 //!   clients, webhook serving certificates and the CA bundles in webhook configurations.
 //! - [`system_ingresses`]: an Ingress per system component, under the platform [`domain`].
 //!
+//! - [`applications`]: (in progress) an application's Gateway, VirtualServices and DestinationRules.
 //! - [`dns_records`]: with `dns.rfc2136`, the platform's DNS records, written by `vz` itself.
 //! - [`external_dns`]: with `dns.externalDNS`, ExternalDNS, which writes them through a provider
 //!   `vz` does not speak (before the NGINX and Ingress steps, so that destroy removes them first).
@@ -28,6 +29,7 @@
 //! [`requirements`] lists what the platform needs from the cluster without creating it (an
 //! existing Istio, with `components.istio.install: false`).
 
+pub mod applications;
 pub mod certificates;
 pub mod config;
 pub mod dns_records;
