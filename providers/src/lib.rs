@@ -19,7 +19,9 @@
 //!   clients, webhook serving certificates and the CA bundles in webhook configurations.
 //! - [`system_ingresses`]: an Ingress per system component, under the platform [`domain`].
 //!
-//! - [`applications`]: (in progress) an application's Gateway, VirtualServices and DestinationRules.
+//! - [`applications`]: per application namespace and per application (after the platform steps
+//!   they need): Gateway, VirtualServices, DestinationRules, AuthorizationPolicies, certificate and
+//!   DNS records.
 //! - [`dns_records`]: with `dns.rfc2136`, the platform's DNS records, written by `vz` itself.
 //! - [`external_dns`]: with `dns.externalDNS`, ExternalDNS, which writes them through a provider
 //!   `vz` does not speak (before the NGINX and Ingress steps, so that destroy removes them first).
@@ -68,6 +70,7 @@ pub const PROVIDERS: &[Provider] = &[
     certificates::steps,
     system_ingresses::steps,
     dns_records::steps,
+    applications::steps,
 ];
 
 /// Every step of the platform. Objects `vz` owns carry the managed-by and platform labels; objects

@@ -40,6 +40,9 @@ pub struct Application {
     pub existing: bool,
     /// The service account its workloads run as.
     pub service_account: String,
+    /// The labels of its pods (`selector`, default `app: <name>`): what its AuthorizationPolicy
+    /// selects.
+    pub selector: std::collections::BTreeMap<String, String>,
     /// The ports its Services serve.
     pub ports: Vec<u16>,
     /// Its hosts; empty for the default `<name>.<namespace>.<platform domain>`.
@@ -121,6 +124,7 @@ pub(super) struct RawApplication {
     #[serde(default)]
     existing: bool,
     service_account: Option<Spanned<String>>,
+    selector: Option<Spanned<std::collections::BTreeMap<String, String>>>,
     #[serde(default)]
     ports: Vec<Spanned<u16>>,
     #[serde(default)]
@@ -217,6 +221,17 @@ impl Validator<'_> {
                 sa.value.clone()
             }
             None => name.clone(),
+        };
+        let selector = match &raw.selector {
+            Some(s) if s.value.is_empty() => {
+                return Err(self.err(
+                    s,
+                    &field("selector"),
+                    app("an empty selector would select every pod of the namespace".into()),
+                ));
+            }
+            Some(s) => s.value.clone(),
+            None => [("app".to_string(), name.clone())].into_iter().collect(),
         };
         let mut ports = Vec::new();
         for (i, p) in raw.ports.iter().enumerate() {
@@ -345,7 +360,15 @@ impl Validator<'_> {
                     )),
                 ));
             }
+            let regex = paths.iter().any(|p| p.kind == PathType::Regex);
             let authorization = match &rr.authorization {
+                Some(a) if regex => {
+                    return Err(self.err(
+                        a,
+                        &rf("authorization"),
+                        rule_says("an authorization policy matches paths by prefix or exactly, not by a regular expression: split the rule".into()),
+                    ));
+                }
                 Some(a) if a.value.request_principals.is_empty() => {
                     return Err(self.err(
                         a,
@@ -379,6 +402,7 @@ impl Validator<'_> {
             namespace: raw.namespace.value.clone(),
             existing: raw.existing,
             service_account,
+            selector,
             ports,
             hosts,
             tls_secret,
@@ -454,6 +478,12 @@ pub(super) fn collect(
                     "application `{}` is defined twice (also in {})",
                     a.name,
                     b.source.display()
+                )));
+            }
+            if a.namespace == b.namespace && a.existing != b.existing {
+                return Err(at(format!(
+                    "applications `{}` and `{}` share namespace `{}`, but only one says `existing: true`: say it in both or in neither",
+                    b.name, a.name, a.namespace
                 )));
             }
             if let Some(h) = a.hosts.iter().find(|h| b.hosts.contains(h)) {

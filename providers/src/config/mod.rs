@@ -899,6 +899,20 @@ impl Validator<'_> {
         let certificates = self.certificates(&raw.certificates)?;
         let applications =
             applications::collect(self, &raw.applications, raw.applications_dir.as_ref())?;
+        if !components.istio
+            && let Some(first) = applications.first()
+        {
+            return Err(ConfigError {
+                file: first.source.clone(),
+                line: None,
+                column: None,
+                field: Some("applications".into()),
+                message: format!(
+                    "application `{}` needs Istio (its Gateway, routes and policies are Istio's): enable `components.istio`",
+                    first.name
+                ),
+            });
+        }
 
         Ok(Platform {
             source: self.file.to_path_buf(),
