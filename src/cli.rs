@@ -151,8 +151,12 @@ impl ConfigArgs {
 #[derive(Debug, Args)]
 pub struct SelectArgs {
     /// Plan only this object (by address) or step (by id), plus the steps it depends on. Repeatable.
-    #[arg(long = "target", value_name = "ADDR")]
+    #[arg(long = "target", value_name = "ADDR", conflicts_with = "apps")]
     pub targets: Vec<String>,
+    /// Only this application's objects (repeatable): its steps and its namespace's, never the
+    /// platform's, which must have been applied already.
+    #[arg(long = "app", value_name = "NAME")]
+    pub apps: Vec<String>,
     /// Read the live cluster while planning; `--refresh=false` compares with the state only (no
     /// drift detection, no field-level diffs).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]

@@ -28,7 +28,7 @@ use std::net::IpAddr;
 use serde_json::{Value, json};
 
 use crate::config::{Application, Dns, PathType, Platform, Rule};
-use crate::manifest::{Manifest, Ownership, Step};
+use crate::manifest::{Manifest, Step};
 use crate::names::ISTIO_SYSTEM;
 use crate::outputs::{Deferred, Outputs};
 use crate::{certificates, dns_records, domain, istio};
@@ -48,6 +48,11 @@ pub const ALLOWED_CALLERS: [&str; 3] = [
 
 /// What an existing namespace an application wants probably is.
 const NAMESPACE_TAKEN: &str = "a namespace vz did not create; if the application is meant to live in it, say `existing: true` in the application (vz then only labels it for the mesh)";
+
+/// Whether a step is an application's or an application namespace's.
+pub fn is_app_step(id: &str) -> bool {
+    id.starts_with(STEP_PREFIX) || id.starts_with(NAMESPACE_STEP_PREFIX)
+}
 
 /// The step id of application `name`.
 pub fn step_id(name: &str) -> String {
@@ -322,6 +327,7 @@ pub fn path_policy(a: &Application, i: usize, hosts: &Deferred<Vec<String>>) -> 
 mod tests {
     use super::*;
     use crate::config::for_test;
+    use crate::manifest::Ownership;
 
     const APP: &str = "applications:\n  - name: orders\n    namespace: shop\n    ports: [8080]\n    affinity: {cookie: {name: orders, ttl: 60s}}\n    rules:\n      - paths: [{path: /api, type: prefix}, {path: /health}]\n        destination: {host: orders, port: 8080}\n        authorization: {requestPrincipals: ['*']}\n      - destination: {host: orders-ui, port: 8080}\n";
     const NODE_PORT: &str = "environmentName: dev\ncomponents:\n  istio:\n    ingress: {type: NodePort, externalIPs: [192.0.2.11]}\n";

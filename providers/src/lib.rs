@@ -81,6 +81,22 @@ pub fn desired(platform: &Platform, outputs: &Outputs) -> Vec<Step> {
         .iter()
         .flat_map(|p| p(platform, outputs))
         .collect();
+    // Applications come after the whole platform (and destroy removes them before any of it).
+    let platform_steps: Vec<String> = steps
+        .iter()
+        .filter(|s| !applications::is_app_step(&s.id))
+        .map(|s| s.id.clone())
+        .collect();
+    for step in steps
+        .iter_mut()
+        .filter(|s| applications::is_app_step(&s.id))
+    {
+        for id in &platform_steps {
+            if !step.depends_on.contains(id) {
+                step.depends_on.push(id.clone());
+            }
+        }
+    }
     for step in &mut steps {
         let id = step.id.clone();
         for m in &mut step.objects {

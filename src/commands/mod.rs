@@ -208,6 +208,7 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
         refresh: req.select.refresh,
         targets: req.select.targets.clone(),
         replace: req.replace.to_vec(),
+        apps: req.select.apps.clone(),
     };
     let plan = if req.destroy {
         plan_destroy(&cluster, &stored.state, &opts).await?
