@@ -46,6 +46,13 @@ pub enum Command {
     State(StateCommand),
     /// Remove the lock with this ID from the state, when the run that held it is gone.
     ForceUnlock(ForceUnlockArgs),
+    /// Print the JSON Schema of the platform file or of an application file, for editors: save it
+    /// and add `# yaml-language-server: $schema=vz.schema.json` at the top of the file.
+    Schema {
+        /// Which file.
+        #[arg(value_enum, default_value_t = SchemaFile::Platform)]
+        file: SchemaFile,
+    },
     /// Print a shell completion script: `vz completion bash > /etc/bash_completion.d/vz`, or
     /// `source <(vz completion bash)`; zsh and fish likewise.
     Completion {
@@ -53,6 +60,15 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// The files `vz schema` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaFile {
+    /// The platform file, applications included.
+    Platform,
+    /// A file of `applicationsDir`.
+    Application,
 }
 
 /// `vz state` subcommands.

@@ -246,3 +246,34 @@ fn application_mistakes_are_refused_where_they_are() {
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("existing: true"), "{}", run.stderr);
 }
+
+#[test]
+fn the_schema_describes_the_platform_and_application_files() {
+    let platform = vz_bare(&["schema"]);
+    platform.expect_code(0);
+    let p: serde_json::Value = serde_json::from_str(&platform.stdout).expect("JSON");
+    assert_eq!(p["title"], "vz platform");
+    assert_eq!(
+        p["additionalProperties"], false,
+        "unknown fields are errors"
+    );
+    for field in [
+        "environmentName",
+        "dns",
+        "applications",
+        "applicationsDir",
+        "certificates",
+    ] {
+        assert!(p["properties"].get(field).is_some(), "{field}");
+    }
+    let app = vz_bare(&["schema", "application"]);
+    app.expect_code(0);
+    let a: serde_json::Value = serde_json::from_str(&app.stdout).expect("JSON");
+    assert_eq!(a["required"], serde_json::json!(["name", "namespace"]));
+    assert_eq!(a["additionalProperties"], false);
+    assert!(
+        a["properties"]["ports"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("every destination must use one"))
+    );
+}

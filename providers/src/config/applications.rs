@@ -89,7 +89,7 @@ pub struct PathMatch {
 }
 
 /// How a path is matched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PathType {
     /// Any path starting with it.
@@ -116,72 +116,112 @@ pub struct Authorization {
     pub request_principals: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct RawApplication {
+    /// The application's name: a DNS label, unique on the platform.
+    #[schemars(with = "String")]
     name: Spanned<String>,
+    /// Its namespace: created and labelled for the mesh unless `existing: true`.
+    #[schemars(with = "String")]
     namespace: Spanned<String>,
+    /// The namespace exists already: vz only labels it for the mesh, never creates or deletes it.
     #[serde(default)]
     existing: bool,
+    /// The service account its pods run as (default: the application's name).
+    #[schemars(with = "Option<String>")]
     service_account: Option<Spanned<String>>,
+    /// The labels of its pods, which its AuthorizationPolicy selects (default `app: <name>`).
+    #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
     selector: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    /// The ports its Services serve; every destination must use one.
     #[serde(default)]
+    #[schemars(with = "Vec<u16>")]
     ports: Vec<Spanned<u16>>,
+    /// Its host names (default `<name>.<namespace>.<platform domain>`); no wildcards.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     hosts: Vec<Spanned<String>>,
+    /// Its own certificate, in a Secret in `istio-system`; otherwise vz issues one from the platform CA.
+    #[schemars(with = "Option<RawTls>")]
     tls: Option<Spanned<RawTls>>,
+    /// Whether its hosts get DNS records, when the platform has a DNS provider (default true).
     dns: Option<bool>,
+    /// Session affinity by cookie.
+    #[schemars(with = "Option<RawAffinity>")]
     affinity: Option<Spanned<RawAffinity>>,
+    /// Its routes: paths to a destination Service, optionally restricted to request principals.
     #[serde(default)]
+    #[schemars(with = "Vec<RawRule>")]
     rules: Vec<Spanned<RawRule>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawTls {
+    #[schemars(with = "String")]
     secret_name: Spanned<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawAffinity {
+    #[schemars(with = "RawCookie")]
     cookie: Spanned<RawCookie>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawCookie {
+    /// The cookie's name.
+    #[schemars(with = "String")]
     name: Spanned<String>,
+    /// Its lifetime, e.g. `60s` or `1h`.
+    #[schemars(with = "Option<String>")]
     ttl: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawRule {
+    /// The paths it matches (none: every path).
     #[serde(default)]
+    #[schemars(with = "Vec<RawPath>")]
     paths: Vec<Spanned<RawPath>>,
+    /// The Service requests go to.
+    #[schemars(with = "RawDestination")]
     destination: Spanned<RawDestination>,
+    /// Only requests with one of these request principals (validated JWTs) reach these paths.
+    #[schemars(with = "Option<RawAuthorization>")]
     authorization: Option<Spanned<RawAuthorization>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawPath {
+    /// The path.
+    #[schemars(with = "String")]
     path: Spanned<String>,
+    /// How it is matched: `prefix`, `exact` or `regex` (default: prefix for `/`, else exact).
     #[serde(rename = "type")]
     kind: Option<PathType>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawDestination {
+    /// The Service's name, in the application's namespace.
+    #[schemars(with = "String")]
     host: Spanned<String>,
+    /// Its port (one of the application's `ports`).
+    #[schemars(with = "u16")]
     port: Spanned<u16>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawAuthorization {
+    #[schemars(with = "Vec<String>")]
     request_principals: Vec<Spanned<String>>,
 }
 

@@ -100,7 +100,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// How the ingress controller's Service is exposed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub enum IngressType {
     /// A cloud load balancer provides the address.
     LoadBalancer,
@@ -187,7 +187,7 @@ pub struct Rfc2136 {
 }
 
 /// A TSIG algorithm (RFC 8945), as BIND names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub enum TsigAlgorithm {
     /// `hmac-sha256` (the default).
     #[serde(rename = "hmac-sha256")]
@@ -489,195 +489,271 @@ impl Platform {
 // ---------------------------------------------------------------------------------------------
 // Raw file structure.
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawConfig {
+    /// First label of the DNS domain, and the platform's label value (default `default`).
+    #[schemars(with = "Option<String>")]
     environment_name: Option<Spanned<String>>,
+    /// Where DNS names come from: exactly one of `wildcard`, `external`, `rfc2136` or `externalDNS`.
     #[serde(default)]
+    #[schemars(with = "Option<RawDns>")]
     dns: Option<Spanned<RawDns>>,
+    /// The NGINX ingress controller's Service.
     #[serde(default)]
     ingress: RawIngress,
+    /// Which system components the platform has.
     #[serde(default)]
     components: RawComponents,
+    /// Where the state is kept.
     #[serde(default)]
     state: RawState,
+    /// The container images (Verrazzano v1.7.2's by default).
     #[serde(default)]
     images: RawImages,
+    /// Addresses of existing objects vz may take over.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     adopt: Vec<Spanned<String>>,
+    /// The certificates vz issues.
     #[serde(default)]
     certificates: RawCertificates,
+    /// Applications, in this file.
     #[serde(default)]
+    #[schemars(with = "Vec<applications::RawApplication>")]
     applications: Vec<Spanned<applications::RawApplication>>,
+    /// A directory of application files (one application per `*.yaml`), relative to this file.
+    #[schemars(with = "Option<String>")]
     applications_dir: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawCertificates {
+    #[schemars(with = "Option<RawCa>")]
     ca: Option<Spanned<RawCa>>,
+    #[schemars(with = "Option<crate::pki::KeyAlgorithm>")]
     key_algorithm: Option<Spanned<crate::pki::KeyAlgorithm>>,
+    #[schemars(with = "Option<i64>")]
     validity_days: Option<Spanned<i64>>,
+    #[schemars(with = "Option<i64>")]
     ca_validity_days: Option<Spanned<i64>>,
+    #[schemars(with = "Option<i64>")]
     renew_before_days: Option<Spanned<i64>>,
     #[serde(default)]
+    #[schemars(with = "Vec<RawWebhook>")]
     webhooks: Vec<Spanned<RawWebhook>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawCa {
+    #[schemars(with = "String")]
     secret_name: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     namespace: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawWebhook {
+    #[schemars(with = "String")]
     service: Spanned<String>,
+    #[schemars(with = "String")]
     namespace: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     secret_prefix: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     configurations: Vec<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawDns {
     wildcard: Option<RawWildcard>,
     external: Option<RawExternal>,
+    #[schemars(with = "Option<RawRfc2136>")]
     rfc2136: Option<Spanned<RawRfc2136>>,
     #[serde(rename = "externalDNS")]
+    #[schemars(with = "Option<RawExternalDns>")]
     external_dns: Option<Spanned<RawExternalDns>>,
     /// The old name of `externalDNS`, refused with a pointer to the new one.
+    #[schemars(skip)]
     provider: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawRfc2136 {
+    #[schemars(with = "String")]
     server: Spanned<String>,
+    #[schemars(with = "String")]
     zone: Spanned<String>,
+    #[schemars(with = "String")]
     tsig_key_name: Spanned<String>,
     tsig_algorithm: Option<TsigAlgorithm>,
+    #[schemars(with = "Option<String>")]
     tsig_secret_env: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     tsig_secret_file: Option<Spanned<String>>,
+    #[schemars(with = "Option<u32>")]
     ttl: Option<Spanned<u32>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawWildcard {
+    #[schemars(with = "Option<String>")]
     domain: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawExternal {
+    #[schemars(with = "String")]
     suffix: Spanned<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawExternalDns {
+    #[schemars(with = "String")]
     provider: Spanned<String>,
+    #[schemars(with = "String")]
     zone: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     zone_id: Option<Spanned<String>>,
+    #[schemars(with = "Option<RawCredentials>")]
     credentials: Option<Spanned<RawCredentials>>,
     #[serde(default)]
+    #[schemars(with = "Vec<RawEnv>")]
     env: Vec<Spanned<RawEnv>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     args: Vec<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     txt_owner_id: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     interval: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawCredentials {
+    #[schemars(with = "String")]
     secret_name: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     namespace: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawEnv {
+    #[schemars(with = "String")]
     name: Spanned<String>,
     value: Option<String>,
+    #[schemars(with = "Option<String>")]
     credentials_key: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawIngress {
     #[serde(rename = "type")]
     kind: Option<IngressType>,
     #[serde(rename = "externalIPs", default)]
+    #[schemars(with = "Vec<String>")]
     external_ips: Vec<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawComponent {
     enabled: Option<bool>,
     injection_enabled: Option<bool>,
     install: Option<bool>,
     #[serde(rename = "pluginCA")]
+    #[schemars(with = "Option<RawPluginCa>")]
     plugin_ca: Option<Spanned<RawPluginCa>>,
+    #[schemars(with = "Option<RawGateway>")]
     ingress: Option<Spanned<RawGateway>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawGateway {
     #[serde(rename = "type")]
     kind: Option<IngressType>,
     #[serde(rename = "externalIPs", default)]
+    #[schemars(with = "Vec<String>")]
     external_ips: Vec<Spanned<String>>,
+    #[schemars(with = "Option<i32>")]
     replicas: Option<Spanned<i32>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawPluginCa {
+    #[schemars(with = "String")]
     ca_cert: Spanned<String>,
+    #[schemars(with = "String")]
     ca_key: Spanned<String>,
+    #[schemars(with = "String")]
     root_cert: Spanned<String>,
+    #[schemars(with = "String")]
     cert_chain: Spanned<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawComponents {
+    #[schemars(with = "Option<RawComponent>")]
     istio: Option<Spanned<RawComponent>>,
     #[serde(rename = "ingressNGINX")]
+    #[schemars(with = "Option<RawComponent>")]
     ingress_nginx: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
     cert_manager: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
     keycloak: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
     console: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
     prometheus: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
     grafana: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
     kiali: Option<Spanned<RawComponent>>,
     #[serde(rename = "argoCD")]
+    #[schemars(with = "Option<RawComponent>")]
     argocd: Option<Spanned<RawComponent>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawState {
+    #[schemars(with = "Option<String>")]
     backend: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     path: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawImages {
+    #[schemars(with = "Option<String>")]
     registry: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     nginx_controller: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     nginx_default_backend: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pilot: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     proxy_v2: Option<Spanned<String>>,
     #[serde(rename = "externalDNS")]
+    #[schemars(with = "Option<String>")]
     external_dns: Option<Spanned<String>>,
 }
 
@@ -698,6 +774,29 @@ impl RawImages {
 }
 
 // ---------------------------------------------------------------------------------------------
+
+/// Which file a JSON Schema describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaOf {
+    /// The platform file (`vz -f FILE`), applications included.
+    Platform,
+    /// A file of `applicationsDir`: one application.
+    Application,
+}
+
+/// The JSON Schema (draft 2020-12) of a configuration file, made from the very types the files are
+/// read with, so that an editor's YAML language server checks and completes what `vz` accepts.
+pub fn json_schema(of: SchemaOf) -> serde_json::Value {
+    let (mut schema, title) = match of {
+        SchemaOf::Platform => (schemars::schema_for!(RawConfig), "vz platform"),
+        SchemaOf::Application => (
+            schemars::schema_for!(applications::RawApplication),
+            "vz application",
+        ),
+    };
+    schema.insert("title".into(), serde_json::Value::String(title.into()));
+    schema.to_value()
+}
 
 /// Read and validate the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Platform, ConfigError> {
