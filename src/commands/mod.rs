@@ -200,8 +200,13 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
         )
         .await?;
     }
-    let outputs =
-        engine::outputs::read(&cluster, &desired.steps, &stored.state, req.select.refresh).await?;
+    // A destroy works from the state alone: it reads no outputs (so `destroy --app` needs no
+    // rights on the platform's Services).
+    let outputs = if req.destroy {
+        Outputs::default()
+    } else {
+        engine::outputs::read(&cluster, &desired.steps, &stored.state, req.select.refresh).await?
+    };
     desired.rerender(&outputs);
     let opts = PlanOptions {
         parallelism: req.parallelism,
