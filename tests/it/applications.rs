@@ -284,7 +284,7 @@ fn destroying_an_application_needs_only_the_rbac_of_the_example() {
     let cfg = config(&env, "");
     env.vz(&["apply", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
-    let rbac = repo_root().join("examples/apps/orders-destroy-rbac.yaml");
+    let rbac = repo_root().join("examples/orders-destroy-rbac.yaml");
     env.kubectl(&["apply", "-f", rbac.to_str().expect("utf8")])
         .expect_code(0);
     let token = env.kubectl(&[
