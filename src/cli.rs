@@ -46,6 +46,13 @@ pub enum Command {
     State(StateCommand),
     /// Remove the lock with this ID from the state, when the run that held it is gone.
     ForceUnlock(ForceUnlockArgs),
+    /// Print the JSON Schema of the platform file or of an application file, for editors: save it
+    /// and add `# yaml-language-server: $schema=vz.schema.json` at the top of the file.
+    Schema {
+        /// Which file.
+        #[arg(value_enum, default_value_t = SchemaFile::Platform)]
+        file: SchemaFile,
+    },
     /// Print a shell completion script: `vz completion bash > /etc/bash_completion.d/vz`, or
     /// `source <(vz completion bash)`; zsh and fish likewise.
     Completion {
@@ -53,6 +60,15 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// The files `vz schema` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaFile {
+    /// The platform file, applications included.
+    Platform,
+    /// A file of `applicationsDir`.
+    Application,
 }
 
 /// `vz state` subcommands.
@@ -151,8 +167,12 @@ impl ConfigArgs {
 #[derive(Debug, Args)]
 pub struct SelectArgs {
     /// Plan only this object (by address) or step (by id), plus the steps it depends on. Repeatable.
-    #[arg(long = "target", value_name = "ADDR")]
+    #[arg(long = "target", value_name = "ADDR", conflicts_with = "apps")]
     pub targets: Vec<String>,
+    /// Only this application's objects (repeatable): its steps and its namespace's, never the
+    /// platform's, which must have been applied already.
+    #[arg(long = "app", value_name = "NAME")]
+    pub apps: Vec<String>,
     /// Read the live cluster while planning; `--refresh=false` compares with the state only (no
     /// drift detection, no field-level diffs).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]

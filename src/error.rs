@@ -215,6 +215,7 @@ fn engine_hints(e: &EngineError) -> (Kind, Vec<String>) {
             Kind::Usage,
             vec!["`vz render` and `vz state list` show the addresses".into()],
         ),
+        EngineError::UnknownApp(_) => (Kind::Usage, vec![]),
         EngineError::NotOurs { address, .. } => (
             Kind::Usage,
             vec![format!(

@@ -65,6 +65,15 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Render(args) => return commands::render::run(args),
         Command::Graph(args) => return commands::graph::run(args),
+        Command::Schema { file } => {
+            let of = match file {
+                cli::SchemaFile::Platform => vz_providers::config::SchemaOf::Platform,
+                cli::SchemaFile::Application => vz_providers::config::SchemaOf::Application,
+            };
+            let schema = vz_providers::config::json_schema(of);
+            output::out(&format!("{}\n", serde_json::to_string_pretty(&schema)?))?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Completion { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "vz", &mut buf);
@@ -83,7 +92,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Command::Destroy(args) => commands::destroy::run(&cli.cluster, args).await,
             Command::State(cmd) => commands::state::run(cmd).await,
             Command::ForceUnlock(args) => commands::unlock::run(args).await,
-            Command::Render(_) | Command::Graph(_) | Command::Completion { .. } => {
+            Command::Render(_)
+            | Command::Graph(_)
+            | Command::Schema { .. }
+            | Command::Completion { .. } => {
                 unreachable!("handled without a runtime")
             }
         }

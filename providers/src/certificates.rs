@@ -291,7 +291,7 @@ pub fn key_name(k: KeyAlgorithm) -> &'static str {
 }
 
 /// A leaf issued by the platform CA (its common name is its first SAN).
-fn leaf_spec(p: &Platform) -> CertSpec {
+pub fn leaf_spec(p: &Platform) -> CertSpec {
     CertSpec::new(&p.certificates, Role::Leaf, "", Some(platform_ca(p)))
 }
 

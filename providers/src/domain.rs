@@ -28,6 +28,37 @@ pub fn ingress_ip(p: &Platform, outputs: &Outputs) -> Deferred<String> {
     }
 }
 
+/// The address Istio's ingress gateway is reached at (applications' hosts point there): its own
+/// external IP, 127.0.0.1 for a NodePort without one, else its load balancer's address (the
+/// `gateway-ip` output of `istio.gateways`).
+pub fn gateway_ip(p: &Platform, outputs: &Outputs) -> Deferred<String> {
+    if let Some(ip) = p.gateway.external_ips.first() {
+        return Deferred::Known(ip.to_string());
+    }
+    match p.gateway.service_type {
+        IngressType::NodePort => Deferred::Known("127.0.0.1".to_string()),
+        IngressType::LoadBalancer => outputs.get(
+            crate::istio::gateways::STEP,
+            crate::istio::gateways::GATEWAY_IP,
+        ),
+    }
+}
+
+/// An application's default host: `<app>.<namespace>.<domain>`, where with wildcard DNS the domain
+/// is made of the Istio gateway's address (`<app>.<ns>.<gateway IP>.nip.io`, as Verrazzano did).
+pub fn app_host(p: &Platform, outputs: &Outputs, app: &str, namespace: &str) -> Deferred<String> {
+    match &p.dns {
+        Dns::Wildcard { domain } => gateway_ip(p, outputs).map(|ip| {
+            let label = match ip.parse::<IpAddr>() {
+                Ok(IpAddr::V6(_)) => ip.replace(':', "-"),
+                _ => ip,
+            };
+            format!("{app}.{namespace}.{label}.{domain}")
+        }),
+        _ => domain(p, outputs).map(|d| format!("{app}.{namespace}.{d}")),
+    }
+}
+
 /// The platform's DNS domain, `<env>.<suffix>`: unknown while it contains an unknown address.
 pub fn domain(p: &Platform, outputs: &Outputs) -> Deferred<String> {
     let env = &p.environment_name;
@@ -106,6 +137,27 @@ mod tests {
         assert_eq!(
             known(domain(&p, &Outputs::default())),
             "default.2001-db8--1.sslip.io"
+        );
+    }
+
+    #[test]
+    fn an_apps_default_host_is_under_the_domain_or_the_gateways_address() {
+        let p = platform(
+            "environmentName: dev\ncomponents:\n  istio:\n    ingress: {type: NodePort, externalIPs: [192.0.2.11]}\n",
+        );
+        assert_eq!(
+            known(app_host(&p, &Outputs::default(), "orders", "shop")),
+            "orders.shop.192.0.2.11.nip.io"
+        );
+        let p = platform("environmentName: dev\ndns: {external: {suffix: example.com}}\n");
+        assert_eq!(
+            known(app_host(&p, &Outputs::default(), "orders", "shop")),
+            "orders.shop.dev.example.com"
+        );
+        let lb = platform("environmentName: dev\n");
+        assert_eq!(
+            app_host(&lb, &Outputs::default(), "orders", "shop"),
+            Deferred::Unknown
         );
     }
 

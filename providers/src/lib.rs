@@ -19,6 +19,9 @@
 //!   clients, webhook serving certificates and the CA bundles in webhook configurations.
 //! - [`system_ingresses`]: an Ingress per system component, under the platform [`domain`].
 //!
+//! - [`applications`]: per application namespace and per application (after the platform steps
+//!   they need): Gateway, VirtualServices, DestinationRules, AuthorizationPolicies, certificate and
+//!   DNS records.
 //! - [`dns_records`]: with `dns.rfc2136`, the platform's DNS records, written by `vz` itself.
 //! - [`external_dns`]: with `dns.externalDNS`, ExternalDNS, which writes them through a provider
 //!   `vz` does not speak (before the NGINX and Ingress steps, so that destroy removes them first).
@@ -28,6 +31,7 @@
 //! [`requirements`] lists what the platform needs from the cluster without creating it (an
 //! existing Istio, with `components.istio.install: false`).
 
+pub mod applications;
 pub mod certificates;
 pub mod config;
 pub mod dns_records;
@@ -66,6 +70,7 @@ pub const PROVIDERS: &[Provider] = &[
     certificates::steps,
     system_ingresses::steps,
     dns_records::steps,
+    applications::steps,
 ];
 
 /// Every step of the platform. Objects `vz` owns carry the managed-by and platform labels; objects
@@ -76,6 +81,22 @@ pub fn desired(platform: &Platform, outputs: &Outputs) -> Vec<Step> {
         .iter()
         .flat_map(|p| p(platform, outputs))
         .collect();
+    // Applications come after the whole platform (and destroy removes them before any of it).
+    let platform_steps: Vec<String> = steps
+        .iter()
+        .filter(|s| !applications::is_app_step(&s.id))
+        .map(|s| s.id.clone())
+        .collect();
+    for step in steps
+        .iter_mut()
+        .filter(|s| applications::is_app_step(&s.id))
+    {
+        for id in &platform_steps {
+            if !step.depends_on.contains(id) {
+                step.depends_on.push(id.clone());
+            }
+        }
+    }
     for step in &mut steps {
         let id = step.id.clone();
         for m in &mut step.objects {

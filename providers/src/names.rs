@@ -21,3 +21,16 @@ pub const KEYCLOAK: &str = "keycloak";
 pub const MYSQL_OPERATOR: &str = "mysql-operator";
 /// Argo CD.
 pub const ARGOCD: &str = "argocd";
+
+/// Every namespace of the platform's own components: no application may live in one.
+pub const SYSTEM_NAMESPACES: [&str; 9] = [
+    VERRAZZANO_INSTALL,
+    VERRAZZANO_SYSTEM,
+    VERRAZZANO_MONITORING,
+    INGRESS_NGINX,
+    ISTIO_SYSTEM,
+    CERT_MANAGER,
+    KEYCLOAK,
+    MYSQL_OPERATOR,
+    ARGOCD,
+];

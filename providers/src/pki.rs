@@ -61,7 +61,17 @@ impl fmt::Debug for Issued {
 
 /// The kind of key a certificate gets; in configuration files `ECDSA-P256`, `RSA-2048` or
 /// `RSA-4096`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum KeyAlgorithm {
     /// ECDSA on P-256 (the default: small and fast).
     #[default]

@@ -200,14 +200,20 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
         )
         .await?;
     }
-    let outputs =
-        engine::outputs::read(&cluster, &desired.steps, &stored.state, req.select.refresh).await?;
+    // A destroy works from the state alone: it reads no outputs (so `destroy --app` needs no
+    // rights on the platform's Services).
+    let outputs = if req.destroy {
+        Outputs::default()
+    } else {
+        engine::outputs::read(&cluster, &desired.steps, &stored.state, req.select.refresh).await?
+    };
     desired.rerender(&outputs);
     let opts = PlanOptions {
         parallelism: req.parallelism,
         refresh: req.select.refresh,
         targets: req.select.targets.clone(),
         replace: req.replace.to_vec(),
+        apps: req.select.apps.clone(),
     };
     let plan = if req.destroy {
         plan_destroy(&cluster, &stored.state, &opts).await?

@@ -44,6 +44,10 @@ pub enum EngineError {
     /// A target or replacement names no step or object.
     #[error("{0}")]
     UnknownAddress(String),
+    /// `--app` names an application that is neither configured nor recorded, or the platform it
+    /// runs on is not applied yet.
+    #[error("{0}")]
+    UnknownApp(String),
     /// The object is labelled for another `vz` platform.
     #[error(
         "{object} is managed by another vz platform, `{platform}` (label vz.dev/platform); refusing to take it over"

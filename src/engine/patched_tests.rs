@@ -159,6 +159,7 @@ fn run_options(timeout: Duration) -> RunOptions {
 }
 
 const PLAN: PlanOptions = PlanOptions {
+    apps: Vec::new(),
     parallelism: 4,
     refresh: true,
     targets: vec![],

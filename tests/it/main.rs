@@ -2,6 +2,7 @@
 //! (kube-apiserver, etcd and kube-controller-manager on loopback), with `kubectl` as an independent
 //! observer. Tests that need no cluster run the binary alone.
 
+mod applications;
 mod certificates;
 mod common;
 mod dns;

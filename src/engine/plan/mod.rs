@@ -17,7 +17,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vz_providers::manifest::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLATFORM_LABEL};
-use vz_providers::{Manifest, Ownership, Step};
+use vz_providers::{Manifest, Ownership, Step, applications};
 use vz_state::{ObjectRecord, State};
 
 use crate::cluster::{Cluster, DryRun, NotServed, ObjectRef, ref_of};
@@ -208,6 +208,9 @@ pub struct PlanOptions {
     pub targets: Vec<String>,
     /// Replace these addresses even if they could be updated in place.
     pub replace: Vec<String>,
+    /// Limit the plan to these applications (`--app`): their steps and their namespaces', nothing
+    /// of the platform.
+    pub apps: Vec<String>,
 }
 
 /// Plan the desired `steps` (ordered by `graph`) against `state` and the cluster.
@@ -232,7 +235,11 @@ pub async fn plan(
         .filter(|r| !wanted.contains(&r.address))
         .collect();
 
-    let selected = Selection::new(&opts.targets, steps, graph, state)?;
+    let selected = if opts.apps.is_empty() {
+        Selection::new(&opts.targets, steps, graph, state)?
+    } else {
+        Selection::for_apps(&opts.apps, steps, state, false)?
+    };
     for r in &opts.replace {
         if desired
             .iter()
@@ -328,7 +335,11 @@ pub async fn plan(
 
 /// Plan the deletion of everything `state` records (or, with targets, of those objects).
 pub async fn plan_destroy(cluster: &Cluster, state: &State, opts: &PlanOptions) -> Result<Plan> {
-    let selected = Selection::for_destroy(&opts.targets, state)?;
+    let selected = if opts.apps.is_empty() {
+        Selection::for_destroy(&opts.targets, state)?
+    } else {
+        Selection::for_apps(&opts.apps, &[], state, true)?
+    };
     let changes = stream::iter(
         state
             .objects
@@ -431,6 +442,87 @@ impl Selection {
         Ok(Selection {
             addresses: Some(addresses),
             steps,
+        })
+    }
+
+    /// The steps of these applications and of their namespaces (`--app`). For a plan, the platform
+    /// must be in the state already and each application in the configuration or the state; for a
+    /// destroy, in the state, and a namespace goes only with the last application recorded in it.
+    fn for_apps(apps: &[String], steps: &[Step], state: &State, destroy: bool) -> Result<Self> {
+        if !destroy
+            && !state
+                .objects
+                .iter()
+                .any(|r| !applications::is_app_step(&r.step))
+        {
+            return Err(EngineError::UnknownApp(
+                "the platform is not in the state yet, so no application can be planned on its own: apply the platform first (`vz apply` without --app)"
+                    .into(),
+            )
+            .into());
+        }
+        // An application's namespace: from the configuration, else from its recorded Gateway.
+        let namespace_of = |step: &str| -> Option<String> {
+            let from_config = steps
+                .iter()
+                .find(|s| s.id == step)
+                .and_then(|s| s.objects.iter().find(|m| m.kind == "Gateway"))
+                .and_then(|m| m.namespace.clone());
+            from_config.or_else(|| {
+                state
+                    .objects
+                    .iter()
+                    .find(|r| r.step == step && r.kind == "Gateway")
+                    .and_then(|r| r.namespace.clone())
+            })
+        };
+        let mut chosen = HashSet::new();
+        for app in apps {
+            let step = applications::step_id(app);
+            let desired = steps.iter().any(|s| s.id == step);
+            let recorded = state.objects.iter().any(|r| r.step == step);
+            if !(recorded || desired && !destroy) {
+                let known: BTreeSet<&str> = steps
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .chain(state.objects.iter().map(|r| r.step.as_str()))
+                    .filter_map(|id| id.strip_prefix(applications::STEP_PREFIX))
+                    .collect();
+                let known = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.into_iter().collect::<Vec<_>>().join(", ")
+                };
+                let said = if destroy {
+                    format!("the state records no application `{app}` (it records: {known})")
+                } else {
+                    format!(
+                        "neither the configuration nor the state has an application `{app}` (known: {known})"
+                    )
+                };
+                return Err(EngineError::UnknownApp(said).into());
+            }
+            chosen.insert(step);
+        }
+        let mut selected: HashSet<String> = chosen.clone();
+        for step in &chosen {
+            let Some(ns) = namespace_of(step) else {
+                continue;
+            };
+            let shared = destroy
+                && state.objects.iter().any(|r| {
+                    r.step.starts_with(applications::STEP_PREFIX)
+                        && !chosen.contains(&r.step)
+                        && r.kind == "Gateway"
+                        && r.namespace.as_deref() == Some(ns.as_str())
+                });
+            if !shared {
+                selected.insert(applications::namespace_step_id(&ns));
+            }
+        }
+        Ok(Selection {
+            addresses: Some(HashSet::new()),
+            steps: selected,
         })
     }
 

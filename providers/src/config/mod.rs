@@ -58,6 +58,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
+
+mod applications;
+pub use applications::{
+    Application, Authorization, Cookie, Destination, PathMatch, PathType, Rule,
+};
 use vz_state::Location;
 
 /// A configuration error, located in its file.
@@ -95,7 +100,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// How the ingress controller's Service is exposed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub enum IngressType {
     /// A cloud load balancer provides the address.
     LoadBalancer,
@@ -182,7 +187,7 @@ pub struct Rfc2136 {
 }
 
 /// A TSIG algorithm (RFC 8945), as BIND names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub enum TsigAlgorithm {
     /// `hmac-sha256` (the default).
     #[serde(rename = "hmac-sha256")]
@@ -469,6 +474,9 @@ pub struct Platform {
     pub adopt: Vec<Adopt>,
     /// The certificates `vz` issues.
     pub certificates: Certificates,
+    /// The applications on the platform: those of the platform file, then those of
+    /// `applicationsDir`.
+    pub applications: Vec<Application>,
 }
 
 impl Platform {
@@ -481,192 +489,271 @@ impl Platform {
 // ---------------------------------------------------------------------------------------------
 // Raw file structure.
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawConfig {
+    /// First label of the DNS domain, and the platform's label value (default `default`).
+    #[schemars(with = "Option<String>")]
     environment_name: Option<Spanned<String>>,
+    /// Where DNS names come from: exactly one of `wildcard`, `external`, `rfc2136` or `externalDNS`.
     #[serde(default)]
+    #[schemars(with = "Option<RawDns>")]
     dns: Option<Spanned<RawDns>>,
+    /// The NGINX ingress controller's Service.
     #[serde(default)]
     ingress: RawIngress,
+    /// Which system components the platform has.
     #[serde(default)]
     components: RawComponents,
+    /// Where the state is kept.
     #[serde(default)]
     state: RawState,
+    /// The container images (Verrazzano v1.7.2's by default).
     #[serde(default)]
     images: RawImages,
+    /// Addresses of existing objects vz may take over.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     adopt: Vec<Spanned<String>>,
+    /// The certificates vz issues.
     #[serde(default)]
     certificates: RawCertificates,
+    /// Applications, in this file.
+    #[serde(default)]
+    #[schemars(with = "Vec<applications::RawApplication>")]
+    applications: Vec<Spanned<applications::RawApplication>>,
+    /// A directory of application files (one application per `*.yaml`), relative to this file.
+    #[schemars(with = "Option<String>")]
+    applications_dir: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawCertificates {
+    #[schemars(with = "Option<RawCa>")]
     ca: Option<Spanned<RawCa>>,
+    #[schemars(with = "Option<crate::pki::KeyAlgorithm>")]
     key_algorithm: Option<Spanned<crate::pki::KeyAlgorithm>>,
+    #[schemars(with = "Option<i64>")]
     validity_days: Option<Spanned<i64>>,
+    #[schemars(with = "Option<i64>")]
     ca_validity_days: Option<Spanned<i64>>,
+    #[schemars(with = "Option<i64>")]
     renew_before_days: Option<Spanned<i64>>,
     #[serde(default)]
+    #[schemars(with = "Vec<RawWebhook>")]
     webhooks: Vec<Spanned<RawWebhook>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawCa {
+    #[schemars(with = "String")]
     secret_name: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     namespace: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawWebhook {
+    #[schemars(with = "String")]
     service: Spanned<String>,
+    #[schemars(with = "String")]
     namespace: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     secret_prefix: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     configurations: Vec<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawDns {
     wildcard: Option<RawWildcard>,
     external: Option<RawExternal>,
+    #[schemars(with = "Option<RawRfc2136>")]
     rfc2136: Option<Spanned<RawRfc2136>>,
     #[serde(rename = "externalDNS")]
+    #[schemars(with = "Option<RawExternalDns>")]
     external_dns: Option<Spanned<RawExternalDns>>,
     /// The old name of `externalDNS`, refused with a pointer to the new one.
+    #[schemars(skip)]
     provider: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawRfc2136 {
+    #[schemars(with = "String")]
     server: Spanned<String>,
+    #[schemars(with = "String")]
     zone: Spanned<String>,
+    #[schemars(with = "String")]
     tsig_key_name: Spanned<String>,
     tsig_algorithm: Option<TsigAlgorithm>,
+    #[schemars(with = "Option<String>")]
     tsig_secret_env: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     tsig_secret_file: Option<Spanned<String>>,
+    #[schemars(with = "Option<u32>")]
     ttl: Option<Spanned<u32>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawWildcard {
+    #[schemars(with = "Option<String>")]
     domain: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawExternal {
+    #[schemars(with = "String")]
     suffix: Spanned<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawExternalDns {
+    #[schemars(with = "String")]
     provider: Spanned<String>,
+    #[schemars(with = "String")]
     zone: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     zone_id: Option<Spanned<String>>,
+    #[schemars(with = "Option<RawCredentials>")]
     credentials: Option<Spanned<RawCredentials>>,
     #[serde(default)]
+    #[schemars(with = "Vec<RawEnv>")]
     env: Vec<Spanned<RawEnv>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     args: Vec<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     txt_owner_id: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     interval: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawCredentials {
+    #[schemars(with = "String")]
     secret_name: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     namespace: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawEnv {
+    #[schemars(with = "String")]
     name: Spanned<String>,
     value: Option<String>,
+    #[schemars(with = "Option<String>")]
     credentials_key: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawIngress {
     #[serde(rename = "type")]
     kind: Option<IngressType>,
     #[serde(rename = "externalIPs", default)]
+    #[schemars(with = "Vec<String>")]
     external_ips: Vec<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawComponent {
     enabled: Option<bool>,
     injection_enabled: Option<bool>,
     install: Option<bool>,
     #[serde(rename = "pluginCA")]
+    #[schemars(with = "Option<RawPluginCa>")]
     plugin_ca: Option<Spanned<RawPluginCa>>,
+    #[schemars(with = "Option<RawGateway>")]
     ingress: Option<Spanned<RawGateway>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawGateway {
     #[serde(rename = "type")]
     kind: Option<IngressType>,
     #[serde(rename = "externalIPs", default)]
+    #[schemars(with = "Vec<String>")]
     external_ips: Vec<Spanned<String>>,
+    #[schemars(with = "Option<i32>")]
     replicas: Option<Spanned<i32>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawPluginCa {
+    #[schemars(with = "String")]
     ca_cert: Spanned<String>,
+    #[schemars(with = "String")]
     ca_key: Spanned<String>,
+    #[schemars(with = "String")]
     root_cert: Spanned<String>,
+    #[schemars(with = "String")]
     cert_chain: Spanned<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawComponents {
+    #[schemars(with = "Option<RawComponent>")]
     istio: Option<Spanned<RawComponent>>,
     #[serde(rename = "ingressNGINX")]
+    #[schemars(with = "Option<RawComponent>")]
     ingress_nginx: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
     cert_manager: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
     keycloak: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
     console: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
     prometheus: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
     grafana: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
     kiali: Option<Spanned<RawComponent>>,
     #[serde(rename = "argoCD")]
+    #[schemars(with = "Option<RawComponent>")]
     argocd: Option<Spanned<RawComponent>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawState {
+    #[schemars(with = "Option<String>")]
     backend: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     path: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawImages {
+    #[schemars(with = "Option<String>")]
     registry: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     nginx_controller: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     nginx_default_backend: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pilot: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     proxy_v2: Option<Spanned<String>>,
     #[serde(rename = "externalDNS")]
+    #[schemars(with = "Option<String>")]
     external_dns: Option<Spanned<String>>,
 }
 
@@ -688,6 +775,29 @@ impl RawImages {
 
 // ---------------------------------------------------------------------------------------------
 
+/// Which file a JSON Schema describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaOf {
+    /// The platform file (`vz -f FILE`), applications included.
+    Platform,
+    /// A file of `applicationsDir`: one application.
+    Application,
+}
+
+/// The JSON Schema (draft 2020-12) of a configuration file, made from the very types the files are
+/// read with, so that an editor's YAML language server checks and completes what `vz` accepts.
+pub fn json_schema(of: SchemaOf) -> serde_json::Value {
+    let (mut schema, title) = match of {
+        SchemaOf::Platform => (schemars::schema_for!(RawConfig), "vz platform"),
+        SchemaOf::Application => (
+            schemars::schema_for!(applications::RawApplication),
+            "vz application",
+        ),
+    };
+    schema.insert("title".into(), serde_json::Value::String(title.into()));
+    schema.to_value()
+}
+
 /// Read and validate the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Platform, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -705,18 +815,23 @@ pub fn parse(path: &Path, text: &str) -> Result<Platform, ConfigError> {
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
     } else {
-        serde_saphyr::from_str(text).map_err(|e| {
-            let loc = e.location();
-            ConfigError {
-                file: path.to_path_buf(),
-                line: loc.map(|l| l.line()),
-                column: loc.map(|l| l.column()),
-                field: None,
-                message: first_line(&e.to_string()),
-            }
-        })?
+        from_yaml(path, text)?
     };
     Validator { file: path }.platform(raw)
+}
+
+/// YAML `text` read from `path` as a `T`, with a located error.
+fn from_yaml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    serde_saphyr::from_str(text).map_err(|e| {
+        let loc = e.location();
+        ConfigError {
+            file: path.to_path_buf(),
+            line: loc.map(|l| l.line()),
+            column: loc.map(|l| l.column()),
+            field: None,
+            message: first_line(&e.to_string()),
+        }
+    })
 }
 
 /// A platform from configuration text that must be valid: for the providers' unit tests.
@@ -881,6 +996,22 @@ impl Validator<'_> {
         }
 
         let certificates = self.certificates(&raw.certificates)?;
+        let applications =
+            applications::collect(self, &raw.applications, raw.applications_dir.as_ref())?;
+        if !components.istio
+            && let Some(first) = applications.first()
+        {
+            return Err(ConfigError {
+                file: first.source.clone(),
+                line: None,
+                column: None,
+                field: Some("applications".into()),
+                message: format!(
+                    "application `{}` needs Istio (its Gateway, routes and policies are Istio's): enable `components.istio`",
+                    first.name
+                ),
+            });
+        }
 
         Ok(Platform {
             source: self.file.to_path_buf(),
@@ -895,6 +1026,7 @@ impl Validator<'_> {
             gateway,
             adopt,
             certificates,
+            applications,
         })
     }
 
