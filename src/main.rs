@@ -90,8 +90,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Command::Plan(args) => commands::plan::run(&cli.cluster, args).await,
             Command::Apply(args) => commands::apply::run(&cli.cluster, args).await,
             Command::Destroy(args) => commands::destroy::run(&cli.cluster, args).await,
-            Command::State(cmd) => commands::state::run(cmd).await,
-            Command::ForceUnlock(args) => commands::unlock::run(args).await,
+            Command::State(cmd) => commands::state::run(&cli.cluster, cmd).await,
+            Command::ForceUnlock(args) => commands::unlock::run(&cli.cluster, args).await,
             Command::Render(_)
             | Command::Graph(_)
             | Command::Schema { .. }
