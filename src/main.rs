@@ -86,7 +86,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        match &cli.command {
+        let outcome = match &cli.command {
             Command::Plan(args) => commands::plan::run(&cli.cluster, args).await,
             Command::Apply(args) => commands::apply::run(&cli.cluster, args).await,
             Command::Destroy(args) => commands::destroy::run(&cli.cluster, args).await,
@@ -98,6 +98,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             | Command::Completion { .. } => {
                 unreachable!("handled without a runtime")
             }
-        }
+        };
+        commands::release_held().await;
+        outcome
     })
 }

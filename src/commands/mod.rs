@@ -31,6 +31,23 @@ use crate::error::{CommandError, Kind};
 use crate::interrupt::Interrupt;
 use crate::output::{Progress, out};
 
+/// Locks taken by this process and not released yet: [`release_held`] releases them however the
+/// command ended (a lock whose release needs a request — a Lease — cannot rely on being dropped).
+static HELD: std::sync::Mutex<Vec<Arc<dyn Lock>>> = std::sync::Mutex::new(Vec::new());
+
+/// Release every lock this process still holds (after the command, whatever its outcome).
+pub async fn release_held() {
+    let held: Vec<Arc<dyn Lock>> = HELD
+        .lock()
+        .map(|mut h| std::mem::take(&mut *h))
+        .unwrap_or_default();
+    for lock in held {
+        if let Err(e) = lock.release().await {
+            eprintln!("Warning: {e}");
+        }
+    }
+}
+
 /// The version written into state files.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -115,6 +132,9 @@ impl Stored {
         let store = open_store(cluster, &location).await?;
         let info = LockInfo::new(operation, TOOL_VERSION, &location.to_string());
         let lock: Arc<dyn Lock> = Arc::from(store.backend().lock(info, lock_timeout).await?);
+        if let Ok(mut held) = HELD.lock() {
+            held.push(Arc::clone(&lock));
+        }
         if let Some(old) = lock.replaced() {
             let why = if location.needs_cluster() {
                 "it was not renewed within its lease"
@@ -152,6 +172,9 @@ impl Stored {
             h.abort();
         }
         self.lock.release().await?;
+        if let Ok(mut held) = HELD.lock() {
+            held.retain(|l| !Arc::ptr_eq(l, &self.lock));
+        }
         Ok(())
     }
 }
