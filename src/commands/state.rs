@@ -93,8 +93,13 @@ pub async fn run(cluster: &ClusterArgs, cmd: &StateCommand) -> Result<ExitCode> 
                         .context(format!("{} is not a usable vz state", file.display())),
                 )
             })?;
-            let stored =
-                Stored::lock_at(cluster, state_location(state)?, "state push", state.lock_timeout).await?;
+            let stored = Stored::lock_at(
+                cluster,
+                state_location(state)?,
+                "state push",
+                state.lock_timeout,
+            )
+            .await?;
             let written = stored.store.push(&incoming, *force).await?;
             out(&format!(
                 "Pushed {} ({} objects) to {} as serial {}.\n",
@@ -106,8 +111,13 @@ pub async fn run(cluster: &ClusterArgs, cmd: &StateCommand) -> Result<ExitCode> 
             stored.release().await?;
         }
         StateCommand::Rm { state, addresses } => {
-            let mut stored =
-                Stored::open_at(cluster, state_location(state)?, "state rm", state.lock_timeout).await?;
+            let mut stored = Stored::open_at(
+                cluster,
+                state_location(state)?,
+                "state rm",
+                state.lock_timeout,
+            )
+            .await?;
             let missing: Vec<&String> = addresses
                 .iter()
                 .filter(|a| stored.state.get(a).is_none())

@@ -1600,13 +1600,11 @@ impl Validator<'_> {
             }
             "kubernetes" => {
                 only(&raw.path, "path", "local")?;
-                let label = |f: &Option<Spanned<String>>, name: &str, default: &str| {
-                    match f {
-                        Some(v) => check_dns_label(&v.value)
-                            .map(|()| v.value.clone())
-                            .map_err(|m| self.err(v, &format!("state.{name}"), m)),
-                        None => Ok(default.to_string()),
-                    }
+                let label = |f: &Option<Spanned<String>>, name: &str, default: &str| match f {
+                    Some(v) => check_dns_label(&v.value)
+                        .map(|()| v.value.clone())
+                        .map_err(|m| self.err(v, &format!("state.{name}"), m)),
+                    None => Ok(default.to_string()),
                 };
                 let namespace = label(&raw.namespace, "namespace", "vz-system")?;
                 let workspace = label(&raw.workspace, "workspace", "default")?;

@@ -267,11 +267,7 @@ impl Backend for KubernetesBackend {
             ..Default::default()
         };
         let outcome = match (current, expected) {
-            (None, None) => {
-                self.secrets()
-                    .create(&PostParams::default(), &main)
-                    .await
-            }
+            (None, None) => self.secrets().create(&PostParams::default(), &main).await,
             (Some(cur), Some(v)) if cur.metadata.resource_version.as_deref() == Some(&v.0) => {
                 let mut main = main;
                 main.metadata.resource_version = Some(v.0.clone());
@@ -389,7 +385,10 @@ impl KubernetesBackend {
     }
 
     /// Take the lock once: the held lock, or who holds it.
-    async fn try_lock(&self, info: &LockInfo) -> Result<Result<KubernetesLock, LockInfo>, LockError> {
+    async fn try_lock(
+        &self,
+        info: &LockInfo,
+    ) -> Result<Result<KubernetesLock, LockInfo>, LockError> {
         let fresh = self.lease_for(info, SystemTime::now())?;
         match self.leases().create(&PostParams::default(), &fresh).await {
             Ok(_) => return Ok(Ok(self.held(info, None))),
@@ -456,7 +455,12 @@ impl KubernetesBackend {
         let mut out: Vec<String> = list
             .items
             .iter()
-            .filter(|s| s.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(PARTS)))
+            .filter(|s| {
+                s.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(PARTS))
+            })
             .filter_map(|s| s.metadata.labels.as_ref()?.get(WORKSPACE_LABEL).cloned())
             .collect();
         out.sort();
@@ -467,7 +471,10 @@ impl KubernetesBackend {
 
 /// A Lease's time.
 fn micro(t: SystemTime) -> MicroTime {
-    MicroTime(k8s_openapi::jiff::Timestamp::try_from(t).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))
+    MicroTime(
+        k8s_openapi::jiff::Timestamp::try_from(t)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
 }
 
 /// Whether a Lease was last renewed longer ago than its duration.
@@ -476,7 +483,8 @@ fn expired(lease: &Lease, now: SystemTime) -> bool {
     let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
         return true;
     };
-    let duration = Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0));
+    let duration =
+        Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0));
     let renewed: SystemTime = renewed.0.into();
     now.duration_since(renewed).is_ok_and(|d| d > duration)
 }
@@ -525,7 +533,9 @@ impl Lock for KubernetesLock {
 
     async fn renew(&self) -> Result<(), LockError> {
         let Some(mut lease) = self.mine().await? else {
-            return Err(self.lost("the Lease was taken over or removed (it expired, or a forced unlock)"));
+            return Err(
+                self.lost("the Lease was taken over or removed (it expired, or a forced unlock)")
+            );
         };
         if let Some(spec) = lease.spec.as_mut() {
             spec.renew_time = Some(micro(SystemTime::now()));
@@ -561,7 +571,11 @@ impl Drop for KubernetesLock {
             let id = self.info.id.clone();
             handle.spawn(async move {
                 if let Ok(Some(lease)) = backend.leases().get_opt(&backend.lease_name()).await
-                    && lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(&id)
+                    && lease
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.holder_identity.as_deref())
+                        == Some(&id)
                 {
                     let _ = backend.delete_lease(&lease).await;
                 }
