@@ -223,9 +223,10 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
     let stored = Stored::open(cluster_args, req.config, &desired.platform, req.operation).await?;
     let cluster = connect(cluster_args, &desired.platform).await?;
     eprintln!(
-        "Planning against {} (platform `{}`)",
+        "Planning against {} (platform `{}`, state: {})",
         cluster.server(),
-        desired.platform.environment_name
+        desired.platform.environment_name,
+        stored.store.location()
     );
     if !req.destroy && req.select.refresh {
         engine::requirements::check(

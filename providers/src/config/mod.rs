@@ -2290,6 +2290,41 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("state.backend"));
         assert_eq!(e.line, Some(2));
     }
+
+    #[test]
+    fn the_kubernetes_backend_takes_a_namespace_workspace_and_lease() {
+        assert_eq!(
+            parse_ok("state: {backend: kubernetes}\n").state,
+            Location::Kubernetes {
+                namespace: "vz-system".into(),
+                workspace: "default".into(),
+                lease_seconds: 60
+            }
+        );
+        assert_eq!(
+            parse_ok("state: {backend: kubernetes, namespace: team, workspace: prod, leaseDuration: 2m}\n")
+                .state,
+            Location::Kubernetes {
+                namespace: "team".into(),
+                workspace: "prod".into(),
+                lease_seconds: 120
+            }
+        );
+        for (text, field) in [
+            ("state: {backend: kubernetes, path: x.json}\n", "state.path"),
+            (
+                "state: {backend: kubernetes, leaseDuration: 5s}\n",
+                "state.leaseDuration",
+            ),
+            ("state: {namespace: team}\n", "state.namespace"),
+            (
+                "state: {backend: kubernetes, workspace: Prod}\n",
+                "state.workspace",
+            ),
+        ] {
+            assert_eq!(parse_err(text).field.as_deref(), Some(field), "{text}");
+        }
+    }
     #[test]
     fn images_default_to_verrazzano_1_7_2() {
         let p = parse_ok("");

@@ -24,7 +24,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use tokio::time::Instant;
 
 use super::{Backend, BackendError, Location, Lock, Version};
@@ -443,29 +443,6 @@ impl KubernetesBackend {
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
             Err(e) => Err(self.lock_error("delete", &e)),
         }
-    }
-
-    /// Every workspace with a state in this namespace.
-    pub async fn workspaces(&self) -> Result<Vec<String>, BackendError> {
-        let list = self
-            .secrets()
-            .list(&ListParams::default().labels(WORKSPACE_LABEL))
-            .await
-            .map_err(|e| self.remote("list", &e))?;
-        let mut out: Vec<String> = list
-            .items
-            .iter()
-            .filter(|s| {
-                s.metadata
-                    .annotations
-                    .as_ref()
-                    .is_some_and(|a| a.contains_key(PARTS))
-            })
-            .filter_map(|s| s.metadata.labels.as_ref()?.get(WORKSPACE_LABEL).cloned())
-            .collect();
-        out.sort();
-        out.dedup();
-        Ok(out)
     }
 }
 
