@@ -44,7 +44,7 @@ fn a_second_run_is_refused_naming_the_holder_and_a_killed_holders_lease_is_taken
     let env = TestEnv::start();
     let cfg = config(&env);
     let mut holder = held_apply(&env, &cfg);
-    let refused = env.vz(&["plan", "-f", &cfg]);
+    let refused = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
     refused.expect_code(exit::LOCKED);
     assert!(
         refused.stderr.contains("is locked: ID") && refused.stderr.contains("operation `apply`"),
