@@ -179,3 +179,51 @@ fn hex_of(text: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+#[test]
+fn the_readmes_role_is_enough_to_read_write_and_lock_the_state() {
+    let env = TestEnv::start();
+    let cfg = config(&env);
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
+    let readme =
+        std::fs::read_to_string(crate::common::repo_root().join("README.md")).expect("README");
+    let role = readme
+        .split("```yaml\n")
+        .find(|block| block.contains("metadata: {name: vz-state, namespace: vz-system}"))
+        .and_then(|block| block.split("```").next())
+        .expect("the Role in the README");
+    let binding = "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: vz-state, namespace: vz-system}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: vz-state}\nsubjects: [{kind: ServiceAccount, name: team, namespace: vz-system}]\n";
+    let file = env.work.path().join("role.yaml");
+    std::fs::write(&file, format!("{role}{binding}")).expect("write");
+    env.kubectl(&["create", "serviceaccount", "team", "-n", "vz-system"])
+        .expect_code(0);
+    env.kubectl(&["apply", "-f", file.to_str().expect("utf8")])
+        .expect_code(0);
+    let kc = crate::common::token_kubeconfig(&env, "vz-system", "team");
+    let as_team = |args: &[&str]| {
+        let mut full = vec!["--kubeconfig", kc.as_str()];
+        full.extend_from_slice(args);
+        crate::common::vz_bare(&full)
+    };
+    let listed = as_team(&["state", "list", "-f", &cfg]);
+    listed.expect_code(0);
+    let has = |out: &str| {
+        out.lines()
+            .any(|l| l == "network-policies/NetworkPolicy/keycloak/keycloak")
+    };
+    assert!(has(&listed.stdout));
+    as_team(&[
+        "state",
+        "rm",
+        "-f",
+        &cfg,
+        "network-policies/NetworkPolicy/keycloak/keycloak",
+    ])
+    .expect_code(0);
+    let after = as_team(&["state", "list", "-f", &cfg]);
+    assert!(!has(&after.stdout), "forgotten");
+    // Nothing else: the Role gives no access to the platform.
+    let platform = as_team(&["plan", "-f", &cfg]);
+    assert_ne!(platform.code, 0);
+}
