@@ -116,51 +116,57 @@ pub enum Deleted {
     AlreadyGone,
 }
 
+/// A client for the cluster `opts` names (not yet checked to answer), and its URL.
+pub async fn client(opts: &ConnectOptions) -> Result<(Client, String)> {
+    // The kube errors' messages already include their causes: show them once, not as a chain.
+    let config = match (&opts.kubeconfig, &opts.context) {
+        (None, None) => Config::infer().await.map_err(|e| {
+            ClusterError::Config(format!("cannot load a Kubernetes configuration: {e}"))
+        })?,
+        (path, context) => {
+            let options = KubeConfigOptions {
+                context: context.clone(),
+                ..Default::default()
+            };
+            match path {
+                Some(p) => {
+                    let kc = Kubeconfig::read_from(p).map_err(|e| {
+                        ClusterError::Config(format!(
+                            "cannot read the kubeconfig {}: {e}",
+                            p.display()
+                        ))
+                    })?;
+                    Config::from_custom_kubeconfig(kc, &options).await
+                }
+                None => Config::from_kubeconfig(&options).await,
+            }
+            .map_err(|e| match context {
+                Some(c) => {
+                    ClusterError::Config(format!("cannot use context `{c}` of the kubeconfig: {e}"))
+                }
+                None => ClusterError::Config(format!("cannot use the kubeconfig: {e}")),
+            })?
+        }
+    };
+    let mut config = config;
+    // Who is calling, in the API server's audit log and in the bench's request counts.
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+    let server = config.cluster_url.to_string();
+    let client =
+        Client::try_from(config).with_context(|| format!("cannot create a client for {server}"))?;
+    Ok((client, server))
+}
+
 /// The `User-Agent` of `vz`'s requests.
 pub const USER_AGENT: &str = concat!("vz/", env!("CARGO_PKG_VERSION"));
 
 impl Cluster {
     /// Connect and check that the API server answers.
     pub async fn connect(opts: &ConnectOptions) -> Result<Cluster> {
-        // The kube errors' messages already include their causes: show them once, not as a chain.
-        let config = match (&opts.kubeconfig, &opts.context) {
-            (None, None) => Config::infer().await.map_err(|e| {
-                ClusterError::Config(format!("cannot load a Kubernetes configuration: {e}"))
-            })?,
-            (path, context) => {
-                let options = KubeConfigOptions {
-                    context: context.clone(),
-                    ..Default::default()
-                };
-                match path {
-                    Some(p) => {
-                        let kc = Kubeconfig::read_from(p).map_err(|e| {
-                            ClusterError::Config(format!(
-                                "cannot read the kubeconfig {}: {e}",
-                                p.display()
-                            ))
-                        })?;
-                        Config::from_custom_kubeconfig(kc, &options).await
-                    }
-                    None => Config::from_kubeconfig(&options).await,
-                }
-                .map_err(|e| match context {
-                    Some(c) => ClusterError::Config(format!(
-                        "cannot use context `{c}` of the kubeconfig: {e}"
-                    )),
-                    None => ClusterError::Config(format!("cannot use the kubeconfig: {e}")),
-                })?
-            }
-        };
-        let mut config = config;
-        // Who is calling, in the API server's audit log and in the bench's request counts.
-        config.headers.push((
-            http::header::USER_AGENT,
-            http::HeaderValue::from_static(USER_AGENT),
-        ));
-        let server = config.cluster_url.to_string();
-        let client = Client::try_from(config)
-            .with_context(|| format!("cannot create a client for {server}"))?;
+        let (client, server) = client(opts).await?;
         if let Err(e) = client.apiserver_version().await {
             return Err(ClusterError::Unreachable {
                 server,

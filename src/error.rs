@@ -192,6 +192,7 @@ fn lock_hints(e: &LockError) -> (Kind, Vec<String>) {
         LockError::Lost { .. } | LockError::Io { .. } | LockError::Encode(_) => {
             (Kind::State, vec![])
         }
+        LockError::Remote { .. } => (Kind::Cluster, vec![]),
     }
 }
 

@@ -86,18 +86,20 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        match &cli.command {
+        let outcome = match &cli.command {
             Command::Plan(args) => commands::plan::run(&cli.cluster, args).await,
             Command::Apply(args) => commands::apply::run(&cli.cluster, args).await,
             Command::Destroy(args) => commands::destroy::run(&cli.cluster, args).await,
-            Command::State(cmd) => commands::state::run(cmd).await,
-            Command::ForceUnlock(args) => commands::unlock::run(args).await,
+            Command::State(cmd) => commands::state::run(&cli.cluster, cmd).await,
+            Command::ForceUnlock(args) => commands::unlock::run(&cli.cluster, args).await,
             Command::Render(_)
             | Command::Graph(_)
             | Command::Schema { .. }
             | Command::Completion { .. } => {
                 unreachable!("handled without a runtime")
             }
-        }
+        };
+        commands::release_held().await;
+        outcome
     })
 }

@@ -58,8 +58,13 @@ async fn apply_saved(
     }
     let saved = saved::load(file).map_err(CommandError::usage)?;
     let mut desired = Desired::load(&saved.config_path)?;
-    let mut stored =
-        Stored::open_at(saved.state.clone(), "apply", args.run.config.lock_timeout).await?;
+    let mut stored = Stored::open_at(
+        cluster_args,
+        saved.state.clone(),
+        "apply",
+        args.run.config.lock_timeout,
+    )
+    .await?;
     stored.claim_for(&desired.platform)?;
     let cluster = connect(cluster_args, &desired.platform).await?;
     // Render with the outputs as the plan saw them (read the same way), to check it against the plan.

@@ -31,6 +31,23 @@ use crate::error::{CommandError, Kind};
 use crate::interrupt::Interrupt;
 use crate::output::{Progress, out};
 
+/// Locks taken by this process and not released yet: [`release_held`] releases them however the
+/// command ended (a lock whose release needs a request — a Lease — cannot rely on being dropped).
+static HELD: std::sync::Mutex<Vec<Arc<dyn Lock>>> = std::sync::Mutex::new(Vec::new());
+
+/// Release every lock this process still holds (after the command, whatever its outcome).
+pub async fn release_held() {
+    let held: Vec<Arc<dyn Lock>> = HELD
+        .lock()
+        .map(|mut h| std::mem::take(&mut *h))
+        .unwrap_or_default();
+    for lock in held {
+        if let Err(e) = lock.release().await {
+            eprintln!("Warning: {e}");
+        }
+    }
+}
+
 /// The version written into state files.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -48,12 +65,17 @@ pub struct Stored {
 impl Stored {
     /// Lock and read the state the configuration (or `--state`) names, checking it belongs to this
     /// platform.
-    pub async fn open(args: &ConfigArgs, platform: &Platform, operation: &str) -> Result<Stored> {
+    pub async fn open(
+        cluster: &ClusterArgs,
+        args: &ConfigArgs,
+        platform: &Platform,
+        operation: &str,
+    ) -> Result<Stored> {
         let location = match &args.state {
             Some(path) => Location::Local { path: path.clone() },
             None => platform.state.clone(),
         };
-        let mut stored = Stored::open_at(location, operation, args.lock_timeout).await?;
+        let mut stored = Stored::open_at(cluster, location, operation, args.lock_timeout).await?;
         stored.claim_for(platform)?;
         Ok(stored)
     }
@@ -82,11 +104,12 @@ impl Stored {
 
     /// Lock and read the state at `location`.
     pub async fn open_at(
+        cluster: &ClusterArgs,
         location: Location,
         operation: &str,
         lock_timeout: Duration,
     ) -> Result<Stored> {
-        let mut stored = Stored::lock_at(location, operation, lock_timeout).await?;
+        let mut stored = Stored::lock_at(cluster, location, operation, lock_timeout).await?;
         let mut state = stored
             .store
             .read()
@@ -101,17 +124,26 @@ impl Stored {
     /// Lock the state at `location` without reading it (`vz state push` replaces it, even when
     /// what is stored cannot be decoded); `state` is a new, empty one.
     pub async fn lock_at(
+        cluster: &ClusterArgs,
         location: Location,
         operation: &str,
         lock_timeout: Duration,
     ) -> Result<Stored> {
-        let store = Store::new(location.open());
+        let store = open_store(cluster, &location).await?;
         let info = LockInfo::new(operation, TOOL_VERSION, &location.to_string());
         let lock: Arc<dyn Lock> = Arc::from(store.backend().lock(info, lock_timeout).await?);
+        if let Ok(mut held) = HELD.lock() {
+            held.push(Arc::clone(&lock));
+        }
         if let Some(old) = lock.replaced() {
+            let why = if location.needs_cluster() {
+                "it was not renewed within its lease"
+            } else {
+                "its process on this host is gone"
+            };
             eprintln!(
-                "Note: took over a stale lock of {} (its process {} on this host is gone)",
-                old.who, old.pid
+                "Note: took over the expired lock of {} ({}, pid {}, since {}): {why}",
+                old.who, old.operation, old.pid, old.created
             );
         }
         let heartbeat = lock.renew_every().map(|every| {
@@ -140,6 +172,9 @@ impl Stored {
             h.abort();
         }
         self.lock.release().await?;
+        if let Ok(mut held) = HELD.lock() {
+            held.retain(|l| !Arc::ptr_eq(l, &self.lock));
+        }
         Ok(())
     }
 }
@@ -185,12 +220,13 @@ pub struct PlanRequest<'a> {
 /// Load the configuration and state, connect, and plan (shared by `plan`, `apply` and `destroy`).
 pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Result<Planned> {
     let mut desired = Desired::load(req.config.file()?)?;
-    let stored = Stored::open(req.config, &desired.platform, req.operation).await?;
+    let stored = Stored::open(cluster_args, req.config, &desired.platform, req.operation).await?;
     let cluster = connect(cluster_args, &desired.platform).await?;
     eprintln!(
-        "Planning against {} (platform `{}`)",
+        "Planning against {} (platform `{}`, state: {})",
         cluster.server(),
-        desired.platform.environment_name
+        desired.platform.environment_name,
+        stored.store.location()
     );
     if !req.destroy && req.select.refresh {
         engine::requirements::check(
@@ -322,6 +358,21 @@ pub async fn connect(args: &ClusterArgs, platform: &vz_providers::Platform) -> R
         }
         _ => cluster,
     })
+}
+
+/// The store at `location`, connected to the cluster of `cluster` when the state lives in one.
+pub async fn open_store(cluster: &ClusterArgs, location: &Location) -> Result<Store> {
+    let client = if location.needs_cluster() {
+        let (client, _) = crate::cluster::client(&ConnectOptions {
+            kubeconfig: cluster.kubeconfig.clone(),
+            context: cluster.context.clone(),
+        })
+        .await?;
+        Some(client)
+    } else {
+        None
+    };
+    Ok(Store::new(location.open(client.as_ref())?))
 }
 
 /// Ask the user to type `yes`; fails clearly when there is no terminal to ask on.

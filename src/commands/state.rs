@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use vz_state::{Location, State, Store};
 
 use super::Stored;
+use crate::cli::ClusterArgs;
 use crate::cli::{StateArgs, StateCommand};
 use crate::error::CommandError;
 use crate::output::out;
@@ -22,8 +23,8 @@ pub fn state_location(args: &StateArgs) -> Result<Location> {
 }
 
 /// Read the state without locking (reads are atomic); an error when there is none.
-async fn read(args: &StateArgs) -> Result<(Store, State)> {
-    let store = Store::new(state_location(args)?.open());
+async fn read(cluster: &ClusterArgs, args: &StateArgs) -> Result<(Store, State)> {
+    let store = super::open_store(cluster, &state_location(args)?).await?;
     match store.read().await? {
         Some(s) => Ok((store, s)),
         None => Err(CommandError::state(anyhow::anyhow!(
@@ -49,10 +50,10 @@ fn unknown_addresses(store: &Store, addresses: &[&String]) -> anyhow::Error {
 }
 
 /// Run a `vz state` subcommand.
-pub async fn run(cmd: &StateCommand) -> Result<ExitCode> {
+pub async fn run(cluster: &ClusterArgs, cmd: &StateCommand) -> Result<ExitCode> {
     match cmd {
         StateCommand::List(args) => {
-            let (_, state) = read(args).await?;
+            let (_, state) = read(cluster, args).await?;
             let mut text = String::new();
             for o in &state.objects {
                 text.push_str(&o.address);
@@ -61,14 +62,14 @@ pub async fn run(cmd: &StateCommand) -> Result<ExitCode> {
             out(&text)?;
         }
         StateCommand::Show { state, address } => {
-            let (store, s) = read(state).await?;
+            let (store, s) = read(cluster, state).await?;
             let Some(record) = s.get(address) else {
                 return Err(unknown_addresses(&store, &[address]));
             };
             out(&format!("{}\n", serde_json::to_string_pretty(record)?))?;
         }
         StateCommand::Pull(args) => {
-            let store = Store::new(state_location(args)?.open());
+            let store = super::open_store(cluster, &state_location(args)?).await?;
             // The stored document as it is, checksum included (verified first).
             let Some(bytes) = store.read_raw().await? else {
                 return Err(CommandError::state(anyhow::anyhow!(
@@ -92,8 +93,13 @@ pub async fn run(cmd: &StateCommand) -> Result<ExitCode> {
                         .context(format!("{} is not a usable vz state", file.display())),
                 )
             })?;
-            let stored =
-                Stored::lock_at(state_location(state)?, "state push", state.lock_timeout).await?;
+            let stored = Stored::lock_at(
+                cluster,
+                state_location(state)?,
+                "state push",
+                state.lock_timeout,
+            )
+            .await?;
             let written = stored.store.push(&incoming, *force).await?;
             out(&format!(
                 "Pushed {} ({} objects) to {} as serial {}.\n",
@@ -105,8 +111,13 @@ pub async fn run(cmd: &StateCommand) -> Result<ExitCode> {
             stored.release().await?;
         }
         StateCommand::Rm { state, addresses } => {
-            let mut stored =
-                Stored::open_at(state_location(state)?, "state rm", state.lock_timeout).await?;
+            let mut stored = Stored::open_at(
+                cluster,
+                state_location(state)?,
+                "state rm",
+                state.lock_timeout,
+            )
+            .await?;
             let missing: Vec<&String> = addresses
                 .iter()
                 .filter(|a| stored.state.get(a).is_none())

@@ -5,13 +5,18 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::state::state_location;
+use crate::cli::ClusterArgs;
 use crate::cli::ForceUnlockArgs;
 use crate::output::out;
 
 /// Run `vz force-unlock`.
-pub async fn run(args: &ForceUnlockArgs) -> Result<ExitCode> {
+pub async fn run(cluster: &ClusterArgs, args: &ForceUnlockArgs) -> Result<ExitCode> {
     let location = state_location(&args.state)?;
-    let info = location.open().force_unlock(&args.id).await?;
+    let info = super::open_store(cluster, &location)
+        .await?
+        .backend()
+        .force_unlock(&args.id)
+        .await?;
     out(&format!("Removed the lock on {location} ({info}).\n"))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -57,6 +57,7 @@ pub fn absolute_location(location: vz_state::Location) -> vz_state::Location {
         vz_state::Location::Local { path } => vz_state::Location::Local {
             path: absolute(&path),
         },
+        remote @ vz_state::Location::Kubernetes { .. } => remote,
     }
 }
 

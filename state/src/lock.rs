@@ -81,6 +81,16 @@ pub enum LockError {
         /// What happened.
         reason: String,
     },
+    /// The storage service refused or failed a request.
+    #[error("cannot {action} the lock {location}: {message}")]
+    Remote {
+        /// What was being done.
+        action: &'static str,
+        /// The lock's location.
+        location: String,
+        /// What the service said.
+        message: String,
+    },
     /// Storage error.
     #[error("cannot {action} the lock {location}")]
     Io {

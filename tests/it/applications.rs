@@ -287,35 +287,8 @@ fn destroying_an_application_needs_only_the_rbac_of_the_example() {
     let rbac = repo_root().join("examples/orders-destroy-rbac.yaml");
     env.kubectl(&["apply", "-f", rbac.to_str().expect("utf8")])
         .expect_code(0);
-    let token = env.kubectl(&[
-        "create",
-        "token",
-        "vz-destroy-orders",
-        "-n",
-        "vz-jobs",
-        "--duration",
-        "1h",
-    ]);
-    token.expect_code(0);
-    let server = env.kubectl(&[
-        "config",
-        "view",
-        "--minify",
-        "-o",
-        "jsonpath={.clusters[0].cluster.server}",
-    ]);
-    let kubeconfig = env.work.path().join("job.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: p, cluster: {{server: '{}', certificate-authority: '{}'}}}}]\nusers: [{{name: job, user: {{token: '{}'}}}}]\ncontexts: [{{name: job, context: {{cluster: p, user: job}}}}]\ncurrent-context: job\n",
-            server.stdout.trim(),
-            env.plane_file("pki/ca.crt").display(),
-            token.stdout.trim()
-        ),
-    )
-    .expect("kubeconfig");
-    let kc = kubeconfig.to_str().expect("utf8");
+    let kc = crate::common::token_kubeconfig(&env, "vz-jobs", "vz-destroy-orders");
+    let kc = kc.as_str();
     // The service account may not touch the platform: a whole destroy is refused...
     let denied = vz_bare(&["--kubeconfig", kc, "destroy", "-f", &cfg, "--auto-approve"]);
     assert_ne!(denied.code, 0, "{}", denied.stderr);

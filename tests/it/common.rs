@@ -490,6 +490,35 @@ pub fn drift_authproxy_port(env: &TestEnv) {
     .expect_code(0);
 }
 
+/// A kubeconfig (its path) for the service account `namespace/name` of `env`'s plane, with a
+/// token of an hour.
+pub fn token_kubeconfig(env: &TestEnv, namespace: &str, name: &str) -> String {
+    let token = env.kubectl(&["create", "token", name, "-n", namespace, "--duration", "1h"]);
+    token.expect_code(0);
+    let server = env.kubectl(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let path = env
+        .work
+        .path()
+        .join(format!("{namespace}-{name}.kubeconfig"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: p, cluster: {{server: '{}', certificate-authority: '{}'}}}}]\nusers: [{{name: sa, user: {{token: '{}'}}}}]\ncontexts: [{{name: sa, context: {{cluster: p, user: sa}}}}]\ncurrent-context: sa\n",
+            server.stdout.trim(),
+            env.plane_file("pki/ca.crt").display(),
+            token.stdout.trim()
+        ),
+    )
+    .expect("write kubeconfig");
+    path.to_str().expect("utf8").to_string()
+}
+
 /// Standard base64 with padding (what Kubernetes expects in `caBundle` and Secret data).
 pub fn base64(bytes: &[u8]) -> String {
     use base64::Engine as _;

@@ -16,4 +16,5 @@ mod recovery;
 mod rollback;
 mod snapshots;
 mod state_cmds;
+mod team_state;
 mod testenv;

@@ -733,10 +733,21 @@ struct RawComponents {
 #[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawState {
+    /// `local` (the default: a file) or `kubernetes` (Secrets and a Lease in a namespace).
     #[schemars(with = "Option<String>")]
     backend: Option<Spanned<String>>,
+    /// local: the state file (default `<environmentName>.vzstate.json`, relative to this file).
     #[schemars(with = "Option<String>")]
     path: Option<Spanned<String>>,
+    /// kubernetes: the namespace of the state's Secrets and Lease (default `vz-system`).
+    #[schemars(with = "Option<String>")]
+    namespace: Option<Spanned<String>>,
+    /// kubernetes: the workspace (default `default`): one state per workspace.
+    #[schemars(with = "Option<String>")]
+    workspace: Option<Spanned<String>>,
+    /// kubernetes: how long a lock holds without being renewed, e.g. `60s` (default).
+    #[schemars(with = "Option<String>")]
+    lease_duration: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
@@ -1572,14 +1583,62 @@ impl Validator<'_> {
     }
 
     fn state(&self, raw: RawState, env: &str) -> Result<Location, ConfigError> {
-        if let Some(b) = &raw.backend
-            && b.value != "local"
-        {
-            return Err(self.err(
-                b,
-                "state.backend",
-                format!("unknown backend `{}`; supported: `local`", b.value),
-            ));
+        let backend = raw.backend.as_ref().map_or("local", |b| b.value.as_str());
+        let only = |field: &Option<Spanned<String>>, name: &str, backend: &str| match field {
+            Some(f) => Err(self.err(
+                f,
+                &format!("state.{name}"),
+                format!("`{name}` is a setting of the `{backend}` backend"),
+            )),
+            None => Ok(()),
+        };
+        match backend {
+            "local" => {
+                only(&raw.namespace, "namespace", "kubernetes")?;
+                only(&raw.workspace, "workspace", "kubernetes")?;
+                only(&raw.lease_duration, "leaseDuration", "kubernetes")?;
+            }
+            "kubernetes" => {
+                only(&raw.path, "path", "local")?;
+                let label = |f: &Option<Spanned<String>>, name: &str, default: &str| match f {
+                    Some(v) => check_dns_label(&v.value)
+                        .map(|()| v.value.clone())
+                        .map_err(|m| self.err(v, &format!("state.{name}"), m)),
+                    None => Ok(default.to_string()),
+                };
+                let namespace = label(&raw.namespace, "namespace", "vz-system")?;
+                let workspace = label(&raw.workspace, "workspace", "default")?;
+                let lease_seconds = match &raw.lease_duration {
+                    Some(d) => match go_duration_seconds(&d.value) {
+                        Some(secs) if secs >= 15 => secs,
+                        _ => {
+                            return Err(self.err(
+                                d,
+                                "state.leaseDuration",
+                                format!(
+                                    "`{}` is not a duration of at least 15s (e.g. `60s`, `2m`)",
+                                    d.value
+                                ),
+                            ));
+                        }
+                    },
+                    None => 60,
+                };
+                return Ok(Location::Kubernetes {
+                    namespace,
+                    workspace,
+                    lease_seconds,
+                });
+            }
+            other => {
+                if let Some(b) = &raw.backend {
+                    return Err(self.err(
+                        b,
+                        "state.backend",
+                        format!("unknown backend `{other}`; supported: `local`, `kubernetes`"),
+                    ));
+                }
+            }
         }
         let rel = match &raw.path {
             Some(p) if p.value.trim().is_empty() => {
@@ -1616,6 +1675,39 @@ fn check_dns_label(s: &str) -> Result<(), String> {
 }
 
 /// A DNS name: dot-separated DNS labels, at most 253 characters.
+/// The seconds of a Go duration of whole units (`90s`, `2m`, `1h30m`; `ms` rounds down).
+fn go_duration_seconds(s: &str) -> Option<u64> {
+    if !is_go_duration(s) {
+        return None;
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    let mut unit = String::new();
+    let flush = |number: &mut String, unit: &mut String, total: &mut u64| {
+        let n: u64 = number.parse().unwrap_or(0);
+        *total += match unit.as_str() {
+            "h" => n * 3600,
+            "m" => n * 60,
+            "s" => n,
+            _ => n / 1000,
+        };
+        number.clear();
+        unit.clear();
+    };
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            if !unit.is_empty() {
+                flush(&mut number, &mut unit, &mut total);
+            }
+            number.push(c);
+        } else {
+            unit.push(c);
+        }
+    }
+    flush(&mut number, &mut unit, &mut total);
+    Some(total)
+}
+
 /// Whether `s` is a positive Go duration of whole units (`24h`, `1h30m`, `90s`).
 fn is_go_duration(s: &str) -> bool {
     let mut rest = s;
@@ -2197,6 +2289,41 @@ mod tests {
         let e = parse_err("state:\n  backend: s3\n");
         assert_eq!(e.field.as_deref(), Some("state.backend"));
         assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn the_kubernetes_backend_takes_a_namespace_workspace_and_lease() {
+        assert_eq!(
+            parse_ok("state: {backend: kubernetes}\n").state,
+            Location::Kubernetes {
+                namespace: "vz-system".into(),
+                workspace: "default".into(),
+                lease_seconds: 60
+            }
+        );
+        assert_eq!(
+            parse_ok("state: {backend: kubernetes, namespace: team, workspace: prod, leaseDuration: 2m}\n")
+                .state,
+            Location::Kubernetes {
+                namespace: "team".into(),
+                workspace: "prod".into(),
+                lease_seconds: 120
+            }
+        );
+        for (text, field) in [
+            ("state: {backend: kubernetes, path: x.json}\n", "state.path"),
+            (
+                "state: {backend: kubernetes, leaseDuration: 5s}\n",
+                "state.leaseDuration",
+            ),
+            ("state: {namespace: team}\n", "state.namespace"),
+            (
+                "state: {backend: kubernetes, workspace: Prod}\n",
+                "state.workspace",
+            ),
+        ] {
+            assert_eq!(parse_err(text).field.as_deref(), Some(field), "{text}");
+        }
     }
     #[test]
     fn images_default_to_verrazzano_1_7_2() {

@@ -14,6 +14,7 @@
 //! Backends: [`local`] (a file, and a lock file beside it). Remote backends implement the same
 //! trait; the commands and the engine only ever see `dyn Backend`.
 
+pub mod kubernetes;
 pub mod local;
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lock::{LockError, LockInfo};
 
+pub use kubernetes::KubernetesBackend;
 pub use local::LocalBackend;
 
 /// An opaque token naming one version of the stored document.
@@ -35,6 +37,16 @@ pub enum BackendError {
     /// The document is not at the version the writer expected: someone else wrote it.
     #[error("the stored state changed since it was read")]
     Conflict,
+    /// The storage service refused or failed a request.
+    #[error("cannot {action} the state {location}: {message}")]
+    Remote {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        location: String,
+        /// What the service said.
+        message: String,
+    },
     /// Reading or writing failed.
     #[error("cannot {action} {location}")]
     Io {
@@ -57,14 +69,46 @@ pub enum Location {
         /// The state file.
         path: std::path::PathBuf,
     },
+    /// Secrets and a Lease in a namespace of the cluster (see [`kubernetes`]).
+    Kubernetes {
+        /// The namespace.
+        namespace: String,
+        /// The workspace: one state per workspace.
+        workspace: String,
+        /// How long a lock holds without being renewed, in seconds.
+        lease_seconds: u64,
+    },
 }
 
 impl Location {
-    /// The backend that stores the state here.
-    pub fn open(&self) -> Box<dyn Backend> {
-        match self {
+    /// The backend that stores the state here; `client` reaches the cluster of a kubernetes
+    /// backend (an error without one).
+    pub fn open(&self, client: Option<&kube::Client>) -> Result<Box<dyn Backend>, BackendError> {
+        Ok(match self {
             Location::Local { path } => Box::new(LocalBackend::new(path)),
-        }
+            Location::Kubernetes {
+                namespace,
+                workspace,
+                lease_seconds,
+            } => {
+                let client = client.ok_or_else(|| BackendError::Remote {
+                    action: "open",
+                    location: self.to_string(),
+                    message: "no connection to a cluster".into(),
+                })?;
+                Box::new(KubernetesBackend::new(
+                    client.clone(),
+                    namespace,
+                    workspace,
+                    std::time::Duration::from_secs(*lease_seconds),
+                ))
+            }
+        })
+    }
+
+    /// Whether the state lives in a cluster (opening it needs a connection).
+    pub fn needs_cluster(&self) -> bool {
+        matches!(self, Location::Kubernetes { .. })
     }
 }
 
@@ -72,6 +116,11 @@ impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Location::Local { path } => write!(f, "{}", path.display()),
+            Location::Kubernetes {
+                namespace,
+                workspace,
+                ..
+            } => write!(f, "kubernetes {namespace}/vz-state-{workspace}"),
         }
     }
 }

@@ -1,0 +1,229 @@
+//! The kubernetes state backend against the real API server: the state in Secrets, the lock a Lease
+//! that its holder renews, refused to a second run (naming the holder), taken over once a killed
+//! holder's lease expires, a stale writer refused by the compare-and-swap, and a state past 1 MiB
+//! split over several Secrets and read back whole.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::common::{Run, TestEnv, exit};
+
+/// The quick start with its state in `vz-system` (leases of 15 s, so takeovers are quick).
+fn config(env: &TestEnv) -> String {
+    let text = std::fs::read_to_string(crate::common::repo_root().join("examples/quickstart.yaml"))
+        .expect("example")
+        .replace(
+            "  backend: local\n",
+            "  backend: kubernetes\n  leaseDuration: 15s\n",
+        )
+        .replace("  path: quickstart.vzstate.json\n", "");
+    env.kubectl(&["create", "namespace", "vz-system"])
+        .expect_code(0);
+    let cfg = env.write_config("team.yaml", &text);
+    cfg.to_str().expect("utf8").to_string()
+}
+
+/// Start `vz apply` held by an NGINX controller that never becomes ready; returns once it holds
+/// the lock.
+fn held_apply(env: &TestEnv, cfg: &str) -> std::process::Child {
+    env.set_node_sim(
+        "unready",
+        "verrazzano-ingress-nginx/ingress-controller-ingress-nginx-controller",
+    );
+    let child = env.spawn_vz(&["apply", "-f", cfg, "--auto-approve", "--timeout", "3m"]);
+    env.eventually(Duration::from_secs(30), "the apply holds the Lease", || {
+        env.get_json(&["lease", "-n", "vz-system", "vz-lock-default"])
+            .map(|_| ())
+    });
+    child
+}
+
+#[test]
+fn a_second_run_is_refused_naming_the_holder_and_a_killed_holders_lease_is_taken_over() {
+    let env = TestEnv::start();
+    let cfg = config(&env);
+    let mut holder = held_apply(&env, &cfg);
+    let refused = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
+    refused.expect_code(exit::LOCKED);
+    assert!(
+        refused.stderr.contains("is locked: ID") && refused.stderr.contains("operation `apply`"),
+        "{}",
+        refused.stderr
+    );
+    holder.kill().expect("kill -9");
+    let _ = holder.wait();
+    // Until its lease runs out, the dead holder's lock still holds...
+    env.vz(&["plan", "-f", &cfg]).expect_code(exit::LOCKED);
+    env.set_node_sim("unready", "");
+    // ...then the next run takes it over, says whose it took, and converges.
+    std::thread::sleep(Duration::from_secs(16));
+    let took = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
+    took.expect_code(0);
+    assert!(
+        took.stderr.contains("Note: took over the expired lock of")
+            && took.stderr.contains("(apply, pid"),
+        "{}",
+        took.stderr
+    );
+    env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
+        .expect_code(0);
+    assert!(
+        env.get_json(&["lease", "-n", "vz-system", "vz-lock-default"])
+            .is_none(),
+        "released after the run"
+    );
+}
+
+#[test]
+fn a_writer_whose_lock_expired_is_refused_by_the_compare_and_swap() {
+    let env = TestEnv::start();
+    let cfg = config(&env);
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
+    env.kubectl(&[
+        "delete",
+        "deployment",
+        "-n",
+        "verrazzano-ingress-nginx",
+        "ingress-controller-ingress-nginx-controller",
+    ])
+    .expect_code(0);
+    let holder = held_apply(&env, &cfg);
+    let pid = holder.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("stop");
+    std::thread::sleep(Duration::from_secs(16));
+    // Another run takes the expired lock and writes the state.
+    env.vz(&[
+        "state",
+        "rm",
+        "-f",
+        &cfg,
+        "network-policies/NetworkPolicy/keycloak/keycloak",
+    ])
+    .expect_code(0);
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .expect("continue");
+    env.set_node_sim("unready", "");
+    let stale = Run::wait(holder);
+    assert_ne!(stale.code, 0);
+    assert!(
+        stale
+            .stderr
+            .contains("it was written by another run since it was read")
+            && stale.stderr.contains("run `vz plan` again"),
+        "{}",
+        stale.stderr
+    );
+    // Nothing lost: the next run converges from what the other run wrote.
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
+    env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
+        .expect_code(0);
+}
+
+#[test]
+fn a_state_past_one_mebibyte_is_split_over_secrets_and_read_back_whole() {
+    let env = TestEnv::start();
+    let cfg = config(&env);
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
+    let pulled = env.vz(&["state", "pull", "-f", &cfg]);
+    pulled.expect_code(0);
+    let mut state = vz_state::decode(pulled.stdout.as_bytes()).expect("a state");
+    let template = state.objects[0].clone();
+    // Hashes do not compress: 20,000 records make a document of megabytes even gzipped.
+    for i in 0..20_000 {
+        let mut r = template.clone();
+        r.address = format!("bulk/ConfigMap/bulk/c{i}");
+        r.manifest_sha256 = hex_of(&format!("m{i}"));
+        r.uid = hex_of(&format!("u{i}"));
+        state.objects.push(r);
+    }
+    let bytes = vz_state::encode(&state).expect("encode");
+    assert!(bytes.len() > 1024 * 1024, "{} bytes", bytes.len());
+    let file = env.work.path().join("big.json");
+    std::fs::write(&file, &bytes).expect("write");
+    env.vz(&[
+        "state",
+        "push",
+        "-f",
+        &cfg,
+        "--force",
+        file.to_str().expect("utf8"),
+    ])
+    .expect_code(0);
+    let parts = env.list_names(&[
+        "secrets",
+        "-n",
+        "vz-system",
+        "-l",
+        "vz.dev/state-workspace=default",
+    ]);
+    assert!(parts.len() > 1, "split: {parts:?}");
+    let back = env.vz(&["state", "pull", "-f", &cfg]);
+    back.expect_code(0);
+    let round = vz_state::decode(back.stdout.as_bytes()).expect("whole");
+    assert_eq!(round.objects.len(), state.objects.len());
+    assert_eq!(round.objects, state.objects);
+}
+
+fn hex_of(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn the_readmes_role_is_enough_to_read_write_and_lock_the_state() {
+    let env = TestEnv::start();
+    let cfg = config(&env);
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
+    let readme =
+        std::fs::read_to_string(crate::common::repo_root().join("README.md")).expect("README");
+    let role = readme
+        .split("```yaml\n")
+        .find(|block| block.contains("metadata: {name: vz-state, namespace: vz-system}"))
+        .and_then(|block| block.split("```").next())
+        .expect("the Role in the README");
+    let binding = "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: vz-state, namespace: vz-system}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: vz-state}\nsubjects: [{kind: ServiceAccount, name: team, namespace: vz-system}]\n";
+    let file = env.work.path().join("role.yaml");
+    std::fs::write(&file, format!("{role}{binding}")).expect("write");
+    env.kubectl(&["create", "serviceaccount", "team", "-n", "vz-system"])
+        .expect_code(0);
+    env.kubectl(&["apply", "-f", file.to_str().expect("utf8")])
+        .expect_code(0);
+    let kc = crate::common::token_kubeconfig(&env, "vz-system", "team");
+    let as_team = |args: &[&str]| {
+        let mut full = vec!["--kubeconfig", kc.as_str()];
+        full.extend_from_slice(args);
+        crate::common::vz_bare(&full)
+    };
+    let listed = as_team(&["state", "list", "-f", &cfg]);
+    listed.expect_code(0);
+    let has = |out: &str| {
+        out.lines()
+            .any(|l| l == "network-policies/NetworkPolicy/keycloak/keycloak")
+    };
+    assert!(has(&listed.stdout));
+    as_team(&[
+        "state",
+        "rm",
+        "-f",
+        &cfg,
+        "network-policies/NetworkPolicy/keycloak/keycloak",
+    ])
+    .expect_code(0);
+    let after = as_team(&["state", "list", "-f", &cfg]);
+    assert!(!has(&after.stdout), "forgotten");
+    // Nothing else: the Role gives no access to the platform.
+    let platform = as_team(&["plan", "-f", &cfg]);
+    assert_ne!(platform.code, 0);
+}
