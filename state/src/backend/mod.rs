@@ -267,3 +267,53 @@ pub trait Lock: Send + Sync {
     /// without waiting.
     async fn release(&self) -> Result<(), LockError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_workspace_has_its_own_place() {
+        let local = Location::Local {
+            path: "/cfg/dev.vzstate.json".into(),
+        };
+        assert_eq!(local.for_workspace(DEFAULT_WORKSPACE), local);
+        assert_eq!(
+            local.for_workspace("prod"),
+            Location::Local {
+                path: "/cfg/vz-workspaces/prod/dev.vzstate.json".into()
+            }
+        );
+        let k = Location::Kubernetes {
+            namespace: "vz-system".into(),
+            workspace: DEFAULT_WORKSPACE.into(),
+            lease_seconds: 60,
+        };
+        assert_eq!(
+            k.for_workspace("prod").to_string(),
+            "kubernetes vz-system/vz-state-prod"
+        );
+    }
+
+    #[tokio::test]
+    async fn local_workspaces_are_those_with_a_state_and_delete_removes_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let base = Location::Local {
+            path: dir.path().join("dev.vzstate.json"),
+        };
+        assert!(base.workspaces(None).await.expect("list").is_empty());
+        let prod = base.for_workspace("prod");
+        let Location::Local { path } = &prod else {
+            panic!("local")
+        };
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        std::fs::write(path, b"{}").expect("write");
+        std::fs::write(dir.path().join("dev.vzstate.json"), b"{}").expect("write");
+        assert_eq!(
+            base.workspaces(None).await.expect("list"),
+            ["default", "prod"]
+        );
+        prod.delete(None).await.expect("delete");
+        assert_eq!(base.workspaces(None).await.expect("list"), ["default"]);
+    }
+}
