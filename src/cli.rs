@@ -17,7 +17,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How to reach the cluster.
+/// How to reach the cluster, and which workspace's state to use.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
     /// Kubeconfig file to use (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
@@ -26,6 +26,9 @@ pub struct ClusterArgs {
     /// Kubeconfig context to use instead of the current one.
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
+    /// The workspace (one state per workspace) instead of the one `vz workspace select` chose.
+    #[arg(long, global = true, value_name = "NAME", env = "VZ_WORKSPACE")]
+    pub workspace: Option<String>,
 }
 
 /// The subcommands.
@@ -44,6 +47,9 @@ pub enum Command {
     /// Inspect or change the recorded state without touching the cluster.
     #[command(subcommand)]
     State(StateCommand),
+    /// Workspaces: one state per workspace, for the same configuration (e.g. one per cluster).
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
     /// Remove the lock with this ID from the state, when the run that held it is gone.
     ForceUnlock(ForceUnlockArgs),
     /// Print the JSON Schema of the platform file or of an application file, for editors: save it
@@ -69,6 +75,50 @@ pub enum SchemaFile {
     Platform,
     /// A file of `applicationsDir`.
     Application,
+}
+
+/// `vz workspace` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// List the workspaces that have a state (`*` marks the current one).
+    List(WorkspaceFile),
+    /// Print the current workspace.
+    Show(WorkspaceFile),
+    /// Create a workspace (an empty state) and switch to it.
+    New {
+        /// The configuration.
+        #[command(flatten)]
+        config: WorkspaceFile,
+        /// Its name (a DNS label).
+        name: String,
+    },
+    /// Switch to a workspace.
+    Select {
+        /// The configuration.
+        #[command(flatten)]
+        config: WorkspaceFile,
+        /// Its name.
+        name: String,
+    },
+    /// Delete a workspace's state (refused while it records objects, unless --force).
+    Delete {
+        /// The configuration.
+        #[command(flatten)]
+        config: WorkspaceFile,
+        /// Its name.
+        name: String,
+        /// Delete it even though it still records objects (they stay in the cluster, unmanaged).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The configuration whose workspaces a `vz workspace` command works on.
+#[derive(Debug, Args)]
+pub struct WorkspaceFile {
+    /// The platform configuration file.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 /// `vz state` subcommands.

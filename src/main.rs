@@ -92,6 +92,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Command::Destroy(args) => commands::destroy::run(&cli.cluster, args).await,
             Command::State(cmd) => commands::state::run(&cli.cluster, cmd).await,
             Command::ForceUnlock(args) => commands::unlock::run(&cli.cluster, args).await,
+            Command::Workspace(cmd) => commands::workspace::run(&cli.cluster, cmd).await,
             Command::Render(_)
             | Command::Graph(_)
             | Command::Schema { .. }

@@ -10,6 +10,7 @@ pub mod plan;
 pub mod render;
 pub mod state;
 pub mod unlock;
+pub mod workspace;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -73,7 +74,7 @@ impl Stored {
     ) -> Result<Stored> {
         let location = match &args.state {
             Some(path) => Location::Local { path: path.clone() },
-            None => platform.state.clone(),
+            None => workspace::location(cluster, &platform.source, &platform.state)?,
         };
         let mut stored = Stored::open_at(cluster, location, operation, args.lock_timeout).await?;
         stored.claim_for(platform)?;
@@ -360,18 +361,25 @@ pub async fn connect(args: &ClusterArgs, platform: &vz_providers::Platform) -> R
     })
 }
 
+/// A client for the cluster of `cluster` when the state at `location` lives in one.
+pub async fn connect_for_state(
+    cluster: &ClusterArgs,
+    location: &Location,
+) -> Result<Option<kube::Client>> {
+    if !location.needs_cluster() {
+        return Ok(None);
+    }
+    let (client, _) = crate::cluster::client(&ConnectOptions {
+        kubeconfig: cluster.kubeconfig.clone(),
+        context: cluster.context.clone(),
+    })
+    .await?;
+    Ok(Some(client))
+}
+
 /// The store at `location`, connected to the cluster of `cluster` when the state lives in one.
 pub async fn open_store(cluster: &ClusterArgs, location: &Location) -> Result<Store> {
-    let client = if location.needs_cluster() {
-        let (client, _) = crate::cluster::client(&ConnectOptions {
-            kubeconfig: cluster.kubeconfig.clone(),
-            context: cluster.context.clone(),
-        })
-        .await?;
-        Some(client)
-    } else {
-        None
-    };
+    let client = connect_for_state(cluster, location).await?;
     Ok(Store::new(location.open(client.as_ref())?))
 }
 

@@ -12,10 +12,13 @@ use crate::error::CommandError;
 use crate::output::out;
 
 /// Where the state `args` name is: `--state`, or where the configuration says.
-pub fn state_location(args: &StateArgs) -> Result<Location> {
+pub fn state_location(cluster: &ClusterArgs, args: &StateArgs) -> Result<Location> {
     match (&args.state, &args.file) {
         (Some(p), _) => Ok(Location::Local { path: p.clone() }),
-        (None, Some(f)) => Ok(vz_providers::config::load(f)?.state),
+        (None, Some(f)) => {
+            let platform = vz_providers::config::load(f)?;
+            super::workspace::location(cluster, f, &platform.state)
+        }
         (None, None) => Err(CommandError::usage(anyhow::anyhow!("no state named"))
             .hint("name the state with -f CONFIG or --state FILE")
             .into()),
@@ -24,7 +27,7 @@ pub fn state_location(args: &StateArgs) -> Result<Location> {
 
 /// Read the state without locking (reads are atomic); an error when there is none.
 async fn read(cluster: &ClusterArgs, args: &StateArgs) -> Result<(Store, State)> {
-    let store = super::open_store(cluster, &state_location(args)?).await?;
+    let store = super::open_store(cluster, &state_location(cluster, args)?).await?;
     match store.read().await? {
         Some(s) => Ok((store, s)),
         None => Err(CommandError::state(anyhow::anyhow!(
@@ -69,7 +72,7 @@ pub async fn run(cluster: &ClusterArgs, cmd: &StateCommand) -> Result<ExitCode> 
             out(&format!("{}\n", serde_json::to_string_pretty(record)?))?;
         }
         StateCommand::Pull(args) => {
-            let store = super::open_store(cluster, &state_location(args)?).await?;
+            let store = super::open_store(cluster, &state_location(cluster, args)?).await?;
             // The stored document as it is, checksum included (verified first).
             let Some(bytes) = store.read_raw().await? else {
                 return Err(CommandError::state(anyhow::anyhow!(
@@ -95,7 +98,7 @@ pub async fn run(cluster: &ClusterArgs, cmd: &StateCommand) -> Result<ExitCode> 
             })?;
             let stored = Stored::lock_at(
                 cluster,
-                state_location(state)?,
+                state_location(cluster, state)?,
                 "state push",
                 state.lock_timeout,
             )
@@ -113,7 +116,7 @@ pub async fn run(cluster: &ClusterArgs, cmd: &StateCommand) -> Result<ExitCode> 
         StateCommand::Rm { state, addresses } => {
             let mut stored = Stored::open_at(
                 cluster,
-                state_location(state)?,
+                state_location(cluster, state)?,
                 "state rm",
                 state.lock_timeout,
             )

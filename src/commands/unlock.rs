@@ -11,7 +11,7 @@ use crate::output::out;
 
 /// Run `vz force-unlock`.
 pub async fn run(cluster: &ClusterArgs, args: &ForceUnlockArgs) -> Result<ExitCode> {
-    let location = state_location(&args.state)?;
+    let location = state_location(cluster, &args.state)?;
     let info = super::open_store(cluster, &location)
         .await?
         .backend()

@@ -19,7 +19,9 @@ pub mod model;
 pub mod store;
 
 pub use backend::local::write_atomic;
-pub use backend::{Backend, BackendError, LocalBackend, Location, Lock, Version};
+pub use backend::{
+    Backend, BackendError, DEFAULT_WORKSPACE, LocalBackend, Location, Lock, Version, WORKSPACES_DIR,
+};
 pub use codec::{DecodeError, EncodeError, decode, encode};
 pub use lock::{LockError, LockInfo};
 pub use model::{CertFacts, FORMAT_VERSION, ObjectRecord, State};

@@ -227,3 +227,53 @@ fn the_readmes_role_is_enough_to_read_write_and_lock_the_state() {
     let platform = as_team(&["plan", "-f", &cfg]);
     assert_ne!(platform.code, 0);
 }
+
+#[test]
+fn each_workspace_has_its_own_state_and_one_with_objects_is_kept_unless_forced() {
+    let env = TestEnv::start();
+    let cfg = config(&env);
+    env.vz(&["workspace", "new", "-f", &cfg, "prod"])
+        .expect_code(0);
+    assert!(
+        env.get_json(&["secret", "-n", "vz-system", "vz-state-prod"])
+            .is_some()
+    );
+    let applied = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
+    applied.expect_code(0);
+    assert!(
+        applied
+            .stdout
+            .contains("State: kubernetes vz-system/vz-state-prod"),
+        "{}",
+        applied.stdout
+    );
+    env.vz(&["workspace", "select", "-f", &cfg, "default"])
+        .expect_code(0);
+    let list = env.vz(&["workspace", "list", "-f", &cfg]);
+    assert_eq!(list.stdout, "* default\n  prod\n");
+    let prod = env.vz(&["state", "list", "-f", &cfg, "--workspace", "prod"]);
+    assert!(prod.stdout.lines().count() > 90, "{}", prod.stdout);
+    let kept = env.vz(&["workspace", "delete", "-f", &cfg, "prod"]);
+    kept.expect_code(exit::STATE);
+    assert!(
+        kept.stderr.contains("still records") && kept.stderr.contains("--force"),
+        "{}",
+        kept.stderr
+    );
+    env.vz(&["workspace", "delete", "-f", &cfg, "prod", "--force"])
+        .expect_code(0);
+    assert!(
+        env.list_names(&[
+            "secrets",
+            "-n",
+            "vz-system",
+            "-l",
+            "vz.dev/state-workspace=prod"
+        ])
+        .is_empty()
+    );
+    assert_eq!(
+        env.vz(&["workspace", "list", "-f", &cfg]).stdout,
+        "* default\n"
+    );
+}

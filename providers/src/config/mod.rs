@@ -742,9 +742,6 @@ struct RawState {
     /// kubernetes: the namespace of the state's Secrets and Lease (default `vz-system`).
     #[schemars(with = "Option<String>")]
     namespace: Option<Spanned<String>>,
-    /// kubernetes: the workspace (default `default`): one state per workspace.
-    #[schemars(with = "Option<String>")]
-    workspace: Option<Spanned<String>>,
     /// kubernetes: how long a lock holds without being renewed, e.g. `60s` (default).
     #[schemars(with = "Option<String>")]
     lease_duration: Option<Spanned<String>>,
@@ -1595,7 +1592,6 @@ impl Validator<'_> {
         match backend {
             "local" => {
                 only(&raw.namespace, "namespace", "kubernetes")?;
-                only(&raw.workspace, "workspace", "kubernetes")?;
                 only(&raw.lease_duration, "leaseDuration", "kubernetes")?;
             }
             "kubernetes" => {
@@ -1607,7 +1603,6 @@ impl Validator<'_> {
                     None => Ok(default.to_string()),
                 };
                 let namespace = label(&raw.namespace, "namespace", "vz-system")?;
-                let workspace = label(&raw.workspace, "workspace", "default")?;
                 let lease_seconds = match &raw.lease_duration {
                     Some(d) => match go_duration_seconds(&d.value) {
                         Some(secs) if secs >= 15 => secs,
@@ -1626,7 +1621,7 @@ impl Validator<'_> {
                 };
                 return Ok(Location::Kubernetes {
                     namespace,
-                    workspace,
+                    workspace: vz_state::DEFAULT_WORKSPACE.to_string(),
                     lease_seconds,
                 });
             }
@@ -2302,11 +2297,10 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_ok("state: {backend: kubernetes, namespace: team, workspace: prod, leaseDuration: 2m}\n")
-                .state,
+            parse_ok("state: {backend: kubernetes, namespace: team, leaseDuration: 2m}\n").state,
             Location::Kubernetes {
                 namespace: "team".into(),
-                workspace: "prod".into(),
+                workspace: "default".into(),
                 lease_seconds: 120
             }
         );
@@ -2318,8 +2312,8 @@ mod tests {
             ),
             ("state: {namespace: team}\n", "state.namespace"),
             (
-                "state: {backend: kubernetes, workspace: Prod}\n",
-                "state.workspace",
+                "state: {backend: kubernetes, namespace: Team}\n",
+                "state.namespace",
             ),
         ] {
             assert_eq!(parse_err(text).field.as_deref(), Some(field), "{text}");

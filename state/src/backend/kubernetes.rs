@@ -24,7 +24,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use tokio::time::Instant;
 
 use super::{Backend, BackendError, Location, Lock, Version};
@@ -444,6 +444,80 @@ impl KubernetesBackend {
             Err(e) => Err(self.lock_error("delete", &e)),
         }
     }
+}
+
+/// The backend of a kubernetes `location`.
+fn backend_of(
+    location: &Location,
+    client: Option<&kube::Client>,
+) -> Result<KubernetesBackend, BackendError> {
+    match (location, client) {
+        (
+            Location::Kubernetes {
+                namespace,
+                workspace,
+                lease_seconds,
+            },
+            Some(c),
+        ) => Ok(KubernetesBackend::new(
+            c.clone(),
+            namespace,
+            workspace,
+            Duration::from_secs(*lease_seconds),
+        )),
+        _ => Err(BackendError::Remote {
+            action: "open",
+            location: location.to_string(),
+            message: "no connection to a cluster".into(),
+        }),
+    }
+}
+
+/// The workspaces with a state in `location`'s namespace (their main Secrets).
+pub(super) async fn workspaces(
+    location: &Location,
+    client: Option<&kube::Client>,
+) -> Result<Vec<String>, BackendError> {
+    let b = backend_of(location, client)?;
+    let list = b
+        .secrets()
+        .list(&ListParams::default().labels(WORKSPACE_LABEL))
+        .await
+        .map_err(|e| b.remote("list", &e))?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|s| {
+            s.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(PARTS))
+        })
+        .filter_map(|s| s.metadata.labels.as_ref()?.get(WORKSPACE_LABEL).cloned())
+        .collect())
+}
+
+/// Delete every Secret of `location`'s workspace.
+pub(super) async fn delete(
+    location: &Location,
+    client: Option<&kube::Client>,
+) -> Result<(), BackendError> {
+    let b = backend_of(location, client)?;
+    let list = b
+        .secrets()
+        .list(&ListParams::default().labels(&format!("{WORKSPACE_LABEL}={}", b.workspace)))
+        .await
+        .map_err(|e| b.remote("list", &e))?;
+    for s in list.items {
+        if let Some(name) = s.metadata.name {
+            match b.secrets().delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(b.remote("delete", &e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A Lease's time.

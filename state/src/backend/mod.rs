@@ -27,6 +27,12 @@ use crate::lock::{LockError, LockInfo};
 pub use kubernetes::KubernetesBackend;
 pub use local::LocalBackend;
 
+/// The workspace a configuration's state belongs to unless another is chosen.
+pub const DEFAULT_WORKSPACE: &str = "default";
+
+/// The directory, beside a local state file, of the other workspaces' states.
+pub const WORKSPACES_DIR: &str = "vz-workspaces";
+
 /// An opaque token naming one version of the stored document.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Version(pub String);
@@ -106,6 +112,96 @@ impl Location {
         })
     }
 
+    /// The same place for `workspace`: each workspace has a state of its own. A local state of
+    /// workspace `w` is `vz-workspaces/w/<file>` beside the default one's file; a kubernetes one is
+    /// Secret `vz-state-w`.
+    pub fn for_workspace(&self, workspace: &str) -> Location {
+        match self {
+            Location::Local { path } if workspace == DEFAULT_WORKSPACE => {
+                Location::Local { path: path.clone() }
+            }
+            Location::Local { path } => {
+                let dir = path.parent().unwrap_or_else(|| std::path::Path::new(""));
+                let file = path.file_name().unwrap_or_default();
+                Location::Local {
+                    path: dir.join(WORKSPACES_DIR).join(workspace).join(file),
+                }
+            }
+            Location::Kubernetes {
+                namespace,
+                lease_seconds,
+                ..
+            } => Location::Kubernetes {
+                namespace: namespace.clone(),
+                workspace: workspace.to_string(),
+                lease_seconds: *lease_seconds,
+            },
+        }
+    }
+
+    /// The workspaces with a state stored beside this one (the default one included when it has
+    /// a state), sorted.
+    pub async fn workspaces(
+        &self,
+        client: Option<&kube::Client>,
+    ) -> Result<Vec<String>, BackendError> {
+        let mut out = Vec::new();
+        match self {
+            Location::Local { path } => {
+                let base = self.for_workspace(DEFAULT_WORKSPACE);
+                if let Location::Local { path: default } = &base
+                    && default.exists()
+                {
+                    out.push(DEFAULT_WORKSPACE.to_string());
+                }
+                let dir = path
+                    .parent()
+                    .unwrap_or_else(|| std::path::Path::new(""))
+                    .join(WORKSPACES_DIR);
+                let file = path.file_name().unwrap_or_default();
+                if let Ok(entries) = std::fs::read_dir(&dir) {
+                    for e in entries.flatten() {
+                        if e.path().join(file).exists()
+                            && let Some(name) = e.file_name().to_str()
+                        {
+                            out.push(name.to_string());
+                        }
+                    }
+                }
+            }
+            Location::Kubernetes { .. } => {
+                out.extend(kubernetes::workspaces(self, client).await?);
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Delete this state and everything stored with it (its lock excepted, which the caller
+    /// holds); nothing when there is none.
+    pub async fn delete(&self, client: Option<&kube::Client>) -> Result<(), BackendError> {
+        match self {
+            Location::Local { path } => {
+                for p in [path.clone(), local::sibling(path, ".backup")] {
+                    match std::fs::remove_file(&p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(source) => {
+                            return Err(BackendError::Io {
+                                action: "delete",
+                                location: p.display().to_string(),
+                                source,
+                            });
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Location::Kubernetes { .. } => kubernetes::delete(self, client).await,
+        }
+    }
+
     /// Whether the state lives in a cluster (opening it needs a connection).
     pub fn needs_cluster(&self) -> bool {
         matches!(self, Location::Kubernetes { .. })
@@ -170,4 +266,54 @@ pub trait Lock: Send + Sync {
     /// Release the lock (again: a no-op). Dropping a handle releases it too, as well as it can
     /// without waiting.
     async fn release(&self) -> Result<(), LockError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_workspace_has_its_own_place() {
+        let local = Location::Local {
+            path: "/cfg/dev.vzstate.json".into(),
+        };
+        assert_eq!(local.for_workspace(DEFAULT_WORKSPACE), local);
+        assert_eq!(
+            local.for_workspace("prod"),
+            Location::Local {
+                path: "/cfg/vz-workspaces/prod/dev.vzstate.json".into()
+            }
+        );
+        let k = Location::Kubernetes {
+            namespace: "vz-system".into(),
+            workspace: DEFAULT_WORKSPACE.into(),
+            lease_seconds: 60,
+        };
+        assert_eq!(
+            k.for_workspace("prod").to_string(),
+            "kubernetes vz-system/vz-state-prod"
+        );
+    }
+
+    #[tokio::test]
+    async fn local_workspaces_are_those_with_a_state_and_delete_removes_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let base = Location::Local {
+            path: dir.path().join("dev.vzstate.json"),
+        };
+        assert!(base.workspaces(None).await.expect("list").is_empty());
+        let prod = base.for_workspace("prod");
+        let Location::Local { path } = &prod else {
+            panic!("local")
+        };
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        std::fs::write(path, b"{}").expect("write");
+        std::fs::write(dir.path().join("dev.vzstate.json"), b"{}").expect("write");
+        assert_eq!(
+            base.workspaces(None).await.expect("list"),
+            ["default", "prod"]
+        );
+        prod.delete(None).await.expect("delete");
+        assert_eq!(base.workspaces(None).await.expect("list"), ["default"]);
+    }
 }
