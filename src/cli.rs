@@ -148,6 +148,17 @@ pub enum StateCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Copy the state to another backend, lineage and serial kept, under both locks, and check the
+    /// copy; then point `state:` in the configuration at it.
+    Migrate {
+        /// Where the state is now.
+        #[command(flatten)]
+        state: StateArgs,
+        /// Where it goes, as the configuration's `state:` would say it, e.g.
+        /// `'{backend: kubernetes, namespace: vz-system}'` or `'{path: team.vzstate.json}'`.
+        #[arg(long, value_name = "STATE")]
+        to: String,
+    },
     /// Forget objects without deleting them from the cluster.
     Rm {
         /// Where the state is.

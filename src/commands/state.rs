@@ -113,6 +113,57 @@ pub async fn run(cluster: &ClusterArgs, cmd: &StateCommand) -> Result<ExitCode> 
             ))?;
             stored.release().await?;
         }
+        StateCommand::Migrate { state, to } => {
+            let Some(config) = &state.file else {
+                return Err(CommandError::usage(anyhow::anyhow!(
+                    "migrate needs the configuration (-f FILE): the target is read relative to it"
+                ))
+                .into());
+            };
+            let platform = vz_providers::config::load(config)?;
+            let workspace = super::workspace::current(cluster, config)?;
+            let target = vz_providers::config::parse_state(config, &platform.environment_name, to)?
+                .for_workspace(&workspace);
+            let from = state_location(cluster, state)?;
+            if target == from {
+                return Err(CommandError::usage(anyhow::anyhow!(
+                    "the state is already at {target}"
+                ))
+                .into());
+            }
+            let source =
+                Stored::open_at(cluster, from, "state migrate", state.lock_timeout).await?;
+            if source.state.serial == 0 {
+                return Err(CommandError::state(anyhow::anyhow!(
+                    "there is no state at {} to migrate",
+                    source.store.location()
+                ))
+                .into());
+            }
+            let dest =
+                Stored::lock_at(cluster, target.clone(), "state migrate", state.lock_timeout)
+                    .await?;
+            let written = dest.store.push(&source.state, false).await?;
+            let copy = dest.store.read().await?;
+            if copy.as_ref() != Some(&written) || written.lineage != source.state.lineage {
+                return Err(CommandError::state(anyhow::anyhow!(
+                    "the copy at {target} does not read back as the state that was written; the configuration should keep pointing at {}",
+                    source.store.location()
+                ))
+                .into());
+            }
+            out(&format!(
+                "Copied the state ({} objects, lineage {}, serial {}) from {} to {target}, and read it back.\nNow set `state:` in {} to {to}; the old state at {} is kept until you remove it.\n",
+                written.objects.len(),
+                written.lineage,
+                written.serial,
+                source.store.location(),
+                config.display(),
+                source.store.location(),
+            ))?;
+            dest.release().await?;
+            source.release().await?;
+        }
         StateCommand::Rm { state, addresses } => {
             let mut stored = Stored::open_at(
                 cluster,

@@ -277,3 +277,88 @@ fn each_workspace_has_its_own_state_and_one_with_objects_is_kept_unless_forced()
         "* default\n"
     );
 }
+
+#[test]
+fn a_state_migrates_local_to_kubernetes_and_back_with_lineage_and_serial_kept() {
+    let env = TestEnv::start();
+    env.kubectl(&["create", "namespace", "vz-system"])
+        .expect_code(0);
+    let local = env.example("quickstart.yaml");
+    let local = local.to_str().expect("utf8");
+    env.vz(&["apply", "-f", local, "--auto-approve"])
+        .expect_code(0);
+    let before = vz_state::decode(env.vz(&["state", "pull", "-f", local]).stdout.as_bytes())
+        .expect("local state");
+
+    let moved = env.vz(&[
+        "state",
+        "migrate",
+        "-f",
+        local,
+        "--to",
+        "{backend: kubernetes, namespace: vz-system}",
+    ]);
+    moved.expect_code(0);
+    assert!(moved.stdout.contains("read it back"), "{}", moved.stdout);
+    // The configuration now names the new place.
+    let text = std::fs::read_to_string(local).expect("config");
+    let team = env.write_config(
+        "team.yaml",
+        &text
+            .replace(
+                "  backend: local\n",
+                "  backend: kubernetes\n  namespace: vz-system\n",
+            )
+            .replace("  path: quickstart.vzstate.json\n", ""),
+    );
+    let team = team.to_str().expect("utf8");
+    let there = vz_state::decode(env.vz(&["state", "pull", "-f", team]).stdout.as_bytes())
+        .expect("kubernetes state");
+    assert_eq!(
+        (there.lineage.as_str(), there.serial),
+        (before.lineage.as_str(), before.serial)
+    );
+    assert_eq!(there.objects, before.objects);
+    env.vz(&["plan", "-f", team, "--detailed-exitcode"])
+        .expect_code(0);
+
+    let back = env.vz(&[
+        "state",
+        "migrate",
+        "-f",
+        team,
+        "--to",
+        "{path: back.vzstate.json}",
+    ]);
+    back.expect_code(0);
+    let home = env.write_config(
+        "home.yaml",
+        &text.replace("quickstart.vzstate.json", "back.vzstate.json"),
+    );
+    let home = home.to_str().expect("utf8");
+    let again = vz_state::decode(env.vz(&["state", "pull", "-f", home]).stdout.as_bytes())
+        .expect("local again");
+    assert_eq!(
+        (again.lineage.as_str(), again.serial),
+        (before.lineage.as_str(), before.serial)
+    );
+    env.vz(&["plan", "-f", home, "--detailed-exitcode"])
+        .expect_code(0);
+    // A target holding another state's history is refused, and left as it was.
+    let mut foreign = before.clone();
+    foreign.lineage = "00000000-0000-4000-8000-000000000000".into();
+    let other = env.work.path().join("other.vzstate.json");
+    let bytes = vz_state::encode(&foreign).expect("encode");
+    std::fs::write(&other, &bytes).expect("write");
+    let refused = env.vz(&[
+        "state",
+        "migrate",
+        "-f",
+        home,
+        "--to",
+        "{path: other.vzstate.json}",
+    ]);
+    refused.expect_code(exit::STATE);
+    assert!(refused.stderr.contains("lineage"), "{}", refused.stderr);
+    assert_eq!(std::fs::read(&other).expect("read"), bytes, "untouched");
+}

@@ -842,6 +842,13 @@ fn from_yaml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<
     })
 }
 
+/// A state location written as the configuration's `state:` section would be (`text`, YAML), for
+/// the configuration at `config` of platform `environment` (the workspace is the default one).
+pub fn parse_state(config: &Path, environment: &str, text: &str) -> Result<Location, ConfigError> {
+    let raw: RawState = from_yaml(config, text)?;
+    Validator { file: config }.state(raw, environment)
+}
+
 /// A platform from configuration text that must be valid: for the providers' unit tests.
 #[cfg(test)]
 pub(crate) fn for_test(text: &str) -> Platform {
