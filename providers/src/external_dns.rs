@@ -43,10 +43,16 @@ pub const FINAL_SYNC_JOB: &str = "external-dns-final-sync";
 /// Where the credentials Secret is mounted.
 pub const CREDENTIALS_PATH: &str = "/etc/kubernetes/";
 
-const LABELS: [(&str, &str); 2] = [
-    ("app.kubernetes.io/name", NAME),
-    ("app.kubernetes.io/instance", NAME),
-];
+/// The labels of every ExternalDNS object (and the selector of its pods).
+fn labels() -> serde_json::Map<String, Value> {
+    [
+        ("app.kubernetes.io/name", NAME),
+        ("app.kubernetes.io/instance", NAME),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_string(), json!(v)))
+    .collect()
+}
 
 /// ExternalDNS's settings, when the platform has it.
 pub fn settings(p: &Platform) -> Option<&ExternalDns> {
@@ -66,12 +72,6 @@ pub fn before_sources(p: &Platform) -> Vec<String> {
 pub fn steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
     let Some(e) = settings(p) else {
         return vec![];
-    };
-    let labels = || {
-        LABELS
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), json!(v)))
-            .collect::<serde_json::Map<_, _>>()
     };
     let meta = |namespaced: bool| {
         let mut m = json!({"name": NAME, "labels": labels()});
@@ -140,8 +140,7 @@ pub fn steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
 fn credentials_copy(name: &str, namespace: &str) -> Manifest {
     let mut m = Manifest::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "namespace": VERRAZZANO_SYSTEM, "labels": {
-            "app.kubernetes.io/name": NAME, "app.kubernetes.io/instance": NAME}},
+        "metadata": {"name": name, "namespace": VERRAZZANO_SYSTEM, "labels": labels()},
         "type": "Opaque",
         "data": null,
     }));
@@ -224,10 +223,7 @@ fn pod_template(p: &Platform, e: &ExternalDns) -> Value {
         spec["volumes"] = json!([{"name": "config", "secret": {"secretName": c.name}}]);
     }
     spec["containers"] = json!([container]);
-    let mut labels: serde_json::Map<String, Value> = LABELS
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), json!(v)))
-        .collect();
+    let mut labels = labels();
     labels.insert("sidecar.istio.io/inject".into(), json!("false"));
     json!({"metadata": {"labels": labels}, "spec": spec})
 }
@@ -272,7 +268,7 @@ pub fn final_sync_job(deployment: &Value, deadline: i64) -> Option<Value> {
     Some(json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": FINAL_SYNC_JOB, "namespace": VERRAZZANO_SYSTEM,
-                     "labels": {"app.kubernetes.io/name": NAME, "app.kubernetes.io/instance": NAME}},
+                     "labels": labels()},
         "spec": {
             "backoffLimit": 1,
             "activeDeadlineSeconds": deadline.max(1),

@@ -83,10 +83,14 @@ pub async fn run(cluster: &ClusterArgs, cmd: &WorkspaceCommand) -> Result<ExitCo
     let platform = vz_providers::config::load(file)?;
     let base = platform.state.clone();
     let current = current(cluster, file)?;
+    if let WorkspaceCommand::Show(_) = cmd {
+        out(&format!("{current}\n"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = connect_for_state(cluster, &base).await?;
     let existing = base.workspaces(client.as_ref()).await?;
     match cmd {
-        WorkspaceCommand::Show(_) => out(&format!("{current}\n"))?,
+        WorkspaceCommand::Show(_) => {}
         WorkspaceCommand::List(_) => {
             let mut names = existing.clone();
             for w in [DEFAULT_WORKSPACE.to_string(), current.clone()] {

@@ -1677,60 +1677,46 @@ fn check_dns_label(s: &str) -> Result<(), String> {
 }
 
 /// A DNS name: dot-separated DNS labels, at most 253 characters.
-/// The seconds of a Go duration of whole units (`90s`, `2m`, `1h30m`; `ms` rounds down).
-fn go_duration_seconds(s: &str) -> Option<u64> {
-    if !is_go_duration(s) {
+/// The milliseconds of a Go duration of whole units (`24h`, `1h30m`, `90s`, `500ms`); `None` when
+/// `s` is not one.
+fn go_duration_millis(s: &str) -> Option<u64> {
+    let mut rest = s;
+    let mut total: u64 = 0;
+    if rest.is_empty() {
         return None;
     }
-    let mut total = 0u64;
-    let mut number = String::new();
-    let mut unit = String::new();
-    let flush = |number: &mut String, unit: &mut String, total: &mut u64| {
-        let n: u64 = number.parse().unwrap_or(0);
-        *total += match unit.as_str() {
-            "h" => n * 3600,
-            "m" => n * 60,
-            "s" => n,
-            _ => n / 1000,
-        };
-        number.clear();
-        unit.clear();
-    };
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            if !unit.is_empty() {
-                flush(&mut number, &mut unit, &mut total);
-            }
-            number.push(c);
-        } else {
-            unit.push(c);
-        }
-    }
-    flush(&mut number, &mut unit, &mut total);
-    Some(total)
-}
-
-/// Whether `s` is a positive Go duration of whole units (`24h`, `1h30m`, `90s`).
-fn is_go_duration(s: &str) -> bool {
-    let mut rest = s;
-    let mut any = false;
     while !rest.is_empty() {
         let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
         if digits == 0 {
-            return false;
+            return None;
         }
         let (number, after) = rest.split_at(digits);
         let unit_len = after
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
-        if !["h", "m", "s", "ms"].contains(&unit) {
-            return false;
-        }
-        any |= number.bytes().any(|b| b != b'0');
+        let scale: u64 = match unit {
+            "h" => 3_600_000,
+            "m" => 60_000,
+            "s" => 1_000,
+            "ms" => 1,
+            _ => return None,
+        };
+        let n: u64 = number.parse().ok()?;
+        total = total.checked_add(n.checked_mul(scale)?)?;
         rest = next;
     }
-    any
+    Some(total)
+}
+
+/// The whole seconds of a Go duration (`90s`, `2m`, `1h30m`).
+fn go_duration_seconds(s: &str) -> Option<u64> {
+    go_duration_millis(s).map(|ms| ms / 1000)
+}
+
+/// Whether `s` is a positive Go duration of whole units (`24h`, `1h30m`, `90s`).
+fn is_go_duration(s: &str) -> bool {
+    go_duration_millis(s).is_some_and(|ms| ms > 0)
 }
 
 fn check_dns_name(s: &str) -> Result<(), String> {
@@ -2063,6 +2049,8 @@ mod tests {
         for bad in ["", "0s", "1d", "h", "1.5h", "-1h", "24"] {
             assert!(!is_go_duration(bad), "{bad}");
         }
+        assert_eq!(go_duration_seconds("1h30m"), Some(5400));
+        assert_eq!(go_duration_seconds("1500ms"), Some(1));
     }
 
     #[test]

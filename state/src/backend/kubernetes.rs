@@ -49,7 +49,13 @@ pub struct KubernetesBackend {
     namespace: String,
     workspace: String,
     lease: Duration,
+    /// The `resourceVersion` of the main Secret last read or written here, with the parts it
+    /// names: a write at that version needs no read to know which parts it replaces.
+    seen: std::sync::Arc<std::sync::Mutex<Option<Seen>>>,
 }
+
+/// A main Secret's `resourceVersion` and the parts it names.
+type Seen = (String, Vec<String>);
 
 impl std::fmt::Debug for KubernetesBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,7 +75,22 @@ impl KubernetesBackend {
             namespace: namespace.to_string(),
             workspace: workspace.to_string(),
             lease,
+            seen: Default::default(),
         }
+    }
+
+    fn remember(&self, version: &str, parts: Vec<String>) {
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some((version.to_string(), parts));
+        }
+    }
+
+    /// The parts the main Secret names at `version`, when this backend last saw it there.
+    fn parts_at(&self, version: &Version) -> Option<Vec<String>> {
+        let seen = self.seen.lock().ok()?;
+        seen.as_ref()
+            .filter(|(v, _)| *v == version.0)
+            .map(|(_, parts)| parts.clone())
     }
 
     fn secrets(&self) -> Api<Secret> {
@@ -226,7 +247,9 @@ impl Backend for KubernetesBackend {
             return Ok(None);
         };
         let version = Version(main.metadata.resource_version.clone().unwrap_or_default());
-        Ok(Some((self.gather(&main).await?, version)))
+        let bytes = self.gather(&main).await?;
+        self.remember(&version.0, part_names(&main));
+        Ok(Some((bytes, version)))
     }
 
     async fn write(
@@ -252,42 +275,57 @@ impl Backend for KubernetesBackend {
                 .map_err(|e| self.remote("write", &e))?;
             names.push(name);
         }
-        let current = self
-            .secrets()
-            .get_opt(&self.secret_name())
-            .await
-            .map_err(|e| self.remote("read", &e))?;
-        let old_parts = current.as_ref().map(part_names).unwrap_or_default();
+        // The parts this write replaces: known when the state was read (or written) here at that
+        // version, else read from the main Secret.
+        let old_parts = match expected {
+            None => Vec::new(),
+            Some(v) => match self.parts_at(v) {
+                Some(parts) => parts,
+                None => {
+                    let current = self
+                        .secrets()
+                        .get_opt(&self.secret_name())
+                        .await
+                        .map_err(|e| self.remote("read", &e))?;
+                    match current {
+                        Some(cur) if cur.metadata.resource_version.as_deref() == Some(&v.0) => {
+                            part_names(&cur)
+                        }
+                        _ => {
+                            self.delete_parts(&names).await;
+                            return Err(BackendError::Conflict);
+                        }
+                    }
+                }
+            },
+        };
         let mut meta = self.meta(&self.secret_name());
         meta.annotations = Some([(PARTS.to_string(), names.join(","))].into());
-        let main = Secret {
+        let mut main = Secret {
             metadata: meta,
             data: Some([(KEY.to_string(), ByteString(pieces[0].to_vec()))].into()),
             type_: Some("Opaque".into()),
             ..Default::default()
         };
-        let outcome = match (current, expected) {
-            (None, None) => self.secrets().create(&PostParams::default(), &main).await,
-            (Some(cur), Some(v)) if cur.metadata.resource_version.as_deref() == Some(&v.0) => {
-                let mut main = main;
+        // The API server refuses a create over an existing Secret, and an update at another
+        // resourceVersion (409) or of a Secret that is gone (404): the compare-and-swap.
+        let outcome = match expected {
+            None => self.secrets().create(&PostParams::default(), &main).await,
+            Some(v) => {
                 main.metadata.resource_version = Some(v.0.clone());
                 self.secrets()
                     .replace(&self.secret_name(), &PostParams::default(), &main)
                     .await
             }
-            _ => {
-                self.delete_parts(&names).await;
-                return Err(BackendError::Conflict);
-            }
         };
         match outcome {
             Ok(written) => {
                 self.delete_parts(&old_parts).await;
-                Ok(Version(
-                    written.metadata.resource_version.unwrap_or_default(),
-                ))
+                let version = written.metadata.resource_version.unwrap_or_default();
+                self.remember(&version, names);
+                Ok(Version(version))
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => {
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
                 self.delete_parts(&names).await;
                 Err(BackendError::Conflict)
             }
@@ -427,6 +465,7 @@ impl KubernetesBackend {
             backend: self.clone(),
             info: info.clone(),
             replaced,
+            released: Default::default(),
         }
     }
 
@@ -545,6 +584,8 @@ struct KubernetesLock {
     backend: KubernetesBackend,
     info: LockInfo,
     replaced: Option<LockInfo>,
+    /// Released already: dropping it need not try again.
+    released: std::sync::atomic::AtomicBool,
 }
 
 impl KubernetesLock {
@@ -609,6 +650,8 @@ impl Lock for KubernetesLock {
         if let Some(lease) = self.mine().await? {
             self.backend.delete_lease(&lease).await?;
         }
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 }
@@ -617,6 +660,9 @@ impl Drop for KubernetesLock {
     fn drop(&mut self) {
         // Release without waiting, as well as it can: a runtime may not be there any more; a lock
         // that stays expires after its lease duration anyway.
+        if self.released.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let backend = self.backend.clone();
             let id = self.info.id.clone();
