@@ -154,7 +154,19 @@ fn classify(error: &anyhow::Error) -> (Kind, Vec<String>) {
             return lock_hints(e);
         }
         if let Some(e) = cause.downcast_ref::<StorageError>() {
-            return (Kind::State, storage_hints(e));
+            // A storage service that cannot be reached or refuses is like a cluster that does.
+            let kind = match e {
+                StorageError::Backend(vz_state::BackendError::Remote { .. }) => Kind::Cluster,
+                _ => Kind::State,
+            };
+            return (kind, storage_hints(e));
+        }
+        if let Some(e) = cause.downcast_ref::<vz_state::BackendError>() {
+            let kind = match e {
+                vz_state::BackendError::Remote { .. } => Kind::Cluster,
+                _ => Kind::State,
+            };
+            return (kind, vec![]);
         }
         if let Some(e) = cause.downcast_ref::<EngineError>() {
             return engine_hints(e);

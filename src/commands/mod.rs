@@ -137,7 +137,7 @@ impl Stored {
             held.push(Arc::clone(&lock));
         }
         if let Some(old) = lock.replaced() {
-            let why = if location.needs_cluster() {
+            let why = if location.lock_expires() {
                 "it was not renewed within its lease"
             } else {
                 "its process on this host is gone"

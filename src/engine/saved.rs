@@ -57,7 +57,7 @@ pub fn absolute_location(location: vz_state::Location) -> vz_state::Location {
         vz_state::Location::Local { path } => vz_state::Location::Local {
             path: absolute(&path),
         },
-        remote @ vz_state::Location::Kubernetes { .. } => remote,
+        remote @ (vz_state::Location::Kubernetes { .. } | vz_state::Location::S3 { .. }) => remote,
     }
 }
 

@@ -56,6 +56,8 @@ pub struct TestEnv {
     /// Working directory for the test's configuration and state files.
     pub work: TempDir,
     kubeconfig: PathBuf,
+    /// Environment variables every `vz` run gets (an S3 server's credentials, say).
+    vars: Vec<(String, String)>,
 }
 
 impl TestEnv {
@@ -93,6 +95,7 @@ impl TestEnv {
             plane,
             work: tempfile::tempdir().expect("work dir"),
             kubeconfig,
+            vars: Vec::new(),
         }
     }
 
@@ -126,10 +129,17 @@ impl TestEnv {
         self.vz_with_env(&[], args)
     }
 
+    /// Give every later `vz` run these environment variables.
+    pub fn set_vars(&mut self, vars: &[(&str, &str)]) {
+        self.vars
+            .extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    }
+
     /// Run `vz` with extra environment variables.
     pub fn vz_with_env(&self, vars: &[(&str, &str)], args: &[&str]) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vz"));
         cmd.env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE");
+        cmd.envs(self.vars.iter().map(|(k, v)| (k, v)));
         cmd.envs(vars.iter().copied());
         cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
         Run::of(cmd)
@@ -140,6 +150,7 @@ impl TestEnv {
     pub fn spawn_vz(&self, args: &[&str]) -> std::process::Child {
         Command::new(env!("CARGO_BIN_EXE_vz"))
             .env_remove("NO_COLOR")
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)
@@ -415,6 +426,99 @@ impl Drop for DnsServer {
     }
 }
 
+/// An S3 server of the test's own (`scripts/s3-server`: moto on a free loopback port, one request
+/// at a time, with bucket `vz-state`); stopped when dropped.
+pub struct S3Server {
+    dir: TempDir,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl S3Server {
+    /// The bucket it starts with.
+    pub const BUCKET: &str = "vz-state";
+    /// The credentials it is given (moto takes any).
+    pub const KEY_ID: &str = "vz-test";
+    /// The secret of [`Self::KEY_ID`].
+    pub const SECRET: &str = "vz-test-secret";
+
+    /// Start one.
+    pub fn start() -> S3Server {
+        let dir = tempfile::Builder::new()
+            .prefix("vz-s3-")
+            .tempdir()
+            .expect("temp dir for the S3 server");
+        let out = Command::new(repo_root().join("scripts/s3-server"))
+            .arg("up")
+            .arg(dir.path())
+            .arg("--owner-pid")
+            .arg(std::process::id().to_string())
+            .output()
+            .expect("run scripts/s3-server up");
+        assert!(
+            out.status.success(),
+            "scripts/s3-server up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::fs::read_to_string(dir.path().join("port"))
+            .expect("s3-server port")
+            .trim()
+            .parse()
+            .expect("a port");
+        S3Server { dir, port }
+    }
+
+    /// Its URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment a `vz` run needs to use it.
+    pub fn vars(&self) -> [(&'static str, &'static str); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID", Self::KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", Self::SECRET),
+            ("AWS_REGION", "us-east-1"),
+        ]
+    }
+
+    /// The `state:` settings of a configuration keeping its state at `key` here.
+    pub fn state_yaml(&self, key: &str) -> String {
+        format!(
+            "{{backend: s3, bucket: {}, key: {key}, endpoint: '{}', leaseDuration: 15s}}",
+            Self::BUCKET,
+            self.endpoint()
+        )
+    }
+
+    /// A backend of the state at `key` in `workspace`, whose locks last `lease`.
+    pub fn backend(
+        &self,
+        key: &str,
+        workspace: &str,
+        lease: std::time::Duration,
+    ) -> vz_state::backend::S3Backend {
+        let place = vz_state::backend::S3Place {
+            bucket: Self::BUCKET.into(),
+            key: key.into(),
+            endpoint: Some(self.endpoint()),
+            region: Some("us-east-1".into()),
+            workspace: workspace.into(),
+        };
+        vz_state::backend::S3Backend::with_credentials(place, lease, Self::KEY_ID, Self::SECRET)
+            .expect("an S3 backend")
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/s3-server"))
+            .arg("down")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
 /// Run `vz` with no cluster flags (for commands that need no cluster, or a custom kubeconfig).
 pub fn vz_bare(args: &[&str]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vz"));
@@ -444,7 +548,7 @@ impl Run {
         }
     }
 
-    fn of(mut cmd: Command) -> Run {
+    pub fn of(mut cmd: Command) -> Run {
         cmd.stdin(std::process::Stdio::null());
         let Output {
             status,

@@ -14,6 +14,7 @@ mod offline;
 mod planning;
 mod recovery;
 mod rollback;
+mod s3_state;
 mod snapshots;
 mod state_cmds;
 mod team_state;

@@ -1,49 +1,96 @@
-//! The kubernetes state backend against the real API server: the state in Secrets, the lock a Lease
-//! that its holder renews, refused to a second run (naming the holder), taken over once a killed
-//! holder's lease expires, a stale writer refused by the compare-and-swap, and a state past 1 MiB
-//! split over several Secrets and read back whole.
+//! The remote state backends against real servers: the kubernetes one (the state in Secrets, the
+//! lock a Lease) against the real API server, the s3 one (objects of a bucket) against a real S3
+//! server. For both: the lock its holder renews is refused to a second run (naming the holder) and
+//! taken over once a killed holder's lease expires; a stale writer is refused by the
+//! compare-and-swap. For kubernetes: a state past 1 MiB split over several Secrets and read back
+//! whole, the README's Role, workspaces. Migration local → kubernetes → s3 → local.
 
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::common::{Run, TestEnv, exit};
+use crate::common::{Run, S3Server, TestEnv, exit};
 
-/// The quick start with its state in `vz-system` (leases of 15 s, so takeovers are quick).
-fn config(env: &TestEnv) -> String {
-    let text = std::fs::read_to_string(crate::common::repo_root().join("examples/quickstart.yaml"))
-        .expect("example")
-        .replace(
-            "  backend: local\n",
-            "  backend: kubernetes\n  leaseDuration: 15s\n",
-        )
-        .replace("  path: quickstart.vzstate.json\n", "");
-    env.kubectl(&["create", "namespace", "vz-system"])
-        .expect_code(0);
-    let cfg = env.write_config("team.yaml", &text);
-    cfg.to_str().expect("utf8").to_string()
+/// Where a test keeps its state.
+enum Team {
+    Kubernetes,
+    S3(S3Server),
+}
+
+impl Team {
+    fn s3() -> Team {
+        Team::S3(S3Server::start())
+    }
+
+    /// The quick start with its state here (leases of 15 s, so takeovers are quick).
+    fn config(&self, env: &mut TestEnv) -> String {
+        let state = match self {
+            Team::Kubernetes => {
+                env.kubectl(&["create", "namespace", "vz-system"])
+                    .expect_code(0);
+                "  backend: kubernetes\n  leaseDuration: 15s\n".to_string()
+            }
+            Team::S3(s3) => {
+                env.set_vars(&s3.vars());
+                format!(
+                    "  backend: s3\n  bucket: {}\n  endpoint: {}\n  leaseDuration: 15s\n",
+                    S3Server::BUCKET,
+                    s3.endpoint()
+                )
+            }
+        };
+        let text =
+            std::fs::read_to_string(crate::common::repo_root().join("examples/quickstart.yaml"))
+                .expect("example")
+                .replace("  backend: local\n", &state)
+                .replace("  path: quickstart.vzstate.json\n", "");
+        let cfg = env.write_config("team.yaml", &text);
+        cfg.to_str().expect("utf8").to_string()
+    }
+
+    /// Who holds the default workspace's lock, seen from outside vz.
+    fn holder(&self, env: &TestEnv) -> Option<String> {
+        match self {
+            Team::Kubernetes => env
+                .get_json(&["lease", "-n", "vz-system", "vz-lock-default"])
+                .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string)),
+            Team::S3(s3) => {
+                let backend = s3.backend("quickstart.vzstate.json", "default", Duration::ZERO);
+                runtime()
+                    .block_on(vz_state::Backend::lock_holder(&backend))
+                    .expect("read the lock")
+                    .map(|info| info.id)
+            }
+        }
+    }
+}
+
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// Start `vz apply` held by an NGINX controller that never becomes ready; returns once it holds
 /// the lock.
-fn held_apply(env: &TestEnv, cfg: &str) -> std::process::Child {
+fn held_apply(env: &TestEnv, team: &Team, cfg: &str) -> std::process::Child {
     env.set_node_sim(
         "unready",
         "verrazzano-ingress-nginx/ingress-controller-ingress-nginx-controller",
     );
     let child = env.spawn_vz(&["apply", "-f", cfg, "--auto-approve", "--timeout", "3m"]);
-    env.eventually(Duration::from_secs(30), "the apply holds the Lease", || {
-        env.get_json(&["lease", "-n", "vz-system", "vz-lock-default"])
-            .map(|_| ())
+    env.eventually(Duration::from_secs(30), "the apply holds the lock", || {
+        team.holder(env)
     });
     child
 }
 
-#[test]
-fn a_second_run_is_refused_naming_the_holder_and_a_killed_holders_lease_is_taken_over() {
-    let env = TestEnv::start();
-    let cfg = config(&env);
-    let mut holder = held_apply(&env, &cfg);
+fn a_second_run_is_refused_naming_the_holder_and_a_killed_holders_lock_is_taken_over(team: Team) {
+    let mut env = TestEnv::start();
+    let cfg = team.config(&mut env);
+    let mut holder = held_apply(&env, &team, &cfg);
     let refused = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
     refused.expect_code(exit::LOCKED);
     assert!(
@@ -68,17 +115,24 @@ fn a_second_run_is_refused_naming_the_holder_and_a_killed_holders_lease_is_taken
     );
     env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
         .expect_code(0);
-    assert!(
-        env.get_json(&["lease", "-n", "vz-system", "vz-lock-default"])
-            .is_none(),
-        "released after the run"
+    assert_eq!(team.holder(&env), None, "released after the run");
+}
+
+#[test]
+fn kubernetes_a_second_run_is_refused_and_a_killed_holders_lease_is_taken_over() {
+    a_second_run_is_refused_naming_the_holder_and_a_killed_holders_lock_is_taken_over(
+        Team::Kubernetes,
     );
 }
 
 #[test]
-fn a_writer_whose_lock_expired_is_refused_by_the_compare_and_swap() {
-    let env = TestEnv::start();
-    let cfg = config(&env);
+fn s3_a_second_run_is_refused_and_a_killed_holders_lock_object_is_taken_over() {
+    a_second_run_is_refused_naming_the_holder_and_a_killed_holders_lock_is_taken_over(Team::s3());
+}
+
+fn a_writer_whose_lock_expired_is_refused_by_the_compare_and_swap(team: Team) {
+    let mut env = TestEnv::start();
+    let cfg = team.config(&mut env);
     env.vz(&["apply", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
     env.kubectl(&[
@@ -89,7 +143,7 @@ fn a_writer_whose_lock_expired_is_refused_by_the_compare_and_swap() {
         "ingress-controller-ingress-nginx-controller",
     ])
     .expect_code(0);
-    let holder = held_apply(&env, &cfg);
+    let holder = held_apply(&env, &team, &cfg);
     let pid = holder.id().to_string();
     std::process::Command::new("kill")
         .args(["-STOP", &pid])
@@ -128,9 +182,19 @@ fn a_writer_whose_lock_expired_is_refused_by_the_compare_and_swap() {
 }
 
 #[test]
+fn kubernetes_a_writer_whose_lock_expired_is_refused_by_the_compare_and_swap() {
+    a_writer_whose_lock_expired_is_refused_by_the_compare_and_swap(Team::Kubernetes);
+}
+
+#[test]
+fn s3_a_writer_whose_lock_expired_is_refused_by_the_compare_and_swap() {
+    a_writer_whose_lock_expired_is_refused_by_the_compare_and_swap(Team::s3());
+}
+
+#[test]
 fn a_state_past_one_mebibyte_is_split_over_secrets_and_read_back_whole() {
-    let env = TestEnv::start();
-    let cfg = config(&env);
+    let mut env = TestEnv::start();
+    let cfg = Team::Kubernetes.config(&mut env);
     env.vz(&["apply", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
     let pulled = env.vz(&["state", "pull", "-f", &cfg]);
@@ -182,8 +246,8 @@ fn hex_of(text: &str) -> String {
 
 #[test]
 fn the_readmes_role_is_enough_to_read_write_and_lock_the_state() {
-    let env = TestEnv::start();
-    let cfg = config(&env);
+    let mut env = TestEnv::start();
+    let cfg = Team::Kubernetes.config(&mut env);
     env.vz(&["apply", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
     let readme =
@@ -230,8 +294,8 @@ fn the_readmes_role_is_enough_to_read_write_and_lock_the_state() {
 
 #[test]
 fn each_workspace_has_its_own_state_and_one_with_objects_is_kept_unless_forced() {
-    let env = TestEnv::start();
-    let cfg = config(&env);
+    let mut env = TestEnv::start();
+    let cfg = Team::Kubernetes.config(&mut env);
     env.vz(&["workspace", "new", "-f", &cfg, "prod"])
         .expect_code(0);
     assert!(
@@ -279,8 +343,10 @@ fn each_workspace_has_its_own_state_and_one_with_objects_is_kept_unless_forced()
 }
 
 #[test]
-fn a_state_migrates_local_to_kubernetes_and_back_with_lineage_and_serial_kept() {
-    let env = TestEnv::start();
+fn a_state_migrates_local_to_kubernetes_to_s3_and_back_with_lineage_and_serial_kept() {
+    let mut env = TestEnv::start();
+    let s3 = S3Server::start();
+    env.set_vars(&s3.vars());
     env.kubectl(&["create", "namespace", "vz-system"])
         .expect_code(0);
     let local = env.example("quickstart.yaml");
@@ -289,61 +355,55 @@ fn a_state_migrates_local_to_kubernetes_and_back_with_lineage_and_serial_kept() 
         .expect_code(0);
     let before = vz_state::decode(env.vz(&["state", "pull", "-f", local]).stdout.as_bytes())
         .expect("local state");
-
-    let moved = env.vz(&[
-        "state",
-        "migrate",
-        "-f",
-        local,
-        "--to",
-        "{backend: kubernetes, namespace: vz-system}",
-    ]);
-    moved.expect_code(0);
-    assert!(moved.stdout.contains("read it back"), "{}", moved.stdout);
-    // The configuration now names the new place.
     let text = std::fs::read_to_string(local).expect("config");
-    let team = env.write_config(
+    // Each leg: migrate from `from` to `to`, then a configuration naming `to` finds the same
+    // state (lineage, serial, objects) and a clean plan.
+    let leg = |from: &str, to: &str, name: &str, state: &str| -> String {
+        let moved = env.vz(&["state", "migrate", "-f", from, "--to", to]);
+        moved.expect_code(0);
+        assert!(moved.stdout.contains("read it back"), "{}", moved.stdout);
+        let cfg = env.write_config(
+            name,
+            &text
+                .replace("  backend: local\n", state)
+                .replace("  path: quickstart.vzstate.json\n", ""),
+        );
+        let cfg = cfg.to_str().expect("utf8").to_string();
+        let there = vz_state::decode(env.vz(&["state", "pull", "-f", &cfg]).stdout.as_bytes())
+            .expect("the migrated state");
+        assert_eq!(
+            (there.lineage.as_str(), there.serial),
+            (before.lineage.as_str(), before.serial),
+            "{to}"
+        );
+        assert_eq!(there.objects, before.objects);
+        env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
+            .expect_code(0);
+        cfg
+    };
+    let team = leg(
+        local,
+        "{backend: kubernetes, namespace: vz-system}",
         "team.yaml",
-        &text
-            .replace(
-                "  backend: local\n",
-                "  backend: kubernetes\n  namespace: vz-system\n",
-            )
-            .replace("  path: quickstart.vzstate.json\n", ""),
+        "  backend: kubernetes\n  namespace: vz-system\n",
     );
-    let team = team.to_str().expect("utf8");
-    let there = vz_state::decode(env.vz(&["state", "pull", "-f", team]).stdout.as_bytes())
-        .expect("kubernetes state");
-    assert_eq!(
-        (there.lineage.as_str(), there.serial),
-        (before.lineage.as_str(), before.serial)
+    let bucket = leg(
+        &team,
+        &s3.state_yaml("platforms/quickstart.json"),
+        "bucket.yaml",
+        &format!(
+            "  backend: s3\n  bucket: {}\n  key: platforms/quickstart.json\n  endpoint: {}\n",
+            S3Server::BUCKET,
+            s3.endpoint()
+        ),
     );
-    assert_eq!(there.objects, before.objects);
-    env.vz(&["plan", "-f", team, "--detailed-exitcode"])
-        .expect_code(0);
-
-    let back = env.vz(&[
-        "state",
-        "migrate",
-        "-f",
-        team,
-        "--to",
+    let home = leg(
+        &bucket,
         "{path: back.vzstate.json}",
-    ]);
-    back.expect_code(0);
-    let home = env.write_config(
         "home.yaml",
-        &text.replace("quickstart.vzstate.json", "back.vzstate.json"),
+        "  backend: local\n  path: back.vzstate.json\n",
     );
-    let home = home.to_str().expect("utf8");
-    let again = vz_state::decode(env.vz(&["state", "pull", "-f", home]).stdout.as_bytes())
-        .expect("local again");
-    assert_eq!(
-        (again.lineage.as_str(), again.serial),
-        (before.lineage.as_str(), before.serial)
-    );
-    env.vz(&["plan", "-f", home, "--detailed-exitcode"])
-        .expect_code(0);
+    let home = home.as_str();
     // A target holding another state's history is refused, and left as it was.
     let mut foreign = before.clone();
     foreign.lineage = "00000000-0000-4000-8000-000000000000".into();

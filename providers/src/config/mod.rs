@@ -733,7 +733,8 @@ struct RawComponents {
 #[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawState {
-    /// `local` (the default: a file) or `kubernetes` (Secrets and a Lease in a namespace).
+    /// `local` (the default: a file), `kubernetes` (Secrets and a Lease in a namespace) or `s3`
+    /// (objects of an S3-compatible bucket).
     #[schemars(with = "Option<String>")]
     backend: Option<Spanned<String>>,
     /// local: the state file (default `<environmentName>.vzstate.json`, relative to this file).
@@ -742,9 +743,21 @@ struct RawState {
     /// kubernetes: the namespace of the state's Secrets and Lease (default `vz-system`).
     #[schemars(with = "Option<String>")]
     namespace: Option<Spanned<String>>,
-    /// kubernetes: how long a lock holds without being renewed, e.g. `60s` (default).
+    /// kubernetes, s3: how long a lock holds without being renewed, e.g. `60s` (default).
     #[schemars(with = "Option<String>")]
     lease_duration: Option<Spanned<String>>,
+    /// s3: the bucket.
+    #[schemars(with = "Option<String>")]
+    bucket: Option<Spanned<String>>,
+    /// s3: the state's object key (default `<environmentName>.vzstate.json`).
+    #[schemars(with = "Option<String>")]
+    key: Option<Spanned<String>>,
+    /// s3: the service's URL, for a store that is not AWS (default: `AWS_ENDPOINT_URL`, else AWS).
+    #[schemars(with = "Option<String>")]
+    endpoint: Option<Spanned<String>>,
+    /// s3: the bucket's region (default: `AWS_REGION`, else `us-east-1`).
+    #[schemars(with = "Option<String>")]
+    region: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
@@ -1588,56 +1601,81 @@ impl Validator<'_> {
 
     fn state(&self, raw: RawState, env: &str) -> Result<Location, ConfigError> {
         let backend = raw.backend.as_ref().map_or("local", |b| b.value.as_str());
-        let only = |field: &Option<Spanned<String>>, name: &str, backend: &str| match field {
-            Some(f) => Err(self.err(
-                f,
-                &format!("state.{name}"),
-                format!("`{name}` is a setting of the `{backend}` backend"),
-            )),
-            None => Ok(()),
+        // Each setting belongs to some backends; naming it for another is a mistake.
+        let settings: [Setting<'_>; 7] = [
+            (&raw.path, "path", &["local"]),
+            (&raw.namespace, "namespace", &["kubernetes"]),
+            (&raw.lease_duration, "leaseDuration", &["kubernetes", "s3"]),
+            (&raw.bucket, "bucket", &["s3"]),
+            (&raw.key, "key", &["s3"]),
+            (&raw.endpoint, "endpoint", &["s3"]),
+            (&raw.region, "region", &["s3"]),
+        ];
+        if ["local", "kubernetes", "s3"].contains(&backend) {
+            for (field, name, backends) in settings {
+                if let Some(f) = field
+                    && !backends.contains(&backend)
+                {
+                    let of = backends
+                        .iter()
+                        .map(|b| format!("`{b}`"))
+                        .collect::<Vec<_>>()
+                        .join(" and ");
+                    let noun = if backends.len() > 1 {
+                        "backends"
+                    } else {
+                        "backend"
+                    };
+                    return Err(self.err(
+                        f,
+                        &format!("state.{name}"),
+                        format!("`{name}` is a setting of the {of} {noun}"),
+                    ));
+                }
+            }
+        }
+        let lease_seconds = || match &raw.lease_duration {
+            Some(d) => match go_duration_seconds(&d.value) {
+                Some(secs) if secs >= 15 => Ok(secs),
+                _ => Err(self.err(
+                    d,
+                    "state.leaseDuration",
+                    format!(
+                        "`{}` is not a duration of at least 15s (e.g. `60s`, `2m`)",
+                        d.value
+                    ),
+                )),
+            },
+            None => Ok(60),
         };
         match backend {
-            "local" => {
-                only(&raw.namespace, "namespace", "kubernetes")?;
-                only(&raw.lease_duration, "leaseDuration", "kubernetes")?;
-            }
+            "local" => {}
             "kubernetes" => {
-                only(&raw.path, "path", "local")?;
-                let label = |f: &Option<Spanned<String>>, name: &str, default: &str| match f {
+                let namespace = match &raw.namespace {
                     Some(v) => check_dns_label(&v.value)
                         .map(|()| v.value.clone())
-                        .map_err(|m| self.err(v, &format!("state.{name}"), m)),
-                    None => Ok(default.to_string()),
-                };
-                let namespace = label(&raw.namespace, "namespace", "vz-system")?;
-                let lease_seconds = match &raw.lease_duration {
-                    Some(d) => match go_duration_seconds(&d.value) {
-                        Some(secs) if secs >= 15 => secs,
-                        _ => {
-                            return Err(self.err(
-                                d,
-                                "state.leaseDuration",
-                                format!(
-                                    "`{}` is not a duration of at least 15s (e.g. `60s`, `2m`)",
-                                    d.value
-                                ),
-                            ));
-                        }
-                    },
-                    None => 60,
+                        .map_err(|m| self.err(v, "state.namespace", m))?,
+                    None => "vz-system".to_string(),
                 };
                 return Ok(Location::Kubernetes {
                     namespace,
                     workspace: vz_state::DEFAULT_WORKSPACE.to_string(),
-                    lease_seconds,
+                    lease_seconds: lease_seconds()?,
                 });
+            }
+            "s3" => {
+                if let Some(b) = &raw.backend {
+                    return self.s3_state(&raw, b, env, lease_seconds()?);
+                }
             }
             other => {
                 if let Some(b) = &raw.backend {
                     return Err(self.err(
                         b,
                         "state.backend",
-                        format!("unknown backend `{other}`; supported: `local`, `kubernetes`"),
+                        format!(
+                            "unknown backend `{other}`; supported: `local`, `kubernetes`, `s3`"
+                        ),
                     ));
                 }
             }
@@ -1656,6 +1694,100 @@ impl Validator<'_> {
         Ok(Location::Local {
             path: base.join(rel),
         })
+    }
+
+    /// `state: {backend: s3, ...}`: a bucket (required), a key, an endpoint and a region.
+    fn s3_state(
+        &self,
+        raw: &RawState,
+        backend: &Spanned<String>,
+        env: &str,
+        lease_seconds: u64,
+    ) -> Result<Location, ConfigError> {
+        let Some(bucket) = &raw.bucket else {
+            return Err(self.err(backend, "state.bucket", "the s3 backend needs a `bucket`"));
+        };
+        check_bucket(&bucket.value).map_err(|m| self.err(bucket, "state.bucket", m))?;
+        let key = match &raw.key {
+            Some(k) => {
+                check_object_key(&k.value).map_err(|m| self.err(k, "state.key", m))?;
+                k.value.clone()
+            }
+            None => format!("{env}.vzstate.json"),
+        };
+        let endpoint = match &raw.endpoint {
+            Some(e) if e.value.starts_with("http://") || e.value.starts_with("https://") => {
+                Some(e.value.trim_end_matches('/').to_string())
+            }
+            Some(e) => {
+                return Err(self.err(
+                    e,
+                    "state.endpoint",
+                    format!(
+                        "`{}` is not a URL: write the scheme, e.g. `https://s3.example.com`",
+                        e.value
+                    ),
+                ));
+            }
+            None => None,
+        };
+        let region = match &raw.region {
+            Some(r) if r.value.trim().is_empty() => {
+                return Err(self.err(r, "state.region", "must not be empty"));
+            }
+            Some(r) => Some(r.value.clone()),
+            None => None,
+        };
+        Ok(Location::S3 {
+            bucket: bucket.value.clone(),
+            key,
+            endpoint,
+            region,
+            workspace: vz_state::DEFAULT_WORKSPACE.to_string(),
+            lease_seconds,
+        })
+    }
+}
+
+/// A `state:` setting, its name, and the backends it belongs to.
+type Setting<'a> = (
+    &'a Option<Spanned<String>>,
+    &'static str,
+    &'static [&'static str],
+);
+
+/// An S3 bucket name: 3–63 characters of `a-z`, `0-9`, `.` and `-`, starting and ending with a
+/// letter or digit.
+fn check_bucket(s: &str) -> Result<(), String> {
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let ok = (3..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && edge(s.as_bytes().first())
+        && edge(s.as_bytes().last())
+        && !s.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{s}` is not a bucket name: 3–63 characters of a-z, 0-9, `.` and `-`, starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// An object key vz can use for a state: `dir/.../file`, without empty, `.` or `..` segments.
+fn check_object_key(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    match s
+        .split('/')
+        .find(|seg| seg.is_empty() || *seg == "." || *seg == "..")
+    {
+        Some(_) => Err(format!(
+            "`{s}` is not an object key vz uses: no leading or trailing `/`, no `//`, `.` or `..` segments"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -2276,7 +2408,7 @@ mod tests {
 
     #[test]
     fn an_unknown_backend_is_refused() {
-        let e = parse_err("state:\n  backend: s3\n");
+        let e = parse_err("state:\n  backend: gcs\n");
         assert_eq!(e.field.as_deref(), Some("state.backend"));
         assert_eq!(e.line, Some(2));
     }
@@ -2314,6 +2446,76 @@ mod tests {
             assert_eq!(parse_err(text).field.as_deref(), Some(field), "{text}");
         }
     }
+    #[test]
+    fn the_s3_backend_takes_a_bucket_key_endpoint_region_and_lease() {
+        assert_eq!(
+            parse_ok("state: {backend: s3, bucket: team-state}\n").state,
+            Location::S3 {
+                bucket: "team-state".into(),
+                key: "default.vzstate.json".into(),
+                endpoint: None,
+                region: None,
+                workspace: "default".into(),
+                lease_seconds: 60
+            }
+        );
+        assert_eq!(
+            parse_ok(
+                "state: {backend: s3, bucket: b.example, key: eu/dev.json, endpoint: 'http://127.0.0.1:9000/', region: eu-west-1, leaseDuration: 30s}\n"
+            )
+            .state,
+            Location::S3 {
+                bucket: "b.example".into(),
+                key: "eu/dev.json".into(),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: Some("eu-west-1".into()),
+                workspace: "default".into(),
+                lease_seconds: 30
+            }
+        );
+        for (text, field) in [
+            ("state:\n  backend: s3\n", "state.bucket"),
+            ("state: {backend: s3, bucket: Team}\n", "state.bucket"),
+            ("state: {backend: s3, bucket: ab}\n", "state.bucket"),
+            (
+                "state: {backend: s3, bucket: b-1, key: /x.json}\n",
+                "state.key",
+            ),
+            (
+                "state: {backend: s3, bucket: b-1, key: a//x.json}\n",
+                "state.key",
+            ),
+            (
+                "state: {backend: s3, bucket: b-1, key: ../x.json}\n",
+                "state.key",
+            ),
+            (
+                "state: {backend: s3, bucket: b-1, endpoint: s3.example.com}\n",
+                "state.endpoint",
+            ),
+            (
+                "state: {backend: s3, bucket: b-1, region: ''}\n",
+                "state.region",
+            ),
+            (
+                "state: {backend: s3, bucket: b-1, namespace: x}\n",
+                "state.namespace",
+            ),
+            (
+                "state: {backend: s3, bucket: b-1, path: x.json}\n",
+                "state.path",
+            ),
+            (
+                "state: {backend: kubernetes, bucket: b-1}\n",
+                "state.bucket",
+            ),
+        ] {
+            assert_eq!(parse_err(text).field.as_deref(), Some(field), "{text}");
+        }
+        let e = parse_err("state: {backend: local, leaseDuration: 30s}\n");
+        assert!(e.message.contains("`kubernetes` and `s3` backends"), "{e}");
+    }
+
     #[test]
     fn images_default_to_verrazzano_1_7_2() {
         let p = parse_ok("");

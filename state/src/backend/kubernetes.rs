@@ -25,7 +25,6 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
-use tokio::time::Instant;
 
 use super::{Backend, BackendError, Location, Lock, Version};
 use crate::lock::{LockError, LockInfo};
@@ -337,22 +336,8 @@ impl Backend for KubernetesBackend {
     }
 
     async fn lock(&self, info: LockInfo, wait: Duration) -> Result<Box<dyn Lock>, LockError> {
-        let until = Instant::now() + wait;
-        let mut pause = Duration::from_millis(250);
-        loop {
-            match self.try_lock(&info).await? {
-                Ok(lock) => return Ok(Box::new(lock)),
-                Err(holder) => {
-                    if Instant::now() + pause > until {
-                        return Err(LockError::Locked {
-                            info: Box::new(holder),
-                        });
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
+        let lock = super::retry_lock(wait, || self.try_lock(&info)).await?;
+        Ok(Box::new(lock))
     }
 
     async fn lock_holder(&self) -> Result<Option<LockInfo>, LockError> {

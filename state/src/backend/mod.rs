@@ -11,11 +11,13 @@
 //!   whose locks expire says how often, [`Lock::renew_every`]) and released, and that describes its
 //!   holder. A lock that cannot be taken says who holds it.
 //!
-//! Backends: [`local`] (a file, and a lock file beside it). Remote backends implement the same
-//! trait; the commands and the engine only ever see `dyn Backend`.
+//! Backends: [`local`] (a file, and a lock file beside it), [`kubernetes`] (Secrets and a Lease)
+//! and [`s3`] (objects of an S3-compatible bucket). The commands and the engine only ever see
+//! `dyn Backend`.
 
 pub mod kubernetes;
 pub mod local;
+pub mod s3;
 
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ use crate::lock::{LockError, LockInfo};
 
 pub use kubernetes::KubernetesBackend;
 pub use local::LocalBackend;
+pub use s3::{S3Backend, S3Place};
 
 /// The workspace a configuration's state belongs to unless another is chosen.
 pub const DEFAULT_WORKSPACE: &str = "default";
@@ -84,6 +87,23 @@ pub enum Location {
         /// How long a lock holds without being renewed, in seconds.
         lease_seconds: u64,
     },
+    /// Objects of an S3-compatible bucket (see [`s3`]).
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The default workspace's object key.
+        key: String,
+        /// The service's URL, when not AWS's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        /// The region, when not from the environment.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        /// The workspace: one state per workspace.
+        workspace: String,
+        /// How long a lock holds without being renewed, in seconds.
+        lease_seconds: u64,
+    },
 }
 
 impl Location {
@@ -109,7 +129,32 @@ impl Location {
                     std::time::Duration::from_secs(*lease_seconds),
                 ))
             }
+            Location::S3 { .. } => Box::new(s3::backend_of(self)?),
         })
+    }
+
+    /// The bucket place and lease of an s3 location.
+    pub fn s3_place(&self) -> Option<(S3Place, Duration)> {
+        match self {
+            Location::S3 {
+                bucket,
+                key,
+                endpoint,
+                region,
+                workspace,
+                lease_seconds,
+            } => Some((
+                S3Place {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    endpoint: endpoint.clone(),
+                    region: region.clone(),
+                    workspace: workspace.clone(),
+                },
+                Duration::from_secs(*lease_seconds),
+            )),
+            _ => None,
+        }
     }
 
     /// The same place for `workspace`: each workspace has a state of its own. A local state of
@@ -133,6 +178,21 @@ impl Location {
                 ..
             } => Location::Kubernetes {
                 namespace: namespace.clone(),
+                workspace: workspace.to_string(),
+                lease_seconds: *lease_seconds,
+            },
+            Location::S3 {
+                bucket,
+                key,
+                endpoint,
+                region,
+                lease_seconds,
+                ..
+            } => Location::S3 {
+                bucket: bucket.clone(),
+                key: key.clone(),
+                endpoint: endpoint.clone(),
+                region: region.clone(),
                 workspace: workspace.to_string(),
                 lease_seconds: *lease_seconds,
             },
@@ -172,6 +232,7 @@ impl Location {
             Location::Kubernetes { .. } => {
                 out.extend(kubernetes::workspaces(self, client).await?);
             }
+            Location::S3 { .. } => out.extend(s3::workspaces(self).await?),
         }
         out.sort();
         out.dedup();
@@ -199,12 +260,19 @@ impl Location {
                 Ok(())
             }
             Location::Kubernetes { .. } => kubernetes::delete(self, client).await,
+            Location::S3 { .. } => s3::delete(self).await,
         }
     }
 
     /// Whether the state lives in a cluster (opening it needs a connection).
     pub fn needs_cluster(&self) -> bool {
         matches!(self, Location::Kubernetes { .. })
+    }
+
+    /// Whether its lock expires unless renewed (a remote one), rather than being stale only when
+    /// its holder's process is gone (a local one).
+    pub fn lock_expires(&self) -> bool {
+        !matches!(self, Location::Local { .. })
     }
 }
 
@@ -217,6 +285,35 @@ impl std::fmt::Display for Location {
                 workspace,
                 ..
             } => write!(f, "kubernetes {namespace}/vz-state-{workspace}"),
+            Location::S3 { .. } => match self.s3_place() {
+                Some((place, _)) => write!(f, "s3 {}", place.url()),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+/// Take a lock with `attempt` (the held lock, or who holds it), trying again with a growing pause
+/// (¼ s to 2 s) while someone else holds it, for up to `wait`.
+pub(crate) async fn retry_lock<T, F, Fut>(wait: Duration, mut attempt: F) -> Result<T, LockError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Result<T, LockInfo>, LockError>>,
+{
+    let until = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match attempt().await? {
+            Ok(lock) => return Ok(lock),
+            Err(holder) => {
+                if tokio::time::Instant::now() + pause > until {
+                    return Err(LockError::Locked {
+                        info: Box::new(holder),
+                    });
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
         }
     }
 }
