@@ -114,6 +114,8 @@ pub enum Deleted {
     },
     /// The object was already gone.
     AlreadyGone,
+    /// The object is gone: the API server deleted it at once (nothing held it).
+    Gone,
 }
 
 /// A client for the cluster `opts` names (not yet checked to answer), and its URL.
@@ -461,8 +463,13 @@ impl Cluster {
             ..Default::default()
         };
         match api.delete(&r.name, &params).await {
-            Ok(either) => Ok(Deleted::Started {
-                uid: either.left().and_then(|o| o.metadata.uid),
+            // The object as it was when deleted at once, or as it is while being deleted
+            // (finalizers, a grace period: then it carries its deletion timestamp).
+            Ok(either) => Ok(match either.left() {
+                Some(o) if o.metadata.deletion_timestamp.is_none() => Deleted::Gone,
+                o => Deleted::Started {
+                    uid: o.and_then(|o| o.metadata.uid),
+                },
             }),
             Err(kube::Error::Api(s)) if s.is_not_found() => Ok(Deleted::AlreadyGone),
             Err(e) => Err(refused(format!("cannot delete {r}"), &e).into()),

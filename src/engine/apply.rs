@@ -14,9 +14,9 @@
 //! what it was before the run. An undo that fails is reported and the state records the object as it
 //! really is, so nothing is lost track of.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -28,7 +28,7 @@ use vz_providers::external_dns;
 use vz_providers::{Manifest, Outputs, Ownership};
 use vz_state::{ObjectRecord, State, Store};
 
-use crate::cluster::{Cluster, Deleted};
+use crate::cluster::{Cluster, Deleted, ObjectRef};
 use crate::engine::graph::{StepGraph, StepNode};
 use crate::engine::plan::{Action, Cause, Change, Plan, decide};
 use crate::engine::rollback::{Entry, Undo, Undone, describe_undo, settle};
@@ -87,14 +87,15 @@ pub async fn apply(
     let run = Run::new(session, state, Some(desired), outputs);
     let outcome = async {
         run.forget(plan).await?;
+        let mut by_step: HashMap<&str, Vec<&Change>> = HashMap::new();
+        for c in plan.changes.iter().filter(|c| c.desired.is_some()) {
+            by_step.entry(c.step.as_str()).or_default().push(c);
+        }
+        let by_step = &by_step;
         let applied = graph
             .walk(false, opts.parallelism, |step| {
                 let run = &run;
-                let changes: Vec<&Change> = plan
-                    .changes
-                    .iter()
-                    .filter(|c| c.step == step && c.desired.is_some())
-                    .collect();
+                let changes = by_step.get(step.as_str()).cloned().unwrap_or_default();
                 let depends_on = graph.dependencies(&step);
                 async move { run.apply_step(&step, changes, &depends_on).await }
             })
@@ -103,11 +104,18 @@ pub async fn apply(
         run.delete_all(plan).await
     }
     .await;
+    // Whatever happened, the stored state takes every change recorded so far.
+    let outcome = outcome.and(run.flush().await);
     let Err(failure) = outcome else {
         return Ok(run.into_state().await);
     };
     if !opts.rollback {
+        let flushed = run.flush().await;
         let s = run.into_state().await;
+        let failure = match flushed {
+            Ok(()) => failure,
+            Err(e) => failure.context(format!("and the state could not be written: {e:#}")),
+        };
         return Err(ApplyFailed {
             report: format!(
                 "Rollback is off: the changes made so far are kept, and the state records them ({} objects, serial {}).",
@@ -151,8 +159,14 @@ impl std::error::Error for ApplyFailed {}
 /// stops where it is (it is not rolled back); the state records what is left.
 pub async fn destroy(session: Session<'_>, plan: &Plan, state: State) -> Result<State> {
     let run = Run::new(session, state, None, Outputs::default());
-    run.forget(plan).await?;
-    run.delete_all(plan).await?;
+    let outcome = async {
+        run.forget(plan).await?;
+        run.delete_all(plan).await
+    }
+    .await;
+    let flushed = run.flush().await;
+    outcome?;
+    flushed?;
     Ok(run.into_state().await)
 }
 
@@ -168,8 +182,40 @@ struct Run<'a> {
     progress: &'a Progress,
     deadline: Instant,
     journal: Mutex<Vec<Entry>>,
+    /// Every object whose deletion this run started.
+    deleted: Mutex<Vec<ObjectRef>>,
+    /// Namespaces being deleted, waited for once every step is done: address, object, uid.
+    later: Mutex<Vec<(String, ObjectRef, Option<String>)>>,
     steps_started: AtomicUsize,
+    /// State changes made so far (a generation number, raised with each).
+    changed: AtomicU64,
+    /// The state writes; held while writing, so writes go one at a time.
+    writes: Mutex<Writes>,
 }
+
+/// How a deletion ended.
+enum Deletion {
+    /// The object is gone (or released): it leaves the state.
+    Done,
+    /// A namespace being deleted: waited for, and dropped from the state, at the end.
+    Later,
+}
+
+/// How many deletions are waited for at once (each a watch, which costs the API server little).
+const WAITS_AT_ONCE: usize = 64;
+
+/// What the state writes of a run have done so far.
+#[derive(Default)]
+struct Writes {
+    /// The change generation last written.
+    written: u64,
+    /// When the last write ended, and how long it took.
+    last: Option<(Instant, Duration)>,
+}
+
+/// The least time between two state writes during a run; a state that takes long to write waits
+/// four times as long as its last write took, so writing never takes more than a fifth of a run.
+const MIN_WRITE_GAP: Duration = Duration::from_millis(500);
 
 impl<'a> Run<'a> {
     fn new(
@@ -188,8 +234,59 @@ impl<'a> Run<'a> {
             progress: session.progress,
             deadline: Instant::now() + session.opts.timeout,
             journal: Mutex::new(Vec::new()),
+            deleted: Mutex::new(Vec::new()),
+            later: Mutex::new(Vec::new()),
             steps_started: AtomicUsize::new(0),
+            changed: AtomicU64::new(0),
+            writes: Mutex::new(Writes::default()),
         }
+    }
+
+    /// Note a change of the state (made under its lock); returns its generation, for [`Run::persist`].
+    fn changed(&self) -> u64 {
+        self.changed.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Record the change of generation `change` in the stored state, soon: written now unless a
+    /// write is in flight or the last one was less than the gap ago, in which case a later write
+    /// — at the latest [`Run::flush`] at the end of the run — takes it along. A platform of
+    /// thousands of steps is so written a few times a second, not thousands of times; objects a
+    /// killed run made but had not recorded yet are found again by their labels.
+    async fn persist(&self, change: u64) -> Result<()> {
+        let Ok(mut writes) = self.writes.try_lock() else {
+            return Ok(());
+        };
+        if writes.written >= change {
+            return Ok(());
+        }
+        if let Some((ended, took)) = writes.last
+            && ended.elapsed() < MIN_WRITE_GAP.max(took * 4)
+        {
+            return Ok(());
+        }
+        self.write(&mut writes).await
+    }
+
+    /// Write every change made so far (waiting for a write in flight first).
+    async fn flush(&self) -> Result<()> {
+        let mut writes = self.writes.lock().await;
+        if writes.written >= self.changed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.write(&mut writes).await
+    }
+
+    async fn write(&self, writes: &mut Writes) -> Result<()> {
+        let started = Instant::now();
+        let (mut snapshot, upto) = {
+            let s = self.state.lock().await;
+            (s.clone(), self.changed.load(Ordering::SeqCst))
+        };
+        self.store.write(&mut snapshot).await?;
+        self.state.lock().await.serial = snapshot.serial;
+        writes.written = upto;
+        writes.last = Some((Instant::now(), started.elapsed()));
+        Ok(())
     }
 
     async fn into_state(self) -> State {
@@ -235,7 +332,9 @@ impl<'a> Run<'a> {
             ));
         }
         if dropped {
-            self.store.write(&mut s).await?;
+            let change = self.changed();
+            drop(s);
+            self.persist(change).await?;
         }
         Ok(())
     }
@@ -283,8 +382,10 @@ impl<'a> Run<'a> {
                     errors.push(e);
                 }
             }
-            if changed {
-                self.store.write(&mut s).await?;
+            let change = changed.then(|| self.changed());
+            drop(s);
+            if let Some(change) = change {
+                self.persist(change).await?;
             }
             if !errors.is_empty() {
                 // Later tiers depend on this one.
@@ -368,8 +469,10 @@ impl<'a> Run<'a> {
                 state.upsert(rec);
             }
         }
-        self.store.write(&mut state).await?;
-        Ok(())
+        let change = self.changed();
+        drop(state);
+        drop(known);
+        self.persist(change).await
     }
 
     /// Apply one object and wait for it; the record is returned whenever the object was applied,
@@ -563,15 +666,71 @@ impl<'a> Run<'a> {
         }
         let records = self.state.lock().await.objects.clone();
         let graph = StepGraph::build(&record_nodes(&records))?;
-        let changes = &changes;
+        let mut by_step: HashMap<&str, Vec<&Change>> = HashMap::new();
+        for c in changes {
+            by_step.entry(c.step.as_str()).or_default().push(c);
+        }
+        let by_step = &by_step;
         let walked = graph
             .walk(true, self.opts.parallelism, |step| {
-                let mine: Vec<&Change> =
-                    changes.iter().copied().filter(|c| c.step == step).collect();
+                let mine = by_step.get(step.as_str()).cloned().unwrap_or_default();
                 async move { self.delete_step(&step, mine).await }
             })
             .await;
-        walked.map_err(combine)
+        walked.map_err(combine)?;
+        self.wait_later().await
+    }
+
+    /// Wait, all together, for the namespaces whose deletion the steps started; each leaves the
+    /// state once it is gone.
+    async fn wait_later(&self) -> Result<()> {
+        let later = std::mem::take(&mut *self.later.lock().await);
+        if later.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        self.progress.status(&format!(
+            "waiting for {} namespace(s) to finish deleting",
+            later.len()
+        ));
+        let results: Vec<(String, Result<()>)> =
+            stream::iter(later.into_iter().map(|(address, object, uid)| async move {
+                let waited = self
+                    .cluster
+                    .wait_gone(&object, uid.as_deref(), self.deadline, &self.opts.interrupt)
+                    .await;
+                if waited.is_ok() {
+                    self.progress.line(&format!("{address}: deleted"));
+                }
+                (address, waited)
+            }))
+            .buffer_unordered(WAITS_AT_ONCE)
+            .collect()
+            .await;
+        let mut errors = Vec::new();
+        let mut gone = Vec::new();
+        for (address, r) in results {
+            match r {
+                Ok(()) => gone.push(address),
+                Err(e) => errors.push(e),
+            }
+        }
+        let change = {
+            let mut s = self.state.lock().await;
+            s.remove_all(&gone.iter().map(String::as_str).collect());
+            self.changed()
+        };
+        self.persist(change).await?;
+        self.progress.line(&format!(
+            "{} namespace(s) finished deleting in {:.1}s",
+            gone.len(),
+            started.elapsed().as_secs_f64()
+        ));
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(combine(errors))
+        }
     }
 
     async fn delete_step(&self, step: &str, changes: Vec<&Change>) -> Result<()> {
@@ -588,7 +747,7 @@ impl<'a> Run<'a> {
         }
         for tier in tiers(&changes, true) {
             let seq = self.steps_started.fetch_add(1, Ordering::SeqCst);
-            let results: Vec<(String, Result<()>)> = stream::iter(
+            let results: Vec<(String, Result<Deletion>)> = stream::iter(
                 tier.iter()
                     .map(|c| async move { (c.address.clone(), self.delete_one(seq, c).await) }),
             )
@@ -596,18 +755,20 @@ impl<'a> Run<'a> {
             .collect()
             .await;
             let mut errors = Vec::new();
-            {
-                let mut s = self.state.lock().await;
-                for (address, r) in results {
-                    match r {
-                        Ok(()) => {
-                            s.remove(&address);
-                        }
-                        Err(e) => errors.push(e),
-                    }
+            let mut deleted = Vec::new();
+            for (address, r) in results {
+                match r {
+                    Ok(Deletion::Done) => deleted.push(address),
+                    Ok(Deletion::Later) => {}
+                    Err(e) => errors.push(e),
                 }
-                self.store.write(&mut s).await?;
             }
+            let change = {
+                let mut s = self.state.lock().await;
+                s.remove_all(&deleted.iter().map(String::as_str).collect());
+                self.changed()
+            };
+            self.persist(change).await?;
             if !errors.is_empty() {
                 return Err(combine(errors));
             }
@@ -642,12 +803,12 @@ impl<'a> Run<'a> {
         }
         self.check_continue("running ExternalDNS's final sync")?;
         let sources: Vec<_> = self
-            .journal
+            .deleted
             .lock()
             .await
             .iter()
-            .filter(|e| matches!(e.undo, Undo::Deleted { .. }) && final_sync::is_source(&e.object))
-            .map(|e| e.object.clone())
+            .filter(|o| final_sync::is_source(o))
+            .cloned()
             .collect();
         final_sync::FinalSync {
             cluster: self.cluster,
@@ -659,9 +820,17 @@ impl<'a> Run<'a> {
         .await
     }
 
-    async fn delete_one(&self, seq: usize, c: &Change) -> Result<()> {
+    async fn delete_one(&self, seq: usize, c: &Change) -> Result<Deletion> {
         self.check_continue(&format!("deleting {}", c.object))?;
-        let before = self.cluster.get(&c.object).await?;
+        // What the object is right now, for an apply's rollback to re-create it exactly. A destroy
+        // is never rolled back: it needs no copy (a release still reads it, to release only what
+        // is there).
+        let rollback = self.desired.is_some();
+        let before = if rollback || c.action == Action::Release {
+            self.cluster.get(&c.object).await?
+        } else {
+            None
+        };
         if c.action == Action::Release {
             if let Some(before) = before {
                 self.cluster.release(&c.object).await?;
@@ -671,14 +840,32 @@ impl<'a> Run<'a> {
                     c.address
                 ));
             }
-            return Ok(());
+            return Ok(Deletion::Done);
         }
-        match self.cluster.delete(&c.object).await? {
-            Deleted::AlreadyGone => Ok(()),
+        let deleted = self.cluster.delete(&c.object).await?;
+        if deleted != Deleted::AlreadyGone {
+            self.deleted.lock().await.push(c.object.clone());
+            if let Some(before) = before {
+                self.journal(seq, c, Undo::Deleted { before }).await;
+            }
+        }
+        match deleted {
+            Deleted::AlreadyGone => Ok(Deletion::Done),
+            Deleted::Gone => {
+                self.progress.line(&format!("{}: deleted", c.address));
+                Ok(Deletion::Done)
+            }
+            Deleted::Started { uid } if self.opts.wait && c.object.kind == "Namespace" => {
+                // Emptying a namespace takes the namespace controller seconds: all of them are
+                // waited for together once every step is done (nothing waits for one to be gone).
+                let uid = uid.or_else(|| c.live_uid.clone());
+                self.later
+                    .lock()
+                    .await
+                    .push((c.address.clone(), c.object.clone(), uid));
+                Ok(Deletion::Later)
+            }
             Deleted::Started { uid } => {
-                if let Some(before) = before {
-                    self.journal(seq, c, Undo::Deleted { before }).await;
-                }
                 if self.opts.wait {
                     self.progress
                         .status(&format!("waiting for {} to be deleted", c.object));
@@ -693,7 +880,7 @@ impl<'a> Run<'a> {
                         .await?;
                 }
                 self.progress.line(&format!("{}: deleted", c.address));
-                Ok(())
+                Ok(Deletion::Done)
             }
         }
     }
@@ -825,10 +1012,12 @@ impl<'a> Run<'a> {
 /// Graph nodes for the steps recorded in a state: declared dependencies plus kind-aware rules.
 pub fn record_nodes(records: &[ObjectRecord]) -> Vec<StepNode> {
     let mut nodes: Vec<StepNode> = Vec::new();
+    let mut at: HashMap<&str, usize> = HashMap::new();
     for r in records {
-        let idx = match nodes.iter().position(|n| n.id == r.step) {
-            Some(i) => i,
+        let idx = match at.get(r.step.as_str()) {
+            Some(&i) => i,
             None => {
+                at.insert(&r.step, nodes.len());
                 nodes.push(StepNode {
                     id: r.step.clone(),
                     depends_on: vec![],

@@ -4,7 +4,7 @@
 //! objects themselves (what one step provides and another needs: namespaces, CRDs; see
 //! [`crate::engine::order`]). A cycle is an error that names the steps in it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::future::Future;
 
 use anyhow::{Result, bail};
@@ -164,44 +164,36 @@ impl StepGraph {
         } else {
             (Direction::Incoming, Direction::Outgoing)
         };
-        let mut waiting: BTreeMap<NodeIndex, usize> = self
+        // How many steps each still waits for; the ready ones in a heap, first in order first.
+        let mut waiting: HashMap<NodeIndex, usize> = self
             .graph
             .node_indices()
             .map(|i| (i, self.graph.neighbors_directed(i, before).count()))
             .collect();
-        let mut ready: Vec<NodeIndex> = Vec::new();
         let mut running = FuturesUnordered::new();
         let mut errors = Vec::new();
         let parallelism = parallelism.max(1);
-        // Keep the graph's order among ready steps, so a run is deterministic.
         let rank: HashMap<NodeIndex, usize> = self
             .order
             .iter()
             .enumerate()
             .map(|(r, id)| (self.index[id], r))
             .collect();
-        let take_ready = |waiting: &mut BTreeMap<NodeIndex, usize>, ready: &mut Vec<NodeIndex>| {
-            let now: Vec<NodeIndex> = waiting
-                .iter()
-                .filter(|(_, n)| **n == 0)
-                .map(|(i, _)| *i)
-                .collect();
-            for i in now {
-                waiting.remove(&i);
-                ready.push(i);
+        let priority = |i: &NodeIndex| {
+            if reverse {
+                rank[i]
+            } else {
+                usize::MAX - rank[i]
             }
-            ready.sort_by_key(|i| {
-                std::cmp::Reverse(if reverse {
-                    usize::MAX - rank[i]
-                } else {
-                    rank[i]
-                })
-            });
         };
-        take_ready(&mut waiting, &mut ready);
+        let mut ready: BinaryHeap<(usize, NodeIndex)> = waiting
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(i, _)| (priority(i), *i))
+            .collect();
         loop {
             while errors.is_empty() && running.len() < parallelism {
-                let Some(i) = ready.pop() else { break };
+                let Some((_, i)) = ready.pop() else { break };
                 let fut = f(self.graph[i].clone());
                 running.push(async move { (i, fut.await) });
             }
@@ -213,9 +205,11 @@ impl StepGraph {
                     for n in self.graph.neighbors_directed(i, after) {
                         if let Some(c) = waiting.get_mut(&n) {
                             *c -= 1;
+                            if *c == 0 {
+                                ready.push((priority(&n), n));
+                            }
                         }
                     }
-                    take_ready(&mut waiting, &mut ready);
                 }
                 Err(e) => errors.push(e),
             }

@@ -1,6 +1,7 @@
 //! The state document's types.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,9 +21,50 @@ pub struct State {
     pub serial: u64,
     /// The platform (`environmentName`) this state belongs to.
     pub platform: String,
-    /// Managed objects, in the order they were applied.
+    /// Managed objects, in the order they were applied. Change them through [`State::upsert`],
+    /// [`State::remove`] and [`State::remove_all`], which keep the address index right (a change
+    /// made directly is still seen: the index is checked, and rebuilt when it no longer fits).
     pub objects: Vec<ObjectRecord>,
+    /// Where each address is in `objects`, built on the first lookup.
+    #[serde(skip)]
+    index: Index,
 }
+
+/// The position of each address in [`State::objects`], with the length it was built for.
+#[derive(Default)]
+struct Index(OnceLock<(usize, HashMap<String, usize>)>);
+
+impl Index {
+    fn build(objects: &[ObjectRecord]) -> (usize, HashMap<String, usize>) {
+        let map = objects
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.address.clone(), i))
+            .collect();
+        (objects.len(), map)
+    }
+}
+
+impl Clone for Index {
+    fn clone(&self) -> Self {
+        Index(self.0.clone())
+    }
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Index")
+    }
+}
+
+impl PartialEq for Index {
+    /// Derived data: two states are equal when their documents are.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Index {}
 
 /// One Kubernetes object that `vz` applied and manages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,30 +142,64 @@ impl State {
             serial: 0,
             platform: platform.to_string(),
             objects: Vec::new(),
+            index: Index::default(),
         }
+    }
+
+    /// Where the record at `address` is in `objects`: from the index (built on first use), checked
+    /// against `objects` so that a change made around it is never trusted.
+    fn position(&self, address: &str) -> Option<usize> {
+        let (len, map) = self.index.0.get_or_init(|| Index::build(&self.objects));
+        if *len == self.objects.len() {
+            match map.get(address) {
+                Some(&i) if self.objects.get(i).is_some_and(|o| o.address == address) => {
+                    return Some(i);
+                }
+                None => return None,
+                Some(_) => {}
+            }
+        }
+        self.objects.iter().position(|o| o.address == address)
     }
 
     /// The record at `address`, if any.
     pub fn get(&self, address: &str) -> Option<&ObjectRecord> {
-        self.objects.iter().find(|o| o.address == address)
+        self.position(address).map(|i| &self.objects[i])
     }
 
     /// Insert or replace the record with the same address, keeping the position of a replaced record.
     pub fn upsert(&mut self, record: ObjectRecord) {
-        match self
-            .objects
-            .iter_mut()
-            .find(|o| o.address == record.address)
-        {
-            Some(existing) => *existing = record,
-            None => self.objects.push(record),
+        match self.position(&record.address) {
+            Some(i) => self.objects[i] = record,
+            None => {
+                let address = record.address.clone();
+                self.objects.push(record);
+                match self.index.0.get_mut() {
+                    Some((len, map)) if *len + 1 == self.objects.len() => {
+                        map.insert(address, self.objects.len() - 1);
+                        *len += 1;
+                    }
+                    _ => self.index = Index::default(),
+                }
+            }
         }
     }
 
     /// Remove the record at `address`; returns it if it was there.
     pub fn remove(&mut self, address: &str) -> Option<ObjectRecord> {
-        let idx = self.objects.iter().position(|o| o.address == address)?;
+        let idx = self.position(address)?;
+        self.index = Index::default();
         Some(self.objects.remove(idx))
+    }
+
+    /// Remove the records at `addresses` at once (the others keep their order).
+    pub fn remove_all(&mut self, addresses: &HashSet<&str>) {
+        if addresses.is_empty() {
+            return;
+        }
+        self.objects
+            .retain(|o| !addresses.contains(o.address.as_str()));
+        self.index = Index::default();
     }
 }
 
@@ -148,6 +224,43 @@ mod tests {
             outputs: BTreeMap::new(),
             certificate: None,
         }
+    }
+
+    #[test]
+    fn lookups_stay_right_through_upserts_removals_and_direct_changes() {
+        let mut s = State::new("default", "0.1.0");
+        for i in 0..100 {
+            s.upsert(record(
+                &format!("namespaces/Namespace/n{i}"),
+                &i.to_string(),
+            ));
+        }
+        assert_eq!(
+            s.get("namespaces/Namespace/n42").map(|r| r.uid.as_str()),
+            Some("42")
+        );
+        s.remove("namespaces/Namespace/n0");
+        assert_eq!(
+            s.get("namespaces/Namespace/n42").map(|r| r.uid.as_str()),
+            Some("42")
+        );
+        s.remove_all(&["namespaces/Namespace/n1", "namespaces/Namespace/n2"].into());
+        assert_eq!(s.objects.len(), 97);
+        assert!(s.get("namespaces/Namespace/n1").is_none());
+        assert_eq!(s.objects[0].uid, "3", "order kept");
+        // A change made on `objects` directly is seen too.
+        s.objects.push(record("namespaces/Namespace/direct", "d"));
+        assert_eq!(
+            s.get("namespaces/Namespace/direct").map(|r| r.uid.as_str()),
+            Some("d")
+        );
+        s.objects.swap(0, 1);
+        assert_eq!(
+            s.get("namespaces/Namespace/n3").map(|r| r.uid.as_str()),
+            Some("3")
+        );
+        let copy = s.clone();
+        assert_eq!(copy, s);
     }
 
     #[test]

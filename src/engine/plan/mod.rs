@@ -222,8 +222,9 @@ pub async fn plan(
     opts: &PlanOptions,
 ) -> Result<Plan> {
     let mut desired: Vec<(&Step, &Manifest)> = Vec::new();
+    let by_id: HashMap<&str, &Step> = steps.iter().map(|s| (s.id.as_str(), s)).collect();
     for id in graph.order() {
-        if let Some(step) = steps.iter().find(|s| &s.id == id) {
+        if let Some(&step) = by_id.get(id.as_str()) {
             desired.extend(step.objects.iter().map(|m| (step, m)));
         }
     }
@@ -271,11 +272,10 @@ pub async fn plan(
     } else {
         HashMap::new()
     };
-    let prefetched = &prefetched;
     let certs = certs::prepare(
         cluster,
         &desired,
-        prefetched,
+        &prefetched,
         state,
         opts.refresh,
         opts.parallelism,
@@ -283,6 +283,10 @@ pub async fn plan(
     )
     .await?;
     let certs = &certs;
+    // Each listed object is handed to its change (not copied): planning thousands of objects
+    // holds each live object once.
+    let prefetched = std::sync::Mutex::new(prefetched);
+    let prefetched = &prefetched;
     // Kinds whose CRDs this plan creates may not be served yet.
     let pending_groups: HashSet<String> = steps
         .iter()
@@ -297,8 +301,9 @@ pub async fn plan(
         let replace = opts.replace.contains(&address);
         async move {
             let object = ObjectRef::of(m);
-            let seen = match prefetched.get(&object) {
-                Some(v) => Some(Some(v.clone())),
+            let listed = prefetched.lock().ok().and_then(|mut p| p.remove(&object));
+            let seen = match listed {
+                Some(v) => Some(Some(v)),
                 None => certs.live(&object),
             };
             let planned =
@@ -340,14 +345,24 @@ pub async fn plan_destroy(cluster: &Cluster, state: &State, opts: &PlanOptions) 
     } else {
         Selection::for_apps(&opts.apps, &[], state, true)?
     };
-    let changes = stream::iter(
-        state
-            .objects
-            .iter()
-            .rev()
-            .filter(|r| selected.includes(&r.address, &r.step))
-            .map(|r| plan_delete(cluster, r, opts.refresh)),
-    )
+    let chosen: Vec<&ObjectRecord> = state
+        .objects
+        .iter()
+        .rev()
+        .filter(|r| selected.includes(&r.address, &r.step))
+        .collect();
+    // One labelled list per kind reads what is there; only objects missing from it are read one
+    // by one (gone already, or without vz's labels).
+    let listed = if opts.refresh {
+        list_recorded(cluster, &chosen, &state.platform, opts.parallelism).await
+    } else {
+        HashMap::new()
+    };
+    let listed = &listed;
+    let changes = stream::iter(chosen.into_iter().map(|r| {
+        let seen = listed.get(&record_ref(r)).cloned();
+        plan_delete_seen(cluster, r, opts.refresh, seen)
+    }))
     .buffered(opts.parallelism.max(1))
     .try_collect()
     .await?;
@@ -554,15 +569,15 @@ async fn prefetch(
     };
     let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{PLATFORM_LABEL}={platform}");
     // Only kinds vz already manages objects of: on a first plan there is nothing to list.
+    let recorded: HashSet<(&str, &str)> = state
+        .objects
+        .iter()
+        .map(|r| (r.api_version.as_str(), r.kind.as_str()))
+        .collect();
     let kinds: BTreeSet<(&str, &str)> = desired
         .iter()
         .map(|(_, m)| (m.api_version.as_str(), m.kind.as_str()))
-        .filter(|(a, k)| {
-            state
-                .objects
-                .iter()
-                .any(|r| r.api_version == *a && r.kind == *k)
-        })
+        .filter(|k| recorded.contains(k))
         .collect();
     let selector = &selector;
     let lists: Vec<Result<Vec<Value>>> = stream::iter(
@@ -577,8 +592,17 @@ async fn prefetch(
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|v| Some((ref_of(&v).ok()?, v)))
+        .filter_map(listed_entry)
         .collect()
+}
+
+/// A listed object keyed by its reference, without its `managedFields` (a plan never reads them,
+/// and they are often the bigger part of an object).
+fn listed_entry(mut v: Value) -> Option<(ObjectRef, Value)> {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    Some((ref_of(&v).ok()?, v))
 }
 
 /// The change with every sensitive value masked, so nothing printed or saved reveals one.
@@ -824,16 +848,60 @@ fn origin(r: &ObjectRecord) -> Origin {
 }
 
 async fn plan_delete(cluster: &Cluster, r: &ObjectRecord, refresh: bool) -> Result<Change> {
-    let object = ObjectRef {
+    plan_delete_seen(cluster, r, refresh, None).await
+}
+
+/// The object a record names.
+fn record_ref(r: &ObjectRecord) -> ObjectRef {
+    ObjectRef {
         api_version: r.api_version.clone(),
         kind: r.kind.clone(),
         namespace: r.namespace.clone(),
         name: r.name.clone(),
-    };
-    let live = if refresh {
-        cluster.get(&object).await?
-    } else {
-        None
+    }
+}
+
+/// The live objects of `records` that carry `platform`'s labels: one labelled list per kind.
+async fn list_recorded(
+    cluster: &Cluster,
+    records: &[&ObjectRecord],
+    platform: &str,
+    parallelism: usize,
+) -> HashMap<ObjectRef, Value> {
+    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{PLATFORM_LABEL}={platform}");
+    let kinds: BTreeSet<(&str, &str)> = records
+        .iter()
+        .map(|r| (r.api_version.as_str(), r.kind.as_str()))
+        .collect();
+    let selector = &selector;
+    let lists: Vec<Result<Vec<Value>>> = stream::iter(
+        kinds
+            .into_iter()
+            .map(|(a, k)| async move { cluster.list_labelled(a, k, selector).await }),
+    )
+    .buffered(parallelism.max(1))
+    .collect()
+    .await;
+    lists
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(listed_entry)
+        .collect()
+}
+
+/// [`plan_delete`], with the live object already read when `seen` has it.
+async fn plan_delete_seen(
+    cluster: &Cluster,
+    r: &ObjectRecord,
+    refresh: bool,
+    seen: Option<Value>,
+) -> Result<Change> {
+    let object = record_ref(r);
+    let live = match (refresh, seen) {
+        (false, _) => None,
+        (true, Some(v)) => Some(v),
+        (true, None) => cluster.get(&object).await?,
     };
     let live_uid = match (&live, refresh) {
         (Some(l), _) => Live::of(l).uid,
