@@ -22,8 +22,9 @@ pub struct State {
     /// The platform (`environmentName`) this state belongs to.
     pub platform: String,
     /// Managed objects, in the order they were applied. Change them through [`State::upsert`],
-    /// [`State::remove`] and [`State::remove_all`], which keep the address index right (a change
-    /// made directly is still seen: the index is checked, and rebuilt when it no longer fits).
+    /// [`State::remove`] and [`State::remove_all`], which keep the address index right. Records
+    /// pushed, removed or moved directly are still found (a lookup checks the index against
+    /// `objects` and scans when they disagree); one overwritten in place by another address is not.
     pub objects: Vec<ObjectRecord>,
     /// Where each address is in `objects`, built on the first lookup.
     #[serde(skip)]

@@ -567,7 +567,6 @@ async fn prefetch(
     else {
         return HashMap::new();
     };
-    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{PLATFORM_LABEL}={platform}");
     // Only kinds vz already manages objects of: on a first plan there is nothing to list.
     let recorded: HashSet<(&str, &str)> = state
         .objects
@@ -579,6 +578,18 @@ async fn prefetch(
         .map(|(_, m)| (m.api_version.as_str(), m.kind.as_str()))
         .filter(|k| recorded.contains(k))
         .collect();
+    list_platform(cluster, kinds, platform, parallelism).await
+}
+
+/// The live objects of `kinds` that carry `platform`'s labels: one labelled list per kind, in
+/// parallel.
+async fn list_platform(
+    cluster: &Cluster,
+    kinds: BTreeSet<(&str, &str)>,
+    platform: &str,
+    parallelism: usize,
+) -> HashMap<ObjectRef, Value> {
+    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{PLATFORM_LABEL}={platform}");
     let selector = &selector;
     let lists: Vec<Result<Vec<Value>>> = stream::iter(
         kinds
@@ -868,26 +879,11 @@ async fn list_recorded(
     platform: &str,
     parallelism: usize,
 ) -> HashMap<ObjectRef, Value> {
-    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{PLATFORM_LABEL}={platform}");
-    let kinds: BTreeSet<(&str, &str)> = records
+    let kinds = records
         .iter()
         .map(|r| (r.api_version.as_str(), r.kind.as_str()))
         .collect();
-    let selector = &selector;
-    let lists: Vec<Result<Vec<Value>>> = stream::iter(
-        kinds
-            .into_iter()
-            .map(|(a, k)| async move { cluster.list_labelled(a, k, selector).await }),
-    )
-    .buffered(parallelism.max(1))
-    .collect()
-    .await;
-    lists
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(listed_entry)
-        .collect()
+    list_platform(cluster, kinds, platform, parallelism).await
 }
 
 /// [`plan_delete`], with the live object already read when `seen` has it.

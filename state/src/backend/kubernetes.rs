@@ -471,7 +471,7 @@ impl KubernetesBackend {
 }
 
 /// The backend of a kubernetes `location`.
-fn backend_of(
+pub(super) fn backend_of(
     location: &Location,
     client: Option<&kube::Client>,
 ) -> Result<KubernetesBackend, BackendError> {

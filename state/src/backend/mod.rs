@@ -112,23 +112,7 @@ impl Location {
     pub fn open(&self, client: Option<&kube::Client>) -> Result<Box<dyn Backend>, BackendError> {
         Ok(match self {
             Location::Local { path } => Box::new(LocalBackend::new(path)),
-            Location::Kubernetes {
-                namespace,
-                workspace,
-                lease_seconds,
-            } => {
-                let client = client.ok_or_else(|| BackendError::Remote {
-                    action: "open",
-                    location: self.to_string(),
-                    message: "no connection to a cluster".into(),
-                })?;
-                Box::new(KubernetesBackend::new(
-                    client.clone(),
-                    namespace,
-                    workspace,
-                    std::time::Duration::from_secs(*lease_seconds),
-                ))
-            }
+            Location::Kubernetes { .. } => Box::new(kubernetes::backend_of(self, client)?),
             Location::S3 { .. } => Box::new(s3::backend_of(self)?),
         })
     }
