@@ -4,7 +4,7 @@
 //! same code. Each kind is resolved once per run with a pinned discovery request (one request per
 //! group version, not a full discovery sweep) and cached.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,6 +38,21 @@ pub const RELEASED_MANAGER: &str = "vz-released";
 pub const ADOPTED_ANNOTATION: &str = "vz.dev/adopted";
 /// The field manager of [`ADOPTED_ANNOTATION`].
 pub const ADOPTED_MANAGER: &str = "vz-adopted";
+
+/// Whether `vz`'s field manager is the only one of `obj` (as a server-side apply returned it): an
+/// object the apply created, not one that someone else created first.
+pub fn only_vz_manages(obj: &Value) -> bool {
+    obj.pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .is_some_and(|entries| {
+            entries
+                .iter()
+                .all(|e| e.get("manager").and_then(Value::as_str) == Some(FIELD_MANAGER))
+        })
+}
+
+/// Objects per page when listing which objects of a kind exist ([`Cluster::list_names`]).
+pub const NAMES_PAGE: u32 = 1000;
 
 /// How to reach the cluster (the global `--kubeconfig` and `--context` flags).
 #[derive(Debug, Clone, Default)]
@@ -100,7 +115,7 @@ pub struct Cluster {
 }
 
 /// Whether objects of `api_version` are DNS records, served by [`crate::dns::Records`].
-fn is_record(api_version: &str) -> bool {
+pub fn is_record(api_version: &str) -> bool {
     api_version == vz_providers::dns_records::API_VERSION
 }
 
@@ -328,6 +343,41 @@ impl Cluster {
                 Ok(v)
             })
             .collect()
+    }
+
+    /// The objects of a kind that exist, in all namespaces, as (namespace, name): metadata only, a
+    /// page of [`NAMES_PAGE`] at a time, so that knowing which of thousands of objects exist costs a
+    /// request or a few instead of a read each. `None` when the kind is not served (yet).
+    pub async fn list_names(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<HashSet<(Option<String>, String)>>> {
+        if is_record(api_version) {
+            return Ok(None);
+        }
+        let k = match self.kind(api_version, kind).await {
+            Ok(k) => k,
+            Err(e) if e.is::<NotServed>() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &k.resource);
+        let mut names = HashSet::new();
+        let mut params = ListParams::default().limit(NAMES_PAGE);
+        loop {
+            let page = api
+                .list_metadata(&params)
+                .await
+                .map_err(|e| refused(format!("cannot list {kind} in {api_version}"), &e))?;
+            names.extend(page.items.into_iter().filter_map(|o| {
+                let name = o.metadata.name?;
+                Some((o.metadata.namespace, name))
+            }));
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => return Ok(Some(names)),
+            }
+        }
     }
 
     /// Server-side apply `m` as field manager `vz` (taking over conflicting fields); with `dry_run` the
@@ -1099,6 +1149,24 @@ mod tests {
             out["metadata"]["managedFields"][1]["fieldsV1"],
             serde_json::json!({"f:spec": {"f:rules": {}}}),
             "an emptied label set would claim the whole map"
+        );
+    }
+
+    #[test]
+    fn an_object_is_vz_s_own_only_when_no_other_manager_has_fields_of_it() {
+        let with = |managers: &[&str]| {
+            let entries: Vec<Value> = managers
+                .iter()
+                .map(|m| serde_json::json!({"manager": m, "operation": "Apply"}))
+                .collect();
+            serde_json::json!({"metadata": {"name": "x", "managedFields": entries}})
+        };
+        assert!(only_vz_manages(&with(&[FIELD_MANAGER])));
+        assert!(!only_vz_manages(&with(&["kubectl-create", FIELD_MANAGER])));
+        assert!(!only_vz_manages(&with(&[ADOPTED_MANAGER, FIELD_MANAGER])));
+        assert!(
+            !only_vz_manages(&serde_json::json!({"metadata": {"name": "x"}})),
+            "without managed fields nothing proves who created it"
         );
     }
 

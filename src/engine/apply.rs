@@ -28,7 +28,7 @@ use vz_providers::external_dns;
 use vz_providers::{Manifest, Outputs, Ownership};
 use vz_state::{ObjectRecord, State, Store};
 
-use crate::cluster::{Cluster, Deleted, ObjectRef};
+use crate::cluster::{Cluster, Deleted, ObjectRef, is_record, only_vz_manages};
 use crate::engine::graph::{StepGraph, StepNode};
 use crate::engine::plan::{Action, Cause, Change, Plan, decide};
 use crate::engine::rollback::{Entry, Undo, Undone, describe_undo, settle};
@@ -84,7 +84,7 @@ pub async fn apply(
     let graph = &desired.graph;
     let opts = session.opts;
     let original = state.clone();
-    let run = Run::new(session, state, Some(desired), outputs);
+    let run = Run::new(session, state, Some(desired), outputs, plan.refreshed);
     let outcome = async {
         run.forget(plan).await?;
         let mut by_step: HashMap<&str, Vec<&Change>> = HashMap::new();
@@ -158,7 +158,7 @@ impl std::error::Error for ApplyFailed {}
 /// Delete everything `plan` (a destroy plan) lists, starting from `state`. A destroy that fails
 /// stops where it is (it is not rolled back); the state records what is left.
 pub async fn destroy(session: Session<'_>, plan: &Plan, state: State) -> Result<State> {
-    let run = Run::new(session, state, None, Outputs::default());
+    let run = Run::new(session, state, None, Outputs::default(), plan.refreshed);
     let outcome = async {
         run.forget(plan).await?;
         run.delete_all(plan).await
@@ -187,10 +187,21 @@ struct Run<'a> {
     /// Namespaces being deleted, waited for once every step is done: address, object, uid.
     later: Mutex<Vec<(String, ObjectRef, Option<String>)>>,
     steps_started: AtomicUsize,
+    /// Whether the plan read the cluster: an object it found absent is then not read again before
+    /// it is created.
+    planned_live: bool,
     /// State changes made so far (a generation number, raised with each).
     changed: AtomicU64,
     /// The state writes; held while writing, so writes go one at a time.
     writes: Mutex<Writes>,
+}
+
+/// An object as a create, update or replace left it.
+struct Applied {
+    /// The object as the API server returned it.
+    object: Value,
+    /// Whether the plan found it absent but someone else created it meanwhile: `vz` took it over.
+    taken: bool,
 }
 
 /// How a deletion ended.
@@ -223,6 +234,7 @@ impl<'a> Run<'a> {
         state: State,
         desired: Option<&'a Desired>,
         outputs: Outputs,
+        planned_live: bool,
     ) -> Self {
         Run {
             cluster: session.cluster,
@@ -237,6 +249,7 @@ impl<'a> Run<'a> {
             deleted: Mutex::new(Vec::new()),
             later: Mutex::new(Vec::new()),
             steps_started: AtomicUsize::new(0),
+            planned_live,
             changed: AtomicU64::new(0),
             writes: Mutex::new(Writes::default()),
         }
@@ -505,14 +518,18 @@ impl<'a> Run<'a> {
                 Err(e) => return (None, Err(e.context(format!("cannot read {}", c.object)))),
             }
         }
+        let mut taken_over = false;
         let (uid, mut version, seen) = match c.action {
             Action::NoOp => (c.live_uid.clone(), c.live_resource_version.clone(), None),
             _ => match self.apply_change(seq, c).await {
-                Ok(applied) => (
-                    text(&applied, "/metadata/uid"),
-                    text(&applied, "/metadata/resourceVersion"),
-                    Some(applied),
-                ),
+                Ok(Applied { object, taken }) => {
+                    taken_over = taken;
+                    (
+                        text(&object, "/metadata/uid"),
+                        text(&object, "/metadata/resourceVersion"),
+                        Some(object),
+                    )
+                }
                 Err(e) => {
                     return (None, Err(e.context(format!("cannot apply {}", c.address))));
                 }
@@ -551,10 +568,11 @@ impl<'a> Run<'a> {
             resource_version: version,
             depends_on: depends_on.to_vec(),
             // Taken over, not created: released rather than deleted when it leaves.
-            adopted: decide::adopted(decide::Outcome {
-                action: c.action,
-                cause: c.cause,
-            }),
+            adopted: taken_over
+                || decide::adopted(decide::Outcome {
+                    action: c.action,
+                    cause: c.cause,
+                }),
             patched: m.ownership == Ownership::Patched,
             outputs: BTreeMap::new(),
             certificate: held,
@@ -564,7 +582,7 @@ impl<'a> Run<'a> {
 
     /// Create, update or replace one object, journaling how to undo it; returns the object as the
     /// API server returned it.
-    async fn apply_change(&self, seq: usize, c: &Change) -> Result<Value> {
+    async fn apply_change(&self, seq: usize, c: &Change) -> Result<Applied> {
         let m = c.desired.as_ref().context("internal: nothing to apply")?;
         self.check_continue(&format!("applying {}", c.object))?;
         // A kind whose CRD was just established may take a moment to appear in discovery.
@@ -585,8 +603,19 @@ impl<'a> Run<'a> {
                 .await
                 .with_context(|| format!("{} was being deleted when planned", c.object))?;
         }
-        // What the object is right now, to put back exactly if the run is rolled back.
-        let before = self.cluster.get(&c.object).await?;
+        // What the object is right now, to put back exactly if the run is rolled back. An object
+        // the plan read and found absent is not read again: the apply's response tells whether it
+        // created the object (vz its only field manager) or someone else did meanwhile.
+        let absent_when_planned = self.planned_live
+            && c.action == Action::Create
+            && matches!(c.cause, Cause::Config | Cause::DeletedOutside)
+            && m.ownership == Ownership::Owned
+            && !is_record(&m.api_version);
+        let before = if absent_when_planned {
+            None
+        } else {
+            self.cluster.get(&c.object).await?
+        };
         if c.action == Action::Replace
             && let Some(old) = &before
         {
@@ -623,7 +652,14 @@ impl<'a> Run<'a> {
             ));
         }
         let mut applied = self.cluster.apply(sent, false).await?;
-        if c.cause == Cause::Adopt && c.action == Action::Update {
+        let taken = absent_when_planned && !only_vz_manages(&applied);
+        if taken {
+            self.progress.line(&format!(
+                "{}: {} was created by someone else since the plan; vz took it over (destroy releases it rather than deleting it)",
+                c.address, c.object
+            ));
+        }
+        if taken || c.cause == Cause::Adopt && c.action == Action::Update {
             // Taken over: say so on the object itself, so that vz releases it rather than deleting
             // it even if its state is lost (the labels alone would make it look like vz's own).
             applied = self.cluster.mark_adopted(&c.object).await?;
@@ -633,6 +669,7 @@ impl<'a> Run<'a> {
             .and_then(Value::as_str)
             .map(str::to_string);
         let (undo, verb) = match (before, c.action) {
+            _ if taken => (Undo::TakenOver, "taken over"),
             (Some(before), Action::Replace) => (
                 Undo::Replaced {
                     before,
@@ -651,7 +688,10 @@ impl<'a> Run<'a> {
         }
         self.journal(seq, c, undo).await;
         self.progress.line(&format!("{}: {verb}", c.address));
-        Ok(applied)
+        Ok(Applied {
+            object: applied,
+            taken,
+        })
     }
 
     /// Carry out the plan's deletions, in reverse dependency order of the recorded steps.
@@ -986,6 +1026,10 @@ impl<'a> Run<'a> {
             }
             Undo::Updated { before } => {
                 self.cluster.restore(before).await?;
+                Ok(None)
+            }
+            Undo::TakenOver => {
+                self.cluster.release(&e.object).await?;
                 Ok(None)
             }
             Undo::Deleted { before } => {

@@ -26,6 +26,7 @@ use vz_providers::{Manifest, Step};
 use vz_state::{CertFacts, State};
 
 use crate::cluster::{Cluster, ObjectRef};
+use crate::engine::plan::Seen;
 
 /// Now, in Unix seconds.
 pub fn now() -> i64 {
@@ -245,7 +246,7 @@ fn put(m: &mut Manifest, target: &FillTarget, value: &Value, live: Option<&Value
 pub async fn prepare(
     cluster: &Cluster,
     desired: &[(&Step, &Manifest)],
-    seen: &HashMap<ObjectRef, Value>,
+    seen: &Seen,
     state: &State,
     refresh: bool,
     parallelism: usize,
@@ -270,10 +271,10 @@ pub async fn prepare(
     wanted.dedup();
     if refresh {
         let read: Vec<(SecretRef, Option<Value>)> = stream::iter(wanted.into_iter().map(|r| {
-            let hit = seen.get(&secret_ref(&r)).cloned();
+            let hit = seen.get(&secret_ref(&r));
             async move {
                 let live = match hit {
-                    Some(v) => Some(v),
+                    Some(known) => known,
                     None => cluster.get(&secret_ref(&r)).await?,
                 };
                 Ok::<_, anyhow::Error>((r, live))

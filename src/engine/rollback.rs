@@ -25,6 +25,10 @@ pub enum Undo {
         /// The object as it was read just before the deletion.
         before: Value,
     },
+    /// The run applied the object where the plan found none, and found it created by someone else
+    /// meanwhile: `vz`'s fields are handed over and its labels removed (see
+    /// [`crate::cluster::Cluster::release`]); what it was before the run is not known.
+    TakenOver,
     /// The run replaced the object: delete the new one, re-create the old one from this content.
     Replaced {
         /// The old object.
@@ -66,6 +70,11 @@ pub fn describe_undo(u: &Undo) -> (&'static str, &'static str, &'static str) {
         Undo::Updated { .. } => ("restored", "restore", "changed by this run"),
         Undo::Deleted { .. } => ("re-created", "re-create", "deleted by this run"),
         Undo::Replaced { .. } => ("put back", "put back", "replaced by this run"),
+        Undo::TakenOver => (
+            "released",
+            "release",
+            "created by someone else since the plan and taken over by this run",
+        ),
     }
 }
 
@@ -82,7 +91,7 @@ pub fn settle(state: &mut State, address: &str, undo: &Undo, outcome: &Undone, r
             }
         }
         (Undone::Done { .. }, _) => {}
-        (Undone::Failed, Undo::Created { .. } | Undo::Updated { .. }) => {
+        (Undone::Failed, Undo::Created { .. } | Undo::Updated { .. } | Undo::TakenOver) => {
             // As the run left it: updated (recorded), or released (no longer recorded).
             match run_state.get(address) {
                 Some(rec) => state.upsert(rec.clone()),
@@ -166,6 +175,24 @@ mod tests {
             Undone::Done { new_uid: None },
         );
         assert_eq!(got, None);
+    }
+
+    #[test]
+    fn a_take_over_undone_leaves_no_record_and_one_that_failed_keeps_the_runs() {
+        let undone = settled(
+            None,
+            Some(rec("theirs", "s2")),
+            Undo::TakenOver,
+            Undone::Done { new_uid: None },
+        );
+        assert_eq!(undone, None);
+        let failed = settled(
+            None,
+            Some(rec("theirs", "s2")),
+            Undo::TakenOver,
+            Undone::Failed,
+        );
+        assert_eq!(failed, Some(rec("theirs", "s2")));
     }
 
     #[test]

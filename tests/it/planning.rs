@@ -70,6 +70,48 @@ fn a_saved_plan_is_refused_once_the_state_moved_on() {
 }
 
 #[test]
+fn an_object_created_by_someone_else_after_the_plan_is_taken_over_not_owned() {
+    let env = TestEnv::start();
+    let cfg = env.example("quickstart.yaml");
+    let cfg = cfg.to_str().expect("utf8");
+    let plan = path_in(&env, "plan.json");
+    env.vz(&["plan", "-f", cfg, "--out", &plan]).expect_code(0);
+    // Between the plan (which found the namespace absent) and its apply, someone creates it.
+    env.kubectl(&["create", "namespace", "keycloak"])
+        .expect_code(0);
+    let run = env.vz(&["apply", &plan]);
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains(
+            "Namespace keycloak was created by someone else since the plan; vz took it over"
+        ),
+        "{}",
+        run.stderr
+    );
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.work.path().join("quickstart.vzstate.json")).expect("state"),
+    )
+    .expect("json");
+    let adopted = state["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .find(|r| r["kind"] == "Namespace" && r["name"] == "keycloak")
+        .map(|r| r["adopted"].clone());
+    assert_eq!(adopted, Some(Value::Bool(true)), "{state}");
+    // Not vz's to delete: destroy gives it back.
+    env.vz(&["destroy", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    let ns = env
+        .get_json(&["namespace", "keycloak"])
+        .expect("the namespace is still there");
+    assert_eq!(
+        ns["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        Value::Null
+    );
+}
+
+#[test]
 fn a_saved_plan_is_refused_once_the_configuration_changed() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
     let text = std::fs::read_to_string(&cfg).expect("read");

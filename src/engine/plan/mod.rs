@@ -270,7 +270,7 @@ pub async fn plan(
     let prefetched = if opts.refresh {
         prefetch(cluster, &desired, state, opts.parallelism).await
     } else {
-        HashMap::new()
+        Seen::default()
     };
     let certs = certs::prepare(
         cluster,
@@ -301,11 +301,13 @@ pub async fn plan(
         let replace = opts.replace.contains(&address);
         async move {
             let object = ObjectRef::of(m);
-            let listed = prefetched.lock().ok().and_then(|mut p| p.remove(&object));
-            let seen = match listed {
-                Some(v) => Some(Some(v)),
-                None => certs.live(&object),
-            };
+            let group = order::group_of(&m.api_version);
+            if pending_groups.contains(group) && prefetched.lock().is_ok_and(|p| p.unserved(m)) {
+                // Its CRD is created by this plan: the object will be created after it.
+                return Ok(masked(create(step, m)));
+            }
+            let listed = prefetched.lock().ok().and_then(|mut p| p.take(&object));
+            let seen = listed.or_else(|| certs.live(&object));
             let planned =
                 plan_desired(cluster, step, m, record, replace, opts.refresh, seen, certs);
             match planned.await.map(masked) {
@@ -549,36 +551,116 @@ impl Selection {
     }
 }
 
-/// The live objects of the platform, read with one labelled LIST per kind instead of one GET per
-/// object, for the kinds the state records. Objects not found this way (not created yet, or not
-/// labelled) are read one by one later; so are those of a kind whose LIST fails (e.g. not allowed
-/// cluster-wide).
+/// A kind with at least this many desired objects that no labelled list found is listed by name
+/// (metadata only) to learn which of them exist, instead of reading each: on a first plan, that is
+/// every kind of a large platform.
+const LIST_NAMES_FROM: usize = 8;
+
+/// What the planner learned of the cluster before planning object by object: live objects (from
+/// labelled lists) and objects known not to exist (from lists of names). Anything else is read on
+/// its own.
+#[derive(Debug, Default)]
+pub struct Seen {
+    objects: HashMap<ObjectRef, Value>,
+    absent: HashSet<ObjectRef>,
+    /// Kinds (apiVersion, kind) the API server does not serve (yet).
+    unserved: HashSet<(String, String)>,
+}
+
+impl Seen {
+    /// What is known of `r`: `Some(Some(live))`, `Some(None)` when it does not exist, `None` when
+    /// it was not read.
+    pub fn get(&self, r: &ObjectRef) -> Option<Option<Value>> {
+        match self.objects.get(r) {
+            Some(v) => Some(Some(v.clone())),
+            None => self.absent.contains(r).then_some(None),
+        }
+    }
+
+    /// Whether listing found the kind of `m` not served: none of its objects can exist yet.
+    fn unserved(&self, m: &Manifest) -> bool {
+        self.unserved
+            .contains(&(m.api_version.clone(), m.kind.clone()))
+    }
+
+    /// [`Seen::get`], handing the live object over rather than copying it.
+    fn take(&mut self, r: &ObjectRef) -> Option<Option<Value>> {
+        match self.objects.remove(r) {
+            Some(v) => Some(Some(v)),
+            None => self.absent.contains(r).then_some(None),
+        }
+    }
+}
+
+/// Read the cluster ahead of planning, a kind at a time: one labelled LIST per kind the state
+/// records (the platform's live objects), then, for each kind with many desired objects not found
+/// that way, one list of names (which of them exist at all). Objects found neither way (few of a
+/// kind, or a list refused, e.g. not allowed cluster-wide) are read one by one later.
 async fn prefetch(
     cluster: &Cluster,
     desired: &[(&Step, &Manifest)],
     state: &State,
     parallelism: usize,
-) -> HashMap<ObjectRef, Value> {
-    let Some(platform) = desired
+) -> Seen {
+    let mut seen = Seen::default();
+    let platform = desired
         .first()
         .and_then(|(_, m)| m.body.pointer("/metadata/labels"))
         .and_then(|l| l.get(PLATFORM_LABEL))
-        .and_then(Value::as_str)
-    else {
-        return HashMap::new();
-    };
-    // Only kinds vz already manages objects of: on a first plan there is nothing to list.
-    let recorded: HashSet<(&str, &str)> = state
-        .objects
-        .iter()
-        .map(|r| (r.api_version.as_str(), r.kind.as_str()))
-        .collect();
-    let kinds: BTreeSet<(&str, &str)> = desired
-        .iter()
-        .map(|(_, m)| (m.api_version.as_str(), m.kind.as_str()))
-        .filter(|k| recorded.contains(k))
-        .collect();
-    list_platform(cluster, kinds, platform, parallelism).await
+        .and_then(Value::as_str);
+    if let Some(platform) = platform {
+        // Only kinds vz already manages objects of: on a first plan there is nothing to list.
+        let recorded: HashSet<(&str, &str)> = state
+            .objects
+            .iter()
+            .map(|r| (r.api_version.as_str(), r.kind.as_str()))
+            .collect();
+        let kinds: BTreeSet<(&str, &str)> = desired
+            .iter()
+            .map(|(_, m)| (m.api_version.as_str(), m.kind.as_str()))
+            .filter(|k| recorded.contains(k))
+            .collect();
+        seen.objects = list_platform(cluster, kinds, platform, parallelism).await;
+    }
+    let mut unread: HashMap<(&str, &str), Vec<ObjectRef>> = HashMap::new();
+    for (_, m) in desired {
+        let r = ObjectRef::of(m);
+        if !seen.objects.contains_key(&r) {
+            unread
+                .entry((m.api_version.as_str(), m.kind.as_str()))
+                .or_default()
+                .push(r);
+        }
+    }
+    let names =
+        stream::iter(
+            unread
+                .into_iter()
+                .filter(|(_, refs)| refs.len() >= LIST_NAMES_FROM)
+                .map(|(kind, refs)| async move {
+                    (cluster.list_names(kind.0, kind.1).await, kind, refs)
+                }),
+        )
+        .buffer_unordered(parallelism.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    for (listed, (api_version, kind), refs) in names {
+        let existing = match listed {
+            Ok(Some(existing)) => existing,
+            Ok(None) => {
+                seen.unserved
+                    .insert((api_version.to_string(), kind.to_string()));
+                continue;
+            }
+            // A list refused (e.g. not allowed cluster-wide): its objects are read one by one.
+            Err(_) => continue,
+        };
+        seen.absent.extend(
+            refs.into_iter()
+                .filter(|r| !existing.contains(&(r.namespace.clone(), r.name.clone()))),
+        );
+    }
+    seen
 }
 
 /// The live objects of `kinds` that carry `platform`'s labels: one labelled list per kind, in
