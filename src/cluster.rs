@@ -51,7 +51,27 @@ pub fn only_vz_manages(obj: &Value) -> bool {
         })
 }
 
-/// Objects per page when listing which objects of a kind exist ([`Cluster::list_names`]).
+/// How much of each object a list returns ([`Cluster::list_selected`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// The whole object.
+    Whole,
+    /// The whole object but its `managedFields`.
+    Slim,
+    /// `apiVersion`, `kind` and `metadata` (but `managedFields`): what deciding about an object
+    /// with nothing to change needs, a fraction of the whole at thousands of objects.
+    Metadata,
+}
+
+/// A listed object as JSON; list items carry no apiVersion/kind of their own.
+fn listed(encoded: serde_json::Result<Value>, api_version: &str, kind: &str) -> Result<Value> {
+    let mut v = encoded.context("cannot encode a live object")?;
+    v["apiVersion"] = Value::String(api_version.to_string());
+    v["kind"] = Value::String(kind.to_string());
+    Ok(v)
+}
+
+/// Objects per page when listing ([`Cluster::list_names`], [`Cluster::list_selected`]).
 pub const NAMES_PAGE: u32 = 1000;
 
 /// How to reach the cluster (the global `--kubeconfig` and `--context` flags).
@@ -311,13 +331,27 @@ impl Cluster {
             .transpose()
     }
 
-    /// Every object of a kind, in all namespaces, that carries the label selector `selector` (one
-    /// request). A kind that is not served yet has none.
+    /// Every object of a kind, in all namespaces, that carries the label selector `selector`, a
+    /// page of [`NAMES_PAGE`] at a time. A kind that is not served yet has none.
     pub async fn list_labelled(
         &self,
         api_version: &str,
         kind: &str,
         selector: &str,
+    ) -> Result<Vec<Value>> {
+        self.list_selected(api_version, kind, selector, Listing::Whole)
+            .await
+    }
+
+    /// [`Cluster::list_labelled`], as `listing` says: whole objects or metadata only, and never
+    /// their `managedFields` (often the bigger part of an object) when `listing` is not
+    /// [`Listing::Whole`].
+    pub async fn list_selected(
+        &self,
+        api_version: &str,
+        kind: &str,
+        selector: &str,
+        listing: Listing,
     ) -> Result<Vec<Value>> {
         if is_record(api_version) {
             // A zone has no labels to select by: records are read one by one.
@@ -329,20 +363,40 @@ impl Cluster {
             Err(e) => return Err(e),
         };
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &k.resource);
-        let list = api
-            .list(&ListParams::default().labels(selector))
-            .await
-            .map_err(|e| refused(format!("cannot list {kind} in {api_version}"), &e))?;
-        list.items
-            .into_iter()
-            .map(|o| {
-                let mut v = serde_json::to_value(o).context("cannot encode a live object")?;
-                // List items carry no apiVersion/kind of their own.
-                v["apiVersion"] = Value::String(api_version.to_string());
-                v["kind"] = Value::String(kind.to_string());
-                Ok(v)
-            })
-            .collect()
+        let refused_list =
+            |e: &kube::Error| refused(format!("cannot list {kind} in {api_version}"), e);
+        let mut params = ListParams::default().labels(selector).limit(NAMES_PAGE);
+        let mut out = Vec::new();
+        loop {
+            // Each item is encoded as JSON as it is taken, so a page is never held twice.
+            let next = match listing {
+                Listing::Metadata => {
+                    let page = api
+                        .list_metadata(&params)
+                        .await
+                        .map_err(|e| refused_list(&e))?;
+                    for mut o in page.items {
+                        o.metadata.managed_fields = None;
+                        out.push(listed(serde_json::to_value(o), api_version, kind)?);
+                    }
+                    page.metadata.continue_
+                }
+                Listing::Whole | Listing::Slim => {
+                    let page = api.list(&params).await.map_err(|e| refused_list(&e))?;
+                    for mut o in page.items {
+                        if listing == Listing::Slim {
+                            o.metadata.managed_fields = None;
+                        }
+                        out.push(listed(serde_json::to_value(o), api_version, kind)?);
+                    }
+                    page.metadata.continue_
+                }
+            };
+            match next {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// The objects of a kind that exist, in all namespaces, as (namespace, name): metadata only, a

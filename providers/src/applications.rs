@@ -347,9 +347,8 @@ mod tests {
         s.objects
             .iter()
             .find(|m| m.kind == kind && m.name == name)
+            .map(|m| Value::clone(&m.body))
             .unwrap_or_else(|| panic!("no {kind} {name}"))
-            .body
-            .clone()
     }
 
     const HOST: &str = "orders.shop.192.0.2.11.nip.io";

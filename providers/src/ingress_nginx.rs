@@ -746,7 +746,7 @@ mod tests {
             .objects
             .iter()
             .find(|m| m.kind == kind && m.name == name)
-            .map(|m| m.body.clone())
+            .map(|m| Value::clone(&m.body))
             .unwrap_or_else(|| panic!("{kind} {name} is not rendered"))
     }
 

@@ -5,6 +5,8 @@
 //! `vz` owns ([`Ownership`]). A [`Step`] is a provider's group of objects: a node of the plan's
 //! dependency graph.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -42,8 +44,9 @@ pub struct Manifest {
     /// `metadata.name`.
     pub name: String,
     /// The whole object as JSON, including `apiVersion`, `kind` and `metadata`. Fields whose value
-    /// is not known yet hold `null`.
-    pub body: Value,
+    /// is not known yet hold `null`. Shared: a plan holds thousands of manifests, and copies of them
+    /// (the plan's, an apply's) cost a pointer; `Arc::make_mut` changes one copy alone.
+    pub body: Arc<Value>,
     /// JSON pointers (RFC 6901) of the fields whose values are known only after an earlier step is
     /// applied (see [`crate::outputs::Deferred`]). An object with any is never sent to the API
     /// server.
@@ -70,7 +73,7 @@ pub struct Manifest {
 
 impl std::fmt::Debug for Manifest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut body = self.body.clone();
+        let mut body = Value::clone(&self.body);
         if self.kind == "Secret"
             && let Some(map) = body.as_object_mut()
         {
@@ -116,7 +119,7 @@ impl Manifest {
             kind: K::KIND.to_string(),
             namespace: meta.namespace.clone(),
             name: meta.name.clone().unwrap_or_default(),
-            body,
+            body: Arc::new(body),
             unknown: Vec::new(),
             ownership: Ownership::Owned,
             exclusive: None,
@@ -138,7 +141,7 @@ impl Manifest {
             kind: text("/kind").unwrap_or_default(),
             namespace: text("/metadata/namespace"),
             name: text("/metadata/name").unwrap_or_default(),
-            body,
+            body: Arc::new(body),
             unknown,
             ownership: Ownership::Owned,
             exclusive: None,
@@ -178,7 +181,10 @@ impl Manifest {
 
     /// Set a label in `metadata.labels`.
     pub fn set_label(&mut self, key: &str, value: &str) {
-        if let Some(meta) = self.body.get_mut("metadata").and_then(Value::as_object_mut) {
+        if let Some(meta) = Arc::make_mut(&mut self.body)
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+        {
             let labels = meta
                 .entry("labels")
                 .or_insert_with(|| Value::Object(Default::default()));

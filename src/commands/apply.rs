@@ -25,6 +25,7 @@ pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCod
             destroy: false,
             parallelism: usize::from(args.run.parallelism),
             operation: "apply",
+            views: false,
         },
     )
     .await?;

@@ -19,6 +19,7 @@ pub async fn run(cluster_args: &ClusterArgs, args: &DestroyArgs) -> Result<ExitC
             destroy: true,
             parallelism: usize::from(args.run.parallelism),
             operation: "destroy",
+            views: false,
         },
     )
     .await?;

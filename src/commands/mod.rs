@@ -216,6 +216,8 @@ pub struct PlanRequest<'a> {
     pub parallelism: usize,
     /// The operation the state is locked for.
     pub operation: &'a str,
+    /// Keep the plan's before/after views (a JSON or saved plan).
+    pub views: bool,
 }
 
 /// Load the configuration and state, connect, and plan (shared by `plan`, `apply` and `destroy`).
@@ -251,6 +253,7 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
         targets: req.select.targets.clone(),
         replace: req.replace.to_vec(),
         apps: req.select.apps.clone(),
+        views: req.views,
     };
     let plan = if req.destroy {
         plan_destroy(&cluster, &stored.state, &opts).await?

@@ -20,6 +20,7 @@ pub async fn run(cluster_args: &ClusterArgs, args: &PlanArgs) -> Result<ExitCode
             destroy: args.destroy,
             parallelism: usize::from(args.parallelism),
             operation: "plan",
+            views: args.json || args.out.is_some(),
         },
     )
     .await?;

@@ -56,7 +56,7 @@ pub fn run(args: &ConfigArgs) -> Result<ExitCode> {
                 ));
             }
             let shown = mask_object(&m.kind, &m.body);
-            if shown != m.body {
+            if shown != *m.body {
                 text.push_str("# sensitive values masked (vz apply sends them as configured)\n");
             }
             text.push_str(

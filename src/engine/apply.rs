@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use vz_providers::external_dns;
-use vz_providers::{Manifest, Outputs, Ownership};
+use vz_providers::{Manifest, Outputs, Ownership, Step};
 use vz_state::{ObjectRecord, State, Store};
 
 use crate::cluster::{Cluster, Deleted, ObjectRef, is_record, only_vz_manages};
@@ -176,6 +176,9 @@ struct Run<'a> {
     desired: Option<&'a Desired>,
     /// Step outputs known so far.
     outputs: Mutex<Outputs>,
+    /// The steps rendered with the outputs known at the time, for the steps whose values were
+    /// unknown when planned: rendered again only when an output changed, not for each such step.
+    rendered: Mutex<Option<(Outputs, Arc<Vec<Step>>)>>,
     store: &'a Store,
     state: Arc<Mutex<State>>,
     opts: &'a RunOptions,
@@ -240,6 +243,7 @@ impl<'a> Run<'a> {
             cluster: session.cluster,
             desired,
             outputs: Mutex::new(outputs),
+            rendered: Mutex::new(None),
             store: session.store,
             state: Arc::new(Mutex::new(state)),
             opts: session.opts,
@@ -428,7 +432,17 @@ impl<'a> Run<'a> {
             return Ok(owned);
         }
         let outputs = self.outputs.lock().await.clone();
-        let steps = desired.render(&outputs);
+        let steps = {
+            let mut rendered = self.rendered.lock().await;
+            match &*rendered {
+                Some((with, steps)) if *with == outputs => Arc::clone(steps),
+                _ => {
+                    let steps = Arc::new(desired.render(&outputs));
+                    *rendered = Some((outputs.clone(), Arc::clone(&steps)));
+                    steps
+                }
+            }
+        };
         let Some(fresh) = steps.iter().find(|s| s.id == step) else {
             return Ok(owned);
         };

@@ -14,6 +14,7 @@
 //! ([`CertFacts`]) only, and the state records those.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
@@ -190,7 +191,7 @@ fn keep_data(m: &mut Manifest, live: &Value, layout: Layout) {
             data.insert((*key).to_string(), v.clone());
         }
     }
-    m.body["data"] = Value::Object(data);
+    Arc::make_mut(&mut m.body)["data"] = Value::Object(data);
 }
 
 /// The value `f` copies from `secret`: the base64 value of the first of its keys the Secret holds,
@@ -213,11 +214,10 @@ fn fill_value(secret: &Value, f: &Fill) -> Option<Value> {
 /// entry).
 fn put(m: &mut Manifest, target: &FillTarget, value: &Value, live: Option<&Value>) -> Result<()> {
     match target {
-        FillTarget::Data => m.body["data"] = value.clone(),
+        FillTarget::Data => Arc::make_mut(&mut m.body)["data"] = value.clone(),
         FillTarget::Pointer(p) => {
             let name = m.display_name();
-            let slot = m
-                .body
+            let slot = Arc::make_mut(&mut m.body)
                 .pointer_mut(p)
                 .ok_or_else(|| anyhow!("internal: {name} has no field {p}"))?;
             *slot = value.clone();
@@ -233,7 +233,7 @@ fn put(m: &mut Manifest, target: &FillTarget, value: &Value, live: Option<&Value
                 .filter_map(|w| w.get("name"))
                 .map(|name| serde_json::json!({"name": name, "clientConfig": {"caBundle": value}}))
                 .collect();
-            m.body["webhooks"] = Value::Array(entries);
+            Arc::make_mut(&mut m.body)["webhooks"] = Value::Array(entries);
         }
     }
     Ok(())
@@ -474,7 +474,7 @@ pub async fn materialize(
             }
             _ => {
                 let data = issue_now(cluster, m, spec).await?;
-                out.body["data"] = Value::Object(
+                Arc::make_mut(&mut out.body)["data"] = Value::Object(
                     data.into_iter()
                         .map(|(k, v)| (k.to_string(), Value::String(v)))
                         .collect(),

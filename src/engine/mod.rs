@@ -155,6 +155,9 @@ impl Desired {
 
     /// Render the steps again with `outputs`, in place.
     pub fn rerender(&mut self, outputs: &Outputs) {
+        // The old steps go first: at thousands of objects, two renderings at once are most of a
+        // plan's memory.
+        self.steps = Vec::new();
         self.steps = self.render(outputs);
     }
 }

@@ -164,6 +164,7 @@ const PLAN: PlanOptions = PlanOptions {
     refresh: true,
     targets: vec![],
     replace: vec![],
+    views: true,
 };
 
 fn managers(obj: &Value) -> Vec<String> {

@@ -20,7 +20,7 @@ use vz_providers::manifest::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLATFORM_LABEL}
 use vz_providers::{Manifest, Ownership, Step, applications};
 use vz_state::{ObjectRecord, State};
 
-use crate::cluster::{Cluster, DryRun, NotServed, ObjectRef, ref_of};
+use crate::cluster::{Cluster, DryRun, Listing, NotServed, ObjectRef, ref_of};
 use crate::diff::{FieldChange, diff, normalize, unknown_fields};
 use crate::engine::EngineError;
 use crate::engine::certs::{self, CertPlan};
@@ -211,6 +211,10 @@ pub struct PlanOptions {
     /// Limit the plan to these applications (`--app`): their steps and their namespaces', nothing
     /// of the platform.
     pub apps: Vec<String>,
+    /// Keep each change's `before` and `after` views (the live object and what apply leaves), for
+    /// a JSON plan or a saved one. A plan shown as text or applied at once needs neither, and at
+    /// thousands of objects they are most of its memory.
+    pub views: bool,
 }
 
 /// Plan the desired `steps` (ordered by `graph`) against `state` and the cluster.
@@ -268,7 +272,7 @@ pub async fn plan(
         .collect();
 
     let prefetched = if opts.refresh {
-        prefetch(cluster, &desired, state, opts.parallelism).await
+        prefetch(cluster, &desired, state, opts.parallelism, opts.views).await
     } else {
         Seen::default()
     };
@@ -307,9 +311,22 @@ pub async fn plan(
                 return Ok(masked(create(step, m)));
             }
             let listed = prefetched.lock().ok().and_then(|mut p| p.take(&object));
-            let seen = listed.or_else(|| certs.live(&object));
-            let planned =
-                plan_desired(cluster, step, m, record, replace, opts.refresh, seen, certs);
+            let seen = listed.or_else(|| {
+                certs
+                    .live(&object)
+                    .map(|live| live.map_or(Known::Absent, Known::Whole))
+            });
+            let planned = plan_desired(
+                cluster,
+                step,
+                m,
+                record,
+                replace,
+                opts.refresh,
+                seen,
+                certs,
+                opts.views,
+            );
             match planned.await.map(masked) {
                 Err(e)
                     if e.is::<NotServed>()
@@ -327,7 +344,7 @@ pub async fn plan(
     .await?;
     let deletions: Vec<Change> = stream::iter(
         gone.into_iter()
-            .map(|r| plan_delete(cluster, r, opts.refresh)),
+            .map(|r| plan_delete_seen(cluster, r, opts.refresh, None, opts.views)),
     )
     .buffered(opts.parallelism.max(1))
     .try_collect()
@@ -356,14 +373,21 @@ pub async fn plan_destroy(cluster: &Cluster, state: &State, opts: &PlanOptions) 
     // One labelled list per kind reads what is there; only objects missing from it are read one
     // by one (gone already, or without vz's labels).
     let listed = if opts.refresh {
-        list_recorded(cluster, &chosen, &state.platform, opts.parallelism).await
+        list_recorded(
+            cluster,
+            &chosen,
+            &state.platform,
+            opts.parallelism,
+            opts.views,
+        )
+        .await
     } else {
         HashMap::new()
     };
     let listed = &listed;
     let changes = stream::iter(chosen.into_iter().map(|r| {
         let seen = listed.get(&record_ref(r)).cloned();
-        plan_delete_seen(cluster, r, opts.refresh, seen)
+        plan_delete_seen(cluster, r, opts.refresh, seen, opts.views)
     }))
     .buffered(opts.parallelism.max(1))
     .try_collect()
@@ -561,7 +585,7 @@ const LIST_NAMES_FROM: usize = 8;
 /// its own.
 #[derive(Debug, Default)]
 pub struct Seen {
-    objects: HashMap<ObjectRef, Value>,
+    objects: HashMap<ObjectRef, Known>,
     absent: HashSet<ObjectRef>,
     /// Kinds (apiVersion, kind) the API server does not serve (yet).
     unserved: HashSet<(String, String)>,
@@ -570,9 +594,11 @@ pub struct Seen {
 impl Seen {
     /// What is known of `r`: `Some(Some(live))`, `Some(None)` when it does not exist, `None` when
     /// it was not read.
+    /// Objects listed by their metadata only count as not read.
     pub fn get(&self, r: &ObjectRef) -> Option<Option<Value>> {
         match self.objects.get(r) {
-            Some(v) => Some(Some(v.clone())),
+            Some(Known::Whole(v)) => Some(Some(v.clone())),
+            Some(_) => None,
             None => self.absent.contains(r).then_some(None),
         }
     }
@@ -583,13 +609,24 @@ impl Seen {
             .contains(&(m.api_version.clone(), m.kind.clone()))
     }
 
-    /// [`Seen::get`], handing the live object over rather than copying it.
-    fn take(&mut self, r: &ObjectRef) -> Option<Option<Value>> {
+    /// What is known of `r`, handing a listed object over rather than copying it.
+    fn take(&mut self, r: &ObjectRef) -> Option<Known> {
         match self.objects.remove(r) {
-            Some(v) => Some(Some(v)),
-            None => self.absent.contains(r).then_some(None),
+            Some(known) => Some(known),
+            None => self.absent.contains(r).then_some(Known::Absent),
         }
     }
+}
+
+/// What was read of one object before planning it.
+#[derive(Debug)]
+enum Known {
+    /// It does not exist.
+    Absent,
+    /// The whole object (but its `managedFields`).
+    Whole(Value),
+    /// Its metadata only: enough to decide that nothing changes; anything else reads it whole.
+    Metadata(Value),
 }
 
 /// Read the cluster ahead of planning, a kind at a time: one labelled LIST per kind the state
@@ -601,6 +638,7 @@ async fn prefetch(
     desired: &[(&Step, &Manifest)],
     state: &State,
     parallelism: usize,
+    views: bool,
 ) -> Seen {
     let mut seen = Seen::default();
     let platform = desired
@@ -620,7 +658,15 @@ async fn prefetch(
             .map(|(_, m)| (m.api_version.as_str(), m.kind.as_str()))
             .filter(|k| recorded.contains(k))
             .collect();
-        seen.objects = list_platform(cluster, kinds, platform, parallelism).await;
+        // Secrets whole: certificates are judged by what they hold.
+        let listing = |api_version: &str, kind: &str| {
+            if views || (api_version, kind) == ("v1", "Secret") {
+                Listing::Slim
+            } else {
+                Listing::Metadata
+            }
+        };
+        seen.objects = list_platform(cluster, kinds, platform, parallelism, listing).await;
     }
     let mut unread: HashMap<(&str, &str), Vec<ObjectRef>> = HashMap::new();
     for (_, m) in desired {
@@ -664,38 +710,38 @@ async fn prefetch(
 }
 
 /// The live objects of `kinds` that carry `platform`'s labels: one labelled list per kind, in
-/// parallel.
+/// parallel, each as `listing` says (never with `managedFields`: a plan does not read them, and
+/// they are often the bigger part of an object).
 async fn list_platform(
     cluster: &Cluster,
     kinds: BTreeSet<(&str, &str)>,
     platform: &str,
     parallelism: usize,
-) -> HashMap<ObjectRef, Value> {
+    listing: impl Fn(&str, &str) -> Listing,
+) -> HashMap<ObjectRef, Known> {
     let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{PLATFORM_LABEL}={platform}");
     let selector = &selector;
-    let lists: Vec<Result<Vec<Value>>> = stream::iter(
-        kinds
-            .into_iter()
-            .map(|(a, k)| async move { cluster.list_labelled(a, k, selector).await }),
-    )
+    let lists: Vec<(Listing, Result<Vec<Value>>)> = stream::iter(kinds.into_iter().map(|(a, k)| {
+        let how = listing(a, k);
+        async move { (how, cluster.list_selected(a, k, selector, how).await) }
+    }))
     .buffered(parallelism.max(1))
     .collect()
     .await;
-    lists
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(listed_entry)
-        .collect()
-}
-
-/// A listed object keyed by its reference, without its `managedFields` (a plan never reads them,
-/// and they are often the bigger part of an object).
-fn listed_entry(mut v: Value) -> Option<(ObjectRef, Value)> {
-    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("managedFields");
+    let mut out = HashMap::new();
+    for (how, list) in lists {
+        // A list refused: its objects are read one by one.
+        let Ok(list) = list else { continue };
+        for v in list {
+            let Ok(r) = ref_of(&v) else { continue };
+            let known = match how {
+                Listing::Metadata => Known::Metadata(v),
+                Listing::Whole | Listing::Slim => Known::Whole(v),
+            };
+            out.insert(r, known);
+        }
     }
-    Some((ref_of(&v).ok()?, v))
+    out
 }
 
 /// The change with every sensitive value masked, so nothing printed or saved reveals one.
@@ -721,7 +767,7 @@ fn create(step: &Step, m: &Manifest) -> Change {
         live_uid: None,
         live_resource_version: None,
         before: None,
-        after: Some(m.body.clone()),
+        after: None,
         fields: unknown_fields(None, m),
         forces_replacement: vec![],
         reissue: None,
@@ -749,8 +795,9 @@ async fn plan_desired(
     record: Option<&ObjectRecord>,
     replace: bool,
     refresh: bool,
-    seen: Option<Option<Value>>,
+    seen: Option<Known>,
     certs: &CertPlan,
+    views: bool,
 ) -> Result<Change> {
     let mut change = create(step, m);
     let prepared = certs.prepare(m);
@@ -765,7 +812,7 @@ async fn plan_desired(
         .and_then(|l| l.get(PLATFORM_LABEL))
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let sha = m.sha256();
+    let sha = change.desired_sha256.clone().unwrap_or_default();
     let want = Wanted {
         sha256: &sha,
         has_unknown: shown.has_unknown(),
@@ -776,23 +823,45 @@ async fn plan_desired(
         exclusive: m.exclusive.is_some(),
     };
     let recorded = record.map(recorded);
-    let live_obj = match (refresh, seen) {
-        (false, _) => None,
-        (true, Some(live)) => live,
-        (true, None) => cluster.get(&change.object).await?,
+    // An object listed by its metadata is read whole when more than its metadata matters: it
+    // holds copied values or a certificate, it changes, or the plan keeps its views.
+    let (mut live_obj, mut partial) = match (refresh, seen) {
+        (false, _) => (None, false),
+        (true, Some(Known::Absent)) => (None, false),
+        (true, Some(Known::Whole(v))) => (Some(v), false),
+        (true, Some(Known::Metadata(v))) => (Some(v), true),
+        (true, None) => (cluster.get(&change.object).await?, false),
     };
-    let live = live_obj.as_ref().map(Live::of);
+    if partial && (m.certificate.is_some() || !m.fills.is_empty() || views) {
+        live_obj = cluster.get(&change.object).await?;
+        partial = false;
+    }
     certs::entry_by_entry(&mut shown.unknown, live_obj.as_ref());
-    if let Some(obj) = &live_obj {
+    let judge = |live: Option<&Live>| {
+        let verdict = decide::desired(recorded.as_ref(), live, &want);
+        match live {
+            Some(l) => issued_again(verdict, &prepared, recorded.as_ref(), l, &want),
+            None => verdict,
+        }
+    };
+    let mut live = live_obj.as_ref().map(Live::of);
+    let mut verdict = judge(live.as_ref());
+    let unchanged = |v: &Verdict| matches!(v, Verdict::Decided(o) if o.action == Action::NoOp);
+    if partial && !unchanged(&verdict) {
+        live_obj = cluster.get(&change.object).await?;
+        live = live_obj.as_ref().map(Live::of);
+        verdict = judge(live.as_ref());
+    }
+    if live_obj.is_some() {
         change.live_uid = live.as_ref().and_then(|l| l.uid.clone());
         change.live_resource_version = live.as_ref().and_then(|l| l.resource_version.clone());
-        change.before = Some(normalize(obj));
     } else if !refresh {
         change.live_uid = record.map(|r| r.uid.clone());
     }
-    let mut verdict = decide::desired(recorded.as_ref(), live.as_ref(), &want);
-    if let Some(l) = &live {
-        verdict = issued_again(verdict, &prepared, recorded.as_ref(), l, &want);
+    // The live object as shown and diffed: not needed for an object with nothing to change,
+    // unless the plan's views are kept.
+    if views || !unchanged(&verdict) {
+        change.before = live_obj.as_ref().map(normalize);
     }
     let outcome = match verdict {
         Verdict::Decided(o) => o,
@@ -855,6 +924,12 @@ async fn plan_desired(
     change.action = outcome.action;
     change.cause = outcome.cause;
     show_known_after_apply(&mut change, m, shown, &prepared);
+    if views {
+        change.after.get_or_insert_with(|| Value::clone(&m.body));
+    } else {
+        change.before = None;
+        change.after = None;
+    }
     Ok(change)
 }
 
@@ -913,7 +988,6 @@ fn show_known_after_apply(
     }
     let certificate_replaced = change.action == Action::Replace && m.certificate.is_some();
     match change.action {
-        Action::NoOp if change.after.is_none() => change.after = change.before.clone(),
         Action::Update | Action::Create if shown.has_unknown() => {
             // Next to what a dry run found (a certificate's other fields), if one was made.
             let unknown = unknown_fields(change.before.as_ref(), &shown);
@@ -921,11 +995,11 @@ fn show_known_after_apply(
                 .fields
                 .retain(|f| !unknown.iter().any(|u| u.path == f.path));
             change.fields.extend(unknown);
-            change.after.get_or_insert_with(|| m.body.clone());
+            change.after.get_or_insert_with(|| Value::clone(&m.body));
         }
         _ if certificate_replaced => {
             change.fields = unknown_fields(change.before.as_ref(), &shown);
-            change.after = Some(m.body.clone());
+            change.after = Some(Value::clone(&m.body));
         }
         _ => {}
     }
@@ -938,10 +1012,6 @@ fn origin(r: &ObjectRecord) -> Origin {
         (false, true) => Origin::Adopted,
         (false, false) => Origin::Created,
     }
-}
-
-async fn plan_delete(cluster: &Cluster, r: &ObjectRecord, refresh: bool) -> Result<Change> {
-    plan_delete_seen(cluster, r, refresh, None).await
 }
 
 /// The object a record names.
@@ -960,20 +1030,37 @@ async fn list_recorded(
     records: &[&ObjectRecord],
     platform: &str,
     parallelism: usize,
+    views: bool,
 ) -> HashMap<ObjectRef, Value> {
     let kinds = records
         .iter()
         .map(|r| (r.api_version.as_str(), r.kind.as_str()))
         .collect();
-    list_platform(cluster, kinds, platform, parallelism).await
+    let listing = |_: &str, _: &str| {
+        if views {
+            Listing::Slim
+        } else {
+            Listing::Metadata
+        }
+    };
+    list_platform(cluster, kinds, platform, parallelism, listing)
+        .await
+        .into_iter()
+        .filter_map(|(r, known)| match known {
+            Known::Whole(v) | Known::Metadata(v) => Some((r, v)),
+            Known::Absent => None,
+        })
+        .collect()
 }
 
-/// [`plan_delete`], with the live object already read when `seen` has it.
+/// Plan the removal of a recorded object that is no longer desired; `seen` is the live object when
+/// it was read already. With `views`, the change keeps the live object as its `before`.
 async fn plan_delete_seen(
     cluster: &Cluster,
     r: &ObjectRecord,
     refresh: bool,
     seen: Option<Value>,
+    views: bool,
 ) -> Result<Change> {
     let object = record_ref(r);
     let live = match (refresh, seen) {
@@ -997,7 +1084,7 @@ async fn plan_delete_seen(
         desired_sha256: None,
         live_uid,
         live_resource_version: None,
-        before: live.as_ref().map(normalize),
+        before: live.as_ref().filter(|_| views).map(normalize),
         after: None,
         fields: vec![],
         forces_replacement: vec![],
