@@ -593,8 +593,7 @@ pub struct Seen {
 
 impl Seen {
     /// What is known of `r`: `Some(Some(live))`, `Some(None)` when it does not exist, `None` when
-    /// it was not read.
-    /// Objects listed by their metadata only count as not read.
+    /// it was not read (or listed by its metadata only).
     pub fn get(&self, r: &ObjectRef) -> Option<Option<Value>> {
         match self.objects.get(r) {
             Some(Known::Whole(v)) => Some(Some(v.clone())),
