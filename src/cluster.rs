@@ -339,20 +339,22 @@ impl Cluster {
         kind: &str,
         selector: &str,
     ) -> Result<Vec<Value>> {
-        self.list_selected(api_version, kind, selector, Listing::Whole)
+        self.list_selected(api_version, kind, selector, Listing::Whole, Some)
             .await
     }
 
     /// [`Cluster::list_labelled`], as `listing` says: whole objects or metadata only, and never
     /// their `managedFields` (often the bigger part of an object) when `listing` is not
-    /// [`Listing::Whole`].
-    pub async fn list_selected(
+    /// [`Listing::Whole`]. Each object is handed to `keep` as it is read, and what it returns
+    /// kept: listing thousands of objects holds what is kept of them, and a page at a time.
+    pub async fn list_selected<T>(
         &self,
         api_version: &str,
         kind: &str,
         selector: &str,
         listing: Listing,
-    ) -> Result<Vec<Value>> {
+        mut keep: impl FnMut(Value) -> Option<T>,
+    ) -> Result<Vec<T>> {
         if is_record(api_version) {
             // A zone has no labels to select by: records are read one by one.
             return Ok(vec![]);
@@ -377,7 +379,7 @@ impl Cluster {
                         .map_err(|e| refused_list(&e))?;
                     for mut o in page.items {
                         o.metadata.managed_fields = None;
-                        out.push(listed(serde_json::to_value(o), api_version, kind)?);
+                        out.extend(keep(listed(serde_json::to_value(o), api_version, kind)?));
                     }
                     page.metadata.continue_
                 }
@@ -387,7 +389,7 @@ impl Cluster {
                         if listing == Listing::Slim {
                             o.metadata.managed_fields = None;
                         }
-                        out.push(listed(serde_json::to_value(o), api_version, kind)?);
+                        out.extend(keep(listed(serde_json::to_value(o), api_version, kind)?));
                     }
                     page.metadata.continue_
                 }

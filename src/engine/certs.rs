@@ -246,7 +246,7 @@ fn put(m: &mut Manifest, target: &FillTarget, value: &Value, live: Option<&Value
 pub async fn prepare(
     cluster: &Cluster,
     desired: &[(&Step, &Manifest)],
-    seen: &Seen,
+    seen: &mut Seen,
     state: &State,
     refresh: bool,
     parallelism: usize,
@@ -271,7 +271,8 @@ pub async fn prepare(
     wanted.dedup();
     if refresh {
         let read: Vec<(SecretRef, Option<Value>)> = stream::iter(wanted.into_iter().map(|r| {
-            let hit = seen.get(&secret_ref(&r));
+            // Taken, not copied: the planner reads them from here (see [`CertPlan::live`]).
+            let hit = seen.take_whole(&secret_ref(&r));
             async move {
                 let live = match hit {
                     Some(known) => known,

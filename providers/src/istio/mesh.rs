@@ -210,7 +210,12 @@ mod tests {
 
     fn policies(yaml: &str) -> Vec<Value> {
         authorization_step(&platform(yaml))
-            .map(|s| s.objects.into_iter().map(|m| Value::clone(&m.body)).collect())
+            .map(|s| {
+                s.objects
+                    .into_iter()
+                    .map(|m| Value::clone(&m.body))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -271,7 +271,7 @@ pub async fn plan(
         .filter(|r| selected.includes(&r.address, &r.step))
         .collect();
 
-    let prefetched = if opts.refresh {
+    let mut prefetched = if opts.refresh {
         prefetch(cluster, &desired, state, opts.parallelism, opts.views).await
     } else {
         Seen::default()
@@ -279,7 +279,7 @@ pub async fn plan(
     let certs = certs::prepare(
         cluster,
         &desired,
-        &prefetched,
+        &mut prefetched,
         state,
         opts.refresh,
         opts.parallelism,
@@ -592,12 +592,15 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// What is known of `r`: `Some(Some(live))`, `Some(None)` when it does not exist, `None` when
-    /// it was not read (or listed by its metadata only).
-    pub fn get(&self, r: &ObjectRef) -> Option<Option<Value>> {
-        match self.objects.get(r) {
-            Some(Known::Whole(v)) => Some(Some(v.clone())),
-            Some(_) => None,
+    /// Take what is known of `r` whole: `Some(Some(live))`, `Some(None)` when it does not exist,
+    /// `None` when it was not read (or listed by its metadata only).
+    pub fn take_whole(&mut self, r: &ObjectRef) -> Option<Option<Value>> {
+        match self.objects.remove(r) {
+            Some(Known::Whole(v)) => Some(Some(v)),
+            Some(other) => {
+                self.objects.insert(r.clone(), other);
+                None
+            }
             None => self.absent.contains(r).then_some(None),
         }
     }
@@ -618,14 +621,15 @@ impl Seen {
 }
 
 /// What was read of one object before planning it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Known {
     /// It does not exist.
     Absent,
     /// The whole object (but its `managedFields`).
     Whole(Value),
-    /// Its metadata only: enough to decide that nothing changes; anything else reads it whole.
-    Metadata(Value),
+    /// The facts of its metadata only: enough to decide that nothing changes; anything else reads
+    /// it whole.
+    Metadata(Live),
 }
 
 /// Read the cluster ahead of planning, a kind at a time: one labelled LIST per kind the state
@@ -720,27 +724,23 @@ async fn list_platform(
 ) -> HashMap<ObjectRef, Known> {
     let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{PLATFORM_LABEL}={platform}");
     let selector = &selector;
-    let lists: Vec<(Listing, Result<Vec<Value>>)> = stream::iter(kinds.into_iter().map(|(a, k)| {
-        let how = listing(a, k);
-        async move { (how, cluster.list_selected(a, k, selector, how).await) }
-    }))
-    .buffered(parallelism.max(1))
-    .collect()
-    .await;
-    let mut out = HashMap::new();
-    for (how, list) in lists {
-        // A list refused: its objects are read one by one.
-        let Ok(list) = list else { continue };
-        for v in list {
-            let Ok(r) = ref_of(&v) else { continue };
-            let known = match how {
-                Listing::Metadata => Known::Metadata(v),
-                Listing::Whole | Listing::Slim => Known::Whole(v),
+    let lists: Vec<Result<Vec<(ObjectRef, Known)>>> =
+        stream::iter(kinds.into_iter().map(|(a, k)| {
+            let how = listing(a, k);
+            let keep = move |v: Value| {
+                let r = ref_of(&v).ok()?;
+                Some(match how {
+                    Listing::Metadata => (r, Known::Metadata(Live::of(&v))),
+                    Listing::Whole | Listing::Slim => (r, Known::Whole(v)),
+                })
             };
-            out.insert(r, known);
-        }
-    }
-    out
+            async move { cluster.list_selected(a, k, selector, how, keep).await }
+        }))
+        .buffered(parallelism.max(1))
+        .collect()
+        .await;
+    // A list refused: its objects are read one by one.
+    lists.into_iter().flatten().flatten().collect()
 }
 
 /// The change with every sensitive value masked, so nothing printed or saved reveals one.
@@ -824,16 +824,16 @@ async fn plan_desired(
     let recorded = record.map(recorded);
     // An object listed by its metadata is read whole when more than its metadata matters: it
     // holds copied values or a certificate, it changes, or the plan keeps its views.
-    let (mut live_obj, mut partial) = match (refresh, seen) {
-        (false, _) => (None, false),
-        (true, Some(Known::Absent)) => (None, false),
-        (true, Some(Known::Whole(v))) => (Some(v), false),
-        (true, Some(Known::Metadata(v))) => (Some(v), true),
-        (true, None) => (cluster.get(&change.object).await?, false),
+    let (mut live_obj, mut listed) = match (refresh, seen) {
+        (false, _) => (None, None),
+        (true, Some(Known::Absent)) => (None, None),
+        (true, Some(Known::Whole(v))) => (Some(v), None),
+        (true, Some(Known::Metadata(facts))) => (None, Some(facts)),
+        (true, None) => (cluster.get(&change.object).await?, None),
     };
-    if partial && (m.certificate.is_some() || !m.fills.is_empty() || views) {
+    if listed.is_some() && (m.certificate.is_some() || !m.fills.is_empty() || views) {
         live_obj = cluster.get(&change.object).await?;
-        partial = false;
+        listed = None;
     }
     certs::entry_by_entry(&mut shown.unknown, live_obj.as_ref());
     let judge = |live: Option<&Live>| {
@@ -843,7 +843,8 @@ async fn plan_desired(
             None => verdict,
         }
     };
-    let mut live = live_obj.as_ref().map(Live::of);
+    let partial = listed.is_some();
+    let mut live = listed.or_else(|| live_obj.as_ref().map(Live::of));
     let mut verdict = judge(live.as_ref());
     let unchanged = |v: &Verdict| matches!(v, Verdict::Decided(o) if o.action == Action::NoOp);
     if partial && !unchanged(&verdict) {
@@ -851,7 +852,7 @@ async fn plan_desired(
         live = live_obj.as_ref().map(Live::of);
         verdict = judge(live.as_ref());
     }
-    if live_obj.is_some() {
+    if live.is_some() {
         change.live_uid = live.as_ref().and_then(|l| l.uid.clone());
         change.live_resource_version = live.as_ref().and_then(|l| l.resource_version.clone());
     } else if !refresh {
@@ -1030,7 +1031,7 @@ async fn list_recorded(
     platform: &str,
     parallelism: usize,
     views: bool,
-) -> HashMap<ObjectRef, Value> {
+) -> HashMap<ObjectRef, Known> {
     let kinds = records
         .iter()
         .map(|r| (r.api_version.as_str(), r.kind.as_str()))
@@ -1042,14 +1043,7 @@ async fn list_recorded(
             Listing::Metadata
         }
     };
-    list_platform(cluster, kinds, platform, parallelism, listing)
-        .await
-        .into_iter()
-        .filter_map(|(r, known)| match known {
-            Known::Whole(v) | Known::Metadata(v) => Some((r, v)),
-            Known::Absent => None,
-        })
-        .collect()
+    list_platform(cluster, kinds, platform, parallelism, listing).await
 }
 
 /// Plan the removal of a recorded object that is no longer desired; `seen` is the live object when
@@ -1058,17 +1052,21 @@ async fn plan_delete_seen(
     cluster: &Cluster,
     r: &ObjectRecord,
     refresh: bool,
-    seen: Option<Value>,
+    seen: Option<Known>,
     views: bool,
 ) -> Result<Change> {
     let object = record_ref(r);
-    let live = match (refresh, seen) {
-        (false, _) => None,
-        (true, Some(v)) => Some(v),
-        (true, None) => cluster.get(&object).await?,
+    let (facts, live) = match (refresh, seen) {
+        (false, _) | (true, Some(Known::Absent)) => (None, None),
+        (true, Some(Known::Metadata(facts))) => (Some(facts), None),
+        (true, Some(Known::Whole(v))) => (Some(Live::of(&v)), Some(v)),
+        (true, None) => {
+            let v = cluster.get(&object).await?;
+            (v.as_ref().map(Live::of), v)
+        }
     };
-    let live_uid = match (&live, refresh) {
-        (Some(l), _) => Live::of(l).uid,
+    let live_uid = match (facts, refresh) {
+        (Some(l), _) => l.uid,
         (None, false) => Some(r.uid.clone()),
         (None, true) => None,
     };
