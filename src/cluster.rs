@@ -569,14 +569,24 @@ impl Cluster {
             ..Default::default()
         };
         match api.delete(&r.name, &params).await {
-            // The object as it was when deleted at once, or as it is while being deleted
-            // (finalizers, a grace period: then it carries its deletion timestamp).
-            Ok(either) => Ok(match either.left() {
-                Some(o) if o.metadata.deletion_timestamp.is_none() => Deleted::Gone,
-                o => Deleted::Started {
-                    uid: o.and_then(|o| o.metadata.uid),
+            // The object while it is being deleted (finalizers, a grace period: it carries its
+            // deletion timestamp); the object as it was, or a success status, when it was deleted
+            // at once.
+            Ok(either) => Ok(either.either(
+                |o| match o.metadata.deletion_timestamp {
+                    Some(_) => Deleted::Started {
+                        uid: o.metadata.uid,
+                    },
+                    None => Deleted::Gone,
                 },
-            }),
+                |status| {
+                    if status.is_success() {
+                        Deleted::Gone
+                    } else {
+                        Deleted::Started { uid: None }
+                    }
+                },
+            )),
             Err(kube::Error::Api(s)) if s.is_not_found() => Ok(Deleted::AlreadyGone),
             Err(e) => Err(refused(format!("cannot delete {r}"), &e).into()),
         }

@@ -246,7 +246,13 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
     } else {
         engine::outputs::read(&cluster, &desired.steps, &stored.state, req.select.refresh).await?
     };
-    desired.rerender(&outputs);
+    if req.destroy {
+        // A destroy works from the state alone: the rendered objects are not needed, and with
+        // thousands of applications they are most of its memory.
+        desired.steps = Vec::new();
+    } else {
+        desired.rerender(&outputs);
+    }
     let opts = PlanOptions {
         parallelism: req.parallelism,
         refresh: req.select.refresh,
