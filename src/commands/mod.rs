@@ -110,6 +110,15 @@ impl Stored {
         operation: &str,
         lock_timeout: Duration,
     ) -> Result<Stored> {
+        if let Location::Local { path } = &location
+            && let Some(mode) = vz_state::backend::local::exposed(path)
+        {
+            eprintln!(
+                "Warning: the state file {} may be read by others (mode {mode:04o}): it names every object vz manages and the facts of its certificates. The next write makes it 0600; until then: chmod 600 {}",
+                path.display(),
+                path.display()
+            );
+        }
         let mut stored = Stored::lock_at(cluster, location, operation, lock_timeout).await?;
         let mut state = stored
             .store

@@ -343,12 +343,28 @@ fn without_refresh_the_plan_compares_with_the_state_only() {
 }
 
 #[test]
-fn the_state_holds_hashes_not_object_content() {
-    let (env, _) = TestEnv::with_quickstart_applied();
-    let text =
-        std::fs::read_to_string(env.work.path().join("quickstart.vzstate.json")).expect("state");
+fn the_state_holds_hashes_not_object_content_and_only_its_owner_reads_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let (env, cfg) = TestEnv::with_quickstart_applied();
+    let path = env.work.path().join("quickstart.vzstate.json");
+    let text = std::fs::read_to_string(&path).expect("state");
     assert!(!text.contains("\"spec\""), "no manifests in the state");
     assert!(!text.contains("podSelector"));
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    // Copied in by hand, readable by all: the user is told.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let run = env.vz(&["plan", "-f", &cfg, "--refresh=false"]);
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains(&format!(
+            "Warning: the state file {} may be read by others (mode 0644)",
+            path.display()
+        )),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

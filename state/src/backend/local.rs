@@ -10,6 +10,10 @@
 //!   (written to a temporary file, then hard-linked into place, which fails if a lock exists), so a
 //!   reader never sees a half-written lock. A lock whose holder was a process on this host that no
 //!   longer runs is stale: it is taken over, and the new holder is told. It never expires otherwise.
+//! - The state, its backup and the lock are created readable and writable by their owner only
+//!   (mode 0600, as temporary files are): the state names every object `vz` manages and the facts of
+//!   its certificates. A state file that others may read (copied in, or made by hand) is reported
+//!   by [`exposed`] and made 0600 again by the next write.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -263,6 +267,22 @@ fn read_lock(path: &Path) -> Result<Option<LockInfo>, LockError> {
     }
 }
 
+/// The mode of the file at `path` when its group or others may read or write it (Unix), else `None`
+/// (also when it does not exist).
+pub fn exposed(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// Write `bytes` to `path` so that a reader (or a crash) sees the old content or the new, never a
 /// mix: a temporary file in the same directory, flushed to disk, then renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -285,6 +305,52 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::test_runtime as rt;
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_state_its_backup_and_the_lock_are_the_owners_alone() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let b = LocalBackend::new(dir.path().join("s.json"));
+            b.write(b"one", None).await.expect("first write");
+            let v = b.read().await.expect("read").map(|(_, v)| v);
+            b.write(b"two", v.as_ref()).await.expect("second write");
+            let lock = b.lock(info("apply"), Duration::ZERO).await.expect("lock");
+            for path in [b.path.clone(), b.backup_path(), b.lock_path()] {
+                assert_eq!(mode(&path), 0o600, "{}", path.display());
+                assert_eq!(exposed(&path), None);
+            }
+            lock.release().await.expect("release");
+        });
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_state_others_may_read_is_reported_and_the_next_write_closes_it() {
+        use std::os::unix::fs::PermissionsExt;
+        rt().block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("s.json");
+            std::fs::write(&path, b"one").expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+            assert_eq!(exposed(&path), Some(0o644));
+            let b = LocalBackend::new(path.clone());
+            let v = b.read().await.expect("read").map(|(_, v)| v);
+            b.write(b"two", v.as_ref()).await.expect("write");
+            assert_eq!(exposed(&path), None);
+            assert_eq!(mode(&path), 0o600);
+        });
+    }
 
     fn info(op: &str) -> LockInfo {
         LockInfo::new(op, "0.1.0", "s.json")
