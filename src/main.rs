@@ -15,6 +15,9 @@ mod interrupt;
 mod output;
 mod sensitive;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};

@@ -72,7 +72,12 @@ pub fn save(path: &Path, saved: &SavedPlan) -> Result<()> {
 pub fn load(path: &Path) -> Result<SavedPlan> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read the plan {}", path.display()))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
+    parse(path, &bytes)
+}
+
+/// Decode a saved plan read from `path`.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<SavedPlan> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
         .with_context(|| format!("{} is not a saved vz plan", path.display()))?;
     if let Some(v) = value
         .get("format_version")
