@@ -881,8 +881,16 @@ fn first_line(msg: &str) -> String {
     {
         line = rest;
     }
-    match line.find(" at line ") {
-        Some(idx) => line[..idx].to_string(),
+    let line = match line.find(" at line ") {
+        Some(idx) => &line[..idx],
+        None => line,
+    };
+    // The parser's own advice ("set DuplicateKeyPolicy in Options") is for its callers, not users.
+    match line
+        .strip_prefix("duplicate mapping key: ")
+        .and_then(|rest| rest.split(", set DuplicateKeyPolicy").next())
+    {
+        Some(key) => format!("`{key}` is set twice in the same mapping: keep one"),
         None => line.to_string(),
     }
 }
@@ -2006,6 +2014,17 @@ mod tests {
 
     fn parse_err(text: &str) -> ConfigError {
         parse(Path::new("/cfg/vz.yaml"), text).expect_err("invalid config")
+    }
+
+    #[test]
+    fn a_key_set_twice_is_refused_where_it_is_repeated() {
+        let e =
+            parse_err("environmentName: dev\ningress: {type: NodePort}\nenvironmentName: prod\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert_eq!(
+            e.message,
+            "`environmentName` is set twice in the same mapping: keep one"
+        );
     }
 
     #[test]
