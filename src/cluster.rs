@@ -339,14 +339,16 @@ impl Cluster {
         kind: &str,
         selector: &str,
     ) -> Result<Vec<Value>> {
-        self.list_selected(api_version, kind, selector, Listing::Whole, Some)
-            .await
+        let listed = self.list_selected(api_version, kind, selector, Listing::Whole, Some);
+        Ok(listed.await?.unwrap_or_default())
     }
 
-    /// [`Cluster::list_labelled`], as `listing` says: whole objects or metadata only, and never
+    /// Every object of a kind, in all namespaces, that carries the label selector `selector` (all
+    /// of them when it is empty), as `listing` says: whole objects or metadata only, and never
     /// their `managedFields` (often the bigger part of an object) when `listing` is not
     /// [`Listing::Whole`]. Each object is handed to `keep` as it is read, and what it returns
-    /// kept: listing thousands of objects holds what is kept of them, and a page at a time.
+    /// kept: listing thousands of objects holds what is kept of them, and a page at a time. `None`
+    /// when the kind is not served (yet), or holds DNS records (a zone is read record by record).
     pub async fn list_selected<T>(
         &self,
         api_version: &str,
@@ -354,20 +356,22 @@ impl Cluster {
         selector: &str,
         listing: Listing,
         mut keep: impl FnMut(Value) -> Option<T>,
-    ) -> Result<Vec<T>> {
+    ) -> Result<Option<Vec<T>>> {
         if is_record(api_version) {
-            // A zone has no labels to select by: records are read one by one.
-            return Ok(vec![]);
+            return Ok(None);
         }
         let k = match self.kind(api_version, kind).await {
             Ok(k) => k,
-            Err(e) if e.is::<NotServed>() => return Ok(vec![]),
+            Err(e) if e.is::<NotServed>() => return Ok(None),
             Err(e) => return Err(e),
         };
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &k.resource);
         let refused_list =
             |e: &kube::Error| refused(format!("cannot list {kind} in {api_version}"), e);
-        let mut params = ListParams::default().labels(selector).limit(NAMES_PAGE);
+        let mut params = ListParams::default().limit(NAMES_PAGE);
+        if !selector.is_empty() {
+            params = params.labels(selector);
+        }
         let mut out = Vec::new();
         loop {
             // Each item is encoded as JSON as it is taken, so a page is never held twice.
@@ -396,44 +400,23 @@ impl Cluster {
             };
             match next {
                 Some(token) if !token.is_empty() => params = params.continue_token(&token),
-                _ => return Ok(out),
+                _ => return Ok(Some(out)),
             }
         }
     }
 
-    /// The objects of a kind that exist, in all namespaces, as (namespace, name): metadata only, a
-    /// page of [`NAMES_PAGE`] at a time, so that knowing which of thousands of objects exist costs a
-    /// request or a few instead of a read each. `None` when the kind is not served (yet).
+    /// The objects of a kind that exist, in all namespaces: metadata only, a page of [`NAMES_PAGE`]
+    /// at a time, so that knowing which of thousands of objects exist costs a request or a few
+    /// instead of a read each. `None` when the kind is not served (yet).
     pub async fn list_names(
         &self,
         api_version: &str,
         kind: &str,
-    ) -> Result<Option<HashSet<(Option<String>, String)>>> {
-        if is_record(api_version) {
-            return Ok(None);
-        }
-        let k = match self.kind(api_version, kind).await {
-            Ok(k) => k,
-            Err(e) if e.is::<NotServed>() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &k.resource);
-        let mut names = HashSet::new();
-        let mut params = ListParams::default().limit(NAMES_PAGE);
-        loop {
-            let page = api
-                .list_metadata(&params)
-                .await
-                .map_err(|e| refused(format!("cannot list {kind} in {api_version}"), &e))?;
-            names.extend(page.items.into_iter().filter_map(|o| {
-                let name = o.metadata.name?;
-                Some((o.metadata.namespace, name))
-            }));
-            match page.metadata.continue_ {
-                Some(token) if !token.is_empty() => params = params.continue_token(&token),
-                _ => return Ok(Some(names)),
-            }
-        }
+    ) -> Result<Option<HashSet<ObjectRef>>> {
+        let listed = self.list_selected(api_version, kind, "", Listing::Metadata, |v| {
+            ref_of(&v).ok()
+        });
+        Ok(listed.await?.map(|refs| refs.into_iter().collect()))
     }
 
     /// Server-side apply `m` as field manager `vz` (taking over conflicting fields); with `dry_run` the

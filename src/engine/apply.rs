@@ -673,7 +673,7 @@ impl<'a> Run<'a> {
                 c.address, c.object
             ));
         }
-        if taken || c.cause == Cause::Adopt && c.action == Action::Update {
+        if taken || (c.cause == Cause::Adopt && c.action == Action::Update) {
             // Taken over: say so on the object itself, so that vz releases it rather than deleting
             // it even if its state is lost (the labels alone would make it look like vz's own).
             applied = self.cluster.mark_adopted(&c.object).await?;

@@ -305,12 +305,14 @@ pub async fn plan(
         let replace = opts.replace.contains(&address);
         async move {
             let object = ObjectRef::of(m);
-            let group = order::group_of(&m.api_version);
-            if pending_groups.contains(group) && prefetched.lock().is_ok_and(|p| p.unserved(m)) {
+            let (unserved, listed) = prefetched
+                .lock()
+                .map(|mut p| (p.unserved(m), p.take(&object)))
+                .unwrap_or_default();
+            if unserved && pending_groups.contains(order::group_of(&m.api_version)) {
                 // Its CRD is created by this plan: the object will be created after it.
                 return Ok(masked(create(step, m)));
             }
-            let listed = prefetched.lock().ok().and_then(|mut p| p.take(&object));
             let seen = listed.or_else(|| {
                 certs
                     .live(&object)
@@ -704,10 +706,8 @@ async fn prefetch(
             // A list refused (e.g. not allowed cluster-wide): its objects are read one by one.
             Err(_) => continue,
         };
-        seen.absent.extend(
-            refs.into_iter()
-                .filter(|r| !existing.contains(&(r.namespace.clone(), r.name.clone()))),
-        );
+        seen.absent
+            .extend(refs.into_iter().filter(|r| !existing.contains(r)));
     }
     seen
 }
@@ -734,7 +734,10 @@ async fn list_platform(
                     Listing::Whole | Listing::Slim => (r, Known::Whole(v)),
                 })
             };
-            async move { cluster.list_selected(a, k, selector, how, keep).await }
+            async move {
+                let listed = cluster.list_selected(a, k, selector, how, keep).await;
+                listed.map(Option::unwrap_or_default)
+            }
         }))
         .buffered(parallelism.max(1))
         .collect()
