@@ -27,6 +27,10 @@ use vz_providers::manifest::display_name;
 use crate::engine::ready::{Readiness, readiness};
 use crate::interrupt::Interrupt;
 
+mod patience;
+
+pub use patience::Budget;
+
 /// The field manager `vz` applies as.
 pub const FIELD_MANAGER: &str = "vz";
 
@@ -128,6 +132,8 @@ struct Kind {
 pub struct Cluster {
     client: Client,
     server: String,
+    /// How long failing requests are retried.
+    budget: Budget,
     kinds: Mutex<HashMap<(String, String), Kind>>,
     /// DNS records (`dns.rfc2136`): objects of the group `dns.vz.dev`, read and written on the
     /// DNS server instead of the API server.
@@ -153,8 +159,18 @@ pub enum Deleted {
     Gone,
 }
 
-/// A client for the cluster `opts` names (not yet checked to answer), and its URL.
-pub async fn client(opts: &ConnectOptions) -> Result<(Client, String)> {
+/// A client for the cluster `opts` names (not yet checked to answer).
+pub struct Connection {
+    /// The client; its requests ride out transient failures ([`patience`]).
+    pub client: Client,
+    /// The API server's URL.
+    pub server: String,
+    /// How long its failing requests are retried.
+    pub budget: Budget,
+}
+
+/// A client for the cluster `opts` names (not yet checked to answer).
+pub async fn client(opts: &ConnectOptions) -> Result<Connection> {
     // The kube errors' messages already include their causes: show them once, not as a chain.
     let config = match (&opts.kubeconfig, &opts.context) {
         (None, None) => Config::infer().await.map_err(|e| {
@@ -192,9 +208,19 @@ pub async fn client(opts: &ConnectOptions) -> Result<(Client, String)> {
         http::HeaderValue::from_static(USER_AGENT),
     ));
     let server = config.cluster_url.to_string();
-    let client =
-        Client::try_from(config).with_context(|| format!("cannot create a client for {server}"))?;
-    Ok((client, server))
+    // Transient failures are retried by `vz`'s own layer, within the run's deadline; kube's own
+    // retries (up to 15, with pauses of up to 1,000 s) would not know it.
+    config.default_retry = false;
+    let patience = patience::Patience::new(&server);
+    let client = kube::client::ClientBuilder::try_from(config)
+        .with_context(|| format!("cannot create a client for {server}"))?
+        .with_layer(&patience)
+        .build();
+    Ok(Connection {
+        client,
+        server,
+        budget: patience.budget(),
+    })
 }
 
 /// The `User-Agent` of `vz`'s requests.
@@ -203,7 +229,11 @@ pub const USER_AGENT: &str = concat!("vz/", env!("CARGO_PKG_VERSION"));
 impl Cluster {
     /// Connect and check that the API server answers.
     pub async fn connect(opts: &ConnectOptions) -> Result<Cluster> {
-        let (client, server) = client(opts).await?;
+        let Connection {
+            client,
+            server,
+            budget,
+        } = client(opts).await?;
         if let Err(e) = client.apiserver_version().await {
             return Err(ClusterError::Unreachable {
                 server,
@@ -214,6 +244,7 @@ impl Cluster {
         Ok(Cluster {
             client,
             server,
+            budget,
             kinds: Mutex::new(HashMap::new()),
             records: None,
         })
@@ -237,6 +268,12 @@ impl Cluster {
     /// The API server's URL.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// Retry failing requests, and let each run, until `deadline` (the run's, or its rollback's;
+    /// `None`: for a while from a request's first failure).
+    pub fn requests_until(&self, deadline: Option<Instant>) {
+        self.budget.until(deadline);
     }
 
     async fn kind(&self, api_version: &str, kind: &str) -> Result<Kind> {
@@ -436,8 +473,8 @@ impl Cluster {
             .patch(&m.name, &params, &Patch::Apply(&m.body))
             .await
             .map_err(|e| {
-                let what = if dry_run { "a dry run of" } else { "to apply" };
-                refused(format!("the API server refused {what} {r}"), &e)
+                let what = if dry_run { "dry-run" } else { "apply" };
+                refused_to(format!("{what} {r}"), &e)
             })?;
         serde_json::to_value(obj).context("cannot encode an applied object")
     }
@@ -453,7 +490,7 @@ impl Cluster {
         let obj = api
             .patch(&r.name, &params, &Patch::Merge(patch))
             .await
-            .map_err(|e| refused(format!("the API server refused to patch {r}"), &e))?;
+            .map_err(|e| refused_to(format!("patch {r}"), &e))?;
         serde_json::to_value(obj).context("cannot encode a patched object")
     }
 
@@ -474,7 +511,7 @@ impl Cluster {
             Err(kube::Error::Api(s)) if s.is_invalid() && immutable_fields(&s).is_some() => {
                 Ok(DryRun::Immutable(immutable_fields(&s).unwrap_or_default()))
             }
-            Err(e) => Err(refused(format!("the API server refused a dry run of {r}"), &e).into()),
+            Err(e) => Err(refused_to(format!("dry-run {r}"), &e).into()),
         }
     }
 
@@ -995,9 +1032,13 @@ pub enum ClusterError {
         /// What the client said.
         cause: String,
     },
-    /// The API server refused a request (or the connection broke during it).
+    /// The API server refused a request.
     #[error("{0}")]
     Refused(String),
+    /// A change whose outcome is not known: no answer came in time, the connection broke, or the
+    /// server failed while carrying it out (HTTP 5xx). It may have been made.
+    #[error("{0}")]
+    Unanswered(String),
     /// An object did not reach the state waited for in time.
     #[error("timed out waiting for {object} {what}")]
     WaitTimeout {
@@ -1013,6 +1054,20 @@ pub enum ClusterError {
 /// A refused request: `doing` and the API server's answer.
 fn refused(doing: String, e: &kube::Error) -> ClusterError {
     ClusterError::Refused(format!("{doing}: {}", describe(e)))
+}
+
+/// A request to `what` ("apply X") that did not go through: refused by the API server, or never
+/// answered.
+fn refused_to(what: String, e: &kube::Error) -> ClusterError {
+    match e {
+        kube::Error::Api(s) if s.code < 500 => {
+            refused(format!("the API server refused to {what}"), e)
+        }
+        kube::Error::Api(_) => {
+            ClusterError::Unanswered(format!("the API server failed to {what}: {}", describe(e)))
+        }
+        _ => ClusterError::Unanswered(format!("cannot {what}: {}", describe(e))),
+    }
 }
 
 /// The API server does not serve a kind (yet): its CRD is missing or not established.
@@ -1093,21 +1148,23 @@ pub fn describe(e: &kube::Error) -> String {
             };
             format!("{}{reason} (HTTP {})", s.message, s.code)
         }
-        other => {
-            // Walk the source chain: connection errors carry the useful part at the bottom.
-            let mut msg = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(s) = src {
-                let text = s.to_string();
-                if !msg.contains(&text) {
-                    msg.push_str(": ");
-                    msg.push_str(&text);
-                }
-                src = s.source();
-            }
-            msg
-        }
+        other => describe_source(other),
     }
+}
+
+/// An error and its causes on one line: connection errors carry the useful part at the bottom.
+pub fn describe_source(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        src = s.source();
+    }
+    msg
 }
 
 #[cfg(test)]

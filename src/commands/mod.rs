@@ -387,12 +387,12 @@ pub async fn connect_for_state(
     if !location.needs_cluster() {
         return Ok(None);
     }
-    let (client, _) = crate::cluster::client(&ConnectOptions {
+    let connection = crate::cluster::client(&ConnectOptions {
         kubeconfig: cluster.kubeconfig.clone(),
         context: cluster.context.clone(),
     })
     .await?;
-    Ok(Some(client))
+    Ok(Some(connection.client))
 }
 
 /// The store at `location`, connected to the cluster of `cluster` when the state lives in one.

@@ -28,7 +28,7 @@ use vz_providers::external_dns;
 use vz_providers::{Manifest, Outputs, Ownership, Step};
 use vz_state::{ObjectRecord, State, Store};
 
-use crate::cluster::{Cluster, Deleted, ObjectRef, is_record, only_vz_manages};
+use crate::cluster::{Cluster, ClusterError, Deleted, ObjectRef, is_record, only_vz_manages};
 use crate::engine::graph::{StepGraph, StepNode};
 use crate::engine::plan::{Action, Cause, Change, Plan, decide};
 use crate::engine::rollback::{Entry, Undo, Undone, describe_undo, settle};
@@ -199,6 +199,13 @@ struct Run<'a> {
     writes: Mutex<Writes>,
 }
 
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        // What comes after the run (reading outputs, a final plan) is not bound by its deadline.
+        self.cluster.requests_until(None);
+    }
+}
+
 /// An object as a create, update or replace left it.
 struct Applied {
     /// The object as the API server returned it.
@@ -239,6 +246,9 @@ impl<'a> Run<'a> {
         outputs: Outputs,
         planned_live: bool,
     ) -> Self {
+        let deadline = Instant::now() + session.opts.timeout;
+        // Requests that fail transiently are retried until the run's time is up, and no longer.
+        session.cluster.requests_until(Some(deadline));
         Run {
             cluster: session.cluster,
             desired,
@@ -248,7 +258,7 @@ impl<'a> Run<'a> {
             state: Arc::new(Mutex::new(state)),
             opts: session.opts,
             progress: session.progress,
-            deadline: Instant::now() + session.opts.timeout,
+            deadline,
             journal: Mutex::new(Vec::new()),
             deleted: Mutex::new(Vec::new()),
             later: Mutex::new(Vec::new()),
@@ -665,7 +675,23 @@ impl<'a> Run<'a> {
                 c.object
             ));
         }
-        let mut applied = self.cluster.apply(sent, false).await?;
+        let mut applied = match self.cluster.apply(sent, false).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                if matches!(
+                    e.downcast_ref::<ClusterError>(),
+                    Some(ClusterError::Unanswered(_))
+                ) {
+                    // It may have been made: a rollback undoes it as if it had been.
+                    let undo = match before {
+                        Some(before) => Undo::Updated { before },
+                        None => Undo::Created { uid: None },
+                    };
+                    self.journal(seq, c, undo).await;
+                }
+                return Err(e);
+            }
+        };
         let taken = absent_when_planned && !only_vz_manages(&applied);
         if taken {
             self.progress.line(&format!(
@@ -956,6 +982,7 @@ impl<'a> Run<'a> {
             journal.len()
         ));
         let deadline = Instant::now() + self.opts.timeout.max(MIN_ROLLBACK_BUDGET);
+        self.cluster.requests_until(Some(deadline));
         journal.sort_by_key(|e| std::cmp::Reverse(e.seq));
         let run_state = self.state.lock().await.clone();
         let mut state = original;

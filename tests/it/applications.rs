@@ -12,19 +12,9 @@ const KINDS: &str = "namespaces,secrets,networkpolicies,services,ingresses,deplo
 /// A third application, inline in the platform file (beside the two of `examples/apps/`).
 const BILLING: &str = "applications:\n  - name: billing\n    namespace: finance\n    ports: [9000]\n    rules:\n      - destination: {host: billing, port: 9000}\n";
 
-/// The example platform with its two applications, plus `extra` (and the applications directory
-/// copied next to it).
+/// The example platform with its two applications, plus `extra`.
 fn config(env: &TestEnv, extra: &str) -> String {
-    let apps = env.work.path().join("apps");
-    std::fs::create_dir_all(&apps).expect("apps dir");
-    for app in ["orders.yaml", "storefront.yaml"] {
-        std::fs::copy(repo_root().join("examples/apps").join(app), apps.join(app))
-            .expect("copy app");
-    }
-    let base =
-        std::fs::read_to_string(repo_root().join("examples/applications.yaml")).expect("example");
-    let cfg = env.write_config("applications.yaml", &format!("{base}{extra}"));
-    cfg.to_str().expect("utf8").to_string()
+    env.applications_config(extra)
 }
 
 /// `kind namespace/name` → (uid, resourceVersion) of every object of `KINDS` vz manages.

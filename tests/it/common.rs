@@ -233,6 +233,28 @@ impl TestEnv {
         self.plane.path().join(name)
     }
 
+    /// Run `scripts/testenv COMMAND <this plane> ARGS...` (`restart-apiserver`, `pause-etcd`).
+    pub fn testenv(&self, command: &str, args: &[&str]) -> Run {
+        let mut cmd = Command::new(repo_root().join("scripts/testenv"));
+        cmd.arg(command).arg(self.plane.path()).args(args);
+        Run::of(cmd)
+    }
+
+    /// `examples/applications.yaml` (the platform `shop` and the two applications of
+    /// `examples/apps/`, copied next to it) plus `extra`, written into the work directory.
+    pub fn applications_config(&self, extra: &str) -> String {
+        let apps = self.work.path().join("apps");
+        std::fs::create_dir_all(&apps).expect("apps dir");
+        for app in ["orders.yaml", "storefront.yaml"] {
+            std::fs::copy(repo_root().join("examples/apps").join(app), apps.join(app))
+                .expect("copy app");
+        }
+        let base = std::fs::read_to_string(repo_root().join("examples/applications.yaml"))
+            .expect("example");
+        let cfg = self.write_config("applications.yaml", &format!("{base}{extra}"));
+        cfg.to_str().expect("utf8").to_string()
+    }
+
     /// Tell the node simulator something (`scripts/node-sim`): `key` of its ConfigMap
     /// `kube-system/vz-node-sim` (`unready`, `pod-ips`, `load-balancers`) becomes `value`.
     pub fn set_node_sim(&self, key: &str, value: &str) {

@@ -7,6 +7,7 @@ mod certificates;
 mod common;
 mod dns;
 mod external_dns;
+mod faults;
 mod flow;
 mod lifecycle;
 mod mesh;

@@ -1,0 +1,396 @@
+//! Faults in the middle of a run: `vz` killed with SIGKILL at random points, the API server
+//! restarted, etcd stalled, an admission webhook failing or too slow. Whatever happens, the next
+//! run sees the truth and converges; a run that cannot finish in its time names the object and
+//! rolls back.
+//!
+//! The kill loop runs `VZ_KILL_RUNS` rounds (4 by default; `scripts/kill-loop` runs 30) with a
+//! seeded random delay (`VZ_KILL_SEED` replays a loop) and prints its counts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use crate::common::{Run, TestEnv, exit};
+
+/// The label selector of the objects of the example platform `shop`.
+const SHOP: &str = "app.kubernetes.io/managed-by=vz,vz.dev/platform=shop";
+
+/// A third application, inline: what a change after the platform exists adds.
+const BILLING: &str = "applications:\n  - name: billing\n    namespace: finance\n    ports: [9000]\n    rules:\n      - destination: {host: billing, port: 9000}\n";
+
+/// Every object in the cluster that carries `selector`, as `Kind namespace/name`, over every kind
+/// the API server lists (so nothing can hide in a kind the test forgot) — but those that
+/// Kubernetes' controllers make and copy the labels of their owners onto (a Service's Endpoints and
+/// EndpointSlices, a Deployment's ReplicaSets and Pods): not `vz`'s.
+fn labelled(env: &TestEnv, selector: &str) -> BTreeSet<String> {
+    let kinds = env.kubectl(&["api-resources", "--verbs=list", "-o", "name"]);
+    kinds.expect_code(0);
+    let kinds: Vec<&str> = kinds.stdout.lines().filter(|k| !k.is_empty()).collect();
+    let all = env.get_json(&[&kinds.join(","), "-A", "-l", selector]);
+    let items = all.and_then(|a| a["items"].as_array().cloned());
+    items
+        .unwrap_or_default()
+        .iter()
+        .filter(|o| {
+            o["metadata"]["ownerReferences"].is_null()
+                && !matches!(o["kind"].as_str(), Some("Endpoints" | "EndpointSlice"))
+        })
+        .map(|o| {
+            let ns = o["metadata"]["namespace"].as_str().unwrap_or("");
+            let name = o["metadata"]["name"].as_str().unwrap_or("");
+            format!("{} {ns}/{name}", o["kind"].as_str().unwrap_or(""))
+        })
+        .collect()
+}
+
+/// The objects the state file at `path` records, as `Kind namespace/name`, with how many records
+/// each has (more than one is a duplicate).
+fn recorded(path: &std::path::Path) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return out;
+    };
+    let state: serde_json::Value = serde_json::from_str(&text).expect("the state is JSON");
+    for o in state["objects"].as_array().cloned().unwrap_or_default() {
+        if o["api_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("dns."))
+        {
+            continue;
+        }
+        let ns = o["namespace"].as_str().unwrap_or("");
+        let key = format!(
+            "{} {ns}/{}",
+            o["kind"].as_str().unwrap_or(""),
+            o["name"].as_str().unwrap_or("")
+        );
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}
+
+/// A small seeded generator (xorshift64*), so a loop can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Start `vz args`, kill it with SIGKILL after `delay`; whether it was still running then.
+fn killed(env: &TestEnv, args: &[&str], delay: Duration) -> bool {
+    let mut child = env.spawn_vz(args);
+    let until = Instant::now() + delay;
+    while Instant::now() < until {
+        if child.try_wait().expect("try_wait").is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    true
+}
+
+/// What the loop counts.
+#[derive(Default, Debug)]
+struct Tally {
+    killed: usize,
+    finished_first: usize,
+    unrecorded_after_kill: usize,
+    orphans: usize,
+    duplicates: usize,
+    failed_plans: usize,
+    unclean_after_apply: usize,
+    left_after_destroy: usize,
+}
+
+#[test]
+fn runs_killed_at_random_points_lose_track_of_nothing() {
+    let env = TestEnv::start();
+    let cfg = env.applications_config("");
+    let state = env.work.path().join("applications.vzstate.json");
+    let runs = env_number("VZ_KILL_RUNS", 4);
+    let seed = env_number(
+        "VZ_KILL_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+    )
+    .max(1);
+    eprintln!("kill loop: {runs} runs, VZ_KILL_SEED={seed}");
+    let mut rng = Rng(seed);
+    let mut t = Tally::default();
+    let apply = ["apply", "-f", cfg.as_str(), "--auto-approve"];
+    let destroy = ["destroy", "-f", cfg.as_str(), "--auto-approve"];
+    for round in 0..runs {
+        // A full install plus applications from nothing, killed after 0.1–2.6 s (a whole install
+        // takes about 2.3 s here); every third round the destroy that follows is killed too.
+        let delay = Duration::from_millis(100 + rng.below(2500));
+        if killed(&env, &apply, delay) {
+            t.killed += 1;
+        } else {
+            t.finished_first += 1;
+        }
+        let live = labelled(&env, SHOP);
+        let known = recorded(&state);
+        t.unrecorded_after_kill += live.iter().filter(|o| !known.contains_key(*o)).count();
+
+        // The next plan succeeds: the dead run's lock is taken over, its objects recovered.
+        let plan = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
+        if plan.code != 0 && plan.code != 2 {
+            t.failed_plans += 1;
+            eprintln!(
+                "round {round}: plan failed ({}):\n{}",
+                plan.code, plan.stderr
+            );
+        }
+        let applied = env.vz(&apply);
+        assert_eq!(
+            applied.code, 0,
+            "round {round}: apply after a kill:\n{}",
+            applied.stderr
+        );
+        let again = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
+        if again.code != 0 {
+            t.unclean_after_apply += 1;
+            eprintln!("round {round}: not clean after apply:\n{}", again.stdout);
+        }
+        let live = labelled(&env, SHOP);
+        let known = recorded(&state);
+        let orphans: Vec<_> = live.iter().filter(|o| !known.contains_key(*o)).collect();
+        if !orphans.is_empty() {
+            eprintln!("round {round}: orphans {orphans:?}");
+        }
+        t.orphans += orphans.len();
+        t.duplicates += known.values().filter(|n| **n > 1).count();
+
+        if round % 3 == 2 {
+            let delay = Duration::from_millis(100 + rng.below(2500));
+            if killed(&env, &destroy, delay) {
+                t.killed += 1;
+            } else {
+                t.finished_first += 1;
+            }
+        }
+        let destroyed = env.vz(&destroy);
+        assert_eq!(
+            destroyed.code, 0,
+            "round {round}: destroy:\n{}",
+            destroyed.stderr
+        );
+        let left = labelled(&env, SHOP);
+        if !left.is_empty() {
+            eprintln!("round {round}: left after destroy {left:?}");
+        }
+        t.left_after_destroy += left.len();
+    }
+    eprintln!(
+        "kill loop (seed {seed}): {runs} rounds, {} runs killed ({} finished before the kill); objects found unrecorded after a kill and taken back: {}; orphans left: {}; duplicates: {}; plans that failed: {}; plans not clean after the next apply: {}; objects left after destroy: {}",
+        t.killed,
+        t.finished_first,
+        t.unrecorded_after_kill,
+        t.orphans,
+        t.duplicates,
+        t.failed_plans,
+        t.unclean_after_apply,
+        t.left_after_destroy
+    );
+    assert_eq!(
+        (
+            t.orphans,
+            t.duplicates,
+            t.failed_plans,
+            t.unclean_after_apply,
+            t.left_after_destroy
+        ),
+        (0, 0, 0, 0, 0),
+        "{t:?}"
+    );
+    // Nothing of the killed runs' is left lying around beside the state.
+    let mut files: Vec<String> = std::fs::read_dir(env.work.path())
+        .expect("work dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "applications.vzstate.json",
+            "applications.vzstate.json.backup",
+            "applications.yaml",
+            "apps"
+        ]
+    );
+}
+
+/// Hold istiod's pods unready, so that an apply is still running (waiting for istiod) when the
+/// fault comes; returns the running apply.
+fn apply_waiting_for_istiod(env: &TestEnv, cfg: &str, timeout: &str) -> std::process::Child {
+    env.set_node_sim("unready", "istio-system/istiod-");
+    let child = env.spawn_vz(&["apply", "-f", cfg, "--auto-approve", "--timeout", timeout]);
+    env.eventually(
+        Duration::from_secs(60),
+        "istiod's pod to be scheduled",
+        || {
+            let pods = env.get_json(&["pods", "-n", "istio-system", "-l", "app=istiod"])?;
+            let n = pods["items"].as_array().map_or(0, Vec::len);
+            (n > 0).then_some(())
+        },
+    );
+    child
+}
+
+#[test]
+fn an_api_server_restarted_mid_apply_is_waited_for_and_the_apply_completes() {
+    let env = TestEnv::start();
+    let cfg = env.applications_config("");
+    let child = apply_waiting_for_istiod(&env, &cfg, "5m");
+    env.testenv("restart-apiserver", &["1"]).expect_code(0);
+    env.set_node_sim("unready", "");
+    let run = Run::wait(child);
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("failed a request (connection"),
+        "the outage was met and said so:\n{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("answers again"), "{}", run.stderr);
+    env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
+        .expect_code(0);
+}
+
+#[test]
+fn a_stalled_etcd_is_waited_for_and_the_apply_completes() {
+    let env = TestEnv::start();
+    let cfg = env.applications_config("");
+    let child = apply_waiting_for_istiod(&env, &cfg, "5m");
+    env.testenv("pause-etcd", &["4"]).expect_code(0);
+    env.set_node_sim("unready", "");
+    Run::wait(child).expect_code(0);
+    env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
+        .expect_code(0);
+}
+
+#[test]
+fn an_etcd_stalled_past_the_timeout_fails_naming_the_object_and_rolls_back() {
+    let env = TestEnv::start();
+    let cfg = env.applications_config("");
+    let state = env.work.path().join("applications.vzstate.json");
+    let child = env.spawn_vz(&["apply", "-f", &cfg, "--auto-approve", "--timeout", "6s"]);
+    env.eventually(
+        Duration::from_secs(30),
+        "the apply to create something",
+        || env.get_json(&["namespace", "istio-system"]),
+    );
+    let started = Instant::now();
+    env.testenv("pause-etcd", &["12"]).expect_code(0);
+    let run = Run::wait(child);
+    run.expect_code(exit::ROLLED_BACK);
+    assert!(started.elapsed() >= Duration::from_secs(12));
+    assert!(
+        run.stderr
+            .contains("gave no answer before the run's time was up (--timeout)"),
+        "{}",
+        run.stderr
+    );
+    // The request cut short is named: "cannot apply Kind namespace/name: ...".
+    assert!(run.stderr.contains("cannot apply "), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Rolled back every change of this run"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        recorded(&state).is_empty(),
+        "the state is as before the run"
+    );
+    // A change the API server carried out after vz stopped waiting for it carries vz's labels:
+    // the next run finds it, and a destroy leaves nothing.
+    env.vz(&["destroy", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
+    assert!(labelled(&env, SHOP).is_empty());
+}
+
+#[test]
+fn an_admission_webhook_failing_for_a_while_is_waited_out() {
+    let env = TestEnv::start();
+    if !env.plane_file("webhook-standin-ip").exists() {
+        eprintln!("no webhook stand-in on this plane (needs root): nothing to fail");
+        return;
+    }
+    let cfg = env.applications_config("");
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
+    let cfg = env.applications_config(BILLING);
+    let fail = env.plane_file("webhook-fail");
+    std::fs::write(&fail, "").expect("fail the webhook");
+    let child = env.spawn_vz(&["apply", "-f", &cfg, "--auto-approve"]);
+    std::thread::sleep(Duration::from_secs(4));
+    std::fs::remove_file(&fail).expect("heal the webhook");
+    let run = Run::wait(child);
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("failed calling webhook"),
+        "the failure was met and said so:\n{}",
+        run.stderr
+    );
+    env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
+        .expect_code(0);
+}
+
+#[test]
+fn an_admission_webhook_slower_than_its_timeout_fails_the_apply_naming_the_object() {
+    let env = TestEnv::start();
+    if !env.plane_file("webhook-standin-ip").exists() {
+        eprintln!("no webhook stand-in on this plane (needs root): nothing to slow down");
+        return;
+    }
+    let cfg = env.applications_config("");
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
+    let state = env.work.path().join("applications.vzstate.json");
+    let before = recorded(&state);
+    let cfg = env.applications_config(BILLING);
+    // Istio's validators give up after 10 s (timeoutSeconds unset): answer after 12.
+    std::fs::write(env.plane_file("webhook-delay"), "12").expect("slow the webhook");
+    let started = Instant::now();
+    let run = env.vz(&["apply", "-f", &cfg, "--auto-approve", "--timeout", "25s"]);
+    let took = started.elapsed();
+    std::fs::remove_file(env.plane_file("webhook-delay")).expect("speed up");
+    run.expect_code(exit::ROLLED_BACK);
+    assert!(
+        run.stderr.contains("failed calling webhook"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("the API server failed to apply ")
+            && run.stderr.contains(" finance/billing"),
+        "the object is named:\n{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("vz tried "), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Rolled back every change of this run"),
+        "{}",
+        run.stderr
+    );
+    assert!(took < Duration::from_secs(90), "took {took:?}");
+    assert_eq!(recorded(&state), before);
+    assert!(
+        env.get_json(&["namespace", "finance"])
+            .is_none_or(|ns| { ns["status"]["phase"] == "Terminating" })
+    );
+}
