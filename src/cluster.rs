@@ -360,10 +360,13 @@ impl Cluster {
             return self.records(r)?.get(&r.kind, &r.name).await;
         }
         let api = self.api(r).await?;
-        let obj = api
-            .get_opt(&r.name)
-            .await
-            .map_err(|e| refused(format!("cannot read {r}"), &e))?;
+        let obj = match api.get_opt(&r.name).await {
+            Ok(obj) => obj,
+            // The kind stopped being served since it was looked up (its CRD was deleted, and its
+            // objects with it): the API server answers a plain "404 page not found".
+            Err(kube::Error::Api(s)) if s.code == 404 => None,
+            Err(e) => return Err(refused(format!("cannot read {r}"), &e).into()),
+        };
         obj.map(|o| serde_json::to_value(o).context("cannot encode a live object"))
             .transpose()
     }
@@ -607,7 +610,8 @@ impl Cluster {
                     }
                 },
             )),
-            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(Deleted::AlreadyGone),
+            // Not found, or its kind no longer served (a plain 404): gone either way.
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Deleted::AlreadyGone),
             Err(e) => Err(refused(format!("cannot delete {r}"), &e).into()),
         }
     }

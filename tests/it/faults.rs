@@ -394,3 +394,87 @@ fn an_admission_webhook_slower_than_its_timeout_fails_the_apply_naming_the_objec
             .is_none_or(|ns| { ns["status"]["phase"] == "Terminating" })
     );
 }
+
+/// A file system of `size` of its own at `dir` (tmpfs, so root only), unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .ok()?;
+        out.status.success().then(|| SmallDisk(dir.to_path_buf()))
+    }
+
+    /// Write into it until nothing more fits.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).expect("filler");
+        while f.write_all(&[0u8; 4096]).is_ok() {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).expect("free");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_at_a_state_write_keeps_the_last_state_written_and_says_where() {
+    let env = TestEnv::start();
+    let cfg = env.applications_config("");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let cfg = env.write_config(
+        "applications.yaml",
+        &text.replace(
+            "path: applications.vzstate.json",
+            "path: small/applications.vzstate.json",
+        ),
+    );
+    let cfg = cfg.to_str().expect("utf8");
+    let Some(disk) = SmallDisk::mount(&env.work.path().join("small"), "512k") else {
+        eprintln!("cannot mount a tmpfs here (needs root): no disk to fill");
+        return;
+    };
+    let state = env.work.path().join("small/applications.vzstate.json");
+    let child = apply_waiting_for_istiod(&env, cfg, "5m");
+    // The steps before istiod's are recorded while the apply waits for it.
+    env.eventually(Duration::from_secs(30), "a first state write", || {
+        (!recorded(&state).is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    disk.fill();
+    let last_written = std::fs::read(&state).expect("state");
+    env.set_node_sim("unready", "");
+    let run = Run::wait(child);
+    assert_ne!(run.code, 0);
+    let shown = state.display().to_string();
+    assert!(
+        run.stderr.contains(&shown) && run.stderr.contains("No space left on device"),
+        "the error says where and why:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read(&state).expect("state"),
+        last_written,
+        "the state file is the last one written, whole"
+    );
+    disk.free();
+    // The next run reads that state, finds what the rollback removed gone, and converges.
+    env.vz(&["plan", "-f", cfg]).expect_code(0);
+    env.vz(&["apply", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])
+        .expect_code(0);
+}

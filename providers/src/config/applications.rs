@@ -487,13 +487,7 @@ pub(super) fn collect(
             .collect();
         files.sort();
         for file in files {
-            let text = std::fs::read_to_string(&file).map_err(|e| ConfigError {
-                file: file.clone(),
-                line: None,
-                column: None,
-                field: None,
-                message: format!("cannot read the file: {e}"),
-            })?;
+            let text = super::read_text(&file)?;
             let raw: Spanned<RawApplication> = super::from_yaml(&file, &text)?;
             let fv = Validator { file: &file };
             apps.push(fv.application(&raw.value, "")?);

@@ -1064,7 +1064,13 @@ async fn plan_delete_seen(
         (true, Some(Known::Metadata(facts))) => (Some(facts), None),
         (true, Some(Known::Whole(v))) => (Some(Live::of(&v)), Some(v)),
         (true, None) => {
-            let v = cluster.get(&object).await?;
+            let v = match cluster.get(&object).await {
+                Ok(v) => v,
+                // Its kind is no longer served: deleting a CRD deletes its objects (a destroy
+                // killed after deleting Istio's CRDs leaves their objects recorded).
+                Err(e) if e.is::<NotServed>() => None,
+                Err(e) => return Err(e),
+            };
             (v.as_ref().map(Live::of), v)
         }
     };

@@ -33,9 +33,12 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
-    /// A backend for the state file at `path` (it need not exist yet).
+    /// A backend for the state file at `path` (it need not exist yet). A symbolic link is
+    /// followed ([`through_links`]).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        LocalBackend { path: path.into() }
+        LocalBackend {
+            path: through_links(path.into()),
+        }
     }
 
     /// The state file's path.
@@ -63,12 +66,36 @@ impl LocalBackend {
     }
 
     fn read_file(&self) -> Result<Option<Vec<u8>>, BackendError> {
+        if self.path.is_dir() {
+            return Err(self.io("use", &self.path)(std::io::Error::other(
+                "it is a directory; the state's path (state.path, --state) names a file, such as vz.vzstate.json in that directory",
+            )));
+        }
         match std::fs::read(&self.path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io("read", &self.path)(e)),
         }
     }
+}
+
+/// The file a state path names, through symbolic links (chains too, up to 40): the state is then
+/// written where the link points — replacing the link with a file would leave its target behind,
+/// stale — and its backup and lock sit beside the real file, shared by every link to it.
+pub fn through_links(path: PathBuf) -> PathBuf {
+    let mut path = path;
+    for _ in 0..40 {
+        let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let Some(target) = is_link.then(|| std::fs::read_link(&path).ok()).flatten() else {
+            return path;
+        };
+        // A relative target is relative to the link's directory; an absolute one replaces it.
+        path = match path.parent() {
+            Some(dir) => dir.join(target),
+            None => target,
+        };
+    }
+    path
 }
 
 pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -375,6 +402,45 @@ mod tests {
             let (bytes, v) = b.read().await.expect("read").expect("present");
             assert_eq!((bytes.as_slice(), v), (b"two".as_slice(), v2));
             assert_eq!(std::fs::read(b.backup_path()).expect("backup"), b"one");
+        });
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_state_path_that_is_a_link_is_written_through_it_and_a_directory_is_refused() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let shared = dir.path().join("shared");
+            std::fs::create_dir(&shared).expect("mkdir");
+            let link = dir.path().join("s.json");
+            std::os::unix::fs::symlink("shared/team.json", &link).expect("symlink");
+            let b = LocalBackend::new(link.clone());
+            assert_eq!(b.path(), dir.path().join("shared/team.json"));
+            b.write(b"{}", None).await.expect("write");
+            let b = LocalBackend::new(link.clone());
+            let v = b.read().await.expect("read").expect("exists").1;
+            b.write(b"{\"a\":1}", Some(&v)).await.expect("write again");
+            assert!(
+                std::fs::symlink_metadata(&link)
+                    .expect("link")
+                    .file_type()
+                    .is_symlink(),
+                "the link stays a link"
+            );
+            assert_eq!(
+                std::fs::read(shared.join("team.json")).expect("target"),
+                b"{\"a\":1}"
+            );
+            assert!(shared.join("team.json.backup").exists());
+
+            let b = LocalBackend::new(shared.clone());
+            let err = b.read().await.expect_err("a directory");
+            let text = format!(
+                "{err}: {}",
+                std::error::Error::source(&err).expect("source")
+            );
+            assert!(text.contains("it is a directory"), "{text}");
+            assert!(text.contains(&shared.display().to_string()), "{text}");
         });
     }
 
