@@ -22,13 +22,21 @@ const BILLING: &str = "applications:\n  - name: billing\n    namespace: finance\
 /// Kubernetes' controllers make and copy the labels of their owners onto (a Service's Endpoints and
 /// EndpointSlices, a Deployment's ReplicaSets and Pods): not `vz`'s.
 fn labelled(env: &TestEnv, selector: &str) -> BTreeSet<String> {
-    let kinds = env.kubectl(&["api-resources", "--verbs=list", "-o", "name"]);
-    kinds.expect_code(0);
-    let kinds: Vec<&str> = kinds.stdout.lines().filter(|k| !k.is_empty()).collect();
-    let all = env.get_json(&[&kinds.join(","), "-A", "-l", selector]);
-    let items = all.and_then(|a| a["items"].as_array().cloned());
+    // Discovery is incomplete for a moment while a CRD is being deleted, and a kind can go
+    // between listing the kinds and their objects: try again then, never count a failed listing.
+    let items = env.eventually(Duration::from_secs(60), "a complete listing", || {
+        let kinds = env.kubectl(&["api-resources", "--verbs=list", "-o", "name"]);
+        if !kinds.ok() {
+            return None;
+        }
+        let kinds: Vec<&str> = kinds.stdout.lines().filter(|k| !k.is_empty()).collect();
+        let all = env.kubectl(&["get", &kinds.join(","), "-A", "-l", selector, "-o", "json"]);
+        let all: serde_json::Value = serde_json::from_str(&all.stdout)
+            .ok()
+            .filter(|_| all.ok())?;
+        all["items"].as_array().cloned()
+    });
     items
-        .unwrap_or_default()
         .iter()
         .filter(|o| {
             o["metadata"]["ownerReferences"].is_null()

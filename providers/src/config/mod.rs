@@ -930,6 +930,9 @@ fn first_line(msg: &str) -> String {
         Some(idx) => &line[..idx],
         None => line,
     };
+    if let Some(breach) = line.strip_prefix("budget breached: ") {
+        return over_budget(breach);
+    }
     // The parser's own advice ("set DuplicateKeyPolicy in Options") is for its callers, not users.
     match line
         .strip_prefix("duplicate mapping key: ")
@@ -937,6 +940,25 @@ fn first_line(msg: &str) -> String {
     {
         Some(key) => format!("`{key}` is set twice in the same mapping: keep one"),
         None => line.to_string(),
+    }
+}
+
+/// The parser's limits on a document (which keep an alias bomb from expanding), said for users:
+/// `breach` is the parser's `Nodes { nodes: 250001 }`.
+fn over_budget(breach: &str) -> String {
+    let what = breach.split_whitespace().next().unwrap_or(breach);
+    let count: String = breach.chars().filter(char::is_ascii_digit).collect();
+    match what {
+        "Nodes" | "Events" => format!(
+            "the document is too big once its aliases (`*name`) are expanded: more than {} nodes; write applications as files under applicationsDir, and use fewer aliases",
+            count
+                .parse::<u64>()
+                .map_or(count.clone(), |n| (n - 1).to_string())
+        ),
+        "Aliases" => format!("the document uses more than {count} aliases (`*name`)"),
+        "Anchors" => format!("the document defines more than {count} anchors (`&name`)"),
+        "Depth" => format!("the document is nested more than {count} levels deep"),
+        _ => format!("the document is beyond what a configuration can be ({breach})"),
     }
 }
 
@@ -2059,6 +2081,69 @@ mod tests {
 
     fn parse_err(text: &str) -> ConfigError {
         parse(Path::new("/cfg/vz.yaml"), text).expect_err("invalid config")
+    }
+
+    /// `text` written to a file and loaded from it (as `vz` reads a configuration).
+    fn load_text(bytes: &[u8]) -> Result<Platform, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vz.yaml");
+        std::fs::write(&path, bytes).expect("write");
+        load(&path)
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_refused_at_its_first_bad_byte() {
+        let e = load_text(b"environmentName: dev\ningress: {type: N\xffodePort}\n")
+            .expect_err("latin-1");
+        assert_eq!((e.line, e.column), (Some(2), Some(18)), "{e}");
+        assert_eq!(
+            e.message,
+            "the file is not UTF-8 text (byte 0xff): save it as UTF-8"
+        );
+    }
+
+    #[test]
+    fn a_file_bigger_than_a_configuration_can_be_is_refused_unread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vz.yaml");
+        let f = std::fs::File::create(&path).expect("create");
+        f.set_len(MAX_FILE_BYTES + 1).expect("sparse file");
+        let e = load(&path).expect_err("too big");
+        assert!(e.message.starts_with("the file is 16 MB, more than"), "{e}");
+    }
+
+    #[test]
+    fn an_alias_bomb_where_the_schema_expands_it_is_refused_not_expanded() {
+        // 2,000 applications, each an alias of one with 2,000 rules, each an alias: 4 million
+        // rules from 20 KB of text.
+        let rules = vec!["*r"; 2000].join(", ");
+        let apps = vec!["  - *a"; 2000].join("\n");
+        let text = format!(
+            "applications:\n  - &a\n    name: x\n    namespace: y\n    ports: [80]\n    rules: [&r {{destination: {{host: x, port: 80}}}}, {rules}]\n{apps}\n"
+        );
+        let started = std::time::Instant::now();
+        let e = load_text(text.as_bytes()).expect_err("a bomb");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert!(e.line.is_some(), "located: {e}");
+        assert!(
+            e.message.starts_with(
+                "the document is too big once its aliases (`*name`) are expanded: more than 250000 nodes"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_schema_is_refused_where_it_starts() {
+        let depth = 5_000;
+        let text = format!("components: {}1{}\n", "[".repeat(depth), "]".repeat(depth));
+        let e = load_text(text.as_bytes()).expect_err("too deep");
+        assert_eq!((e.line, e.column), (Some(1), Some(13)), "{e}");
+        assert_eq!(e.message, "expected mapping start");
+        assert_eq!(
+            over_budget("Depth { depth: 513 }"),
+            "the document is nested more than 513 levels deep"
+        );
     }
 
     #[test]

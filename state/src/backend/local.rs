@@ -300,8 +300,9 @@ pub fn exposed(path: &Path) -> Option<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-        (mode & 0o077 != 0).then_some(mode)
+        let meta = std::fs::metadata(path).ok()?;
+        let mode = meta.permissions().mode() & 0o777;
+        (meta.is_file() && mode & 0o077 != 0).then_some(mode)
     }
     #[cfg(not(unix))]
     {
