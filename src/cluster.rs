@@ -271,9 +271,9 @@ impl Cluster {
     }
 
     /// Retry failing requests, and let each run, until `deadline` (the run's, or its rollback's;
-    /// `None`: for a while from a request's first failure).
-    pub fn requests_until(&self, deadline: Option<Instant>) {
-        self.budget.until(deadline);
+    /// `None`: for a while from a request's first failure), and not once `interrupt` trips.
+    pub fn requests_until(&self, deadline: Option<Instant>, interrupt: Option<&Interrupt>) {
+        self.budget.until(deadline, interrupt.cloned());
     }
 
     async fn kind(&self, api_version: &str, kind: &str) -> Result<Kind> {

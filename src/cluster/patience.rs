@@ -33,6 +33,8 @@ use kube::client::Body;
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
+use crate::interrupt::Interrupt;
+
 /// How long a failing request is retried, and an attempt may take, when no run set a deadline.
 pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -58,6 +60,8 @@ struct Shared {
     server: String,
     reached: AtomicBool,
     deadline: Mutex<Option<Instant>>,
+    /// Ctrl-C of the run: a request waiting to be sent again gives up at once.
+    interrupt: Mutex<Option<Interrupt>>,
     /// The server could not be reached, was said so, and has not answered since.
     down: AtomicBool,
     /// When a failure was last said (at most one notice every [`NOTICE_GAP`]).
@@ -70,11 +74,23 @@ pub struct Budget(Arc<Shared>);
 
 impl Budget {
     /// Retry failing requests, and let each attempt run, until `deadline` (with `None`,
-    /// [`DEFAULT_PATIENCE`] from a request's first failure).
-    pub fn until(&self, deadline: Option<Instant>) {
+    /// [`DEFAULT_PATIENCE`] from a request's first failure); stop retrying when `interrupt` trips.
+    pub fn until(&self, deadline: Option<Instant>, interrupt: Option<Interrupt>) {
         if let Ok(mut d) = self.0.deadline.lock() {
             *d = deadline;
         }
+        if let Ok(mut i) = self.0.interrupt.lock() {
+            *i = interrupt;
+        }
+    }
+
+    fn interrupt(&self) -> Interrupt {
+        self.0
+            .interrupt
+            .lock()
+            .ok()
+            .and_then(|i| i.clone())
+            .unwrap_or_else(Interrupt::never)
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -96,6 +112,7 @@ impl Patience {
                 server: server.to_string(),
                 reached: AtomicBool::new(false),
                 deadline: Mutex::new(None),
+                interrupt: Mutex::new(None),
                 down: AtomicBool::new(false),
                 noticed: Mutex::new(None),
             })),
@@ -246,9 +263,19 @@ where
                     .as_secs()
             );
         }
-        tokio::time::sleep(jittered(wait)).await;
-        if matches!(failed, Failed::Connection(_)) {
-            until_ready(&mut inner, give_up_at).await;
+        let interrupt = budget.interrupt();
+        let reconnect = matches!(failed, Failed::Connection(_));
+        let pause_over = async {
+            tokio::time::sleep(jittered(wait)).await;
+            if reconnect {
+                until_ready(&mut inner, give_up_at).await;
+            }
+        };
+        tokio::select! {
+            () = pause_over => {}
+            () = interrupt.tripped() => {
+                return give_up(failed, attempts, first_failure, None);
+            }
         }
         pause = (pause * 2).min(MAX_PAUSE);
         req = next;

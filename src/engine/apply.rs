@@ -202,7 +202,7 @@ struct Run<'a> {
 impl Drop for Run<'_> {
     fn drop(&mut self) {
         // What comes after the run (reading outputs, a final plan) is not bound by its deadline.
-        self.cluster.requests_until(None);
+        self.cluster.requests_until(None, None);
     }
 }
 
@@ -248,7 +248,9 @@ impl<'a> Run<'a> {
     ) -> Self {
         let deadline = Instant::now() + session.opts.timeout;
         // Requests that fail transiently are retried until the run's time is up, and no longer.
-        session.cluster.requests_until(Some(deadline));
+        session
+            .cluster
+            .requests_until(Some(deadline), Some(&session.opts.interrupt));
         Run {
             cluster: session.cluster,
             desired,
@@ -982,7 +984,8 @@ impl<'a> Run<'a> {
             journal.len()
         ));
         let deadline = Instant::now() + self.opts.timeout.max(MIN_ROLLBACK_BUDGET);
-        self.cluster.requests_until(Some(deadline));
+        // Ctrl-C started the rollback, if anything: it is not stopped by it.
+        self.cluster.requests_until(Some(deadline), None);
         journal.sort_by_key(|e| std::cmp::Reverse(e.seq));
         let run_state = self.state.lock().await.clone();
         let mut state = original;
@@ -1049,7 +1052,7 @@ impl<'a> Run<'a> {
             Ok(()) => report.push_str(&format!("\nState written (serial {}).", state.serial)),
             Err(e) => report.push_str(&format!(
                 "\nThe state could NOT be written after the rollback: {e:#}\n\
-                 It still describes the cluster as it was when the run failed; run `vz plan` to see the difference."
+                 The state file is whole, as it was last written during this run: it may record objects the rollback has since removed, which the next plan finds gone. Make room (or fix the permissions) and run `vz plan` to see the difference."
             )),
         }
         (report, complete)
