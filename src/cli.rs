@@ -240,6 +240,14 @@ pub struct SelectArgs {
     pub refresh: bool,
 }
 
+impl SelectArgs {
+    /// Whether a plan so selected reads the whole platform from the cluster, and so looks for
+    /// objects a run that did not finish left unrecorded.
+    pub fn sweeps(&self) -> bool {
+        self.refresh && self.targets.is_empty() && self.apps.is_empty()
+    }
+}
+
 /// Arguments of `vz plan`.
 #[derive(Debug, Args)]
 pub struct PlanArgs {

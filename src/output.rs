@@ -246,6 +246,14 @@ pub fn plan_text(plan: &Plan) -> String {
                 };
                 ("-/+", forced.as_str())
             }
+            (Action::Delete, Cause::Recovered) => (
+                "-",
+                "  # left by a run that did not finish (found by its labels): not in the configuration",
+            ),
+            (Action::Release, Cause::Recovered) => (
+                "-",
+                "  # left by a run that did not finish (found by its labels); taken over, so released, not deleted",
+            ),
             (Action::Delete, _) => ("-", ""),
             (Action::Release, _) => (
                 "-",

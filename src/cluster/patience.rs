@@ -14,8 +14,8 @@
 //! - HTTP 500 whose message says that etcd or an admission webhook could not be reached in time.
 //!
 //! A request that still fails carries the last answer, with how long `vz` kept trying. No attempt
-//! outlives the deadline: a request the API server holds (etcd stalled) ends when the run's time is
-//! up, and the caller's error names the object. Requests are safe to send twice: reads, server-side
+//! outlives the deadline (one sent in its last 5 s, or after it, gets 5 s): a request the API server
+//! holds (etcd stalled) ends when the run's time is up, and the caller's error names the object. Requests are safe to send twice: reads, server-side
 //! applies and merge patches are idempotent, a repeated delete finds the object gone, and an update
 //! carries the `resourceVersion` it was based on.
 
@@ -37,6 +37,13 @@ use crate::interrupt::Interrupt;
 
 /// How long a failing request is retried, and an attempt may take, when no run set a deadline.
 pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// How long a failing call of an admission webhook is retried (at most: the run's deadline comes
+/// first when it is sooner).
+pub const WEBHOOK_PATIENCE: Duration = Duration::from_secs(20);
+
+/// How long a request sent when the run's time is (nearly) up may take at least.
+const LAST_REQUEST: Duration = Duration::from_secs(5);
 
 /// The first pause between attempts; it doubles up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
@@ -187,9 +194,9 @@ where
 enum Failed<B> {
     /// No answer: the connection failed.
     Connection(BoxError),
-    /// A transient error answer, with its body read (to be handed on if `vz` gives up) and what it
-    /// said.
-    Answer(http::response::Parts, Bytes, String),
+    /// A transient error answer, with its body read (to be handed on if `vz` gives up), what it
+    /// said, and how long such a failure is worth waiting out.
+    Answer(http::response::Parts, Bytes, String, Transient),
     /// Not transient: hand it on.
     Done(Result<Response<AnswerBody<B>>, BoxError>),
 }
@@ -217,10 +224,13 @@ where
         let deadline = budget.deadline();
         attempts += 1;
         let attempt = async { inner.ready().await?.call(req).await };
-        let answer = match deadline {
-            Some(d) => tokio::time::timeout_at(d, attempt).await,
-            None => tokio::time::timeout(DEFAULT_PATIENCE, attempt).await,
+        // A request sent when the time is nearly or already up (the read that says why a wait
+        // failed, say) still gets a moment.
+        let bound = match deadline {
+            Some(d) => d.max(Instant::now() + LAST_REQUEST),
+            None => Instant::now() + DEFAULT_PATIENCE,
         };
+        let answer = tokio::time::timeout_at(bound, attempt).await;
         let failed = match answer {
             Err(_) => {
                 let cut = NoAnswer {
@@ -242,13 +252,16 @@ where
                 judge(resp).await
             }
         };
-        let (why, retry_after) = match &failed {
+        let (why, retry_after, transient) = match &failed {
             Failed::Done(_) => return give_up(failed, attempts, first_failure, None),
-            Failed::Connection(e) => (connection_failure(e.as_ref()), None),
-            Failed::Answer(parts, _, why) => (why.clone(), retry_after(parts)),
+            Failed::Connection(e) => (connection_failure(e.as_ref()), None, Transient::Server),
+            Failed::Answer(parts, _, why, t) => (why.clone(), retry_after(parts), *t),
         };
         let started = *first_failure.get_or_insert_with(Instant::now);
-        let give_up_at = deadline.unwrap_or(started + DEFAULT_PATIENCE);
+        let mut give_up_at = deadline.unwrap_or(started + DEFAULT_PATIENCE);
+        if transient == Transient::Webhook {
+            give_up_at = give_up_at.min(started + WEBHOOK_PATIENCE);
+        }
         let wait = retry_after.map_or(pause, |r| r.max(pause));
         let Some(next) = spare.filter(|_| Instant::now() + wait < give_up_at) else {
             return give_up(failed, attempts, first_failure, None);
@@ -264,10 +277,9 @@ where
             );
         }
         let interrupt = budget.interrupt();
-        let reconnect = matches!(failed, Failed::Connection(_));
         let pause_over = async {
             tokio::time::sleep(jittered(wait)).await;
-            if reconnect {
+            if unreachable {
                 until_ready(&mut inner, give_up_at).await;
             }
         };
@@ -317,7 +329,7 @@ fn give_up<B>(
         Failed::Done(out) => out,
         Failed::Connection(e) if attempts > 1 => Err(format!("{e}{tried}").into()),
         Failed::Connection(e) => Err(e),
-        Failed::Answer(parts, bytes, _) => {
+        Failed::Answer(parts, bytes, _, _) => {
             let body = with_note(&bytes, &tried);
             Ok(Response::from_parts(parts, Either::Right(Full::new(body))))
         }
@@ -370,9 +382,9 @@ where
                 .map(str::to_string)
         })
         .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
-    if transient(code, &message) {
+    if let Some(t) = transient(code, &message) {
         let why = format!("HTTP {}: {}", code.as_u16(), first_line(&message));
-        Failed::Answer(parts, bytes, why)
+        Failed::Answer(parts, bytes, why, t)
     } else {
         Failed::Done(Ok(Response::from_parts(
             parts,
@@ -381,17 +393,30 @@ where
     }
 }
 
-/// Whether an error answer with this code and message passes by itself.
-pub fn transient(code: StatusCode, message: &str) -> bool {
+/// A failure that may pass by itself, and how long it is worth waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transient {
+    /// The API server (or etcd behind it) is down, overloaded or slow: waited out until the run's
+    /// deadline.
+    Server,
+    /// An admission webhook could not be called: waited out for [`WEBHOOK_PATIENCE`], long enough
+    /// for its server to restart, short enough that a broken one is reported promptly.
+    Webhook,
+}
+
+/// Whether an error answer with this code and message passes by itself, and of which kind.
+pub fn transient(code: StatusCode, message: &str) -> Option<Transient> {
     match code {
         StatusCode::TOO_MANY_REQUESTS
         | StatusCode::SERVICE_UNAVAILABLE
-        | StatusCode::GATEWAY_TIMEOUT => true,
+        | StatusCode::GATEWAY_TIMEOUT => Some(Transient::Server),
         // An internal error is transient when etcd or a webhook could not be reached in time, not
         // when the server failed on the request itself.
+        StatusCode::INTERNAL_SERVER_ERROR if message.contains("failed calling webhook") => {
+            Some(Transient::Webhook)
+        }
         StatusCode::INTERNAL_SERVER_ERROR => [
             "etcdserver:",
-            "failed calling webhook",
             "context deadline exceeded",
             "code = Unavailable",
             "connection refused",
@@ -399,8 +424,9 @@ pub fn transient(code: StatusCode, message: &str) -> bool {
             "Timeout: request did not complete",
         ]
         .iter()
-        .any(|m| message.contains(m)),
-        _ => false,
+        .any(|m| message.contains(m))
+        .then_some(Transient::Server),
+        _ => None,
     }
 }
 
@@ -507,25 +533,27 @@ mod tests {
     #[test]
     fn etcd_and_webhook_trouble_is_transient_and_a_broken_request_is_not() {
         let internal = StatusCode::INTERNAL_SERVER_ERROR;
-        assert!(transient(internal, "etcdserver: request timed out"));
-        assert!(transient(
-            internal,
-            "Internal error occurred: failed calling webhook \"validation.istio.io\": Post \"https://istiod.istio-system.svc:443/validate?timeout=10s\": context deadline exceeded"
-        ));
-        assert!(!transient(
-            internal,
-            "Internal error occurred: converting (v1.Pod) to (core.Pod): unknown conversion"
-        ));
-        assert!(transient(StatusCode::SERVICE_UNAVAILABLE, ""));
-        assert!(transient(StatusCode::TOO_MANY_REQUESTS, "slow down"));
-        assert!(!transient(
-            StatusCode::BAD_REQUEST,
-            "admission webhook \"validation.istio.io\" denied the request"
-        ));
-        assert!(!transient(
-            StatusCode::CONFLICT,
-            "the object has been modified"
-        ));
+        let server = Some(Transient::Server);
+        assert_eq!(transient(internal, "etcdserver: request timed out"), server);
+        assert_eq!(
+            transient(
+                internal,
+                "Internal error occurred: failed calling webhook \"validation.istio.io\": Post \"https://istiod.istio-system.svc:443/validate?timeout=10s\": context deadline exceeded"
+            ),
+            Some(Transient::Webhook)
+        );
+        let broken =
+            "Internal error occurred: converting (v1.Pod) to (core.Pod): unknown conversion";
+        assert_eq!(transient(internal, broken), None);
+        assert_eq!(transient(StatusCode::SERVICE_UNAVAILABLE, ""), server);
+        assert_eq!(
+            transient(StatusCode::TOO_MANY_REQUESTS, "slow down"),
+            server
+        );
+        let denied = "admission webhook \"validation.istio.io\" denied the request";
+        assert_eq!(transient(StatusCode::BAD_REQUEST, denied), None);
+        let modified = "the object has been modified";
+        assert_eq!(transient(StatusCode::CONFLICT, modified), None);
     }
 
     #[test]

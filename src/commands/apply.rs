@@ -31,6 +31,8 @@ pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCod
     .await?;
     carry_on(print_plan(&plan_text(&planned.plan)))?;
     if !planned.plan.has_work() {
+        let mut planned = planned;
+        planned.stored.settle_unfinished(&args.select).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if !args.run.auto_approve && !confirm("\nDo you want to perform these actions?")? {

@@ -23,7 +23,9 @@ pub async fn run(cluster_args: &ClusterArgs, args: &DestroyArgs) -> Result<ExitC
         },
     )
     .await?;
-    if planned.stored.state.objects.is_empty() {
+    if planned.plan.changes.is_empty() {
+        let mut planned = planned;
+        planned.stored.settle_unfinished(&args.select).await?;
         out(&format!(
             "Nothing to destroy: the state {} records no objects.\n",
             planned.stored.store.location()

@@ -177,6 +177,19 @@ impl Stored {
     }
 
     /// Release the lock now (dropping does it too, without waiting).
+    /// After a plan that looked for what an unfinished run left ([`SelectArgs::sweeps`]) and found
+    /// nothing to do: the state no longer needs to say that a run did not finish.
+    pub async fn settle_unfinished(&mut self, select: &SelectArgs) -> Result<()> {
+        if self.state.unfinished.is_none() || !select.sweeps() {
+            return Ok(());
+        }
+        let mut state = self.state.clone();
+        state.unfinished = None;
+        self.store.write(&mut state).await?;
+        self.state = state;
+        Ok(())
+    }
+
     pub async fn release(self) -> Result<()> {
         if let Some(h) = &self.heartbeat {
             h.abort();
@@ -255,6 +268,13 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
     } else {
         engine::outputs::read(&cluster, &desired.steps, &stored.state, req.select.refresh).await?
     };
+    // Where a run that did not finish may have left objects (a destroy has nothing else to go by).
+    let kinds = desired
+        .steps
+        .iter()
+        .flat_map(|s| &s.objects)
+        .map(|m| (m.api_version.clone(), m.kind.clone()))
+        .collect();
     if req.destroy {
         // A destroy works from the state alone: the rendered objects are not needed, and with
         // thousands of applications they are most of its memory.
@@ -269,6 +289,7 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
         replace: req.replace.to_vec(),
         apps: req.select.apps.clone(),
         views: req.views,
+        kinds,
     };
     let plan = if req.destroy {
         plan_destroy(&cluster, &stored.state, &opts).await?

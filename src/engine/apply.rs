@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use vz_providers::external_dns;
 use vz_providers::{Manifest, Outputs, Ownership, Step};
-use vz_state::{ObjectRecord, State, Store};
+use vz_state::{ObjectRecord, State, Store, Unfinished};
 
 use crate::cluster::{Cluster, ClusterError, Deleted, ObjectRef, is_record, only_vz_manages};
 use crate::engine::graph::{StepGraph, StepNode};
@@ -86,7 +86,9 @@ pub async fn apply(
     let original = state.clone();
     let run = Run::new(session, state, Some(desired), outputs, plan.refreshed);
     let outcome = async {
+        run.begin("apply").await?;
         run.forget(plan).await?;
+        run.take_back(plan).await?;
         let mut by_step: HashMap<&str, Vec<&Change>> = HashMap::new();
         for c in plan.changes.iter().filter(|c| c.desired.is_some()) {
             by_step.entry(c.step.as_str()).or_default().push(c);
@@ -105,12 +107,16 @@ pub async fn apply(
     }
     .await;
     // Whatever happened, the stored state takes every change recorded so far.
-    let outcome = outcome.and(run.flush().await);
+    let outcome = match outcome {
+        Ok(()) => run.finish().await,
+        Err(e) => Err(e),
+    };
     let Err(failure) = outcome else {
         return Ok(run.into_state().await);
     };
     if !opts.rollback {
-        let flushed = run.flush().await;
+        // The run ends here, and the state records what exists.
+        let flushed = run.finish().await;
         let s = run.into_state().await;
         let failure = match flushed {
             Ok(()) => failure,
@@ -160,11 +166,13 @@ impl std::error::Error for ApplyFailed {}
 pub async fn destroy(session: Session<'_>, plan: &Plan, state: State) -> Result<State> {
     let run = Run::new(session, state, None, Outputs::default(), plan.refreshed);
     let outcome = async {
+        run.begin("destroy").await?;
         run.forget(plan).await?;
+        run.take_back(plan).await?;
         run.delete_all(plan).await
     }
     .await;
-    let flushed = run.flush().await;
+    let flushed = run.finish().await;
     outcome?;
     flushed?;
     Ok(run.into_state().await)
@@ -294,6 +302,62 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         self.write(&mut writes).await
+    }
+
+    /// Say in the stored state that this run has started and not finished, before it changes
+    /// anything: if it is killed, the next plan looks for objects it made and had not recorded.
+    async fn begin(&self, operation: &str) -> Result<()> {
+        self.state.lock().await.unfinished = Some(Unfinished::now(operation));
+        self.changed();
+        let mut writes = self.writes.lock().await;
+        self.write(&mut writes).await
+    }
+
+    /// Say that the run is over, and write every change made so far.
+    async fn finish(&self) -> Result<()> {
+        let mut s = self.state.lock().await;
+        if s.unfinished.take().is_some() {
+            self.changed();
+        }
+        drop(s);
+        self.flush().await
+    }
+
+    /// Record the objects a run that did not finish left unrecorded (found by their labels), so
+    /// that they are deleted like any other: in order, and still known if this run stops too.
+    async fn take_back(&self, plan: &Plan) -> Result<()> {
+        let mut s = self.state.lock().await;
+        let mut taken = false;
+        for c in plan.changes.iter().filter(|c| {
+            c.cause == Cause::Recovered && matches!(c.action, Action::Delete | Action::Release)
+        }) {
+            if s.get(&c.address).is_some() {
+                continue;
+            }
+            s.upsert(ObjectRecord {
+                address: c.address.clone(),
+                step: c.step.clone(),
+                api_version: c.object.api_version.clone(),
+                kind: c.object.kind.clone(),
+                namespace: c.object.namespace.clone(),
+                name: c.object.name.clone(),
+                uid: c.live_uid.clone().unwrap_or_default(),
+                manifest_sha256: String::new(),
+                resource_version: None,
+                depends_on: Vec::new(),
+                adopted: c.action == Action::Release,
+                patched: false,
+                outputs: BTreeMap::new(),
+                certificate: None,
+            });
+            taken = true;
+        }
+        if taken {
+            let change = self.changed();
+            drop(s);
+            self.persist(change).await?;
+        }
+        Ok(())
     }
 
     /// Write every change made so far (waiting for a write in flight first).

@@ -165,6 +165,7 @@ const PLAN: PlanOptions = PlanOptions {
     targets: vec![],
     replace: vec![],
     views: true,
+    kinds: std::collections::BTreeSet::new(),
 };
 
 fn managers(obj: &Value) -> Vec<String> {

@@ -24,7 +24,7 @@ pub use backend::{
 };
 pub use codec::{DecodeError, EncodeError, decode, encode};
 pub use lock::{LockError, LockInfo};
-pub use model::{CertFacts, FORMAT_VERSION, ObjectRecord, State};
+pub use model::{CertFacts, FORMAT_VERSION, ObjectRecord, State, Unfinished};
 pub use store::{StorageError, Store};
 
 /// A runtime for the crate's async unit tests.

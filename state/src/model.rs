@@ -26,6 +26,11 @@ pub struct State {
     /// pushed, removed or moved directly are still found (a lookup checks the index against
     /// `objects` and scans when they disagree); one overwritten in place by another address is not.
     pub objects: Vec<ObjectRecord>,
+    /// The run that wrote this document and had not finished: set by a run's first write, cleared
+    /// by its last. Found set, that run was killed (or its last write failed), and may have made
+    /// objects it did not record: the next plan looks for them by their labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unfinished: Option<Unfinished>,
     /// Where each address is in `objects`, built on the first lookup.
     #[serde(skip)]
     index: Index,
@@ -66,6 +71,25 @@ impl PartialEq for Index {
 }
 
 impl Eq for Index {}
+
+/// A run that had started writing the state and not finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unfinished {
+    /// `apply` or `destroy`.
+    pub operation: String,
+    /// When it started (RFC 3339).
+    pub started: String,
+}
+
+impl Unfinished {
+    /// A run of `operation` starting now.
+    pub fn now(operation: &str) -> Unfinished {
+        Unfinished {
+            operation: operation.to_string(),
+            started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        }
+    }
+}
 
 /// One Kubernetes object that `vz` applied and manages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +167,7 @@ impl State {
             serial: 0,
             platform: platform.to_string(),
             objects: Vec::new(),
+            unfinished: None,
             index: Index::default(),
         }
     }

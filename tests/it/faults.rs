@@ -139,11 +139,17 @@ fn runs_killed_at_random_points_lose_track_of_nothing() {
     eprintln!("kill loop: {runs} runs, VZ_KILL_SEED={seed}");
     let mut rng = Rng(seed);
     let mut t = Tally::default();
+    // The platform alone: the same platform and state, its applications dropped.
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let platform = env.write_config("platform.yaml", &text.replace("applicationsDir: apps", ""));
+    let platform = platform.to_str().expect("utf8").to_string();
     let apply = ["apply", "-f", cfg.as_str(), "--auto-approve"];
     let destroy = ["destroy", "-f", cfg.as_str(), "--auto-approve"];
     for round in 0..runs {
         // A full install plus applications from nothing, killed after 0.1–2.6 s (a whole install
-        // takes about 2.3 s here); every third round the destroy that follows is killed too.
+        // takes about 2.3 s here). Then, by turns: the same configuration applied again, its
+        // destroy killed too; a destroy at once; the platform alone applied (what the killed run
+        // made of the applications is no longer configured), its destroy killed too.
         let delay = Duration::from_millis(100 + rng.below(2500));
         if killed(&env, &apply, delay) {
             t.killed += 1;
@@ -154,36 +160,37 @@ fn runs_killed_at_random_points_lose_track_of_nothing() {
         let known = recorded(&state);
         t.unrecorded_after_kill += live.iter().filter(|o| !known.contains_key(*o)).count();
 
-        // The next plan succeeds: the dead run's lock is taken over, its objects recovered.
-        let plan = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
-        if plan.code != 0 && plan.code != 2 {
-            t.failed_plans += 1;
-            eprintln!(
-                "round {round}: plan failed ({}):\n{}",
-                plan.code, plan.stderr
+        if round % 3 != 1 {
+            let next = if round % 3 == 0 { &cfg } else { &platform };
+            // The next plan succeeds: the dead run's lock is taken over, its objects found.
+            let plan = env.vz(&["plan", "-f", next, "--detailed-exitcode"]);
+            if plan.code != 0 && plan.code != 2 {
+                t.failed_plans += 1;
+                eprintln!(
+                    "round {round}: plan failed ({}):\n{}",
+                    plan.code, plan.stderr
+                );
+            }
+            let applied = env.vz(&["apply", "-f", next, "--auto-approve"]);
+            assert_eq!(
+                applied.code, 0,
+                "round {round}: apply after a kill:\n{}",
+                applied.stderr
             );
-        }
-        let applied = env.vz(&apply);
-        assert_eq!(
-            applied.code, 0,
-            "round {round}: apply after a kill:\n{}",
-            applied.stderr
-        );
-        let again = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
-        if again.code != 0 {
-            t.unclean_after_apply += 1;
-            eprintln!("round {round}: not clean after apply:\n{}", again.stdout);
-        }
-        let live = labelled(&env, SHOP);
-        let known = recorded(&state);
-        let orphans: Vec<_> = live.iter().filter(|o| !known.contains_key(*o)).collect();
-        if !orphans.is_empty() {
-            eprintln!("round {round}: orphans {orphans:?}");
-        }
-        t.orphans += orphans.len();
-        t.duplicates += known.values().filter(|n| **n > 1).count();
+            let again = env.vz(&["plan", "-f", next, "--detailed-exitcode"]);
+            if again.code != 0 {
+                t.unclean_after_apply += 1;
+                eprintln!("round {round}: not clean after apply:\n{}", again.stdout);
+            }
+            let live = labelled(&env, SHOP);
+            let known = recorded(&state);
+            let orphans: Vec<_> = live.iter().filter(|o| !known.contains_key(*o)).collect();
+            if !orphans.is_empty() {
+                eprintln!("round {round}: orphans {orphans:?}");
+            }
+            t.orphans += orphans.len();
+            t.duplicates += known.values().filter(|n| **n > 1).count();
 
-        if round % 3 == 2 {
             let delay = Duration::from_millis(100 + rng.below(2500));
             if killed(&env, &destroy, delay) {
                 t.killed += 1;
@@ -238,7 +245,8 @@ fn runs_killed_at_random_points_lose_track_of_nothing() {
             "applications.vzstate.json",
             "applications.vzstate.json.backup",
             "applications.yaml",
-            "apps"
+            "apps",
+            "platform.yaml"
         ]
     );
 }

@@ -10,7 +10,7 @@
 //! Without refresh (`--refresh=false`) nothing is read from the cluster: the plan compares the
 //! configuration with the hashes the state recorded, so it cannot see drift or show field changes.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use anyhow::{Context, Result, bail};
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -215,7 +215,15 @@ pub struct PlanOptions {
     /// a JSON plan or a saved one. A plan shown as text or applied at once needs neither, and at
     /// thousands of objects they are most of its memory.
     pub views: bool,
+    /// The kinds the configuration renders objects of (`apiVersion`, `kind`): where a run that did
+    /// not finish may have left objects it had not recorded (see [`unrecorded`]). A plan adds the
+    /// kinds of the steps it is given; a destroy plans from the state and these alone.
+    pub kinds: BTreeSet<(String, String)>,
 }
+
+/// The first part of the address of an object a run that did not finish left unrecorded
+/// (`unrecorded/<Kind>/<namespace>/<name>`); each such object is a step of its own.
+pub const UNRECORDED: &str = "unrecorded";
 
 /// Plan the desired `steps` (ordered by `graph`) against `state` and the cluster.
 pub async fn plan(
@@ -352,11 +360,99 @@ pub async fn plan(
     .try_collect()
     .await?;
     changes.extend(deletions);
+    if state.unfinished.is_some() && opts.refresh && selected.is_all() {
+        let mut kinds = opts.kinds.clone();
+        kinds.extend(
+            steps
+                .iter()
+                .flat_map(|s| &s.objects)
+                .map(|m| (m.api_version.clone(), m.kind.clone())),
+        );
+        let mut known: HashSet<ObjectRef> = state.objects.iter().map(record_ref).collect();
+        known.extend(changes.iter().map(|c| c.object.clone()));
+        changes.extend(
+            unrecorded(cluster, state, &kinds, &known, opts.parallelism, opts.views).await?,
+        );
+    }
     Ok(Plan {
         changes,
         destroy: false,
         refreshed: opts.refresh,
     })
+}
+
+/// The objects carrying this platform's labels that neither the configuration nor the state
+/// knows of (`known`): a run that did not finish (killed, or its last state write failed) made
+/// them and had not recorded them. One labelled list (metadata only) per kind of `kinds` and of
+/// the state finds them; each is planned for deletion — or release, if `vz` had taken it over —
+/// as a step of its own, named `unrecorded/<Kind>/<namespace>/<name>`.
+async fn unrecorded(
+    cluster: &Cluster,
+    state: &State,
+    kinds: &BTreeSet<(String, String)>,
+    known: &HashSet<ObjectRef>,
+    parallelism: usize,
+    views: bool,
+) -> Result<Vec<Change>> {
+    let mut all: BTreeSet<(&str, &str)> = kinds
+        .iter()
+        .map(|(a, k)| (a.as_str(), k.as_str()))
+        .collect();
+    all.extend(
+        state
+            .objects
+            .iter()
+            .map(|r| (r.api_version.as_str(), r.kind.as_str())),
+    );
+    let listing = |_: &str, _: &str| Listing::Metadata;
+    let found = list_platform(cluster, all, &state.platform, parallelism, listing).await;
+    let mut strays: Vec<(ObjectRef, Known)> = found
+        .into_iter()
+        .filter(|(r, _)| !known.contains(r))
+        .collect();
+    strays.sort_by_key(|(r, _)| r.to_string());
+    let records: Vec<(ObjectRecord, Known)> = strays
+        .into_iter()
+        .map(|(r, seen)| {
+            let live = match &seen {
+                Known::Metadata(l) => Some(l.clone()),
+                Known::Whole(v) => Some(Live::of(v)),
+                Known::Absent => None,
+            };
+            let address = match &r.namespace {
+                Some(ns) => format!("{UNRECORDED}/{}/{ns}/{}", r.kind, r.name),
+                None => format!("{UNRECORDED}/{}/{}", r.kind, r.name),
+            };
+            let record = ObjectRecord {
+                step: address.clone(),
+                address,
+                api_version: r.api_version.clone(),
+                kind: r.kind.clone(),
+                namespace: r.namespace.clone(),
+                name: r.name.clone(),
+                uid: live
+                    .as_ref()
+                    .and_then(|l| l.uid.clone())
+                    .unwrap_or_default(),
+                manifest_sha256: String::new(),
+                resource_version: None,
+                depends_on: Vec::new(),
+                adopted: live.is_some_and(|l| l.adopted_mark),
+                patched: false,
+                outputs: BTreeMap::new(),
+                certificate: None,
+            };
+            (record, seen)
+        })
+        .collect();
+    stream::iter(records.into_iter().map(|(record, seen)| async move {
+        let mut c = plan_delete_seen(cluster, &record, true, Some(seen), views).await?;
+        c.cause = Cause::Recovered;
+        Ok::<_, anyhow::Error>(c)
+    }))
+    .buffered(parallelism.max(1))
+    .try_collect()
+    .await
 }
 
 /// Plan the deletion of everything `state` records (or, with targets, of those objects).
@@ -387,13 +483,27 @@ pub async fn plan_destroy(cluster: &Cluster, state: &State, opts: &PlanOptions) 
         HashMap::new()
     };
     let listed = &listed;
-    let changes = stream::iter(chosen.into_iter().map(|r| {
+    let mut changes: Vec<Change> = stream::iter(chosen.into_iter().map(|r| {
         let seen = listed.get(&record_ref(r)).cloned();
         plan_delete_seen(cluster, r, opts.refresh, seen, opts.views)
     }))
     .buffered(opts.parallelism.max(1))
     .try_collect()
     .await?;
+    if state.unfinished.is_some() && opts.refresh && selected.is_all() {
+        let known: HashSet<ObjectRef> = state.objects.iter().map(record_ref).collect();
+        changes.extend(
+            unrecorded(
+                cluster,
+                state,
+                &opts.kinds,
+                &known,
+                opts.parallelism,
+                opts.views,
+            )
+            .await?,
+        );
+    }
     Ok(Plan {
         changes,
         destroy: true,
@@ -415,6 +525,11 @@ impl Selection {
             addresses: None,
             steps: HashSet::new(),
         }
+    }
+
+    /// Whether nothing was singled out (no `--target`, no `--app`).
+    fn is_all(&self) -> bool {
+        self.addresses.is_none() && self.steps.is_empty()
     }
 
     /// Targets, plus every object of the steps the targets' steps depend on (transitively).
