@@ -1064,7 +1064,8 @@ fn refused(doing: String, e: &kube::Error) -> ClusterError {
 /// answered.
 fn refused_to(what: String, e: &kube::Error) -> ClusterError {
     match e {
-        kube::Error::Api(s) if s.code < 500 => {
+        // Admission comes before anything is written: a webhook that could not be called refused.
+        kube::Error::Api(s) if s.code < 500 || s.message.contains("failed calling webhook") => {
             refused(format!("the API server refused to {what}"), e)
         }
         kube::Error::Api(_) => {

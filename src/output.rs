@@ -248,11 +248,11 @@ pub fn plan_text(plan: &Plan) -> String {
             }
             (Action::Delete, Cause::Recovered) => (
                 "-",
-                "  # left by a run that did not finish (found by its labels): not in the configuration",
+                "  # left unrecorded by a run that did not finish (found by its labels)",
             ),
             (Action::Release, Cause::Recovered) => (
                 "-",
-                "  # left by a run that did not finish (found by its labels); taken over, so released, not deleted",
+                "  # left unrecorded by a run that did not finish (found by its labels); taken over, so released, not deleted",
             ),
             (Action::Delete, _) => ("-", ""),
             (Action::Release, _) => (

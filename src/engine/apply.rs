@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -203,6 +203,8 @@ struct Run<'a> {
     planned_live: bool,
     /// State changes made so far (a generation number, raised with each).
     changed: AtomicU64,
+    /// A change got no answer (it may be made later still, after a rollback looked for it).
+    unanswered: AtomicBool,
     /// The state writes; held while writing, so writes go one at a time.
     writes: Mutex<Writes>,
 }
@@ -275,6 +277,7 @@ impl<'a> Run<'a> {
             steps_started: AtomicUsize::new(0),
             planned_live,
             changed: AtomicU64::new(0),
+            unanswered: AtomicBool::new(false),
             writes: Mutex::new(Writes::default()),
         }
     }
@@ -749,6 +752,7 @@ impl<'a> Run<'a> {
                     Some(ClusterError::Unanswered(_))
                 ) {
                     // It may have been made: a rollback undoes it as if it had been.
+                    self.unanswered.store(true, Ordering::SeqCst);
                     let undo = match before {
                         Some(before) => Undo::Updated { before },
                         None => Undo::Created { uid: None },
@@ -1089,6 +1093,11 @@ impl<'a> Run<'a> {
         // Continue the history on disk: the rolled-back state is the next serial.
         state.lineage = run_state.lineage.clone();
         state.serial = run_state.serial;
+        if self.unanswered.load(Ordering::SeqCst) {
+            // A change the API server never answered may still be carried out after the rollback
+            // looked for it: the next plan looks for what carries the platform's labels.
+            state.unfinished = Some(Unfinished::now("apply"));
+        }
         let written = self.store.write(&mut state).await;
         let complete = failed.is_empty() && written.is_ok();
         let mut report = String::new();

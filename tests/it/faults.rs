@@ -418,7 +418,7 @@ fn an_admission_webhook_slower_than_its_timeout_fails_the_apply_naming_the_objec
         run.stderr
     );
     assert!(
-        run.stderr.contains("the API server failed to apply ")
+        run.stderr.contains("the API server refused to apply ")
             && run.stderr.contains(" finance/billing"),
         "the object is named:\n{}",
         run.stderr
