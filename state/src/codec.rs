@@ -142,6 +142,18 @@ mod tests {
     }
 
     #[test]
+    fn an_unfinished_run_is_kept_and_a_finished_state_does_not_mention_it() {
+        let mut s = sample();
+        let plain = String::from_utf8(encode(&s).expect("encodes")).expect("utf8");
+        assert!(!plain.contains("unfinished"), "{plain}");
+        assert_eq!(decode(plain.as_bytes()).expect("decodes").unfinished, None);
+        s.unfinished = Some(crate::model::Unfinished::now("apply"));
+        let marked = decode(&encode(&s).expect("encodes")).expect("decodes");
+        assert_eq!(marked.unfinished, s.unfinished);
+        assert_eq!(marked.unfinished.map(|u| u.operation).as_deref(), Some("apply"));
+    }
+
+    #[test]
     fn encoded_document_carries_a_sha256_checksum() {
         let v: Value = serde_json::from_slice(&encode(&sample()).expect("encodes")).expect("json");
         let sum = v["checksum"].as_str().expect("checksum string");
