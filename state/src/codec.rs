@@ -150,7 +150,10 @@ mod tests {
         s.unfinished = Some(crate::model::Unfinished::now("apply"));
         let marked = decode(&encode(&s).expect("encodes")).expect("decodes");
         assert_eq!(marked.unfinished, s.unfinished);
-        assert_eq!(marked.unfinished.map(|u| u.operation).as_deref(), Some("apply"));
+        assert_eq!(
+            marked.unfinished.map(|u| u.operation).as_deref(),
+            Some("apply")
+        );
     }
 
     #[test]
