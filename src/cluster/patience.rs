@@ -286,7 +286,11 @@ where
         tokio::select! {
             () = pause_over => {}
             () = interrupt.tripped() => {
-                return give_up(failed, attempts, first_failure, None);
+                return Err(format!(
+                    "interrupted while waiting for the API server at {} ({why})",
+                    shared.server
+                )
+                .into());
             }
         }
         pause = (pause * 2).min(MAX_PAUSE);

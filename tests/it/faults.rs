@@ -351,9 +351,19 @@ fn an_etcd_stalled_past_the_timeout_fails_naming_the_object_and_rolls_back() {
     );
     // A change the API server carried out after vz stopped waiting for it carries vz's labels:
     // the next run finds it, and a destroy leaves nothing.
+    let marked = std::fs::read_to_string(&state).expect("state");
+    assert!(
+        marked.contains("\"unfinished\""),
+        "a change never answered may still be made: the next plan is told to look"
+    );
     env.vz(&["destroy", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
     assert!(labelled(&env, SHOP).is_empty());
+    let settled = std::fs::read_to_string(&state).expect("state");
+    assert!(
+        !settled.contains("\"unfinished\""),
+        "looked, and found nothing more to do: {settled}"
+    );
 }
 
 #[test]
