@@ -1128,6 +1128,11 @@ impl<'a> Run<'a> {
                  The state file is whole, as it was last written during this run: it may record objects the rollback has since removed, which the next plan finds gone. Make room (or fix the permissions) and run `vz plan` to see the difference."
             )),
         }
+        if self.unanswered.load(Ordering::SeqCst) {
+            report.push_str(
+                "\nSome changes got no answer from the API server, which may still carry them out: the next plan looks for what this run may have left by the platform's labels.",
+            );
+        }
         (report, complete)
     }
 
