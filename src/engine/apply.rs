@@ -30,7 +30,7 @@ use vz_state::{ObjectRecord, State, Store, Unfinished};
 
 use crate::cluster::{Cluster, ClusterError, Deleted, ObjectRef, is_record, only_vz_manages};
 use crate::engine::graph::{StepGraph, StepNode};
-use crate::engine::plan::{Action, Cause, Change, Plan, decide};
+use crate::engine::plan::{Action, Cause, Change, Plan, decide, unrecorded_record};
 use crate::engine::rollback::{Entry, Undo, Undone, describe_undo, settle};
 use crate::engine::{Desired, EngineError};
 use crate::engine::{certs, final_sync, order, outputs};
@@ -337,22 +337,12 @@ impl<'a> Run<'a> {
             if s.get(&c.address).is_some() {
                 continue;
             }
-            s.upsert(ObjectRecord {
-                address: c.address.clone(),
-                step: c.step.clone(),
-                api_version: c.object.api_version.clone(),
-                kind: c.object.kind.clone(),
-                namespace: c.object.namespace.clone(),
-                name: c.object.name.clone(),
-                uid: c.live_uid.clone().unwrap_or_default(),
-                manifest_sha256: String::new(),
-                resource_version: None,
-                depends_on: Vec::new(),
-                adopted: c.action == Action::Release,
-                patched: false,
-                outputs: BTreeMap::new(),
-                certificate: None,
-            });
+            s.upsert(unrecorded_record(
+                &c.address,
+                &c.object,
+                c.live_uid.clone(),
+                c.action == Action::Release,
+            ));
             taken = true;
         }
         if taken {

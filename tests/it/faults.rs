@@ -385,17 +385,25 @@ fn an_etcd_stalled_past_the_timeout_fails_naming_the_object_and_rolls_back() {
     );
 }
 
-#[test]
-fn an_admission_webhook_failing_for_a_while_is_waited_out() {
-    let env = TestEnv::start();
+/// The example applied, and its configuration with a third application (whose Istio objects
+/// the webhook stand-in validates) to apply next; `None` on a plane without the stand-in.
+fn billing_next(env: &TestEnv) -> Option<String> {
     if !env.plane_file("webhook-standin-ip").exists() {
-        eprintln!("no webhook stand-in on this plane (needs root): nothing to fail");
-        return;
+        eprintln!("no webhook stand-in on this plane (needs root): no webhook to disturb");
+        return None;
     }
     let cfg = env.applications_config("");
     env.vz(&["apply", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
-    let cfg = env.applications_config(BILLING);
+    Some(env.applications_config(BILLING))
+}
+
+#[test]
+fn an_admission_webhook_failing_for_a_while_is_waited_out() {
+    let env = TestEnv::start();
+    let Some(cfg) = billing_next(&env) else {
+        return;
+    };
     let fail = env.plane_file("webhook-fail");
     std::fs::write(&fail, "").expect("fail the webhook");
     let started = Instant::now();
@@ -420,16 +428,11 @@ fn an_admission_webhook_failing_for_a_while_is_waited_out() {
 #[test]
 fn an_admission_webhook_slower_than_its_timeout_fails_the_apply_naming_the_object() {
     let env = TestEnv::start();
-    if !env.plane_file("webhook-standin-ip").exists() {
-        eprintln!("no webhook stand-in on this plane (needs root): nothing to slow down");
+    let Some(cfg) = billing_next(&env) else {
         return;
-    }
-    let cfg = env.applications_config("");
-    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
-        .expect_code(0);
+    };
     let state = env.work.path().join("applications.vzstate.json");
     let before = recorded(&state);
-    let cfg = env.applications_config(BILLING);
     // Istio's validators give up after 10 s (timeoutSeconds unset): answer after 12.
     std::fs::write(env.plane_file("webhook-delay"), "12").expect("slow the webhook");
     let started = Instant::now();

@@ -381,6 +381,32 @@ pub async fn plan(
     })
 }
 
+/// The record of an object a run that did not finish left unrecorded, at `address` (also its
+/// step: each such object is a step of its own, so none waits for another).
+pub fn unrecorded_record(
+    address: &str,
+    object: &ObjectRef,
+    uid: Option<String>,
+    adopted: bool,
+) -> ObjectRecord {
+    ObjectRecord {
+        address: address.to_string(),
+        step: address.to_string(),
+        api_version: object.api_version.clone(),
+        kind: object.kind.clone(),
+        namespace: object.namespace.clone(),
+        name: object.name.clone(),
+        uid: uid.unwrap_or_default(),
+        manifest_sha256: String::new(),
+        resource_version: None,
+        depends_on: Vec::new(),
+        adopted,
+        patched: false,
+        outputs: BTreeMap::new(),
+        certificate: None,
+    }
+}
+
 /// The objects carrying this platform's labels that neither the configuration nor the state
 /// knows of (`known`): a run that did not finish (killed, or its last state write failed) made
 /// them and had not recorded them. One labelled list (metadata only) per kind of `kinds` and of
@@ -423,25 +449,9 @@ async fn unrecorded(
                 Some(ns) => format!("{UNRECORDED}/{}/{ns}/{}", r.kind, r.name),
                 None => format!("{UNRECORDED}/{}/{}", r.kind, r.name),
             };
-            let record = ObjectRecord {
-                step: address.clone(),
-                address,
-                api_version: r.api_version.clone(),
-                kind: r.kind.clone(),
-                namespace: r.namespace.clone(),
-                name: r.name.clone(),
-                uid: live
-                    .as_ref()
-                    .and_then(|l| l.uid.clone())
-                    .unwrap_or_default(),
-                manifest_sha256: String::new(),
-                resource_version: None,
-                depends_on: Vec::new(),
-                adopted: live.is_some_and(|l| l.adopted_mark),
-                patched: false,
-                outputs: BTreeMap::new(),
-                certificate: None,
-            };
+            let uid = live.as_ref().and_then(|l| l.uid.clone());
+            let adopted = live.is_some_and(|l| l.adopted_mark);
+            let record = unrecorded_record(&address, &r, uid, adopted);
             (record, seen)
         })
         .collect();
