@@ -26,6 +26,7 @@ use vz_providers::manifest::display_name;
 
 use crate::engine::ready::{Readiness, readiness};
 use crate::interrupt::Interrupt;
+use crate::support::{self, KubeVersion, Verdict};
 
 mod patience;
 
@@ -134,6 +135,8 @@ pub struct Cluster {
     server: String,
     /// How long failing requests are retried.
     budget: Budget,
+    /// The Kubernetes release the API server runs, when it says.
+    version: Option<KubeVersion>,
     kinds: Mutex<HashMap<(String, String), Kind>>,
     /// DNS records (`dns.rfc2136`): objects of the group `dns.vz.dev`, read and written on the
     /// DNS server instead of the API server.
@@ -234,17 +237,33 @@ impl Cluster {
             server,
             budget,
         } = client(opts).await?;
-        if let Err(e) = client.apiserver_version().await {
-            return Err(ClusterError::Unreachable {
-                server,
-                cause: describe(&e),
+        let info = match client.apiserver_version().await {
+            Ok(info) => info,
+            Err(e) => {
+                return Err(ClusterError::Unreachable {
+                    server,
+                    cause: describe(&e),
+                }
+                .into());
             }
-            .into());
+        };
+        let version = KubeVersion::parse(&info.major, &info.minor, &info.git_version);
+        match version.as_ref().map(|v| support::judge(&server, v)) {
+            Some(Verdict::TooOld(message)) => {
+                return Err(ClusterError::Unsupported(message).into());
+            }
+            Some(Verdict::Newer(message)) => eprintln!("Warning: {message}"),
+            Some(Verdict::Tested) => {}
+            None => eprintln!(
+                "Warning: the API server at {server} does not say which Kubernetes release it runs (version {:?}); vz cannot check that it supports it",
+                info.git_version
+            ),
         }
         Ok(Cluster {
             client,
             server,
             budget,
+            version,
             kinds: Mutex::new(HashMap::new()),
             records: None,
         })
@@ -268,6 +287,11 @@ impl Cluster {
     /// The API server's URL.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// The Kubernetes release the API server runs, when it says.
+    pub fn version(&self) -> Option<&KubeVersion> {
+        self.version.as_ref()
     }
 
     /// Retry failing requests, and let each run, until `deadline` (the run's, or its rollback's;
@@ -1039,6 +1063,9 @@ pub enum ClusterError {
     /// The API server refused a request.
     #[error("{0}")]
     Refused(String),
+    /// The cluster runs a Kubernetes release `vz` does not support.
+    #[error("{0}")]
+    Unsupported(String),
     /// A change whose outcome is not known: no answer came in time, the connection broke, or the
     /// server failed while carrying it out (HTTP 5xx). It may have been made.
     #[error("{0}")]

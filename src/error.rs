@@ -276,6 +276,13 @@ fn cluster_hints(e: &ClusterError) -> (Kind, Vec<String>) {
             vec!["check that the cluster is running and that --kubeconfig / --context (or $KUBECONFIG) point at it".into()],
         ),
         ClusterError::Refused(_) => (Kind::Cluster, vec![]),
+        ClusterError::Unsupported(_) => (
+            Kind::Cluster,
+            vec![format!(
+                "upgrade the cluster to Kubernetes 1.{} or later (README, \"Supported Kubernetes versions\")",
+                crate::support::TESTED[0]
+            )],
+        ),
         ClusterError::Unanswered(_) => (
             Kind::Cluster,
             vec!["if the API server carried the change out after all, the next plan finds the object by its labels".into()],

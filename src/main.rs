@@ -14,6 +14,7 @@ mod error;
 mod interrupt;
 mod output;
 mod sensitive;
+mod support;
 
 #[cfg(test)]
 mod fuzz_tests;

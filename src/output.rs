@@ -141,6 +141,9 @@ pub fn carry_on(r: Result<(), StdoutClosed>) -> Result<(), StdoutClosed> {
 /// The plan as the user reads it: objects changed outside `vz` first, then the actions.
 pub fn plan_text(plan: &Plan) -> String {
     let mut out = String::new();
+    for w in &plan.warnings {
+        let _ = writeln!(out, "Warning: {w}\n");
+    }
     if !plan.refreshed {
         out.push_str(
             "Note: --refresh=false: the live cluster was not read, so changes made outside vz are not seen.\n\n",
@@ -374,6 +377,7 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
         "platform": platform,
         "destroy": plan.destroy,
         "refreshed": plan.refreshed,
+        "warnings": plan.warnings,
         "resource_changes": changes,
         "resource_drift": drift,
         "summary": {"add": add, "change": change, "destroy": destroy, "release": plan.released(), "recover": plan.recovered()},
@@ -445,6 +449,7 @@ mod tests {
             changes,
             destroy: false,
             refreshed: true,
+            warnings: Vec::new(),
         }
     }
 

@@ -291,7 +291,7 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
         views: req.views,
         kinds,
     };
-    let plan = if req.destroy {
+    let mut plan = if req.destroy {
         plan_destroy(&cluster, &stored.state, &opts).await?
     } else {
         plan_changes(
@@ -303,6 +303,17 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
         )
         .await?
     };
+    if !req.destroy && desired.platform.components.installs_istio() {
+        let pilot = desired
+            .platform
+            .images
+            .reference(vz_providers::config::Image::Pilot);
+        plan.warnings.extend(
+            cluster
+                .version()
+                .and_then(|v| crate::support::istio_warning(&pilot, v)),
+        );
+    }
     Ok(Planned {
         desired,
         outputs,

@@ -378,3 +378,25 @@ fn the_test_dns_server_takes_signed_updates_only() {
             .any(|r| r.starts_with("b.example.test.") || r.starts_with("c.example.test."))
     );
 }
+
+#[test]
+fn the_plane_runs_the_kubernetes_release_asked_for() {
+    // `VZ_K8S_VERSION` (as scripts/test sets it for each version of the matrix) or the default.
+    let asked = Command::new(repo_root().join("scripts/testenv"))
+        .arg("release")
+        .output()
+        .expect("scripts/testenv release");
+    assert!(asked.status.success());
+    let asked = String::from_utf8_lossy(&asked.stdout).trim().to_string();
+    let env = TestEnv::start();
+    let version = env.kubectl(&["get", "--raw", "/version"]);
+    version.expect_code(0);
+    let info: serde_json::Value = serde_json::from_str(&version.stdout).expect("JSON");
+    assert_eq!(info["gitVersion"], asked.as_str(), "{info}");
+    assert_eq!(
+        std::fs::read_to_string(env.plane_file("version"))
+            .expect("the plane's version file")
+            .trim(),
+        asked
+    );
+}

@@ -136,6 +136,10 @@ pub struct Plan {
     pub destroy: bool,
     /// Whether the live cluster was read.
     pub refreshed: bool,
+    /// What the user should know before applying it (an Istio that does not support the
+    /// cluster's Kubernetes, say), one sentence each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -378,6 +382,7 @@ pub async fn plan(
         changes,
         destroy: false,
         refreshed: opts.refresh,
+        warnings: Vec::new(),
     })
 }
 
@@ -518,6 +523,7 @@ pub async fn plan_destroy(cluster: &Cluster, state: &State, opts: &PlanOptions) 
         changes,
         destroy: true,
         refreshed: opts.refresh,
+        warnings: Vec::new(),
     })
 }
 
