@@ -29,6 +29,7 @@ use crate::interrupt::Interrupt;
 use crate::support::{self, KubeVersion, Verdict};
 
 mod patience;
+pub mod warnings;
 
 pub use patience::Budget;
 
@@ -218,6 +219,7 @@ pub async fn client(opts: &ConnectOptions) -> Result<Connection> {
     let client = kube::client::ClientBuilder::try_from(config)
         .with_context(|| format!("cannot create a client for {server}"))?
         .with_layer(&patience)
+        .with_layer(&warnings::Warnings)
         .build();
     Ok(Connection {
         client,

@@ -105,6 +105,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             }
         };
         commands::release_held().await;
+        // What the API server warned of, whatever the outcome, as kubectl says it.
+        for line in cluster::warnings::lines(&cluster::warnings::take()) {
+            eprintln!("{line}");
+        }
         outcome
     })
 }

@@ -167,11 +167,11 @@ pub fn istio_warning(pilot_image: &str, v: &KubeVersion) -> Option<String> {
     let advice = match fits.len() {
         0 => "no Istio release vz knows of supports it".to_string(),
         1 => format!(
-            "Istio {} supports it: set images.pilot and images.proxyV2 to images of it",
+            "Istio {} supports it: set images.pilot and images.proxyV2 to that release's images",
             listed(fits)
         ),
         _ => format!(
-            "Istio {} support it: set images.pilot and images.proxyV2 to images of one of them",
+            "Istio {} support it: set images.pilot and images.proxyV2 to the images of one of them",
             listed(fits)
         ),
     };
@@ -194,9 +194,18 @@ mod tests {
 
     #[test]
     fn versions_are_read_from_distribution_style_fields() {
-        assert_eq!(KubeVersion::parse("1", "36", "v1.36.5").map(|v| v.minor), Some(36));
-        assert_eq!(KubeVersion::parse("1", "35+", "v1.35.2-eks-1").map(|v| v.minor), Some(35));
-        assert_eq!(KubeVersion::parse("", "", "v1.37.2").map(|v| v.minor), Some(37));
+        assert_eq!(
+            KubeVersion::parse("1", "36", "v1.36.5").map(|v| v.minor),
+            Some(36)
+        );
+        assert_eq!(
+            KubeVersion::parse("1", "35+", "v1.35.2-eks-1").map(|v| v.minor),
+            Some(35)
+        );
+        assert_eq!(
+            KubeVersion::parse("", "", "v1.37.2").map(|v| v.minor),
+            Some(37)
+        );
         assert_eq!(KubeVersion::parse("", "", "unknown"), None);
     }
 
@@ -208,20 +217,35 @@ mod tests {
         let Verdict::TooOld(msg) = judge("https://x", &v(34)) else {
             panic!("1.34 is refused")
         };
-        assert!(msg.contains("Kubernetes v1.34.0") && msg.contains("1.35 or later"), "{msg}");
+        assert!(
+            msg.contains("Kubernetes v1.34.0") && msg.contains("1.35 or later"),
+            "{msg}"
+        );
         assert!(msg.contains("tested on 1.35, 1.36 and 1.37"), "{msg}");
         assert!(matches!(judge("https://x", &v(20)), Verdict::TooOld(_)));
         let Verdict::Newer(msg) = judge("https://x", &v(38)) else {
             panic!("1.38 is used with a warning")
         };
-        assert!(msg.contains("v1.38.0, newer than vz has been tested on"), "{msg}");
+        assert!(
+            msg.contains("v1.38.0, newer than vz has been tested on"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn the_istio_release_is_read_from_the_pilot_images_tag() {
-        assert_eq!(istio_release("ghcr.io/verrazzano/pilot:1.19.3-20240104211928-419dfb47"), Some(19));
-        assert_eq!(istio_release("mirror.local:5000/istio/pilot:1.30.4"), Some(30));
-        assert_eq!(istio_release("docker.io/istio/pilot:1.29.0-distroless"), Some(29));
+        assert_eq!(
+            istio_release("ghcr.io/verrazzano/pilot:1.19.3-20240104211928-419dfb47"),
+            Some(19)
+        );
+        assert_eq!(
+            istio_release("mirror.local:5000/istio/pilot:1.30.4"),
+            Some(30)
+        );
+        assert_eq!(
+            istio_release("docker.io/istio/pilot:1.29.0-distroless"),
+            Some(29)
+        );
         assert_eq!(istio_release("mirror.local:5000/pilot"), None);
         assert_eq!(istio_release("istio/pilot@sha256:0123"), None);
         assert_eq!(istio_release("istio/pilot:latest"), None);
@@ -237,14 +261,23 @@ mod tests {
         let both = istio_warning("istio/pilot:1.19.3", &v(35)).expect("warned");
         assert!(both.contains("Istio 1.29 and 1.30 support it"), "{both}");
         let none = istio_warning("istio/pilot:1.19.3", &v(40)).expect("warned");
-        assert!(none.contains("no Istio release vz knows of supports it"), "{none}");
+        assert!(
+            none.contains("no Istio release vz knows of supports it"),
+            "{none}"
+        );
     }
 
     #[test]
     fn an_istio_vz_cannot_place_is_said_so() {
         let digest = istio_warning("istio/pilot@sha256:0123", &v(36)).expect("warned");
-        assert!(digest.contains("cannot tell which Istio release"), "{digest}");
+        assert!(
+            digest.contains("cannot tell which Istio release"),
+            "{digest}"
+        );
         let unknown = istio_warning("istio/pilot:1.31.0", &v(36)).expect("warned");
-        assert!(unknown.contains("does not know which Kubernetes releases Istio 1.31"), "{unknown}");
+        assert!(
+            unknown.contains("does not know which Kubernetes releases Istio 1.31"),
+            "{unknown}"
+        );
     }
 }

@@ -3,8 +3,10 @@
 //! configuration take exactly its objects away (names from `shared/reference/verrazzano-networking.md`,
 //! Verrazzano's IngressTrait, minus its bugs).
 //!
-//! Step `app-namespace.<ns>`: the Namespace, labelled `istio-injection: enabled` and
-//! `verrazzano-managed: "true"` (so istiod's NetworkPolicy admits its sidecars). `vz` creates it —
+//! Step `app-namespace.<ns>`: the Namespace, labelled `istio-injection: enabled`,
+//! `verrazzano-managed: "true"` (so istiod's NetworkPolicy admits its sidecars) and
+//! `pod-security.kubernetes.io/enforce: privileged` (what injected pods need, as for the system
+//! namespaces: [`crate::namespaces`]). `vz` creates it —
 //! and will not take over one it did not create — unless its applications say `existing: true`:
 //! then it only sets those labels.
 //!
@@ -30,6 +32,7 @@ use serde_json::{Value, json};
 use crate::config::{Application, Dns, PathType, Platform, Rule};
 use crate::manifest::{Manifest, Step};
 use crate::names::ISTIO_SYSTEM;
+use crate::namespaces;
 use crate::outputs::{Deferred, Outputs};
 use crate::{certificates, dns_records, domain, istio};
 
@@ -130,7 +133,8 @@ fn namespace(name: &str, existing: bool) -> Manifest {
     let m = Manifest::from_value(json!({
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": name, "labels": {
-            "istio-injection": "enabled", "verrazzano-managed": "true"}},
+            namespaces::INJECTION_LABEL: "enabled", "verrazzano-managed": "true",
+            namespaces::POD_SECURITY_LABEL: namespaces::INJECTED_POD_SECURITY}},
     }));
     if existing {
         m.patched()
@@ -365,6 +369,10 @@ mod tests {
         );
         let ns = &s[0].objects[0];
         assert_eq!(ns.body["metadata"]["labels"]["istio-injection"], "enabled");
+        assert_eq!(
+            ns.body["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+            "privileged"
+        );
         assert_eq!(ns.body["metadata"]["labels"]["verrazzano-managed"], "true");
         assert!(ns.exclusive.is_some() && ns.ownership == Ownership::Owned);
         let existing = for_test(&format!(

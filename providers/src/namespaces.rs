@@ -2,7 +2,12 @@
 //!
 //! Every system namespace carries `verrazzano.io/namespace=<name>` (NetworkPolicies select their peers
 //! by it). Namespaces whose pods are in the mesh also carry `istio-injection=enabled` when Istio and
-//! injection are on; `istio-system` and `cert-manager` never do.
+//! injection are on; `istio-system` and `cert-manager` never do. An injected namespace also says
+//! `pod-security.kubernetes.io/enforce: privileged`: the injector adds `istio-init` to every pod,
+//! which sets up the traffic redirect as root with NET_ADMIN and NET_RAW, and Pod Security admission
+//! refuses that under `baseline` and `restricted` (a cluster that enforces one of them by default
+//! would refuse every injected pod). The other namespaces keep the cluster's default: what `vz` runs
+//! there (istiod, the gateways, NGINX without injection) meets `restricted`.
 //!
 //! `istio-system` is here only when `vz` installs Istio, and is never taken over unless the
 //! configuration says so (an existing one is someone else's Istio).
@@ -24,6 +29,11 @@ pub const STEP: &str = "namespaces";
 pub const NAMESPACE_LABEL: &str = "verrazzano.io/namespace";
 /// The label that turns on Istio sidecar injection.
 pub const INJECTION_LABEL: &str = "istio-injection";
+/// The label that sets the Pod Security level admission enforces in a namespace.
+pub const POD_SECURITY_LABEL: &str = "pod-security.kubernetes.io/enforce";
+/// The Pod Security level of a namespace whose pods are injected: `istio-init` needs NET_ADMIN and
+/// NET_RAW as root, which only `privileged` allows.
+pub const INJECTED_POD_SECURITY: &str = "privileged";
 
 /// What an `istio-system` namespace `vz` did not create probably is, and the ways out.
 pub const ISTIO_TAKEN: &str = "probably an Istio installed by someone else; to configure that Istio instead of installing one, set `components.istio.install: false`";
@@ -81,6 +91,10 @@ pub fn step(p: &Platform) -> Step {
             labels.insert(NAMESPACE_LABEL.to_string(), ns.name.to_string());
             if ns.injected && p.components.injection() {
                 labels.insert(INJECTION_LABEL.to_string(), "enabled".to_string());
+                labels.insert(
+                    POD_SECURITY_LABEL.to_string(),
+                    INJECTED_POD_SECURITY.to_string(),
+                );
             }
             let m = Manifest::from_typed(&Namespace {
                 metadata: ObjectMeta {
@@ -150,6 +164,30 @@ mod tests {
                 m.name.as_str()
             );
         }
+    }
+
+    #[test]
+    fn injected_namespaces_allow_what_the_injected_init_container_needs_and_others_keep_the_default()
+     {
+        let s = step(&platform(""));
+        for m in &s.objects {
+            let labels = &m.body["metadata"]["labels"];
+            let injected = labels.get(INJECTION_LABEL).is_some();
+            assert_eq!(
+                labels.get(POD_SECURITY_LABEL).and_then(|v| v.as_str()),
+                injected.then_some("privileged"),
+                "{}",
+                m.name
+            );
+        }
+        let off = step(&platform(
+            "components:\n  istio: {injectionEnabled: false}\n",
+        ));
+        assert!(off.objects.iter().all(|m| {
+            m.body["metadata"]["labels"]
+                .get(POD_SECURITY_LABEL)
+                .is_none()
+        }));
     }
 
     #[test]

@@ -1,9 +1,15 @@
-//! Test harness shared by the integration tests: a real control plane per test, and helpers to run
-//! `vz` and `kubectl` against it.
+//! Test harness shared by the integration tests: a real control plane for each test, and helpers
+//! to run `vz` and `kubectl` against it.
 //!
-//! [`TestEnv::start`] runs `scripts/testenv up` (etcd + kube-apiserver + kube-controller-manager on
-//! free loopback ports) in a temporary directory. The control plane is stopped when the `TestEnv` is
-//! dropped and, as a backstop, by the script's watchdog when the test process ends in any way.
+//! [`TestEnv::start`] hands a test a control plane of its own: one another test has finished with,
+//! put back as it started by `scripts/testenv reset` (every namespace, CRD and cluster-wide object
+//! made since deleted, and checked), or else a new one from `scripts/testenv up` (etcd,
+//! kube-apiserver, kube-controller-manager, kube-scheduler and the simulators on free loopback
+//! ports) in a temporary directory. Only one test at a time uses a plane. A plane goes back to the
+//! pool when its test passed and did nothing a reset cannot undo ([`TestEnv::testenv`]'s faults,
+//! [`TestEnv::start_with`]'s options); otherwise it is stopped. The script's watchdog stops (and
+//! removes) every plane when the test process ends in any way. The Kubernetes version is
+//! `$VZ_K8S_VERSION`'s (scripts/testenv's default: 1.36).
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -20,6 +26,11 @@ pub fn repo_root() -> PathBuf {
 const MAX_STARTING: usize = 2;
 static STARTING: Mutex<usize> = Mutex::new(0);
 static STARTED: Condvar = Condvar::new();
+
+/// Planes whose tests have ended, reset, waiting for the next test.
+static POOL: Mutex<Vec<TempDir>> = Mutex::new(Vec::new());
+/// Planes kept waiting at most (about as many as tests run at once).
+const POOL_SIZE: usize = 2;
 
 /// A running control plane plus a working directory for configs and state.
 /// How many objects `examples/quickstart.yaml` manages: 8 namespaces, 19 NetworkPolicies, 15 Istio
@@ -51,8 +62,10 @@ pub mod exit {
 pub const MANAGED_KINDS: &str = "namespaces,secrets,networkpolicies,customresourcedefinitions,peerauthentications,ingressclasses,services,ingresses,deployments,configmaps,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,mutatingwebhookconfigurations,validatingwebhookconfigurations,authorizationpolicies,envoyfilters";
 
 pub struct TestEnv {
-    /// Holds the control plane's files (etcd data, logs, kubeconfig).
-    plane: TempDir,
+    /// Holds the control plane's files (etcd data, logs, kubeconfig); taken when dropped.
+    plane: Option<TempDir>,
+    /// Whether a reset can hand the plane to another test once this one has passed.
+    reusable: std::cell::Cell<bool>,
     /// Working directory for the test's configuration and state files.
     pub work: TempDir,
     kubeconfig: PathBuf,
@@ -61,8 +74,19 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// Start a fresh, empty control plane.
+    /// An empty control plane of this test's own: one from the pool, or a new one.
     pub fn start() -> TestEnv {
+        let pooled = POOL.lock().expect("lock").pop();
+        match pooled {
+            Some(plane) => TestEnv::on(plane, true),
+            None => TestEnv::start_with(&[]),
+        }
+    }
+
+    /// A new, empty control plane, started with more options of `scripts/testenv up`
+    /// (`--pod-security restricted`, say). A plane started with options is not handed to another
+    /// test afterwards.
+    pub fn start_with(options: &[&str]) -> TestEnv {
         let plane = tempfile::Builder::new()
             .prefix("vz-testenv-")
             .tempdir()
@@ -79,6 +103,7 @@ impl TestEnv {
             .arg(plane.path())
             .arg("--owner-pid")
             .arg(std::process::id().to_string())
+            .args(options)
             .output()
             .expect("run scripts/testenv up");
         {
@@ -90,13 +115,25 @@ impl TestEnv {
             "scripts/testenv up failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Kept in the pool, it goes when the test process does (the watchdog removes it).
+        std::fs::write(plane.path().join("remove-with-owner"), "").expect("write");
+        TestEnv::on(plane, options.is_empty())
+    }
+
+    fn on(plane: TempDir, reusable: bool) -> TestEnv {
         let kubeconfig = plane.path().join("kubeconfig");
         TestEnv {
-            plane,
+            plane: Some(plane),
+            reusable: std::cell::Cell::new(reusable),
             work: tempfile::tempdir().expect("work dir"),
             kubeconfig,
             vars: Vec::new(),
         }
+    }
+
+    /// The plane's directory.
+    fn plane_dir(&self) -> &std::path::Path {
+        self.plane.as_ref().expect("a plane").path()
     }
 
     /// A fresh control plane with `examples/quickstart.yaml` applied; returns the configuration's
@@ -230,13 +267,15 @@ impl TestEnv {
 
     /// A file of the control plane's directory (logs, certificates, the webhook stand-in's address).
     pub fn plane_file(&self, name: &str) -> PathBuf {
-        self.plane.path().join(name)
+        self.plane_dir().join(name)
     }
 
-    /// Run `scripts/testenv COMMAND <this plane> ARGS...` (`restart-apiserver`, `pause-etcd`).
+    /// Run `scripts/testenv COMMAND <this plane> ARGS...` (`restart-apiserver`, `pause-etcd`): a
+    /// fault the plane is not handed on after.
     pub fn testenv(&self, command: &str, args: &[&str]) -> Run {
+        self.reusable.set(false);
         let mut cmd = Command::new(repo_root().join("scripts/testenv"));
-        cmd.arg(command).arg(self.plane.path()).args(args);
+        cmd.arg(command).arg(self.plane_dir()).args(args);
         Run::of(cmd)
     }
 
@@ -342,10 +381,35 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("scripts/testenv"))
-            .arg("down")
-            .arg(self.plane.path())
-            .output();
+        let Some(plane) = self.plane.take() else {
+            return;
+        };
+        let testenv = |command: &str| {
+            Command::new(repo_root().join("scripts/testenv"))
+                .arg(command)
+                .arg(plane.path())
+                .output()
+        };
+        // A failed test's plane is not trusted to reset (and its logs die with it either way).
+        if self.reusable.get()
+            && !std::thread::panicking()
+            && POOL.lock().map(|p| p.len() < POOL_SIZE).unwrap_or(false)
+        {
+            match testenv("reset") {
+                Ok(out) if out.status.success() => {
+                    if let Ok(mut pool) = POOL.lock() {
+                        pool.push(plane);
+                    }
+                    return;
+                }
+                Ok(out) => eprintln!(
+                    "a control plane could not be reset, so it is stopped:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(e) => eprintln!("cannot run scripts/testenv reset: {e}"),
+            }
+        }
+        let _ = testenv("down");
     }
 }
 

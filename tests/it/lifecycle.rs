@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
-use crate::common::{MANAGED_KINDS, QUICKSTART_OBJECTS, TestEnv, drift_authproxy_port, exit};
+use crate::common::{
+    MANAGED_KINDS, QUICKSTART_OBJECTS, TestEnv, drift_authproxy_port, exit, repo_root,
+};
 
 /// System namespaces the quick start creates.
 const QUICKSTART_NAMESPACES: &[&str] = &[
@@ -437,4 +439,49 @@ fn objects_of_another_platform_are_not_taken_over() {
         run.stderr
     );
     assert!(!env.work.path().join("other.vzstate.json").exists());
+}
+
+/// The control plane's minor version (36 for 1.36).
+fn server_minor(env: &TestEnv) -> u32 {
+    let run = env.kubectl(&["get", "--raw", "/version"]);
+    run.expect_code(0);
+    let info: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    info["minor"]
+        .as_str()
+        .and_then(|m| m.trim_end_matches('+').parse().ok())
+        .expect("a minor version")
+}
+
+#[test]
+fn what_the_api_server_warns_of_is_said_with_the_objects_and_istios_crds_draw_no_warning() {
+    let env = TestEnv::start();
+    let text =
+        std::fs::read_to_string(repo_root().join("examples/quickstart.yaml")).expect("quickstart");
+    let cfg = env.write_config(
+        "quickstart.yaml",
+        &text.replace(
+            "ingress:\n  type: NodePort\n",
+            "ingress:\n  type: NodePort\n  externalIPs: [192.0.2.10]\n",
+        ),
+    );
+    let cfg = cfg.to_str().expect("utf8");
+    let run = env.vz(&["apply", "-f", cfg, "--auto-approve"]);
+    run.expect_code(0);
+    // Kubernetes 1.36 deprecates a Service's externalIPs: the API server says so when NGINX's
+    // Service is written, and so does vz, once.
+    let deprecated = "Warning: the API server says of services verrazzano-ingress-nginx/ingress-controller-ingress-nginx-controller: spec.externalIPs is deprecated";
+    if server_minor(&env) >= 36 {
+        assert_eq!(run.stderr.matches(deprecated).count(), 1, "{}", run.stderr);
+    }
+    // Istio's CRDs as vz writes them have nothing the API server does not understand.
+    assert!(
+        !run.stderr.contains("unrecognized format"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("customresourcedefinitions"),
+        "{}",
+        run.stderr
+    );
 }

@@ -307,6 +307,91 @@ fn the_full_example_with_a_plugin_ca_runs_every_workload_and_destroys_to_nothing
     assert!(env.get_json(&["namespace", "istio-system"]).is_none());
 }
 
+/// A pod of one busybox container that meets Pod Security's `restricted` level.
+fn restricted_pod(env: &TestEnv, namespace: &str) -> String {
+    let file = env.write_config(
+        &format!("pod-{namespace}.json"),
+        &serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "probe", "namespace": namespace},
+            "spec": {
+                "securityContext": {"runAsNonRoot": true, "runAsUser": 1000,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{"name": "probe", "image": "busybox",
+                                "securityContext": {"allowPrivilegeEscalation": false,
+                                                    "capabilities": {"drop": ["ALL"]}}}],
+            },
+        })
+        .to_string(),
+    );
+    file.to_str().expect("utf8").to_string()
+}
+
+#[test]
+fn on_a_cluster_enforcing_restricted_pod_security_every_platform_workload_is_admitted() {
+    let env = TestEnv::start_with(&["--pod-security", "restricted"]);
+    let cfg = env.example("quickstart.yaml");
+    let cfg = cfg.to_str().expect("utf8");
+    env.vz(&["apply", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    // The judge works: an injected pod (istio-init adds NET_ADMIN and NET_RAW, as root) in a
+    // namespace that keeps the cluster's default is refused, though its own container meets
+    // `restricted`.
+    env.kubectl(&["create", "namespace", "plain"])
+        .expect_code(0);
+    env.kubectl(&["label", "namespace", "plain", "istio-injection=enabled"])
+        .expect_code(0);
+    let refused = env.kubectl(&["create", "-f", &restricted_pod(&env, "plain")]);
+    assert!(
+        !refused.ok()
+            && refused
+                .stderr
+                .contains("violates PodSecurity \"restricted:latest\"")
+            && refused.stderr.contains("NET_ADMIN"),
+        "{refused:?}"
+    );
+    // What vz runs, injected (NGINX) or not (istiod, the gateways), is admitted and available.
+    for (ns, name) in [
+        ("istio-system", "istiod"),
+        ("istio-system", "istio-ingressgateway"),
+        ("istio-system", "istio-egressgateway"),
+        (NGINX_NS, NGINX_CONTROLLER),
+        (NGINX_NS, "ingress-controller-ingress-nginx-defaultbackend"),
+    ] {
+        assert!(available(&env, ns, name) >= 1, "{ns}/{name}");
+    }
+    let pods = env.get_json(&["pods", "-n", NGINX_NS]).expect("pod list");
+    let injected = pods["items"].as_array().expect("items").iter().all(|p| {
+        p["spec"]["initContainers"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["name"] == "istio-init"))
+    });
+    assert!(injected, "every NGINX pod has istio-init: {pods}");
+    // So are the platform's other injected namespaces' pods, as Verrazzano's components will be.
+    env.kubectl(&["create", "-f", &restricted_pod(&env, "verrazzano-system")])
+        .expect_code(0);
+    env.vz(&["destroy", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+
+    // Without injection no namespace is relaxed, and NGINX itself meets `restricted`.
+    let text = std::fs::read_to_string(cfg).expect("config");
+    let plain = env.write_config(
+        "no-injection.yaml",
+        &text.replace("injectionEnabled: true", "injectionEnabled: false"),
+    );
+    let plain = plain.to_str().expect("utf8");
+    env.vz(&["apply", "-f", plain, "--auto-approve"])
+        .expect_code(0);
+    assert!(available(&env, NGINX_NS, NGINX_CONTROLLER) >= 1);
+    let ns = env.get_json(&["namespace", NGINX_NS]).expect("namespace");
+    assert!(
+        ns["metadata"]["labels"]
+            .get("pod-security.kubernetes.io/enforce")
+            .is_none(),
+        "{ns}"
+    );
+}
+
 #[test]
 fn an_istio_or_nginx_someone_else_installed_is_refused_unless_the_config_adopts_it() {
     let env = TestEnv::start();

@@ -373,3 +373,106 @@ fn the_full_example_documents_a_valid_configuration() {
         &run.stdout[..run.stdout.len().min(500)]
     );
 }
+
+/// An HTTP server on loopback that answers every request with `/version` of Kubernetes
+/// `git_version` (what an API server of that release says first, and all `vz` asks before it
+/// refuses one) and 404 for anything else; returns a kubeconfig for it.
+fn version_only_server(dir: &std::path::Path, git_version: &'static str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            // The rest of the head.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let minor = git_version.split('.').nth(1).unwrap_or("0");
+            let (status, body) = if request.starts_with("GET /version") {
+                (
+                    "200 OK",
+                    format!(
+                        r#"{{"major":"1","minor":"{minor}","gitVersion":"{git_version}","platform":"linux/amd64"}}"#
+                    ),
+                )
+            } else {
+                (
+                    "404 Not Found",
+                    r#"{"kind":"Status","code":404}"#.to_string(),
+                )
+            };
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+        ),
+    )
+    .expect("write");
+    kubeconfig.to_str().expect("utf8").to_string()
+}
+
+#[test]
+fn a_cluster_older_than_the_oldest_supported_kubernetes_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = version_only_server(dir.path(), "v1.34.12");
+    let cfg = quickstart_in(dir.path());
+    for command in ["plan", "apply"] {
+        let mut args = vec!["--kubeconfig", &kubeconfig, command, "-f", &cfg];
+        if command == "apply" {
+            args.push("--auto-approve");
+        }
+        let run = vz_bare(&args);
+        run.expect_code(exit::CLUSTER);
+        assert!(
+            run.stderr.contains("runs Kubernetes v1.34.12, older than vz supports: Kubernetes 1.35 or later (vz is tested on 1.35, 1.36 and 1.37)")
+                && run.stderr.contains("\nhint: upgrade the cluster to Kubernetes 1.35 or later"),
+            "{}",
+            run.stderr
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("vzstate"))
+        .collect();
+    assert!(left.is_empty(), "no state written: {left:?}");
+}
+
+#[test]
+fn a_cluster_newer_than_the_newest_tested_kubernetes_is_used_with_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = version_only_server(dir.path(), "v1.38.0");
+    let cfg = quickstart_in(dir.path());
+    let run = vz_bare(&["--kubeconfig", &kubeconfig, "plan", "-f", &cfg]);
+    // This server answers nothing but its version, so the plan itself fails after the warning.
+    assert!(
+        run.stderr
+            .contains("Warning: the API server at http://127.0.0.1:")
+            && run.stderr.contains(
+                "runs Kubernetes v1.38.0, newer than vz has been tested on (1.35, 1.36 and 1.37)"
+            ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("older than vz supports"),
+        "{}",
+        run.stderr
+    );
+}

@@ -18,7 +18,14 @@ fn redact(text: &str, env: Option<&TestEnv>) -> String {
                 .find(|k| t.starts_with(**k));
             match redacted {
                 Some(k) => format!("{}{k} \"[redacted]\",", &l[..l.len() - t.len()]),
-                None => l.to_string(),
+                // The plane's Kubernetes version, and so which Istio releases support it.
+                None => match l.split_once("this cluster runs v") {
+                    Some((head, tail)) => {
+                        let end = tail.find('"').map_or("", |i| &tail[i..]);
+                        format!("{head}this cluster runs [the plane's version]{end}")
+                    }
+                    None => l.to_string(),
+                },
             }
         })
         .collect::<Vec<_>>()
