@@ -14,7 +14,8 @@
 
 use std::fmt;
 
-/// The Kubernetes minor versions (of 1.x) `vz` is tested on, oldest first.
+/// The Kubernetes minor versions (of 1.x) `vz` is tested on, oldest first: `scripts/testenv`'s
+/// matrix (`K8S_MATRIX`), which `scripts/test` runs; change both together, and the README's table.
 pub const TESTED: [u32; 3] = [35, 36, 37];
 
 /// Istio releases (1.x) and the Kubernetes minor versions (1.x, inclusive) each supports.

@@ -24,6 +24,15 @@ fn pause_istiod(env: &TestEnv) {
     std::fs::write(env.plane_file("istiod-paused"), "").expect("pause istiod");
 }
 
+/// The Deployments of the quick start (namespace, name), each with one replica.
+const QUICKSTART_WORKLOADS: [(&str, &str); 5] = [
+    ("istio-system", "istiod"),
+    ("istio-system", "istio-ingressgateway"),
+    ("istio-system", "istio-egressgateway"),
+    (NGINX_NS, NGINX_CONTROLLER),
+    (NGINX_NS, "ingress-controller-ingress-nginx-defaultbackend"),
+];
+
 fn available(env: &TestEnv, ns: &str, name: &str) -> i64 {
     env.get_json(&["deployment", "-n", ns, name])
         .and_then(|d| d["status"]["availableReplicas"].as_i64())
@@ -33,13 +42,7 @@ fn available(env: &TestEnv, ns: &str, name: &str) -> i64 {
 #[test]
 fn istiod_writes_its_ca_into_its_webhooks_and_the_injector_is_called_for_every_nginx_pod() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
-    for (ns, name) in [
-        ("istio-system", "istiod"),
-        ("istio-system", "istio-ingressgateway"),
-        ("istio-system", "istio-egressgateway"),
-        (NGINX_NS, NGINX_CONTROLLER),
-        (NGINX_NS, "ingress-controller-ingress-nginx-defaultbackend"),
-    ] {
+    for (ns, name) in QUICKSTART_WORKLOADS {
         assert_eq!(available(&env, ns, name), 1, "{ns}/{name}");
     }
 
@@ -351,13 +354,7 @@ fn on_a_cluster_enforcing_restricted_pod_security_every_platform_workload_is_adm
         "{refused:?}"
     );
     // What vz runs, injected (NGINX) or not (istiod, the gateways), is admitted and available.
-    for (ns, name) in [
-        ("istio-system", "istiod"),
-        ("istio-system", "istio-ingressgateway"),
-        ("istio-system", "istio-egressgateway"),
-        (NGINX_NS, NGINX_CONTROLLER),
-        (NGINX_NS, "ingress-controller-ingress-nginx-defaultbackend"),
-    ] {
+    for (ns, name) in QUICKSTART_WORKLOADS {
         assert!(available(&env, ns, name) >= 1, "{ns}/{name}");
     }
     let pods = env.get_json(&["pods", "-n", NGINX_NS]).expect("pod list");
