@@ -333,10 +333,15 @@ impl TestEnv {
         .expect_code(0);
     }
 
-    /// Run `kubectl` against this control plane.
+    /// Run `kubectl` against this control plane, with a discovery cache of this test's own (a plane
+    /// handed on keeps its port, and kubectl's cache is by host and port).
     pub fn kubectl(&self, args: &[&str]) -> Run {
         let mut cmd = Command::new("kubectl");
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.work.path().join(".kube-cache"))
+            .args(args);
         Run::of(cmd)
     }
 
@@ -409,7 +414,18 @@ impl Drop for TestEnv {
                 Err(e) => eprintln!("cannot run scripts/testenv reset: {e}"),
             }
         }
+        // VZ_TEST_KEEP_FAILED=1: a failed test's plane directory (logs, the stand-in's calls) stays.
+        let keep = std::thread::panicking() && std::env::var_os("VZ_TEST_KEEP_FAILED").is_some();
+        if keep {
+            let _ = std::fs::remove_file(plane.path().join("remove-with-owner"));
+        }
         let _ = testenv("down");
+        if keep {
+            eprintln!(
+                "the failed test's control plane is kept in {}",
+                plane.keep().display()
+            );
+        }
     }
 }
 

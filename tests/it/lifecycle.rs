@@ -344,9 +344,29 @@ fn rendered_yaml_applies_cleanly_with_kubectl() {
             "{}",
             first.stderr
         );
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        env.kubectl(&["apply", "--server-side", "-f", file])
-            .expect_code(0);
+        // ...and, like any kubectl user, must wait for what admits those objects: istiod's
+        // validating webhook, once istiod runs and has written its CA into it.
+        env.kubectl(&[
+            "-n",
+            "istio-system",
+            "wait",
+            "--for=condition=Available",
+            "deployment/istiod",
+            "--timeout=120s",
+        ])
+        .expect_code(0);
+        let mut last = None;
+        env.eventually(
+            std::time::Duration::from_secs(60),
+            "the second pass of kubectl apply",
+            || {
+                let second = env.kubectl(&["apply", "--server-side", "-f", file]);
+                let done = second.ok() || !second.stderr.contains("failed calling webhook");
+                last = Some(second);
+                done.then_some(())
+            },
+        );
+        last.expect("a second pass").expect_code(0);
     }
     let managed = env.list_names(&[MANAGED_KINDS, "-A", "-l", "vz.dev/platform=quickstart"]);
     // Certificates and the CA bundle are made by apply, not rendered.
