@@ -68,6 +68,8 @@ pub struct TestEnv {
     reusable: std::cell::Cell<bool>,
     /// Working directory for the test's configuration and state files.
     pub work: TempDir,
+    /// kubectl's discovery cache, this test's own.
+    kube_cache: TempDir,
     kubeconfig: PathBuf,
     /// Environment variables every `vz` run gets (an S3 server's credentials, say).
     vars: Vec<(String, String)>,
@@ -126,6 +128,7 @@ impl TestEnv {
             plane: Some(plane),
             reusable: std::cell::Cell::new(reusable),
             work: tempfile::tempdir().expect("work dir"),
+            kube_cache: tempfile::tempdir().expect("kubectl's cache dir"),
             kubeconfig,
             vars: Vec::new(),
         }
@@ -340,7 +343,7 @@ impl TestEnv {
         cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
-            .arg(self.work.path().join(".kube-cache"))
+            .arg(self.kube_cache.path())
             .args(args);
         Run::of(cmd)
     }
