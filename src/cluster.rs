@@ -1,37 +1,40 @@
-//! The Kubernetes API, as `vz` uses it: connect, resolve kinds, read, server-side apply, delete, wait.
+//! The Kubernetes API, as `vz` uses it: read, server-side apply, delete, wait, restore, release.
 //!
 //! Objects are handled dynamically (as JSON), so built-in kinds and custom resources go through the
-//! same code. Each kind is resolved once per run with a pinned discovery request (one request per
-//! group version, not a full discovery sweep) and cached.
+//! same code. [`Cluster`] is what the engine talks to; it builds its operations from the few of the
+//! seam [`ClusterApi`] ([`api`]): on an API server [`apiserver::KubeApi`], in the engine's unit tests an
+//! in-memory cluster (`memory`). DNS records (`dns.rfc2136`) are objects of the group `dns.vz.dev`
+//! that a [`Cluster`] reads and writes on the DNS server instead ([`crate::dns::Records`]).
+//!
+//! - [`ready`]: per-kind readiness rules, what [`Cluster::wait_ready`] waits for.
+//! - [`warnings`]: the API server's warnings, said once at the end of a command.
+//! - `patience`: the client layer that retries transient failures within the run's deadline.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use futures::StreamExt;
-use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-    PropagationPolicy, WatchEvent, WatchParams,
-};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::GroupVersionKind;
-use kube::discovery::{ApiResource, Scope};
-use kube::{Client, Config};
 use serde_json::Value;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 use vz_providers::Manifest;
 use vz_providers::manifest::display_name;
 
-use crate::engine::ready::{Readiness, readiness};
 use crate::interrupt::Interrupt;
 use crate::support::{self, KubeVersion, Verdict};
+use api::{ApiError, ClusterApi, Failure, Watched, api_error};
 
+pub mod api;
+pub mod apiserver;
+#[cfg(test)]
+pub mod memory;
 mod patience;
+pub mod ready;
 pub mod warnings;
 
-pub use patience::Budget;
+pub use apiserver::client;
+use ready::{Readiness, readiness};
 
 /// The field manager `vz` applies as.
 pub const FIELD_MANAGER: &str = "vz";
@@ -67,14 +70,6 @@ pub enum Listing {
     /// `apiVersion`, `kind` and `metadata` (but `managedFields`): what deciding about an object
     /// with nothing to change needs, a fraction of the whole at thousands of objects.
     Metadata,
-}
-
-/// A listed object as JSON; list items carry no apiVersion/kind of their own.
-fn listed(encoded: serde_json::Result<Value>, api_version: &str, kind: &str) -> Result<Value> {
-    let mut v = encoded.context("cannot encode a live object")?;
-    v["apiVersion"] = Value::String(api_version.to_string());
-    v["kind"] = Value::String(kind.to_string());
-    Ok(v)
 }
 
 /// Objects per page when listing ([`Cluster::list_names`], [`Cluster::list_selected`]).
@@ -124,21 +119,11 @@ impl std::fmt::Display for ObjectRef {
     }
 }
 
-#[derive(Clone)]
-struct Kind {
-    resource: ApiResource,
-    namespaced: bool,
-}
-
 /// A connection to one cluster.
 pub struct Cluster {
-    client: Client,
-    server: String,
-    /// How long failing requests are retried.
-    budget: Budget,
+    api: Arc<dyn ClusterApi>,
     /// The Kubernetes release the API server runs, when it says.
     version: Option<KubeVersion>,
-    kinds: Mutex<HashMap<(String, String), Kind>>,
     /// DNS records (`dns.rfc2136`): objects of the group `dns.vz.dev`, read and written on the
     /// DNS server instead of the API server.
     records: Option<crate::dns::Records>,
@@ -163,83 +148,57 @@ pub enum Deleted {
     Gone,
 }
 
-/// A client for the cluster `opts` names (not yet checked to answer).
-pub struct Connection {
-    /// The client; its requests ride out transient failures ([`patience`]).
-    pub client: Client,
-    /// The API server's URL.
-    pub server: String,
-    /// How long its failing requests are retried.
-    pub budget: Budget,
+/// `e` as what `doing` could not do, with the server's answer; an error that is no answer (a
+/// kind not served) as it is.
+fn refused(doing: impl std::fmt::Display, e: anyhow::Error) -> anyhow::Error {
+    match api_error(&e) {
+        Some(a) => ClusterError::Refused(format!("{doing}: {}", a.detail)).into(),
+        None => e,
+    }
 }
 
-/// A client for the cluster `opts` names (not yet checked to answer).
-pub async fn client(opts: &ConnectOptions) -> Result<Connection> {
-    // The kube errors' messages already include their causes: show them once, not as a chain.
-    let config = match (&opts.kubeconfig, &opts.context) {
-        (None, None) => Config::infer().await.map_err(|e| {
-            ClusterError::Config(format!("cannot load a Kubernetes configuration: {e}"))
-        })?,
-        (path, context) => {
-            let options = KubeConfigOptions {
-                context: context.clone(),
-                ..Default::default()
-            };
-            match path {
-                Some(p) => {
-                    let kc = Kubeconfig::read_from(p).map_err(|e| {
-                        ClusterError::Config(format!(
-                            "cannot read the kubeconfig {}: {e}",
-                            p.display()
-                        ))
-                    })?;
-                    Config::from_custom_kubeconfig(kc, &options).await
-                }
-                None => Config::from_kubeconfig(&options).await,
-            }
-            .map_err(|e| match context {
-                Some(c) => {
-                    ClusterError::Config(format!("cannot use context `{c}` of the kubeconfig: {e}"))
-                }
-                None => ClusterError::Config(format!("cannot use the kubeconfig: {e}")),
-            })?
+/// A request to `what` ("apply X") that did not go through: refused by the API server, or never
+/// answered (then it may have been carried out).
+fn refused_to(what: impl std::fmt::Display, e: anyhow::Error) -> anyhow::Error {
+    let Some(a) = api_error(&e) else { return e };
+    match a.failure {
+        Failure::Failed => {
+            ClusterError::Unanswered(format!("the API server failed to {what}: {}", a.detail))
         }
-    };
-    let mut config = config;
-    // Who is calling, in the API server's audit log and in the bench's request counts.
-    config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_static(USER_AGENT),
-    ));
-    let server = config.cluster_url.to_string();
-    // Transient failures are retried by `vz`'s own layer, within the run's deadline; kube's own
-    // retries (up to 15, with pauses of up to 1,000 s) would not know it.
-    config.default_retry = false;
-    let patience = patience::Patience::new(&server);
-    let client = kube::client::ClientBuilder::try_from(config)
-        .with_context(|| format!("cannot create a client for {server}"))?
-        .with_layer(&patience)
-        .with_layer(&warnings::Warnings)
-        .build();
-    Ok(Connection {
-        client,
-        server,
-        budget: patience.budget(),
-    })
+        Failure::Lost => ClusterError::Unanswered(format!("cannot {what}: {}", a.detail)),
+        _ => ClusterError::Refused(format!("the API server refused to {what}: {}", a.detail)),
+    }
+    .into()
 }
 
-/// The `User-Agent` of `vz`'s requests.
-pub const USER_AGENT: &str = concat!("vz/", env!("CARGO_PKG_VERSION"));
+/// Whether `e` is the server's answer that the object is gone.
+fn is_not_found(e: &anyhow::Error) -> bool {
+    matches!(
+        api_error(e),
+        Some(ApiError {
+            failure: Failure::NotFound,
+            ..
+        })
+    )
+}
+
+/// Whether `e` is the server's answer that the object changed since it was read.
+fn is_conflict(e: &anyhow::Error) -> bool {
+    matches!(
+        api_error(e),
+        Some(ApiError {
+            failure: Failure::Conflict,
+            ..
+        })
+    )
+}
 
 impl Cluster {
-    /// Connect and check that the API server answers.
+    /// Connect and check that the API server answers and runs a Kubernetes release `vz` supports.
     pub async fn connect(opts: &ConnectOptions) -> Result<Cluster> {
-        let Connection {
-            client,
-            server,
-            budget,
-        } = client(opts).await?;
-        let info = match client.apiserver_version().await {
+        let connection = client(opts).await?;
+        let server = connection.server.clone();
+        let info = match connection.client.apiserver_version().await {
             Ok(info) => info,
             Err(e) => {
                 return Err(ClusterError::Unreachable {
@@ -261,14 +220,19 @@ impl Cluster {
                 info.git_version
             ),
         }
-        Ok(Cluster {
-            client,
-            server,
-            budget,
+        Ok(Cluster::over(
+            Arc::new(apiserver::KubeApi::new(connection)),
             version,
-            kinds: Mutex::new(HashMap::new()),
+        ))
+    }
+
+    /// The cluster `api` reaches, which runs Kubernetes `version` (when known).
+    pub fn over(api: Arc<dyn ClusterApi>, version: Option<KubeVersion>) -> Cluster {
+        Cluster {
+            api,
+            version,
             records: None,
-        })
+        }
     }
 
     /// The same connection, with DNS records read and written on `records`' server.
@@ -288,7 +252,7 @@ impl Cluster {
 
     /// The API server's URL.
     pub fn server(&self) -> &str {
-        &self.server
+        self.api.server()
     }
 
     /// The Kubernetes release the API server runs, when it says.
@@ -299,47 +263,7 @@ impl Cluster {
     /// Retry failing requests, and let each run, until `deadline` (the run's, or its rollback's;
     /// `None`: for a while from a request's first failure), and not once `interrupt` trips.
     pub fn requests_until(&self, deadline: Option<Instant>, interrupt: Option<&Interrupt>) {
-        self.budget.until(deadline, interrupt.cloned());
-    }
-
-    async fn kind(&self, api_version: &str, kind: &str) -> Result<Kind> {
-        let key = (api_version.to_string(), kind.to_string());
-        if let Some(k) = self.kinds.lock().await.get(&key) {
-            return Ok(k.clone());
-        }
-        let (group, version) = match api_version.split_once('/') {
-            Some((g, v)) => (g, v),
-            None => ("", api_version),
-        };
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (resource, caps) = match kube::discovery::pinned_kind(&self.client, &gvk).await {
-            Ok(found) => found,
-            Err(e) => {
-                // By the code, not the reason: an API group that is not served answers a plain-text
-                // "404 page not found", which carries no NotFound reason.
-                let missing = matches!(&e, kube::Error::Discovery(_))
-                    || matches!(&e, kube::Error::Api(s) if s.code == 404);
-                if missing {
-                    return Err(NotServed {
-                        api_version: api_version.to_string(),
-                        kind: kind.to_string(),
-                        server: self.server.clone(),
-                    }
-                    .into());
-                }
-                return Err(refused(
-                    format!("cannot look up {kind} in {api_version} on {}", self.server),
-                    &e,
-                )
-                .into());
-            }
-        };
-        let k = Kind {
-            resource,
-            namespaced: caps.scope == Scope::Namespaced,
-        };
-        self.kinds.lock().await.insert(key, k.clone());
-        Ok(k)
+        self.api.requests_until(deadline, interrupt.cloned());
     }
 
     /// Wait up to `patience` for a kind to be served: after its CRD is established, discovery can
@@ -356,8 +280,8 @@ impl Cluster {
         let until = Instant::now() + patience;
         let mut pause = Duration::from_millis(25);
         loop {
-            match self.kind(api_version, kind).await {
-                Ok(_) => return Ok(()),
+            match self.api.served(api_version, kind).await {
+                Ok(()) => return Ok(()),
                 Err(e) if e.is::<NotServed>() && Instant::now() + pause < until => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
@@ -367,34 +291,15 @@ impl Cluster {
         }
     }
 
-    async fn api(&self, r: &ObjectRef) -> Result<Api<DynamicObject>> {
-        let k = self.kind(&r.api_version, &r.kind).await?;
-        Ok(match (&r.namespace, k.namespaced) {
-            (Some(ns), true) => Api::namespaced_with(self.client.clone(), ns, &k.resource),
-            (None, false) => Api::all_with(self.client.clone(), &k.resource),
-            (Some(_), false) => bail!(
-                "{r}: {} is cluster-scoped but a namespace was given",
-                r.kind
-            ),
-            (None, true) => bail!("{r}: {} is namespaced but no namespace was given", r.kind),
-        })
-    }
-
     /// The live object, or `None` when it does not exist.
     pub async fn get(&self, r: &ObjectRef) -> Result<Option<Value>> {
         if is_record(&r.api_version) {
             return self.records(r)?.get(&r.kind, &r.name).await;
         }
-        let api = self.api(r).await?;
-        let obj = match api.get_opt(&r.name).await {
-            Ok(obj) => obj,
-            // The kind stopped being served since it was looked up (its CRD was deleted, and its
-            // objects with it): the API server answers a plain "404 page not found".
-            Err(kube::Error::Api(s)) if s.code == 404 => None,
-            Err(e) => return Err(refused(format!("cannot read {r}"), &e).into()),
-        };
-        obj.map(|o| serde_json::to_value(o).context("cannot encode a live object"))
-            .transpose()
+        self.api
+            .get(r)
+            .await
+            .map_err(|e| refused(format_args!("cannot read {r}"), e))
     }
 
     /// Every object of a kind, in all namespaces, that carries the label selector `selector`, a
@@ -415,60 +320,28 @@ impl Cluster {
     /// [`Listing::Whole`]. Each object is handed to `keep` as it is read, and what it returns
     /// kept: listing thousands of objects holds what is kept of them, and a page at a time. `None`
     /// when the kind is not served (yet), or holds DNS records (a zone is read record by record).
-    pub async fn list_selected<T>(
+    pub async fn list_selected<T: Send>(
         &self,
         api_version: &str,
         kind: &str,
         selector: &str,
         listing: Listing,
-        mut keep: impl FnMut(Value) -> Option<T>,
+        mut keep: impl FnMut(Value) -> Option<T> + Send,
     ) -> Result<Option<Vec<T>>> {
         if is_record(api_version) {
             return Ok(None);
         }
-        let k = match self.kind(api_version, kind).await {
-            Ok(k) => k,
-            Err(e) if e.is::<NotServed>() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &k.resource);
-        let refused_list =
-            |e: &kube::Error| refused(format!("cannot list {kind} in {api_version}"), e);
-        let mut params = ListParams::default().limit(NAMES_PAGE);
-        if !selector.is_empty() {
-            params = params.labels(selector);
-        }
         let mut out = Vec::new();
-        loop {
-            // Each item is encoded as JSON as it is taken, so a page is never held twice.
-            let next = match listing {
-                Listing::Metadata => {
-                    let page = api
-                        .list_metadata(&params)
-                        .await
-                        .map_err(|e| refused_list(&e))?;
-                    for mut o in page.items {
-                        o.metadata.managed_fields = None;
-                        out.extend(keep(listed(serde_json::to_value(o), api_version, kind)?));
-                    }
-                    page.metadata.continue_
-                }
-                Listing::Whole | Listing::Slim => {
-                    let page = api.list(&params).await.map_err(|e| refused_list(&e))?;
-                    for mut o in page.items {
-                        if listing == Listing::Slim {
-                            o.metadata.managed_fields = None;
-                        }
-                        out.extend(keep(listed(serde_json::to_value(o), api_version, kind)?));
-                    }
-                    page.metadata.continue_
-                }
-            };
-            match next {
-                Some(token) if !token.is_empty() => params = params.continue_token(&token),
-                _ => return Ok(Some(out)),
-            }
-        }
+        let mut each = |v: Value| {
+            out.extend(keep(v));
+            Ok(())
+        };
+        let served = self
+            .api
+            .list(api_version, kind, selector, listing, &mut each)
+            .await
+            .map_err(|e| refused(format_args!("cannot list {kind} in {api_version}"), e))?;
+        Ok(served.then_some(out))
     }
 
     /// The objects of a kind that exist, in all namespaces: metadata only, a page of [`NAMES_PAGE`]
@@ -493,34 +366,20 @@ impl Cluster {
         if is_record(&r.api_version) {
             return self.records(&r)?.apply(m, dry_run).await;
         }
-        let api = self.api(&r).await?;
-        let mut params = PatchParams::apply(FIELD_MANAGER).force();
-        if dry_run {
-            params = params.dry_run();
-        }
-        let obj = api
-            .patch(&m.name, &params, &Patch::Apply(&m.body))
+        let what = if dry_run { "dry-run" } else { "apply" };
+        self.api
+            .apply(&r, &m.body, FIELD_MANAGER, dry_run)
             .await
-            .map_err(|e| {
-                let what = if dry_run { "dry-run" } else { "apply" };
-                refused_to(format!("{what} {r}"), &e)
-            })?;
-        serde_json::to_value(obj).context("cannot encode an applied object")
+            .map_err(|e| refused_to(format_args!("{what} {r}"), e))
     }
 
     /// Merge `patch` (RFC 7386) into the live `r` as field manager `manager`: a change of a few
     /// fields that leaves the rest of the object, and `vz`'s ownership of it, as they are.
     pub async fn merge_patch(&self, r: &ObjectRef, patch: &Value, manager: &str) -> Result<Value> {
-        let api = self.api(r).await?;
-        let params = PatchParams {
-            field_manager: Some(manager.to_string()),
-            ..Default::default()
-        };
-        let obj = api
-            .patch(&r.name, &params, &Patch::Merge(patch))
+        self.api
+            .merge_patch(r, patch, manager)
             .await
-            .map_err(|e| refused_to(format!("patch {r}"), &e))?;
-        serde_json::to_value(obj).context("cannot encode a patched object")
+            .map_err(|e| refused_to(format_args!("patch {r}"), e))
     }
 
     /// A server-side dry-run apply of `m`: what applying it would leave in the cluster, or the fields
@@ -531,16 +390,15 @@ impl Cluster {
         if is_record(&r.api_version) {
             return Ok(DryRun::Applied(self.records(&r)?.apply(m, true).await?));
         }
-        let api = self.api(&r).await?;
-        let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
-        match api.patch(&m.name, &params, &Patch::Apply(&m.body)).await {
-            Ok(obj) => Ok(DryRun::Applied(
-                serde_json::to_value(obj).context("cannot encode an applied object")?,
-            )),
-            Err(kube::Error::Api(s)) if s.is_invalid() && immutable_fields(&s).is_some() => {
-                Ok(DryRun::Immutable(immutable_fields(&s).unwrap_or_default()))
-            }
-            Err(e) => Err(refused_to(format!("dry-run {r}"), &e).into()),
+        match self.api.apply(&r, &m.body, FIELD_MANAGER, true).await {
+            Ok(obj) => Ok(DryRun::Applied(obj)),
+            Err(e) => match api_error(&e) {
+                Some(ApiError {
+                    failure: Failure::Immutable(fields),
+                    ..
+                }) => Ok(DryRun::Immutable(fields.clone())),
+                _ => Err(refused_to(format_args!("dry-run {r}"), e)),
+            },
         }
     }
 
@@ -552,23 +410,16 @@ impl Cluster {
         if is_record(&r.api_version) {
             return self.records(r)?.release(&r.kind, &r.name).await;
         }
-        let api = self.api(r).await?;
         retry_on_conflict(&format!("cannot release {r}"), || async {
             let Some(live) = self.get(r).await? else {
                 return Ok(None);
             };
             let wanted = handed_over(&live);
-            let obj: DynamicObject = serde_json::from_value(wanted)
-                .with_context(|| format!("cannot release {r}: the object does not decode"))?;
-            let params = PostParams {
-                field_manager: Some(RELEASED_MANAGER.to_string()),
-                ..Default::default()
-            };
-            match api.replace(&r.name, &params, &obj).await {
-                Ok(out) => Ok(Some(serde_json::to_value(out)?)),
-                Err(kube::Error::Api(s)) if s.is_conflict() => Err(WriteConflict.into()),
-                Err(kube::Error::Api(s)) if s.is_not_found() => Ok(None),
-                Err(e) => Err(refused(format!("cannot release {r}"), &e).into()),
+            match self.api.replace(r, &wanted, Some(RELEASED_MANAGER)).await {
+                Ok(out) => Ok(Some(out)),
+                Err(e) if is_conflict(&e) => Err(WriteConflict.into()),
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(e) => Err(refused(format_args!("cannot release {r}"), e)),
             }
         })
         .await
@@ -583,7 +434,6 @@ impl Cluster {
                 .await?
                 .with_context(|| format!("{r} disappeared while vz took it over"));
         }
-        let api = self.api(r).await?;
         let mut meta = serde_json::json!({
             "name": r.name,
             "annotations": {ADOPTED_ANNOTATION: "true"},
@@ -593,15 +443,10 @@ impl Cluster {
         }
         let body =
             serde_json::json!({"apiVersion": r.api_version, "kind": r.kind, "metadata": meta});
-        let obj = api
-            .patch(
-                &r.name,
-                &PatchParams::apply(ADOPTED_MANAGER).force(),
-                &Patch::Apply(&body),
-            )
+        self.api
+            .apply(r, &body, ADOPTED_MANAGER, false)
             .await
-            .map_err(|e| refused(format!("cannot mark {r} as taken over"), &e))?;
-        serde_json::to_value(obj).context("cannot encode a marked object")
+            .map_err(|e| refused(format_args!("cannot mark {r} as taken over"), e))
     }
 
     /// Ask for `r` to be deleted (dependents in the background).
@@ -612,34 +457,10 @@ impl Cluster {
                 Some(uid) => Deleted::Started { uid },
             });
         }
-        let api = self.api(r).await?;
-        let params = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            ..Default::default()
-        };
-        match api.delete(&r.name, &params).await {
-            // The object while it is being deleted (finalizers, a grace period: it carries its
-            // deletion timestamp); the object as it was, or a success status, when it was deleted
-            // at once.
-            Ok(either) => Ok(either.either(
-                |o| match o.metadata.deletion_timestamp {
-                    Some(_) => Deleted::Started {
-                        uid: o.metadata.uid,
-                    },
-                    None => Deleted::Gone,
-                },
-                |status| {
-                    if status.is_success() {
-                        Deleted::Gone
-                    } else {
-                        Deleted::Started { uid: None }
-                    }
-                },
-            )),
-            // Not found, or its kind no longer served (a plain 404): gone either way.
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Deleted::AlreadyGone),
-            Err(e) => Err(refused(format!("cannot delete {r}"), &e).into()),
-        }
+        self.api
+            .delete(r)
+            .await
+            .map_err(|e| refused(format_args!("cannot delete {r}"), e))
     }
 
     /// Delete `r` and wait until it is gone (`known_uid` identifies it if the API server does not say).
@@ -712,39 +533,14 @@ impl Cluster {
         let version = live
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
-            .unwrap_or("0")
-            .to_string();
-        let api = self.api(r).await?;
-        // Bounded on the server side too, so a silent connection never outlives the deadline by much.
+            .unwrap_or("0");
         let left = deadline.saturating_duration_since(Instant::now()).as_secs();
-        let params = WatchParams::default()
-            .fields(&format!("metadata.name={}", r.name))
-            .timeout(u32::try_from(left.clamp(1, 60)).unwrap_or(60));
-        let next = async {
-            let Ok(stream) = api.watch(&params, &version).await else {
-                // Watching is not possible: fall back to reading again shortly.
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                return None;
-            };
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => {
-                        return serde_json::to_value(o).ok();
-                    }
-                    Ok(WatchEvent::Bookmark(_)) => {}
-                    Ok(WatchEvent::Deleted(_)) => return None,
-                    // The version is too old, or the stream broke: read again after a pause.
-                    Ok(WatchEvent::Error(_)) | Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                        return None;
-                    }
-                }
-            }
-            None
-        };
+        let timeout = u32::try_from(left.clamp(1, 60)).unwrap_or(60);
         tokio::select! {
-            v = next => Ok(v),
+            w = self.api.watch(r, version, timeout) => Ok(match w {
+                Watched::Changed(v) => Some(v),
+                Watched::Deleted | Watched::Nothing => None,
+            }),
             () = tokio::time::sleep_until(deadline) => Ok(None),
             () = interrupt.tripped() => bail!("interrupted while {}", doing()),
         }
@@ -762,7 +558,7 @@ impl Cluster {
         deadline: Instant,
         interrupt: &Interrupt,
     ) -> Result<Option<Value>> {
-        if !crate::engine::ready::has_rule(&r.api_version, &r.kind) {
+        if !ready::has_rule(&r.api_version, &r.kind) {
             return Ok(None);
         }
         let mut seen = seen;
@@ -807,39 +603,28 @@ impl Cluster {
         if is_record(&r.api_version) {
             return self.records(&r)?.restore(before).await;
         }
-        let api = self.api(&r).await?;
         let mut wanted = before.clone();
         strip_for_write(&mut wanted, false);
         retry_on_conflict(&format!("cannot restore {r}"), || {
-            self.restore_once(&api, &r, &wanted, before)
+            self.restore_once(&r, &wanted, before)
         })
         .await
     }
 
-    async fn restore_once(
-        &self,
-        api: &Api<DynamicObject>,
-        r: &ObjectRef,
-        wanted: &Value,
-        before: &Value,
-    ) -> Result<Value> {
+    async fn restore_once(&self, r: &ObjectRef, wanted: &Value, before: &Value) -> Result<Value> {
         let mut wanted = wanted.clone();
         let restored = match self.get(r).await? {
             Some(live) => {
                 set_resource_version(&mut wanted, &live);
-                self.put(api, r, &wanted).await?
+                self.put(r, &wanted).await?
             }
             None => {
                 let mut fresh = wanted.clone();
                 strip_for_write(&mut fresh, true);
-                let obj: DynamicObject = serde_json::from_value(fresh).with_context(|| {
-                    format!("cannot re-create {r}: its captured content is not an object")
-                })?;
-                let created = api
-                    .create(&PostParams::default(), &obj)
+                self.api
+                    .create(r, &fresh)
                     .await
-                    .map_err(|e| refused(format!("cannot re-create {r}"), &e))?;
-                serde_json::to_value(created)?
+                    .map_err(|e| refused(format_args!("cannot re-create {r}"), e))?
             }
         };
         let managed = |v: &Value| v.pointer("/metadata/managedFields").cloned();
@@ -847,19 +632,16 @@ impl Cluster {
             return Ok(restored);
         }
         set_resource_version(&mut wanted, &restored);
-        self.put(api, r, &wanted).await
+        self.put(r, &wanted).await
     }
 
     /// Replace `r` with `obj`; a [`WriteConflict`] when the object changed since `obj`'s
     /// `resourceVersion`.
-    async fn put(&self, api: &Api<DynamicObject>, r: &ObjectRef, obj: &Value) -> Result<Value> {
-        let obj: DynamicObject = serde_json::from_value(obj.clone()).with_context(|| {
-            format!("cannot restore {r}: its captured content is not an object")
-        })?;
-        match api.replace(&r.name, &PostParams::default(), &obj).await {
-            Ok(out) => Ok(serde_json::to_value(out)?),
-            Err(kube::Error::Api(s)) if s.is_conflict() => Err(WriteConflict.into()),
-            Err(e) => Err(refused(format!("cannot restore {r}"), &e).into()),
+    async fn put(&self, r: &ObjectRef, obj: &Value) -> Result<Value> {
+        match self.api.replace(r, obj, None).await {
+            Ok(out) => Ok(out),
+            Err(e) if is_conflict(&e) => Err(WriteConflict.into()),
+            Err(e) => Err(refused(format_args!("cannot restore {r}"), e)),
         }
     }
 }
@@ -1084,26 +866,6 @@ pub enum ClusterError {
     },
 }
 
-/// A refused request: `doing` and the API server's answer.
-fn refused(doing: String, e: &kube::Error) -> ClusterError {
-    ClusterError::Refused(format!("{doing}: {}", describe(e)))
-}
-
-/// A request to `what` ("apply X") that did not go through: refused by the API server, or never
-/// answered.
-fn refused_to(what: String, e: &kube::Error) -> ClusterError {
-    match e {
-        // Admission comes before anything is written: a webhook that could not be called refused.
-        kube::Error::Api(s) if s.code < 500 || s.message.contains("failed calling webhook") => {
-            refused(format!("the API server refused to {what}"), e)
-        }
-        kube::Error::Api(_) => {
-            ClusterError::Unanswered(format!("the API server failed to {what}: {}", describe(e)))
-        }
-        _ => ClusterError::Unanswered(format!("cannot {what}: {}", describe(e))),
-    }
-}
-
 /// The API server does not serve a kind (yet): its CRD is missing or not established.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
@@ -1125,20 +887,6 @@ pub enum DryRun {
     Applied(Value),
     /// These fields are immutable and would change: the object must be deleted and created again.
     Immutable(Vec<String>),
-}
-
-/// The fields an Invalid status says are immutable, if that is what it says.
-fn immutable_fields(s: &kube::core::Status) -> Option<Vec<String>> {
-    let causes = &s.details.as_ref()?.causes;
-    let fields: Vec<String> = causes
-        .iter()
-        .filter(|c| c.message.contains("immutable"))
-        .map(|c| c.field.clone())
-        .collect();
-    if fields.is_empty() && s.message.contains("immutable") {
-        return Some(vec![]);
-    }
-    (!fields.is_empty()).then_some(fields)
 }
 
 /// What is keeping an object from going away, from its finalizers and conditions.
@@ -1204,37 +952,6 @@ pub fn describe_source(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::core::Status;
-
-    fn invalid(message: &str, causes: &[(&str, &str)]) -> Status {
-        serde_json::from_value(serde_json::json!({
-            "status": "Failure", "code": 422, "reason": "Invalid", "message": message,
-            "details": {"causes": causes.iter().map(|(f, m)| serde_json::json!({"field": f, "message": m, "reason": "FieldValueInvalid"})).collect::<Vec<_>>()}
-        }))
-        .expect("status")
-    }
-
-    #[test]
-    fn immutable_field_errors_name_the_fields() {
-        let s = invalid(
-            "Deployment.apps \"x\" is invalid: spec.selector: Invalid value: field is immutable",
-            &[("spec.selector", "Invalid value: ...: field is immutable")],
-        );
-        assert_eq!(
-            immutable_fields(&s),
-            Some(vec!["spec.selector".to_string()])
-        );
-    }
-
-    #[test]
-    fn other_invalid_errors_are_not_replacements() {
-        let s = invalid(
-            "spec.ports[0].port: Invalid value: 0",
-            &[("spec.ports[0].port", "must be between 1 and 65535")],
-        );
-        assert_eq!(immutable_fields(&s), None);
-    }
-
     #[test]
     fn blocking_names_finalizers_and_true_conditions() {
         let live = serde_json::json!({

@@ -10,7 +10,6 @@
 //!   cluster holds, issued during apply.
 //! - [`final_sync`]: ExternalDNS's last sync before it is deleted, so its records go with their
 //!   sources.
-//! - [`ready`]: per-kind readiness rules.
 //! - [`rollback`]: how changes are undone, and what the state records after an undo.
 //! - [`saved`]: plans saved to a file, bound to the configuration and state they were made from.
 
@@ -21,7 +20,6 @@ pub mod graph;
 pub mod order;
 pub mod outputs;
 pub mod plan;
-pub mod ready;
 pub mod requirements;
 pub mod rollback;
 pub mod saved;

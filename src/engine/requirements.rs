@@ -10,7 +10,7 @@ use vz_providers::Requirement;
 use vz_state::State;
 
 use super::EngineError;
-use super::ready::{Readiness, readiness};
+use crate::cluster::ready::{Readiness, readiness};
 use crate::cluster::{Cluster, ObjectRef};
 
 /// Fail with [`EngineError::Unmet`] unless every requirement is met.
