@@ -23,6 +23,13 @@ impl Interrupt {
         Interrupt { rx }
     }
 
+    /// A flag tripped by calling [`Trip::trip`] on the other half (tests).
+    #[cfg(test)]
+    pub fn manual() -> (Interrupt, Trip) {
+        let (tx, rx) = watch::channel(false);
+        (Interrupt { rx }, Trip(tx))
+    }
+
     /// Listen for Ctrl-C and SIGTERM; `on_first` is printed when the first one arrives.
     pub fn install(on_first: &'static str) -> Interrupt {
         let (tx, rx) = watch::channel(false);
@@ -57,5 +64,17 @@ impl Interrupt {
     pub async fn tripped(&self) {
         let mut rx = self.rx.clone();
         let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+/// What trips an [`Interrupt::manual`] flag.
+#[cfg(test)]
+pub struct Trip(watch::Sender<bool>);
+
+#[cfg(test)]
+impl Trip {
+    /// Press Ctrl-C.
+    pub fn trip(&self) {
+        let _ = self.0.send(true);
     }
 }

@@ -18,7 +18,8 @@
 //! - **Kinds**: the built-in API groups are served; other kinds once a CRD names them.
 //!   A namespaced object needs its namespace.
 //! - **Controllers**, unless an object is [`MemoryCluster::hold`]: Namespaces are Active, CRDs
-//!   Established, Deployments available, Jobs complete, LoadBalancer Services get an address.
+//!   Established, Deployments available, Jobs complete, LoadBalancer Services get an address,
+//!   the servers behind service webhooks write their CA bundles.
 //! - **Faults**: [`MemoryCluster::fail`] makes requests on an object fail, before or after they
 //!   take effect (an answer lost on the way back).
 //!
@@ -41,6 +42,11 @@ pub const SERVER: &str = "memory://cluster";
 /// The manager of an update that names none (the API server derives it from the User-Agent:
 /// `vz/…` gives `vz`).
 const DEFAULT_MANAGER: &str = "vz";
+
+/// The CA bundle the servers behind service webhooks write into their configurations
+/// ("-----BEGIN CERTIFICATE-----\nmemory\n-----END CERTIFICATE-----\n", base64).
+const WEBHOOK_CA_BUNDLE: &str =
+    "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCm1lbW9yeQotLS0tLUVORCBDRVJUSUZJQ0FURS0tLS0tCg==";
 
 /// The built-in API versions, whose every kind is served.
 const BUILT_IN: &[&str] = &[
@@ -229,20 +235,6 @@ impl MemoryCluster {
         stored
     }
 
-    /// Set the status of `r` as its controller would.
-    pub fn set_status(&self, r: &ObjectRef, status: Value) {
-        let mut w = self.world();
-        let k = key(r);
-        let Some(mut obj) = w.objects.remove(&k) else {
-            return;
-        };
-        obj["status"] = status;
-        w.version += 1;
-        set_meta(&mut obj, "resourceVersion", json!(w.version.to_string()));
-        w.objects.insert(k, obj);
-        self.changes.send_replace(w.version);
-    }
-
     /// Remove the finalizers of `r` (a controller done with it), so that a deletion completes.
     pub fn finalize(&self, r: &ObjectRef) {
         let mut w = self.world();
@@ -311,35 +303,11 @@ impl MemoryCluster {
 
     /// Whether a kind is served, and namespaced.
     fn scope(&self, api_version: &str, kind: &str) -> Result<bool> {
-        if BUILT_IN.contains(&api_version) {
-            return Ok(!CLUSTER_SCOPED.contains(&kind));
-        }
-        let w = self.world();
-        w.custom
-            .get(&(api_version.to_string(), kind.to_string()))
-            .copied()
-            .ok_or_else(|| {
-                NotServed {
-                    api_version: api_version.to_string(),
-                    kind: kind.to_string(),
-                    server: SERVER.to_string(),
-                }
-                .into()
-            })
+        scope(&self.world(), api_version, kind)
     }
 
     fn check_scope(&self, r: &ObjectRef) -> Result<()> {
-        let namespaced = self.scope(&r.api_version, &r.kind)?;
-        match (namespaced, &r.namespace) {
-            (true, None) => {
-                anyhow::bail!("{r}: {} is namespaced but no namespace was given", r.kind)
-            }
-            (false, Some(_)) => anyhow::bail!(
-                "{r}: {} is cluster-scoped but a namespace was given",
-                r.kind
-            ),
-            _ => Ok(()),
-        }
+        check_scope(&self.world(), r)
     }
 
     /// The outcome of a write that took effect, or the fault answered instead.
@@ -354,6 +322,38 @@ impl MemoryCluster {
             Some((failure, _)) => Err(injected(&failure, op, r)),
             None => Ok(v),
         }
+    }
+}
+
+/// Whether a kind is served in `w`, and namespaced.
+fn scope(w: &World, api_version: &str, kind: &str) -> Result<bool> {
+    if BUILT_IN.contains(&api_version) {
+        return Ok(!CLUSTER_SCOPED.contains(&kind));
+    }
+    w.custom
+        .get(&(api_version.to_string(), kind.to_string()))
+        .copied()
+        .ok_or_else(|| {
+            NotServed {
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+                server: SERVER.to_string(),
+            }
+            .into()
+        })
+}
+
+fn check_scope(w: &World, r: &ObjectRef) -> Result<()> {
+    let namespaced = scope(w, &r.api_version, &r.kind)?;
+    match (namespaced, &r.namespace) {
+        (true, None) => {
+            anyhow::bail!("{r}: {} is namespaced but no namespace was given", r.kind)
+        }
+        (false, Some(_)) => anyhow::bail!(
+            "{r}: {} is cluster-scoped but a namespace was given",
+            r.kind
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -551,7 +551,7 @@ impl MemoryCluster {
         body: &Value,
         manager: &str,
     ) -> Result<(Option<Value>, Value)> {
-        self.check_scope(r)?;
+        check_scope(w, r)?;
         let old = w.objects.get(&key(r)).cloned();
         if old.is_none() {
             Self::namespace_exists(w, r)?;
@@ -831,6 +831,20 @@ fn control(obj: &mut Value) {
         "Job" => {
             obj["status"] =
                 json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
+        }
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
+            // The server behind each service webhook writes its CA bundle when it starts.
+            for hook in obj
+                .get_mut("webhooks")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                let config = &mut hook["clientConfig"];
+                if config.get("service").is_some() && config.get("caBundle").is_none() {
+                    config["caBundle"] = json!(WEBHOOK_CA_BUNDLE);
+                }
+            }
         }
         "Service" if obj.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer") => {
             obj["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}});

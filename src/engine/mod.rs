@@ -25,6 +25,8 @@ pub mod rollback;
 pub mod saved;
 
 #[cfg(test)]
+mod memory_tests;
+#[cfg(test)]
 mod patched_tests;
 
 use std::collections::BTreeSet;
