@@ -12,6 +12,7 @@ mod dns;
 mod engine;
 mod error;
 mod interrupt;
+mod lifecycle;
 mod output;
 mod sensitive;
 mod support;

@@ -24,7 +24,6 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use vz_providers::external_dns;
 use vz_providers::{Manifest, Outputs, Ownership, Step};
 use vz_state::{ObjectRecord, State, Store, Unfinished};
 
@@ -33,8 +32,9 @@ use crate::engine::graph::{StepGraph, StepNode};
 use crate::engine::plan::{Action, Cause, Change, Plan, decide, unrecorded_record};
 use crate::engine::rollback::{Entry, Undo, Undone, describe_undo, settle};
 use crate::engine::{Desired, EngineError};
-use crate::engine::{certs, final_sync, order, outputs};
+use crate::engine::{certs, order, outputs};
 use crate::interrupt::Interrupt;
+use crate::lifecycle;
 use crate::output::Progress;
 
 /// Knobs of a run.
@@ -878,13 +878,7 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let external_dns_goes = step == external_dns::STEP
-            && changes
-                .iter()
-                .any(|c| c.action == Action::Delete && c.object.kind == "Deployment");
-        if external_dns_goes {
-            self.final_sync().await?;
-        }
+        self.before_delete(step, &changes).await?;
         for tier in tiers(&changes, true) {
             let seq = self.steps_started.fetch_add(1, Ordering::SeqCst);
             let results: Vec<(String, Result<Deletion>)> = stream::iter(
@@ -933,31 +927,22 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// ExternalDNS's final sync ([`final_sync`]), after the sources this run deleted are gone.
-    async fn final_sync(&self) -> Result<()> {
-        if self.opts.leave_dns_records {
-            self.progress.line(
-                "external-dns: no final sync (--leave-dns-records): the records it made stay in the zone",
-            );
-            return Ok(());
-        }
-        self.check_continue("running ExternalDNS's final sync")?;
-        let sources: Vec<_> = self
-            .deleted
-            .lock()
-            .await
-            .iter()
-            .filter(|o| final_sync::is_source(o))
-            .cloned()
-            .collect();
-        final_sync::FinalSync {
+    /// Every provider's hook before the objects of `step` are deleted ([`crate::lifecycle`]).
+    async fn before_delete(&self, step: &str, changes: &[&Change]) -> Result<()> {
+        let deleted = self.deleted.lock().await.clone();
+        let may_continue = |doing: &str| self.check_continue(doing);
+        let cx = lifecycle::Context {
             cluster: self.cluster,
             deadline: self.deadline,
             interrupt: &self.opts.interrupt,
             progress: self.progress,
+            leave_dns_records: self.opts.leave_dns_records,
+            may_continue: &may_continue,
+        };
+        for hook in lifecycle::LIFECYCLES {
+            hook.before_delete(&cx, step, changes, &deleted).await?;
         }
-        .run(&sources)
-        .await
+        Ok(())
     }
 
     async fn delete_one(&self, seq: usize, c: &Change) -> Result<Deletion> {

@@ -8,14 +8,11 @@
 //!   rolling back on failure.
 //! - [`certs`]: certificates `vz` issues and values it copies from Secrets: planned from what the
 //!   cluster holds, issued during apply.
-//! - [`final_sync`]: ExternalDNS's last sync before it is deleted, so its records go with their
-//!   sources.
 //! - [`rollback`]: how changes are undone, and what the state records after an undo.
 //! - [`saved`]: plans saved to a file, bound to the configuration and state they were made from.
 
 pub mod apply;
 pub mod certs;
-pub mod final_sync;
 pub mod graph;
 pub mod order;
 pub mod outputs;

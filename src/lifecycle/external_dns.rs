@@ -21,15 +21,58 @@ use vz_providers::Manifest;
 use vz_providers::external_dns::{FINAL_SYNC_JOB, NAME, final_sync_job};
 use vz_providers::names::VERRAZZANO_SYSTEM;
 
+use async_trait::async_trait;
+use vz_providers::external_dns::STEP;
+
+use super::{Context, Lifecycle};
 use crate::cluster::{Cluster, ObjectRef};
+use crate::engine::plan::{Action, Change};
 use crate::interrupt::Interrupt;
 use crate::output::Progress;
 
 /// The field manager of the scale-down.
 const MANAGER: &str = "vz-final-sync";
 
+/// ExternalDNS's lifecycle: its final sync before its Deployment is deleted.
+pub struct FinalSync;
+
+#[async_trait]
+impl Lifecycle for FinalSync {
+    async fn before_delete(
+        &self,
+        cx: &Context<'_>,
+        step: &str,
+        changes: &[&Change],
+        deleted: &[ObjectRef],
+    ) -> Result<()> {
+        let goes = step == STEP
+            && changes
+                .iter()
+                .any(|c| c.action == Action::Delete && c.object.kind == "Deployment");
+        if !goes {
+            return Ok(());
+        }
+        if cx.leave_dns_records {
+            cx.progress.line(
+                "external-dns: no final sync (--leave-dns-records): the records it made stay in the zone",
+            );
+            return Ok(());
+        }
+        (cx.may_continue)("running ExternalDNS's final sync")?;
+        let sources: Vec<ObjectRef> = deleted.iter().filter(|o| is_source(o)).cloned().collect();
+        Sync {
+            cluster: cx.cluster,
+            deadline: cx.deadline,
+            interrupt: cx.interrupt,
+            progress: cx.progress,
+        }
+        .run(&sources)
+        .await
+    }
+}
+
 /// What the final sync works with.
-pub struct FinalSync<'a> {
+struct Sync<'a> {
     /// The cluster.
     pub cluster: &'a Cluster,
     /// When the run must be over.
@@ -67,7 +110,7 @@ pub fn owner_id(deployment: &Value) -> Option<&str> {
         .find_map(|a| a.strip_prefix("--txt-owner-id="))
 }
 
-impl FinalSync<'_> {
+impl Sync<'_> {
     /// Run the final sync, after waiting for `sources` (deleted by this run) to be gone.
     pub async fn run(&self, sources: &[ObjectRef]) -> Result<()> {
         let started = std::time::Instant::now();
