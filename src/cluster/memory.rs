@@ -840,9 +840,11 @@ fn control(obj: &mut Value) {
                 .into_iter()
                 .flatten()
             {
-                let config = &mut hook["clientConfig"];
-                if config.get("service").is_some() && config.get("caBundle").is_none() {
-                    config["caBundle"] = json!(WEBHOOK_CA_BUNDLE);
+                if let Some(config) = hook.get_mut("clientConfig").and_then(Value::as_object_mut)
+                    && config.contains_key("service")
+                    && !config.contains_key("caBundle")
+                {
+                    config.insert("caBundle".into(), json!(WEBHOOK_CA_BUNDLE));
                 }
             }
         }
