@@ -74,7 +74,7 @@
 //!
 //! Where the program uses a value just as the file writes it, and no error points inside it, the
 //! file is read straight into the type the program uses: [`IngressType`], [`TsigAlgorithm`],
-//! [`PathType`] and the key algorithm.
+//! [`PathType`], the key algorithm and a rule's [`Authorization`].
 //!
 //! Everywhere else a section has two types: the file's (`Raw*`, private to its module, with
 //! `serde_saphyr::Spanned` values) and the validated one, which the rest of `vz` reads as plain
@@ -95,7 +95,8 @@
 //!
 //! The file's types are also what [`json_schema`] describes: their names are the schema's `$defs`
 //! and their doc comments its descriptions. So a file type without a description has plain `//`
-//! comments.
+//! comments, and [`Authorization`] keeps the serde name and the (empty) descriptions of the
+//! `RawAuthorization` it replaced: the schema, and the parser's messages, are as they were.
 
 use std::path::Path;
 

@@ -1,9 +1,10 @@
 //! The rules of an application: the paths each matches, the Service it routes them to, and who
 //! may call them.
 //!
-//! The file's rules ([`RawRule`], [`RawPath`], [`RawDestination`], [`RawAuthorization`]) and the
-//! validated [`Rule`]s are two types, since each path gets its match type and the file's keep the
-//! line and column of every value an error can be about.
+//! The file's rules ([`RawRule`], [`RawPath`], [`RawDestination`]) and the validated [`Rule`]s
+//! are two types, since each path gets its match type and the file's keep the line and column of
+//! every value an error can be about; [`Authorization`] is one type (no error is about one of its
+//! principals).
 
 use std::fmt::Display;
 
@@ -56,9 +57,20 @@ pub struct Destination {
 }
 
 /// A per-path policy, enforced at the ingress gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Read from the file as it is (`authorization:` of a rule); the serde name and the empty schema
+/// descriptions are those of the file type it replaces, so that the schema and the parser's
+/// messages stay as they were.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(
+    rename = "RawAuthorization",
+    rename_all = "camelCase",
+    deny_unknown_fields
+)]
+#[schemars(description = "")]
 pub struct Authorization {
     /// The request principals (`<issuer>/<subject>` of a validated JWT) allowed; `*` for any.
+    #[schemars(description = "")]
     pub request_principals: Vec<String>,
 }
 
@@ -73,15 +85,8 @@ pub(super) struct RawRule {
     #[schemars(with = "RawDestination")]
     destination: Spanned<RawDestination>,
     /// Only requests with one of these request principals (validated JWTs) reach these paths.
-    #[schemars(with = "Option<RawAuthorization>")]
-    authorization: Option<Spanned<RawAuthorization>>,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawAuthorization {
-    #[schemars(with = "Vec<String>")]
-    request_principals: Vec<Spanned<String>>,
+    #[schemars(with = "Option<Authorization>")]
+    authorization: Option<Spanned<Authorization>>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -156,14 +161,7 @@ pub(super) fn rule(
                 "name at least one principal (`*` for any validated token)",
             ));
         }
-        Some(a) => Some(Authorization {
-            request_principals: a
-                .value
-                .request_principals
-                .iter()
-                .map(|p| p.value.clone())
-                .collect(),
-        }),
+        Some(a) => Some(a.value.clone()),
         None => None,
     };
     Ok(Rule {
