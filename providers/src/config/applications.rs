@@ -163,14 +163,14 @@ impl App<'_> {
         }
     }
 
+    /// `message`, said of the application.
+    fn says(&self, message: impl Display) -> String {
+        format!("application `{}`: {message}", self.name)
+    }
+
     /// An error at `value`, its field `f`, said of the application.
     fn err<T>(&self, value: &Spanned<T>, f: &str, message: impl Display) -> ConfigError {
-        let name = self.name;
-        self.src.err(
-            value,
-            &self.field(f),
-            format!("application `{name}`: {message}"),
-        )
+        self.src.err(value, &self.field(f), self.says(message))
     }
 
     /// The text of `value`, its field `f`, once `check` accepts it.
@@ -180,8 +180,9 @@ impl App<'_> {
         f: &str,
         check: impl FnOnce(&str) -> Result<(), String>,
     ) -> Result<String, ConfigError> {
-        check(&value.value).map_err(|m| self.err(value, f, m))?;
-        Ok(value.value.clone())
+        self.src.checked(value, &self.field(f), |v| {
+            check(v).map_err(|m| self.says(m))
+        })
     }
 }
 
