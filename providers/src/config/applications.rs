@@ -20,13 +20,23 @@
 //! Errors name the file, the line, the application and the rule: a host with `*`, the same host in
 //! two applications, a destination port the application does not declare, two applications of one
 //! name, an unknown field.
+//!
+//! The file's application ([`RawApplication`] and the types under it) and the validated
+//! [`Application`] are two types, since validation gives the application its defaults (service
+//! account, selector, hosts lower-cased and deduplicated) and the file's keeps the line and column
+//! of every value an error can be about. Its rules are in [`super::rules`].
 
-use std::path::{Path, PathBuf};
+use std::fmt::Display;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::{ConfigError, Validator, check_dns_label, check_dns_name};
+use super::ConfigError;
+use super::checks::{check_dns_label, check_dns_name, is_go_duration};
+use super::errors::{Source, position};
+use super::rules::{self, RawRule, Rule};
+use super::yaml::{from_yaml, read_text};
 
 /// One application's networking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,54 +76,6 @@ pub struct Cookie {
     pub name: String,
     /// Its lifetime, as the configuration writes it (`60s`, `1h`).
     pub ttl: String,
-}
-
-/// One route of an application.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    /// The paths it matches (none: everything).
-    pub paths: Vec<PathMatch>,
-    /// Where requests go.
-    pub destination: Destination,
-    /// Who may call it, when restricted.
-    pub authorization: Option<Authorization>,
-}
-
-/// A path and how it is matched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathMatch {
-    /// The path.
-    pub path: String,
-    /// How it is matched.
-    pub kind: PathType,
-}
-
-/// How a path is matched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PathType {
-    /// Any path starting with it.
-    Prefix,
-    /// Exactly it.
-    Exact,
-    /// A regular expression (RE2).
-    Regex,
-}
-
-/// A destination Service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Destination {
-    /// The Service's name (in the application's namespace).
-    pub host: String,
-    /// Its port.
-    pub port: u16,
-}
-
-/// A per-path policy, enforced at the ingress gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authorization {
-    /// The request principals (`<issuer>/<subject>` of a validated JWT) allowed; `*` for any.
-    pub request_principals: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -181,370 +143,280 @@ struct RawCookie {
     ttl: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawRule {
-    /// The paths it matches (none: every path).
-    #[serde(default)]
-    #[schemars(with = "Vec<RawPath>")]
-    paths: Vec<Spanned<RawPath>>,
-    /// The Service requests go to.
-    #[schemars(with = "RawDestination")]
-    destination: Spanned<RawDestination>,
-    /// Only requests with one of these request principals (validated JWTs) reach these paths.
-    #[schemars(with = "Option<RawAuthorization>")]
-    authorization: Option<Spanned<RawAuthorization>>,
+/// One application being validated: where its fields are, and its name for the messages.
+pub(super) struct App<'a> {
+    /// The file it is read from.
+    pub(super) src: &'a Source<'a>,
+    /// Its field path (`applications[2]`), or empty for a file of its own.
+    pub(super) at: &'a str,
+    /// Its name.
+    pub(super) name: &'a str,
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawPath {
-    /// The path.
-    #[schemars(with = "String")]
-    path: Spanned<String>,
-    /// How it is matched: `prefix`, `exact` or `regex` (default: prefix for `/`, else exact).
-    #[serde(rename = "type")]
-    kind: Option<PathType>,
-}
+impl App<'_> {
+    /// The path of its field `f`.
+    pub(super) fn field(&self, f: &str) -> String {
+        if self.at.is_empty() {
+            f.to_string()
+        } else {
+            format!("{}.{f}", self.at)
+        }
+    }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawDestination {
-    /// The Service's name, in the application's namespace.
-    #[schemars(with = "String")]
-    host: Spanned<String>,
-    /// Its port (one of the application's `ports`).
-    #[schemars(with = "u16")]
-    port: Spanned<u16>,
-}
+    /// `message`, said of the application.
+    fn says(&self, message: impl Display) -> String {
+        format!("application `{}`: {message}", self.name)
+    }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawAuthorization {
-    #[schemars(with = "Vec<String>")]
-    request_principals: Vec<Spanned<String>>,
-}
+    /// An error at `value`, its field `f`, said of the application.
+    fn err<T>(&self, value: &Spanned<T>, f: &str, message: impl Display) -> ConfigError {
+        self.src.err(value, &self.field(f), self.says(message))
+    }
 
-impl Validator<'_> {
-    /// One application; `at` is its field path (`applications[2]`, or empty for a file of its own).
-    pub(super) fn application(
+    /// The text of `value`, its field `f`, once `check` accepts it.
+    fn checked(
         &self,
-        raw: &RawApplication,
-        at: &str,
-    ) -> Result<Application, ConfigError> {
-        let field = |f: &str| {
-            if at.is_empty() {
-                f.to_string()
-            } else {
-                format!("{at}.{f}")
-            }
-        };
-        let name = &raw.name.value;
-        check_dns_label(name).map_err(|m| self.err(&raw.name, &field("name"), m))?;
-        let app = |m: String| format!("application `{name}`: {m}");
-        check_dns_label(&raw.namespace.value)
-            .map_err(|m| self.err(&raw.namespace, &field("namespace"), app(m)))?;
-        if super::super::names::SYSTEM_NAMESPACES.contains(&raw.namespace.value.as_str()) {
-            return Err(self.err(
-                &raw.namespace,
-                &field("namespace"),
-                app(format!(
-                    "`{}` is a system namespace of the platform; applications live in namespaces of their own",
-                    raw.namespace.value
-                )),
-            ));
-        }
-        let service_account = match &raw.service_account {
-            Some(sa) => {
-                check_dns_name(&sa.value)
-                    .map_err(|m| self.err(sa, &field("serviceAccount"), app(m)))?;
-                sa.value.clone()
-            }
-            None => name.clone(),
-        };
-        let selector = match &raw.selector {
-            Some(s) if s.value.is_empty() => {
-                return Err(self.err(
-                    s,
-                    &field("selector"),
-                    app("an empty selector would select every pod of the namespace".into()),
-                ));
-            }
-            Some(s) => s.value.clone(),
-            None => [("app".to_string(), name.clone())].into_iter().collect(),
-        };
-        let mut ports = Vec::new();
-        for (i, p) in raw.ports.iter().enumerate() {
-            if p.value == 0 || ports.contains(&p.value) {
-                return Err(self.err(
-                    p,
-                    &field(&format!("ports[{i}]")),
-                    app(format!("port {} is 0 or listed twice", p.value)),
-                ));
-            }
-            ports.push(p.value);
-        }
-        let mut hosts: Vec<String> = Vec::new();
-        for (i, h) in raw.hosts.iter().enumerate() {
-            let host = h.value.trim().trim_end_matches('.').to_ascii_lowercase();
-            let f = field(&format!("hosts[{i}]"));
-            if host.contains('*') {
-                return Err(self.err(
-                    h,
-                    &f,
-                    app(format!(
-                        "`{}` is a wildcard; an application names each of its hosts",
-                        h.value
-                    )),
-                ));
-            }
-            check_dns_name(&host).map_err(|m| self.err(h, &f, app(m)))?;
-            if !hosts.contains(&host) {
-                hosts.push(host);
-            }
-        }
-        let tls_secret = match &raw.tls {
-            Some(t) => {
-                let s = &t.value.secret_name;
-                check_dns_name(&s.value)
-                    .map_err(|m| self.err(s, &field("tls.secretName"), app(m)))?;
-                Some(s.value.clone())
-            }
-            None => None,
-        };
-        let affinity = match &raw.affinity {
-            Some(a) => {
-                let c = &a.value.cookie.value;
-                let cookie_ok = !c.name.value.is_empty()
-                    && c.name
-                        .value
-                        .chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
-                if !cookie_ok {
-                    return Err(self.err(
-                        &c.name,
-                        &field("affinity.cookie.name"),
-                        app(format!("`{}` is not a cookie name", c.name.value)),
-                    ));
-                }
-                let ttl = match &c.ttl {
-                    Some(t) if !super::is_go_duration(&t.value) => {
-                        return Err(self.err(
-                            t,
-                            &field("affinity.cookie.ttl"),
-                            app(format!(
-                                "`{}` is not a duration such as `60s` or `1h`",
-                                t.value
-                            )),
-                        ));
-                    }
-                    Some(t) => t.value.clone(),
-                    None => "0s".to_string(),
-                };
-                Some(Cookie {
-                    name: c.name.value.clone(),
-                    ttl,
-                })
-            }
-            None => None,
-        };
-        let mut rules = Vec::new();
-        for (r, raw_rule) in raw.rules.iter().enumerate() {
-            let rf = |f: &str| field(&format!("rules[{r}].{f}"));
-            let rule_says = |m: String| format!("application `{name}`, rule {}: {m}", r + 1);
-            let rr = &raw_rule.value;
-            let mut paths = Vec::new();
-            for (p, raw_path) in rr.paths.iter().enumerate() {
-                let path = &raw_path.value.path;
-                let kind = raw_path.value.kind.unwrap_or(if path.value == "/" {
-                    PathType::Prefix
-                } else {
-                    PathType::Exact
-                });
-                if kind != PathType::Regex && !path.value.starts_with('/') {
-                    return Err(self.err(
-                        path,
-                        &rf(&format!("paths[{p}].path")),
-                        rule_says(format!("`{}` does not start with `/`", path.value)),
-                    ));
-                }
-                if kind == PathType::Regex && path.value.is_empty() {
-                    return Err(self.err(
-                        path,
-                        &rf(&format!("paths[{p}].path")),
-                        rule_says("an empty regular expression".into()),
-                    ));
-                }
-                paths.push(PathMatch {
-                    path: path.value.clone(),
-                    kind,
-                });
-            }
-            let d = &rr.destination.value;
-            check_dns_label(&d.host.value)
-                .map_err(|m| self.err(&d.host, &rf("destination.host"), rule_says(m)))?;
-            if !ports.contains(&d.port.value) {
-                let declared = match ports.as_slice() {
-                    [] => "it declares none: list them in `ports:`".to_string(),
-                    p => format!(
-                        "it declares {}",
-                        p.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
-                    ),
-                };
-                return Err(self.err(
-                    &d.port,
-                    &rf("destination.port"),
-                    rule_says(format!(
-                        "port {} is not a port of the application ({declared})",
-                        d.port.value
-                    )),
-                ));
-            }
-            let regex = paths.iter().any(|p| p.kind == PathType::Regex);
-            let authorization = match &rr.authorization {
-                Some(a) if regex => {
-                    return Err(self.err(
-                        a,
-                        &rf("authorization"),
-                        rule_says("an authorization policy matches paths by prefix or exactly, not by a regular expression: split the rule".into()),
-                    ));
-                }
-                Some(a) if a.value.request_principals.is_empty() => {
-                    return Err(self.err(
-                        a,
-                        &rf("authorization.requestPrincipals"),
-                        rule_says(
-                            "name at least one principal (`*` for any validated token)".into(),
-                        ),
-                    ));
-                }
-                Some(a) => Some(Authorization {
-                    request_principals: a
-                        .value
-                        .request_principals
-                        .iter()
-                        .map(|p| p.value.clone())
-                        .collect(),
-                }),
-                None => None,
-            };
-            rules.push(Rule {
-                paths,
-                destination: Destination {
-                    host: d.host.value.clone(),
-                    port: d.port.value,
-                },
-                authorization,
-            });
-        }
-        Ok(Application {
-            name: name.clone(),
-            namespace: raw.namespace.value.clone(),
-            existing: raw.existing,
-            service_account,
-            selector,
-            ports,
-            hosts,
-            tls_secret,
-            dns: raw.dns.unwrap_or(true),
-            affinity,
-            rules,
-            source: self.file.to_path_buf(),
+        value: &Spanned<String>,
+        f: &str,
+        check: impl FnOnce(&str) -> Result<(), String>,
+    ) -> Result<String, ConfigError> {
+        self.src.checked(value, &self.field(f), |v| {
+            check(v).map_err(|m| self.says(m))
         })
     }
 }
 
+/// One application, read from `src`; `at` is its field path (`applications[2]`, or empty for a
+/// file of its own).
+fn application(
+    src: &Source<'_>,
+    raw: &RawApplication,
+    at: &str,
+) -> Result<Application, ConfigError> {
+    let name = &raw.name.value;
+    let app = App { src, at, name };
+    check_dns_label(name).map_err(|m| src.err(&raw.name, &app.field("name"), m))?;
+    let namespace = namespace(&app, &raw.namespace)?;
+    let service_account = match &raw.service_account {
+        Some(sa) => app.checked(sa, "serviceAccount", check_dns_name)?,
+        None => name.clone(),
+    };
+    let selector = match &raw.selector {
+        Some(s) if s.value.is_empty() => {
+            return Err(app.err(
+                s,
+                "selector",
+                "an empty selector would select every pod of the namespace",
+            ));
+        }
+        Some(s) => s.value.clone(),
+        None => [("app".to_string(), name.clone())].into_iter().collect(),
+    };
+    let ports = ports(&app, &raw.ports)?;
+    let hosts = hosts(&app, &raw.hosts)?;
+    let tls_secret = match &raw.tls {
+        Some(t) => Some(app.checked(&t.value.secret_name, "tls.secretName", check_dns_name)?),
+        None => None,
+    };
+    let affinity = match &raw.affinity {
+        Some(a) => Some(cookie(&app, &a.value.cookie.value)?),
+        None => None,
+    };
+    let rules = raw
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(r, rule)| rules::rule(&app, r, &rule.value, &ports))
+        .collect::<Result<_, _>>()?;
+    Ok(Application {
+        name: name.clone(),
+        namespace,
+        existing: raw.existing,
+        service_account,
+        selector,
+        ports,
+        hosts,
+        tls_secret,
+        dns: raw.dns.unwrap_or(true),
+        affinity,
+        rules,
+        source: src.file.to_path_buf(),
+    })
+}
+
+/// `namespace`: a namespace of the application's own, not one of the platform's.
+fn namespace(app: &App<'_>, raw: &Spanned<String>) -> Result<String, ConfigError> {
+    let namespace = app.checked(raw, "namespace", check_dns_label)?;
+    if crate::names::SYSTEM_NAMESPACES.contains(&namespace.as_str()) {
+        return Err(app.err(
+            raw,
+            "namespace",
+            format!(
+                "`{namespace}` is a system namespace of the platform; applications live in namespaces of their own"
+            ),
+        ));
+    }
+    Ok(namespace)
+}
+
+/// `ports`: each one once, none 0.
+fn ports(app: &App<'_>, raw: &[Spanned<u16>]) -> Result<Vec<u16>, ConfigError> {
+    let mut ports = Vec::new();
+    for (i, p) in raw.iter().enumerate() {
+        if p.value == 0 || ports.contains(&p.value) {
+            return Err(app.err(
+                p,
+                &format!("ports[{i}]"),
+                format!("port {} is 0 or listed twice", p.value),
+            ));
+        }
+        ports.push(p.value);
+    }
+    Ok(ports)
+}
+
+/// `hosts`: DNS names without wildcards, lower-cased and deduplicated.
+fn hosts(app: &App<'_>, raw: &[Spanned<String>]) -> Result<Vec<String>, ConfigError> {
+    let mut hosts: Vec<String> = Vec::new();
+    for (i, h) in raw.iter().enumerate() {
+        let host = h.value.trim().trim_end_matches('.').to_ascii_lowercase();
+        let f = format!("hosts[{i}]");
+        if host.contains('*') {
+            return Err(app.err(
+                h,
+                &f,
+                format!(
+                    "`{}` is a wildcard; an application names each of its hosts",
+                    h.value
+                ),
+            ));
+        }
+        check_dns_name(&host).map_err(|m| app.err(h, &f, m))?;
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    Ok(hosts)
+}
+
+/// `affinity.cookie`: a cookie name and a lifetime (`0s` unless set).
+fn cookie(app: &App<'_>, raw: &RawCookie) -> Result<Cookie, ConfigError> {
+    let name = &raw.name.value;
+    let cookie_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+    if !cookie_ok {
+        return Err(app.err(
+            &raw.name,
+            "affinity.cookie.name",
+            format!("`{name}` is not a cookie name"),
+        ));
+    }
+    let ttl = match &raw.ttl {
+        Some(t) if !is_go_duration(&t.value) => {
+            return Err(app.err(
+                t,
+                "affinity.cookie.ttl",
+                format!("`{}` is not a duration such as `60s` or `1h`", t.value),
+            ));
+        }
+        Some(t) => t.value.clone(),
+        None => "0s".to_string(),
+    };
+    Ok(Cookie {
+        name: name.clone(),
+        ttl,
+    })
+}
+
+/// An application, with where its name is in its file (line and column).
+type Located = (Application, (u64, u64));
+
 /// Every application: those in the platform file, then one per `*.yaml`/`*.yml` file of `dir` (in
 /// name order); names and hosts must be unique across all of them.
 pub(super) fn collect(
-    v: &Validator<'_>,
+    src: &Source<'_>,
     inline: &[Spanned<RawApplication>],
     dir: Option<&Spanned<String>>,
 ) -> Result<Vec<Application>, ConfigError> {
     let mut apps = Vec::new();
-    let mut spans = Vec::new();
     for (i, raw) in inline.iter().enumerate() {
-        apps.push(v.application(&raw.value, &format!("applications[{i}]"))?);
-        spans.push((
-            raw.value.name.referenced.line(),
-            raw.value.name.referenced.column(),
-        ));
+        let app = application(src, &raw.value, &format!("applications[{i}]"))?;
+        apps.push((app, position(&raw.value.name)));
     }
     if let Some(d) = dir {
-        let base = v.file.parent().unwrap_or_else(|| Path::new(""));
-        let path = base.join(&d.value);
-        let entries = std::fs::read_dir(&path).map_err(|e| {
-            v.err(
-                d,
-                "applicationsDir",
-                format!("cannot read directory {}: {e}", path.display()),
-            )
-        })?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .collect();
-        files.sort();
-        for file in files {
-            let text = super::read_text(&file)?;
-            let raw: Spanned<RawApplication> = super::from_yaml(&file, &text)?;
-            let fv = Validator { file: &file };
-            apps.push(fv.application(&raw.value, "")?);
-            spans.push((
-                raw.value.name.referenced.line(),
-                raw.value.name.referenced.column(),
-            ));
-        }
+        apps.extend(from_dir(src, d)?);
     }
-    for (i, a) in apps.iter().enumerate() {
-        for b in &apps[..i] {
-            let (line, column) = spans[i];
-            let at = |message: String| ConfigError {
-                file: a.source.clone(),
-                line: Some(line),
-                column: Some(column),
-                field: Some("name".into()),
-                message,
-            };
+    unique(&apps)?;
+    Ok(apps.into_iter().map(|(app, _)| app).collect())
+}
+
+/// The applications of `applicationsDir`, with where each names itself.
+fn from_dir(src: &Source<'_>, dir: &Spanned<String>) -> Result<Vec<Located>, ConfigError> {
+    let path = src.dir().join(&dir.value);
+    let entries = std::fs::read_dir(&path).map_err(|e| {
+        src.err(
+            dir,
+            "applicationsDir",
+            format!("cannot read directory {}: {e}", path.display()),
+        )
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    let mut apps = Vec::new();
+    for file in files {
+        let text = read_text(&file)?;
+        let raw: Spanned<RawApplication> = from_yaml(&file, &text)?;
+        let app = application(&Source::new(&file), &raw.value, "")?;
+        apps.push((app, position(&raw.value.name)));
+    }
+    Ok(apps)
+}
+
+/// No two applications have one name or one host, and those that share a namespace agree on
+/// whether it exists already; the error is at the later one's name.
+fn unique(apps: &[Located]) -> Result<(), ConfigError> {
+    for (i, (a, at)) in apps.iter().enumerate() {
+        for (b, _) in &apps[..i] {
+            let err = |message: String| Source::new(&a.source).err_at(*at, "name", message);
             if a.name == b.name {
-                return Err(at(format!(
+                return Err(err(format!(
                     "application `{}` is defined twice (also in {})",
                     a.name,
                     b.source.display()
                 )));
             }
             if a.namespace == b.namespace && a.existing != b.existing {
-                return Err(at(format!(
+                return Err(err(format!(
                     "applications `{}` and `{}` share namespace `{}`, but only one says `existing: true`: say it in both or in neither",
                     b.name, a.name, a.namespace
                 )));
             }
             if let Some(h) = a.hosts.iter().find(|h| b.hosts.contains(h)) {
-                return Err(at(format!(
+                return Err(err(format!(
                     "application `{}`: host `{h}` is also a host of application `{}`",
                     a.name, b.name
                 )));
             }
         }
     }
-    Ok(apps)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Platform, parse};
+    use std::path::Path;
+
     use super::*;
+    use crate::config::testing::{parse_err, parse_ok};
+    use crate::config::{PathMatch, PathType, parse};
 
     const ORDERS: &str = "  - name: orders\n    namespace: shop\n    ports: [8080]\n    hosts: [Orders.Shop.example.com., orders.shop.example.com]\n    affinity: {cookie: {name: orders, ttl: 60s}}\n    rules:\n      - paths: [{path: /api, type: prefix}, {path: /health}]\n        destination: {host: orders, port: 8080}\n        authorization: {requestPrincipals: ['*']}\n      - destination: {host: orders, port: 8080}\n";
-
-    fn parse_ok(text: &str) -> Platform {
-        parse(Path::new("/cfg/vz.yaml"), text).expect("valid config")
-    }
-
-    fn parse_err(text: &str) -> ConfigError {
-        parse(Path::new("/cfg/vz.yaml"), text).expect_err("invalid config")
-    }
 
     #[test]
     fn an_application_reads_with_its_defaults() {
