@@ -16,7 +16,7 @@ use crate::cluster::api::{ClusterApi, Failure};
 use crate::cluster::memory::{MemoryCluster, Op};
 use crate::cluster::{Cluster, ObjectRef};
 use crate::engine::apply::{ApplyFailed, RunOptions, Session, apply, destroy};
-use crate::engine::plan::{Action, Cause, Plan, PlanOptions, plan, plan_destroy};
+use crate::engine::plan::{Action, Cause, Change, Plan, PlanOptions, plan, plan_destroy};
 use crate::engine::{Desired, graph_of};
 use crate::interrupt::Interrupt;
 use crate::output::Progress;
@@ -77,7 +77,8 @@ impl Bench {
     }
 }
 
-fn options(timeout: Duration, interrupt: Interrupt) -> RunOptions {
+/// A run's knobs: 4 in flight, waiting, rolling back.
+pub(super) fn options(timeout: Duration, interrupt: Interrupt) -> RunOptions {
     RunOptions {
         leave_dns_records: false,
         parallelism: 4,
@@ -88,7 +89,8 @@ fn options(timeout: Duration, interrupt: Interrupt) -> RunOptions {
     }
 }
 
-fn plan_options() -> PlanOptions {
+/// A plan's knobs: everything read again, 4 in flight.
+pub(super) fn plan_options() -> PlanOptions {
     PlanOptions {
         apps: Vec::new(),
         parallelism: 4,
@@ -204,6 +206,22 @@ fn actions(p: &Plan) -> Vec<(String, Action)> {
         .collect()
 }
 
+/// The plan's entry for `r`.
+fn change<'a>(p: &'a Plan, r: &ObjectRef) -> &'a Change {
+    p.changes
+        .iter()
+        .find(|c| c.object == *r)
+        .unwrap_or_else(|| panic!("{r} is not in the plan: {:?}", actions(p)))
+}
+
+/// The quick platform applied: the bench, what it applied, and the state.
+async fn applied() -> (Bench, Desired, State) {
+    let b = Bench::new();
+    let d = platform(json!({"a": "1"}));
+    let s = b.apply(&d, state()).await.expect("apply");
+    (b, d, s)
+}
+
 fn position(list: &[String], what: &str) -> usize {
     list.iter()
         .position(|l| l == what)
@@ -252,9 +270,7 @@ async fn a_fresh_platform_is_planned_as_creates_and_applied_in_dependency_order(
 
 #[tokio::test]
 async fn a_second_plan_has_nothing_to_do_and_a_second_apply_writes_nothing() {
-    let b = Bench::new();
-    let d = platform(json!({"a": "1"}));
-    let s = b.apply(&d, state()).await.expect("apply");
+    let (b, d, s) = applied().await;
     let p = b.plan(&d, &s).await;
     assert!(!p.has_changes(), "{:?}", actions(&p));
     let before = b.mem.writes().len();
@@ -264,18 +280,12 @@ async fn a_second_plan_has_nothing_to_do_and_a_second_apply_writes_nothing() {
 
 #[tokio::test]
 async fn a_field_changed_outside_vz_is_drift_and_apply_puts_it_back() {
-    let b = Bench::new();
-    let d = platform(json!({"a": "1"}));
-    let s = b.apply(&d, state()).await.expect("apply");
+    let (b, d, s) = applied().await;
     let mut live = b.mem.object(&settings()).expect("there");
     live["data"]["a"] = json!("changed");
     b.mem.put("kubectl-edit", live);
     let p = b.plan(&d, &s).await;
-    let c = p
-        .changes
-        .iter()
-        .find(|c| c.object == settings())
-        .expect("in the plan");
+    let c = change(&p, &settings());
     assert_eq!((c.action, c.cause), (Action::Update, Cause::Drift));
     let fields: Vec<&str> = c.fields.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(fields, ["data.a"]);
@@ -285,9 +295,7 @@ async fn a_field_changed_outside_vz_is_drift_and_apply_puts_it_back() {
 
 #[tokio::test]
 async fn a_field_someone_else_adds_is_theirs_and_no_change() {
-    let b = Bench::new();
-    let d = platform(json!({"a": "1"}));
-    let s = b.apply(&d, state()).await.expect("apply");
+    let (b, d, s) = applied().await;
     let mut live = b.mem.object(&settings()).expect("there");
     live["data"]["theirs"] = json!("x");
     b.mem.put("other-operator", live);
@@ -297,16 +305,10 @@ async fn a_field_someone_else_adds_is_theirs_and_no_change() {
 
 #[tokio::test]
 async fn an_object_deleted_outside_vz_is_created_again() {
-    let b = Bench::new();
-    let d = platform(json!({"a": "1"}));
-    let s = b.apply(&d, state()).await.expect("apply");
+    let (b, d, s) = applied().await;
     b.mem.delete(&settings()).await.expect("delete");
     let p = b.plan(&d, &s).await;
-    let c = p
-        .changes
-        .iter()
-        .find(|c| c.object == settings())
-        .expect("in the plan");
+    let c = change(&p, &settings());
     assert_eq!((c.action, c.cause), (Action::Create, Cause::DeletedOutside));
 }
 
@@ -615,11 +617,7 @@ async fn an_object_someone_else_made_is_not_taken_over_silently() {
     );
     let d = platform(json!({"a": "1"}));
     let p = b.plan(&d, &state()).await;
-    let c = p
-        .changes
-        .iter()
-        .find(|c| c.object == settings())
-        .expect("in the plan");
+    let c = change(&p, &settings());
     assert_eq!((c.action, c.cause), (Action::Update, Cause::Adopt));
     let s = b.apply(&d, state()).await.expect("apply");
     assert!(
@@ -660,11 +658,7 @@ async fn a_create_whose_answer_was_lost_is_taken_back_and_the_state_marked_unfin
     let web = r("apps/v1", "Deployment", Some("a"), "web");
     assert!(b.mem.object(&web).is_none(), "{}", f.report);
     let p = b.plan(&d, &stored).await;
-    let c = p
-        .changes
-        .iter()
-        .find(|c| c.object == web)
-        .expect("in the plan");
+    let c = change(&p, &web);
     assert_eq!(c.action, Action::Create, "{:?}", actions(&p));
     let s = b.apply(&d, stored).await.expect("apply");
     assert!(s.unfinished.is_none());

@@ -14,7 +14,8 @@ use vz_state::{LocalBackend, State, Store};
 
 use crate::cluster::{Cluster, ConnectOptions};
 use crate::engine::apply::{RunOptions, Session, apply, destroy};
-use crate::engine::plan::{Action, Cause, PlanOptions, plan, plan_destroy};
+use crate::engine::memory_tests::plan_options;
+use crate::engine::plan::{Action, Cause, plan, plan_destroy};
 use crate::engine::{Desired, graph_of};
 use crate::interrupt::Interrupt;
 use crate::output::Progress;
@@ -148,25 +149,8 @@ fn desired() -> Desired {
 }
 
 fn run_options(timeout: Duration) -> RunOptions {
-    RunOptions {
-        leave_dns_records: false,
-        parallelism: 4,
-        timeout,
-        wait: true,
-        rollback: true,
-        interrupt: Interrupt::never(),
-    }
+    super::memory_tests::options(timeout, Interrupt::never())
 }
-
-const PLAN: PlanOptions = PlanOptions {
-    apps: Vec::new(),
-    parallelism: 4,
-    refresh: true,
-    targets: vec![],
-    replace: vec![],
-    views: true,
-    kinds: std::collections::BTreeSet::new(),
-};
 
 fn managers(obj: &Value) -> Vec<String> {
     obj["metadata"]["managedFields"]
@@ -195,9 +179,15 @@ async fn a_patched_object_gets_only_vzs_fields_and_is_given_back_not_deleted() {
     // Not there yet: pending. Apply leaves it for the first apply after its owner creates it,
     // and records nothing.
     let state = State::new("t", "test");
-    let p = plan(&cluster, &desired.steps, &desired.graph, &state, &PLAN)
-        .await
-        .expect("plan");
+    let p = plan(
+        &cluster,
+        &desired.steps,
+        &desired.graph,
+        &state,
+        &plan_options(),
+    )
+    .await
+    .expect("plan");
     assert_eq!(
         (p.changes[0].action, p.changes[0].cause),
         (Action::Update, Cause::AwaitOwner)
@@ -218,9 +208,15 @@ async fn a_patched_object_gets_only_vzs_fields_and_is_given_back_not_deleted() {
     // Once the owner made it, vz sets its one field and leaves the rest alone.
     plane.create_vwc();
     let before = plane.vwc();
-    let p = plan(&cluster, &desired.steps, &desired.graph, &state, &PLAN)
-        .await
-        .expect("plan");
+    let p = plan(
+        &cluster,
+        &desired.steps,
+        &desired.graph,
+        &state,
+        &plan_options(),
+    )
+    .await
+    .expect("plan");
     assert_eq!(
         (p.changes[0].action, p.changes[0].cause),
         (Action::Update, Cause::Config)
@@ -270,13 +266,21 @@ async fn a_patched_object_gets_only_vzs_fields_and_is_given_back_not_deleted() {
     assert!(state.objects[0].patched && !state.objects[0].adopted);
 
     // Nothing more to do.
-    let p = plan(&cluster, &desired.steps, &desired.graph, &state, &PLAN)
-        .await
-        .expect("plan");
+    let p = plan(
+        &cluster,
+        &desired.steps,
+        &desired.graph,
+        &state,
+        &plan_options(),
+    )
+    .await
+    .expect("plan");
     assert_eq!(p.changes[0].action, Action::NoOp);
 
     // Destroy gives the field back; the object stays, working, as its owner made it.
-    let p = plan_destroy(&cluster, &state, &PLAN).await.expect("plan");
+    let p = plan_destroy(&cluster, &state, &plan_options())
+        .await
+        .expect("plan");
     assert_eq!(p.changes[0].action, Action::Release);
     let state = destroy(session, &p, state).await.expect("destroy");
     assert!(state.objects.is_empty());
