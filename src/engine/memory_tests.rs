@@ -336,11 +336,7 @@ async fn a_failing_step_rolls_back_the_creates_of_the_run() {
 
 #[tokio::test]
 async fn a_failing_step_rolls_back_updates_to_what_they_were_with_their_managers() {
-    let b = Bench::new();
-    let s = b
-        .apply(&platform(json!({"a": "1"})), state())
-        .await
-        .expect("apply");
+    let (b, _, s) = applied().await;
     let before = b.mem.object(&settings()).expect("there");
     b.mem.fail(Op::Apply, "w", Failure::Refused, false, 1);
     let mut changed = platform(json!({"a": "2"}));
@@ -367,11 +363,7 @@ async fn a_failing_step_rolls_back_updates_to_what_they_were_with_their_managers
 
 #[tokio::test]
 async fn a_failing_step_rolls_back_a_delete_by_creating_the_object_again() {
-    let b = Bench::new();
-    let s = b
-        .apply(&platform(json!({"a": "1"})), state())
-        .await
-        .expect("apply");
+    let (b, _, s) = applied().await;
     // The ConfigMap leaves the configuration, and the Deployment's update fails.
     let mut d = platform(json!({"a": "1"}));
     d.steps[0].objects.remove(0);
@@ -494,11 +486,7 @@ async fn a_wait_ends_as_soon_as_the_object_is_ready() {
 
 #[tokio::test]
 async fn a_restore_that_meets_a_conflict_reads_again_and_succeeds() {
-    let b = Bench::new();
-    let s = b
-        .apply(&platform(json!({"a": "1"})), state())
-        .await
-        .expect("apply");
+    let (b, _, s) = applied().await;
     b.mem.fail(Op::Apply, "w", Failure::Refused, false, 1);
     b.mem
         .fail(Op::Replace, "settings", Failure::Conflict, false, 2);
@@ -524,11 +512,7 @@ async fn a_restore_that_meets_a_conflict_reads_again_and_succeeds() {
 
 #[tokio::test]
 async fn an_immutable_field_that_changes_is_planned_as_a_replace() {
-    let b = Bench::new();
-    let s = b
-        .apply(&platform(json!({"a": "1"})), state())
-        .await
-        .expect("apply");
+    let (b, _, s) = applied().await;
     let mut d = platform(json!({"a": "1"}));
     Arc::make_mut(&mut d.steps[1].objects[1].body)["spec"]["selector"] =
         json!({"matchLabels": {"app": "other"}});

@@ -152,6 +152,18 @@ fn run_options(timeout: Duration) -> RunOptions {
     super::memory_tests::options(timeout, Interrupt::never())
 }
 
+async fn planned(cluster: &Cluster, desired: &Desired, state: &State) -> crate::engine::plan::Plan {
+    plan(
+        cluster,
+        &desired.steps,
+        &desired.graph,
+        state,
+        &plan_options(),
+    )
+    .await
+    .expect("plan")
+}
+
 fn managers(obj: &Value) -> Vec<String> {
     obj["metadata"]["managedFields"]
         .as_array()
@@ -179,15 +191,7 @@ async fn a_patched_object_gets_only_vzs_fields_and_is_given_back_not_deleted() {
     // Not there yet: pending. Apply leaves it for the first apply after its owner creates it,
     // and records nothing.
     let state = State::new("t", "test");
-    let p = plan(
-        &cluster,
-        &desired.steps,
-        &desired.graph,
-        &state,
-        &plan_options(),
-    )
-    .await
-    .expect("plan");
+    let p = planned(&cluster, &desired, &state).await;
     assert_eq!(
         (p.changes[0].action, p.changes[0].cause),
         (Action::Update, Cause::AwaitOwner)
@@ -208,15 +212,7 @@ async fn a_patched_object_gets_only_vzs_fields_and_is_given_back_not_deleted() {
     // Once the owner made it, vz sets its one field and leaves the rest alone.
     plane.create_vwc();
     let before = plane.vwc();
-    let p = plan(
-        &cluster,
-        &desired.steps,
-        &desired.graph,
-        &state,
-        &plan_options(),
-    )
-    .await
-    .expect("plan");
+    let p = planned(&cluster, &desired, &state).await;
     assert_eq!(
         (p.changes[0].action, p.changes[0].cause),
         (Action::Update, Cause::Config)
@@ -266,15 +262,7 @@ async fn a_patched_object_gets_only_vzs_fields_and_is_given_back_not_deleted() {
     assert!(state.objects[0].patched && !state.objects[0].adopted);
 
     // Nothing more to do.
-    let p = plan(
-        &cluster,
-        &desired.steps,
-        &desired.graph,
-        &state,
-        &plan_options(),
-    )
-    .await
-    .expect("plan");
+    let p = planned(&cluster, &desired, &state).await;
     assert_eq!(p.changes[0].action, Action::NoOp);
 
     // Destroy gives the field back; the object stays, working, as its owner made it.
