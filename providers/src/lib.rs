@@ -28,7 +28,7 @@
 //! (`src/layering.rs`). Adding a provider is one module and one line in [`PROVIDERS`]; a name
 //! another module needs from it goes in [`names`].
 //!
-//! [`requirements`] lists what the platform needs from the cluster without creating it (an
+//! [`requirements`](mod@requirements) lists what the platform needs from the cluster without creating it (an
 //! existing Istio, with `components.istio.install: false`).
 //!
 //! # Steps
