@@ -31,10 +31,12 @@ use serde_json::{Value, json};
 
 use crate::config::{Application, Dns, PathType, Platform, Rule};
 use crate::manifest::{Manifest, Step};
-use crate::names::ISTIO_SYSTEM;
-use crate::namespaces;
+use crate::names::{
+    INJECTED_POD_SECURITY, INJECTION_LABEL, ISTIO_GATEWAYS_STEP, ISTIO_PEER_AUTHENTICATION_STEP,
+    ISTIO_SYSTEM, POD_SECURITY_LABEL,
+};
 use crate::outputs::{Deferred, Outputs};
-use crate::{certificates, dns_records, domain, istio};
+use crate::{dns_records, domain, tls};
 
 /// Prefix of an application's step id (`app.<name>`).
 pub const STEP_PREFIX: &str = "app.";
@@ -94,9 +96,9 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
         return vec![];
     }
     let after_mesh = if p.components.installs_istio() {
-        vec![istio::gateways::STEP.to_string()]
+        vec![ISTIO_GATEWAYS_STEP.to_string()]
     } else {
-        vec![istio::PEER_AUTHENTICATION_STEP.to_string()]
+        vec![ISTIO_PEER_AUTHENTICATION_STEP.to_string()]
     };
     let mut steps = Vec::new();
     let mut seen = BTreeSet::new();
@@ -115,7 +117,7 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
         let mut depends_on = vec![namespace_step_id(&a.namespace)];
         depends_on.extend(after_mesh.iter().cloned());
         if a.tls_secret.is_none() {
-            depends_on.extend(certificates::after_platform_ca(p));
+            depends_on.extend(tls::after_platform_ca(p));
         }
         steps.push(Step {
             id: step_id(&a.name),
@@ -133,8 +135,8 @@ fn namespace(name: &str, existing: bool) -> Manifest {
     let m = Manifest::from_value(json!({
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": name, "labels": {
-            namespaces::INJECTION_LABEL: "enabled", "verrazzano-managed": "true",
-            namespaces::POD_SECURITY_LABEL: namespaces::INJECTED_POD_SECURITY}},
+            INJECTION_LABEL: "enabled", "verrazzano-managed": "true",
+            POD_SECURITY_LABEL: INJECTED_POD_SECURITY}},
     }));
     if existing {
         m.patched()
@@ -168,10 +170,10 @@ fn objects(p: &Platform, outputs: &Outputs, a: &Application) -> Vec<Manifest> {
             .map(|(i, _)| path_policy(a, i, &hosts)),
     );
     if a.tls_secret.is_none() {
-        out.push(certificates::certificate(
+        out.push(tls::certificate(
             ISTIO_SYSTEM,
             &certificate_secret(a),
-            certificates::leaf_spec(p),
+            tls::leaf_spec(p),
             hosts.clone(),
         ));
     }

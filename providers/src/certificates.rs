@@ -1,8 +1,9 @@
 //! Steps `certificates.ca`, `certificates.tls`, `certificates.webhook-ca` and
 //! `certificates.webhooks`: the certificates `vz` issues itself, and the CA bundles it writes.
 //!
-//! A certificate is a Secret whose [`crate::Manifest::certificate`] says what to issue
-//! ([`CertSpec`]); its body holds the type, labels and annotations describing the certificate
+//! A certificate is a Secret whose [`Manifest::certificate`] says what to issue
+//! ([`CertSpec`](crate::manifest::CertSpec), built with [`crate::tls`], as other steps build
+//! theirs); its body holds the type, labels and annotations describing the certificate
 //! (`vz.dev/issuer`, `vz.dev/alt-names`, ...), never key material. The engine issues the key and
 //! certificate during apply, keeps the ones in the cluster while they are good, and issues them
 //! again when the names, the key type or the issuer change, or when the expiry is within
@@ -22,27 +23,22 @@
 //! the entry lists (and of a CRD's conversion webhook) as **patched** objects: `vz` owns only that
 //! field. A configuration that does not exist yet is pending until its operator creates it.
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::config::{CaSource, Certificates, Platform, WebhookCert};
-use crate::manifest::{Manifest, Step};
-use crate::names::{CERT_MANAGER, VERRAZZANO_SYSTEM};
+use crate::config::{CaSource, Platform, WebhookCert};
+use crate::manifest::{Fill, FillTarget, Manifest, Role, Step};
+use crate::names::{
+    CA_SECRET, CA_STEP, CERT_MANAGER, INGRESS_NGINX_STEP, SecretRef, TLS_STEP, VERRAZZANO_SYSTEM,
+};
 use crate::outputs::{Deferred, Outputs};
-use crate::pki::KeyAlgorithm;
-use crate::{ingress_nginx, system_ingresses};
+use crate::system_ingresses;
+use crate::tls::{after_platform_ca, cert_spec, certificate, leaf_spec, platform_ca};
 
-/// Step of the platform CA.
-pub const CA_STEP: &str = "certificates.ca";
-/// Step of the system TLS certificates and the CA bundle for clients.
-pub const TLS_STEP: &str = "certificates.tls";
 /// Step of the webhook CAs.
 pub const WEBHOOK_CA_STEP: &str = "certificates.webhook-ca";
 /// Step of the webhook serving certificates and the CA bundles in webhook configurations.
 pub const WEBHOOKS_STEP: &str = "certificates.webhooks";
 
-/// The Secret of the platform CA `vz` issues (Verrazzano's cert-manager CA certificate's).
-pub const CA_SECRET: &str = "verrazzano-ca-certificate-secret";
 /// Prefix of the platform CA's common name; 8 random letters follow.
 pub const CA_COMMON_NAME: &str = "verrazzano-root-ca";
 /// The Secret holding the platform CA's certificate for clients.
@@ -50,270 +46,12 @@ pub const BUNDLE_SECRET: &str = "verrazzano-tls-ca";
 /// The key of [`BUNDLE_SECRET`] that holds the bundle.
 pub const BUNDLE_KEY: &str = "cacerts.pem";
 
-/// Annotation naming a certificate's issuer (`<namespace>/<secret>`, or `self-signed`).
-pub const ISSUER_ANNOTATION: &str = "vz.dev/issuer";
-/// Annotation listing a certificate's subject alternative names, comma-separated.
-pub const ALT_NAMES_ANNOTATION: &str = "vz.dev/alt-names";
-/// Annotation naming a certificate's key algorithm.
-pub const KEY_ANNOTATION: &str = "vz.dev/key-algorithm";
-/// Annotation giving a certificate's validity, in days.
-pub const VALIDITY_ANNOTATION: &str = "vz.dev/validity-days";
-
-/// A Secret in the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SecretRef {
-    /// Its namespace.
-    pub namespace: String,
-    /// Its name.
-    pub name: String,
-}
-
-impl SecretRef {
-    /// The Secret `namespace/name`.
-    pub fn new(namespace: &str, name: &str) -> Self {
-        SecretRef {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        }
-    }
-}
-
-impl std::fmt::Display for SecretRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-/// Where a certificate sits in its chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// A self-signed CA.
-    Root,
-    /// A CA signed by another, which signs leaves only (Istio's plug-in CA).
-    Intermediate,
-    /// A TLS server certificate.
-    Leaf,
-}
-
-/// The keys a certificate's Secret holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Layout {
-    /// `kubernetes.io/tls`: `tls.crt` (the certificate, then its issuer's chain), `tls.key`,
-    /// `ca.crt` (the root).
-    Tls,
-    /// Istio's plug-in CA: `ca-cert.pem`, `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`.
-    IstioCa,
-}
-
-impl Layout {
-    /// The key holding the certificate (the first of its chain).
-    pub fn cert_key(self) -> &'static str {
-        match self {
-            Layout::Tls => "tls.crt",
-            Layout::IstioCa => "ca-cert.pem",
-        }
-    }
-
-    /// The key holding the private key.
-    pub fn private_key(self) -> &'static str {
-        match self {
-            Layout::Tls => "tls.key",
-            Layout::IstioCa => "ca-key.pem",
-        }
-    }
-
-    /// Every key the Secret holds.
-    pub fn keys(self) -> &'static [&'static str] {
-        match self {
-            Layout::Tls => &["tls.crt", "tls.key", "ca.crt"],
-            Layout::IstioCa => &[
-                "ca-cert.pem",
-                "ca-key.pem",
-                "root-cert.pem",
-                "cert-chain.pem",
-            ],
-        }
-    }
-
-    /// The Secret's `type`.
-    pub fn secret_type(self) -> &'static str {
-        match self {
-            Layout::Tls => "kubernetes.io/tls",
-            Layout::IstioCa => "Opaque",
-        }
-    }
-}
-
-/// What to issue into a Secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CertSpec {
-    /// Root, intermediate or leaf.
-    pub role: Role,
-    /// The subject's common name; with `random_suffix`, a prefix.
-    pub common_name: String,
-    /// Append `-` and 8 random letters to the common name at each issue.
-    pub random_suffix: bool,
-    /// Subject alternative names (empty while unknown: the manifest then has unknown fields).
-    pub sans: Vec<String>,
-    /// Validity, in days.
-    pub validity_days: i64,
-    /// The key's algorithm.
-    pub key: KeyAlgorithm,
-    /// Issue again this many days before expiry.
-    pub renew_before_days: i64,
-    /// The Secret of the CA that signs it (its `tls.crt` and `tls.key`); `None` for a root.
-    pub issuer: Option<SecretRef>,
-    /// The keys of its Secret.
-    pub layout: Layout,
-}
-
-impl CertSpec {
-    /// A certificate of `role` named `common_name`, issued by `issuer` (`None`: itself) with the
-    /// configured key, validity (a CA's or a leaf's) and renewal window, into a `kubernetes.io/tls`
-    /// Secret.
-    pub fn new(
-        c: &Certificates,
-        role: Role,
-        common_name: &str,
-        issuer: Option<SecretRef>,
-    ) -> CertSpec {
-        CertSpec {
-            role,
-            common_name: common_name.to_string(),
-            random_suffix: false,
-            sans: vec![],
-            validity_days: match role {
-                Role::Leaf => c.validity_days,
-                Role::Root | Role::Intermediate => c.ca_validity_days,
-            },
-            key: c.key,
-            renew_before_days: c.renew_before_days,
-            issuer,
-            layout: Layout::Tls,
-        }
-    }
-}
-
-/// Where a copied value goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FillTarget {
-    /// The field at this JSON pointer.
-    Pointer(String),
-    /// `clientConfig.caBundle` of every entry of a webhook configuration's `webhooks`, as the
-    /// entries are in the cluster.
-    EveryWebhook,
-    /// The whole `data` of a Secret: a copy of every key of the source (`keys` is then empty).
-    Data,
-}
-
-/// A value the engine copies from a Secret in the cluster (base64, as a Secret's `data` holds
-/// it, which is also how `caBundle` fields take it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fill {
-    /// Where it goes.
-    pub target: FillTarget,
-    /// The Secret it is read from.
-    pub from: SecretRef,
-    /// Its `data` keys to read, the first present wins (none for [`FillTarget::Data`], which
-    /// copies them all).
-    pub keys: Vec<String>,
-}
-
-/// The Secret of the CA that signs the platform's certificates.
-pub fn platform_ca(p: &Platform) -> SecretRef {
-    match &p.certificates.ca {
-        CaSource::SelfSigned => SecretRef::new(CERT_MANAGER, CA_SECRET),
-        CaSource::Secret(s) => s.clone(),
-    }
-}
-
-/// Steps a step issuing from the platform CA depends on.
-pub fn after_platform_ca(p: &Platform) -> Vec<String> {
-    match p.certificates.ca {
-        CaSource::SelfSigned => vec![CA_STEP.to_string()],
-        CaSource::Secret(_) => vec![],
-    }
-}
-
-/// A Secret holding a certificate issued as `spec` says; `sans` are its names (unknown until
-/// the values they are made of are).
-pub fn certificate(
-    namespace: &str,
-    name: &str,
-    mut spec: CertSpec,
-    sans: Deferred<Vec<String>>,
-) -> Manifest {
-    let mut annotations = Map::new();
-    annotations.insert(
-        ISSUER_ANNOTATION.into(),
-        json!(match &spec.issuer {
-            Some(i) => i.to_string(),
-            None => "self-signed".into(),
-        }),
-    );
-    if spec.role == Role::Leaf {
-        annotations.insert(
-            ALT_NAMES_ANNOTATION.into(),
-            sans.as_ref().map(|s| s.join(",")).into_json(),
-        );
-    }
-    annotations.insert(KEY_ANNOTATION.into(), json!(key_name(spec.key)));
-    annotations.insert(
-        VALIDITY_ANNOTATION.into(),
-        json!(spec.validity_days.to_string()),
-    );
-    if let Deferred::Known(names) = &sans {
-        if spec.role == Role::Leaf && spec.common_name.is_empty() {
-            spec.common_name = names.first().cloned().unwrap_or_default();
-        }
-        spec.sans = names.clone();
-    }
-    let mut m = Manifest::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
-        "type": spec.layout.secret_type(),
-    }));
-    m.certificate = Some(spec);
-    m
-}
-
-/// How a key algorithm is written in configuration files and annotations.
-pub fn key_name(k: KeyAlgorithm) -> &'static str {
-    match k {
-        KeyAlgorithm::EcdsaP256 => "ECDSA-P256",
-        KeyAlgorithm::Rsa2048 => "RSA-2048",
-        KeyAlgorithm::Rsa4096 => "RSA-4096",
-    }
-}
-
-/// A leaf issued by the platform CA (its common name is its first SAN).
-pub fn leaf_spec(p: &Platform) -> CertSpec {
-    CertSpec::new(&p.certificates, Role::Leaf, "", Some(platform_ca(p)))
-}
-
-/// Istio's plug-in CA (`istio-system/cacerts`): an intermediate of the platform CA.
-pub fn istio_ca(p: &Platform, namespace: &str, name: &str) -> Manifest {
-    let mut spec = CertSpec::new(
-        &p.certificates,
-        Role::Intermediate,
-        "Istio intermediate CA",
-        Some(platform_ca(p)),
-    );
-    spec.validity_days = spec.validity_days.min(3650);
-    spec.layout = Layout::IstioCa;
-    certificate(namespace, name, spec, Deferred::Known(vec![]))
-}
-
 /// The certificate steps.
 pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
     let c = &p.certificates;
     let mut steps = Vec::new();
     if c.ca == CaSource::SelfSigned {
-        let mut spec = CertSpec::new(c, Role::Root, CA_COMMON_NAME, None);
+        let mut spec = cert_spec(c, Role::Root, CA_COMMON_NAME, None);
         spec.random_suffix = true;
         steps.push(Step {
             id: CA_STEP.into(),
@@ -337,7 +75,7 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
     let mut depends_on = after_platform_ca(p);
     if p.components.ingress_nginx {
         // The Ingress hosts are made of the ingress address it publishes.
-        depends_on.push(ingress_nginx::STEP.to_string());
+        depends_on.push(INGRESS_NGINX_STEP.to_string());
     }
     steps.push(Step {
         id: TLS_STEP.into(),
@@ -391,13 +129,13 @@ fn webhook_steps(p: &Platform) -> Vec<Step> {
         cas.push(certificate(
             &ca.namespace,
             &ca.name,
-            CertSpec::new(c, Role::Root, &format!("{common_name} CA"), None),
+            cert_spec(c, Role::Root, &format!("{common_name} CA"), None),
             Deferred::Known(vec![]),
         ));
         serving.push(certificate(
             &w.namespace,
             &format!("{}-tls", w.secret_prefix),
-            CertSpec::new(c, Role::Leaf, &common_name, Some(ca.clone())),
+            cert_spec(c, Role::Leaf, &common_name, Some(ca.clone())),
             Deferred::Known(service_names(w)),
         ));
         for (kind, name) in &w.configurations {
@@ -458,6 +196,7 @@ fn ca_bundle_patch(kind: &str, name: &str, ca: &SecretRef) -> Manifest {
 mod tests {
     use super::*;
     use crate::config::for_test as platform;
+    use crate::tls::ALT_NAMES_ANNOTATION;
 
     fn all(p: &Platform) -> Vec<Step> {
         steps(p, &Outputs::default())
@@ -567,7 +306,7 @@ mod tests {
         );
         assert_eq!(spec.common_name, "op-webhook.verrazzano-install.svc");
         let vwc = &hooks.objects[1];
-        assert_eq!(vwc.ownership, crate::Ownership::Patched);
+        assert_eq!(vwc.ownership, crate::manifest::Ownership::Patched);
         assert_eq!(vwc.fills[0].target, FillTarget::EveryWebhook);
         assert_eq!(
             vwc.fills[0].from,

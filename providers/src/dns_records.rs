@@ -20,8 +20,9 @@ use serde_json::json;
 
 use crate::config::{Dns, Platform};
 use crate::manifest::{Manifest, Step};
+use crate::names::{INGRESS_NGINX_STEP, SYSTEM_INGRESSES_STEP};
 use crate::outputs::{Deferred, Outputs};
-use crate::{domain, ingress_nginx, system_ingresses};
+use crate::{domain, system_ingresses};
 
 /// Id of this step.
 pub const STEP: &str = "dns";
@@ -83,8 +84,8 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
         id: STEP.into(),
         description: format!("DNS records in zone {} on {}", r.zone, r.server),
         depends_on: vec![
-            ingress_nginx::STEP.to_string(),
-            system_ingresses::STEP.to_string(),
+            INGRESS_NGINX_STEP.to_string(),
+            SYSTEM_INGRESSES_STEP.to_string(),
         ],
         objects,
         outputs: vec![],

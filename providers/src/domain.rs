@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 
 use crate::config::{Dns, IngressType, Platform};
-use crate::ingress_nginx;
+use crate::names::{GATEWAY_IP, INGRESS_IP, INGRESS_NGINX_STEP, ISTIO_GATEWAYS_STEP};
 use crate::outputs::{Deferred, Outputs};
 
 /// The address the NGINX ingress is reached at: unknown until the load balancer has one.
@@ -24,7 +24,7 @@ pub fn ingress_ip(p: &Platform, outputs: &Outputs) -> Deferred<String> {
     }
     match p.ingress_type {
         IngressType::NodePort => Deferred::Known("127.0.0.1".to_string()),
-        IngressType::LoadBalancer => outputs.get(ingress_nginx::STEP, ingress_nginx::INGRESS_IP),
+        IngressType::LoadBalancer => outputs.get(INGRESS_NGINX_STEP, INGRESS_IP),
     }
 }
 
@@ -37,10 +37,7 @@ pub fn gateway_ip(p: &Platform, outputs: &Outputs) -> Deferred<String> {
     }
     match p.gateway.service_type {
         IngressType::NodePort => Deferred::Known("127.0.0.1".to_string()),
-        IngressType::LoadBalancer => outputs.get(
-            crate::istio::gateways::STEP,
-            crate::istio::gateways::GATEWAY_IP,
-        ),
+        IngressType::LoadBalancer => outputs.get(ISTIO_GATEWAYS_STEP, GATEWAY_IP),
     }
 }
 
@@ -121,11 +118,7 @@ mod tests {
         let p = platform("environmentName: dev\n");
         assert_eq!(domain(&p, &Outputs::default()), Deferred::Unknown);
         let mut o = Outputs::default();
-        o.set(
-            ingress_nginx::STEP,
-            ingress_nginx::INGRESS_IP,
-            "203.0.113.5".into(),
-        );
+        o.set(INGRESS_NGINX_STEP, INGRESS_IP, "203.0.113.5".into());
         assert_eq!(known(domain(&p, &o)), "dev.203.0.113.5.nip.io");
     }
 

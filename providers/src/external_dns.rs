@@ -25,12 +25,10 @@
 
 use serde_json::{Value, json};
 
-use crate::certificates::{Fill, FillTarget, SecretRef};
-use crate::config::{EnvValue, ExternalDns, IMAGE_PULL_POLICY, Image, Platform};
-use crate::manifest::{Manifest, Step};
-use crate::names::VERRAZZANO_SYSTEM;
+use crate::config::{Dns, EnvValue, ExternalDns, IMAGE_PULL_POLICY, Image, Platform};
+use crate::manifest::{Fill, FillTarget, Manifest, Step};
+use crate::names::{NETWORK_POLICIES_STEP, SecretRef, VERRAZZANO_SYSTEM};
 use crate::outputs::Outputs;
-use crate::{config::Dns, network_policies};
 
 /// Id of this step.
 pub const STEP: &str = "external-dns";
@@ -129,7 +127,7 @@ pub fn steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
             e.zone, e.provider
         ),
         // After the NetworkPolicies (as every component), so that destroy keeps its own until it goes.
-        depends_on: vec![network_policies::STEP.to_string()],
+        depends_on: vec![NETWORK_POLICIES_STEP.to_string()],
         objects,
         outputs: vec![],
     }]

@@ -56,16 +56,16 @@ use serde_json::json;
 
 use crate::config::{IMAGE_PULL_POLICY, Image, IngressType, Platform};
 use crate::domain;
+use crate::external_dns::before_sources;
+use crate::istio::control_plane::after_istiod;
 use crate::k8s::{self, field_env, map, rule, strings};
 use crate::manifest::{Manifest, Step, address};
-use crate::names::INGRESS_NGINX;
+use crate::names::{
+    INGRESS_CLASS, INGRESS_IP, INGRESS_NGINX, INGRESS_NGINX_STEP, ISTIO_PEER_AUTHENTICATION_STEP,
+    NETWORK_POLICIES_STEP,
+};
 use crate::outputs::{OutputSpec, Outputs};
-use crate::{istio, network_policies};
 
-/// Id of this step.
-pub const STEP: &str = "ingress-nginx";
-/// Name of the output holding the controller's external address.
-pub const INGRESS_IP: &str = "ingress-ip";
 /// The chart's full name for release `ingress-controller` (`P`): the prefix of every object's name,
 /// and the name of the controller's ServiceAccount, Role and RoleBinding.
 pub const FULLNAME: &str = "ingress-controller-ingress-nginx";
@@ -89,8 +89,6 @@ pub const BACKEND_SERVICE_ACCOUNT: &str = "ingress-controller-ingress-nginx-back
 pub const CLUSTER_ROLE: &str = "verrazzano-ingress-nginx-ingress-controller-ingress-nginx";
 /// The Lease the controller replicas elect their leader with.
 pub const ELECTION_ID: &str = "ingress-controller-ingress-nginx-leader";
-/// The IngressClass system Ingresses use.
-pub const INGRESS_CLASS: &str = "verrazzano-nginx";
 /// The controller name the IngressClass hands its Ingresses to.
 pub const CONTROLLER: &str = "k8s.io/verrazzano-ingress-nginx";
 /// The controller's metrics and health port (`http-metrics`).
@@ -176,14 +174,14 @@ pub fn steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
     }
     // With someone else's Istio, its istiod serving the injector is a requirement of the plan.
     let mut after = if p.components.istio {
-        let mut v = vec![istio::PEER_AUTHENTICATION_STEP.to_string()];
-        v.extend(istio::after_istiod(p));
+        let mut v = vec![ISTIO_PEER_AUTHENTICATION_STEP.to_string()];
+        v.extend(after_istiod(p));
         v
     } else {
-        vec![network_policies::STEP.to_string()]
+        vec![NETWORK_POLICIES_STEP.to_string()]
     };
     // Destroy deletes the controller's Service before ExternalDNS, which removes its record.
-    after.extend(crate::external_dns::before_sources(p));
+    after.extend(before_sources(p));
     vec![step(p, after)]
 }
 
@@ -198,7 +196,7 @@ fn step(p: &Platform, depends_on: Vec<String>) -> Step {
         "spec": {"controller": CONTROLLER},
     }))
     .exclusive(NGINX_TAKEN);
-    let service_address = address(STEP, "Service", Some(INGRESS_NGINX), SERVICE);
+    let service_address = address(INGRESS_NGINX_STEP, "Service", Some(INGRESS_NGINX), SERVICE);
     let mut objects = vec![class];
     objects.extend(service_accounts());
     objects.extend(rbac());
@@ -210,7 +208,7 @@ fn step(p: &Platform, depends_on: Vec<String>) -> Step {
     objects.push(controller_deployment(p).exclusive(NGINX_TAKEN));
     objects.push(default_backend_deployment(p));
     Step {
-        id: STEP.to_string(),
+        id: INGRESS_NGINX_STEP.to_string(),
         description: "NGINX Ingress Controller: its IngressClass, workloads, RBAC and Services"
             .into(),
         depends_on,
@@ -734,6 +732,7 @@ mod tests {
     use super::*;
     use crate::config::for_test;
     use crate::k8s::first_container as container;
+    use crate::names::ISTIO_CONTROL_PLANE_STEP;
     use serde_json::Value;
 
     fn rendered(yaml: &str) -> Step {
@@ -786,12 +785,12 @@ mod tests {
         let s = steps(&for_test(""), &Outputs::default());
         assert_eq!(
             s[0].depends_on,
-            [istio::PEER_AUTHENTICATION_STEP, istio::control_plane::STEP]
+            [ISTIO_PEER_AUTHENTICATION_STEP, ISTIO_CONTROL_PLANE_STEP]
         );
         let p = for_test("components:\n  istio: {enabled: false}\n");
         assert_eq!(
             steps(&p, &Outputs::default())[0].depends_on,
-            [network_policies::STEP]
+            [NETWORK_POLICIES_STEP]
         );
         let p = for_test("components:\n  ingressNGINX: {enabled: false}\n");
         assert!(steps(&p, &Outputs::default()).is_empty());

@@ -6,30 +6,51 @@
 //! managed-by and platform labels, so that `vz` (and a person with
 //! `kubectl -l app.kubernetes.io/managed-by=vz`) can find what it manages.
 //!
-//! Steps so far, in install order:
+//! # How the modules layer
+//!
+//! Base modules hold what several modules share, and import only base modules:
+//! - [`names`]: every name more than one module uses (namespaces, the step ids other steps come
+//!   after, outputs, labels, shared Secrets and [`names::SecretRef`]); it imports nothing.
+//! - [`outputs`] (values known only after apply, [`Deferred`]), [`pki`] (issuing and reading
+//!   certificates, pure functions) and [`k8s`] (builders for typed objects): they import nothing.
+//! - [`config`]: the validated configuration ([`Platform`]), over `names` and `pki`.
+//! - [`manifest`]: objects and steps, with the certificates the engine issues into them and the
+//!   values it copies ([`manifest::CertSpec`], [`manifest::Fill`]), over `names`, `outputs`, `pki`.
+//! - [`domain`] (the platform's DNS domain and the addresses it is made of) and [`tls`]
+//!   (certificate Secrets signed by the platform CA), over the configuration and the modules above.
+//!
+//! Providers, the modules of [`PROVIDERS`], render one part of the platform each, from base modules.
+//! One reads another only for what that one alone knows: the system Ingresses' TLS Secrets
+//! ([`system_ingresses::tls_secrets`], which [`certificates`] issues and [`dns_records`] publishes),
+//! a DNS record ([`dns_records::record`], for [`applications`]), and what NGINX comes after
+//! ([`istio::control_plane::after_istiod`], [`external_dns::before_sources`]). No module imports
+//! one that imports it, directly or not: a test reads the sources and names any cycle
+//! (`src/layering.rs`). Adding a provider is one module and one line in [`PROVIDERS`]; a name
+//! another module needs from it goes in [`names`].
+//!
+//! [`requirements`](mod@requirements) lists what the platform needs from the cluster without creating it (an
+//! existing Istio, with `components.istio.install: false`).
+//!
+//! # Steps
+//!
+//! In install order:
 //! - [`namespaces`]: the system namespaces with their policy and mesh labels.
 //! - [`network_policies`]: ingress NetworkPolicies for every system component.
+//! - [`external_dns`]: with `dns.externalDNS`, ExternalDNS, which writes the platform's DNS
+//!   records through a provider `vz` does not speak (before the NGINX and Ingress steps, so that
+//!   destroy removes them first).
 //! - [`istio`]: Istio's CRDs (`istio.crds`), strict mTLS (`istio.peer-authentication`), istiod
 //!   and its webhooks (`istio.control-plane`), the ingress and egress gateways (`istio.gateways`),
 //!   the server-header EnvoyFilter and the system AuthorizationPolicies.
 //! - [`ingress_nginx`]: the NGINX Ingress Controller (IngressClass, Deployments, Services, ConfigMaps
 //!   and RBAC), publishing the ingress address.
-//! - [`k8s`]: small builders for typed objects (metadata, RBAC rules, environment) the workload providers share.
 //! - [`certificates`]: the platform CA, the system Ingresses' TLS certificates, the CA bundle for
 //!   clients, webhook serving certificates and the CA bundles in webhook configurations.
 //! - [`system_ingresses`]: an Ingress per system component, under the platform [`domain`].
-//!
+//! - [`dns_records`]: with `dns.rfc2136`, the platform's DNS records, written by `vz` itself.
 //! - [`applications`]: per application namespace and per application (after the platform steps
 //!   they need): Gateway, VirtualServices, DestinationRules, AuthorizationPolicies, certificate and
 //!   DNS records.
-//! - [`dns_records`]: with `dns.rfc2136`, the platform's DNS records, written by `vz` itself.
-//! - [`external_dns`]: with `dns.externalDNS`, ExternalDNS, which writes them through a provider
-//!   `vz` does not speak (before the NGINX and Ingress steps, so that destroy removes them first).
-//!
-//! [`pki`] issues and reads certificates (pure functions, for the certificate steps).
-//!
-//! [`requirements`] lists what the platform needs from the cluster without creating it (an
-//! existing Istio, with `components.istio.install: false`).
 
 pub mod applications;
 pub mod certificates;
@@ -40,6 +61,8 @@ pub mod external_dns;
 pub mod ingress_nginx;
 pub mod istio;
 pub mod k8s;
+#[cfg(test)]
+mod layering;
 pub mod manifest;
 pub mod names;
 pub mod namespaces;
@@ -48,6 +71,7 @@ pub mod outputs;
 pub mod pki;
 pub mod requirements;
 pub mod system_ingresses;
+pub mod tls;
 
 pub use config::{ConfigError, Platform};
 pub use manifest::{Manifest, Ownership, Step, address};

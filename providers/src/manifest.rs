@@ -4,6 +4,12 @@
 //! handled alike, with the fields whose values are known only after apply and how much of the object
 //! `vz` owns ([`Ownership`]). A [`Step`] is a provider's group of objects: a node of the plan's
 //! dependency graph.
+//!
+//! What a manifest asks of the engine beyond applying its body is described here too: a Secret
+//! holding a certificate the engine issues ([`CertSpec`], with its [`Role`] and [`Layout`]; the
+//! builders are in [`crate::tls`]), and values it copies from Secrets in the cluster ([`Fill`]).
+//!
+//! A base module: it imports only [`crate::names`], [`crate::outputs`] and [`crate::pki`].
 
 use std::sync::Arc;
 
@@ -11,12 +17,127 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::names::SecretRef;
+use crate::outputs::OutputSpec;
+use crate::pki::KeyAlgorithm;
+
 /// Label every managed object carries: `app.kubernetes.io/managed-by=vz`.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY_VALUE: &str = "vz";
 /// Label naming the platform (`environmentName`) an object belongs to.
 pub const PLATFORM_LABEL: &str = "vz.dev/platform";
+
+/// Where a certificate sits in its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// A self-signed CA.
+    Root,
+    /// A CA signed by another, which signs leaves only (Istio's plug-in CA).
+    Intermediate,
+    /// A TLS server certificate.
+    Leaf,
+}
+
+/// The keys a certificate's Secret holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// `kubernetes.io/tls`: `tls.crt` (the certificate, then its issuer's chain), `tls.key`,
+    /// `ca.crt` (the root).
+    Tls,
+    /// Istio's plug-in CA: `ca-cert.pem`, `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`.
+    IstioCa,
+}
+
+impl Layout {
+    /// The key holding the certificate (the first of its chain).
+    pub fn cert_key(self) -> &'static str {
+        match self {
+            Layout::Tls => "tls.crt",
+            Layout::IstioCa => "ca-cert.pem",
+        }
+    }
+
+    /// The key holding the private key.
+    pub fn private_key(self) -> &'static str {
+        match self {
+            Layout::Tls => "tls.key",
+            Layout::IstioCa => "ca-key.pem",
+        }
+    }
+
+    /// Every key the Secret holds.
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            Layout::Tls => &["tls.crt", "tls.key", "ca.crt"],
+            Layout::IstioCa => &[
+                "ca-cert.pem",
+                "ca-key.pem",
+                "root-cert.pem",
+                "cert-chain.pem",
+            ],
+        }
+    }
+
+    /// The Secret's `type`.
+    pub fn secret_type(self) -> &'static str {
+        match self {
+            Layout::Tls => "kubernetes.io/tls",
+            Layout::IstioCa => "Opaque",
+        }
+    }
+}
+
+/// What to issue into a Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertSpec {
+    /// Root, intermediate or leaf.
+    pub role: Role,
+    /// The subject's common name; with `random_suffix`, a prefix.
+    pub common_name: String,
+    /// Append `-` and 8 random letters to the common name at each issue.
+    pub random_suffix: bool,
+    /// Subject alternative names (empty while unknown: the manifest then has unknown fields).
+    pub sans: Vec<String>,
+    /// Validity, in days.
+    pub validity_days: i64,
+    /// The key's algorithm.
+    pub key: KeyAlgorithm,
+    /// Issue again this many days before expiry.
+    pub renew_before_days: i64,
+    /// The Secret of the CA that signs it (its `tls.crt` and `tls.key`); `None` for a root.
+    pub issuer: Option<SecretRef>,
+    /// The keys of its Secret.
+    pub layout: Layout,
+}
+
+/// Where a copied value goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FillTarget {
+    /// The field at this JSON pointer.
+    Pointer(String),
+    /// `clientConfig.caBundle` of every entry of a webhook configuration's `webhooks`, as the
+    /// entries are in the cluster.
+    EveryWebhook,
+    /// The whole `data` of a Secret: a copy of every key of the source (`keys` is then empty).
+    Data,
+}
+
+/// A value the engine copies from a Secret in the cluster (base64, as a Secret's `data` holds
+/// it, which is also how `caBundle` fields take it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fill {
+    /// Where it goes.
+    pub target: FillTarget,
+    /// The Secret it is read from.
+    pub from: SecretRef,
+    /// Its `data` keys to read, the first present wins (none for [`FillTarget::Data`], which
+    /// copies them all).
+    pub keys: Vec<String>,
+}
 
 /// How much of an object `vz` owns.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,13 +183,13 @@ pub struct Manifest {
     pub exclusive: Option<String>,
     /// Set on a Secret that holds a certificate `vz` issues: the body has no `data`; the engine
     /// issues the key and certificate at apply time (never at plan time) or keeps the ones in the
-    /// cluster, and re-issues them when [`crate::certificates::CertSpec`] says they are due.
+    /// cluster, and re-issues them when [`CertSpec`] says they are due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate: Option<crate::certificates::CertSpec>,
+    pub certificate: Option<CertSpec>,
     /// Fields whose values the engine copies from Secrets in the cluster when it plans and applies
     /// (a CA bundle): not part of the body, which holds `null` there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fills: Vec<crate::certificates::Fill>,
+    pub fills: Vec<Fill>,
 }
 
 impl std::fmt::Debug for Manifest {
@@ -259,7 +380,7 @@ pub struct Step {
     /// The objects, in the order they are listed to users.
     pub objects: Vec<Manifest>,
     /// Values the step publishes for the steps that depend on it.
-    pub outputs: Vec<crate::outputs::OutputSpec>,
+    pub outputs: Vec<OutputSpec>,
 }
 
 impl Step {
@@ -272,8 +393,11 @@ impl Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outputs::Outputs;
+    use base64::Engine as _;
     use k8s_openapi::api::core::v1::Namespace;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use serde_json::json;
 
     fn ns(name: &str) -> Manifest {
         Manifest::from_typed(&Namespace {
@@ -339,5 +463,37 @@ mod tests {
             address("namespaces", "Namespace", None, "keycloak"),
             "namespaces/Namespace/keycloak"
         );
+    }
+
+    /// An object built the way a provider builds one, from the published address: the address
+    /// parsed as an IP, and base64-encoded (as a CA bundle or a secret's data would be).
+    fn derived(outputs: &Outputs) -> Manifest {
+        let ip = outputs.get("nginx", "ingress-ip");
+        let parsed = ip
+            .clone()
+            .map(|s| s.parse::<std::net::IpAddr>().map(|a| a.is_ipv4()).ok());
+        let encoded = ip.map(|s| base64::engine::general_purpose::STANDARD.encode(s));
+        Manifest::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "x", "namespace": "ns"},
+            "data": {"encoded": encoded.into_json(), "ipv4": parsed.map(|p| format!("{p:?}")).into_json()},
+        }))
+    }
+
+    #[test]
+    fn values_derived_from_an_unknown_output_stay_unknown() {
+        let m = derived(&Outputs::default());
+        assert!(m.has_unknown());
+        assert_eq!(m.unknown, ["/data/encoded", "/data/ipv4"]);
+        // Nothing that looks like a value is left in the object: the fields hold null.
+        assert_eq!(m.body["data"], json!({"encoded": null, "ipv4": null}));
+        assert!(!m.body.to_string().contains(crate::outputs::PLACEHOLDER_KEY));
+
+        let mut o = Outputs::default();
+        o.set("nginx", "ingress-ip", "192.0.2.7".into());
+        let m = derived(&o);
+        assert!(!m.has_unknown());
+        assert_eq!(m.body["data"]["encoded"], "MTkyLjAuMi43");
+        assert_eq!(m.body["data"]["ipv4"], "Some(true)");
     }
 }

@@ -1,7 +1,13 @@
-//! Well-known names of the platform: namespaces and the labels its components' pods carry.
+//! Every name more than one module uses: the platform's namespaces, the ids of the steps other
+//! steps come after, the outputs steps publish, the labels of namespaces, and shared Secrets.
 //!
-//! Taken from Verrazzano (see `shared/reference/verrazzano-networking.md`), so that `vz` produces a
-//! network configuration its components recognise.
+//! A base module: it imports nothing of the crate, and every module may read it (the configuration
+//! too). A name only its own provider uses stays in that provider.
+//!
+//! Namespaces and labels are Verrazzano's (see `shared/reference/verrazzano-networking.md`), so
+//! that `vz` produces a network configuration its components recognise.
+
+use serde::{Deserialize, Serialize};
 
 /// The platform operator's namespace.
 pub const VERRAZZANO_INSTALL: &str = "verrazzano-install";
@@ -34,3 +40,74 @@ pub const SYSTEM_NAMESPACES: [&str; 9] = [
     MYSQL_OPERATOR,
     ARGOCD,
 ];
+
+/// Step `namespaces`: the system namespaces.
+pub const NAMESPACES_STEP: &str = "namespaces";
+/// Step `network-policies`: the ingress NetworkPolicies of the system components.
+pub const NETWORK_POLICIES_STEP: &str = "network-policies";
+/// Step `istio.crds`: Istio's CustomResourceDefinitions.
+pub const ISTIO_CRDS_STEP: &str = "istio.crds";
+/// Step `istio.peer-authentication`: strict mTLS for the whole mesh.
+pub const ISTIO_PEER_AUTHENTICATION_STEP: &str = "istio.peer-authentication";
+/// Step `istio.control-plane`: istiod and its webhooks.
+pub const ISTIO_CONTROL_PLANE_STEP: &str = "istio.control-plane";
+/// Step `istio.gateways`: the ingress and egress gateways.
+pub const ISTIO_GATEWAYS_STEP: &str = "istio.gateways";
+/// Step `ingress-nginx`: the NGINX Ingress Controller.
+pub const INGRESS_NGINX_STEP: &str = "ingress-nginx";
+/// Step `certificates.ca`: the platform CA, when `vz` issues it.
+pub const CA_STEP: &str = "certificates.ca";
+/// Step `certificates.tls`: the system Ingresses' TLS certificates and the CA bundle for clients.
+pub const TLS_STEP: &str = "certificates.tls";
+/// Step `system-ingresses`: an Ingress per system component.
+pub const SYSTEM_INGRESSES_STEP: &str = "system-ingresses";
+
+/// Output of [`INGRESS_NGINX_STEP`]: the NGINX controller's external address.
+pub const INGRESS_IP: &str = "ingress-ip";
+/// Output of [`ISTIO_GATEWAYS_STEP`]: the Istio ingress gateway's external address.
+pub const GATEWAY_IP: &str = "gateway-ip";
+
+/// The label NetworkPolicies use to select peer namespaces.
+pub const NAMESPACE_LABEL: &str = "verrazzano.io/namespace";
+/// The label that turns on Istio sidecar injection.
+pub const INJECTION_LABEL: &str = "istio-injection";
+/// The label that sets the Pod Security level admission enforces in a namespace.
+pub const POD_SECURITY_LABEL: &str = "pod-security.kubernetes.io/enforce";
+/// The Pod Security level of a namespace whose pods are injected: `istio-init` needs NET_ADMIN and
+/// NET_RAW as root, which only `privileged` allows.
+pub const INJECTED_POD_SECURITY: &str = "privileged";
+
+/// What an `istio-system` namespace or an istiod `vz` did not create probably is, and the ways out.
+pub const ISTIO_TAKEN: &str = "probably an Istio installed by someone else; to configure that Istio instead of installing one, set `components.istio.install: false`";
+
+/// The IngressClass of the NGINX Ingress Controller, which the system Ingresses use.
+pub const INGRESS_CLASS: &str = "verrazzano-nginx";
+
+/// The Secret of the platform CA `vz` issues, in [`CERT_MANAGER`] (Verrazzano's cert-manager CA
+/// certificate's).
+pub const CA_SECRET: &str = "verrazzano-ca-certificate-secret";
+
+/// A Secret in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SecretRef {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl SecretRef {
+    /// The Secret `namespace/name`.
+    pub fn new(namespace: &str, name: &str) -> Self {
+        SecretRef {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}

@@ -22,22 +22,6 @@ use crate::manifest::{Manifest, Step};
 use crate::names;
 use crate::outputs::Outputs;
 
-/// Id of this step.
-pub const STEP: &str = "namespaces";
-
-/// The label NetworkPolicies use to select peer namespaces.
-pub const NAMESPACE_LABEL: &str = "verrazzano.io/namespace";
-/// The label that turns on Istio sidecar injection.
-pub const INJECTION_LABEL: &str = "istio-injection";
-/// The label that sets the Pod Security level admission enforces in a namespace.
-pub const POD_SECURITY_LABEL: &str = "pod-security.kubernetes.io/enforce";
-/// The Pod Security level of a namespace whose pods are injected: `istio-init` needs NET_ADMIN and
-/// NET_RAW as root, which only `privileged` allows.
-pub const INJECTED_POD_SECURITY: &str = "privileged";
-
-/// What an `istio-system` namespace `vz` did not create probably is, and the ways out.
-pub const ISTIO_TAKEN: &str = "probably an Istio installed by someone else; to configure that Istio instead of installing one, set `components.istio.install: false`";
-
 /// A system namespace and whether its pods join the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemNamespace {
@@ -88,12 +72,12 @@ pub fn step(p: &Platform) -> Step {
         .into_iter()
         .map(|ns| {
             let mut labels = BTreeMap::new();
-            labels.insert(NAMESPACE_LABEL.to_string(), ns.name.to_string());
+            labels.insert(names::NAMESPACE_LABEL.to_string(), ns.name.to_string());
             if ns.injected && p.components.injection() {
-                labels.insert(INJECTION_LABEL.to_string(), "enabled".to_string());
+                labels.insert(names::INJECTION_LABEL.to_string(), "enabled".to_string());
                 labels.insert(
-                    POD_SECURITY_LABEL.to_string(),
-                    INJECTED_POD_SECURITY.to_string(),
+                    names::POD_SECURITY_LABEL.to_string(),
+                    names::INJECTED_POD_SECURITY.to_string(),
                 );
             }
             let m = Manifest::from_typed(&Namespace {
@@ -106,14 +90,14 @@ pub fn step(p: &Platform) -> Step {
             });
             if ns.name == names::ISTIO_SYSTEM {
                 // As Verrazzano refuses an `istio-system` it did not create.
-                m.exclusive(ISTIO_TAKEN)
+                m.exclusive(names::ISTIO_TAKEN)
             } else {
                 m
             }
         })
         .collect();
     Step {
-        id: STEP.to_string(),
+        id: names::NAMESPACES_STEP.to_string(),
         description: "system namespaces, labelled for policy peers and mesh membership".into(),
         depends_on: vec![],
         objects,
@@ -160,7 +144,7 @@ mod tests {
         );
         for m in &s.objects {
             assert_eq!(
-                m.body["metadata"]["labels"][NAMESPACE_LABEL],
+                m.body["metadata"]["labels"][names::NAMESPACE_LABEL],
                 m.name.as_str()
             );
         }
@@ -172,9 +156,11 @@ mod tests {
         let s = step(&platform(""));
         for m in &s.objects {
             let labels = &m.body["metadata"]["labels"];
-            let injected = labels.get(INJECTION_LABEL).is_some();
+            let injected = labels.get(names::INJECTION_LABEL).is_some();
             assert_eq!(
-                labels.get(POD_SECURITY_LABEL).and_then(|v| v.as_str()),
+                labels
+                    .get(names::POD_SECURITY_LABEL)
+                    .and_then(|v| v.as_str()),
                 injected.then_some("privileged"),
                 "{}",
                 m.name
@@ -185,7 +171,7 @@ mod tests {
         ));
         assert!(off.objects.iter().all(|m| {
             m.body["metadata"]["labels"]
-                .get(POD_SECURITY_LABEL)
+                .get(names::POD_SECURITY_LABEL)
                 .is_none()
         }));
     }

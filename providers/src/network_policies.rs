@@ -50,14 +50,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::config::Platform;
 use crate::manifest::{Manifest, Step};
 use crate::names::{
-    ARGOCD, CERT_MANAGER, INGRESS_NGINX, ISTIO_SYSTEM, KEYCLOAK, MYSQL_OPERATOR,
-    VERRAZZANO_INSTALL, VERRAZZANO_MONITORING, VERRAZZANO_SYSTEM,
+    ARGOCD, CERT_MANAGER, INGRESS_NGINX, INJECTION_LABEL, ISTIO_SYSTEM, KEYCLOAK, MYSQL_OPERATOR,
+    NAMESPACE_LABEL, NAMESPACES_STEP, NETWORK_POLICIES_STEP, VERRAZZANO_INSTALL,
+    VERRAZZANO_MONITORING, VERRAZZANO_SYSTEM,
 };
-use crate::namespaces::{self, INJECTION_LABEL, NAMESPACE_LABEL};
 use crate::outputs::Outputs;
-
-/// Id of this step.
-pub const STEP: &str = "network-policies";
 
 /// Envoy's Prometheus stats port, open to Prometheus on every meshed component.
 const ENVOY_STATS: i32 = 15090;
@@ -400,9 +397,9 @@ fn step(p: &Platform) -> Step {
     }
 
     Step {
-        id: STEP.to_string(),
+        id: NETWORK_POLICIES_STEP.to_string(),
         description: "ingress NetworkPolicies for every system component".into(),
-        depends_on: vec![namespaces::STEP.to_string()],
+        depends_on: vec![NAMESPACES_STEP.to_string()],
         objects,
         outputs: vec![],
     }
@@ -425,6 +422,7 @@ fn allow_same_namespace(ns: &str) -> Manifest {
 mod tests {
     use super::*;
     use crate::config::for_test;
+    use crate::namespaces;
     use serde_json::{Value, json};
 
     fn all_on() -> Platform {

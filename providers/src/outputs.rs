@@ -172,8 +172,6 @@ impl Outputs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Manifest;
-    use base64::Engine as _;
     use serde_json::json;
 
     fn ingress_ip() -> OutputSpec {
@@ -195,38 +193,6 @@ mod tests {
         assert_eq!(ingress_ip().extract(&np).as_deref(), Some("198.51.100.1"));
         let pending = json!({"spec": {}, "status": {"loadBalancer": {}}});
         assert_eq!(ingress_ip().extract(&pending), None);
-    }
-
-    /// An object built the way a provider builds one, from the published address: the address
-    /// parsed as an IP, and base64-encoded (as a CA bundle or a secret's data would be).
-    fn derived(outputs: &Outputs) -> Manifest {
-        let ip = outputs.get("nginx", "ingress-ip");
-        let parsed = ip
-            .clone()
-            .map(|s| s.parse::<std::net::IpAddr>().map(|a| a.is_ipv4()).ok());
-        let encoded = ip.map(|s| base64::engine::general_purpose::STANDARD.encode(s));
-        Manifest::from_value(json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "x", "namespace": "ns"},
-            "data": {"encoded": encoded.into_json(), "ipv4": parsed.map(|p| format!("{p:?}")).into_json()},
-        }))
-    }
-
-    #[test]
-    fn values_derived_from_an_unknown_output_stay_unknown() {
-        let m = derived(&Outputs::default());
-        assert!(m.has_unknown());
-        assert_eq!(m.unknown, ["/data/encoded", "/data/ipv4"]);
-        // Nothing that looks like a value is left in the object: the fields hold null.
-        assert_eq!(m.body["data"], json!({"encoded": null, "ipv4": null}));
-        assert!(!m.body.to_string().contains(PLACEHOLDER_KEY));
-
-        let mut o = Outputs::default();
-        o.set("nginx", "ingress-ip", "192.0.2.7".into());
-        let m = derived(&o);
-        assert!(!m.has_unknown());
-        assert_eq!(m.body["data"]["encoded"], "MTkyLjAuMi43");
-        assert_eq!(m.body["data"]["ipv4"], "Some(true)");
     }
 
     #[test]

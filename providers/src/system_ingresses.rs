@@ -27,13 +27,12 @@ use serde_json::{Value, json};
 
 use crate::config::Platform;
 use crate::domain;
-use crate::ingress_nginx::{self, INGRESS_CLASS};
 use crate::manifest::{Manifest, Step};
-use crate::names::{ARGOCD, KEYCLOAK, VERRAZZANO_SYSTEM};
+use crate::names::{
+    ARGOCD, INGRESS_CLASS, INGRESS_NGINX_STEP, KEYCLOAK, SYSTEM_INGRESSES_STEP, TLS_STEP,
+    VERRAZZANO_SYSTEM,
+};
 use crate::outputs::{Deferred, Outputs};
-
-/// Id of this step.
-pub const STEP: &str = "system-ingresses";
 
 /// Prefix of the NGINX annotations.
 const NGINX: &str = "nginx.ingress.kubernetes.io/";
@@ -235,13 +234,10 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
     }
     let dom = domain::domain(p, outputs);
     vec![Step {
-        id: STEP.to_string(),
+        id: SYSTEM_INGRESSES_STEP.to_string(),
         description: format!("Ingresses for the system components under {}", dom.shown()),
         // Their TLS Secrets exist first, so NGINX never serves its own certificate instead.
-        depends_on: vec![
-            ingress_nginx::STEP.to_string(),
-            crate::certificates::TLS_STEP.to_string(),
-        ],
+        depends_on: vec![INGRESS_NGINX_STEP.to_string(), TLS_STEP.to_string()],
         objects: wanted(p).iter().map(|i| ingress(p, &dom, i)).collect(),
         outputs: vec![],
     }]
@@ -251,6 +247,7 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
 mod tests {
     use super::*;
     use crate::config::for_test as platform;
+    use crate::names::INGRESS_IP;
 
     fn step(p: &Platform, o: &Outputs) -> Option<Step> {
         steps(p, o).into_iter().next()
@@ -316,11 +313,7 @@ mod tests {
             "no host is invented while the domain is unknown"
         );
         let mut o = Outputs::default();
-        o.set(
-            ingress_nginx::STEP,
-            ingress_nginx::INGRESS_IP,
-            "203.0.113.5".into(),
-        );
+        o.set(INGRESS_NGINX_STEP, INGRESS_IP, "203.0.113.5".into());
         let s = step(&p, &o).expect("step");
         assert!(s.objects.iter().all(|m| !m.has_unknown()));
         assert_eq!(hosts(&s)[0], "verrazzano.dev.203.0.113.5.nip.io");

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use vz_providers::certificates::FillTarget;
+use vz_providers::manifest::FillTarget;
 
 use super::Desired;
 use crate::cli::ConfigArgs;

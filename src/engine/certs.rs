@@ -21,7 +21,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
-use vz_providers::certificates::{CertSpec, Fill, FillTarget, Layout, Role, SecretRef};
+use vz_providers::manifest::{CertSpec, Fill, FillTarget, Layout, Role};
+use vz_providers::names::SecretRef;
 use vz_providers::pki::{self, CertInfo, Issued, Renewal};
 use vz_providers::{Manifest, Step};
 use vz_state::{CertFacts, State};
@@ -630,7 +631,7 @@ pub fn applied_facts(m: &Manifest, applied: &Value) -> Option<CertFacts> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vz_providers::certificates::Fill;
+    use vz_providers::manifest::Fill;
     use vz_providers::pki::KeyAlgorithm;
 
     const NOW: i64 = 1_800_000_000;

@@ -8,27 +8,39 @@
 //!
 //! - [`model`]: the types.
 //! - [`codec`]: encoding and decoding, with the checksum.
-//! - [`backend`]: where the document and its lock are stored (the [`Backend`] trait; the local file).
-//! - [`store`]: reading and writing a state over any backend, refusing stale writes.
+//! - [`location`]: where a state is stored, as a configuration names it ([`Location`]).
 //! - [`lock`]: who holds a lock, and why one could not be taken.
+//! - `backend` (feature `backends`): where the document and its lock are stored (the `Backend`
+//!   trait; the local file, Kubernetes and S3 backends).
+//! - `store` (feature `backends`): reading and writing a state over any backend, refusing stale
+//!   writes.
+//!
+//! The feature `backends` (on by default) brings the storage and its I/O dependencies (kube,
+//! object_store, reqwest, tokio). Without it the crate is the pure part: what the configuration and
+//! the renderer need (`vz-providers` uses it so, and depends on none of those).
 
+#[cfg(feature = "backends")]
 pub mod backend;
 pub mod codec;
+pub mod location;
 pub mod lock;
 pub mod model;
+#[cfg(feature = "backends")]
 pub mod store;
 
+#[cfg(feature = "backends")]
 pub use backend::local::write_atomic;
-pub use backend::{
-    Backend, BackendError, DEFAULT_WORKSPACE, LocalBackend, Location, Lock, Version, WORKSPACES_DIR,
-};
+#[cfg(feature = "backends")]
+pub use backend::{Backend, BackendError, LocalBackend, Lock, Version};
 pub use codec::{DecodeError, EncodeError, decode, encode};
+pub use location::{DEFAULT_WORKSPACE, Location, WORKSPACES_DIR};
 pub use lock::{LockError, LockInfo};
 pub use model::{CertFacts, FORMAT_VERSION, ObjectRecord, State, Unfinished};
+#[cfg(feature = "backends")]
 pub use store::{StorageError, Store};
 
 /// A runtime for the crate's async unit tests.
-#[cfg(test)]
+#[cfg(all(test, feature = "backends"))]
 pub(crate) fn test_runtime() -> tokio::runtime::Runtime {
     #[allow(clippy::expect_used)]
     tokio::runtime::Builder::new_current_thread()

@@ -9,8 +9,9 @@
 
 use tokio::sync::Mutex;
 
-use crate::backend::{Backend, BackendError, Location, Version};
+use crate::backend::{Backend, BackendError, Version};
 use crate::codec::{self, DecodeError, EncodeError};
+use crate::location::Location;
 use crate::model::State;
 
 /// Why the state could not be read or written. The messages say what happened; what the user can

@@ -20,7 +20,7 @@ pub enum CaSource {
     SelfSigned,
     /// The user's CA, in this Secret (`tls.crt`, `tls.key`, optionally `ca.crt`): `vz` reads its
     /// key in the cluster to sign, and never copies it out.
-    Secret(crate::certificates::SecretRef),
+    Secret(crate::names::SecretRef),
 }
 
 /// A webhook Service the API server calls over TLS (`certificates.webhooks[]`).
@@ -125,7 +125,7 @@ pub(super) fn validate(
             ca.value.namespace.as_ref(),
             crate::names::CERT_MANAGER,
         )?;
-        c.ca = CaSource::Secret(crate::certificates::SecretRef::new(&namespace, &name));
+        c.ca = CaSource::Secret(crate::names::SecretRef::new(&namespace, &name));
     }
     if let Some(k) = &raw.key_algorithm {
         c.key = k.value;
@@ -298,7 +298,7 @@ mod tests {
         .certificates;
         assert_eq!(
             c.ca,
-            CaSource::Secret(crate::certificates::SecretRef::new("cert-manager", "my-ca"))
+            CaSource::Secret(crate::names::SecretRef::new("cert-manager", "my-ca"))
         );
         assert_eq!(c.key, crate::pki::KeyAlgorithm::Rsa4096);
         assert_eq!(

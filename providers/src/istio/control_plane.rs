@@ -62,12 +62,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
 use crate::config::{IMAGE_PULL_POLICY, Image, Platform, PluginCa};
-pub(super) use crate::k8s::{env, field_env, map, resource_env, role_ref, rule, strings};
+use crate::k8s::{env, field_env, map, resource_env, role_ref, rule, strings};
 use crate::manifest::{Manifest, Step};
-use crate::names::ISTIO_SYSTEM;
+use crate::names::{ISTIO_CONTROL_PLANE_STEP, ISTIO_CRDS_STEP, ISTIO_SYSTEM, ISTIO_TAKEN};
+use crate::tls::{after_platform_ca, istio_ca};
 
-/// Id of this step.
-pub const STEP: &str = "istio.control-plane";
 /// istiod's Deployment, Service, ServiceAccount, Role and RoleBinding.
 pub const ISTIOD: &str = "istiod";
 /// istiod's ClusterRole and ClusterRoleBinding.
@@ -129,6 +128,16 @@ const VALIDATED_GROUPS: [&str; 4] = [
 const ZIPKIN_ADDRESS: &str =
     "jaeger-operator-jaeger-collector.verrazzano-monitoring.svc.cluster.local.:9411";
 
+/// What the steps that write Istio resources come after: istiod, when `vz` installs it (its
+/// validating webhooks fail closed, so until it serves them every Istio resource is refused).
+pub fn after_istiod(p: &Platform) -> Vec<String> {
+    if p.components.installs_istio() {
+        vec![ISTIO_CONTROL_PLANE_STEP.to_string()]
+    } else {
+        vec![]
+    }
+}
+
 /// The `istio.control-plane` step.
 pub fn step(p: &Platform) -> Step {
     let mut objects = vec![Manifest::from_typed(&ServiceAccount {
@@ -139,22 +148,22 @@ pub fn step(p: &Platform) -> Step {
     objects.push(mesh_config_map());
     objects.push(injector_config_map(p));
     objects.push(service());
-    objects.push(deployment(p).exclusive(crate::namespaces::ISTIO_TAKEN));
+    objects.push(deployment(p).exclusive(ISTIO_TAKEN));
     objects.push(match &p.plugin_ca {
         Some(ca) => plugin_ca(ca),
-        None => crate::certificates::istio_ca(p, ISTIO_SYSTEM, PLUGIN_CA),
+        None => istio_ca(p, ISTIO_SYSTEM, PLUGIN_CA),
     });
     objects.push(injector_webhook());
     objects.extend(validating_webhooks());
     Step {
-        id: STEP.to_string(),
+        id: ISTIO_CONTROL_PLANE_STEP.to_string(),
         description: "Istio's control plane: istiod, its RBAC, mesh configuration and webhooks"
             .into(),
         depends_on: {
-            let mut d = vec![super::CRDS_STEP.to_string()];
+            let mut d = vec![ISTIO_CRDS_STEP.to_string()];
             if p.plugin_ca.is_none() {
                 // Its plug-in CA is an intermediate of the platform CA.
-                d.extend(crate::certificates::after_platform_ca(p));
+                d.extend(after_platform_ca(p));
             }
             d
         },

@@ -21,19 +21,16 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
 use super::control_plane::{
-    self, ISTIOD_ADDRESS, NO_INJECTION, TRUST_DOMAIN, container_security_context, empty_dir, env,
-    field_env, http_probe, map, meta, mount, pod_security_context, replicated, resource_env,
-    role_ref, root_cert_volume, rule, service_port, spread, subject, tcp_port, token_volume,
+    self, ISTIOD_ADDRESS, NO_INJECTION, TRUST_DOMAIN, container_security_context, empty_dir,
+    http_probe, meta, mount, pod_security_context, replicated, root_cert_volume, service_port,
+    spread, subject, tcp_port, token_volume,
 };
 use crate::config::{IMAGE_PULL_POLICY, Image, IngressType, Platform};
+use crate::k8s::{env, field_env, map, resource_env, role_ref, rule};
 use crate::manifest::{Manifest, Step, address};
-use crate::names::ISTIO_SYSTEM;
+use crate::names::{GATEWAY_IP, ISTIO_CONTROL_PLANE_STEP, ISTIO_GATEWAYS_STEP, ISTIO_SYSTEM};
 use crate::outputs::OutputSpec;
 
-/// Id of this step.
-pub const STEP: &str = "istio.gateways";
-/// Name of the output holding the ingress gateway's external address.
-pub const GATEWAY_IP: &str = "gateway-ip";
 /// The ingress gateway's Deployment and Service.
 pub const INGRESS_GATEWAY: &str = "istio-ingressgateway";
 /// The egress gateway's Deployment and Service.
@@ -106,13 +103,18 @@ pub fn step(p: &Platform) -> Step {
     objects.push(ingress_service(p));
     objects.push(egress_service());
     Step {
-        id: STEP.to_string(),
+        id: ISTIO_GATEWAYS_STEP.to_string(),
         description: "Istio's ingress and egress gateways".into(),
-        depends_on: vec![control_plane::STEP.to_string()],
+        depends_on: vec![ISTIO_CONTROL_PLANE_STEP.to_string()],
         objects,
         outputs: vec![OutputSpec {
             name: GATEWAY_IP.to_string(),
-            object: address(STEP, "Service", Some(ISTIO_SYSTEM), INGRESS_GATEWAY),
+            object: address(
+                ISTIO_GATEWAYS_STEP,
+                "Service",
+                Some(ISTIO_SYSTEM),
+                INGRESS_GATEWAY,
+            ),
             pointers: vec![
                 "/spec/externalIPs/0".into(),
                 "/status/loadBalancer/ingress/0/ip".into(),

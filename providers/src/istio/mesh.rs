@@ -23,6 +23,7 @@
 
 use serde_json::{Value, json};
 
+use super::control_plane::after_istiod;
 use super::crds::{ENVOY_FILTER_API, SECURITY_API};
 use crate::config::Platform;
 use crate::manifest::{Manifest, Step};
@@ -114,7 +115,7 @@ pub fn server_header_step(p: &Platform) -> Step {
     Step {
         id: SERVER_HEADER_STEP.to_string(),
         description: "proxies pass the upstream's Server header through".into(),
-        depends_on: super::after_istiod(p),
+        depends_on: after_istiod(p),
         objects: vec![filter],
         outputs: vec![],
     }
@@ -197,7 +198,7 @@ pub fn authorization_step(p: &Platform) -> Option<Step> {
         description:
             "which system workloads may call the auth proxy, console, Grafana, Kiali and Prometheus"
                 .into(),
-        depends_on: super::after_istiod(p),
+        depends_on: after_istiod(p),
         objects,
         outputs: vec![],
     })

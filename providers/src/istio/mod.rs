@@ -28,14 +28,11 @@ use serde_json::json;
 
 use crate::config::Platform;
 use crate::manifest::{Manifest, Step};
-use crate::names::ISTIO_SYSTEM;
-use crate::network_policies;
+use crate::names::{
+    ISTIO_CRDS_STEP, ISTIO_PEER_AUTHENTICATION_STEP, ISTIO_SYSTEM, NETWORK_POLICIES_STEP,
+};
 use crate::outputs::Outputs;
-
-/// Id of the CRD step.
-pub const CRDS_STEP: &str = "istio.crds";
-/// Id of the strict-mTLS step.
-pub const PEER_AUTHENTICATION_STEP: &str = "istio.peer-authentication";
+use control_plane::after_istiod;
 
 /// The API version of PeerAuthentication (and the other `security.istio.io` kinds) `vz` writes.
 pub use crds::SECURITY_API;
@@ -43,9 +40,9 @@ pub use crds::SECURITY_API;
 /// The `istio.crds` step.
 pub fn crds_step(_p: &Platform) -> Step {
     Step {
-        id: CRDS_STEP.to_string(),
+        id: ISTIO_CRDS_STEP.to_string(),
         description: "Istio's custom resource definitions (Istio 1.19)".into(),
-        depends_on: vec![network_policies::STEP.to_string()],
+        depends_on: vec![NETWORK_POLICIES_STEP.to_string()],
         objects: crds::definitions(),
         outputs: vec![],
     }
@@ -60,21 +57,11 @@ pub fn peer_authentication_step(p: &Platform) -> Step {
         "spec": {"mtls": {"mode": "STRICT"}},
     }));
     Step {
-        id: PEER_AUTHENTICATION_STEP.to_string(),
+        id: ISTIO_PEER_AUTHENTICATION_STEP.to_string(),
         description: "strict mTLS for the whole mesh".into(),
         depends_on: after_istiod(p),
         objects: vec![pa],
         outputs: vec![],
-    }
-}
-
-/// What the steps that write Istio resources come after: istiod, when `vz` installs it (its
-/// validating webhooks fail closed, so until it serves them every Istio resource is refused).
-pub fn after_istiod(p: &Platform) -> Vec<String> {
-    if p.components.installs_istio() {
-        vec![control_plane::STEP.to_string()]
-    } else {
-        vec![]
     }
 }
 

@@ -26,7 +26,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 
-use super::{Backend, BackendError, Location, Lock, Version};
+use super::{Backend, BackendError, Lock, Version};
+use crate::location::Location;
 use crate::lock::{LockError, LockInfo};
 
 /// The most compressed bytes one Secret holds (Secrets are capped at 1 MiB; base64 and the

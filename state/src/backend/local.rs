@@ -23,7 +23,8 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::{Backend, BackendError, Location, Lock, Version};
+use super::{Backend, BackendError, Lock, Version};
+use crate::location::Location;
 use crate::lock::{LockError, LockInfo};
 
 /// State kept in a local file.

@@ -13,7 +13,8 @@
 //!
 //! Backends: [`local`] (a file, and a lock file beside it), [`kubernetes`] (Secrets and a Lease)
 //! and [`s3`] (objects of an S3-compatible bucket). The commands and the engine only ever see
-//! `dyn Backend`.
+//! `dyn Backend`. A [`Location`] (described in [`crate::location`]) is opened, listed and deleted
+//! here.
 
 pub mod kubernetes;
 pub mod local;
@@ -22,19 +23,14 @@ pub mod s3;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
+use crate::location::{DEFAULT_WORKSPACE, Location, WORKSPACES_DIR};
 use crate::lock::{LockError, LockInfo};
 
+pub use crate::location::S3Place;
 pub use kubernetes::KubernetesBackend;
 pub use local::LocalBackend;
-pub use s3::{S3Backend, S3Place};
-
-/// The workspace a configuration's state belongs to unless another is chosen.
-pub const DEFAULT_WORKSPACE: &str = "default";
-
-/// The directory, beside a local state file, of the other workspaces' states.
-pub const WORKSPACES_DIR: &str = "vz-workspaces";
+pub use s3::S3Backend;
 
 /// An opaque token naming one version of the stored document.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -69,43 +65,7 @@ pub enum BackendError {
     },
 }
 
-/// Where a state is stored: what a configuration names and a saved plan records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "backend", rename_all = "kebab-case")]
-pub enum Location {
-    /// A local file.
-    Local {
-        /// The state file.
-        path: std::path::PathBuf,
-    },
-    /// Secrets and a Lease in a namespace of the cluster (see [`kubernetes`]).
-    Kubernetes {
-        /// The namespace.
-        namespace: String,
-        /// The workspace: one state per workspace.
-        workspace: String,
-        /// How long a lock holds without being renewed, in seconds.
-        lease_seconds: u64,
-    },
-    /// Objects of an S3-compatible bucket (see [`s3`]).
-    S3 {
-        /// The bucket.
-        bucket: String,
-        /// The default workspace's object key.
-        key: String,
-        /// The service's URL, when not AWS's.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        endpoint: Option<String>,
-        /// The region, when not from the environment.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        region: Option<String>,
-        /// The workspace: one state per workspace.
-        workspace: String,
-        /// How long a lock holds without being renewed, in seconds.
-        lease_seconds: u64,
-    },
-}
-
+/// A location's states, over its backend.
 impl Location {
     /// The backend that stores the state here; `client` reaches the cluster of a kubernetes
     /// backend (an error without one).
@@ -115,72 +75,6 @@ impl Location {
             Location::Kubernetes { .. } => Box::new(kubernetes::backend_of(self, client)?),
             Location::S3 { .. } => Box::new(s3::backend_of(self)?),
         })
-    }
-
-    /// The bucket place and lease of an s3 location.
-    pub fn s3_place(&self) -> Option<(S3Place, Duration)> {
-        match self {
-            Location::S3 {
-                bucket,
-                key,
-                endpoint,
-                region,
-                workspace,
-                lease_seconds,
-            } => Some((
-                S3Place {
-                    bucket: bucket.clone(),
-                    key: key.clone(),
-                    endpoint: endpoint.clone(),
-                    region: region.clone(),
-                    workspace: workspace.clone(),
-                },
-                Duration::from_secs(*lease_seconds),
-            )),
-            _ => None,
-        }
-    }
-
-    /// The same place for `workspace`: each workspace has a state of its own. A local state of
-    /// workspace `w` is `vz-workspaces/w/<file>` beside the default one's file; a kubernetes one is
-    /// Secret `vz-state-w`.
-    pub fn for_workspace(&self, workspace: &str) -> Location {
-        match self {
-            Location::Local { path } if workspace == DEFAULT_WORKSPACE => {
-                Location::Local { path: path.clone() }
-            }
-            Location::Local { path } => {
-                let dir = path.parent().unwrap_or_else(|| std::path::Path::new(""));
-                let file = path.file_name().unwrap_or_default();
-                Location::Local {
-                    path: dir.join(WORKSPACES_DIR).join(workspace).join(file),
-                }
-            }
-            Location::Kubernetes {
-                namespace,
-                lease_seconds,
-                ..
-            } => Location::Kubernetes {
-                namespace: namespace.clone(),
-                workspace: workspace.to_string(),
-                lease_seconds: *lease_seconds,
-            },
-            Location::S3 {
-                bucket,
-                key,
-                endpoint,
-                region,
-                lease_seconds,
-                ..
-            } => Location::S3 {
-                bucket: bucket.clone(),
-                key: key.clone(),
-                endpoint: endpoint.clone(),
-                region: region.clone(),
-                workspace: workspace.to_string(),
-                lease_seconds: *lease_seconds,
-            },
-        }
     }
 
     /// The workspaces with a state stored beside this one (the default one included when it has
@@ -245,34 +139,6 @@ impl Location {
             }
             Location::Kubernetes { .. } => kubernetes::delete(self, client).await,
             Location::S3 { .. } => s3::delete(self).await,
-        }
-    }
-
-    /// Whether the state lives in a cluster (opening it needs a connection).
-    pub fn needs_cluster(&self) -> bool {
-        matches!(self, Location::Kubernetes { .. })
-    }
-
-    /// Whether its lock expires unless renewed (a remote one), rather than being stale only when
-    /// its holder's process is gone (a local one).
-    pub fn lock_expires(&self) -> bool {
-        !matches!(self, Location::Local { .. })
-    }
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Location::Local { path } => write!(f, "{}", path.display()),
-            Location::Kubernetes {
-                namespace,
-                workspace,
-                ..
-            } => write!(f, "kubernetes {namespace}/vz-state-{workspace}"),
-            Location::S3 { .. } => match self.s3_place() {
-                Some((place, _)) => write!(f, "s3 {}", place.url()),
-                None => Ok(()),
-            },
         }
     }
 }
@@ -352,29 +218,6 @@ pub trait Lock: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_workspace_has_its_own_place() {
-        let local = Location::Local {
-            path: "/cfg/dev.vzstate.json".into(),
-        };
-        assert_eq!(local.for_workspace(DEFAULT_WORKSPACE), local);
-        assert_eq!(
-            local.for_workspace("prod"),
-            Location::Local {
-                path: "/cfg/vz-workspaces/prod/dev.vzstate.json".into()
-            }
-        );
-        let k = Location::Kubernetes {
-            namespace: "vz-system".into(),
-            workspace: DEFAULT_WORKSPACE.into(),
-            lease_seconds: 60,
-        };
-        assert_eq!(
-            k.for_workspace("prod").to_string(),
-            "kubernetes vz-system/vz-state-prod"
-        );
-    }
 
     #[tokio::test]
     async fn local_workspaces_are_those_with_a_state_and_delete_removes_it() {

@@ -29,51 +29,13 @@ use object_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, BackendError, DEFAULT_WORKSPACE, Location, Lock, Version, WORKSPACES_DIR};
+use super::{Backend, BackendError, Lock, Version};
+use crate::location::{DEFAULT_WORKSPACE, Location, S3Place, WORKSPACES_DIR, split_key};
 use crate::lock::{LockError, LockInfo};
 
 /// How many times a failed request is retried, and for how long at most.
 const RETRIES: usize = 3;
 const RETRY_FOR: Duration = Duration::from_secs(20);
-
-/// Where in a bucket a workspace's state lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Place {
-    /// The bucket.
-    pub bucket: String,
-    /// The default workspace's object key.
-    pub key: String,
-    /// The service's URL, when not AWS's.
-    pub endpoint: Option<String>,
-    /// The region, when not from the environment.
-    pub region: Option<String>,
-    /// The workspace.
-    pub workspace: String,
-}
-
-impl S3Place {
-    /// The state object's key for this workspace.
-    pub fn object_key(&self) -> String {
-        if self.workspace == DEFAULT_WORKSPACE {
-            return self.key.clone();
-        }
-        let (dir, file) = split_key(&self.key);
-        format!("{dir}{WORKSPACES_DIR}/{}/{file}", self.workspace)
-    }
-
-    /// `s3://bucket/object`.
-    pub fn url(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.object_key())
-    }
-}
-
-/// `dir/` (empty at the bucket's root) and the file name of a key.
-fn split_key(key: &str) -> (&str, &str) {
-    match key.rfind('/') {
-        Some(i) => (&key[..=i], &key[i + 1..]),
-        None => ("", key),
-    }
-}
 
 /// The lock object's content.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
