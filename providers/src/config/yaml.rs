@@ -166,9 +166,9 @@ mod tests {
         let text = format!(
             "applications:\n  - &a\n    name: x\n    namespace: y\n    ports: [80]\n    rules: [&r {{destination: {{host: x, port: 80}}}}, {rules}]\n{apps}\n"
         );
-        let started = std::time::Instant::now();
+        // Refused by the node budget (the message says so), not expanded: a timed assertion here
+        // would only measure the machine.
         let e = load_text(text.as_bytes()).expect_err("a bomb");
-        assert!(started.elapsed() < std::time::Duration::from_secs(10));
         assert!(e.line.is_some(), "located: {e}");
         assert!(
             e.message.starts_with(
