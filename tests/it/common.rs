@@ -22,6 +22,33 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Say that the running test cannot check what it is for here, and why (a test calls it, then
+/// returns): libtest counts the test passed, so the skip is told apart. A line
+/// `vz-test-skipped: <test>: <reason>` goes to standard error (seen with `--nocapture`) and, when
+/// `$VZ_TEST_SKIPS` names a file, `<test>: <reason>` is appended to it: scripts/test counts those
+/// lines, and fails the run on any in CI or as root, where nothing should need skipping.
+pub fn skip(reason: &str) {
+    // libtest runs each test on a thread named after it.
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("an unnamed test");
+    let version = std::env::var("VZ_K8S_VERSION")
+        .map(|v| format!(" (Kubernetes {v})"))
+        .unwrap_or_default();
+    let line = format!("{test}: {reason}{version}");
+    eprintln!("vz-test-skipped: {line}");
+    if let Some(file) = std::env::var_os("VZ_TEST_SKIPS") {
+        use std::io::Write as _;
+        // One write of one line to a file opened to append: lines of tests running at once do
+        // not mix.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()))
+            .unwrap_or_else(|e| panic!("cannot record the skip in {}: {e}", file.display()));
+    }
+}
+
 /// Control planes starting at once: on 2 cores, more only slows every one of them down.
 const MAX_STARTING: usize = 2;
 static STARTING: Mutex<usize> = Mutex::new(0);

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::common::{Run, TestEnv, exit};
+use crate::common::{Run, TestEnv, exit, skip};
 
 /// The label selector of the objects of the example platform `shop`.
 const SHOP: &str = "app.kubernetes.io/managed-by=vz,vz.dev/platform=shop";
@@ -389,7 +389,7 @@ fn an_etcd_stalled_past_the_timeout_fails_naming_the_object_and_rolls_back() {
 /// the webhook stand-in validates) to apply next; `None` on a plane without the stand-in.
 fn billing_next(env: &TestEnv) -> Option<String> {
     if !env.plane_file("webhook-standin-ip").exists() {
-        eprintln!("no webhook stand-in on this plane (needs root): no webhook to disturb");
+        skip("no webhook stand-in on this plane (needs root): no webhook to disturb");
         return None;
     }
     let cfg = env.applications_config("");
@@ -518,7 +518,7 @@ fn a_full_disk_at_a_state_write_keeps_the_last_state_written_and_says_where() {
     );
     let cfg = cfg.to_str().expect("utf8");
     let Some(disk) = SmallDisk::mount(&env.work.path().join("small"), "512k") else {
-        eprintln!("cannot mount a tmpfs here (needs root): no disk to fill");
+        skip("cannot mount a tmpfs here (needs root): no disk to fill");
         return;
     };
     let state = env.work.path().join("small/applications.vzstate.json");
