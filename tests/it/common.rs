@@ -212,20 +212,16 @@ impl TestEnv {
         Run::of(cmd)
     }
 
-    /// Start `vz` against this control plane without waiting for it (output piped); finish it with
-    /// [`Run::wait`].
-    pub fn spawn_vz(&self, args: &[&str]) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_vz"))
-            .env_remove("NO_COLOR")
+    /// Start `vz` against this control plane without waiting for it; finish it with
+    /// [`Running::wait`].
+    pub fn spawn_vz(&self, args: &[&str]) -> Running {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vz"));
+        cmd.env_remove("NO_COLOR")
             .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn vz")
+            .args(args);
+        Running::spawn(cmd)
     }
 
     /// Wait (up to `limit`) until `probe` returns something.
@@ -658,6 +654,113 @@ pub fn vz_bare(args: &[&str]) -> Run {
     Run::of(cmd)
 }
 
+/// A command started in the background ([`TestEnv::spawn_vz`]), its output read as it comes (so
+/// a test can wait for what it says, and a chatty run never blocks on a full pipe). Killed when
+/// dropped unfinished (a failed test leaves no run behind).
+pub struct Running {
+    child: Option<std::process::Child>,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    stderr: std::sync::Arc<Mutex<Vec<u8>>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command) -> Running {
+        use std::io::Read as _;
+        let mut child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut out = child.stdout.take().expect("piped stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = out.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        });
+        let stderr = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut err = child.stderr.take().expect("piped stderr");
+        let said = std::sync::Arc::clone(&stderr);
+        let stderr_reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match err.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => said.lock().expect("lock").extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        Running {
+            child: Some(child),
+            stdout: Some(stdout),
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    fn child(&mut self) -> &mut std::process::Child {
+        self.child.as_mut().expect("a running command")
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("a running command").id()
+    }
+
+    /// Whether its standard error has said `text` so far.
+    pub fn said(&self, text: &str) -> bool {
+        self.stderr().contains(text)
+    }
+
+    /// What its standard error has said so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().expect("lock")).into_owned()
+    }
+
+    /// Whether it has ended.
+    pub fn ended(&mut self) -> bool {
+        self.child().try_wait().expect("try_wait").is_some()
+    }
+
+    /// Kill it with SIGKILL (kill -9) and reap it.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("a running command");
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+    }
+
+    /// Wait for it to finish.
+    pub fn wait(mut self) -> Run {
+        let status = self.child().wait().expect("wait");
+        self.child = None;
+        let stdout = self
+            .stdout
+            .take()
+            .map(|t| t.join().expect("stdout reader"))
+            .unwrap_or_default();
+        if let Some(t) = self.stderr_reader.take() {
+            t.join().expect("stderr reader");
+        }
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr: String::from_utf8_lossy(&self.stderr.lock().expect("lock")).into_owned(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A finished command.
 #[derive(Debug)]
 pub struct Run {
@@ -670,16 +773,6 @@ pub struct Run {
 }
 
 impl Run {
-    /// Wait for a spawned command to finish.
-    pub fn wait(child: std::process::Child) -> Run {
-        let out = child.wait_with_output().expect("wait");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
     pub fn of(mut cmd: Command) -> Run {
         cmd.stdin(std::process::Stdio::null());
         let Output {

@@ -147,15 +147,26 @@ fn run_with_load_balancer(env: &TestEnv, args: &[&str], ip: &str) -> Run {
     env.eventually(Duration::from_secs(60), "the NGINX Service", || {
         env.get_json(&["service", "-n", NGINX_NS, NGINX_SVC])
     });
-    // The hosts wait for the address: nothing of the later step exists yet.
-    std::thread::sleep(Duration::from_millis(500));
+    // The hosts wait for the address: nothing of the later step exists yet...
     assert_eq!(
         console_host(env),
         None,
         "Ingresses created before the address was known"
     );
     env.set_load_balancer_ip(NGINX_NS, NGINX_SVC, ip);
-    Run::wait(child)
+    let run = child.wait();
+    // ...nor was any made since with a host to change later: each was created once, as it is.
+    let ingresses = env
+        .get_json(&["ingresses", "-A", "-l", "app.kubernetes.io/managed-by=vz"])
+        .expect("a list");
+    for i in ingresses["items"].as_array().expect("items") {
+        assert_eq!(
+            i["metadata"]["generation"], 1,
+            "{} changed after it was created",
+            i["metadata"]["name"]
+        );
+    }
+    run
 }
 
 #[test]

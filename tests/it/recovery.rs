@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::common::{QUICKSTART_OBJECTS, Run, TestEnv, exit};
+use crate::common::{QUICKSTART_OBJECTS, TestEnv, exit};
 
 /// The kinds the quick start manages that exist in every cluster (the Istio kinds go with their CRDs).
 const BUILTIN_KINDS: &str = "namespaces,networkpolicies,customresourcedefinitions,ingressclasses,services,ingresses,deployments,configmaps,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings";
@@ -24,15 +24,27 @@ fn apply_right_after_a_destroy_that_did_not_wait_creates_everything_again() {
     let note = "  + namespaces/Namespace/keycloak  # still being deleted; will be created again once it is gone\n";
     assert!(plan.stdout.contains(note), "{}", plan.stdout);
     let child = env.spawn_vz(&["apply", "-f", &cfg, "--auto-approve"]);
-    // Apply waits for the deletion to finish rather than applying to a dying namespace.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Apply waits for the deletion to finish rather than applying to a dying namespace: the
+    // quick start's namespaces are one step, all in flight at once, and those not held are
+    // created once they are gone while keycloak's waits.
+    env.eventually(
+        std::time::Duration::from_secs(60),
+        "the apply to create a namespace",
+        || child.said("namespaces/Namespace/").then_some(()),
+    );
+    assert!(
+        !child.said("namespaces/Namespace/keycloak:"),
+        "applied to a dying namespace:\n{}",
+        child.stderr()
+    );
     let ns = env.get_json(&["namespace", "keycloak"]).expect("keycloak");
     assert!(
         ns["metadata"].get("deletionTimestamp").is_some(),
         "still going"
     );
+    let dying = ns["metadata"]["uid"].clone();
     env.release_namespace_hold("keycloak");
-    let run = Run::wait(child);
+    let run = child.wait();
     run.expect_code(0);
     assert!(
         run.stdout.contains(note),
@@ -50,6 +62,7 @@ fn apply_right_after_a_destroy_that_did_not_wait_creates_everything_again() {
     let ns = env.get_json(&["namespace", "keycloak"]).expect("keycloak");
     assert_eq!(ns["status"]["phase"], "Active");
     assert!(ns["metadata"].get("deletionTimestamp").is_none());
+    assert_ne!(ns["metadata"]["uid"], dying, "a new namespace");
     env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
         .expect_code(0);
 }

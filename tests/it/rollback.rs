@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{MANAGED_KINDS, Run, TestEnv, exit};
+use crate::common::{MANAGED_KINDS, TestEnv, exit};
 
 /// The quick start with some components switched off: the platform before the failing run.
 const BEFORE: &str = "environmentName: quickstart
@@ -101,22 +101,23 @@ impl Setup {
         self.env
             .kubectl(&["create", "-f", file.to_str().expect("utf8")])
             .expect_code(0);
-        // The API server picks the webhook up asynchronously: wait until it rejects a probe.
+        self.await_probe(false, "the webhook to take effect");
+    }
+
+    /// The API server picks webhook configurations up (and drops them) asynchronously: wait until
+    /// it admits a probe NetworkPolicy in verrazzano-system (a dry run), or refuses it.
+    fn await_probe(&self, admitted: bool, what: &str) {
         let probe = self.env.work.path().join("probe.json");
         std::fs::write(&probe, PROBE_POLICY).expect("write");
-        self.env.eventually(
-            Duration::from_secs(30),
-            "the webhook to take effect",
-            || {
-                let run = self.env.kubectl(&[
-                    "create",
-                    "--dry-run=server",
-                    "-f",
-                    probe.to_str().expect("utf8"),
-                ]);
-                (!run.ok()).then_some(())
-            },
-        );
+        self.env.eventually(Duration::from_secs(30), what, || {
+            let run = self.env.kubectl(&[
+                "create",
+                "--dry-run=server",
+                "-f",
+                probe.to_str().expect("utf8"),
+            ]);
+            (run.ok() == admitted).then_some(())
+        });
     }
 
     /// Make namespace `name` exist but stay Terminating: a ConfigMap in it with a finalizer
@@ -247,7 +248,7 @@ fn no_rollback_keeps_partial_progress_and_the_state_records_exactly_it() {
             "deny-verrazzano-system-policies",
         ])
         .expect_code(0);
-    std::thread::sleep(Duration::from_secs(2));
+    s.await_probe(true, "the webhook to be gone");
     s.env
         .vz(&["apply", "-f", &s.cfg, "--auto-approve"])
         .expect_code(0);
@@ -302,19 +303,23 @@ fn interrupted_apply_rolls_back(signal: &str) {
     let child = s
         .env
         .spawn_vz(&["apply", "-f", &s.cfg, "--auto-approve", "--timeout", "5m"]);
-    // Wait until the run has changed something (it takes injection off the meshed namespaces
-    // while it waits for argocd to finish deleting), then interrupt it.
+    // Wait until the run has changed something and says so (it takes injection off the meshed
+    // namespaces while it waits for argocd to finish deleting), then interrupt it.
     s.env.eventually(
         Duration::from_secs(60),
         "apply to take injection off verrazzano-system",
-        || injection(&s).is_none().then_some(()),
+        || {
+            child
+                .said("namespaces/Namespace/verrazzano-system: updated")
+                .then_some(())
+        },
     );
-    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(injection(&s), None, "taken off");
     Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
         .expect("kill");
-    let run = Run::wait(child);
+    let run = child.wait();
     run.expect_code(exit::ROLLED_BACK);
     assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
     assert!(
