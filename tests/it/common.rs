@@ -792,6 +792,28 @@ impl Run {
         self.code == 0
     }
 
+    /// Assert that standard error says `text`, showing it whole when it does not.
+    #[track_caller]
+    pub fn expect_stderr(&self, text: &str) -> &Run {
+        assert!(
+            self.stderr.contains(text),
+            "standard error does not say {text:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Assert that standard output says `text`, showing it whole when it does not.
+    #[track_caller]
+    pub fn expect_stdout(&self, text: &str) -> &Run {
+        assert!(
+            self.stdout.contains(text),
+            "standard output does not say {text:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+
     /// Assert an exit code, showing both streams when it differs.
     #[track_caller]
     pub fn expect_code(&self, code: i32) -> &Run {

@@ -303,7 +303,7 @@ fn an_api_server_restarted_mid_apply_is_waited_for_and_the_apply_completes() {
         "the outage was met and said so:\n{}",
         run.stderr
     );
-    assert!(run.stderr.contains("answers again"), "{}", run.stderr);
+    run.expect_stderr("answers again");
     env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
         .expect_code(0);
 }
@@ -346,12 +346,7 @@ fn an_etcd_stalled_past_the_timeout_fails_naming_the_object_and_rolls_back() {
         took.as_secs_f64()
     );
     assert!(took >= Duration::from_secs(12));
-    assert!(
-        run.stderr
-            .contains("gave no answer before the run's time was up (--timeout)"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("gave no answer before the run's time was up (--timeout)");
     // The request cut short is named ("cannot apply Kind namespace/name: ...", or the read of
     // it, or the lookup of its kind: whichever was in flight when the time ran out).
     let cut = run
@@ -366,11 +361,7 @@ fn an_etcd_stalled_past_the_timeout_fails_naming_the_object_and_rolls_back() {
         "{}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("Rolled back every change of this run"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("Rolled back every change of this run");
     assert!(
         recorded(&state).is_empty(),
         "the state is as before the run"
@@ -465,23 +456,15 @@ fn an_admission_webhook_slower_than_its_timeout_fails_the_apply_naming_the_objec
         "webhook slower than its timeout, --timeout 25s: failed and rolled back in {:.1}s",
         took.as_secs_f64()
     );
-    assert!(
-        run.stderr.contains("failed calling webhook"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("failed calling webhook");
     assert!(
         run.stderr.contains("the API server refused to apply ")
             && run.stderr.contains(" finance/billing"),
         "the object is named:\n{}",
         run.stderr
     );
-    assert!(run.stderr.contains("vz tried "), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("Rolled back every change of this run"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("vz tried ");
+    run.expect_stderr("Rolled back every change of this run");
     assert!(took < Duration::from_secs(90), "took {took:?}");
     assert_eq!(recorded(&state), before);
     assert!(
@@ -566,12 +549,7 @@ fn a_full_disk_at_a_state_write_keeps_the_last_state_written_and_says_where() {
     env.set_node_sim("unready", "");
     let run = child.wait();
     run.expect_code(exit::PARTIAL);
-    assert!(
-        run.stderr
-            .contains("The state file is whole, as it was last written"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("The state file is whole, as it was last written");
     let shown = state.display().to_string();
     assert!(
         run.stderr.contains(&shown) && run.stderr.contains("No space left on device"),

@@ -167,11 +167,7 @@ fn an_admission_webhook_denial_midway_rolls_back_every_change_of_the_run() {
         "says why: {}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("Rolled back every change of this run"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("Rolled back every change of this run");
 
     // Created by the run: gone.
     assert!(s.namespace("argocd").is_none());
@@ -205,12 +201,8 @@ fn no_rollback_keeps_partial_progress_and_the_state_records_exactly_it() {
         .env
         .vz(&["apply", "-f", &s.cfg, "--auto-approve", "--no-rollback"]);
     run.expect_code(exit::PARTIAL);
-    assert!(
-        run.stderr.contains(
-            "Rollback is off: the changes made so far are kept, and the state records them"
-        ),
-        "{}",
-        run.stderr
+    run.expect_stderr(
+        "Rollback is off: the changes made so far are kept, and the state records them",
     );
     assert!(s.namespace("argocd").is_some(), "kept");
 
@@ -271,23 +263,9 @@ fn a_readiness_timeout_rolls_back_and_names_what_it_waited_for() {
         .env
         .vz(&["apply", "-f", &s.cfg, "--auto-approve", "--timeout", "6s"]);
     run.expect_code(exit::ROLLED_BACK);
-    assert!(
-        run.stderr.contains(
-            "timed out waiting for Service verrazzano-ingress-nginx/ingress-controller-ingress-nginx-controller to be ready: waiting for a load balancer address"
-        ),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("\nhint: raise --timeout"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("Rolled back every change of this run"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("timed out waiting for Service verrazzano-ingress-nginx/ingress-controller-ingress-nginx-controller to be ready: waiting for a load balancer address");
+    run.expect_stderr("\nhint: raise --timeout");
+    run.expect_stderr("Rolled back every change of this run");
     assert!(
         s.namespace("argocd").is_none(),
         "created by the run, so deleted"
@@ -321,12 +299,8 @@ fn interrupted_apply_rolls_back(signal: &str) {
         .expect("kill");
     let run = child.wait();
     run.expect_code(exit::ROLLED_BACK);
-    assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("Rolled back every change of this run"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("interrupted");
+    run.expect_stderr("Rolled back every change of this run");
     assert_eq!(injection(&s).as_deref(), Some("enabled"), "put back");
     assert_eq!(s.state()["objects"], state_before["objects"]);
 }
@@ -356,17 +330,8 @@ fn an_undo_that_fails_is_reported_and_the_state_keeps_track_of_the_object() {
 
     let run = s.env.vz(&["apply", "-f", &s.cfg, "--auto-approve"]);
     run.expect_code(exit::PARTIAL);
-    assert!(
-        run.stderr.contains("Rollback was incomplete"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("  - could not delete Namespace argocd (created by this run): "),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("Rollback was incomplete");
+    run.expect_stderr("  - could not delete Namespace argocd (created by this run): ");
     assert!(
         run.stderr.contains("keep-namespaces.vz.test"),
         "says why: {}",

@@ -25,14 +25,14 @@ fn a_second_run_is_refused_while_another_holds_the_lock() {
     let destroy = destroy_in_background(&env, &cfg);
     let run = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
     run.expect_code(exit::LOCKED);
-    assert!(run.stderr.contains("is locked"), "{}", run.stderr);
-    assert!(run.stderr.contains("operation `destroy`"), "{}", run.stderr);
+    run.expect_stderr("is locked");
+    run.expect_stderr("operation `destroy`");
     assert!(
         run.stderr.contains(&format!("pid {}", destroy.id())),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("vz force-unlock "), "{}", run.stderr);
+    run.expect_stderr("vz force-unlock ");
     assert!(destroy.wait().ok(), "the holder is not disturbed");
     assert!(!lock_file(&env).exists(), "the lock is released at the end");
 }
@@ -52,12 +52,7 @@ fn lock_timeout_waits_for_the_holder_to_finish() {
     assert!(destroy.wait().ok());
     // It ran after the destroy: everything is to be created again.
     run.expect_code(2);
-    assert!(
-        run.stdout
-            .contains(&format!("Plan: {QUICKSTART_OBJECTS} to add")),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout(&format!("Plan: {QUICKSTART_OBJECTS} to add"));
 }
 
 #[test]
@@ -74,11 +69,7 @@ fn force_unlock_removes_a_lock_left_behind() {
     std::fs::write(format!("{state}.lock"), lock.to_string()).expect("write lock");
     let refused = vz_bare(&["state", "rm", "--state", state, "x"]);
     refused.expect_code(exit::LOCKED);
-    assert!(
-        refused.stderr.contains("held by ci@elsewhere"),
-        "{}",
-        refused.stderr
-    );
+    refused.expect_stderr("held by ci@elsewhere");
 
     vz_bare(&["force-unlock", "--state", state, "not-the-id"]).expect_code(exit::USAGE);
     assert!(
@@ -125,21 +116,12 @@ fn state_commands_list_show_forget_pull_and_push() {
     let plan = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
     plan.expect_code(2);
     // Forgotten, but still labelled as this platform's: the next plan finds it again.
-    assert!(
-        plan.stdout
-            .contains(&format!("  ~ {address}  # recovered from labels")),
-        "{}",
-        plan.stdout
-    );
+    plan.expect_stdout(&format!("  ~ {address}  # recovered from labels"));
 
     let old = old.to_str().expect("utf8");
     let refused = env.vz(&["state", "push", "-f", &cfg, old]);
     refused.expect_code(exit::STATE);
-    assert!(
-        refused.stderr.contains("newer stored serial"),
-        "{}",
-        refused.stderr
-    );
+    refused.expect_stderr("newer stored serial");
     env.vz(&["state", "push", "-f", &cfg, old, "--force"])
         .expect_code(0);
     env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
@@ -156,6 +138,6 @@ fn showing_an_unknown_address_names_it() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
     let run = env.vz(&["state", "show", "-f", &cfg, "nope/Kind/x"]);
     run.expect_code(exit::USAGE);
-    assert!(run.stderr.contains("`nope/Kind/x`"), "{}", run.stderr);
-    assert!(run.stderr.contains("vz state list"), "{}", run.stderr);
+    run.expect_stderr("`nope/Kind/x`");
+    run.expect_stderr("vz state list");
 }

@@ -412,7 +412,7 @@ fn a_state_migrates_local_to_kubernetes_to_s3_and_back_with_lineage_and_serial_k
     let leg = |from: &str, to: &str, name: &str, state: &str| -> String {
         let moved = env.vz(&["state", "migrate", "-f", from, "--to", to]);
         moved.expect_code(0);
-        assert!(moved.stdout.contains("read it back"), "{}", moved.stdout);
+        moved.expect_stdout("read it back");
         let cfg = env.write_config(
             name,
             &text
@@ -470,6 +470,6 @@ fn a_state_migrates_local_to_kubernetes_to_s3_and_back_with_lineage_and_serial_k
         "{path: other.vzstate.json}",
     ]);
     refused.expect_code(exit::STATE);
-    assert!(refused.stderr.contains("lineage"), "{}", refused.stderr);
+    refused.expect_stderr("lineage");
     assert_eq!(std::fs::read(&other).expect("read"), bytes, "untouched");
 }
