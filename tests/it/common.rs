@@ -230,19 +230,9 @@ impl TestEnv {
         &self,
         limit: std::time::Duration,
         what: &str,
-        mut probe: impl FnMut() -> Option<T>,
+        probe: impl FnMut() -> Option<T>,
     ) -> T {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Some(v) = probe() {
-                return v;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        poll(limit, probe, || format!("timed out waiting for {what}"))
     }
 
     /// The user's own `cert-manager` namespace, with something in it (a ConfigMap `users-data`).
@@ -654,6 +644,23 @@ pub fn vz_bare(args: &[&str]) -> Run {
     Run::of(cmd)
 }
 
+/// Try `probe` every 100 ms until it returns something; past `limit`, fail saying `timed_out()`.
+#[track_caller]
+fn poll<T>(
+    limit: std::time::Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    timed_out: impl Fn() -> String,
+) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", timed_out());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// A command started in the background ([`TestEnv::spawn_vz`]), its output read as it comes (so
 /// a test can wait for what it says, and a chatty run never blocks on a full pipe). Killed when
 /// dropped unfinished (a failed test leaves no run behind).
@@ -718,6 +725,21 @@ impl Running {
     /// What its standard error has said so far.
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().expect("lock")).into_owned()
+    }
+
+    /// Wait (up to `limit`) until its standard error says `text`.
+    #[track_caller]
+    pub fn await_said(&self, limit: std::time::Duration, text: &str) {
+        poll(
+            limit,
+            || self.said(text).then_some(()),
+            || {
+                format!(
+                    "timed out waiting for the run to say {text:?}; it said:\n{}",
+                    self.stderr()
+                )
+            },
+        );
     }
 
     /// Whether it has ended.
@@ -795,22 +817,14 @@ impl Run {
     /// Assert that standard error says `text`, showing it whole when it does not.
     #[track_caller]
     pub fn expect_stderr(&self, text: &str) -> &Run {
-        assert!(
-            self.stderr.contains(text),
-            "standard error does not say {text:?}:\n{}",
-            self.stderr
-        );
+        expect_says("standard error", &self.stderr, text);
         self
     }
 
     /// Assert that standard output says `text`, showing it whole when it does not.
     #[track_caller]
     pub fn expect_stdout(&self, text: &str) -> &Run {
-        assert!(
-            self.stdout.contains(text),
-            "standard output does not say {text:?}:\n{}",
-            self.stdout
-        );
+        expect_says("standard output", &self.stdout, text);
         self
     }
 
@@ -824,6 +838,14 @@ impl Run {
         );
         self
     }
+}
+
+#[track_caller]
+fn expect_says(stream: &str, said: &str, text: &str) {
+    assert!(
+        said.contains(text),
+        "{stream} does not say {text:?}:\n{said}"
+    );
 }
 
 /// Change the auth proxy policy's first port from 8775 to 9999 behind vz's back.

@@ -414,11 +414,7 @@ fn an_admission_webhook_failing_for_a_while_is_waited_out() {
     let started = Instant::now();
     let child = env.spawn_vz(&["apply", "-f", &cfg, "--auto-approve"]);
     // The failure is met, said, and to be tried again: then the webhook heals.
-    env.eventually(
-        Duration::from_secs(60),
-        "the apply to meet the failing webhook",
-        || child.said("failed calling webhook").then_some(()),
-    );
+    child.await_said(Duration::from_secs(60), "failed calling webhook");
     let failing = started.elapsed();
     std::fs::remove_file(&fail).expect("heal the webhook");
     let run = child.wait();

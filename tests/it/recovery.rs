@@ -12,6 +12,28 @@ fn managed(env: &TestEnv) -> Vec<String> {
     env.list_names(&[BUILTIN_KINDS, "-A", "-l", "app.kubernetes.io/managed-by=vz"])
 }
 
+/// How many watches of a single namespace the API server serves: `vz` waits for a namespace to
+/// go (or be ready) with one; nothing of the plane itself watches one namespace.
+fn namespace_watches(env: &TestEnv) -> u64 {
+    let metrics = env.kubectl(&["get", "--raw", "/metrics"]);
+    metrics.expect_code(0);
+    metrics
+        .stdout
+        .lines()
+        .filter(|l| {
+            l.starts_with("apiserver_longrunning_requests{")
+                && [
+                    r#"resource="namespaces""#,
+                    r#"scope="resource""#,
+                    r#"verb="WATCH""#,
+                ]
+                .iter()
+                .all(|label| l.contains(label))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 #[test]
 fn apply_right_after_a_destroy_that_did_not_wait_creates_everything_again() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
@@ -24,13 +46,12 @@ fn apply_right_after_a_destroy_that_did_not_wait_creates_everything_again() {
     let note = "  + namespaces/Namespace/keycloak  # still being deleted; will be created again once it is gone\n";
     plan.expect_stdout(note);
     let child = env.spawn_vz(&["apply", "-f", &cfg, "--auto-approve"]);
-    // Apply waits for the deletion to finish rather than applying to a dying namespace: the
-    // quick start's namespaces are one step, all in flight at once, and those not held are
-    // created once they are gone while keycloak's waits.
+    // Apply waits for the deletion to finish rather than applying to a dying namespace: it
+    // watches the quick start's namespaces (one step, all in flight at once) until they are gone.
     env.eventually(
         std::time::Duration::from_secs(60),
-        "the apply to create a namespace",
-        || child.said("namespaces/Namespace/").then_some(()),
+        "the apply to wait for a namespace to go",
+        || (namespace_watches(&env) > 0).then_some(()),
     );
     assert!(
         !child.said("namespaces/Namespace/keycloak:"),

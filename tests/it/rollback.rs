@@ -283,14 +283,9 @@ fn interrupted_apply_rolls_back(signal: &str) {
         .spawn_vz(&["apply", "-f", &s.cfg, "--auto-approve", "--timeout", "5m"]);
     // Wait until the run has changed something and says so (it takes injection off the meshed
     // namespaces while it waits for argocd to finish deleting), then interrupt it.
-    s.env.eventually(
+    child.await_said(
         Duration::from_secs(60),
-        "apply to take injection off verrazzano-system",
-        || {
-            child
-                .said("namespaces/Namespace/verrazzano-system: updated")
-                .then_some(())
-        },
+        "namespaces/Namespace/verrazzano-system: updated",
     );
     assert_eq!(injection(&s), None, "taken off");
     Command::new("kill")
