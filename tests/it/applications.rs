@@ -234,7 +234,7 @@ fn application_mistakes_are_refused_where_they_are() {
     let cfg = cfg.to_str().expect("utf8");
     let run = env.vz(&["plan", "-f", cfg]);
     assert_ne!(run.code, 0);
-    assert!(run.stderr.contains("existing: true"), "{}", run.stderr);
+    run.expect_stderr("existing: true");
 }
 
 #[test]
@@ -282,7 +282,7 @@ fn destroying_an_application_needs_only_the_rbac_of_the_example() {
     // The service account may not touch the platform: a whole destroy is refused...
     let denied = vz_bare(&["--kubeconfig", kc, "destroy", "-f", &cfg, "--auto-approve"]);
     assert_ne!(denied.code, 0, "{}", denied.stderr);
-    assert!(denied.stderr.contains("forbidden"), "{}", denied.stderr);
+    denied.expect_stderr("forbidden");
     assert!(
         env.get_json(&["gateway", "-n", "shop", "shop-orders-gw"])
             .is_some()

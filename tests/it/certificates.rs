@@ -260,14 +260,10 @@ fn the_api_server_calls_a_webhook_with_the_certificate_and_bundle_vz_issued() {
     // The validator's operator is not installed yet: pending, named, and exit code 2.
     let plan = env.vz(&["plan", "-f", cfg, "--detailed-exitcode"]);
     plan.expect_code(2);
-    assert!(
-        plan.stdout.contains("~ certificates.webhooks/ValidatingWebhookConfiguration/standin-validator  # pending: does not exist yet"),
-        "{}",
-        plan.stdout
-    );
+    plan.expect_stdout("~ certificates.webhooks/ValidatingWebhookConfiguration/standin-validator  # pending: does not exist yet");
     let apply = env.vz(&["apply", "-f", cfg, "--auto-approve"]);
     apply.expect_code(0);
-    assert!(apply.stdout.contains("1 pending"), "{}", apply.stdout);
+    apply.expect_stdout("1 pending");
 
     // The serving certificate names the Service; the injector trusts vz's CA and only that field
     // is vz's.
@@ -405,12 +401,7 @@ fn a_ca_rotation_that_fails_midway_leaves_the_old_ca_and_its_certificates() {
 
     let run = env.vz(&["apply", saved]);
     run.expect_code(crate::common::exit::ROLLED_BACK);
-    assert!(
-        run.stderr
-            .contains("restored Secret cert-manager/verrazzano-ca-certificate-secret"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("restored Secret cert-manager/verrazzano-ca-certificate-secret");
     assert_eq!(
         env.secret_text(
             "cert-manager",

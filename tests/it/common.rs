@@ -22,6 +22,33 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Say that the running test cannot check what it is for here, and why (a test calls it, then
+/// returns): libtest counts the test passed, so the skip is told apart. A line
+/// `vz-test-skipped: <test>: <reason>` goes to standard error (seen with `--nocapture`) and, when
+/// `$VZ_TEST_SKIPS` names a file, `<test>: <reason>` is appended to it: scripts/test counts those
+/// lines, and fails the run on any in CI or as root, where nothing should need skipping.
+pub fn skip(reason: &str) {
+    // libtest runs each test on a thread named after it.
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("an unnamed test");
+    let version = std::env::var("VZ_K8S_VERSION")
+        .map(|v| format!(" (Kubernetes {v})"))
+        .unwrap_or_default();
+    let line = format!("{test}: {reason}{version}");
+    eprintln!("vz-test-skipped: {line}");
+    if let Some(file) = std::env::var_os("VZ_TEST_SKIPS") {
+        use std::io::Write as _;
+        // One write of one line to a file opened to append: lines of tests running at once do
+        // not mix.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()))
+            .unwrap_or_else(|e| panic!("cannot record the skip in {}: {e}", file.display()));
+    }
+}
+
 /// Control planes starting at once: on 2 cores, more only slows every one of them down.
 const MAX_STARTING: usize = 2;
 static STARTING: Mutex<usize> = Mutex::new(0);
@@ -185,20 +212,16 @@ impl TestEnv {
         Run::of(cmd)
     }
 
-    /// Start `vz` against this control plane without waiting for it (output piped); finish it with
-    /// [`Run::wait`].
-    pub fn spawn_vz(&self, args: &[&str]) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_vz"))
-            .env_remove("NO_COLOR")
+    /// Start `vz` against this control plane without waiting for it; finish it with
+    /// [`Running::wait`].
+    pub fn spawn_vz(&self, args: &[&str]) -> Running {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vz"));
+        cmd.env_remove("NO_COLOR")
             .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn vz")
+            .args(args);
+        Running::spawn(cmd)
     }
 
     /// Wait (up to `limit`) until `probe` returns something.
@@ -207,19 +230,9 @@ impl TestEnv {
         &self,
         limit: std::time::Duration,
         what: &str,
-        mut probe: impl FnMut() -> Option<T>,
+        probe: impl FnMut() -> Option<T>,
     ) -> T {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Some(v) = probe() {
-                return v;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        poll(limit, probe, || format!("timed out waiting for {what}"))
     }
 
     /// The user's own `cert-manager` namespace, with something in it (a ConfigMap `users-data`).
@@ -631,6 +644,145 @@ pub fn vz_bare(args: &[&str]) -> Run {
     Run::of(cmd)
 }
 
+/// Try `probe` every 100 ms until it returns something; past `limit`, fail saying `timed_out()`.
+#[track_caller]
+fn poll<T>(
+    limit: std::time::Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    timed_out: impl Fn() -> String,
+) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", timed_out());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A command started in the background ([`TestEnv::spawn_vz`]), its output read as it comes (so
+/// a test can wait for what it says, and a chatty run never blocks on a full pipe). Killed when
+/// dropped unfinished (a failed test leaves no run behind).
+pub struct Running {
+    child: Option<std::process::Child>,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    stderr: std::sync::Arc<Mutex<Vec<u8>>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command) -> Running {
+        use std::io::Read as _;
+        let mut child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut out = child.stdout.take().expect("piped stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = out.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        });
+        let stderr = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut err = child.stderr.take().expect("piped stderr");
+        let said = std::sync::Arc::clone(&stderr);
+        let stderr_reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match err.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => said.lock().expect("lock").extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        Running {
+            child: Some(child),
+            stdout: Some(stdout),
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    fn child(&mut self) -> &mut std::process::Child {
+        self.child.as_mut().expect("a running command")
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("a running command").id()
+    }
+
+    /// Whether its standard error has said `text` so far.
+    pub fn said(&self, text: &str) -> bool {
+        self.stderr().contains(text)
+    }
+
+    /// What its standard error has said so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().expect("lock")).into_owned()
+    }
+
+    /// Wait (up to `limit`) until its standard error says `text`.
+    #[track_caller]
+    pub fn await_said(&self, limit: std::time::Duration, text: &str) {
+        poll(
+            limit,
+            || self.said(text).then_some(()),
+            || {
+                format!(
+                    "timed out waiting for the run to say {text:?}; it said:\n{}",
+                    self.stderr()
+                )
+            },
+        );
+    }
+
+    /// Whether it has ended.
+    pub fn ended(&mut self) -> bool {
+        self.child().try_wait().expect("try_wait").is_some()
+    }
+
+    /// Kill it with SIGKILL (kill -9) and reap it.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("a running command");
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+    }
+
+    /// Wait for it to finish.
+    pub fn wait(mut self) -> Run {
+        let status = self.child().wait().expect("wait");
+        self.child = None;
+        let stdout = self
+            .stdout
+            .take()
+            .map(|t| t.join().expect("stdout reader"))
+            .unwrap_or_default();
+        if let Some(t) = self.stderr_reader.take() {
+            t.join().expect("stderr reader");
+        }
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr: String::from_utf8_lossy(&self.stderr.lock().expect("lock")).into_owned(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A finished command.
 #[derive(Debug)]
 pub struct Run {
@@ -643,16 +795,6 @@ pub struct Run {
 }
 
 impl Run {
-    /// Wait for a spawned command to finish.
-    pub fn wait(child: std::process::Child) -> Run {
-        let out = child.wait_with_output().expect("wait");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
     pub fn of(mut cmd: Command) -> Run {
         cmd.stdin(std::process::Stdio::null());
         let Output {
@@ -672,6 +814,20 @@ impl Run {
         self.code == 0
     }
 
+    /// Assert that standard error says `text`, showing it whole when it does not.
+    #[track_caller]
+    pub fn expect_stderr(&self, text: &str) -> &Run {
+        expect_says("standard error", &self.stderr, text);
+        self
+    }
+
+    /// Assert that standard output says `text`, showing it whole when it does not.
+    #[track_caller]
+    pub fn expect_stdout(&self, text: &str) -> &Run {
+        expect_says("standard output", &self.stdout, text);
+        self
+    }
+
     /// Assert an exit code, showing both streams when it differs.
     #[track_caller]
     pub fn expect_code(&self, code: i32) -> &Run {
@@ -682,6 +838,14 @@ impl Run {
         );
         self
     }
+}
+
+#[track_caller]
+fn expect_says(stream: &str, said: &str, text: &str) {
+    assert!(
+        said.contains(text),
+        "{stream} does not say {text:?}:\n{said}"
+    );
 }
 
 /// Change the auth proxy policy's first port from 8775 to 9999 behind vz's back.

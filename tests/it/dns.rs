@@ -128,12 +128,7 @@ fn a_new_load_balancer_address_updates_the_a_record() {
         },
     );
     let plan = env.vz(&["plan", "-f", &cfg]);
-    assert!(
-        plan.stdout
-            .contains("~ spec.values[0]: \"192.0.2.60\" -> \"198.51.100.8\""),
-        "{}",
-        plan.stdout
-    );
+    plan.expect_stdout("~ spec.values[0]: \"192.0.2.60\" -> \"198.51.100.8\"");
     env.vz(&["apply", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
     assert!(has_record(
@@ -170,11 +165,7 @@ fn a_record_someone_else_made_is_refused_unless_adopted_and_then_only_released()
         "adopt: [dns/CNAME/grafana.vmi.system.dev.example.test]\n",
     );
     let plan = env.vz(&["plan", "-f", &cfg]);
-    assert!(
-        plan.stdout.contains("  ~ dns/CNAME/grafana.vmi.system.dev.example.test  # exists but is not managed by vz; will be taken over"),
-        "{}",
-        plan.stdout
-    );
+    plan.expect_stdout("  ~ dns/CNAME/grafana.vmi.system.dev.example.test  # exists but is not managed by vz; will be taken over");
     env.vz(&["apply", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
     env.vz(&["destroy", "-f", &cfg, "--auto-approve"])
@@ -200,11 +191,7 @@ fn a_wrong_tsig_key_is_reported_and_nothing_is_written() {
     .expect("write");
     let run = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
     assert_ne!(run.code, 0);
-    assert!(
-        run.stderr.contains("did not accept the TSIG signature"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("did not accept the TSIG signature");
     assert_eq!(platform_records(&dns), Vec::<String>::new());
     // No secret at all: said before anything is planned.
     let text = std::fs::read_to_string(&cfg).expect("config").replace(
@@ -214,12 +201,7 @@ fn a_wrong_tsig_key_is_reported_and_nothing_is_written() {
     std::fs::write(&cfg, text).expect("write");
     let run = env.vz(&["plan", "-f", &cfg]);
     assert_ne!(run.code, 0);
-    assert!(
-        run.stderr
-            .contains("environment variable VZ_NO_SUCH_SECRET"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("environment variable VZ_NO_SUCH_SECRET");
 }
 
 #[test]
@@ -238,11 +220,7 @@ fn a_failed_apply_rolls_its_records_back() {
     .expect_code(0);
     let run = env.vz(&["apply", saved]);
     run.expect_code(exit::ROLLED_BACK);
-    assert!(
-        run.stderr.contains("verrazzano.dev.example.test"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("verrazzano.dev.example.test");
     // Only theirs is left.
     assert_eq!(
         platform_records(&dns),

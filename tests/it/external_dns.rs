@@ -188,12 +188,7 @@ fn a_failed_final_sync_stops_destroy_with_its_log_and_keeps_external_dns_until_t
         "--leave-dns-records",
     ]);
     left.expect_code(0);
-    assert!(
-        left.stderr
-            .contains("no final sync (--leave-dns-records): the records it made stay in the zone"),
-        "{}",
-        left.stderr
-    );
+    left.expect_stderr("no final sync (--leave-dns-records): the records it made stay in the zone");
     assert!(
         env.get_json(&["deployment", "-n", ES, "external-dns"])
             .is_none()

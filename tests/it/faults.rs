@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::common::{Run, TestEnv, exit};
+use crate::common::{Running, TestEnv, exit, skip};
 
 /// The label selector of the objects of the example platform `shop`.
 const SHOP: &str = "app.kubernetes.io/managed-by=vz,vz.dev/platform=shop";
@@ -76,6 +76,20 @@ fn recorded(path: &std::path::Path) -> BTreeMap<String, usize> {
     out
 }
 
+/// The addresses of the objects the state file at `path` records.
+fn addresses(path: &std::path::Path) -> BTreeSet<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return BTreeSet::new();
+    };
+    let state: serde_json::Value = serde_json::from_str(&text).expect("the state is JSON");
+    state["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["address"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// A small seeded generator (xorshift64*), so a loop can be replayed from its seed.
 struct Rng(u64);
 
@@ -100,13 +114,13 @@ fn killed(env: &TestEnv, args: &[&str], delay: Duration) -> bool {
     let mut child = env.spawn_vz(args);
     let until = Instant::now() + delay;
     while Instant::now() < until {
-        if child.try_wait().expect("try_wait").is_some() {
+        if child.ended() {
             return false;
         }
+        // A poll of the process, not a wait for a condition: the kill comes at `delay`.
         std::thread::sleep(Duration::from_millis(10));
     }
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+    child.kill();
     true
 }
 
@@ -253,7 +267,7 @@ fn runs_killed_at_random_points_lose_track_of_nothing() {
 
 /// Hold istiod's pods unready, so that an apply is still running (waiting for istiod) when the
 /// fault comes; returns the running apply.
-fn apply_waiting_for_istiod(env: &TestEnv, cfg: &str, timeout: &str) -> std::process::Child {
+fn apply_waiting_for_istiod(env: &TestEnv, cfg: &str, timeout: &str) -> Running {
     env.set_node_sim("unready", "istio-system/istiod-");
     let child = env.spawn_vz(&["apply", "-f", cfg, "--auto-approve", "--timeout", timeout]);
     env.eventually(
@@ -277,7 +291,7 @@ fn an_api_server_restarted_mid_apply_is_waited_for_and_the_apply_completes() {
     restart.expect_code(0);
     let back = Instant::now();
     env.set_node_sim("unready", "");
-    let run = Run::wait(child);
+    let run = child.wait();
     run.expect_code(0);
     eprintln!(
         "API server restart: {}; the apply finished {:.1}s after it was back",
@@ -289,7 +303,7 @@ fn an_api_server_restarted_mid_apply_is_waited_for_and_the_apply_completes() {
         "the outage was met and said so:\n{}",
         run.stderr
     );
-    assert!(run.stderr.contains("answers again"), "{}", run.stderr);
+    run.expect_stderr("answers again");
     env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
         .expect_code(0);
 }
@@ -302,7 +316,7 @@ fn a_stalled_etcd_is_waited_for_and_the_apply_completes() {
     env.testenv("pause-etcd", &["4"]).expect_code(0);
     let back = Instant::now();
     env.set_node_sim("unready", "");
-    Run::wait(child).expect_code(0);
+    child.wait().expect_code(0);
     eprintln!(
         "etcd stalled 4s: the apply finished {:.1}s after it went on",
         back.elapsed().as_secs_f64()
@@ -324,7 +338,7 @@ fn an_etcd_stalled_past_the_timeout_fails_naming_the_object_and_rolls_back() {
     );
     let started = Instant::now();
     env.testenv("pause-etcd", &["12"]).expect_code(0);
-    let run = Run::wait(child);
+    let run = child.wait();
     run.expect_code(exit::ROLLED_BACK);
     let took = started.elapsed();
     eprintln!(
@@ -332,12 +346,7 @@ fn an_etcd_stalled_past_the_timeout_fails_naming_the_object_and_rolls_back() {
         took.as_secs_f64()
     );
     assert!(took >= Duration::from_secs(12));
-    assert!(
-        run.stderr
-            .contains("gave no answer before the run's time was up (--timeout)"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("gave no answer before the run's time was up (--timeout)");
     // The request cut short is named ("cannot apply Kind namespace/name: ...", or the read of
     // it, or the lookup of its kind: whichever was in flight when the time ran out).
     let cut = run
@@ -352,11 +361,7 @@ fn an_etcd_stalled_past_the_timeout_fails_naming_the_object_and_rolls_back() {
         "{}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("Rolled back every change of this run"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("Rolled back every change of this run");
     assert!(
         recorded(&state).is_empty(),
         "the state is as before the run"
@@ -389,7 +394,7 @@ fn an_etcd_stalled_past_the_timeout_fails_naming_the_object_and_rolls_back() {
 /// the webhook stand-in validates) to apply next; `None` on a plane without the stand-in.
 fn billing_next(env: &TestEnv) -> Option<String> {
     if !env.plane_file("webhook-standin-ip").exists() {
-        eprintln!("no webhook stand-in on this plane (needs root): no webhook to disturb");
+        skip("no webhook stand-in on this plane (needs root): no webhook to disturb");
         return None;
     }
     let cfg = env.applications_config("");
@@ -408,17 +413,20 @@ fn an_admission_webhook_failing_for_a_while_is_waited_out() {
     std::fs::write(&fail, "").expect("fail the webhook");
     let started = Instant::now();
     let child = env.spawn_vz(&["apply", "-f", &cfg, "--auto-approve"]);
-    std::thread::sleep(Duration::from_secs(4));
+    // The failure is met, said, and to be tried again: then the webhook heals.
+    child.await_said(Duration::from_secs(60), "failed calling webhook");
+    let failing = started.elapsed();
     std::fs::remove_file(&fail).expect("heal the webhook");
-    let run = Run::wait(child);
+    let run = child.wait();
     run.expect_code(0);
     eprintln!(
-        "webhook failing for 4s: the apply finished in {:.1}s",
+        "webhook failing for {:.1}s: the apply finished in {:.1}s",
+        failing.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
     assert!(
-        run.stderr.contains("failed calling webhook"),
-        "the failure was met and said so:\n{}",
+        run.stderr.contains("vz tries again"),
+        "the failure was to be tried again:\n{}",
         run.stderr
     );
     env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
@@ -444,23 +452,15 @@ fn an_admission_webhook_slower_than_its_timeout_fails_the_apply_naming_the_objec
         "webhook slower than its timeout, --timeout 25s: failed and rolled back in {:.1}s",
         took.as_secs_f64()
     );
-    assert!(
-        run.stderr.contains("failed calling webhook"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("failed calling webhook");
     assert!(
         run.stderr.contains("the API server refused to apply ")
             && run.stderr.contains(" finance/billing"),
         "the object is named:\n{}",
         run.stderr
     );
-    assert!(run.stderr.contains("vz tried "), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("Rolled back every change of this run"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("vz tried ");
+    run.expect_stderr("Rolled back every change of this run");
     assert!(took < Duration::from_secs(90), "took {took:?}");
     assert_eq!(recorded(&state), before);
     assert!(
@@ -518,27 +518,34 @@ fn a_full_disk_at_a_state_write_keeps_the_last_state_written_and_says_where() {
     );
     let cfg = cfg.to_str().expect("utf8");
     let Some(disk) = SmallDisk::mount(&env.work.path().join("small"), "512k") else {
-        eprintln!("cannot mount a tmpfs here (needs root): no disk to fill");
+        skip("cannot mount a tmpfs here (needs root): no disk to fill");
         return;
     };
     let state = env.work.path().join("small/applications.vzstate.json");
     let child = apply_waiting_for_istiod(&env, cfg, "5m");
-    // The steps before istiod's are recorded while the apply waits for it.
-    env.eventually(Duration::from_secs(30), "a first state write", || {
-        (!recorded(&state).is_empty()).then_some(())
-    });
-    std::thread::sleep(Duration::from_secs(1));
+    // The steps before istiod's are recorded while the apply waits for it: the state holds every
+    // object the apply said it created but those of istiod's step (written once istiod is ready),
+    // and no write is under way when the disk fills.
+    env.eventually(
+        Duration::from_secs(30),
+        "the steps before istiod's to be recorded",
+        || {
+            let said = child.stderr();
+            let created: Vec<&str> = said
+                .lines()
+                .filter_map(|l| l.strip_suffix(": created"))
+                .filter(|a| !a.starts_with("istio.control-plane/"))
+                .collect();
+            let known = addresses(&state);
+            (!created.is_empty() && created.iter().all(|a| known.contains(*a))).then_some(())
+        },
+    );
     disk.fill();
     let last_written = std::fs::read(&state).expect("state");
     env.set_node_sim("unready", "");
-    let run = Run::wait(child);
+    let run = child.wait();
     run.expect_code(exit::PARTIAL);
-    assert!(
-        run.stderr
-            .contains("The state file is whole, as it was last written"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("The state file is whole, as it was last written");
     let shown = state.display().to_string();
     assert!(
         run.stderr.contains(&shown) && run.stderr.contains("No space left on device"),

@@ -28,12 +28,7 @@ fn custom_resources_are_created_after_their_crds_and_deleted_before_them() {
     // The kind is not served yet: the plan still shows the object as one to create.
     let plan = env.vz(&["plan", "-f", cfg]);
     plan.expect_code(0);
-    assert!(
-        plan.stdout
-            .contains(&format!("  + {PEER_AUTHENTICATION}\n")),
-        "{}",
-        plan.stdout
-    );
+    plan.expect_stdout(&format!("  + {PEER_AUTHENTICATION}\n"));
 
     let apply = env.vz(&["apply", "-f", cfg, "--auto-approve"]);
     apply.expect_code(0);
@@ -86,12 +81,8 @@ fn a_target_brings_in_the_crds_its_kind_needs() {
         PEER_AUTHENTICATION,
     ]);
     run.expect_code(0);
-    assert!(
-        run.stdout.contains(
-            "  + istio.crds/CustomResourceDefinition/peerauthentications.security.istio.io\n"
-        ),
-        "{}",
-        run.stdout
+    run.expect_stdout(
+        "  + istio.crds/CustomResourceDefinition/peerauthentications.security.istio.io\n",
     );
     assert!(
         run.stdout
@@ -147,15 +138,26 @@ fn run_with_load_balancer(env: &TestEnv, args: &[&str], ip: &str) -> Run {
     env.eventually(Duration::from_secs(60), "the NGINX Service", || {
         env.get_json(&["service", "-n", NGINX_NS, NGINX_SVC])
     });
-    // The hosts wait for the address: nothing of the later step exists yet.
-    std::thread::sleep(Duration::from_millis(500));
+    // The hosts wait for the address: nothing of the later step exists yet...
     assert_eq!(
         console_host(env),
         None,
         "Ingresses created before the address was known"
     );
     env.set_load_balancer_ip(NGINX_NS, NGINX_SVC, ip);
-    Run::wait(child)
+    let run = child.wait();
+    // ...nor was any made since with a host to change later: each was created once, as it is.
+    let ingresses = env
+        .get_json(&["ingresses", "-A", "-l", "app.kubernetes.io/managed-by=vz"])
+        .expect("a list");
+    for i in ingresses["items"].as_array().expect("items") {
+        assert_eq!(
+            i["metadata"]["generation"], 1,
+            "{} changed after it was created",
+            i["metadata"]["name"]
+        );
+    }
+    run
 }
 
 #[test]
@@ -166,19 +168,8 @@ fn a_load_balancer_address_is_known_after_apply_and_fills_in_the_hosts() {
 
     let plan = env.vz(&["plan", "-f", cfg]);
     plan.expect_code(0);
-    assert!(
-        plan.stdout.contains(
-            "  + system-ingresses/Ingress/verrazzano-system/verrazzano-ingress  # some values are (known after apply)\n"
-        ),
-        "{}",
-        plan.stdout
-    );
-    assert!(
-        plan.stdout
-            .contains("      + spec.rules[0].host: (known after apply)\n"),
-        "{}",
-        plan.stdout
-    );
+    plan.expect_stdout("  + system-ingresses/Ingress/verrazzano-system/verrazzano-ingress  # some values are (known after apply)\n");
+    plan.expect_stdout("      + spec.rules[0].host: (known after apply)\n");
     let json = env.vz(&["plan", "-f", cfg, "--json"]);
     json.expect_code(0);
     let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON plan");
@@ -233,22 +224,9 @@ fn a_new_load_balancer_address_updates_the_hosts() {
     env.set_load_balancer_ip(NGINX_NS, NGINX_SVC, "198.51.100.7");
     let plan = env.vz(&["plan", "-f", cfg, "--detailed-exitcode"]);
     plan.expect_code(2);
-    assert!(
-        plan.stdout
-            .contains("  ~ system-ingresses/Ingress/verrazzano-system/verrazzano-ingress\n"),
-        "{}",
-        plan.stdout
-    );
-    assert!(
-        plan.stdout.contains("verrazzano.lb.198.51.100.7.nip.io"),
-        "{}",
-        plan.stdout
-    );
-    assert!(
-        plan.stdout.contains("  -/+ certificates.tls/Secret/verrazzano-system/verrazzano-tls  # certificate issued again: names change: [verrazzano.lb.192.0.2.50.nip.io] -> [verrazzano.lb.198.51.100.7.nip.io]"),
-        "{}",
-        plan.stdout
-    );
+    plan.expect_stdout("  ~ system-ingresses/Ingress/verrazzano-system/verrazzano-ingress\n");
+    plan.expect_stdout("verrazzano.lb.198.51.100.7.nip.io");
+    plan.expect_stdout("  -/+ certificates.tls/Secret/verrazzano-system/verrazzano-tls  # certificate issued again: names change: [verrazzano.lb.192.0.2.50.nip.io] -> [verrazzano.lb.198.51.100.7.nip.io]");
     env.vz(&["apply", "-f", cfg, "--auto-approve"])
         .expect_code(0);
     assert_eq!(
@@ -275,22 +253,9 @@ fn without_waiting_an_unknown_address_fails_and_rolls_back() {
     ]);
     run.expect_code(exit::ROLLED_BACK);
     // The first object made of the address: the console's certificate (its Ingress comes after).
-    assert!(
-        run.stderr
-            .contains("certificates.tls/Secret/verrazzano-system/verrazzano-tls needs values that are not known yet"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("ingress-nginx.ingress-ip"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("Rolled back every change of this run"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("certificates.tls/Secret/verrazzano-system/verrazzano-tls needs values that are not known yet");
+    run.expect_stderr("ingress-nginx.ingress-ip");
+    run.expect_stderr("Rolled back every change of this run");
     assert!(env.get_json(&["namespace", "verrazzano-system"]).is_none());
 }
 
@@ -349,11 +314,11 @@ fn istios_api_rejects_what_istios_own_crds_reject() {
     // A wrong type is refused, as with Istio's CRDs.
     let wrong = try_create("wrong-type", r#"{"mtls": {"mode": 3}}"#);
     assert!(!wrong.ok());
-    assert!(wrong.stderr.contains("spec.mtls.mode"), "{}", wrong.stderr);
+    wrong.expect_stderr("spec.mtls.mode");
     // A value outside the enum too.
     let bad = try_create("bad-mode", r#"{"mtls": {"mode": "STRICTER"}}"#);
     assert!(!bad.ok());
-    assert!(bad.stderr.contains("STRICT"), "{}", bad.stderr);
+    bad.expect_stderr("STRICT");
     // A misspelt field never reaches the stored object.
     let typo = try_create("typo", r#"{"mtls": {"mdoe": "STRICT"}}"#);
     typo.expect_code(0);
@@ -378,11 +343,7 @@ fn apply_waits_for_the_nginx_deployments_and_a_pod_held_unready_times_out_and_ro
         "{}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("Rolled back every change of this run"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("Rolled back every change of this run");
     assert!(env.get_json(&["namespace", NGINX_NS]).is_none());
 
     // Once its pods become ready, the same apply goes through: the real controllers report the

@@ -36,13 +36,9 @@ fn plan_on_an_empty_cluster_lists_every_object_to_add() {
         "--detailed-exitcode",
     ]);
     run.expect_code(2);
-    assert!(
-        run.stdout.contains(&format!(
-            "Plan: {QUICKSTART_OBJECTS} to add, 0 to change, 0 to destroy."
-        )),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout(&format!(
+        "Plan: {QUICKSTART_OBJECTS} to add, 0 to change, 0 to destroy."
+    ));
     assert!(run.stdout.contains("  + namespaces/Namespace/keycloak\n"));
     assert!(
         run.stdout.contains(
@@ -123,7 +119,7 @@ fn plan_after_apply_reports_no_changes() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
     let run = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
     run.expect_code(0);
-    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+    run.expect_stdout("No changes.");
 }
 
 #[test]
@@ -132,19 +128,8 @@ fn a_policy_edited_with_kubectl_is_reported_as_drift_with_the_field() {
     drift_authproxy_port(&env);
     let run = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
     run.expect_code(2);
-    assert!(
-        run.stdout.contains(
-            "  ~ network-policies/NetworkPolicy/verrazzano-system/verrazzano-authproxy  # changed outside vz"
-        ),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("~ spec.ingress[0].ports[0].port: 9999 -> 8775"),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout("  ~ network-policies/NetworkPolicy/verrazzano-system/verrazzano-authproxy  # changed outside vz");
+    run.expect_stdout("~ spec.ingress[0].ports[0].port: 9999 -> 8775");
     assert!(
         run.stdout
             .contains("Plan: 0 to add, 1 to change, 0 to destroy.")
@@ -181,12 +166,7 @@ fn an_object_deleted_outside_vz_is_created_again() {
         .expect_code(0);
     let run = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
     run.expect_code(2);
-    assert!(
-        run.stdout
-            .contains("  + network-policies/NetworkPolicy/keycloak/keycloak  # deleted outside vz"),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout("  + network-policies/NetworkPolicy/keycloak/keycloak  # deleted outside vz");
     env.vz(&["apply", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
     assert!(
@@ -205,33 +185,19 @@ fn disabling_a_component_deletes_its_objects_and_namespaces() {
 
     let run = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
     run.expect_code(2);
-    assert!(
-        run.stdout.contains("  - namespaces/Namespace/keycloak\n"),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout("  - namespaces/Namespace/keycloak\n");
     assert!(
         run.stdout
             .contains("  - network-policies/NetworkPolicy/keycloak/keycloak\n")
     );
-    assert!(
-        run.stdout
-            .contains("  - system-ingresses/Ingress/keycloak/keycloak\n"),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout("  - system-ingresses/Ingress/keycloak/keycloak\n");
     assert!(
         run.stdout
             .contains("  - certificates.tls/Secret/keycloak/keycloak-tls\n"),
         "its TLS certificate goes too: {}",
         run.stdout
     );
-    assert!(
-        run.stdout
-            .contains("Plan: 0 to add, 0 to change, 7 to destroy."),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout("Plan: 0 to add, 0 to change, 7 to destroy.");
 
     env.vz(&["apply", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
@@ -250,13 +216,9 @@ fn destroy_leaves_no_managed_object_and_no_system_namespace() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
     let run = env.vz(&["destroy", "-f", &cfg, "--auto-approve"]);
     run.expect_code(0);
-    assert!(
-        run.stdout.contains(&format!(
-            "Destroy complete! Objects: {QUICKSTART_OBJECTS} destroyed."
-        )),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout(&format!(
+        "Destroy complete! Objects: {QUICKSTART_OBJECTS} destroyed."
+    ));
     for ns in QUICKSTART_NAMESPACES {
         assert!(
             env.get_json(&["namespace", ns]).is_none(),
@@ -277,11 +239,7 @@ fn destroy_leaves_no_managed_object_and_no_system_namespace() {
 
     let again = env.vz(&["destroy", "-f", &cfg, "--auto-approve"]);
     again.expect_code(0);
-    assert!(
-        again.stdout.contains("Nothing to destroy"),
-        "{}",
-        again.stdout
-    );
+    again.expect_stdout("Nothing to destroy");
 }
 
 #[test]
@@ -290,7 +248,7 @@ fn apply_without_a_terminal_or_auto_approve_refuses_and_changes_nothing() {
     let cfg = env.example("quickstart.yaml");
     let run = env.vz(&["apply", "-f", cfg.to_str().expect("utf8")]);
     run.expect_code(exit::OTHER);
-    assert!(run.stderr.contains("--auto-approve"), "{}", run.stderr);
+    run.expect_stderr("--auto-approve");
     assert!(env.get_json(&["namespace", "keycloak"]).is_none());
     assert!(!env.work.path().join("quickstart.vzstate.json").exists());
 }
@@ -311,19 +269,8 @@ fn an_existing_namespace_is_shown_as_taken_over() {
         "--detailed-exitcode",
     ]);
     run.expect_code(2);
-    assert!(
-        run.stdout.contains(
-            "  ~ namespaces/Namespace/verrazzano-system  # exists but is not managed by vz; will be taken over"
-        ),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("      + metadata.labels[\"app.kubernetes.io/managed-by\"]: \"vz\"\n"),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout("  ~ namespaces/Namespace/verrazzano-system  # exists but is not managed by vz; will be taken over");
+    run.expect_stdout("      + metadata.labels[\"app.kubernetes.io/managed-by\"]: \"vz\"\n");
 }
 
 #[test]
@@ -339,11 +286,7 @@ fn rendered_yaml_applies_cleanly_with_kubectl() {
     // need a second pass (vz waits for the CRDs instead).
     let first = env.kubectl(&["apply", "--server-side", "-f", file]);
     if first.code != 0 {
-        assert!(
-            first.stderr.contains("ensure CRDs are installed first"),
-            "{}",
-            first.stderr
-        );
+        first.expect_stderr("ensure CRDs are installed first");
         // ...and, like any kubectl user, must wait for what admits those objects: istiod's
         // validating webhook, once istiod runs and has written its CA into it.
         env.kubectl(&[
@@ -396,12 +339,7 @@ fn destroy_releases_a_namespace_that_existed_before_vz_instead_of_deleting_it() 
     );
 
     let plan = env.vz(&["plan", "-f", cfg, "--destroy"]);
-    assert!(
-        plan.stdout
-            .contains("  - namespaces/Namespace/cert-manager  # not created by vz: released"),
-        "{}",
-        plan.stdout
-    );
+    plan.expect_stdout("  - namespaces/Namespace/cert-manager  # not created by vz: released");
     assert!(
         plan.stdout.contains(&format!(
             "Plan: 0 to add, 0 to change, {} to destroy. (1 to release, not delete)",
@@ -412,12 +350,7 @@ fn destroy_releases_a_namespace_that_existed_before_vz_instead_of_deleting_it() 
     );
     let run = env.vz(&["destroy", "-f", cfg, "--auto-approve"]);
     run.expect_code(0);
-    assert!(
-        run.stdout
-            .contains(&format!("{} destroyed, 1 released", QUICKSTART_OBJECTS - 1)),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout(&format!("{} destroyed, 1 released", QUICKSTART_OBJECTS - 1));
 
     let kept = env
         .get_json(&["namespace", "cert-manager"])
@@ -452,12 +385,7 @@ fn objects_of_another_platform_are_not_taken_over() {
     let other = env.write_config("other.yaml", "environmentName: other\n");
     let run = env.vz(&["plan", "-f", other.to_str().expect("utf8")]);
     run.expect_code(exit::STATE);
-    assert!(
-        run.stderr
-            .contains("is managed by another vz platform, `quickstart`"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("is managed by another vz platform, `quickstart`");
     assert!(!env.work.path().join("other.vzstate.json").exists());
 }
 

@@ -290,12 +290,8 @@ fn the_full_example_with_a_plugin_ca_runs_every_workload_and_destroys_to_nothing
     // nothing else changes.
     let plan = env.vz(&["plan", "-f", cfg, "--detailed-exitcode"]);
     plan.expect_code(2);
-    assert!(
-        plan.stdout.contains(
-            "Plan: 0 to add, 14 to change, 0 to destroy. (14 pending until their owner creates them)"
-        ),
-        "{}",
-        plan.stdout
+    plan.expect_stdout(
+        "Plan: 0 to add, 14 to change, 0 to destroy. (14 pending until their owner creates them)",
     );
     env.vz(&["destroy", "-f", cfg, "--auto-approve"])
         .expect_code(0);
@@ -422,11 +418,7 @@ fn an_istio_or_nginx_someone_else_installed_is_refused_unless_the_config_adopts_
     std::fs::write(cfg, &adopt_ns).expect("write");
     let run = env.vz(&["plan", "-f", cfg]);
     run.expect_code(exit::USAGE);
-    assert!(
-        run.stderr.contains("IngressClass verrazzano-nginx exists and was not created by vz: probably an NGINX Ingress Controller installed by someone else"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("IngressClass verrazzano-nginx exists and was not created by vz: probably an NGINX Ingress Controller installed by someone else");
 
     std::fs::write(
         cfg,
@@ -459,11 +451,7 @@ fn with_install_false_vz_configures_the_istio_already_there_and_leaves_it() {
 
     let run = env.vz(&["plan", "-f", cfg]);
     run.expect_code(exit::USAGE);
-    assert!(
-        run.stderr.contains("CustomResourceDefinition peerauthentications.security.istio.io does not exist: `components.istio.install` is false"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("CustomResourceDefinition peerauthentications.security.istio.io does not exist: `components.istio.install` is false");
 
     // An Istio vz installed is not an existing one to configure: turning `install` off would
     // delete what it requires.

@@ -70,23 +70,15 @@ fn an_invalid_config_is_reported_with_file_line_and_field() {
         "names file and line: {}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("ingress.externalIPs[0]"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("300.1.1.1"), "{}", run.stderr);
+    run.expect_stderr("ingress.externalIPs[0]");
+    run.expect_stderr("300.1.1.1");
 }
 
 #[test]
 fn a_missing_config_file_is_named() {
     let run = vz_bare(&["render", "-f", "/nonexistent/vz.yaml"]);
     run.expect_code(exit::USAGE);
-    assert!(
-        run.stderr.contains("/nonexistent/vz.yaml"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("/nonexistent/vz.yaml");
 }
 
 #[test]
@@ -115,13 +107,9 @@ fn an_unreachable_cluster_gives_a_clear_error() {
         &cfg,
     ]);
     run.expect_code(exit::CLUSTER);
-    assert!(
-        run.stderr.contains(&format!(
-            "cannot reach the Kubernetes API server at https://127.0.0.1:{port}"
-        )),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr(&format!(
+        "cannot reach the Kubernetes API server at https://127.0.0.1:{port}"
+    ));
     assert!(
         run.stderr
             .contains("\nhint: check that the cluster is running and that --kubeconfig"),
@@ -150,12 +138,7 @@ fn an_unknown_context_is_named() {
         &cfg,
     ]);
     run.expect_code(exit::CLUSTER);
-    assert!(
-        run.stderr
-            .contains("Error: cannot use context `nope` of the kubeconfig"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("Error: cannot use context `nope` of the kubeconfig");
 }
 
 #[test]
@@ -176,11 +159,7 @@ fn a_corrupt_state_file_is_refused_and_left_untouched() {
         "{}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("hint: restore the previous document"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("hint: restore the previous document");
     assert_eq!(
         run.stderr.matches("not valid JSON").count(),
         1,
@@ -207,12 +186,8 @@ fn the_state_of_another_platform_is_refused() {
     .expect("write");
     let run = vz_bare(&["plan", "-f", cfg.to_str().expect("utf8")]);
     run.expect_code(exit::STATE);
-    assert!(
-        run.stderr.contains("belongs to platform `prod`"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("platform `dev`"), "{}", run.stderr);
+    run.expect_stderr("belongs to platform `prod`");
+    run.expect_stderr("platform `dev`");
 }
 
 /// Run `vz ARGS | head -1` through a shell; returns (vz's exit code, its stderr, what head printed).
@@ -306,7 +281,7 @@ fn shell_completions_are_printed_for_bash_zsh_and_fish() {
 fn a_wrong_command_line_is_a_usage_error_not_a_plan_exit_code() {
     let run = vz_bare(&["plan", "--no-such-flag"]);
     run.expect_code(exit::USAGE);
-    assert!(run.stderr.contains("--no-such-flag"), "{}", run.stderr);
+    run.expect_stderr("--no-such-flag");
     vz_bare(&["--help"]).expect_code(0);
     // Scripts using --detailed-exitcode read 1 as "error", whatever the error.
     vz_bare(&["plan", "--detailed-exitcode", "--no-such-flag"]).expect_code(exit::OTHER);
@@ -319,13 +294,7 @@ fn render_marks_the_values_known_only_after_apply() {
     std::fs::write(&cfg, "environmentName: lb\n").expect("write");
     let run = vz_bare(&["render", "-f", cfg.to_str().expect("utf8")]);
     run.expect_code(0);
-    assert!(
-        run.stdout.contains(
-            "# system-ingresses/Ingress/verrazzano-system/verrazzano-ingress\n# known after apply (null below): metadata.annotations[\"cert-manager.io/common-name\"], spec.rules[0].host, spec.tls[0].hosts[0]\n"
-        ),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout("# system-ingresses/Ingress/verrazzano-system/verrazzano-ingress\n# known after apply (null below): metadata.annotations[\"cert-manager.io/common-name\"], spec.rules[0].host, spec.tls[0].hosts[0]\n");
     assert!(
         !run.stdout.contains("(known after apply)."),
         "no marker inside a value"
@@ -345,11 +314,7 @@ fn a_forced_push_replaces_a_corrupt_state() {
 
     let refused = vz_bare(&["state", "push", "--state", state, doc]);
     refused.expect_code(exit::STATE);
-    assert!(
-        refused.stderr.contains("not valid JSON"),
-        "{}",
-        refused.stderr
-    );
+    refused.expect_stderr("not valid JSON");
     // What the hint says to do works.
     vz_bare(&["state", "push", "--state", state, doc, "--force"]).expect_code(0);
     let pulled = vz_bare(&["state", "pull", "--state", state]);

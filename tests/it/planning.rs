@@ -21,21 +21,13 @@ fn a_saved_plan_is_applied_exactly_without_a_prompt() {
     let plan = path_in(&env, "plan.json");
     let made = env.vz(&["plan", "-f", cfg, "--out", &plan]);
     made.expect_code(0);
-    assert!(
-        made.stdout.contains(&format!("vz apply {plan}")),
-        "{}",
-        made.stdout
-    );
+    made.expect_stdout(&format!("vz apply {plan}"));
     // No terminal, no --auto-approve: a saved plan needs no confirmation.
     let run = env.vz(&["apply", &plan]);
     run.expect_code(0);
-    assert!(
-        run.stdout.contains(&format!(
-            "Apply complete! Objects: {QUICKSTART_OBJECTS} added"
-        )),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout(&format!(
+        "Apply complete! Objects: {QUICKSTART_OBJECTS} added"
+    ));
     env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])
         .expect_code(0);
 }
@@ -60,13 +52,9 @@ fn a_saved_plan_is_refused_once_the_state_moved_on() {
         "{}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains(&format!(
-            "hint: make a new plan: `vz plan -f {cfg} --out {plan}`"
-        )),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr(&format!(
+        "hint: make a new plan: `vz plan -f {cfg} --out {plan}`"
+    ));
 }
 
 #[test]
@@ -81,12 +69,8 @@ fn an_object_created_by_someone_else_after_the_plan_is_taken_over_not_owned() {
         .expect_code(0);
     let run = env.vz(&["apply", &plan]);
     run.expect_code(0);
-    assert!(
-        run.stderr.contains(
-            "Namespace keycloak was created by someone else since the plan; vz took it over"
-        ),
-        "{}",
-        run.stderr
+    run.expect_stderr(
+        "Namespace keycloak was created by someone else since the plan; vz took it over",
     );
     let state: Value = serde_json::from_str(
         &std::fs::read_to_string(env.work.path().join("quickstart.vzstate.json")).expect("state"),
@@ -125,13 +109,9 @@ fn a_saved_plan_is_refused_once_the_configuration_changed() {
     std::fs::write(&cfg, text).expect("write back");
     let run = env.vz(&["apply", &plan]);
     run.expect_code(exit::STATE);
-    assert!(
-        run.stderr.contains(&format!(
-            "Error: the saved plan {plan} is stale: the configuration {cfg} changed since it was made\n"
-        )),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr(&format!(
+        "Error: the saved plan {plan} is stale: the configuration {cfg} changed since it was made\n"
+    ));
     assert!(
         env.get_json(&["networkpolicy", "-n", "verrazzano-system", "kiali"])
             .is_some(),
@@ -147,13 +127,9 @@ fn a_saved_destroy_plan_destroys() {
         .expect_code(0);
     let run = env.vz(&["apply", &plan]);
     run.expect_code(0);
-    assert!(
-        run.stdout.contains(&format!(
-            "Destroy complete! Objects: {QUICKSTART_OBJECTS} destroyed."
-        )),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout(&format!(
+        "Destroy complete! Objects: {QUICKSTART_OBJECTS} destroyed."
+    ));
     assert!(env.get_json(&["namespace", "keycloak"]).is_none());
 }
 
@@ -202,12 +178,7 @@ fn a_target_limits_the_plan_to_it_and_what_it_depends_on() {
     let run = env.vz(&["plan", "-f", cfg, "--target", target]);
     run.expect_code(0);
     // The policy, plus every namespace (its step depends on the namespaces step); no other policy.
-    assert!(
-        run.stdout
-            .contains("Plan: 9 to add, 0 to change, 0 to destroy."),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout("Plan: 9 to add, 0 to change, 0 to destroy.");
     assert!(run.stdout.contains(&format!("  + {target}\n")));
     env.vz(&["apply", "-f", cfg, "--target", target, "--auto-approve"])
         .expect_code(0);
@@ -222,13 +193,7 @@ fn a_target_limits_the_plan_to_it_and_what_it_depends_on() {
 
     let bad = env.vz(&["plan", "-f", cfg, "--target", "nope/Kind/x"]);
     bad.expect_code(exit::USAGE);
-    assert!(
-        bad.stderr.contains(
-            "Error: no step or object has the address `nope/Kind/x` (a target)\nhint: `vz render` and `vz state list` show the addresses"
-        ),
-        "{}",
-        bad.stderr
-    );
+    bad.expect_stderr("Error: no step or object has the address `nope/Kind/x` (a target)\nhint: `vz render` and `vz state list` show the addresses");
 }
 
 #[test]
@@ -243,18 +208,8 @@ fn replace_deletes_and_creates_the_object_again() {
     let before = uid(&env);
     let plan = env.vz(&["plan", "-f", &cfg, "--replace", address]);
     plan.expect_code(0);
-    assert!(
-        plan.stdout
-            .contains(&format!("  -/+ {address}  # replacement requested")),
-        "{}",
-        plan.stdout
-    );
-    assert!(
-        plan.stdout
-            .contains("Plan: 1 to add, 0 to change, 1 to destroy."),
-        "{}",
-        plan.stdout
-    );
+    plan.expect_stdout(&format!("  -/+ {address}  # replacement requested"));
+    plan.expect_stdout("Plan: 1 to add, 0 to change, 1 to destroy.");
     env.vz(&["apply", "-f", &cfg, "--replace", address, "--auto-approve"])
         .expect_code(0);
     let after = uid(&env);
@@ -289,13 +244,9 @@ fn an_immutable_field_forces_a_replacement_that_names_it() {
     .expect_code(0);
     let plan = env.vz(&["plan", "-f", &cfg]);
     plan.expect_code(0);
-    assert!(
-        plan.stdout.contains(&format!(
+    plan.expect_stdout(&format!(
             "  -/+ ingress-nginx/Deployment/verrazzano-ingress-nginx/{backend}  # exists but is not managed by vz, and spec.selector cannot change in place: it will be deleted and created again\n"
-        )),
-        "{}",
-        plan.stdout
-    );
+        ));
     env.vz(&["apply", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
     let d = env
@@ -314,18 +265,10 @@ fn a_destroy_plan_lists_every_recorded_object_and_changes_nothing() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
     let run = env.vz(&["plan", "-f", &cfg, "--destroy", "--detailed-exitcode"]);
     run.expect_code(2);
-    assert!(
-        run.stdout.contains("vz will destroy these objects:"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains(&format!(
-            "Plan: 0 to add, 0 to change, {QUICKSTART_OBJECTS} to destroy."
-        )),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout("vz will destroy these objects:");
+    run.expect_stdout(&format!(
+        "Plan: 0 to add, 0 to change, {QUICKSTART_OBJECTS} to destroy."
+    ));
     assert!(env.get_json(&["namespace", "keycloak"]).is_some());
 }
 
@@ -336,8 +279,8 @@ fn without_refresh_the_plan_compares_with_the_state_only() {
         .expect_code(0);
     let run = env.vz(&["plan", "-f", &cfg, "--refresh=false", "--detailed-exitcode"]);
     run.expect_code(0);
-    assert!(run.stdout.contains("--refresh=false"), "{}", run.stdout);
-    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+    run.expect_stdout("--refresh=false");
+    run.expect_stdout("No changes.");
     let refreshed = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
     refreshed.expect_code(2);
 }
@@ -373,13 +316,8 @@ fn the_graph_is_dot_with_namespaces_before_policies() {
     let run = vz_bare(&["graph", "-f", cfg.to_str().expect("utf8")]);
     run.expect_code(0);
     assert!(run.stdout.starts_with("digraph vz {"), "{}", run.stdout);
-    assert!(
-        run.stdout
-            .contains("\"namespaces\" -> \"network-policies\";"),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains("(19 objects)"), "{}", run.stdout);
+    run.expect_stdout("\"namespaces\" -> \"network-policies\";");
+    run.expect_stdout("(19 objects)");
 }
 
 #[test]
@@ -389,11 +327,7 @@ fn plans_are_coloured_only_when_asked_and_never_with_no_color() {
     let cfg = cfg.to_str().expect("utf8");
     let piped = env.vz(&["plan", "-f", cfg]);
     piped.expect_code(0);
-    assert!(
-        piped.stdout.contains("  + namespaces/Namespace/keycloak"),
-        "{}",
-        piped.stdout
-    );
+    piped.expect_stdout("  + namespaces/Namespace/keycloak");
     assert!(!piped.stdout.contains('\x1b'), "no colour into a pipe");
     let forced = env.vz_with_env(&[("CLICOLOR_FORCE", "1")], &["plan", "-f", cfg]);
     forced.expect_code(0);

@@ -3,13 +3,35 @@
 
 use serde_json::Value;
 
-use crate::common::{QUICKSTART_OBJECTS, Run, TestEnv, exit};
+use crate::common::{QUICKSTART_OBJECTS, TestEnv, exit};
 
 /// The kinds the quick start manages that exist in every cluster (the Istio kinds go with their CRDs).
 const BUILTIN_KINDS: &str = "namespaces,networkpolicies,customresourcedefinitions,ingressclasses,services,ingresses,deployments,configmaps,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings";
 
 fn managed(env: &TestEnv) -> Vec<String> {
     env.list_names(&[BUILTIN_KINDS, "-A", "-l", "app.kubernetes.io/managed-by=vz"])
+}
+
+/// How many watches of a single namespace the API server serves: `vz` waits for a namespace to
+/// go (or be ready) with one; nothing of the plane itself watches one namespace.
+fn namespace_watches(env: &TestEnv) -> u64 {
+    let metrics = env.kubectl(&["get", "--raw", "/metrics"]);
+    metrics.expect_code(0);
+    metrics
+        .stdout
+        .lines()
+        .filter(|l| {
+            l.starts_with("apiserver_longrunning_requests{")
+                && [
+                    r#"resource="namespaces""#,
+                    r#"scope="resource""#,
+                    r#"verb="WATCH""#,
+                ]
+                .iter()
+                .all(|label| l.contains(label))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 #[test]
@@ -22,17 +44,28 @@ fn apply_right_after_a_destroy_that_did_not_wait_creates_everything_again() {
     let plan = env.vz(&["plan", "-f", &cfg]);
     plan.expect_code(0);
     let note = "  + namespaces/Namespace/keycloak  # still being deleted; will be created again once it is gone\n";
-    assert!(plan.stdout.contains(note), "{}", plan.stdout);
+    plan.expect_stdout(note);
     let child = env.spawn_vz(&["apply", "-f", &cfg, "--auto-approve"]);
-    // Apply waits for the deletion to finish rather than applying to a dying namespace.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Apply waits for the deletion to finish rather than applying to a dying namespace: it
+    // watches the quick start's namespaces (one step, all in flight at once) until they are gone.
+    env.eventually(
+        std::time::Duration::from_secs(60),
+        "the apply to wait for a namespace to go",
+        || (namespace_watches(&env) > 0).then_some(()),
+    );
+    assert!(
+        !child.said("namespaces/Namespace/keycloak:"),
+        "applied to a dying namespace:\n{}",
+        child.stderr()
+    );
     let ns = env.get_json(&["namespace", "keycloak"]).expect("keycloak");
     assert!(
         ns["metadata"].get("deletionTimestamp").is_some(),
         "still going"
     );
+    let dying = ns["metadata"]["uid"].clone();
     env.release_namespace_hold("keycloak");
-    let run = Run::wait(child);
+    let run = child.wait();
     run.expect_code(0);
     assert!(
         run.stdout.contains(note),
@@ -50,6 +83,7 @@ fn apply_right_after_a_destroy_that_did_not_wait_creates_everything_again() {
     let ns = env.get_json(&["namespace", "keycloak"]).expect("keycloak");
     assert_eq!(ns["status"]["phase"], "Active");
     assert!(ns["metadata"].get("deletionTimestamp").is_none());
+    assert_ne!(ns["metadata"]["uid"], dying, "a new namespace");
     env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
         .expect_code(0);
 }
@@ -62,24 +96,13 @@ fn a_deletion_that_never_finishes_times_out_naming_what_holds_it_and_rolls_back(
         .expect_code(0);
     let run = env.vz(&["apply", "-f", &cfg, "--auto-approve", "--timeout", "15s"]);
     run.expect_code(exit::ROLLED_BACK);
-    assert!(
-        run.stderr.contains(
-            "Namespace keycloak was being deleted when planned: timed out waiting for Namespace keycloak to be deleted; it still has finalizers [kubernetes]"
-        ),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("Namespace keycloak was being deleted when planned: timed out waiting for Namespace keycloak to be deleted; it still has finalizers [kubernetes]");
     assert!(
         run.stderr.contains("vz.test/hold"),
         "says what holds it: {}",
         run.stderr
     );
-    assert!(
-        run.stderr
-            .contains("hint: look at the object with kubectl, remove what blocks it"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("hint: look at the object with kubectl, remove what blocks it");
     env.release_namespace_hold("keycloak");
 }
 
@@ -91,13 +114,7 @@ fn after_the_state_is_lost_objects_are_recovered_from_their_labels_and_destroy_r
 
     let plan = env.vz(&["plan", "-f", &cfg]);
     plan.expect_code(0);
-    assert!(
-        plan.stdout.contains(
-            "  ~ namespaces/Namespace/keycloak  # recovered from labels: vz made it but the state did not record it\n"
-        ),
-        "{}",
-        plan.stdout
-    );
+    plan.expect_stdout("  ~ namespaces/Namespace/keycloak  # recovered from labels: vz made it but the state did not record it\n");
     assert!(
         !plan.stdout.contains("not managed by vz"),
         "nothing is taken over: {}",
@@ -112,13 +129,9 @@ fn after_the_state_is_lost_objects_are_recovered_from_their_labels_and_destroy_r
     );
     let apply = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
     apply.expect_code(0);
-    assert!(
-        apply.stdout.contains(&format!(
-            "Apply complete! Objects: 0 added, 0 changed, 0 destroyed, {QUICKSTART_OBJECTS} recovered."
-        )),
-        "{}",
-        apply.stdout
-    );
+    apply.expect_stdout(&format!(
+        "Apply complete! Objects: 0 added, 0 changed, 0 destroyed, {QUICKSTART_OBJECTS} recovered."
+    ));
     let recorded: Value =
         serde_json::from_str(&std::fs::read_to_string(&state).expect("state")).expect("JSON");
     let objects = recorded["objects"].as_array().expect("objects");
@@ -130,13 +143,9 @@ fn after_the_state_is_lost_objects_are_recovered_from_their_labels_and_destroy_r
 
     let run = env.vz(&["destroy", "-f", &cfg, "--auto-approve"]);
     run.expect_code(0);
-    assert!(
-        run.stdout.contains(&format!(
-            "Destroy complete! Objects: {QUICKSTART_OBJECTS} destroyed. "
-        )),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout(&format!(
+        "Destroy complete! Objects: {QUICKSTART_OBJECTS} destroyed. "
+    ));
     assert_eq!(managed(&env), Vec::<String>::new());
     for ns in ["keycloak", "verrazzano-system", "istio-system"] {
         assert!(env.get_json(&["namespace", ns]).is_none(), "{ns} is gone");
@@ -163,24 +172,13 @@ fn releasing_a_taken_over_object_keeps_it_working_and_hands_its_fields_over() {
     let cfg = env.example("quickstart.yaml");
     let cfg = cfg.to_str().expect("utf8");
     let plan = env.vz(&["plan", "-f", cfg]);
-    assert!(
-        plan.stdout.contains(
-            "  ~ system-ingresses/Ingress/keycloak/keycloak  # exists but is not managed by vz; will be taken over\n"
-        ),
-        "{}",
-        plan.stdout
-    );
+    plan.expect_stdout("  ~ system-ingresses/Ingress/keycloak/keycloak  # exists but is not managed by vz; will be taken over\n");
     env.vz(&["apply", "-f", cfg, "--auto-approve"])
         .expect_code(0);
 
     let run = env.vz(&["destroy", "-f", cfg, "--auto-approve"]);
     run.expect_code(0);
-    assert!(
-        run.stderr
-            .contains("system-ingresses/Ingress/keycloak/keycloak: released"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("system-ingresses/Ingress/keycloak/keycloak: released");
     // Still there, still routing (vz's rules stay, owned by another manager now), without vz's
     // labels; the user's label is untouched.
     let ingress = env

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{MANAGED_KINDS, Run, TestEnv, exit};
+use crate::common::{MANAGED_KINDS, TestEnv, exit};
 
 /// The quick start with some components switched off: the platform before the failing run.
 const BEFORE: &str = "environmentName: quickstart
@@ -101,22 +101,23 @@ impl Setup {
         self.env
             .kubectl(&["create", "-f", file.to_str().expect("utf8")])
             .expect_code(0);
-        // The API server picks the webhook up asynchronously: wait until it rejects a probe.
+        self.await_probe(false, "the webhook to take effect");
+    }
+
+    /// The API server picks webhook configurations up (and drops them) asynchronously: wait until
+    /// it admits a probe NetworkPolicy in verrazzano-system (a dry run), or refuses it.
+    fn await_probe(&self, admitted: bool, what: &str) {
         let probe = self.env.work.path().join("probe.json");
         std::fs::write(&probe, PROBE_POLICY).expect("write");
-        self.env.eventually(
-            Duration::from_secs(30),
-            "the webhook to take effect",
-            || {
-                let run = self.env.kubectl(&[
-                    "create",
-                    "--dry-run=server",
-                    "-f",
-                    probe.to_str().expect("utf8"),
-                ]);
-                (!run.ok()).then_some(())
-            },
-        );
+        self.env.eventually(Duration::from_secs(30), what, || {
+            let run = self.env.kubectl(&[
+                "create",
+                "--dry-run=server",
+                "-f",
+                probe.to_str().expect("utf8"),
+            ]);
+            (run.ok() == admitted).then_some(())
+        });
     }
 
     /// Make namespace `name` exist but stay Terminating: a ConfigMap in it with a finalizer
@@ -166,11 +167,7 @@ fn an_admission_webhook_denial_midway_rolls_back_every_change_of_the_run() {
         "says why: {}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("Rolled back every change of this run"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("Rolled back every change of this run");
 
     // Created by the run: gone.
     assert!(s.namespace("argocd").is_none());
@@ -204,12 +201,8 @@ fn no_rollback_keeps_partial_progress_and_the_state_records_exactly_it() {
         .env
         .vz(&["apply", "-f", &s.cfg, "--auto-approve", "--no-rollback"]);
     run.expect_code(exit::PARTIAL);
-    assert!(
-        run.stderr.contains(
-            "Rollback is off: the changes made so far are kept, and the state records them"
-        ),
-        "{}",
-        run.stderr
+    run.expect_stderr(
+        "Rollback is off: the changes made so far are kept, and the state records them",
     );
     assert!(s.namespace("argocd").is_some(), "kept");
 
@@ -247,7 +240,7 @@ fn no_rollback_keeps_partial_progress_and_the_state_records_exactly_it() {
             "deny-verrazzano-system-policies",
         ])
         .expect_code(0);
-    std::thread::sleep(Duration::from_secs(2));
+    s.await_probe(true, "the webhook to be gone");
     s.env
         .vz(&["apply", "-f", &s.cfg, "--auto-approve"])
         .expect_code(0);
@@ -270,23 +263,9 @@ fn a_readiness_timeout_rolls_back_and_names_what_it_waited_for() {
         .env
         .vz(&["apply", "-f", &s.cfg, "--auto-approve", "--timeout", "6s"]);
     run.expect_code(exit::ROLLED_BACK);
-    assert!(
-        run.stderr.contains(
-            "timed out waiting for Service verrazzano-ingress-nginx/ingress-controller-ingress-nginx-controller to be ready: waiting for a load balancer address"
-        ),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("\nhint: raise --timeout"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("Rolled back every change of this run"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("timed out waiting for Service verrazzano-ingress-nginx/ingress-controller-ingress-nginx-controller to be ready: waiting for a load balancer address");
+    run.expect_stderr("\nhint: raise --timeout");
+    run.expect_stderr("Rolled back every change of this run");
     assert!(
         s.namespace("argocd").is_none(),
         "created by the run, so deleted"
@@ -302,26 +281,21 @@ fn interrupted_apply_rolls_back(signal: &str) {
     let child = s
         .env
         .spawn_vz(&["apply", "-f", &s.cfg, "--auto-approve", "--timeout", "5m"]);
-    // Wait until the run has changed something (it takes injection off the meshed namespaces
-    // while it waits for argocd to finish deleting), then interrupt it.
-    s.env.eventually(
+    // Wait until the run has changed something and says so (it takes injection off the meshed
+    // namespaces while it waits for argocd to finish deleting), then interrupt it.
+    child.await_said(
         Duration::from_secs(60),
-        "apply to take injection off verrazzano-system",
-        || injection(&s).is_none().then_some(()),
+        "namespaces/Namespace/verrazzano-system: updated",
     );
-    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(injection(&s), None, "taken off");
     Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
         .expect("kill");
-    let run = Run::wait(child);
+    let run = child.wait();
     run.expect_code(exit::ROLLED_BACK);
-    assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("Rolled back every change of this run"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("interrupted");
+    run.expect_stderr("Rolled back every change of this run");
     assert_eq!(injection(&s).as_deref(), Some("enabled"), "put back");
     assert_eq!(s.state()["objects"], state_before["objects"]);
 }
@@ -351,17 +325,8 @@ fn an_undo_that_fails_is_reported_and_the_state_keeps_track_of_the_object() {
 
     let run = s.env.vz(&["apply", "-f", &s.cfg, "--auto-approve"]);
     run.expect_code(exit::PARTIAL);
-    assert!(
-        run.stderr.contains("Rollback was incomplete"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("  - could not delete Namespace argocd (created by this run): "),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("Rollback was incomplete");
+    run.expect_stderr("  - could not delete Namespace argocd (created by this run): ");
     assert!(
         run.stderr.contains("keep-namespaces.vz.test"),
         "says why: {}",

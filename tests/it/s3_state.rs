@@ -165,12 +165,7 @@ fn each_s3_workspace_is_an_object_of_its_own_and_deleting_one_removes_it() {
     };
     let made = vz(&["workspace", "new", "prod"]);
     made.expect_code(0);
-    assert!(
-        made.stdout
-            .contains("s3 s3://vz-state/eu/vz-workspaces/prod/quickstart.json"),
-        "{}",
-        made.stdout
-    );
+    made.expect_stdout("s3 s3://vz-state/eu/vz-workspaces/prod/quickstart.json");
     vz(&["workspace", "new", "staging"]).expect_code(0);
     assert_eq!(
         vz(&["workspace", "list"]).stdout,

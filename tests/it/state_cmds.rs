@@ -4,14 +4,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{QUICKSTART_OBJECTS, TestEnv, exit, vz_bare};
+use crate::common::{QUICKSTART_OBJECTS, Running, TestEnv, exit, vz_bare};
 
 fn lock_file(env: &TestEnv) -> std::path::PathBuf {
     env.work.path().join("quickstart.vzstate.json.lock")
 }
 
 /// Start `vz destroy` in the background and wait until it holds the lock.
-fn destroy_in_background(env: &TestEnv, cfg: &str) -> std::process::Child {
+fn destroy_in_background(env: &TestEnv, cfg: &str) -> Running {
     let child = env.spawn_vz(&["destroy", "-f", cfg, "--auto-approve"]);
     env.eventually(Duration::from_secs(20), "destroy to take the lock", || {
         lock_file(env).exists().then_some(())
@@ -22,28 +22,25 @@ fn destroy_in_background(env: &TestEnv, cfg: &str) -> std::process::Child {
 #[test]
 fn a_second_run_is_refused_while_another_holds_the_lock() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
-    let mut destroy = destroy_in_background(&env, &cfg);
+    let destroy = destroy_in_background(&env, &cfg);
     let run = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
     run.expect_code(exit::LOCKED);
-    assert!(run.stderr.contains("is locked"), "{}", run.stderr);
-    assert!(run.stderr.contains("operation `destroy`"), "{}", run.stderr);
+    run.expect_stderr("is locked");
+    run.expect_stderr("operation `destroy`");
     assert!(
         run.stderr.contains(&format!("pid {}", destroy.id())),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("vz force-unlock "), "{}", run.stderr);
-    assert!(
-        destroy.wait().expect("wait").success(),
-        "the holder is not disturbed"
-    );
+    run.expect_stderr("vz force-unlock ");
+    assert!(destroy.wait().ok(), "the holder is not disturbed");
     assert!(!lock_file(&env).exists(), "the lock is released at the end");
 }
 
 #[test]
 fn lock_timeout_waits_for_the_holder_to_finish() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
-    let mut destroy = destroy_in_background(&env, &cfg);
+    let destroy = destroy_in_background(&env, &cfg);
     let run = env.vz(&[
         "plan",
         "-f",
@@ -52,15 +49,10 @@ fn lock_timeout_waits_for_the_holder_to_finish() {
         "2m",
         "--detailed-exitcode",
     ]);
-    assert!(destroy.wait().expect("wait").success());
+    assert!(destroy.wait().ok());
     // It ran after the destroy: everything is to be created again.
     run.expect_code(2);
-    assert!(
-        run.stdout
-            .contains(&format!("Plan: {QUICKSTART_OBJECTS} to add")),
-        "{}",
-        run.stdout
-    );
+    run.expect_stdout(&format!("Plan: {QUICKSTART_OBJECTS} to add"));
 }
 
 #[test]
@@ -77,11 +69,7 @@ fn force_unlock_removes_a_lock_left_behind() {
     std::fs::write(format!("{state}.lock"), lock.to_string()).expect("write lock");
     let refused = vz_bare(&["state", "rm", "--state", state, "x"]);
     refused.expect_code(exit::LOCKED);
-    assert!(
-        refused.stderr.contains("held by ci@elsewhere"),
-        "{}",
-        refused.stderr
-    );
+    refused.expect_stderr("held by ci@elsewhere");
 
     vz_bare(&["force-unlock", "--state", state, "not-the-id"]).expect_code(exit::USAGE);
     assert!(
@@ -128,21 +116,12 @@ fn state_commands_list_show_forget_pull_and_push() {
     let plan = env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"]);
     plan.expect_code(2);
     // Forgotten, but still labelled as this platform's: the next plan finds it again.
-    assert!(
-        plan.stdout
-            .contains(&format!("  ~ {address}  # recovered from labels")),
-        "{}",
-        plan.stdout
-    );
+    plan.expect_stdout(&format!("  ~ {address}  # recovered from labels"));
 
     let old = old.to_str().expect("utf8");
     let refused = env.vz(&["state", "push", "-f", &cfg, old]);
     refused.expect_code(exit::STATE);
-    assert!(
-        refused.stderr.contains("newer stored serial"),
-        "{}",
-        refused.stderr
-    );
+    refused.expect_stderr("newer stored serial");
     env.vz(&["state", "push", "-f", &cfg, old, "--force"])
         .expect_code(0);
     env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
@@ -159,6 +138,6 @@ fn showing_an_unknown_address_names_it() {
     let (env, cfg) = TestEnv::with_quickstart_applied();
     let run = env.vz(&["state", "show", "-f", &cfg, "nope/Kind/x"]);
     run.expect_code(exit::USAGE);
-    assert!(run.stderr.contains("`nope/Kind/x`"), "{}", run.stderr);
-    assert!(run.stderr.contains("vz state list"), "{}", run.stderr);
+    run.expect_stderr("`nope/Kind/x`");
+    run.expect_stderr("vz state list");
 }

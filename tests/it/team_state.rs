@@ -5,11 +5,11 @@
 //! compare-and-swap. For kubernetes: a state past 1 MiB split over several Secrets and read back
 //! whole, the README's Role, workspaces. Migration local → kubernetes → s3 → local.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::common::{Run, S3Server, TestEnv, exit};
+use crate::common::{Running, S3Server, TestEnv, exit};
 
 /// Where a test keeps its state.
 enum Team {
@@ -63,6 +63,58 @@ impl Team {
             }
         }
     }
+
+    /// Wait until the default workspace's lock has run out: its holder last renewed it longer
+    /// ago than its lease (the backend's own record of both, read from outside vz), or let it go.
+    fn await_expiry(&self, env: &TestEnv) {
+        let from = std::time::Instant::now();
+        env.eventually(
+            Duration::from_secs(30),
+            "the lock's lease to run out",
+            || match self.lease(env) {
+                Some((renewed, lease)) => (renewed + lease < SystemTime::now()).then_some(()),
+                None => Some(()),
+            },
+        );
+        eprintln!(
+            "the lock ran out {:.1}s after the wait for it began",
+            from.elapsed().as_secs_f64()
+        );
+    }
+
+    /// When the default workspace's lock was last taken or renewed, and for how long that holds;
+    /// `None` when nobody holds it.
+    fn lease(&self, env: &TestEnv) -> Option<(SystemTime, Duration)> {
+        match self {
+            Team::Kubernetes => {
+                let lease = env.get_json(&["lease", "-n", "vz-system", "vz-lock-default"])?;
+                let spec = &lease["spec"];
+                let renewed: k8s_openapi::jiff::Timestamp = spec["renewTime"]
+                    .as_str()
+                    .or(spec["acquireTime"].as_str())?
+                    .parse()
+                    .expect("a Lease's time");
+                let lease = spec["leaseDurationSeconds"].as_u64().expect("a duration");
+                Some((renewed.into(), Duration::from_secs(lease)))
+            }
+            Team::S3(s3) => {
+                // The lock object, `<state object>.lock`, read as a state object of its own.
+                let backend = s3.backend("quickstart.vzstate.json.lock", "default", Duration::ZERO);
+                let (bytes, _) = runtime()
+                    .block_on(vz_state::Backend::read(&backend))
+                    .expect("read the lock object")?;
+                let record: serde_json::Value =
+                    serde_json::from_slice(&bytes).expect("the lock record is JSON");
+                record.get("lock")?;
+                let renewed = record["renewedMs"].as_u64().expect("renewedMs");
+                let lease = record["leaseSeconds"].as_u64().expect("leaseSeconds");
+                Some((
+                    UNIX_EPOCH + Duration::from_millis(renewed),
+                    Duration::from_secs(lease),
+                ))
+            }
+        }
+    }
 }
 
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
@@ -75,7 +127,7 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
 
 /// Start `vz apply` held by an NGINX controller that never becomes ready; returns once it holds
 /// the lock.
-fn held_apply(env: &TestEnv, team: &Team, cfg: &str) -> std::process::Child {
+fn held_apply(env: &TestEnv, team: &Team, cfg: &str) -> Running {
     env.set_node_sim(
         "unready",
         "verrazzano-ingress-nginx/ingress-controller-ingress-nginx-controller",
@@ -90,7 +142,7 @@ fn held_apply(env: &TestEnv, team: &Team, cfg: &str) -> std::process::Child {
 fn a_second_run_is_refused_naming_the_holder_and_a_killed_holders_lock_is_taken_over(team: Team) {
     let mut env = TestEnv::start();
     let cfg = team.config(&mut env);
-    let mut holder = held_apply(&env, &team, &cfg);
+    let holder = held_apply(&env, &team, &cfg);
     let refused = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
     refused.expect_code(exit::LOCKED);
     assert!(
@@ -98,13 +150,12 @@ fn a_second_run_is_refused_naming_the_holder_and_a_killed_holders_lock_is_taken_
         "{}",
         refused.stderr
     );
-    holder.kill().expect("kill -9");
-    let _ = holder.wait();
+    holder.kill();
     // Until its lease runs out, the dead holder's lock still holds...
     env.vz(&["plan", "-f", &cfg]).expect_code(exit::LOCKED);
     env.set_node_sim("unready", "");
     // ...then the next run takes it over, says whose it took, and converges.
-    std::thread::sleep(Duration::from_secs(16));
+    team.await_expiry(&env);
     let took = env.vz(&["apply", "-f", &cfg, "--auto-approve"]);
     took.expect_code(0);
     assert!(
@@ -149,7 +200,7 @@ fn a_writer_whose_lock_expired_is_refused_by_the_compare_and_swap(team: Team) {
         .args(["-STOP", &pid])
         .status()
         .expect("stop");
-    std::thread::sleep(Duration::from_secs(16));
+    team.await_expiry(&env);
     // Another run takes the expired lock and writes the state.
     env.vz(&[
         "state",
@@ -164,7 +215,7 @@ fn a_writer_whose_lock_expired_is_refused_by_the_compare_and_swap(team: Team) {
         .status()
         .expect("continue");
     env.set_node_sim("unready", "");
-    let stale = Run::wait(holder);
+    let stale = holder.wait();
     assert_ne!(stale.code, 0);
     assert!(
         stale
@@ -361,7 +412,7 @@ fn a_state_migrates_local_to_kubernetes_to_s3_and_back_with_lineage_and_serial_k
     let leg = |from: &str, to: &str, name: &str, state: &str| -> String {
         let moved = env.vz(&["state", "migrate", "-f", from, "--to", to]);
         moved.expect_code(0);
-        assert!(moved.stdout.contains("read it back"), "{}", moved.stdout);
+        moved.expect_stdout("read it back");
         let cfg = env.write_config(
             name,
             &text
@@ -419,6 +470,6 @@ fn a_state_migrates_local_to_kubernetes_to_s3_and_back_with_lineage_and_serial_k
         "{path: other.vzstate.json}",
     ]);
     refused.expect_code(exit::STATE);
-    assert!(refused.stderr.contains("lineage"), "{}", refused.stderr);
+    refused.expect_stderr("lineage");
     assert_eq!(std::fs::read(&other).expect("read"), bytes, "untouched");
 }

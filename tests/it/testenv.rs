@@ -125,11 +125,25 @@ fn a_pod_held_unready_keeps_its_deployment_unavailable_until_released() {
         "--image=example.test/held:1",
     ])
     .expect_code(0);
-    env.eventually(Duration::from_secs(60), "the pod to run", || {
+    let pod = env.eventually(Duration::from_secs(60), "the pod to run", || {
         let pods = env.get_json(&["pods", "-l", "app=held"])?;
-        (pods["items"][0]["status"]["phase"] == "Running").then_some(())
+        let pod = pods["items"][0].clone();
+        (pod["status"]["phase"] == "Running").then_some(pod)
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Running, and in the same status not Ready: the simulator holds it (a pod it let go is
+    // marked Running and Ready at once).
+    let ready = pod["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .expect("a Ready condition")
+        .clone();
+    assert_eq!(
+        (&ready["status"], &ready["message"]),
+        (&"False".into(), &"held unready by vz node-sim".into()),
+        "{pod}"
+    );
     assert_eq!(
         deployment_status(&env, "default", "held", "availableReplicas"),
         serde_json::Value::Null,
