@@ -70,6 +70,7 @@ fn racing_runs_never_both_take_the_lock_nor_both_write_the_state() {
             let expiring = s3.backend(&key, "default", Duration::ZERO);
             let stale = expiring.lock(info(99), Duration::ZERO).await.expect("lock");
             std::mem::forget(stale); // a holder that dies without releasing
+            // Time passing is what expires a lease of 0 s: no condition to wait for instead.
             tokio::time::sleep(Duration::from_millis(5)).await;
             let held = race(&racers, move |b, i| async move {
                 b.lock(info(i), Duration::ZERO).await
