@@ -217,8 +217,8 @@ impl MemoryCluster {
         });
     }
 
-    /// Put an object in as someone else would (`manager`, an update), creating its namespace's
-    /// objects' home if need be. Returns it as stored.
+    /// Put an object in as someone else would (`manager`, an update; no namespace needed).
+    /// Returns it as stored.
     pub fn put(&self, manager: &str, obj: Value) -> Value {
         let r = super::ref_of(&obj).expect("a test object has apiVersion, kind and name");
         let mut w = self.world();
@@ -281,8 +281,9 @@ impl MemoryCluster {
             .collect()
     }
 
-    /// Start a request: log it, and the fault it meets, if any.
-    fn begin(&self, op: Op, r: &ObjectRef) -> Result<Option<(Failure, bool)>> {
+    /// Start a request: log it, and meet its fault, if any: at once, or (`Some`) once the request
+    /// took effect.
+    fn begin(&self, op: Op, r: &ObjectRef) -> Result<Option<Failure>> {
         let mut w = self.world();
         w.log.push(format!("{} {r}", op.name()));
         let fault = w
@@ -294,11 +295,10 @@ impl MemoryCluster {
             return Ok(None);
         };
         f.times -= 1;
-        let (failure, after) = (f.failure.clone(), f.after);
-        if !after {
-            return Err(injected(&failure, op, r));
+        if !f.after {
+            return Err(injected(&f.failure, op, r));
         }
-        Ok(Some((failure, after)))
+        Ok(Some(f.failure.clone()))
     }
 
     /// Whether a kind is served, and namespaced.
@@ -309,19 +309,13 @@ impl MemoryCluster {
     fn check_scope(&self, r: &ObjectRef) -> Result<()> {
         check_scope(&self.world(), r)
     }
+}
 
-    /// The outcome of a write that took effect, or the fault answered instead.
-    fn answer(
-        &self,
-        fault: Option<(Failure, bool)>,
-        op: Op,
-        r: &ObjectRef,
-        v: Value,
-    ) -> Result<Value> {
-        match fault {
-            Some((failure, _)) => Err(injected(&failure, op, r)),
-            None => Ok(v),
-        }
+/// The outcome of a request that took effect, or the fault answered instead.
+fn answer<T>(fault: Option<Failure>, op: Op, r: &ObjectRef, outcome: T) -> Result<T> {
+    match fault {
+        Some(failure) => Err(injected(&failure, op, r)),
+        None => Ok(outcome),
     }
 }
 
@@ -668,12 +662,12 @@ impl ClusterApi for MemoryCluster {
             if old.is_none() {
                 set_meta(&mut shown, "uid", json!("dry-run"));
             }
-            return self.answer(fault, op, r, shown);
+            return answer(fault, op, r, shown);
         }
         let stored = w.store(r, old.as_ref(), obj, manager, "Apply");
         self.changes.send_replace(w.version);
         drop(w);
-        self.answer(fault, op, r, stored)
+        answer(fault, op, r, stored)
     }
 
     async fn merge_patch(&self, r: &ObjectRef, patch: &Value, manager: &str) -> Result<Value> {
@@ -691,7 +685,7 @@ impl ClusterApi for MemoryCluster {
         let stored = w.store(r, Some(&old), new, manager, "Update");
         self.changes.send_replace(w.version);
         drop(w);
-        self.answer(fault, Op::Patch, r, stored)
+        answer(fault, Op::Patch, r, stored)
     }
 
     async fn create(&self, r: &ObjectRef, obj: &Value) -> Result<Value> {
@@ -713,7 +707,7 @@ impl ClusterApi for MemoryCluster {
         let stored = w.store(r, None, new, DEFAULT_MANAGER, "Update");
         self.changes.send_replace(w.version);
         drop(w);
-        self.answer(fault, Op::Create, r, stored)
+        answer(fault, Op::Create, r, stored)
     }
 
     async fn replace(&self, r: &ObjectRef, obj: &Value, manager: Option<&str>) -> Result<Value> {
@@ -746,7 +740,7 @@ impl ClusterApi for MemoryCluster {
         let stored = w.store(r, Some(&old), new, manager, "Update");
         self.changes.send_replace(w.version);
         drop(w);
-        self.answer(fault, Op::Replace, r, stored)
+        answer(fault, Op::Replace, r, stored)
     }
 
     async fn delete(&self, r: &ObjectRef) -> Result<Deleted> {
@@ -778,10 +772,7 @@ impl ClusterApi for MemoryCluster {
         };
         self.changes.send_replace(w.version);
         drop(w);
-        match fault {
-            Some((failure, _)) => Err(injected(&failure, Op::Delete, r)),
-            None => Ok(outcome),
-        }
+        answer(fault, Op::Delete, r, outcome)
     }
 
     async fn watch(&self, r: &ObjectRef, resource_version: &str, timeout_secs: u32) -> Watched {
