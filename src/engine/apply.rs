@@ -32,7 +32,7 @@ use crate::engine::graph::{StepGraph, StepNode};
 use crate::engine::plan::{Action, Cause, Change, Plan, decide, unrecorded_record};
 use crate::engine::rollback::{Entry, Undo, Undone, describe_undo, settle};
 use crate::engine::{Desired, EngineError};
-use crate::engine::{certs, order, outputs};
+use crate::engine::{order, outputs};
 use crate::interrupt::Interrupt;
 use crate::lifecycle;
 use crate::output::Progress;
@@ -619,7 +619,7 @@ impl<'a> Run<'a> {
             },
         };
         let held = match &seen {
-            Some(applied) => certs::applied_facts(m, applied),
+            Some(applied) => lifecycle::after_apply(m, applied),
             None => c.certificate.clone(),
         };
         let waited = if self.opts.wait {
@@ -717,16 +717,11 @@ impl<'a> Run<'a> {
             )
             .await;
         }
-        let materialized;
-        let sent = if m.certificate.is_some() || !m.fills.is_empty() {
-            // Certificates are issued (or kept) and copied values read now, never at plan time.
-            // A replaced certificate is issued anew; copied values are read again either way.
-            let issue = c.reissue.is_some() || c.action == Action::Replace;
-            materialized = certs::materialize(self.cluster, m, before.as_ref(), issue).await?;
-            &materialized
-        } else {
-            m
-        };
+        // What providers make or read only now, never at plan time (a certificate issued or kept,
+        // copied values read). A replaced object's key material is made anew.
+        let renew = c.reissue.is_some() || c.action == Action::Replace;
+        let sent = lifecycle::before_apply(self.cluster, m, before.as_ref(), renew).await?;
+        let sent = sent.as_ref();
         if m.ownership == Ownership::Patched && before.is_none() {
             // Never created by vz, and gone since the plan: nothing to patch.
             return Err(anyhow!(

@@ -6,13 +6,10 @@
 //! - [`plan`]: desired vs recorded vs live; [`plan::decide`] holds its decisions as pure functions.
 //! - [`apply`]: applying and deleting along the DAG, with the state written after every step, and
 //!   rolling back on failure.
-//! - [`certs`]: certificates `vz` issues and values it copies from Secrets: planned from what the
-//!   cluster holds, issued during apply.
 //! - [`rollback`]: how changes are undone, and what the state records after an undo.
 //! - [`saved`]: plans saved to a file, bound to the configuration and state they were made from.
 
 pub mod apply;
-pub mod certs;
 pub mod graph;
 pub mod order;
 pub mod outputs;

@@ -23,9 +23,9 @@ use vz_state::{ObjectRecord, State};
 use crate::cluster::{Cluster, DryRun, Listing, NotServed, ObjectRef, ref_of};
 use crate::diff::{FieldChange, diff, normalize, unknown_fields};
 use crate::engine::EngineError;
-use crate::engine::certs::{self, CertPlan};
 use crate::engine::graph::StepGraph;
 use crate::engine::order;
+use crate::lifecycle::{PlanContext, Plannings, Prepared};
 use crate::sensitive::{mask_fields, mask_object};
 
 pub mod decide;
@@ -288,17 +288,15 @@ pub async fn plan(
     } else {
         Seen::default()
     };
-    let certs = certs::prepare(
+    let hooks = PlanContext {
         cluster,
-        &desired,
-        &mut prefetched,
         state,
-        opts.refresh,
-        opts.parallelism,
-        &opts.replace,
-    )
-    .await?;
-    let certs = &certs;
+        refresh: opts.refresh,
+        parallelism: opts.parallelism,
+        replace: &opts.replace,
+    };
+    let plannings = Plannings::before_plan(&hooks, &desired, &mut prefetched).await?;
+    let plannings = &plannings;
     // Each listed object is handed to its change (not copied): planning thousands of objects
     // holds each live object once.
     let prefetched = std::sync::Mutex::new(prefetched);
@@ -326,7 +324,7 @@ pub async fn plan(
                 return Ok(masked(create(step, m)));
             }
             let seen = listed.or_else(|| {
-                certs
+                plannings
                     .live(&object)
                     .map(|live| live.map_or(Known::Absent, Known::Whole))
             });
@@ -338,7 +336,7 @@ pub async fn plan(
                 replace,
                 opts.refresh,
                 seen,
-                certs,
+                plannings,
                 opts.views,
             );
             match planned.await.map(masked) {
@@ -929,11 +927,11 @@ async fn plan_desired(
     replace: bool,
     refresh: bool,
     seen: Option<Known>,
-    certs: &CertPlan,
+    plannings: &Plannings,
     views: bool,
 ) -> Result<Change> {
     let mut change = create(step, m);
-    let prepared = certs.prepare(m);
+    let prepared = plannings.prepare(m);
     change.certificate = prepared.current.clone();
     // What the plan shows as known only after apply: values from other steps, values copied from
     // a certificate issued in this run, and the key material of a certificate issued in this run.
@@ -965,11 +963,11 @@ async fn plan_desired(
         (true, Some(Known::Metadata(facts))) => (None, Some(facts)),
         (true, None) => (cluster.get(&change.object).await?, None),
     };
-    if listed.is_some() && (m.certificate.is_some() || !m.fills.is_empty() || views) {
+    if listed.is_some() && (prepared.reads_whole || views) {
         live_obj = cluster.get(&change.object).await?;
         listed = None;
     }
-    certs::entry_by_entry(&mut shown.unknown, live_obj.as_ref());
+    plannings.shown_unknown(&mut shown.unknown, live_obj.as_ref());
     let judge = |live: Option<&Live>| {
         let verdict = decide::desired(recorded.as_ref(), live, &want);
         match live {
@@ -1021,7 +1019,7 @@ async fn plan_desired(
                     change.object
                 );
             };
-            let sent = certs
+            let sent = plannings
                 .for_dry_run(m, live_obj.as_ref())
                 .with_context(|| format!("internal: {} has values not known yet", change.object))?;
             let said = match cluster.dry_run(&sent).await? {
@@ -1072,7 +1070,7 @@ async fn plan_desired(
 /// certificate's Secret still gets one, with the data it holds, to show its other changes.
 fn issued_again(
     verdict: Verdict,
-    prepared: &certs::Prepared,
+    prepared: &Prepared,
     recorded: Option<&Recorded>,
     live: &Live,
     want: &Wanted<'_>,
@@ -1106,21 +1104,20 @@ fn show_known_after_apply(
     change: &mut Change,
     m: &Manifest,
     mut shown: Manifest,
-    prepared: &certs::Prepared,
+    prepared: &Prepared,
 ) {
     // A replaced certificate is issued anew (`--replace` is how to rotate one on demand).
     let issued = matches!(change.action, Action::Create | Action::Replace)
         || (change.action == Action::Update && prepared.reissue.is_some());
-    if let Some(spec) = m.certificate.as_ref().filter(|_| issued) {
+    if issued && !prepared.made_at_apply.is_empty() {
         change.reissue = prepared.reissue.clone();
-        shown
-            .unknown
-            .extend(spec.layout.keys().iter().map(|k| format!("/data/{k}")));
+        shown.unknown.extend(prepared.made_at_apply.iter().cloned());
     }
     if change.action == Action::Update {
         change.follows = prepared.follows.clone();
     }
-    let certificate_replaced = change.action == Action::Replace && m.certificate.is_some();
+    let certificate_replaced =
+        change.action == Action::Replace && !prepared.made_at_apply.is_empty();
     match change.action {
         Action::Update | Action::Create if shown.has_unknown() => {
             // Next to what a dry run found (a certificate's other fields), if one was made.

@@ -1,15 +1,16 @@
-//! Certificates and copied values: what the planner and apply do with a manifest's
-//! [`Manifest::certificate`] and [`Manifest::fills`].
+//! Certificates and copied values: the lifecycle of a manifest's [`Manifest::certificate`] and
+//! [`Manifest::fills`].
 //!
 //! A certificate's Secret is planned like any object, with one more question: is the certificate
-//! in the cluster still good? [`prepare`] reads the Secrets involved once (the certificates', their
+//! in the cluster still good? Before the plan ([`Lifecycle::before_plan`]), [`prepare`] reads the Secrets involved once (the certificates', their
 //! issuers', the sources of copied values) and decides, in plan order so that issuers come first,
 //! which certificates are issued in this run and why ([`CertPlan::issued`]): new, names changed,
 //! key type changed, another or a re-issued issuer, unreadable, or expiring within
 //! `renewBeforeDays`. Everything else keeps the key and certificate it has: the plan dry-runs the
 //! Secret with its live data ([`CertPlan::for_dry_run`]), so a plan right after apply is empty.
 //!
-//! Key material is made only by [`materialize`], during apply, from the issuer read from the
+//! Key material is made only by [`materialize`], just before the Secret is applied
+//! ([`Lifecycle::before_apply`]), from the issuer read from the
 //! cluster at that moment. Nothing here returns or logs a private key: plans carry public facts
 //! ([`CertFacts`]) only, and the state records those.
 
@@ -29,6 +30,49 @@ use vz_state::{CertFacts, State};
 
 use crate::cluster::{Cluster, ObjectRef};
 use crate::engine::plan::Seen;
+use crate::lifecycle::{Lifecycle, PlanContext, Planning, Prepared};
+
+/// The certificates' lifecycle (see the module's documentation).
+pub struct Certificates;
+
+#[async_trait::async_trait]
+impl Lifecycle for Certificates {
+    async fn before_plan(
+        &self,
+        cx: &PlanContext<'_>,
+        desired: &[(&Step, &Manifest)],
+        seen: &mut Seen,
+    ) -> Result<Option<Box<dyn Planning>>> {
+        let plan = prepare(
+            cx.cluster,
+            desired,
+            seen,
+            cx.state,
+            cx.refresh,
+            cx.parallelism,
+            cx.replace,
+        )
+        .await?;
+        Ok(Some(Box::new(plan)))
+    }
+
+    async fn before_apply(
+        &self,
+        cluster: &Cluster,
+        m: &Manifest,
+        live: Option<&Value>,
+        renew: bool,
+    ) -> Result<Option<Manifest>> {
+        if m.certificate.is_none() && m.fills.is_empty() {
+            return Ok(None);
+        }
+        materialize(cluster, m, live, renew).await.map(Some)
+    }
+
+    fn after_apply(&self, m: &Manifest, applied: &Value) -> Option<CertFacts> {
+        applied_facts(m, applied)
+    }
+}
 
 /// Now, in Unix seconds.
 pub fn now() -> i64 {
@@ -95,23 +139,9 @@ pub struct CertPlan {
     current: HashMap<SecretRef, CertFacts>,
 }
 
-/// How one manifest is to be planned.
-#[derive(Debug, Default)]
-pub struct Prepared {
-    /// Why its certificate is issued again in this run, if it is (a new one is not "again").
-    pub reissue: Option<String>,
-    /// The facts of the certificate it holds now.
-    pub current: Option<CertFacts>,
-    /// Why a value it copies changes: its source is issued in this run.
-    pub follows: Option<String>,
-    /// Copied values that are not known until apply (their source is issued in this run): JSON
-    /// pointers, as [`Manifest::unknown`] lists them.
-    pub unknown: Vec<String>,
-}
-
-impl CertPlan {
+impl Planning for CertPlan {
     /// A live Secret read while preparing (for the planner, to spare a second read).
-    pub fn live(&self, r: &ObjectRef) -> Option<Option<Value>> {
+    fn live(&self, r: &ObjectRef) -> Option<Option<Value>> {
         if r.kind != "Secret" || r.api_version != "v1" {
             return None;
         }
@@ -120,13 +150,18 @@ impl CertPlan {
     }
 
     /// How `m` is to be planned.
-    pub fn prepare(&self, m: &Manifest) -> Prepared {
-        let mut out = Prepared::default();
-        if m.certificate.is_some()
+    fn prepare(&self, m: &Manifest) -> Prepared {
+        let mut out = Prepared {
+            // Its certificate and copied values are compared with what it holds.
+            reads_whole: m.certificate.is_some() || !m.fills.is_empty(),
+            ..Prepared::default()
+        };
+        if let Some(spec) = &m.certificate
             && let Some(r) = secret_of(m)
         {
             out.reissue = self.issued.get(&r).cloned().flatten();
             out.current = self.current.get(&r).cloned();
+            out.made_at_apply = spec.layout.keys().iter().map(|k| format!("/data/{k}")).collect();
         }
         for f in &m.fills {
             if self.issued.contains_key(&f.from) || !self.sources.contains_key(&f.from) {
@@ -148,9 +183,18 @@ impl CertPlan {
         out
     }
 
+    /// A CA bundle copied into every webhook entry (`/webhooks`) listed entry by entry, as the
+    /// live object has them.
+    fn shown_unknown(&self, unknown: &mut Vec<String>, live: Option<&Value>) {
+        entry_by_entry(unknown, live);
+    }
+
     /// `m` as a dry run compares it: the certificate and copied values it would keep, taken from
     /// `live` and the sources. `None` when a value is not known before apply.
-    pub fn for_dry_run(&self, m: &Manifest, live: Option<&Value>) -> Option<Manifest> {
+    fn for_dry_run(&self, m: Manifest, live: Option<&Value>) -> Option<Manifest> {
+        if m.certificate.is_none() && m.fills.is_empty() {
+            return Some(m);
+        }
         let mut out = m.clone();
         if let Some(spec) = &m.certificate {
             let live = live?;
@@ -170,7 +214,7 @@ impl CertPlan {
 
 /// Unknown-field pointers with a CA bundle copied into every webhook entry (`/webhooks`) listed
 /// entry by entry, as the live object has them.
-pub fn entry_by_entry(unknown: &mut Vec<String>, live: Option<&Value>) {
+fn entry_by_entry(unknown: &mut Vec<String>, live: Option<&Value>) {
     let Some(at) = unknown.iter().position(|p| p == "/webhooks") else {
         return;
     };
@@ -769,7 +813,7 @@ mod tests {
         // Kept: the dry run compares the value the cluster holds.
         let prepared = plan.prepare(&bundle);
         assert!(prepared.unknown.is_empty() && prepared.follows.is_none());
-        let sent = plan.for_dry_run(&bundle, None).expect("known");
+        let sent = plan.for_dry_run(bundle.clone(), None).expect("known");
         assert_eq!(sent.body["data"]["b"], "Q0E=");
         // Issued again: unknown until apply, and the plan says why.
         plan.issued.insert(ca, Some("expires soon".into()));
@@ -779,7 +823,7 @@ mod tests {
             prepared.follows.as_deref(),
             Some("copies the CA in Secret ns/ca, issued again (expires soon)")
         );
-        assert!(plan.for_dry_run(&bundle, None).is_none());
+        assert!(plan.for_dry_run(bundle.clone(), None).is_none());
     }
 
     #[test]
