@@ -673,3 +673,218 @@ async fn the_quick_start_platform_applies_plans_nothing_more_and_destroys_to_not
     assert!(left.objects.is_empty());
     assert!(b.mem.names().is_empty(), "{:#?}", b.mem.names());
 }
+
+/// A certificate `vz` issues into Secret `a/<name>`: a root CA without `issuer`, else a leaf for
+/// `sans` signed by `a/<issuer>`.
+fn certificate(name: &str, issuer: Option<&str>, sans: &[&str]) -> Manifest {
+    use vz_providers::manifest::{CertSpec, Layout, Role};
+    let spec = CertSpec {
+        role: if issuer.is_some() {
+            Role::Leaf
+        } else {
+            Role::Root
+        },
+        common_name: if issuer.is_some() { "" } else { "test CA" }.into(),
+        random_suffix: false,
+        sans: vec![],
+        validity_days: 90,
+        key: vz_providers::pki::KeyAlgorithm::EcdsaP256,
+        renew_before_days: 30,
+        issuer: issuer.map(|i| vz_providers::names::SecretRef::new("a", i)),
+        layout: Layout::Tls,
+    };
+    let sans = sans.iter().map(|s| (*s).to_string()).collect();
+    let mut m = vz_providers::tls::certificate(
+        "a",
+        name,
+        spec,
+        vz_providers::outputs::Deferred::Known(sans),
+    );
+    m.set_label(MANAGED_BY_LABEL, MANAGED_BY_VALUE);
+    m.set_label(PLATFORM_LABEL, PLATFORM);
+    m
+}
+
+/// A ConfigMap holding a copy of the CA certificate of Secret `a/ca` (as trust stores do).
+fn trust_store() -> Manifest {
+    use vz_providers::manifest::{Fill, FillTarget};
+    let mut m = config_map("a", "trust", json!({"ca.crt": ""}));
+    m.fills.push(Fill {
+        target: FillTarget::Pointer("/data/ca.crt".into()),
+        from: vz_providers::names::SecretRef::new("a", "ca"),
+        keys: vec!["tls.crt".into()],
+    });
+    m
+}
+
+/// A namespace, a CA, a leaf it signs, and a copy of the CA certificate.
+fn pki(sans: &[&str]) -> Desired {
+    desired(vec![
+        step("base", &[], vec![namespace("a")]),
+        step("ca", &["base"], vec![certificate("ca", None, &[])]),
+        step(
+            "leaf",
+            &["ca"],
+            vec![certificate("web", Some("ca"), sans), trust_store()],
+        ),
+    ])
+}
+
+fn secret(name: &str) -> ObjectRef {
+    r("v1", "Secret", Some("a"), name)
+}
+
+/// The text of `data[key]` of the object `r` in the cluster.
+fn data(b: &Bench, r: &ObjectRef, key: &str) -> String {
+    use base64::Engine as _;
+    let v = b.mem.object(r).unwrap_or_else(|| panic!("{r} exists"));
+    let text = v["data"][key].as_str().unwrap_or_default().to_string();
+    if r.kind == "Secret" {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .expect("base64");
+        String::from_utf8(bytes).expect("text")
+    } else {
+        text
+    }
+}
+
+#[tokio::test]
+async fn certificates_are_issued_at_apply_kept_by_the_next_plan_and_their_keys_never_shown() {
+    let b = Bench::new();
+    let d = pki(&["web.example.com"]);
+    let first = b.plan(&d, &state()).await;
+    assert_eq!(change(&first, &secret("web")).action, Action::Create);
+    let s = apply(b.session(), &first, &d, Outputs::default(), state())
+        .await
+        .expect("apply");
+    let key = data(&b, &secret("web"), "tls.key");
+    assert!(key.contains("PRIVATE KEY"), "{key}");
+    // The copy is the CA's certificate, the leaf is signed by it.
+    assert_eq!(
+        b.mem
+            .object(&r("v1", "ConfigMap", Some("a"), "trust"))
+            .expect("trust")["data"]["ca.crt"],
+        b.mem.object(&secret("ca")).expect("ca")["data"]["tls.crt"]
+    );
+    let facts = |name: &str| {
+        s.objects
+            .iter()
+            .find(|o| o.name == name)
+            .and_then(|o| o.certificate.clone())
+            .unwrap_or_else(|| panic!("the state records {name}'s certificate"))
+    };
+    assert_eq!(facts("web").issuer_key_id, facts("ca").key_id);
+    assert_eq!(facts("web").sans, ["web.example.com"]);
+    let p = b.plan(&d, &s).await;
+    assert!(!p.has_changes(), "{:?}", actions(&p));
+    for text in [
+        serde_json::to_string(&first).expect("json"),
+        serde_json::to_string(&p).expect("json"),
+        serde_json::to_string(&s).expect("json"),
+    ] {
+        assert!(!text.contains("PRIVATE KEY"));
+        assert!(
+            !text.contains(
+                &b.mem.object(&secret("web")).expect("web")["data"]["tls.key"]
+                    .as_str()
+                    .unwrap_or("-")
+                    .to_string()
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn replacing_the_ca_issues_its_leaves_again_and_updates_its_copies() {
+    let b = Bench::new();
+    let d = pki(&["web.example.com"]);
+    let s = b.apply(&d, state()).await.expect("apply");
+    let old_ca = data(&b, &secret("ca"), "tls.crt");
+    let old_leaf = data(&b, &secret("web"), "tls.crt");
+    let mut opts = plan_options();
+    opts.replace = vec![d.steps[1].address_of(&d.steps[1].objects[0])];
+    let p = plan(&b.cluster, &d.steps, &d.graph, &s, &opts)
+        .await
+        .expect("plan");
+    assert_eq!(change(&p, &secret("ca")).action, Action::Replace);
+    let leaf = change(&p, &secret("web"));
+    assert_eq!((leaf.action, leaf.cause), (Action::Update, Cause::Reissue));
+    assert!(
+        leaf.reissue
+            .as_deref()
+            .unwrap_or_default()
+            .contains("issuer"),
+        "{:?}",
+        leaf.reissue
+    );
+    let copy = change(&p, &r("v1", "ConfigMap", Some("a"), "trust"));
+    assert_eq!(copy.action, Action::Update);
+    assert!(copy.follows.is_some());
+    let s = apply(b.session(), &p, &d, Outputs::default(), s)
+        .await
+        .expect("apply");
+    let new_ca = data(&b, &secret("ca"), "tls.crt");
+    assert_ne!(new_ca, old_ca);
+    assert_ne!(data(&b, &secret("web"), "tls.crt"), old_leaf);
+    assert_eq!(
+        data(&b, &r("v1", "ConfigMap", Some("a"), "trust"), "ca.crt"),
+        b.mem.object(&secret("ca")).expect("ca")["data"]["tls.crt"]
+            .as_str()
+            .unwrap_or_default()
+    );
+    let p = b.plan(&d, &s).await;
+    assert!(!p.has_changes(), "{:?}", actions(&p));
+}
+
+#[tokio::test]
+async fn a_certificate_whose_names_change_is_issued_again_and_its_ca_kept() {
+    let b = Bench::new();
+    let s = b
+        .apply(&pki(&["web.example.com"]), state())
+        .await
+        .expect("apply");
+    let ca = data(&b, &secret("ca"), "tls.crt");
+    let d = pki(&["web.example.com", "www.example.com"]);
+    let p = b.plan(&d, &s).await;
+    let leaf = change(&p, &secret("web"));
+    assert_eq!(leaf.action, Action::Update);
+    assert!(leaf.reissue.is_some(), "{leaf:?}");
+    assert_eq!(change(&p, &secret("ca")).action, Action::NoOp);
+    let s = apply(b.session(), &p, &d, Outputs::default(), s)
+        .await
+        .expect("apply");
+    assert_eq!(data(&b, &secret("ca"), "tls.crt"), ca);
+    let web = s.objects.iter().find(|o| o.name == "web").expect("web");
+    assert_eq!(
+        web.certificate.as_ref().map(|c| c.sans.clone()),
+        Some(vec!["web.example.com".into(), "www.example.com".into()])
+    );
+}
+
+#[tokio::test]
+async fn a_ca_deleted_outside_vz_is_issued_anew_and_everything_it_signed_follows() {
+    let b = Bench::new();
+    let d = pki(&["web.example.com"]);
+    let s = b.apply(&d, state()).await.expect("apply");
+    b.cluster.delete(&secret("ca")).await.expect("delete");
+    let p = b.plan(&d, &s).await;
+    assert_eq!(change(&p, &secret("ca")).action, Action::Create);
+    assert_eq!(change(&p, &secret("web")).cause, Cause::Reissue);
+    assert!(
+        change(&p, &r("v1", "ConfigMap", Some("a"), "trust"))
+            .follows
+            .is_some()
+    );
+    let s = apply(b.session(), &p, &d, Outputs::default(), s)
+        .await
+        .expect("apply");
+    let facts = |name: &str| {
+        s.objects
+            .iter()
+            .find(|o| o.name == name)
+            .and_then(|o| o.certificate.clone())
+            .expect("recorded")
+    };
+    assert_eq!(facts("web").issuer_key_id, facts("ca").key_id);
+}

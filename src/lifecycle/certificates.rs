@@ -161,7 +161,12 @@ impl Planning for CertPlan {
         {
             out.reissue = self.issued.get(&r).cloned().flatten();
             out.current = self.current.get(&r).cloned();
-            out.made_at_apply = spec.layout.keys().iter().map(|k| format!("/data/{k}")).collect();
+            out.made_at_apply = spec
+                .layout
+                .keys()
+                .iter()
+                .map(|k| format!("/data/{k}"))
+                .collect();
         }
         for f in &m.fills {
             if self.issued.contains_key(&f.from) || !self.sources.contains_key(&f.from) {

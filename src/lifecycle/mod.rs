@@ -174,8 +174,7 @@ pub trait Lifecycle: Send + Sync {
 }
 
 /// Every provider lifecycle. A new one is one module and one line here.
-pub const LIFECYCLES: &[&dyn Lifecycle] =
-    &[&certificates::Certificates, &external_dns::FinalSync];
+pub const LIFECYCLES: &[&dyn Lifecycle] = &[&certificates::Certificates, &external_dns::FinalSync];
 
 /// Every lifecycle's [`Planning`] for one plan, asked in the order of [`LIFECYCLES`].
 #[derive(Default)]
