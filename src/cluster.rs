@@ -3,9 +3,10 @@
 //! Objects are handled dynamically (as JSON), so built-in kinds and custom resources go through the
 //! same code. [`Cluster`] is what the engine talks to; it builds its operations from the few of the
 //! seam [`ClusterApi`] ([`api`]): on an API server [`apiserver::KubeApi`], in the engine's unit tests an
-//! in-memory cluster (`memory`). DNS records (`dns.rfc2136`) are objects of the group `dns.vz.dev`
-//! that a [`Cluster`] reads and writes on the DNS server instead ([`crate::dns::Records`]).
+//! in-memory cluster (`memory`). Objects of an API version kept elsewhere (DNS records on a DNS
+//! server) go to the store registered for it ([`elsewhere`]).
 //!
+//! - [`elsewhere`]: the seam of stores other than the API server.
 //! - [`ready`]: per-kind readiness rules, what [`Cluster::wait_ready`] waits for.
 //! - [`warnings`]: the API server's warnings, said once at the end of a command.
 //! - `patience`: the client layer that retries transient failures within the run's deadline.
@@ -24,9 +25,11 @@ use vz_providers::manifest::display_name;
 use crate::interrupt::Interrupt;
 use crate::support::{self, KubeVersion, Verdict};
 use api::{ApiError, ClusterApi, Failure, Watched, api_error};
+use elsewhere::Elsewhere;
 
 pub mod api;
 pub mod apiserver;
+pub mod elsewhere;
 #[cfg(test)]
 pub mod memory;
 mod patience;
@@ -124,14 +127,8 @@ pub struct Cluster {
     api: Arc<dyn ClusterApi>,
     /// The Kubernetes release the API server runs, when it says.
     version: Option<KubeVersion>,
-    /// DNS records (`dns.rfc2136`): objects of the group `dns.vz.dev`, read and written on the
-    /// DNS server instead of the API server.
-    records: Option<crate::dns::Records>,
-}
-
-/// Whether objects of `api_version` are DNS records, served by [`crate::dns::Records`].
-pub fn is_record(api_version: &str) -> bool {
-    api_version == vz_providers::dns_records::API_VERSION
+    /// Stores of the objects of API versions the API server does not hold ([`elsewhere`]).
+    elsewhere: Vec<(String, Arc<dyn Elsewhere>)>,
 }
 
 /// The outcome of a delete request.
@@ -231,23 +228,28 @@ impl Cluster {
         Cluster {
             api,
             version,
-            records: None,
+            elsewhere: Vec::new(),
         }
     }
 
-    /// The same connection, with DNS records read and written on `records`' server.
-    pub fn with_records(mut self, records: crate::dns::Records) -> Self {
-        self.records = Some(records);
+    /// The same connection, with the objects of `api_version` read and written on `store`.
+    pub fn keep_elsewhere(mut self, api_version: &str, store: Arc<dyn Elsewhere>) -> Self {
+        self.elsewhere.retain(|(v, _)| v != api_version);
+        self.elsewhere.push((api_version.to_string(), store));
         self
     }
 
-    /// The DNS records' server, for a DNS record `r`.
-    fn records(&self, r: &ObjectRef) -> Result<&crate::dns::Records> {
-        self.records.as_ref().ok_or_else(|| {
-            anyhow::anyhow!(
-                "{r} is a DNS record, and the configuration names no DNS server (dns.rfc2136) to read it from: to switch away from it, first delete the records with `dns.rfc2136` still configured (`vz destroy --target dns`), or `vz state rm` their addresses to leave them in the zone"
-            )
-        })
+    /// The store of the objects of `api_version`, when the API server does not hold them.
+    fn elsewhere(&self, api_version: &str) -> Option<&dyn Elsewhere> {
+        self.elsewhere
+            .iter()
+            .find(|(v, _)| v == api_version)
+            .map(|(_, s)| s.as_ref())
+    }
+
+    /// Whether the objects of `api_version` are kept elsewhere than the API server.
+    pub fn kept_elsewhere(&self, api_version: &str) -> bool {
+        self.elsewhere(api_version).is_some()
     }
 
     /// The API server's URL.
@@ -274,7 +276,7 @@ impl Cluster {
         kind: &str,
         patience: Duration,
     ) -> Result<()> {
-        if is_record(api_version) {
+        if self.kept_elsewhere(api_version) {
             return Ok(());
         }
         let until = Instant::now() + patience;
@@ -293,8 +295,8 @@ impl Cluster {
 
     /// The live object, or `None` when it does not exist.
     pub async fn get(&self, r: &ObjectRef) -> Result<Option<Value>> {
-        if is_record(&r.api_version) {
-            return self.records(r)?.get(&r.kind, &r.name).await;
+        if let Some(store) = self.elsewhere(&r.api_version) {
+            return store.get(r).await;
         }
         self.api
             .get(r)
@@ -328,7 +330,7 @@ impl Cluster {
         listing: Listing,
         mut keep: impl FnMut(Value) -> Option<T> + Send,
     ) -> Result<Option<Vec<T>>> {
-        if is_record(api_version) {
+        if self.kept_elsewhere(api_version) {
             return Ok(None);
         }
         let mut out = Vec::new();
@@ -363,8 +365,8 @@ impl Cluster {
     pub async fn apply(&self, m: &Manifest, dry_run: bool) -> Result<Value> {
         let r = ObjectRef::of(m);
         ensure_known(&r, m)?;
-        if is_record(&r.api_version) {
-            return self.records(&r)?.apply(m, dry_run).await;
+        if let Some(store) = self.elsewhere(&r.api_version) {
+            return store.apply(m, dry_run).await;
         }
         let what = if dry_run { "dry-run" } else { "apply" };
         self.api
@@ -387,8 +389,8 @@ impl Cluster {
     pub async fn dry_run(&self, m: &Manifest) -> Result<DryRun> {
         let r = ObjectRef::of(m);
         ensure_known(&r, m)?;
-        if is_record(&r.api_version) {
-            return Ok(DryRun::Applied(self.records(&r)?.apply(m, true).await?));
+        if let Some(store) = self.elsewhere(&r.api_version) {
+            return Ok(DryRun::Applied(store.apply(m, true).await?));
         }
         match self.api.apply(&r, &m.body, FIELD_MANAGER, true).await {
             Ok(obj) => Ok(DryRun::Applied(obj)),
@@ -407,8 +409,8 @@ impl Cluster {
     /// [`RELEASED_MANAGER`] (see [`handed_over`]), so the object keeps working and no required
     /// field is ever removed. Returns the released object, or `None` when it is already gone.
     pub async fn release(&self, r: &ObjectRef) -> Result<Option<Value>> {
-        if is_record(&r.api_version) {
-            return self.records(r)?.release(&r.kind, &r.name).await;
+        if let Some(store) = self.elsewhere(&r.api_version) {
+            return store.release(r).await;
         }
         retry_on_conflict(&format!("cannot release {r}"), || async {
             let Some(live) = self.get(r).await? else {
@@ -427,8 +429,8 @@ impl Cluster {
 
     /// Mark `r` as taken over ([`ADOPTED_ANNOTATION`]); returns the object as it then is.
     pub async fn mark_adopted(&self, r: &ObjectRef) -> Result<Value> {
-        if is_record(&r.api_version) {
-            // Its ownership record says so already: apply wrote it.
+        if self.kept_elsewhere(&r.api_version) {
+            // Its own record of ownership says so already: apply wrote it.
             return self
                 .get(r)
                 .await?
@@ -451,11 +453,8 @@ impl Cluster {
 
     /// Ask for `r` to be deleted (dependents in the background).
     pub async fn delete(&self, r: &ObjectRef) -> Result<Deleted> {
-        if is_record(&r.api_version) {
-            return Ok(match self.records(r)?.delete(&r.kind, &r.name).await? {
-                None => Deleted::AlreadyGone,
-                Some(uid) => Deleted::Started { uid },
-            });
+        if let Some(store) = self.elsewhere(&r.api_version) {
+            return store.delete(r).await;
         }
         self.api
             .delete(r)
@@ -487,8 +486,8 @@ impl Cluster {
         deadline: Instant,
         interrupt: &Interrupt,
     ) -> Result<()> {
-        if is_record(&r.api_version) {
-            // A DNS update takes effect at once: what is there now is someone else's.
+        if self.kept_elsewhere(&r.api_version) {
+            // A change elsewhere takes effect at once: what is there now is someone else's.
             return Ok(());
         }
         let mut seen = None;
@@ -600,8 +599,8 @@ impl Cluster {
     /// back again ([`retry_on_conflict`]).
     pub async fn restore(&self, before: &Value) -> Result<Value> {
         let r = ref_of(before)?;
-        if is_record(&r.api_version) {
-            return self.records(&r)?.restore(before).await;
+        if let Some(store) = self.elsewhere(&r.api_version) {
+            return store.restore(before).await;
         }
         let mut wanted = before.clone();
         strip_for_write(&mut wanted, false);

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use anyhow::{Context, Result, anyhow, bail};
+use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures::StreamExt;
@@ -32,6 +33,9 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use vz_providers::Manifest;
 use vz_providers::config::{Rfc2136, TsigAlgorithm, TsigSecret};
+
+use crate::cluster::elsewhere::Elsewhere;
+use crate::cluster::{Deleted, ObjectRef};
 
 /// The label in front of a record's name where its ownership TXT record lives.
 pub const OWNER_LABEL: &str = "_vz";
@@ -497,16 +501,6 @@ impl Records {
         })
     }
 
-    /// The record `name` of `kind` as an object, or `None` when it does not exist.
-    pub async fn get(&self, kind: &str, name: &str) -> Result<Option<serde_json::Value>> {
-        let k = kind_of(kind)?;
-        let Some(rrset) = self.dns.read(name, k).await? else {
-            return Ok(None);
-        };
-        let owner = self.dns.owner_text(name).await?;
-        Ok(Some(object(&rrset, owner.as_deref())))
-    }
-
     /// What `name` holds now: the record and its ownership text.
     async fn read(&self, kind: Kind, name: &str) -> Result<(Option<Rrset>, Option<String>)> {
         Ok((
@@ -514,11 +508,24 @@ impl Records {
             self.dns.owner_text(name).await?,
         ))
     }
+}
+
+#[async_trait]
+impl Elsewhere for Records {
+    /// The record as an object, or `None` when it does not exist.
+    async fn get(&self, r: &ObjectRef) -> Result<Option<serde_json::Value>> {
+        let k = kind_of(&r.kind)?;
+        let Some(rrset) = self.dns.read(&r.name, k).await? else {
+            return Ok(None);
+        };
+        let owner = self.dns.owner_text(&r.name).await?;
+        Ok(Some(object(&rrset, owner.as_deref())))
+    }
 
     /// Apply the record object `m`: create it, change it, or take it over (a record without
     /// `vz`'s ownership gets one, marked adopted). With `dry_run`, only say what it would be.
     /// Returns the object as it then is.
-    pub async fn apply(&self, m: &Manifest, dry_run: bool) -> Result<serde_json::Value> {
+    async fn apply(&self, m: &Manifest, dry_run: bool) -> Result<serde_json::Value> {
         let want = rrset_of(&m.body)?;
         let (live, was) = self.read(want.kind, &want.name).await?;
         let ours = was.as_deref().and_then(Owner::parse);
@@ -542,22 +549,25 @@ impl Records {
         Ok(object(&want, Some(&owner)))
     }
 
-    /// Delete the record and its ownership; `None` when it was already gone, else its uid.
-    pub async fn delete(&self, kind: &str, name: &str) -> Result<Option<Option<String>>> {
-        let (live, was) = self.read(kind_of(kind)?, name).await?;
+    /// Delete the record and its ownership (the uid of the ownership is the object's).
+    async fn delete(&self, r: &ObjectRef) -> Result<Deleted> {
+        let (live, was) = self.read(kind_of(&r.kind)?, &r.name).await?;
         let Some(current) = live else {
-            return Ok(None);
+            return Ok(Deleted::AlreadyGone);
         };
         self.dns
-            .write(name, Some(&current), was.as_deref(), None, None)
+            .write(&r.name, Some(&current), was.as_deref(), None, None)
             .await?;
-        Ok(Some(was.as_deref().and_then(Owner::parse).map(|o| o.uid)))
+        Ok(Deleted::Started {
+            uid: was.as_deref().and_then(Owner::parse).map(|o| o.uid),
+        })
     }
 
     /// Give up a record `vz` took over: its ownership record goes, the record stays. Returns it
     /// as it then is, or `None` when it is gone.
-    pub async fn release(&self, kind: &str, name: &str) -> Result<Option<serde_json::Value>> {
-        let (live, was) = self.read(kind_of(kind)?, name).await?;
+    async fn release(&self, r: &ObjectRef) -> Result<Option<serde_json::Value>> {
+        let name = r.name.as_str();
+        let (live, was) = self.read(kind_of(&r.kind)?, name).await?;
         let Some(current) = live else {
             return Ok(None);
         };
@@ -569,9 +579,9 @@ impl Records {
         Ok(Some(object(&current, None)))
     }
 
-    /// Put a record back as `before` (an object as [`Records::get`] returned it): its values and
-    /// its ownership, or neither when it had none.
-    pub async fn restore(&self, before: &serde_json::Value) -> Result<serde_json::Value> {
+    /// Put a record back as `before` (an object as [`Elsewhere::get`] returned it): its values
+    /// and its ownership, or neither when it had none.
+    async fn restore(&self, before: &serde_json::Value) -> Result<serde_json::Value> {
         let want = rrset_of(before)?;
         let (live, was) = self.read(want.kind, &want.name).await?;
         let owner = text(before, &["metadata", "uid"]).map(|uid| {
@@ -595,6 +605,41 @@ impl Records {
             )
             .await?;
         Ok(object(&want, owner.as_deref()))
+    }
+}
+
+/// DNS records when the configuration names no DNS server: every request is refused with what to
+/// do (the state may still hold records made while one was named).
+pub struct Unconfigured;
+
+impl Unconfigured {
+    fn refuse(r: &ObjectRef) -> anyhow::Error {
+        anyhow!(
+            "{r} is a DNS record, and the configuration names no DNS server (dns.rfc2136) to read it from: to switch away from it, first delete the records with `dns.rfc2136` still configured (`vz destroy --target dns`), or `vz state rm` their addresses to leave them in the zone"
+        )
+    }
+}
+
+#[async_trait]
+impl Elsewhere for Unconfigured {
+    async fn get(&self, r: &ObjectRef) -> Result<Option<serde_json::Value>> {
+        Err(Self::refuse(r))
+    }
+
+    async fn apply(&self, m: &Manifest, _dry_run: bool) -> Result<serde_json::Value> {
+        Err(Self::refuse(&ObjectRef::of(m)))
+    }
+
+    async fn delete(&self, r: &ObjectRef) -> Result<Deleted> {
+        Err(Self::refuse(r))
+    }
+
+    async fn release(&self, r: &ObjectRef) -> Result<Option<serde_json::Value>> {
+        Err(Self::refuse(r))
+    }
+
+    async fn restore(&self, before: &serde_json::Value) -> Result<serde_json::Value> {
+        Err(Self::refuse(&crate::cluster::ref_of(before)?))
     }
 }
 

@@ -23,6 +23,7 @@ use vz_providers::{Outputs, Platform};
 use vz_state::{Location, Lock, LockInfo, State, Store};
 
 use crate::cli::{ClusterArgs, ConfigArgs, RunArgs, SelectArgs};
+use crate::cluster::elsewhere::Elsewhere;
 use crate::cluster::{Cluster, ConnectOptions};
 use crate::engine;
 pub use crate::engine::Desired;
@@ -403,12 +404,15 @@ pub async fn connect(args: &ClusterArgs, platform: &vz_providers::Platform) -> R
         context: args.context.clone(),
     })
     .await?;
-    Ok(match &platform.dns {
+    // DNS records live on the DNS server the configuration names (or nowhere, when it names
+    // none: the state may still hold records made while it did).
+    let records: Arc<dyn Elsewhere> = match &platform.dns {
         vz_providers::config::Dns::Rfc2136(cfg) => {
-            cluster.with_records(crate::dns::Records::connect(cfg).await?)
+            Arc::new(crate::dns::Records::connect(cfg).await?)
         }
-        _ => cluster,
-    })
+        _ => Arc::new(crate::dns::Unconfigured),
+    };
+    Ok(cluster.keep_elsewhere(vz_providers::dns_records::API_VERSION, records))
 }
 
 /// A client for the cluster of `cluster` when the state at `location` lives in one.

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use vz_providers::{Manifest, Outputs, Ownership, Step};
 use vz_state::{ObjectRecord, State, Store, Unfinished};
 
-use crate::cluster::{Cluster, ClusterError, Deleted, ObjectRef, is_record, only_vz_manages};
+use crate::cluster::{Cluster, ClusterError, Deleted, ObjectRef, only_vz_manages};
 use crate::engine::graph::{StepGraph, StepNode};
 use crate::engine::plan::{Action, Cause, Change, Plan, decide, unrecorded_record};
 use crate::engine::rollback::{Entry, Undo, Undone, describe_undo, settle};
@@ -693,7 +693,7 @@ impl<'a> Run<'a> {
             && c.action == Action::Create
             && matches!(c.cause, Cause::Config | Cause::DeletedOutside)
             && m.ownership == Ownership::Owned
-            && !is_record(&m.api_version);
+            && !self.cluster.kept_elsewhere(&m.api_version);
         let before = if absent_when_planned {
             None
         } else {

@@ -888,3 +888,84 @@ async fn a_ca_deleted_outside_vz_is_issued_anew_and_everything_it_signed_follows
     };
     assert_eq!(facts("web").issuer_key_id, facts("ca").key_id);
 }
+
+/// A store of objects kept elsewhere than the API server (as DNS records are on a DNS server).
+#[derive(Default)]
+struct Aside {
+    objects: std::sync::Mutex<std::collections::BTreeMap<String, Value>>,
+}
+
+impl Aside {
+    fn names(&self) -> Vec<String> {
+        self.objects
+            .lock()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::cluster::elsewhere::Elsewhere for Aside {
+    async fn get(&self, r: &ObjectRef) -> anyhow::Result<Option<Value>> {
+        Ok(self.objects.lock().expect("lock").get(&r.name).cloned())
+    }
+
+    async fn apply(&self, m: &Manifest, dry_run: bool) -> anyhow::Result<Value> {
+        let mut v = Value::clone(&m.body);
+        v["metadata"]["uid"] = json!(format!("uid-{}", m.name));
+        if !dry_run {
+            self.objects
+                .lock()
+                .expect("lock")
+                .insert(m.name.clone(), v.clone());
+        }
+        Ok(v)
+    }
+
+    async fn delete(&self, r: &ObjectRef) -> anyhow::Result<crate::cluster::Deleted> {
+        use crate::cluster::Deleted;
+        Ok(match self.objects.lock().expect("lock").remove(&r.name) {
+            Some(_) => Deleted::Gone,
+            None => Deleted::AlreadyGone,
+        })
+    }
+
+    async fn release(&self, r: &ObjectRef) -> anyhow::Result<Option<Value>> {
+        self.get(r).await
+    }
+
+    async fn restore(&self, before: &Value) -> anyhow::Result<Value> {
+        let name = before["metadata"]["name"].as_str().unwrap_or_default();
+        self.objects
+            .lock()
+            .expect("lock")
+            .insert(name.to_string(), before.clone());
+        Ok(before.clone())
+    }
+}
+
+#[tokio::test]
+async fn objects_kept_elsewhere_are_applied_rolled_back_and_destroyed_on_their_store() {
+    let mut b = Bench::new();
+    let aside = Arc::new(Aside::default());
+    b.cluster = Cluster::over(b.mem.clone() as Arc<dyn ClusterApi>, None)
+        .keep_elsewhere("records.example/v1", aside.clone());
+    let record = owned(json!({"apiVersion": "records.example/v1", "kind": "A",
+        "metadata": {"name": "web.example.com"}, "spec": {"values": ["192.0.2.1"]}}));
+    let mut d = platform(json!({"a": "1"}));
+    d.steps[0].objects.push(record);
+    b.mem.fail(Op::Apply, "web", Failure::Refused, false, 1);
+    b.apply(&d, state())
+        .await
+        .expect_err("the Deployment is refused");
+    assert!(aside.names().is_empty(), "the record is taken back");
+    let s = b.apply(&d, state()).await.expect("apply");
+    assert_eq!(aside.names(), ["web.example.com"]);
+    assert!(
+        !b.mem.names().iter().any(|n| n.contains("web.example.com")),
+        "the API server never sees it"
+    );
+    assert!(!b.plan(&d, &s).await.has_changes());
+    b.destroy(s).await.expect("destroy");
+    assert!(aside.names().is_empty());
+}
