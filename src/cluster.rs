@@ -456,10 +456,13 @@ impl Cluster {
         if let Some(store) = self.elsewhere(&r.api_version) {
             return store.delete(r).await;
         }
-        self.api
-            .delete(r)
-            .await
-            .map_err(|e| refused(format_args!("cannot delete {r}"), e))
+        self.api.delete(r).await.map_err(|e| match api_error(&e) {
+            // It may have been deleted: the caller takes it as if it had been.
+            Some(a) if matches!(a.failure, Failure::Lost | Failure::Failed) => {
+                ClusterError::Unanswered(format!("cannot delete {r}: {}", a.detail)).into()
+            }
+            _ => refused(format_args!("cannot delete {r}"), e),
+        })
     }
 
     /// Delete `r` and wait until it is gone (`known_uid` identifies it if the API server does not say).

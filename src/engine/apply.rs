@@ -962,7 +962,22 @@ impl<'a> Run<'a> {
             }
             return Ok(Deletion::Done);
         }
-        let deleted = self.cluster.delete(&c.object).await?;
+        let deleted = match self.cluster.delete(&c.object).await {
+            Ok(deleted) => deleted,
+            Err(e) => {
+                if matches!(
+                    e.downcast_ref::<ClusterError>(),
+                    Some(ClusterError::Unanswered(_))
+                ) {
+                    // It may be gone: a rollback brings it back as if it had been deleted.
+                    self.unanswered.store(true, Ordering::SeqCst);
+                    if let Some(before) = before {
+                        self.journal(seq, c, Undo::Deleted { before }).await;
+                    }
+                }
+                return Err(e);
+            }
+        };
         if deleted != Deleted::AlreadyGone {
             self.deleted.lock().await.push(c.object.clone());
             if let Some(before) = before {

@@ -969,3 +969,38 @@ async fn objects_kept_elsewhere_are_applied_rolled_back_and_destroyed_on_their_s
     b.destroy(s).await.expect("destroy");
     assert!(aside.names().is_empty());
 }
+
+#[tokio::test]
+async fn a_delete_whose_answer_was_lost_is_brought_back_by_the_rollback() {
+    let (b, _, s) = applied().await;
+    // The ConfigMap leaves the configuration; its delete takes effect, but the answer is lost.
+    let mut d = platform(json!({"a": "1"}));
+    d.steps[0].objects.remove(0);
+    d.graph = graph_of(&d.steps).expect("graph");
+    b.mem.fail(Op::Delete, "settings", Failure::Lost, true, 1);
+    let e = b
+        .apply(&d, s)
+        .await
+        .expect_err("the delete's answer is lost");
+    let f = failed(&e);
+    assert!(
+        format!("{:#}", f.failure).contains("cannot delete ConfigMap a/settings"),
+        "{:#}",
+        f.failure
+    );
+    let back = b
+        .mem
+        .object(&settings())
+        .unwrap_or_else(|| panic!("re-created by the rollback: {}", f.report));
+    assert_eq!(back["data"], json!({"a": "1"}));
+    let stored = b.store.read().await.expect("read").expect("a state");
+    assert!(
+        stored
+            .get(&d.steps[0].address_of(&config_map("a", "settings", json!({}))))
+            .is_some()
+    );
+    assert!(
+        stored.unfinished.is_some(),
+        "the server may still act on it"
+    );
+}
