@@ -626,7 +626,11 @@ impl Cluster {
                 self.api
                     .create(r, &fresh)
                     .await
-                    .map_err(|e| refused(format_args!("cannot re-create {r}"), e))?
+                    .map_err(|e| match api_error(&e) {
+                        Some(_) => refused(format_args!("cannot re-create {r}"), e),
+                        // Not sent (it could not be encoded): still the object it is about.
+                        None => e.context(format!("cannot re-create {r}")),
+                    })?
             }
         };
         let managed = |v: &Value| v.pointer("/metadata/managedFields").cloned();
