@@ -26,7 +26,10 @@
 //! ([`istio::control_plane::after_istiod`], [`external_dns::before_sources`]). No module imports
 //! one that imports it, directly or not: a test reads the sources and names any cycle
 //! (`src/layering.rs`). Adding a provider is one module and one line in [`PROVIDERS`]; a name
-//! another module needs from it goes in [`names`].
+//! another module needs from it goes in [`names`]. A provider that must also act on the cluster at
+//! points of a run (read it before planning, fill an object just before it is sent, record what the
+//! server answered, act before its objects are deleted) adds one lifecycle module to the `vz`
+//! binary (`src/lifecycle/`) and one line to its `LIFECYCLES`: this crate stays pure.
 //!
 //! [`requirements`](mod@requirements) lists what the platform needs from the cluster without creating it (an
 //! existing Istio, with `components.istio.install: false`).

@@ -16,13 +16,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 use vz_providers::{Manifest, Outputs, Ownership, Step};
 use vz_state::{ObjectRecord, State, Store, Unfinished};
@@ -30,6 +30,7 @@ use vz_state::{ObjectRecord, State, Store, Unfinished};
 use crate::cluster::{Cluster, ClusterError, Deleted, ObjectRef, only_vz_manages};
 use crate::engine::graph::{StepGraph, StepNode};
 use crate::engine::plan::{Action, Cause, Change, Plan, decide, unrecorded_record};
+use crate::engine::recorder::Recorder;
 use crate::engine::rollback::{Entry, Undo, Undone, describe_undo, settle};
 use crate::engine::{Desired, EngineError};
 use crate::engine::{order, outputs};
@@ -112,12 +113,12 @@ pub async fn apply(
         Err(e) => Err(e),
     };
     let Err(failure) = outcome else {
-        return Ok(run.into_state().await);
+        return Ok(run.into_state());
     };
     if !opts.rollback {
         // The run ends here, and the state records what exists.
         let flushed = run.finish().await;
-        let s = run.into_state().await;
+        let s = run.into_state();
         let failure = match flushed {
             Ok(()) => failure,
             Err(e) => failure.context(format!("and the state could not be written: {e:#}")),
@@ -175,38 +176,48 @@ pub async fn destroy(session: Session<'_>, plan: &Plan, state: State) -> Result<
     let flushed = run.finish().await;
     outcome?;
     flushed?;
-    Ok(run.into_state().await)
+    Ok(run.into_state())
 }
 
 struct Run<'a> {
     cluster: &'a Cluster,
     /// What is applied (for rendering again once outputs are known); `None` for destroy.
     desired: Option<&'a Desired>,
-    /// Step outputs known so far.
-    outputs: Mutex<Outputs>,
-    /// The steps rendered with the outputs known at the time, for the steps whose values were
-    /// unknown when planned: rendered again only when an output changed, not for each such step.
-    rendered: Mutex<Option<(Outputs, Arc<Vec<Step>>)>>,
-    store: &'a Store,
-    state: Arc<Mutex<State>>,
+    /// The step outputs known so far.
+    known: Mutex<Known>,
+    /// The state, and its writes.
+    recorder: Recorder<'a>,
+    /// What the run did, for its rollback and its later steps.
+    ledger: Mutex<Ledger>,
     opts: &'a RunOptions,
     progress: &'a Progress,
     deadline: Instant,
-    journal: Mutex<Vec<Entry>>,
-    /// Every object whose deletion this run started.
-    deleted: Mutex<Vec<ObjectRef>>,
-    /// Namespaces being deleted, waited for once every step is done: address, object, uid.
-    later: Mutex<Vec<(String, ObjectRef, Option<String>)>>,
     steps_started: AtomicUsize,
     /// Whether the plan read the cluster: an object it found absent is then not read again before
     /// it is created.
     planned_live: bool,
-    /// State changes made so far (a generation number, raised with each).
-    changed: AtomicU64,
     /// A change got no answer (it may be made later still, after a rollback looked for it).
     unanswered: AtomicBool,
-    /// The state writes; held while writing, so writes go one at a time.
-    writes: Mutex<Writes>,
+}
+
+/// The step outputs a run knows. Locked only between awaits.
+struct Known {
+    /// Step outputs known so far.
+    outputs: Outputs,
+    /// The steps rendered with the outputs known at the time, for the steps whose values were
+    /// unknown when planned: rendered again only when an output changed, not for each such step.
+    rendered: Option<(Outputs, Arc<Vec<Step>>)>,
+}
+
+/// What a run did so far. Locked only between awaits.
+#[derive(Default)]
+struct Ledger {
+    /// Every change, with what undoes it.
+    journal: Vec<Entry>,
+    /// Every object whose deletion this run started.
+    deleted: Vec<ObjectRef>,
+    /// Namespaces being deleted, waited for once every step is done: address, object, uid.
+    later: Vec<(String, ObjectRef, Option<String>)>,
 }
 
 impl Drop for Run<'_> {
@@ -235,19 +246,6 @@ enum Deletion {
 /// How many deletions are waited for at once (each a watch, which costs the API server little).
 const WAITS_AT_ONCE: usize = 64;
 
-/// What the state writes of a run have done so far.
-#[derive(Default)]
-struct Writes {
-    /// The change generation last written.
-    written: u64,
-    /// When the last write ended, and how long it took.
-    last: Option<(Instant, Duration)>,
-}
-
-/// The least time between two state writes during a run; a state that takes long to write waits
-/// four times as long as its last write took, so writing never takes more than a fifth of a run.
-const MIN_WRITE_GAP: Duration = Duration::from_millis(500);
-
 impl<'a> Run<'a> {
     fn new(
         session: Session<'a>,
@@ -264,119 +262,68 @@ impl<'a> Run<'a> {
         Run {
             cluster: session.cluster,
             desired,
-            outputs: Mutex::new(outputs),
-            rendered: Mutex::new(None),
-            store: session.store,
-            state: Arc::new(Mutex::new(state)),
+            known: Mutex::new(Known {
+                outputs,
+                rendered: None,
+            }),
+            recorder: Recorder::new(session.store, state),
+            ledger: Mutex::default(),
             opts: session.opts,
             progress: session.progress,
             deadline,
-            journal: Mutex::new(Vec::new()),
-            deleted: Mutex::new(Vec::new()),
-            later: Mutex::new(Vec::new()),
             steps_started: AtomicUsize::new(0),
             planned_live,
-            changed: AtomicU64::new(0),
             unanswered: AtomicBool::new(false),
-            writes: Mutex::new(Writes::default()),
         }
     }
 
-    /// Note a change of the state (made under its lock); returns its generation, for [`Run::persist`].
-    fn changed(&self) -> u64 {
-        self.changed.fetch_add(1, Ordering::SeqCst) + 1
+    /// What the run did so far.
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Record the change of generation `change` in the stored state, soon: written now unless a
-    /// write is in flight or the last one was less than the gap ago, in which case a later write
-    /// — at the latest [`Run::flush`] at the end of the run — takes it along. A platform of
-    /// thousands of steps is so written a few times a second, not thousands of times; objects a
-    /// killed run made but had not recorded yet are found again by their labels.
-    async fn persist(&self, change: u64) -> Result<()> {
-        let Ok(mut writes) = self.writes.try_lock() else {
-            return Ok(());
-        };
-        if writes.written >= change {
-            return Ok(());
-        }
-        if let Some((ended, took)) = writes.last
-            && ended.elapsed() < MIN_WRITE_GAP.max(took * 4)
-        {
-            return Ok(());
-        }
-        self.write(&mut writes).await
+    /// The step outputs known so far.
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Say in the stored state that this run has started and not finished, before it changes
-    /// anything: if it is killed, the next plan looks for objects it made and had not recorded.
     async fn begin(&self, operation: &str) -> Result<()> {
-        self.state.lock().await.unfinished = Some(Unfinished::now(operation));
-        self.changed();
-        let mut writes = self.writes.lock().await;
-        self.write(&mut writes).await
+        self.recorder.begin(operation).await
     }
 
-    /// Say that the run is over, and write every change made so far.
     async fn finish(&self) -> Result<()> {
-        let mut s = self.state.lock().await;
-        if s.unfinished.take().is_some() {
-            self.changed();
-        }
-        drop(s);
-        self.flush().await
+        self.recorder.finish().await
     }
 
     /// Record the objects a run that did not finish left unrecorded (found by their labels), so
     /// that they are deleted like any other: in order, and still known if this run stops too.
     async fn take_back(&self, plan: &Plan) -> Result<()> {
-        let mut s = self.state.lock().await;
-        let mut taken = false;
-        for c in plan.changes.iter().filter(|c| {
-            c.cause == Cause::Recovered && matches!(c.action, Action::Delete | Action::Release)
-        }) {
-            if s.get(&c.address).is_some() {
-                continue;
-            }
-            s.upsert(unrecorded_record(
-                &c.address,
-                &c.object,
-                c.live_uid.clone(),
-                c.action == Action::Release,
-            ));
-            taken = true;
-        }
-        if taken {
-            let change = self.changed();
-            drop(s);
-            self.persist(change).await?;
-        }
-        Ok(())
+        self.recorder
+            .change(|s| {
+                let mut taken = false;
+                for c in plan.changes.iter().filter(|c| {
+                    c.cause == Cause::Recovered
+                        && matches!(c.action, Action::Delete | Action::Release)
+                }) {
+                    if s.get(&c.address).is_some() {
+                        continue;
+                    }
+                    s.upsert(unrecorded_record(
+                        &c.address,
+                        &c.object,
+                        c.live_uid.clone(),
+                        c.action == Action::Release,
+                    ));
+                    taken = true;
+                }
+                taken
+            })
+            .await
     }
 
-    /// Write every change made so far (waiting for a write in flight first).
-    async fn flush(&self) -> Result<()> {
-        let mut writes = self.writes.lock().await;
-        if writes.written >= self.changed.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        self.write(&mut writes).await
-    }
-
-    async fn write(&self, writes: &mut Writes) -> Result<()> {
-        let started = Instant::now();
-        let (mut snapshot, upto) = {
-            let s = self.state.lock().await;
-            (s.clone(), self.changed.load(Ordering::SeqCst))
-        };
-        self.store.write(&mut snapshot).await?;
-        self.state.lock().await.serial = snapshot.serial;
-        writes.written = upto;
-        writes.last = Some((Instant::now(), started.elapsed()));
-        Ok(())
-    }
-
-    async fn into_state(self) -> State {
-        self.state.lock().await.clone()
+    /// The state the run leaves.
+    fn into_state(self) -> State {
+        self.recorder.snapshot()
     }
 
     fn check_continue(&self, doing: &str) -> Result<()> {
@@ -396,8 +343,8 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    async fn journal(&self, seq: usize, c: &Change, undo: Undo) {
-        self.journal.lock().await.push(Entry {
+    fn journal(&self, seq: usize, c: &Change, undo: Undo) {
+        self.ledger().journal.push(Entry {
             seq,
             address: c.address.clone(),
             object: c.object.clone(),
@@ -407,22 +354,20 @@ impl<'a> Run<'a> {
 
     /// Drop from the state the objects the plan found already gone.
     async fn forget(&self, plan: &Plan) -> Result<()> {
-        let mut s = self.state.lock().await;
-        let mut dropped = false;
-        for c in plan.changes.iter().filter(|c| c.action == Action::Forget) {
-            s.remove(&c.address);
-            dropped = true;
-            self.progress.line(&format!(
-                "{}: no longer ours; dropped from the state",
-                c.address
-            ));
-        }
-        if dropped {
-            let change = self.changed();
-            drop(s);
-            self.persist(change).await?;
-        }
-        Ok(())
+        self.recorder
+            .change(|s| {
+                let mut dropped = false;
+                for c in plan.changes.iter().filter(|c| c.action == Action::Forget) {
+                    s.remove(&c.address);
+                    dropped = true;
+                    self.progress.line(&format!(
+                        "{}: no longer ours; dropped from the state",
+                        c.address
+                    ));
+                }
+                dropped
+            })
+            .await
     }
 
     async fn apply_step(
@@ -446,33 +391,34 @@ impl<'a> Run<'a> {
                     .buffer_unordered(self.opts.parallelism.max(1))
                     .collect()
                     .await;
-            let mut s = self.state.lock().await;
-            let mut changed = false;
+            let mut records = Vec::new();
             for (record, result) in results {
-                if let Some(mut record) = record {
-                    // Outputs are re-read after the step; keep the recorded ones until then. An
-                    // object stays adopted (or not) for as long as it is managed; a new object (another
-                    // uid) is adopted only when it was taken over.
-                    if let Some(old) = s.get(&record.address) {
-                        record.outputs = old.outputs.clone();
-                        if old.uid == record.uid {
-                            record.adopted = old.adopted;
-                        }
-                    }
-                    if s.get(&record.address) != Some(&record) {
-                        s.upsert(record);
-                        changed = true;
-                    }
-                }
+                records.extend(record);
                 if let Err(e) = result {
                     errors.push(e);
                 }
             }
-            let change = changed.then(|| self.changed());
-            drop(s);
-            if let Some(change) = change {
-                self.persist(change).await?;
-            }
+            self.recorder
+                .change(|s| {
+                    let mut changed = false;
+                    for mut record in records {
+                        // Outputs are re-read after the step; keep the recorded ones until then. An
+                        // object stays adopted (or not) for as long as it is managed; a new object
+                        // (another uid) is adopted only when it was taken over.
+                        if let Some(old) = s.get(&record.address) {
+                            record.outputs = old.outputs.clone();
+                            if old.uid == record.uid {
+                                record.adopted = old.adopted;
+                            }
+                        }
+                        if s.get(&record.address) != Some(&record) {
+                            s.upsert(record);
+                            changed = true;
+                        }
+                    }
+                    changed
+                })
+                .await?;
             if !errors.is_empty() {
                 // Later tiers depend on this one.
                 return Err(combine(errors));
@@ -500,17 +446,18 @@ impl<'a> Run<'a> {
         if !owned.iter().any(pending) {
             return Ok(owned);
         }
-        let outputs = self.outputs.lock().await.clone();
-        let steps = {
-            let mut rendered = self.rendered.lock().await;
-            match &*rendered {
+        let (outputs, steps) = {
+            let mut known = self.known();
+            let outputs = known.outputs.clone();
+            let steps = match &known.rendered {
                 Some((with, steps)) if *with == outputs => Arc::clone(steps),
                 _ => {
                     let steps = Arc::new(desired.render(&outputs));
-                    *rendered = Some((outputs.clone(), Arc::clone(&steps)));
+                    known.rendered = Some((outputs.clone(), Arc::clone(&steps)));
                     steps
                 }
-            }
+            };
+            (outputs, steps)
         };
         let Some(fresh) = steps.iter().find(|s| s.id == step) else {
             return Ok(owned);
@@ -554,21 +501,25 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         let values = outputs::of_step(self.cluster, s).await?;
-        let mut known = self.outputs.lock().await;
-        let mut state = self.state.lock().await;
-        for (name, value) in values {
-            known.set(step, &name, value.clone());
-            if let Some(spec) = s.outputs.iter().find(|o| o.name == name)
-                && let Some(mut rec) = state.get(&spec.object).cloned()
-            {
-                rec.outputs.insert(name, value);
-                state.upsert(rec);
+        {
+            let mut known = self.known();
+            for (name, value) in &values {
+                known.outputs.set(step, name, value.clone());
             }
         }
-        let change = self.changed();
-        drop(state);
-        drop(known);
-        self.persist(change).await
+        self.recorder
+            .change(|state| {
+                for (name, value) in values {
+                    if let Some(spec) = s.outputs.iter().find(|o| o.name == name)
+                        && let Some(mut rec) = state.get(&spec.object).cloned()
+                    {
+                        rec.outputs.insert(name, value);
+                        state.upsert(rec);
+                    }
+                }
+                true
+            })
+            .await
     }
 
     /// Apply one object and wait for it; the record is returned whenever the object was applied,
@@ -714,8 +665,7 @@ impl<'a> Run<'a> {
                     before: old.clone(),
                     uid: None,
                 },
-            )
-            .await;
+            );
         }
         // What providers make or read only now, never at plan time (a certificate issued or kept,
         // copied values read). A replaced object's key material is made anew.
@@ -742,7 +692,7 @@ impl<'a> Run<'a> {
                         Some(before) => Undo::Updated { before },
                         None => Undo::Created { uid: None },
                     };
-                    self.journal(seq, c, undo).await;
+                    self.journal(seq, c, undo);
                 }
                 return Err(e);
             }
@@ -777,11 +727,11 @@ impl<'a> Run<'a> {
         };
         if matches!(undo, Undo::Replaced { .. }) {
             // Supersede the entry made after the delete.
-            self.journal.lock().await.retain(|e| {
+            self.ledger().journal.retain(|e| {
                 !(e.address == c.address && matches!(e.undo, Undo::Replaced { uid: None, .. }))
             });
         }
-        self.journal(seq, c, undo).await;
+        self.journal(seq, c, undo);
         self.progress.line(&format!("{}: {verb}", c.address));
         Ok(Applied {
             object: applied,
@@ -799,7 +749,7 @@ impl<'a> Run<'a> {
         if changes.is_empty() {
             return Ok(());
         }
-        let records = self.state.lock().await.objects.clone();
+        let records = self.recorder.read(|s| s.objects.clone());
         let graph = StepGraph::build(&record_nodes(&records))?;
         let mut by_step: HashMap<&str, Vec<&Change>> = HashMap::new();
         for c in changes {
@@ -819,7 +769,7 @@ impl<'a> Run<'a> {
     /// Wait, all together, for the namespaces whose deletion the steps started; each leaves the
     /// state once it is gone.
     async fn wait_later(&self) -> Result<()> {
-        let later = std::mem::take(&mut *self.later.lock().await);
+        let later = std::mem::take(&mut self.ledger().later);
         if later.is_empty() {
             return Ok(());
         }
@@ -850,12 +800,12 @@ impl<'a> Run<'a> {
                 Err(e) => errors.push(e),
             }
         }
-        let change = {
-            let mut s = self.state.lock().await;
-            s.remove_all(&gone.iter().map(String::as_str).collect());
-            self.changed()
-        };
-        self.persist(change).await?;
+        self.recorder
+            .change(|s| {
+                s.remove_all(&gone.iter().map(String::as_str).collect());
+                true
+            })
+            .await?;
         self.progress.line(&format!(
             "{} namespace(s) finished deleting in {:.1}s",
             gone.len(),
@@ -892,12 +842,12 @@ impl<'a> Run<'a> {
                     Err(e) => errors.push(e),
                 }
             }
-            let change = {
-                let mut s = self.state.lock().await;
-                s.remove_all(&deleted.iter().map(String::as_str).collect());
-                self.changed()
-            };
-            self.persist(change).await?;
+            self.recorder
+                .change(|s| {
+                    s.remove_all(&deleted.iter().map(String::as_str).collect());
+                    true
+                })
+                .await?;
             if !errors.is_empty() {
                 return Err(combine(errors));
             }
@@ -924,7 +874,7 @@ impl<'a> Run<'a> {
 
     /// Every provider's hook before the objects of `step` are deleted ([`crate::lifecycle`]).
     async fn before_delete(&self, step: &str, changes: &[&Change]) -> Result<()> {
-        let deleted = self.deleted.lock().await.clone();
+        let deleted = self.ledger().deleted.clone();
         let may_continue = |doing: &str| self.check_continue(doing);
         let cx = lifecycle::Context {
             cluster: self.cluster,
@@ -954,7 +904,7 @@ impl<'a> Run<'a> {
         if c.action == Action::Release {
             if let Some(before) = before {
                 self.cluster.release(&c.object).await?;
-                self.journal(seq, c, Undo::Updated { before }).await;
+                self.journal(seq, c, Undo::Updated { before });
                 self.progress.line(&format!(
                     "{}: released (not created by vz, so not deleted)",
                     c.address
@@ -972,16 +922,16 @@ impl<'a> Run<'a> {
                     // It may be gone: a rollback brings it back as if it had been deleted.
                     self.unanswered.store(true, Ordering::SeqCst);
                     if let Some(before) = before {
-                        self.journal(seq, c, Undo::Deleted { before }).await;
+                        self.journal(seq, c, Undo::Deleted { before });
                     }
                 }
                 return Err(e);
             }
         };
         if deleted != Deleted::AlreadyGone {
-            self.deleted.lock().await.push(c.object.clone());
+            self.ledger().deleted.push(c.object.clone());
             if let Some(before) = before {
-                self.journal(seq, c, Undo::Deleted { before }).await;
+                self.journal(seq, c, Undo::Deleted { before });
             }
         }
         match deleted {
@@ -994,9 +944,8 @@ impl<'a> Run<'a> {
                 // Emptying a namespace takes the namespace controller seconds: all of them are
                 // waited for together once every step is done (nothing waits for one to be gone).
                 let uid = uid.or_else(|| c.live_uid.clone());
-                self.later
-                    .lock()
-                    .await
+                self.ledger()
+                    .later
                     .push((c.address.clone(), c.object.clone(), uid));
                 Ok(Deletion::Later)
             }
@@ -1024,7 +973,7 @@ impl<'a> Run<'a> {
     /// state back to `original`, adjusted for any undo that failed. Returns the report for the user,
     /// and whether everything was undone (and the state written).
     async fn rollback(&self, original: State) -> (String, bool) {
-        let mut journal = std::mem::take(&mut *self.journal.lock().await);
+        let mut journal = std::mem::take(&mut self.ledger().journal);
         if journal.is_empty() {
             return (
                 "Nothing had been changed, so there was nothing to roll back; the state is unchanged."
@@ -1040,7 +989,7 @@ impl<'a> Run<'a> {
         // Ctrl-C started the rollback, if anything: it is not stopped by it.
         self.cluster.requests_until(Some(deadline), None);
         journal.sort_by_key(|e| std::cmp::Reverse(e.seq));
-        let run_state = self.state.lock().await.clone();
+        let run_state = self.recorder.snapshot();
         let mut state = original;
         let mut done = Vec::new();
         let mut failed = Vec::new();
@@ -1083,7 +1032,7 @@ impl<'a> Run<'a> {
             // looked for it: the next plan looks for what carries the platform's labels.
             state.unfinished = Some(Unfinished::now("apply"));
         }
-        let written = self.store.write(&mut state).await;
+        let written = self.recorder.write_instead(&mut state).await;
         let complete = failed.is_empty() && written.is_ok();
         let mut report = String::new();
         if failed.is_empty() {

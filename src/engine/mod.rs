@@ -7,6 +7,7 @@
 //! - [`apply`]: applying and deleting along the DAG, with the state written after every step, and
 //!   rolling back on failure.
 //! - [`rollback`]: how changes are undone, and what the state records after an undo.
+//! - `recorder`: the state as a run changes it, written to the store at most every so often.
 //! - [`saved`]: plans saved to a file, bound to the configuration and state they were made from.
 
 pub mod apply;
@@ -14,6 +15,7 @@ pub mod graph;
 pub mod order;
 pub mod outputs;
 pub mod plan;
+mod recorder;
 pub mod requirements;
 pub mod rollback;
 pub mod saved;

@@ -21,7 +21,8 @@
 //! - [`external_dns`]: ExternalDNS's final sync, so the records it made go with their sources.
 //!
 //! DNS records written on a DNS server (`dns.rfc2136`) are not a lifecycle: they are objects of
-//! their own API group, which the cluster routes to the DNS server ([`crate::dns`]).
+//! their own API group, kept in a store the cluster is given for that group
+//! ([`crate::cluster::elsewhere`]; the DNS server's is [`crate::dns::Records`]).
 
 use std::borrow::Cow;
 
