@@ -7,6 +7,7 @@
 mod cli;
 mod cluster;
 mod commands;
+mod connectivity;
 mod diff;
 mod dns;
 mod engine;

@@ -9,6 +9,7 @@ mod dns;
 mod external_dns;
 mod faults;
 mod flow;
+mod judges;
 mod lifecycle;
 mod mesh;
 mod offline;
