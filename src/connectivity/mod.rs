@@ -758,6 +758,8 @@ impl PortRule {
 }
 
 #[cfg(test)]
+mod contract_tests;
+#[cfg(test)]
 mod oracle_tests;
 #[cfg(test)]
 mod tests;

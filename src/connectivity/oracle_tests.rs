@@ -15,12 +15,12 @@ use serde_json::{Value, json};
 use super::Network;
 use crate::fuzz_tests::{Rng, setting};
 
-fn repo() -> PathBuf {
+pub(super) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The analyser's binary (built on first use).
-fn analyser() -> PathBuf {
+pub(super) fn analyser() -> PathBuf {
     let out = Command::new(repo().join("scripts/testenv"))
         .args(["judge", "netpolicy"])
         .output()
@@ -33,7 +33,7 @@ fn analyser() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-type Flows = BTreeSet<(String, String, String)>;
+pub(super) type Flows = BTreeSet<(String, String, String)>;
 
 fn write_objects(dir: &Path, objects: &[Value]) {
     let text: String = objects
@@ -44,7 +44,7 @@ fn write_objects(dir: &Path, objects: &[Value]) {
 }
 
 /// The analyser's flows for `objects`, or what it said when it failed.
-fn theirs(netpolicy: &Path, objects: &[Value]) -> Result<Flows, String> {
+pub(super) fn theirs(netpolicy: &Path, objects: &[Value]) -> Result<Flows, String> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     write_objects(dir.path(), objects);
     let out = Command::new(netpolicy)
@@ -118,8 +118,12 @@ fn agree(case: &str, objects: &[Value], netpolicy: &Path) {
 
 /// The objects connectivity depends on, of an example rendered, and the sample workloads.
 fn example(file: &str) -> Vec<Value> {
-    let desired = crate::engine::Desired::load(&repo().join("examples").join(file))
-        .expect("the example loads");
+    objects_of(&repo().join("examples").join(file))
+}
+
+/// The objects connectivity depends on, of `config` rendered, and the sample workloads.
+pub(super) fn objects_of(config: &Path) -> Vec<Value> {
+    let desired = crate::engine::Desired::load(config).expect("the configuration loads");
     let mut objects: Vec<Value> = desired
         .steps
         .iter()

@@ -261,6 +261,52 @@ impl fmt::Display for Conns {
     }
 }
 
+impl std::str::FromStr for Conns {
+    type Err = String;
+
+    /// As the analyser writes connections (`All Connections`, `TCP 80,443,UDP 53`), or `all`; a
+    /// port without a protocol is TCP's, and a protocol without ports has every port.
+    fn from_str(s: &str) -> Result<Conns, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("all") || s == "All Connections" {
+            return Ok(Conns::all());
+        }
+        if s == "No Connections" {
+            return Ok(Conns::none());
+        }
+        let mut conns = Conns::none();
+        let mut protocol = Protocol::Tcp;
+        for item in s.split(',').map(str::trim) {
+            let ports = match item.split_once(' ') {
+                Some((p, ports)) => {
+                    protocol = Protocol::parse(&p.to_ascii_uppercase())
+                        .ok_or_else(|| format!("{p:?} is not TCP, UDP or SCTP"))?;
+                    ports.trim()
+                }
+                None => match Protocol::parse(&item.to_ascii_uppercase()) {
+                    Some(p) => {
+                        conns = conns.union(&Conns::of(p, PortSet::all()));
+                        continue;
+                    }
+                    None => item,
+                },
+            };
+            let number = |t: &str| {
+                t.parse::<u16>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{t:?} is not a port (1-65535)"))
+            };
+            let set = match ports.split_once('-') {
+                Some((a, b)) => PortSet::range(number(a)?, number(b)?),
+                None => PortSet::one(number(ports)?),
+            };
+            conns = conns.union(&Conns::of(protocol, set));
+        }
+        Ok(conns)
+    }
+}
+
 /// An inclusive range of IPv4 addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IpRange {
@@ -372,6 +418,19 @@ mod tests {
             most.to_string(),
             "SCTP 1-9002,9004-65535,TCP 1-65535,UDP 1-65535"
         );
+    }
+
+    #[test]
+    fn connections_read_back_as_they_are_written() {
+        for text in ["TCP 8080,UDP 80,5000-6000", "All Connections", "SCTP 1-9002,9004-65535,TCP 1-65535,UDP 1-65535"] {
+            let c: Conns = text.parse().expect("connections");
+            assert_eq!(c.to_string(), text);
+        }
+        let c: Conns = "8080, udp 53".parse().expect("connections");
+        assert_eq!(c.to_string(), "TCP 8080,UDP 53");
+        assert_eq!("UDP".parse::<Conns>().map(|c| c.to_string()), Ok("UDP 1-65535".into()));
+        assert!("TCP 0".parse::<Conns>().is_err());
+        assert!("ICMP 1".parse::<Conns>().is_err());
     }
 
     #[test]

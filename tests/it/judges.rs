@@ -126,6 +126,8 @@ applications:
         authorization: {requestPrincipals: ['https://issuer.example.test/*']}
       - paths: [{path: '/v[0-9]+/items', type: regex}]
         destination: {host: orders-api, port: 9090}
+      - paths: [{path: /reports, type: prefix}]
+        destination: {host: orders-api, port: 9090}
         authorization: {requestPrincipals: ['*']}
       - destination: {host: orders-ui, port: 8080}
   - name: billing
