@@ -229,6 +229,7 @@ fn the_saved_plan_decoder_never_panics() {
             destroy: false,
             refreshed: true,
             warnings: Vec::new(),
+            connectivity: None,
         },
     };
     let encoded = serde_json::to_vec_pretty(&saved).expect("encode");

@@ -22,6 +22,7 @@
 //! the same objects (its `list` output), which the tests check on the examples and on generated
 //! policies. [`Network::explain`] says which policies decide one flow.
 
+pub mod changes;
 pub mod sets;
 
 use std::collections::BTreeMap;
@@ -77,6 +78,7 @@ fn range_text<S: serde::Serializer>(r: &IpRange, s: S) -> Result<S::Ok, S::Error
 
 impl Peer {
     /// As the analyser names it: `ns/name[Kind]`, or the address range.
+    #[cfg(test)]
     pub fn analyser_name(&self) -> String {
         match self {
             Peer::Workload {
@@ -97,6 +99,9 @@ impl fmt::Display for Peer {
             } => write!(f, "{namespace}/{name}"),
             Peer::External { addresses } if *addresses == IpRange::ALL => {
                 f.write_str("outside the cluster")
+            }
+            Peer::External { addresses } if addresses.first == addresses.last => {
+                write!(f, "{}", std::net::Ipv4Addr::from(addresses.first))
             }
             Peer::External { addresses } => write!(f, "{addresses}"),
         }
@@ -186,7 +191,7 @@ impl Selector {
 }
 
 /// A NetworkPolicy, as evaluated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Its namespace.
     pub namespace: String,
@@ -201,7 +206,7 @@ pub struct Policy {
     egress: Vec<Rule>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Rule {
     /// `None`: every peer.
     peers: Option<Vec<PeerSelector>>,
@@ -209,7 +214,7 @@ struct Rule {
     ports: Option<Vec<PortRule>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum PeerSelector {
     Pods {
         /// `None`: the policy's namespace.
@@ -223,14 +228,14 @@ enum PeerSelector {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct PortRule {
     protocol: Protocol,
     port: Option<PortRef>,
     end: Option<u16>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum PortRef {
     Number(u16),
     Name(String),
@@ -265,9 +270,18 @@ pub struct Side {
     /// What this direction allows.
     #[serde(serialize_with = "conns_text")]
     pub allowed: Conns,
-    /// The policies selecting the pod for this direction, each with what its rules allow here
-    /// (`namespace/name`, connections).
-    pub policies: Vec<(String, String)>,
+    /// The policies selecting the pod for this direction, each with what its rules allow here.
+    pub policies: Vec<Decider>,
+}
+
+/// A policy that selects a pod for a direction, and what its rules allow of one flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decider {
+    /// The policy, as `namespace/name`.
+    pub policy: String,
+    /// What its rules allow.
+    #[serde(serialize_with = "conns_text")]
+    pub allows: Conns,
 }
 
 fn conns_text<S: serde::Serializer>(c: &Conns, s: S) -> Result<S::Ok, S::Error> {
@@ -423,10 +437,9 @@ impl Network {
         })
     }
 
-    /// The ranges outside the cluster that every policy treats alike in `direction`: the address
-    /// space cut at every block a rule of that direction names (as the analyser cuts it: rules a
-    /// policy's types leave out of force included).
-    fn external_ranges(&self, direction: Direction) -> Vec<IpRange> {
+    /// Every address block a rule of `direction` names (rules a policy's types leave out of force
+    /// included, as the analyser counts them).
+    fn external_bounds(&self, direction: Direction) -> Vec<IpRange> {
         let mut bounds = Vec::new();
         for p in &self.policies {
             let rules = match direction {
@@ -442,7 +455,13 @@ impl Network {
                 }
             }
         }
-        sets::cut(&bounds)
+        bounds
+    }
+
+    /// The ranges outside the cluster that every policy treats alike in `direction`: the address
+    /// space cut at every block a rule of that direction names.
+    fn external_ranges(&self, direction: Direction) -> Vec<IpRange> {
+        sets::cut(&self.external_bounds(direction))
     }
 
     /// The ranges outside the cluster connections come from (`Ingress`) or go to (`Egress`).
@@ -559,8 +578,11 @@ impl Network {
                     by_this = by_this.union(&rule_ports(rule, target));
                 }
             }
-            policies.push((format!("{}/{}", p.namespace, p.name), by_this.to_string()));
             allowed = allowed.union(&by_this);
+            policies.push(Decider {
+                policy: format!("{}/{}", p.namespace, p.name),
+                allows: by_this,
+            });
         }
         if !isolated {
             allowed = Conns::all();
@@ -598,6 +620,42 @@ impl Network {
     }
 }
 
+/// The workload of an application, as its AuthorizationPolicy (in its own namespace, of an
+/// application's step) selects its pods: `vz` does not run them, their owners do.
+fn application_workload(step: &str, o: &Value) -> Option<Workload> {
+    if !step.starts_with(vz_providers::applications::STEP_PREFIX)
+        || text(o, "/kind") != Some("AuthorizationPolicy")
+    {
+        return None;
+    }
+    let namespace = text(o, "/metadata/namespace")?;
+    let labels = string_map(o.pointer("/spec/selector/matchLabels"));
+    if labels.is_empty() || namespace == vz_providers::names::ISTIO_SYSTEM {
+        return None;
+    }
+    Some(Workload {
+        namespace: namespace.to_string(),
+        name: text(o, "/metadata/name")?.to_string(),
+        kind: "Application".into(),
+        labels,
+        ports: Vec::new(),
+    })
+}
+
+/// The network desired steps make: their objects, and the workloads of their applications.
+pub fn of_steps(steps: &[vz_providers::Step]) -> Result<Network, String> {
+    let bodies: Vec<&Value> = steps.iter().flat_map(|s| &s.objects).map(|m| &*m.body).collect();
+    let mut n = Network::from_objects(bodies.iter().copied())?;
+    for s in steps {
+        for m in &s.objects {
+            if let Some(w) = application_workload(&s.id, &m.body) {
+                n.add_workload(w);
+            }
+        }
+    }
+    Ok(n)
+}
+
 fn peer_of(w: &Workload) -> Peer {
     Peer::Workload {
         namespace: w.namespace.clone(),
@@ -631,6 +689,15 @@ fn rule_ports(rule: &Rule, dst: Option<&Workload>) -> Conns {
 }
 
 impl Policy {
+    /// Whether it selects `w`, isolating it for ingress or egress (`direction`).
+    fn selects(&self, w: &Workload, direction: Direction) -> bool {
+        let isolates = match direction {
+            Direction::Ingress => self.isolates.0,
+            Direction::Egress => self.isolates.1,
+        };
+        isolates && self.namespace == w.namespace && self.pods.matches(&w.labels)
+    }
+
     fn parse(o: &Value, namespace: String, name: String) -> Result<Policy, String> {
         let at = format!("NetworkPolicy {namespace}/{name}");
         let spec = o.get("spec").cloned().unwrap_or(Value::Null);

@@ -48,11 +48,6 @@ impl PortSet {
         self.0.iter().any(|&(a, b)| a <= port && port <= b)
     }
 
-    /// Its ranges, ascending.
-    pub fn ranges(&self) -> &[(u16, u16)] {
-        &self.0
-    }
-
     /// The ports in either set.
     pub fn union(&self, other: &PortSet) -> PortSet {
         let mut all: Vec<(u16, u16)> = self.0.iter().chain(&other.0).copied().collect();
@@ -208,11 +203,6 @@ impl Conns {
     /// Whether it allows everything.
     pub fn is_all(&self) -> bool {
         self.0.iter().all(PortSet::is_all)
-    }
-
-    /// Whether it allows `port` of `protocol`.
-    pub fn allows(&self, protocol: Protocol, port: u16) -> bool {
-        self.ports(protocol).contains(port)
     }
 
     fn zip(&self, other: &Conns, f: impl Fn(&PortSet, &PortSet) -> PortSet) -> Conns {

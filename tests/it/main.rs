@@ -5,6 +5,7 @@
 mod applications;
 mod certificates;
 mod common;
+mod connectivity;
 mod dns;
 mod external_dns;
 mod faults;

@@ -20,6 +20,7 @@ use vz_providers::manifest::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLATFORM_LABEL}
 use vz_providers::{Manifest, Ownership, Step, applications};
 use vz_state::{ObjectRecord, State};
 
+use crate::connectivity::changes::{ConnectivityChanges, shapes_connectivity};
 use crate::cluster::{Cluster, DryRun, Listing, NotServed, ObjectRef, ref_of};
 use crate::diff::{FieldChange, diff, normalize, unknown_fields};
 use crate::engine::EngineError;
@@ -140,6 +141,10 @@ pub struct Plan {
     /// cluster's Kubernetes, say), one sentence each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The flows the plan opens and closes (`None` when not known: the live cluster was not read,
+    /// or a policy could not be evaluated, which `warnings` then says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connectivity: Option<ConnectivityChanges>,
 }
 
 impl Plan {
@@ -381,7 +386,14 @@ pub async fn plan(
         destroy: false,
         refreshed: opts.refresh,
         warnings: Vec::new(),
+        connectivity: None,
     })
+}
+
+/// Whether the plan keeps an object's live content and what apply leaves (`views`, or an object
+/// connectivity depends on).
+fn viewed(views: bool, kind: &str) -> bool {
+    views || shapes_connectivity(kind)
 }
 
 /// The record of an object a run that did not finish left unrecorded, at `address` (also its
@@ -522,6 +534,7 @@ pub async fn plan_destroy(cluster: &Cluster, state: &State, opts: &PlanOptions) 
         destroy: true,
         refreshed: opts.refresh,
         warnings: Vec::new(),
+        connectivity: None,
     })
 }
 
@@ -992,7 +1005,7 @@ async fn plan_desired(
     }
     // The live object as shown and diffed: not needed for an object with nothing to change,
     // unless the plan's views are kept.
-    if views || !unchanged(&verdict) {
+    if viewed(views, &m.kind) || !unchanged(&verdict) {
         change.before = live_obj.as_ref().map(normalize);
     }
     let outcome = match verdict {
@@ -1058,7 +1071,8 @@ async fn plan_desired(
     show_known_after_apply(&mut change, m, shown, &prepared);
     if views {
         change.after.get_or_insert_with(|| Value::clone(&m.body));
-    } else {
+    } else if !viewed(views, &m.kind) || change.action == Action::NoOp {
+        // An unchanged object is as desired: connectivity reads it from there.
         change.before = None;
         change.after = None;
     }
@@ -1202,6 +1216,13 @@ async fn plan_delete_seen(
             (v.as_ref().map(Live::of), v)
         }
     };
+    // What a deleted object connectivity depends on held, for the flows its deletion changes.
+    let live = match (live, &facts) {
+        (None, Some(_)) if shapes_connectivity(&r.kind) => {
+            cluster.get(&object).await?
+        }
+        (live, _) => live,
+    };
     let live_uid = match (facts, refresh) {
         (Some(l), _) => l.uid,
         (None, false) => Some(r.uid.clone()),
@@ -1218,7 +1239,10 @@ async fn plan_delete_seen(
         desired_sha256: None,
         live_uid,
         live_resource_version: None,
-        before: live.as_ref().filter(|_| views).map(normalize),
+        before: live
+            .as_ref()
+            .filter(|_| viewed(views, &r.kind))
+            .map(normalize),
         after: None,
         fields: vec![],
         forces_replacement: vec![],
