@@ -12,8 +12,8 @@ use owo_colors::OwoColorize;
 
 use serde_json::{Value, json};
 
-use crate::diff::FieldChange;
 use crate::connectivity::changes::Opening;
+use crate::diff::FieldChange;
 use crate::engine::plan::{Action, Cause, Change, Plan};
 use vz_providers::outputs::UNKNOWN_TEXT;
 

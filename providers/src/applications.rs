@@ -484,7 +484,7 @@ mod tests {
         );
         assert_eq!(
             g["spec"]["rules"][0]["to"][0]["operation"],
-            json!({"hosts": [HOST], "paths": ["/api*", "/health"]})
+            json!({"hosts": [HOST], "paths": ["/api*", "/health"], "ports": ["8443"]})
         );
         assert!(
             !s.objects

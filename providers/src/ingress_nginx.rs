@@ -548,9 +548,11 @@ fn deployment(
             },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(map(
-                        &[labels, &[("app.kubernetes.io/version", APP_VERSION)]].concat(),
-                    )),
+                    labels: Some(map(&[
+                        labels,
+                        &[("app.kubernetes.io/version", APP_VERSION)],
+                    ]
+                    .concat())),
                     annotations: Some(map(annotations)),
                     ..Default::default()
                 }),
@@ -1268,7 +1270,10 @@ mod tests {
             (backend(), &backend_labels),
         ] {
             assert_eq!(&d["spec"]["selector"]["matchLabels"], want);
-            assert_eq!(&d["spec"]["template"]["metadata"]["labels"], want);
+            // The pods also carry the release's version, for Istio's telemetry.
+            let mut pod = want.clone();
+            pod["app.kubernetes.io/version"] = json!(APP_VERSION);
+            assert_eq!(d["spec"]["template"]["metadata"]["labels"], pod);
         }
         assert_eq!(service("")["spec"]["selector"], controller_labels);
         assert_eq!(

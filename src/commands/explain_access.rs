@@ -24,8 +24,9 @@ pub fn run(args: &ExplainAccessArgs) -> Result<ExitCode> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
         let docs: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| {
-            CommandError::usage(anyhow::anyhow!("{}: {e}", file.display()))
-                .hint("--workloads takes YAML documents: Deployments, StatefulSets, DaemonSets, Pods")
+            CommandError::usage(anyhow::anyhow!("{}: {e}", file.display())).hint(
+                "--workloads takes YAML documents: Deployments, StatefulSets, DaemonSets, Pods",
+            )
         })?;
         let more = Network::from_objects(docs.iter().filter(|d| !d.is_null()))
             .map_err(|e| CommandError::usage(anyhow::anyhow!("{}: {e}", file.display())))?;
@@ -191,9 +192,7 @@ fn side_line(side: &Side, whose: &Peer, other: &Peer, wanted: &dyn Fn(&Conns) ->
         return format!("{dir}: {whose} is outside the cluster: no NetworkPolicy applies there");
     }
     if !side.isolated {
-        return format!(
-            "{dir} of {whose}: not restricted (no NetworkPolicy selects it for {dir})"
-        );
+        return format!("{dir} of {whose}: not restricted (no NetworkPolicy selects it for {dir})");
     }
     let deciding: Vec<String> = side
         .policies

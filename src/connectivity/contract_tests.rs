@@ -68,7 +68,10 @@ fn the_platform_opens_exactly_the_flows_of_its_contract() {
         .expect("the contract is read");
     let contract: Contract = serde_saphyr::from_str(&text).expect("the contract parses");
     for e in &contract.flows {
-        assert!(!e.why.trim().is_empty(), "every entry of the contract says why");
+        assert!(
+            !e.why.trim().is_empty(),
+            "every entry of the contract says why"
+        );
     }
     // examples/full.yaml (every component on), with the applications of examples/apps.
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -97,9 +100,10 @@ fn the_platform_opens_exactly_the_flows_of_its_contract() {
                 let from = e.from.names().iter().any(|p| contract.names(p, src));
                 let to = e.to.names().iter().any(|p| contract.names(p, dst));
                 if from && to {
-                    let ports: Conns = e.ports.parse().unwrap_or_else(|err| {
-                        panic!("the contract's ports {:?}: {err}", e.ports)
-                    });
+                    let ports: Conns = e
+                        .ports
+                        .parse()
+                        .unwrap_or_else(|err| panic!("the contract's ports {:?}: {err}", e.ports));
                     conns = conns.union(&ports);
                 }
             }

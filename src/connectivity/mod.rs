@@ -318,7 +318,11 @@ pub struct Network {
 fn pod_template(o: &Value) -> Option<&Value> {
     let kind = o.get("kind")?.as_str()?;
     match kind {
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController"
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "ReplicationController"
         | "Job" => o.pointer("/spec/template"),
         "CronJob" => o.pointer("/spec/jobTemplate/spec/template"),
         "Pod" => Some(o),
@@ -343,7 +347,9 @@ fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
 impl Network {
     /// The network the objects make; other objects are ignored. An object that cannot be what its
     /// kind says is an error naming it.
-    pub fn from_objects<'a>(objects: impl IntoIterator<Item = &'a Value>) -> Result<Network, String> {
+    pub fn from_objects<'a>(
+        objects: impl IntoIterator<Item = &'a Value>,
+    ) -> Result<Network, String> {
         let mut n = Network::default();
         for o in objects {
             let kind = text(o, "/kind").unwrap_or_default();
@@ -432,9 +438,10 @@ impl Network {
 
     /// The labels of namespace `ns` (only its name label when no object describes it).
     fn namespace_labels(&self, ns: &str) -> BTreeMap<String, String> {
-        self.namespaces.get(ns).cloned().unwrap_or_else(|| {
-            BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), ns.to_string())])
-        })
+        self.namespaces
+            .get(ns)
+            .cloned()
+            .unwrap_or_else(|| BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), ns.to_string())]))
     }
 
     /// Every address block a rule of `direction` names (rules a policy's types leave out of force
@@ -501,10 +508,7 @@ impl Network {
         for src in sources {
             for dst in &destinations {
                 if src == dst
-                    || matches!(
-                        (src, dst),
-                        (Peer::External { .. }, Peer::External { .. })
-                    )
+                    || matches!((src, dst), (Peer::External { .. }, Peer::External { .. }))
                 {
                     continue;
                 }
@@ -644,7 +648,11 @@ fn application_workload(step: &str, o: &Value) -> Option<Workload> {
 
 /// The network desired steps make: their objects, and the workloads of their applications.
 pub fn of_steps(steps: &[vz_providers::Step]) -> Result<Network, String> {
-    let bodies: Vec<&Value> = steps.iter().flat_map(|s| &s.objects).map(|m| &*m.body).collect();
+    let bodies: Vec<&Value> = steps
+        .iter()
+        .flat_map(|s| &s.objects)
+        .map(|m| &*m.body)
+        .collect();
     let mut n = Network::from_objects(bodies.iter().copied())?;
     for s in steps {
         for m in &s.objects {
@@ -763,10 +771,14 @@ impl Rule {
 impl PeerSelector {
     fn parse(p: &Value, at: &str) -> Result<PeerSelector, String> {
         if let Some(block) = p.get("ipBlock") {
-            let cidr = block.get("cidr").and_then(Value::as_str).unwrap_or_default();
+            let cidr = block
+                .get("cidr")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let range = |s: &str| {
-                IpRange::cidr(s)
-                    .ok_or_else(|| format!("{at}: ipBlock {s:?} is not an IPv4 CIDR (IPv6 is not evaluated)"))
+                IpRange::cidr(s).ok_or_else(|| {
+                    format!("{at}: ipBlock {s:?} is not an IPv4 CIDR (IPv6 is not evaluated)")
+                })
             };
             return Ok(PeerSelector::Block {
                 cidr: range(cidr)?,

@@ -36,10 +36,7 @@ pub(super) fn analyser() -> PathBuf {
 pub(super) type Flows = BTreeSet<(String, String, String)>;
 
 fn write_objects(dir: &Path, objects: &[Value]) {
-    let text: String = objects
-        .iter()
-        .map(|o| format!("---\n{o}\n"))
-        .collect();
+    let text: String = objects.iter().map(|o| format!("---\n{o}\n")).collect();
     std::fs::write(dir.join("objects.yaml"), text).expect("the objects are written");
 }
 
@@ -186,11 +183,18 @@ fn generated(rng: &mut Rng) -> Vec<Value> {
         }
         let mut ports = Vec::new();
         for p in &named {
-            if rng.below(3) == 0 && !ports.iter().any(|q: &Value| q.get("name").is_some() && q.get("name") == p.get("name")) {
+            if rng.below(3) == 0
+                && !ports
+                    .iter()
+                    .any(|q: &Value| q.get("name").is_some() && q.get("name") == p.get("name"))
+            {
                 ports.push(p.clone());
             }
         }
-        let kind = pick(rng, &["Deployment", "Deployment", "StatefulSet", "DaemonSet"]);
+        let kind = pick(
+            rng,
+            &["Deployment", "Deployment", "StatefulSet", "DaemonSet"],
+        );
         objects.push(json!({"apiVersion": "apps/v1", "kind": kind,
             "metadata": {"name": format!("w{i}"), "namespace": pick(rng, &namespaces)},
             "spec": {"selector": {"matchLabels": labels.clone()}, "template": {
@@ -221,9 +225,11 @@ fn generated(rng: &mut Rng) -> Vec<Value> {
             let rules: Vec<Value> = (0..n).map(|_| rule(rng, peers)).collect();
             spec.insert(key.into(), Value::Array(rules));
         }
-        objects.push(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        objects.push(
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": format!("p{i}"), "namespace": pick(rng, &namespaces)},
-            "spec": spec}));
+            "spec": spec}),
+        );
     }
     objects
 }
@@ -241,7 +247,10 @@ fn selector(rng: &mut Rng, keys: &[&str]) -> Value {
             let op = ["In", "NotIn", "Exists", "DoesNotExist"][rng.below(4)];
             let mut e = json!({"key": k, "operator": op});
             if op == "In" || op == "NotIn" {
-                e["values"] = json!([values[rng.below(values.len())], values[rng.below(values.len())]]);
+                e["values"] = json!([
+                    values[rng.below(values.len())],
+                    values[rng.below(values.len())]
+                ]);
             }
             json!({"matchExpressions": [e]})
         }
@@ -254,7 +263,13 @@ fn selector(rng: &mut Rng, keys: &[&str]) -> Value {
 }
 
 fn rule(rng: &mut Rng, peers_key: &str) -> Value {
-    let blocks = ["10.0.0.0/8", "10.1.0.0/16", "0.0.0.0/0", "192.168.0.0/16", "172.16.0.0/12"];
+    let blocks = [
+        "10.0.0.0/8",
+        "10.1.0.0/16",
+        "0.0.0.0/0",
+        "192.168.0.0/16",
+        "172.16.0.0/12",
+    ];
     let mut r = serde_json::Map::new();
     let npeers = rng.below(3);
     if npeers > 0 {

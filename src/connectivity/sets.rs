@@ -412,13 +412,20 @@ mod tests {
 
     #[test]
     fn connections_read_back_as_they_are_written() {
-        for text in ["TCP 8080,UDP 80,5000-6000", "All Connections", "SCTP 1-9002,9004-65535,TCP 1-65535,UDP 1-65535"] {
+        for text in [
+            "TCP 8080,UDP 80,5000-6000",
+            "All Connections",
+            "SCTP 1-9002,9004-65535,TCP 1-65535,UDP 1-65535",
+        ] {
             let c: Conns = text.parse().expect("connections");
             assert_eq!(c.to_string(), text);
         }
         let c: Conns = "8080, udp 53".parse().expect("connections");
         assert_eq!(c.to_string(), "TCP 8080,UDP 53");
-        assert_eq!("UDP".parse::<Conns>().map(|c| c.to_string()), Ok("UDP 1-65535".into()));
+        assert_eq!(
+            "UDP".parse::<Conns>().map(|c| c.to_string()),
+            Ok("UDP 1-65535".into())
+        );
         assert!("TCP 0".parse::<Conns>().is_err());
         assert!("ICMP 1".parse::<Conns>().is_err());
     }

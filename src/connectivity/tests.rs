@@ -151,15 +151,28 @@ fn a_port_range_and_a_protocol_without_a_port() {
 fn namespace_and_pod_selectors_in_one_peer_need_both_and_in_two_peers_either() {
     let objects = |peers: Value| {
         vec![
-            namespace("ingress-nginx", json!({"verrazzano.io/namespace": "ingress-nginx"})),
+            namespace(
+                "ingress-nginx",
+                json!({"verrazzano.io/namespace": "ingress-nginx"}),
+            ),
             deployment(
                 "ingress-nginx",
                 "controller",
                 json!({"app.kubernetes.io/instance": "ingress-controller"}),
                 json!([]),
             ),
-            deployment("ingress-nginx", "backend", json!({"app": "backend"}), json!([])),
-            deployment("keycloak", "keycloak", json!({"app": "keycloak"}), json!([])),
+            deployment(
+                "ingress-nginx",
+                "backend",
+                json!({"app": "backend"}),
+                json!([]),
+            ),
+            deployment(
+                "keycloak",
+                "keycloak",
+                json!({"app": "keycloak"}),
+                json!([]),
+            ),
             policy(
                 "keycloak",
                 "keycloak",
@@ -172,8 +185,12 @@ fn namespace_and_pod_selectors_in_one_peer_need_both_and_in_two_peers_either() {
     };
     let ns = json!({"matchLabels": {"verrazzano.io/namespace": "ingress-nginx"}});
     let pods = json!({"matchLabels": {"app.kubernetes.io/instance": "ingress-controller"}});
-    let one = network(&objects(json!([{"namespaceSelector": ns, "podSelector": pods}])));
-    let two = network(&objects(json!([{"namespaceSelector": ns}, {"podSelector": pods}])));
+    let one = network(&objects(
+        json!([{"namespaceSelector": ns, "podSelector": pods}]),
+    ));
+    let two = network(&objects(
+        json!([{"namespaceSelector": ns}, {"podSelector": pods}]),
+    ));
     let keycloak = w("keycloak", "keycloak");
     let backend = w("ingress-nginx", "backend");
     let controller = w("ingress-nginx", "controller");
@@ -213,11 +230,7 @@ fn egress_rules_make_a_policy_isolate_egress_unless_its_types_say_otherwise() {
     let egress = json!([{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]}]);
     let n = network(&[
         deployment("a", "web", json!({"app": "web"}), json!([])),
-        policy(
-            "a",
-            "out",
-            json!({"podSelector": {}, "egress": egress}),
-        ),
+        policy("a", "out", json!({"podSelector": {}, "egress": egress})),
     ]);
     let out: Vec<String> = shown(&n)
         .into_iter()
@@ -231,7 +244,11 @@ fn egress_rules_make_a_policy_isolate_egress_unless_its_types_say_otherwise() {
         ]
     );
     // Ingress is isolated too (the default type), by a policy with no ingress rules.
-    assert!(!shown(&n).iter().any(|l| l.ends_with("=> a/web : All Connections")));
+    assert!(
+        !shown(&n)
+            .iter()
+            .any(|l| l.ends_with("=> a/web : All Connections"))
+    );
     let only_ingress = network(&[
         deployment("a", "web", json!({"app": "web"}), json!([])),
         policy(
@@ -289,7 +306,10 @@ fn an_explanation_names_each_deciding_policy_and_what_it_allows() {
         .iter()
         .map(|d| format!("{}: {}", d.policy, d.allows))
         .collect();
-    assert_eq!(deciders, ["a/db-from-web: TCP 5432", "a/db-metrics: TCP 9187"]);
+    assert_eq!(
+        deciders,
+        ["a/db-from-web: TCP 5432", "a/db-metrics: TCP 9187"]
+    );
 }
 
 #[test]
@@ -300,5 +320,8 @@ fn a_broken_policy_is_an_error_naming_it() {
         json!({"podSelector": {}, "ingress": [{"ports": [{"port": 80, "protocol": "ICMP"}]}]}),
     )])
     .expect_err("ICMP is no protocol of a NetworkPolicy");
-    assert!(err.contains("NetworkPolicy a/bad: ingress[0].ports[0]"), "{err}");
+    assert!(
+        err.contains("NetworkPolicy a/bad: ingress[0].ports[0]"),
+        "{err}"
+    );
 }

@@ -40,9 +40,15 @@ fn explain_access_answers_with_the_deciding_policy() {
         "denied: verrazzano-ingress-nginx/ingress-nginx-default-backend selects it for ingress, and does not allow this from shop/orders",
     );
     // From outside the cluster, every port allowed is told.
-    vz_bare(&["explain-access", "-f", &cfg, "203.0.113.9", "istio-system/istiod"])
-        .expect_code(0)
-        .expect_stdout("203.0.113.9 -> istio-system/istiod: allowed: TCP 15017\n");
+    vz_bare(&[
+        "explain-access",
+        "-f",
+        &cfg,
+        "203.0.113.9",
+        "istio-system/istiod",
+    ])
+    .expect_code(0)
+    .expect_stdout("203.0.113.9 -> istio-system/istiod: allowed: TCP 15017\n");
     let json = vz_bare(&[
         "explain-access",
         "-f",
@@ -59,7 +65,13 @@ fn explain_access_answers_with_the_deciding_policy() {
         .as_array()
         .expect("the policies")
         .iter()
-        .map(|d| format!("{} {}", d["policy"].as_str().unwrap_or_default(), d["allows"].as_str().unwrap_or_default()))
+        .map(|d| {
+            format!(
+                "{} {}",
+                d["policy"].as_str().unwrap_or_default(),
+                d["allows"].as_str().unwrap_or_default()
+            )
+        })
         .collect();
     assert!(
         deciders.contains(&"istio-system/istio-ingressgateway TCP 8443".to_string()),
@@ -70,13 +82,26 @@ fn explain_access_answers_with_the_deciding_policy() {
 #[test]
 fn explain_access_says_what_it_cannot_find_and_takes_workloads_it_is_given() {
     let cfg = applications_example();
-    vz_bare(&["explain-access", "-f", &cfg, "shop/order", "istio-system/istiod"])
-        .expect_code(exit::USAGE)
-        .expect_stderr("SRC: no workload shop/order in the configuration")
-        .expect_stderr("hint: workloads in shop: orders");
-    vz_bare(&["explain-access", "-f", &cfg, "shop/orders", "istio-system/istiod", "80/icmp"])
-        .expect_code(exit::USAGE)
-        .expect_stderr("PORT `80/icmp` is not a port");
+    vz_bare(&[
+        "explain-access",
+        "-f",
+        &cfg,
+        "shop/order",
+        "istio-system/istiod",
+    ])
+    .expect_code(exit::USAGE)
+    .expect_stderr("SRC: no workload shop/order in the configuration")
+    .expect_stderr("hint: workloads in shop: orders");
+    vz_bare(&[
+        "explain-access",
+        "-f",
+        &cfg,
+        "shop/orders",
+        "istio-system/istiod",
+        "80/icmp",
+    ])
+    .expect_code(exit::USAGE)
+    .expect_stderr("PORT `80/icmp` is not a port");
     // A workload vz does not run, given in a file, is evaluated with the platform's.
     let dir = tempfile::tempdir().expect("a temporary directory");
     let file = dir.path().join("worker.yaml");
@@ -120,7 +145,13 @@ fn connectivity(env: &TestEnv, args: &[&str]) -> (String, Vec<String>) {
         .iter()
         .map(|f| {
             let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
-            format!("{} {} -> {} {}", s("change"), s("src"), s("dst"), s("conns"))
+            format!(
+                "{} {} -> {} {}",
+                s("change"),
+                s("src"),
+                s("dst"),
+                s("conns")
+            )
         })
         .collect();
     (text.stdout, flows)
@@ -137,23 +168,30 @@ fn the_plan_shows_the_flows_a_new_application_opens_and_its_destroy_closes() {
     let orders = std::fs::read_to_string(apps.join("orders.yaml")).expect("orders.yaml");
     // The platform and the storefront first.
     std::fs::remove_file(apps.join("orders.yaml")).expect("orders.yaml removed");
-    env.vz(&["apply", "-f", &cfg, "--auto-approve"]).expect_code(0);
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
     std::fs::write(apps.join("orders.yaml"), orders).expect("orders.yaml back");
 
     let (text, flows) = connectivity(&env, &["plan", "-f", &cfg]);
     assert!(
-        text.contains("Connectivity changes:\n\n  + shop/orders -> istio-system/istiod TCP 15012\n"),
+        text.contains(
+            "Connectivity changes:\n\n  + shop/orders -> istio-system/istiod TCP 15012\n"
+        ),
         "{text}"
     );
     assert_eq!(flows, ["open shop/orders -> istio-system/istiod TCP 15012"]);
 
-    env.vz(&["apply", "-f", &cfg, "--auto-approve"]).expect_code(0);
+    env.vz(&["apply", "-f", &cfg, "--auto-approve"])
+        .expect_code(0);
     let (text, flows) = connectivity(&env, &["plan", "-f", &cfg, "--destroy", "--app", "orders"]);
     assert!(
         text.contains("  - shop/orders -> istio-system/istiod TCP 15012\n"),
         "{text}"
     );
-    assert_eq!(flows, ["close shop/orders -> istio-system/istiod TCP 15012"]);
+    assert_eq!(
+        flows,
+        ["close shop/orders -> istio-system/istiod TCP 15012"]
+    );
     // Nothing to change, no connectivity changes.
     let (text, flows) = connectivity(&env, &["plan", "-f", &cfg]);
     assert!(!text.contains("Connectivity changes"), "{text}");

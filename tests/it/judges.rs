@@ -47,9 +47,9 @@ fn findings(file: &Path) -> Vec<String> {
     }
     for line in said.lines().map(str::trim) {
         // A warning about an object: `* Kind/namespace/name: message`, or a Deployment's labels.
-        let object = line.strip_prefix("* ").or_else(|| {
-            line.starts_with("deployment ").then_some(line)
-        });
+        let object = line
+            .strip_prefix("* ")
+            .or_else(|| line.starts_with("deployment ").then_some(line));
         let Some(object) = object else {
             continue;
         };

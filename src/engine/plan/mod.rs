@@ -20,8 +20,8 @@ use vz_providers::manifest::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLATFORM_LABEL}
 use vz_providers::{Manifest, Ownership, Step, applications};
 use vz_state::{ObjectRecord, State};
 
-use crate::connectivity::changes::{ConnectivityChanges, shapes_connectivity};
 use crate::cluster::{Cluster, DryRun, Listing, NotServed, ObjectRef, ref_of};
+use crate::connectivity::changes::{ConnectivityChanges, shapes_connectivity};
 use crate::diff::{FieldChange, diff, normalize, unknown_fields};
 use crate::engine::EngineError;
 use crate::engine::graph::StepGraph;
@@ -1218,9 +1218,7 @@ async fn plan_delete_seen(
     };
     // What a deleted object connectivity depends on held, for the flows its deletion changes.
     let live = match (live, &facts) {
-        (None, Some(_)) if shapes_connectivity(&r.kind) => {
-            cluster.get(&object).await?
-        }
+        (None, Some(_)) if shapes_connectivity(&r.kind) => cluster.get(&object).await?,
         (live, _) => live,
     };
     let live_uid = match (facts, refresh) {
