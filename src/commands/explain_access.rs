@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::cli::ExplainAccessArgs;
@@ -21,8 +21,9 @@ pub fn run(args: &ExplainAccessArgs) -> Result<ExitCode> {
     let mut network = connectivity::of_steps(&desired.steps)
         .map_err(|e| CommandError::usage(anyhow::anyhow!("{e}")))?;
     for file in &args.workloads {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            CommandError::usage(anyhow::anyhow!("cannot read {}: {e}", file.display()))
+        })?;
         let docs: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| {
             CommandError::usage(anyhow::anyhow!("{}: {e}", file.display())).hint(
                 "--workloads takes YAML documents: Deployments, StatefulSets, DaemonSets, Pods",

@@ -805,9 +805,10 @@ async fn prefetch(
             .map(|(_, m)| (m.api_version.as_str(), m.kind.as_str()))
             .filter(|k| recorded.contains(k))
             .collect();
-        // Secrets whole: certificates are judged by what they hold.
+        // Secrets whole: certificates are judged by what they hold; and the kinds connectivity
+        // depends on, whose content a change or a deletion shows (the same one list per kind).
         let listing = |api_version: &str, kind: &str| {
-            if views || (api_version, kind) == ("v1", "Secret") {
+            if views || (api_version, kind) == ("v1", "Secret") || shapes_connectivity(kind) {
                 Listing::Slim
             } else {
                 Listing::Metadata
@@ -1181,8 +1182,8 @@ async fn list_recorded(
         .iter()
         .map(|r| (r.api_version.as_str(), r.kind.as_str()))
         .collect();
-    let listing = |_: &str, _: &str| {
-        if views {
+    let listing = |_: &str, kind: &str| {
+        if views || shapes_connectivity(kind) {
             Listing::Slim
         } else {
             Listing::Metadata
