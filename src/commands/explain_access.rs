@@ -31,9 +31,7 @@ pub fn run(args: &ExplainAccessArgs) -> Result<ExitCode> {
         })?;
         let more = Network::from_objects(docs.iter().filter(|d| !d.is_null()))
             .map_err(|e| CommandError::usage(anyhow::anyhow!("{}: {e}", file.display())))?;
-        for w in more.workloads {
-            network.add_workload(w);
-        }
+        network.add_workloads(more.workloads().iter().cloned());
     }
     let (Some(src), Some(dst)) = (&args.src, &args.dst) else {
         return list(&network, args.json);
@@ -100,7 +98,7 @@ fn peer(network: &Network, given: &str, what: &str) -> Result<Peer> {
         .into());
     };
     let found: Vec<_> = network
-        .workloads
+        .workloads()
         .iter()
         .filter(|w| w.namespace == namespace && w.name == name)
         .collect();
@@ -112,7 +110,7 @@ fn peer(network: &Network, given: &str, what: &str) -> Result<Peer> {
         }),
         [] => {
             let mut known: Vec<String> = network
-                .workloads
+                .workloads()
                 .iter()
                 .filter(|w| w.namespace == namespace)
                 .map(|w| w.name.clone())

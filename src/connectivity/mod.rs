@@ -308,8 +308,8 @@ pub struct Explanation {
 #[derive(Debug, Clone, Default)]
 pub struct Network {
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
-    /// The workloads.
-    pub workloads: Vec<Workload>,
+    /// The workloads, sorted by namespace, name and kind, each once.
+    workloads: Vec<Workload>,
     /// The policies.
     pub policies: Vec<Policy>,
 }
@@ -416,32 +416,40 @@ impl Network {
                 }
             }
         }
-        n.workloads.sort_by(|a, b| {
-            (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind))
-        });
-        n.workloads
-            .dedup_by(|a, b| (&a.namespace, &a.name, &a.kind) == (&b.namespace, &b.name, &b.kind));
+        n.sort_workloads();
         Ok(n)
     }
 
-    /// Add a workload (one the objects do not hold: an application's, as its configuration
-    /// describes it).
-    pub fn add_workload(&mut self, w: Workload) {
-        if !self
-            .workloads
-            .iter()
-            .any(|x| (&x.namespace, &x.name, &x.kind) == (&w.namespace, &w.name, &w.kind))
-        {
-            self.workloads.push(w);
-        }
+    /// The workloads, by namespace, name and kind.
+    pub fn workloads(&self) -> &[Workload] {
+        &self.workloads
+    }
+
+    /// Add workloads the objects do not hold (an application's, or a file's); one the network
+    /// has already stays as it is.
+    pub fn add_workloads(&mut self, more: impl IntoIterator<Item = Workload>) {
+        self.workloads.extend(more);
+        self.sort_workloads();
+    }
+
+    /// Sorted, each once (the first of equal ones kept: sorting is stable).
+    fn sort_workloads(&mut self) {
+        self.workloads.sort_by(|a, b| {
+            (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind))
+        });
+        self.workloads
+            .dedup_by(|a, b| (&a.namespace, &a.name, &a.kind) == (&b.namespace, &b.name, &b.kind));
     }
 
     /// The labels of namespace `ns` (only its name label when no object describes it).
-    fn namespace_labels(&self, ns: &str) -> BTreeMap<String, String> {
-        self.namespaces
-            .get(ns)
-            .cloned()
-            .unwrap_or_else(|| BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), ns.to_string())]))
+    fn namespace_labels(&self, ns: &str) -> std::borrow::Cow<'_, BTreeMap<String, String>> {
+        match self.namespaces.get(ns) {
+            Some(labels) => std::borrow::Cow::Borrowed(labels),
+            None => std::borrow::Cow::Owned(BTreeMap::from([(
+                NAMESPACE_NAME_LABEL.to_string(),
+                ns.to_string(),
+            )])),
+        }
     }
 
     /// Every address block a rule of `direction` names (rules a policy's types leave out of force
@@ -487,8 +495,15 @@ impl Network {
                 kind,
             } => self
                 .workloads
-                .iter()
-                .find(|w| &w.namespace == namespace && &w.name == name && &w.kind == kind),
+                .binary_search_by(|w| {
+                    (w.namespace.as_str(), w.name.as_str(), w.kind.as_str()).cmp(&(
+                        namespace.as_str(),
+                        name.as_str(),
+                        kind.as_str(),
+                    ))
+                })
+                .ok()
+                .map(|i| &self.workloads[i]),
             Peer::External { .. } => None,
         }
     }
@@ -654,13 +669,11 @@ pub fn of_steps(steps: &[vz_providers::Step]) -> Result<Network, String> {
         .map(|m| &*m.body)
         .collect();
     let mut n = Network::from_objects(bodies.iter().copied())?;
-    for s in steps {
-        for m in &s.objects {
-            if let Some(w) = application_workload(&s.id, &m.body) {
-                n.add_workload(w);
-            }
-        }
-    }
+    n.add_workloads(steps.iter().flat_map(|s| {
+        s.objects
+            .iter()
+            .filter_map(|m| application_workload(&s.id, &m.body))
+    }));
     Ok(n)
 }
 

@@ -153,7 +153,7 @@ fn the_examples_connectivity_is_the_analysers() {
 
 /// One generated network: a few namespaces, workloads and policies drawn from small pools of
 /// labels, ports and address blocks, so that selectors often match and blocks overlap.
-fn generated(rng: &mut Rng) -> Vec<Value> {
+pub(super) fn generated(rng: &mut Rng) -> Vec<Value> {
     let pick = |rng: &mut Rng, items: &[&str]| items[rng.below(items.len())].to_string();
     let namespaces = ["a", "b", "c"];
     let mut objects = Vec::new();
