@@ -44,6 +44,10 @@ pub enum Command {
     Render(ConfigArgs),
     /// Print the dependency graph of the steps as DOT (no cluster needed).
     Graph(ConfigArgs),
+    /// Say whether SRC may open connections to DST (on PORT), and which NetworkPolicies decide it, as
+    /// the configuration has them (no cluster needed). Exits 0 when allowed, 2 when not. Without
+    /// SRC and DST, list every flow allowed.
+    ExplainAccess(ExplainAccessArgs),
     /// Inspect or change the recorded state without touching the cluster.
     #[command(subcommand)]
     State(StateCommand),
@@ -197,6 +201,31 @@ pub struct ForceUnlockArgs {
     pub state: StateArgs,
     /// The lock ID, as printed in the "locked" error.
     pub id: String,
+}
+
+/// `vz explain-access`.
+#[derive(Debug, Args)]
+pub struct ExplainAccessArgs {
+    /// The configuration.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Where connections start: NAMESPACE/NAME of a workload (the platform's, an application's, or
+    /// one of --workloads), or an IPv4 address outside the cluster. Without SRC and DST, every
+    /// flow the policies allow is listed.
+    #[arg(requires = "dst")]
+    pub src: Option<String>,
+    /// Where they go: likewise.
+    pub dst: Option<String>,
+    /// A port, with its protocol unless TCP (`443`, `53/udp`); without it, every port allowed is
+    /// told.
+    pub port: Option<String>,
+    /// A file of workloads to add (Deployments, StatefulSets, DaemonSets, Pods as YAML): the
+    /// components and applications the platform protects but does not run. Repeatable.
+    #[arg(long = "workloads", value_name = "FILE")]
+    pub workloads: Vec<PathBuf>,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which platform configuration to use.

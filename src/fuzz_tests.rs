@@ -23,10 +23,10 @@ use crate::engine::plan::{Action, Cause, Change, Plan};
 use crate::engine::saved::{self, SavedPlan};
 
 /// A small, fast, seeded generator (xorshift64*): the same seed gives the same mutations.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -34,7 +34,7 @@ impl Rng {
     }
 
     /// A number in `0..n` (`n` > 0).
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         usize::try_from(self.next() % (n as u64)).unwrap_or(0)
     }
 }
@@ -95,7 +95,7 @@ fn corpus(name: &str, extra: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     seeds
 }
 
-fn setting(name: &str, default: u64) -> u64 {
+pub(crate) fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -229,6 +229,7 @@ fn the_saved_plan_decoder_never_panics() {
             destroy: false,
             refreshed: true,
             warnings: Vec::new(),
+            connectivity: None,
         },
     };
     let encoded = serde_json::to_vec_pretty(&saved).expect("encode");

@@ -7,6 +7,7 @@
 mod cli;
 mod cluster;
 mod commands;
+mod connectivity;
 mod diff;
 mod dns;
 mod engine;
@@ -70,6 +71,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Render(args) => return commands::render::run(args),
         Command::Graph(args) => return commands::graph::run(args),
+        Command::ExplainAccess(args) => return commands::explain_access::run(args),
         Command::Schema { file } => {
             let of = match file {
                 cli::SchemaFile::Platform => vz_providers::config::SchemaOf::Platform,
@@ -100,6 +102,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Command::Workspace(cmd) => commands::workspace::run(&cli.cluster, cmd).await,
             Command::Render(_)
             | Command::Graph(_)
+            | Command::ExplainAccess(_)
             | Command::Schema { .. }
             | Command::Completion { .. } => {
                 unreachable!("handled without a runtime")

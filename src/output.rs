@@ -12,6 +12,7 @@ use owo_colors::OwoColorize;
 
 use serde_json::{Value, json};
 
+use crate::connectivity::changes::Opening;
 use crate::diff::FieldChange;
 use crate::engine::plan::{Action, Cause, Change, Plan};
 use vz_providers::outputs::UNKNOWN_TEXT;
@@ -284,6 +285,7 @@ pub fn plan_text(plan: &Plan) -> String {
             let _ = writeln!(out, "      {}", field_line(f));
         }
     }
+    connectivity_text(&mut out, plan);
     let (add, change, destroy_n) = plan.counts();
     let mut extra = Vec::new();
     if plan.released() > 0 {
@@ -314,6 +316,48 @@ pub fn plan_text(plan: &Plan) -> String {
         "\nPlan: {add} to add, {change} to change, {destroy_n} to destroy.{released}"
     );
     out
+}
+
+/// The plan's "Connectivity changes": each flow opened (`+`) or closed (`-`), then the flows of
+/// the workloads it creates or deletes, counted.
+fn connectivity_text(out: &mut String, plan: &Plan) {
+    let Some(c) = plan.connectivity.as_ref().filter(|c| !c.is_empty()) else {
+        return;
+    };
+    out.push_str("\nConnectivity changes:\n\n");
+    for f in &c.flows {
+        let sign = match f.change {
+            Opening::Open => "+",
+            Opening::Close => "-",
+        };
+        let _ = writeln!(out, "  {sign} {} -> {} {}", f.src, f.dst, f.conns);
+    }
+    let some = |names: &[String]| -> String {
+        let shown: Vec<&str> = names.iter().take(4).map(String::as_str).collect();
+        let more = names.len().saturating_sub(shown.len());
+        if more > 0 {
+            format!("{}, and {more} more", shown.join(", "))
+        } else {
+            shown.join(", ")
+        }
+    };
+    if !c.new_workloads.is_empty() {
+        let _ = writeln!(
+            out,
+            "  + the flows of {} workload(s) this plan creates ({})",
+            c.new_workloads.len(),
+            some(&c.new_workloads)
+        );
+    }
+    if !c.gone_workloads.is_empty() {
+        let _ = writeln!(
+            out,
+            "  - the flows of {} workload(s) this plan deletes ({})",
+            c.gone_workloads.len(),
+            some(&c.gone_workloads)
+        );
+    }
+    out.push_str("  (vz explain-access SRC DST [PORT] says which policy decides a flow)\n");
 }
 
 /// The plan as JSON, for machines: every object's change (no-ops included), the drift, the summary.
@@ -380,6 +424,7 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
         "warnings": plan.warnings,
         "resource_changes": changes,
         "resource_drift": drift,
+        "connectivity_changes": plan.connectivity,
         "summary": {"add": add, "change": change, "destroy": destroy, "release": plan.released(), "recover": plan.recovered()},
     })
 }
@@ -450,6 +495,7 @@ mod tests {
             destroy: false,
             refreshed: true,
             warnings: Vec::new(),
+            connectivity: None,
         }
     }
 

@@ -32,8 +32,8 @@ use serde_json::{Value, json};
 use crate::config::{Application, Dns, PathType, Platform, Rule};
 use crate::manifest::{Manifest, Step};
 use crate::names::{
-    INJECTED_POD_SECURITY, INJECTION_LABEL, ISTIO_GATEWAYS_STEP, ISTIO_PEER_AUTHENTICATION_STEP,
-    ISTIO_SYSTEM, POD_SECURITY_LABEL,
+    GATEWAY_HTTPS_TARGET_PORT, INJECTED_POD_SECURITY, INJECTION_LABEL, ISTIO_GATEWAYS_STEP,
+    ISTIO_PEER_AUTHENTICATION_STEP, ISTIO_SYSTEM, POD_SECURITY_LABEL,
 };
 use crate::outputs::{Deferred, Outputs};
 use crate::{dns_records, domain, tls};
@@ -289,7 +289,8 @@ pub fn workload_policy(a: &Application) -> Manifest {
 }
 
 /// The ingress gateway's policy for rule `i`: requests to its hosts and paths without one of the
-/// rule's request principals are refused. (A `DENY` with `notRequestPrincipals`, so that it
+/// rule's request principals are refused. It names the gateway's HTTPS port: a `DENY` of HTTP
+/// attributes alone would also refuse every plain TCP connection under its scope (istioctl warns). (A `DENY` with `notRequestPrincipals`, so that it
 /// restricts these paths without turning away everything else the gateway serves, as an `ALLOW`
 /// would; the principals come from a RequestAuthentication the application sets up.)
 pub fn path_policy(a: &Application, i: usize, hosts: &Deferred<Vec<String>>) -> Manifest {
@@ -323,7 +324,11 @@ pub fn path_policy(a: &Application, i: usize, hosts: &Deferred<Vec<String>>) -> 
             "action": "DENY",
             "rules": [{
                 "from": [{"source": {"notRequestPrincipals": principals}}],
-                "to": [{"operation": {"hosts": hosts.clone().into_json(), "paths": paths}}],
+                "to": [{"operation": {
+                    "hosts": hosts.clone().into_json(),
+                    "paths": paths,
+                    "ports": [GATEWAY_HTTPS_TARGET_PORT.to_string()],
+                }}],
             }],
         },
     }))
@@ -479,7 +484,7 @@ mod tests {
         );
         assert_eq!(
             g["spec"]["rules"][0]["to"][0]["operation"],
-            json!({"hosts": [HOST], "paths": ["/api*", "/health"]})
+            json!({"hosts": [HOST], "paths": ["/api*", "/health"], "ports": ["8443"]})
         );
         assert!(
             !s.objects

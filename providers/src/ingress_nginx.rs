@@ -96,6 +96,11 @@ pub const METRICS_PORT: i32 = 10254;
 /// The default backend's port (`http`).
 pub const BACKEND_PORT: i32 = 8080;
 
+/// The ingress-nginx release its images are (the chart's app version). The pods carry it as
+/// `app.kubernetes.io/version`: Istio's telemetry takes a workload's revision from it, and
+/// `istioctl validate` warns about a Deployment whose pods have no such label.
+pub const APP_VERSION: &str = "1.7.1";
+
 /// Labels the controller's pods carry (and its Deployment and Services select).
 pub const CONTROLLER_LABELS: [(&str, &str); 3] = [
     ("app.kubernetes.io/name", "ingress-nginx"),
@@ -543,7 +548,11 @@ fn deployment(
             },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(map(labels)),
+                    labels: Some(map(&[
+                        labels,
+                        &[("app.kubernetes.io/version", APP_VERSION)],
+                    ]
+                    .concat())),
                     annotations: Some(map(annotations)),
                     ..Default::default()
                 }),
@@ -1261,7 +1270,10 @@ mod tests {
             (backend(), &backend_labels),
         ] {
             assert_eq!(&d["spec"]["selector"]["matchLabels"], want);
-            assert_eq!(&d["spec"]["template"]["metadata"]["labels"], want);
+            // The pods also carry the release's version, for Istio's telemetry.
+            let mut pod = want.clone();
+            pod["app.kubernetes.io/version"] = json!(APP_VERSION);
+            assert_eq!(d["spec"]["template"]["metadata"]["labels"], pod);
         }
         assert_eq!(service("")["spec"]["selector"], controller_labels);
         assert_eq!(

@@ -66,6 +66,9 @@ pub const SYSTEM_INGRESSES_STEP: &str = "system-ingresses";
 pub const INGRESS_IP: &str = "ingress-ip";
 /// Output of [`ISTIO_GATEWAYS_STEP`]: the Istio ingress gateway's external address.
 pub const GATEWAY_IP: &str = "gateway-ip";
+/// The port the ingress gateway's pods serve HTTPS on (its Service's 443): what an
+/// AuthorizationPolicy on the gateway names, as policies match the pod's port.
+pub const GATEWAY_HTTPS_TARGET_PORT: u16 = 8443;
 
 /// The label NetworkPolicies use to select peer namespaces.
 pub const NAMESPACE_LABEL: &str = "verrazzano.io/namespace";

@@ -137,10 +137,15 @@ fn prometheus() -> NetworkPolicyPeer {
     )
 }
 
+/// The NGINX controller's pods: the release's instance label, which the default backend shares, and
+/// the controller's component label, which it does not.
 fn nginx_controller() -> NetworkPolicyPeer {
     pods_in(
         INGRESS_NGINX,
-        &[("app.kubernetes.io/instance", "ingress-controller")],
+        &[
+            ("app.kubernetes.io/instance", "ingress-controller"),
+            ("app.kubernetes.io/component", "controller"),
+        ],
     )
 }
 
@@ -457,7 +462,7 @@ mod tests {
     fn nginx() -> Value {
         peer(
             "verrazzano-ingress-nginx",
-            json!({"app.kubernetes.io/instance": "ingress-controller"}),
+            json!({"app.kubernetes.io/instance": "ingress-controller", "app.kubernetes.io/component": "controller"}),
         )
     }
 

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod destroy;
+pub mod explain_access;
 pub mod graph;
 pub mod plan;
 pub mod render;
@@ -276,6 +277,13 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
         .flat_map(|s| &s.objects)
         .map(|m| (m.api_version.clone(), m.kind.clone()))
         .collect();
+    // A plan of part of the platform gets the rest of its network from the desired objects.
+    let partial = !req.select.apps.is_empty() || !req.select.targets.is_empty();
+    let context = if partial {
+        crate::connectivity::changes::context(&desired.steps)
+    } else {
+        Vec::new()
+    };
     if req.destroy {
         // A destroy works from the state alone: the rendered objects are not needed, and with
         // thousands of applications they are most of its memory.
@@ -304,6 +312,7 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
         )
         .await?
     };
+    crate::connectivity::changes::annotate(&mut plan, &context);
     if !req.destroy && desired.platform.components.installs_istio() {
         let pilot = desired
             .platform

@@ -637,6 +637,21 @@ impl Drop for S3Server {
     }
 }
 
+/// The binary of a judge of vz's output (`istioctl`, `netpolicy`), built on first use and cached
+/// (`scripts/testenv judge`).
+pub fn judge(name: &str) -> PathBuf {
+    let out = Command::new(repo_root().join("scripts/testenv"))
+        .args(["judge", name])
+        .output()
+        .expect("scripts/testenv runs");
+    assert!(
+        out.status.success(),
+        "scripts/testenv judge {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// Run `vz` with no cluster flags (for commands that need no cluster, or a custom kubeconfig).
 pub fn vz_bare(args: &[&str]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vz"));

@@ -5,10 +5,12 @@
 mod applications;
 mod certificates;
 mod common;
+mod connectivity;
 mod dns;
 mod external_dns;
 mod faults;
 mod flow;
+mod judges;
 mod lifecycle;
 mod mesh;
 mod offline;

@@ -81,6 +81,26 @@ fn istiod_writes_its_ca_into_its_webhooks_and_the_injector_is_called_for_every_n
                 && &c["name"] == prefix),
             "no injector call for {prefix}: {calls:?}"
         );
+        // The injector's answer is in the pod the API server stored: the sidecar and its init
+        // container (what istiod's injector adds; no Envoy runs on the simulated nodes).
+        let names = |key: &str| -> Vec<&str> {
+            pod["spec"][key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["name"].as_str())
+                .collect()
+        };
+        assert!(
+            names("containers").contains(&"istio-proxy"),
+            "{prefix}: {:?}",
+            names("containers")
+        );
+        assert!(
+            names("initContainers").contains(&"istio-init"),
+            "{prefix}: {:?}",
+            names("initContainers")
+        );
     }
 
     // The CA bundle is istiod's field, not vz's: nothing to change.

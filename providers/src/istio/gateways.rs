@@ -28,7 +28,10 @@ use super::control_plane::{
 use crate::config::{IMAGE_PULL_POLICY, Image, IngressType, Platform};
 use crate::k8s::{env, field_env, map, resource_env, role_ref, rule};
 use crate::manifest::{Manifest, Step, address};
-use crate::names::{GATEWAY_IP, ISTIO_CONTROL_PLANE_STEP, ISTIO_GATEWAYS_STEP, ISTIO_SYSTEM};
+use crate::names::{
+    GATEWAY_HTTPS_TARGET_PORT, GATEWAY_IP, ISTIO_CONTROL_PLANE_STEP, ISTIO_GATEWAYS_STEP,
+    ISTIO_SYSTEM,
+};
 use crate::outputs::OutputSpec;
 
 /// The ingress gateway's Deployment and Service.
@@ -284,7 +287,7 @@ fn ingress_service(p: &Platform) -> Manifest {
             ports: Some(vec![
                 service_port("status-port", STATUS_PORT, STATUS_PORT),
                 service_port("http2", 80, 8080),
-                service_port("https", 443, 8443),
+                service_port("https", 443, i32::from(GATEWAY_HTTPS_TARGET_PORT)),
             ]),
             ..Default::default()
         }),

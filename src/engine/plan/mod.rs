@@ -21,6 +21,7 @@ use vz_providers::{Manifest, Ownership, Step, applications};
 use vz_state::{ObjectRecord, State};
 
 use crate::cluster::{Cluster, DryRun, Listing, NotServed, ObjectRef, ref_of};
+use crate::connectivity::changes::{ConnectivityChanges, shapes_connectivity};
 use crate::diff::{FieldChange, diff, normalize, unknown_fields};
 use crate::engine::EngineError;
 use crate::engine::graph::StepGraph;
@@ -140,6 +141,10 @@ pub struct Plan {
     /// cluster's Kubernetes, say), one sentence each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The flows the plan opens and closes (`None` when not known: the live cluster was not read,
+    /// or a policy could not be evaluated, which `warnings` then says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connectivity: Option<ConnectivityChanges>,
 }
 
 impl Plan {
@@ -381,7 +386,14 @@ pub async fn plan(
         destroy: false,
         refreshed: opts.refresh,
         warnings: Vec::new(),
+        connectivity: None,
     })
+}
+
+/// Whether the plan keeps an object's live content and what apply leaves (`views`, or an object
+/// connectivity depends on).
+fn viewed(views: bool, kind: &str) -> bool {
+    views || shapes_connectivity(kind)
 }
 
 /// The record of an object a run that did not finish left unrecorded, at `address` (also its
@@ -522,6 +534,7 @@ pub async fn plan_destroy(cluster: &Cluster, state: &State, opts: &PlanOptions) 
         destroy: true,
         refreshed: opts.refresh,
         warnings: Vec::new(),
+        connectivity: None,
     })
 }
 
@@ -792,9 +805,10 @@ async fn prefetch(
             .map(|(_, m)| (m.api_version.as_str(), m.kind.as_str()))
             .filter(|k| recorded.contains(k))
             .collect();
-        // Secrets whole: certificates are judged by what they hold.
+        // Secrets whole: certificates are judged by what they hold; and the kinds connectivity
+        // depends on, whose content a change or a deletion shows (the same one list per kind).
         let listing = |api_version: &str, kind: &str| {
-            if views || (api_version, kind) == ("v1", "Secret") {
+            if views || (api_version, kind) == ("v1", "Secret") || shapes_connectivity(kind) {
                 Listing::Slim
             } else {
                 Listing::Metadata
@@ -992,7 +1006,7 @@ async fn plan_desired(
     }
     // The live object as shown and diffed: not needed for an object with nothing to change,
     // unless the plan's views are kept.
-    if views || !unchanged(&verdict) {
+    if viewed(views, &m.kind) || !unchanged(&verdict) {
         change.before = live_obj.as_ref().map(normalize);
     }
     let outcome = match verdict {
@@ -1058,7 +1072,8 @@ async fn plan_desired(
     show_known_after_apply(&mut change, m, shown, &prepared);
     if views {
         change.after.get_or_insert_with(|| Value::clone(&m.body));
-    } else {
+    } else if !viewed(views, &m.kind) || change.action == Action::NoOp {
+        // An unchanged object is as desired: connectivity reads it from there.
         change.before = None;
         change.after = None;
     }
@@ -1167,8 +1182,8 @@ async fn list_recorded(
         .iter()
         .map(|r| (r.api_version.as_str(), r.kind.as_str()))
         .collect();
-    let listing = |_: &str, _: &str| {
-        if views {
+    let listing = |_: &str, kind: &str| {
+        if views || shapes_connectivity(kind) {
             Listing::Slim
         } else {
             Listing::Metadata
@@ -1202,6 +1217,11 @@ async fn plan_delete_seen(
             (v.as_ref().map(Live::of), v)
         }
     };
+    // What a deleted object connectivity depends on held, for the flows its deletion changes.
+    let live = match (live, &facts) {
+        (None, Some(_)) if shapes_connectivity(&r.kind) => cluster.get(&object).await?,
+        (live, _) => live,
+    };
     let live_uid = match (facts, refresh) {
         (Some(l), _) => l.uid,
         (None, false) => Some(r.uid.clone()),
@@ -1218,7 +1238,10 @@ async fn plan_delete_seen(
         desired_sha256: None,
         live_uid,
         live_resource_version: None,
-        before: live.as_ref().filter(|_| views).map(normalize),
+        before: live
+            .as_ref()
+            .filter(|_| viewed(views, &r.kind))
+            .map(normalize),
         after: None,
         fields: vec![],
         forces_replacement: vec![],

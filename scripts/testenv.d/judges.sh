@@ -1,0 +1,54 @@
+# scripts/testenv.d/judges.sh — sourced by scripts/testenv: build the programs that judge what vz
+# writes, from their Go modules, pinned and cached like the control plane (build.sh's go_env and
+# caches).
+#
+#   judges/istioctl/<version>/istioctl         Istio's own validation and analysis
+#   judges/netpolicy/<version>/netpolicy       np-guard's NetworkPolicy connectivity analyser
+#
+# A version's directory appears only once its build has finished.
+
+# istio.io/istio tags no Go module versions: the proxy serves pseudo-versions of its main branch.
+# This one says VERSION 1.31 (istioctl version prints it).
+ISTIOCTL_VERSION=v0.0.0-20260827124520-eed52ebb66ad
+NETPOLICY_VERSION=v1.4.2
+
+# build_go_tool NAME VERSION MODULE PACKAGE CHECK...: $CACHE_ROOT/judges/NAME/VERSION/NAME, built in
+# a module of its own that requires MODULE at VERSION (go install refuses modules with replace
+# directives or retracted versions; a module of our own takes them as they are).
+build_go_tool() {
+  local name=$1 version=$2 module=$3 package=$4
+  shift 4
+  local out="$CACHE_ROOT/judges/$name/$version"
+  [ -x "$out/$name" ] && return 0
+  local go; go=$(find_go) || die "building $name needs Go >= 1.26 (none found; set VZ_TESTENV_GO)"
+  local work="$CACHE_ROOT/judges/$name/.build-$version"
+  rm -rf "$work"; mkdir -p "$work/src" "$work/bin"
+  log "building $name ($module $version) from its Go module; 5-10 minutes on 2 cores, once"
+  printf 'module vz.invalid/judge-%s\n\ngo 1.26.0\n' "$name" >"$work/src/go.mod"
+  (
+    cd "$work/src"
+    go_env "$go" get "$package@$version" >"$work/build.log" 2>&1 \
+      && go_env "$go" build -trimpath -ldflags "-s -w" -o "$work/bin/$name" "$package" >>"$work/build.log" 2>&1
+  ) || { tail -n 40 "$work/build.log" >&2; die "building $name $version failed (log: $work/build.log)"; }
+  "$work/bin/$name" "$@" >/dev/null 2>&1 || die "the $name built for $version does not run: $work/bin/$name $*"
+  cp "$work/src/go.mod" "$work/src/go.sum" "$work/bin/"
+  rm -rf "$out"; mv "$work/bin" "$out"; rm -rf "$work"
+  log "$name $version cached in $out"
+}
+
+build_judges() {
+  judge_path istioctl >/dev/null
+  judge_path netpolicy >/dev/null
+}
+
+# judge_path NAME: the cached binary of judge NAME, built first when missing.
+judge_path() {
+  case "$1" in
+    istioctl) build_go_tool istioctl "$ISTIOCTL_VERSION" istio.io/istio istio.io/istio/istioctl/cmd/istioctl version --remote=false
+      echo "$CACHE_ROOT/judges/istioctl/$ISTIOCTL_VERSION/istioctl" ;;
+    netpolicy) build_go_tool netpolicy "$NETPOLICY_VERSION" github.com/np-guard/netpol-analyzer \
+        github.com/np-guard/netpol-analyzer/cmd/netpolicy --help
+      echo "$CACHE_ROOT/judges/netpolicy/$NETPOLICY_VERSION/netpolicy" ;;
+    *) die "judge: no judge named '$1' (istioctl, netpolicy)" ;;
+  esac
+}
