@@ -20,6 +20,12 @@ build_go_tool() {
   shift 4
   local out="$CACHE_ROOT/judges/$name/$version"
   [ -x "$out/$name" ] && return 0
+  # Tests asking for a judge at once (cargo test runs them side by side) wait for one build.
+  mkdir -p "$CACHE_ROOT/judges/$name"
+  local lock
+  exec {lock}>"$CACHE_ROOT/judges/$name/.lock"
+  flock "$lock"
+  if [ -x "$out/$name" ]; then exec {lock}>&-; return 0; fi
   local go; go=$(find_go) || die "building $name needs Go >= 1.26 (none found; set VZ_TESTENV_GO)"
   local work="$CACHE_ROOT/judges/$name/.build-$version"
   rm -rf "$work"; mkdir -p "$work/src" "$work/bin"
@@ -33,6 +39,7 @@ build_go_tool() {
   "$work/bin/$name" "$@" >/dev/null 2>&1 || die "the $name built for $version does not run: $work/bin/$name $*"
   cp "$work/src/go.mod" "$work/src/go.sum" "$work/bin/"
   rm -rf "$out"; mv "$work/bin" "$out"; rm -rf "$work"
+  exec {lock}>&-
   log "$name $version cached in $out"
 }
 

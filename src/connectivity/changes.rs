@@ -334,6 +334,94 @@ mod tests {
         out
     }
 
+    /// A change of `object` (a NetworkPolicy) from `before` to `after` (`None`: deleted).
+    fn policy_change(before: Value, after: Option<Value>) -> Change {
+        let name = before["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Change {
+            address: format!("network-policies/NetworkPolicy/a/{name}"),
+            step: "network-policies".into(),
+            object: crate::cluster::ObjectRef {
+                api_version: "networking.k8s.io/v1".into(),
+                kind: "NetworkPolicy".into(),
+                namespace: Some("a".into()),
+                name,
+            },
+            action: if after.is_some() {
+                Action::Update
+            } else {
+                Action::Delete
+            },
+            cause: crate::engine::plan::Cause::Config,
+            desired: None,
+            desired_sha256: None,
+            live_uid: None,
+            live_resource_version: None,
+            before: Some(before),
+            after,
+            fields: vec![],
+            forces_replacement: vec![],
+            reissue: None,
+            follows: None,
+            certificate: None,
+        }
+    }
+
+    fn plan_of(changes: Vec<Change>, refreshed: bool) -> Plan {
+        Plan {
+            changes,
+            destroy: false,
+            refreshed,
+            warnings: Vec::new(),
+            connectivity: None,
+        }
+    }
+
+    fn context() -> Vec<(String, String, Value)> {
+        let web = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "a"},
+            "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": []}}}});
+        vec![("web".into(), "web".into(), web)]
+    }
+
+    #[test]
+    fn deleting_a_deny_all_policy_opens_every_flow_it_closed() {
+        let deny = serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "deny", "namespace": "a"}, "spec": {"podSelector": {}}});
+        let mut plan = plan_of(vec![policy_change(deny, None)], true);
+        annotate(&mut plan, &context());
+        let c = plan.connectivity.expect("connectivity changes");
+        let shown: Vec<String> = c
+            .flows
+            .iter()
+            .map(|f| format!("{:?} {} -> {} {}", f.change, f.src, f.dst, f.conns))
+            .collect();
+        assert_eq!(shown, ["Open outside the cluster -> a/web All Connections"]);
+    }
+
+    #[test]
+    fn a_policy_that_cannot_be_evaluated_is_a_warning_and_without_refresh_nothing_is_said() {
+        let v6 = serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "v6", "namespace": "a"},
+            "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "fd00::/8"}}]}]}});
+        let mut plan = plan_of(vec![policy_change(v6.clone(), Some(v6.clone()))], true);
+        annotate(&mut plan, &context());
+        assert_eq!(plan.connectivity, None);
+        assert_eq!(plan.warnings.len(), 1);
+        assert!(
+            plan.warnings[0].contains(
+                "NetworkPolicy a/v6: ingress[0].from[0]: ipBlock \"fd00::/8\" is not an IPv4 CIDR"
+            ),
+            "{:?}",
+            plan.warnings
+        );
+        let mut unread = plan_of(vec![policy_change(v6.clone(), Some(v6))], false);
+        annotate(&mut unread, &context());
+        assert_eq!((unread.connectivity, unread.warnings.len()), (None, 0));
+    }
+
     #[test]
     fn only_the_flows_that_can_differ_are_evaluated_and_none_is_missed() {
         for seed in 1..2000u64 {
