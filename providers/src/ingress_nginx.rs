@@ -741,7 +741,7 @@ mod tests {
     use super::*;
     use crate::config::for_test;
     use crate::k8s::first_container as container;
-    use crate::names::ISTIO_CONTROL_PLANE_STEP;
+    use crate::names::{ISTIO_CONTROL_PLANE_STEP, ISTIO_REVISION_TAG_STEP};
     use serde_json::Value;
 
     fn rendered(yaml: &str) -> Step {
@@ -792,6 +792,15 @@ mod tests {
     #[test]
     fn nginx_comes_after_strict_mtls_and_istiod_with_istio_and_after_the_policies_without() {
         let s = steps(&for_test(""), &Outputs::default());
+        assert_eq!(
+            s[0].depends_on,
+            [ISTIO_PEER_AUTHENTICATION_STEP, ISTIO_REVISION_TAG_STEP],
+            "under a revision, injection reaches istiod through the tag"
+        );
+        let s = steps(
+            &for_test("components:\n  istio: {upgrade: inPlace}\n"),
+            &Outputs::default(),
+        );
         assert_eq!(
             s[0].depends_on,
             [ISTIO_PEER_AUTHENTICATION_STEP, ISTIO_CONTROL_PLANE_STEP]

@@ -53,6 +53,12 @@ pub const ISTIO_PEER_AUTHENTICATION_STEP: &str = "istio.peer-authentication";
 pub const ISTIO_CONTROL_PLANE_STEP: &str = "istio.control-plane";
 /// Step `istio.gateways`: the ingress and egress gateways.
 pub const ISTIO_GATEWAYS_STEP: &str = "istio.gateways";
+/// Step `istio.revision-tag` (`upgrade: canary`): the default revision tag, pointing the mesh at
+/// the platform's revision.
+pub const ISTIO_REVISION_TAG_STEP: &str = "istio.revision-tag";
+/// Step `istio.workloads`: the workloads of injected namespaces restarted onto the platform's
+/// revision (their pods lack a sidecar, or run another revision's).
+pub const ISTIO_WORKLOADS_STEP: &str = "istio.workloads";
 /// Step `ingress-nginx`: the NGINX Ingress Controller.
 pub const INGRESS_NGINX_STEP: &str = "ingress-nginx";
 /// Step `certificates.ca`: the platform CA, when `vz` issues it.

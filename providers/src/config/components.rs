@@ -14,7 +14,9 @@ use std::net::IpAddr;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::checks::check_dns_label;
 use super::errors::Source;
+use super::istio::{Istio, RELEASES, Upgrade, release};
 use super::platform::external_ips;
 use super::{ConfigError, Dns, IngressType};
 
@@ -133,6 +135,19 @@ pub(super) struct RawComponent {
     plugin_ca: Option<Spanned<RawPluginCa>>,
     #[schemars(with = "Option<RawGateway>")]
     ingress: Option<Spanned<RawGateway>>,
+    /// The Istio release: `1.30.1` (the default) or `1.19.3` (Verrazzano v1.7.2's).
+    #[schemars(with = "Option<String>")]
+    version: Option<Spanned<String>>,
+    /// How a change of release is carried out: `canary` (a revision beside the old one; the
+    /// default) or `inPlace`.
+    upgrade: Option<Upgrade>,
+    /// Restart workloads of injected namespaces whose pods lack a sidecar or run another
+    /// revision's (default true).
+    restart_workloads: Option<bool>,
+    /// Namespaces whose workloads are never restarted.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    restart_except: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -168,6 +183,8 @@ pub(super) struct Validated {
     pub(super) plugin_ca: Option<PluginCa>,
     /// Istio's ingress gateway.
     pub(super) gateway: Gateway,
+    /// Istio's release and upgrades.
+    pub(super) istio: Istio,
 }
 
 /// The `components` section, for a platform of this ingress type and DNS.
@@ -222,11 +239,40 @@ pub(super) fn validate(
         ingress_type,
         dns,
     )?;
+    let istio = istio_settings.map_or_else(|| Ok(Istio::default()), |s| istio_release(src, s))?;
     Ok(Validated {
         components,
         plugin_ca,
         gateway,
+        istio,
     })
+}
+
+/// `components.istio.version`, `upgrade`, `restartWorkloads` and `restartExcept`.
+fn istio_release(src: &Source<'_>, raw: &RawComponent) -> Result<Istio, ConfigError> {
+    let mut out = Istio::default();
+    if let Some(v) = &raw.version {
+        out.release = release(v.value.trim()).ok_or_else(|| {
+            let known: Vec<&str> = RELEASES.iter().map(|r| r.version).collect();
+            src.err(
+                v,
+                "components.istio.version",
+                format!(
+                    "vz installs Istio {}; `{}` is not one of them",
+                    known.join(" or "),
+                    v.value
+                ),
+            )
+        })?;
+    }
+    out.upgrade = raw.upgrade.unwrap_or_default();
+    out.restart_workloads = raw.restart_workloads.unwrap_or(true);
+    for (i, ns) in raw.restart_except.iter().enumerate() {
+        let field = format!("components.istio.restartExcept[{i}]");
+        out.restart_except
+            .push(src.checked(ns, &field, check_dns_label)?);
+    }
+    Ok(out)
 }
 
 /// `injectionEnabled`, `install`, `pluginCA` and `ingress` are Istio's alone.
@@ -247,6 +293,10 @@ fn only_istio_has_istio_settings(src: &Source<'_>, raw: &RawComponents) -> Resul
             ("install", s.value.install.is_some()),
             ("pluginCA", s.value.plugin_ca.is_some()),
             ("ingress", s.value.ingress.is_some()),
+            ("version", s.value.version.is_some()),
+            ("upgrade", s.value.upgrade.is_some()),
+            ("restartWorkloads", s.value.restart_workloads.is_some()),
+            ("restartExcept", !s.value.restart_except.is_empty()),
         ];
         if let Some((field, _)) = istio_only.iter().find(|(_, set)| *set) {
             return Err(src.err(

@@ -13,6 +13,7 @@ use serde_saphyr::Spanned;
 
 use super::ConfigError;
 use super::errors::Source;
+use super::istio::{ISTIO_1_19, ISTIO_1_30, IstioRelease};
 
 /// The registry, with its path, that Verrazzano v1.7.2 pulls its images from.
 pub const DEFAULT_REGISTRY: &str = "ghcr.io/verrazzano";
@@ -60,8 +61,21 @@ impl Image {
         }
     }
 
+    /// Registry, repository (under the registry) and tag of the default image: Verrazzano
+    /// v1.7.2's, and for Istio's two images those of the Istio `release` installed.
+    pub fn default_name(self, release: &IstioRelease) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Image::Pilot => (release.registry, "pilot", release.tag),
+            Image::ProxyV2 => (release.registry, "proxyv2", release.tag),
+            other => {
+                let (repository, tag) = other.verrazzanos();
+                (DEFAULT_REGISTRY, repository, tag)
+            }
+        }
+    }
+
     /// Repository (under the registry) and tag of Verrazzano v1.7.2's image.
-    pub fn default_name(self) -> (&'static str, &'static str) {
+    fn verrazzanos(self) -> (&'static str, &'static str) {
         match self {
             Image::NginxController => (
                 "nginx-ingress-controller",
@@ -71,20 +85,23 @@ impl Image {
                 "nginx-ingress-default-backend",
                 "v1.7.1-20240723181019-33c273be0",
             ),
-            Image::Pilot => ("pilot", "1.19.3-20240104211928-419dfb47"),
-            Image::ProxyV2 => ("proxyv2", "1.19.3-20240104211928-419dfb47"),
+            Image::Pilot => ("pilot", ISTIO_1_19.tag),
+            Image::ProxyV2 => ("proxyv2", ISTIO_1_19.tag),
             Image::ExternalDns => ("external-dns", "v0.12.2-20231219112424-52012475"),
         }
     }
 }
 
-/// Which images the platform runs: Verrazzano v1.7.2's, from their registry or a mirror, unless
-/// replaced one by one.
+/// Which images the platform runs: Verrazzano v1.7.2's (and the Istio release's), from their
+/// registries or a mirror, unless replaced one by one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Images {
-    /// Registry and path of the default images: [`DEFAULT_REGISTRY`] unless `images.registry` is
-    /// set. No trailing `/`.
-    pub registry: String,
+    /// Registry and path of the default images when `images.registry` is set (a mirror of them
+    /// all); `None`: each image's own ([`DEFAULT_REGISTRY`], and the Istio release's). No
+    /// trailing `/`.
+    pub registry: Option<String>,
+    /// The Istio release whose `pilot` and `proxyv2` are the defaults.
+    pub istio: &'static IstioRelease,
     /// Images replaced whole (`images.<field>`), as full references with a tag or digest.
     pub overrides: BTreeMap<Image, String>,
 }
@@ -92,7 +109,8 @@ pub struct Images {
 impl Default for Images {
     fn default() -> Self {
         Images {
-            registry: DEFAULT_REGISTRY.to_string(),
+            registry: None,
+            istio: &ISTIO_1_30,
             overrides: Default::default(),
         }
     }
@@ -105,8 +123,16 @@ impl Images {
         if let Some(r) = self.overrides.get(&image) {
             return r.clone();
         }
-        let (repository, tag) = image.default_name();
-        format!("{}/{repository}:{tag}", self.registry)
+        let (registry, repository, tag) = image.default_name(self.istio);
+        let registry = self.registry.as_deref().unwrap_or(registry);
+        format!("{registry}/{repository}:{tag}")
+    }
+
+    /// The registry the default image `image` comes from (a mirror, or its own).
+    pub fn registry_of(&self, image: Image) -> &str {
+        self.registry
+            .as_deref()
+            .unwrap_or(image.default_name(self.istio).0)
     }
 }
 
@@ -146,10 +172,18 @@ impl RawImages {
 }
 
 /// The `images` section: the registry and each image replaced.
-pub(super) fn validate(src: &Source<'_>, raw: &RawImages) -> Result<Images, ConfigError> {
-    let mut images = Images::default();
+pub(super) fn validate(
+    src: &Source<'_>,
+    raw: &RawImages,
+    istio: &'static IstioRelease,
+) -> Result<Images, ConfigError> {
+    let mut images = Images {
+        istio,
+        ..Images::default()
+    };
     if let Some(r) = &raw.registry {
-        images.registry = check_registry(&r.value).map_err(|m| src.err(r, "images.registry", m))?;
+        images.registry =
+            Some(check_registry(&r.value).map_err(|m| src.err(r, "images.registry", m))?);
     }
     for (image, value) in raw.overrides() {
         if let Some(v) = value {
@@ -303,8 +337,14 @@ mod tests {
     use crate::config::testing::{parse_err, parse_ok};
 
     #[test]
-    fn images_default_to_verrazzano_1_7_2() {
+    fn images_default_to_verrazzano_1_7_2_and_istio_1_30s_own() {
         let p = parse_ok("");
+        assert_eq!(p.images.reference(Image::Pilot), "docker.io/istio/pilot:1.30.1");
+        assert_eq!(
+            p.images.reference(Image::ProxyV2),
+            "docker.io/istio/proxyv2:1.30.1"
+        );
+        let p = parse_ok("components:\n  istio: {version: 1.19.3}\n");
         assert_eq!(
             p.images.reference(Image::NginxController),
             "ghcr.io/verrazzano/nginx-ingress-controller:v1.7.1-20240723181019-33c273be0"
@@ -326,7 +366,7 @@ mod tests {
     #[test]
     fn a_registry_replaces_the_default_registry_of_every_image() {
         let p = parse_ok("images:\n  registry: mirror.local:5000/vz/\n");
-        assert_eq!(p.images.registry, "mirror.local:5000/vz");
+        assert_eq!(p.images.registry.as_deref(), Some("mirror.local:5000/vz"));
         for image in Image::ALL {
             let r = p.images.reference(image);
             assert!(r.starts_with("mirror.local:5000/vz/"), "{r}");
@@ -360,7 +400,8 @@ mod tests {
             let p = parse_ok(&format!("images:\n  {}: {reference}\n", image.field()));
             assert_eq!(p.images.reference(image), reference, "{image:?}");
             for other in Image::ALL.into_iter().filter(|o| *o != image) {
-                assert!(p.images.reference(other).starts_with("ghcr.io/verrazzano/"));
+                let (registry, _, _) = other.default_name(p.images.istio);
+                assert!(p.images.reference(other).starts_with(registry));
             }
         }
     }

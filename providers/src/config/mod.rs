@@ -61,6 +61,7 @@
 //! |---|---|
 //! | `platform.rs` | the file as a whole, [`Platform`]; `environmentName`, `ingress`, `adopt` |
 //! | `components.rs` | `components`, with Istio's plug-in CA and gateway |
+//! | `istio.rs` | the Istio releases `vz` installs, and `components.istio`'s upgrade settings |
 //! | `images.rs` | `images` |
 //! | `dns.rs`, `external_dns.rs` | `dns`; `dns.externalDNS` |
 //! | `state.rs` | `state` (also read alone: [`parse_state`]) |
@@ -110,6 +111,7 @@ mod dns;
 mod errors;
 mod external_dns;
 mod images;
+mod istio;
 mod platform;
 mod rules;
 mod state;
@@ -122,6 +124,7 @@ pub use dns::{Dns, Rfc2136, TsigAlgorithm, TsigSecret};
 pub use errors::ConfigError;
 pub use external_dns::{CredentialsSecret, EnvValue, ExternalDns};
 pub use images::{DEFAULT_REGISTRY, IMAGE_PULL_POLICY, Image, Images};
+pub use istio::{ISTIO_1_19, ISTIO_1_30, Istio, IstioRelease, RELEASES as ISTIO_RELEASES, Upgrade};
 pub use platform::{Adopt, IngressType, Platform};
 pub use rules::{Authorization, Destination, PathMatch, PathType, Rule};
 pub use yaml::MAX_FILE_BYTES;
@@ -179,6 +182,17 @@ pub fn parse_state(config: &Path, environment: &str, text: &str) -> Result<Locat
 pub(crate) fn for_test(text: &str) -> Platform {
     #[allow(clippy::expect_used)]
     parse(Path::new("t.yaml"), text).expect("a valid test configuration")
+}
+
+/// A platform from `text` that installs Istio as Verrazzano v1.7.2 does (Istio 1.19.3, one
+/// unrevisioned istiod): for the tests that check `vz` renders Verrazzano's objects.
+#[cfg(test)]
+pub(crate) fn for_test_verrazzano(text: &str) -> Platform {
+    let mut p = for_test(text);
+    p.istio.release = &ISTIO_1_19;
+    p.istio.upgrade = Upgrade::InPlace;
+    p.images.istio = &ISTIO_1_19;
+    p
 }
 
 /// The sections' tests read their configurations as if from `/cfg/vz.yaml`.

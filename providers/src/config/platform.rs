@@ -17,6 +17,7 @@ use super::applications::{self, Application, RawApplication};
 use super::certificates::{self, Certificates, RawCertificates};
 use super::checks::check_dns_label;
 use super::components::{self, Components, Gateway, PluginCa, RawComponents};
+use super::istio::Istio;
 use super::dns::{self, Dns, RawDns};
 use super::errors::{Source, position};
 use super::images::{self, Images, RawImages};
@@ -63,6 +64,8 @@ pub struct Platform {
     pub plugin_ca: Option<PluginCa>,
     /// Istio's ingress gateway.
     pub gateway: Gateway,
+    /// Istio's release, and how a change of release is carried out.
+    pub istio: Istio,
     /// Objects to take over although `vz` did not create them.
     pub adopt: Vec<Adopt>,
     /// The certificates `vz` issues.
@@ -145,9 +148,10 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Platform, Co
         components,
         plugin_ca,
         gateway,
+        istio,
     } = components::validate(src, &raw.components, ingress_type, &dns)?;
     let state = state::validate(src, &raw.state, &environment_name)?;
-    let images = images::validate(src, &raw.images)?;
+    let images = images::validate(src, &raw.images, istio.release)?;
     let adopt = adopt(src, &raw.adopt)?;
     let certificates = certificates::validate(src, &raw.certificates)?;
     let applications =
@@ -164,6 +168,7 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Platform, Co
         images,
         plugin_ca,
         gateway,
+        istio,
         adopt,
         certificates,
         applications,

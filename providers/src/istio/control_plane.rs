@@ -64,7 +64,9 @@ use serde_json::json;
 use crate::config::{IMAGE_PULL_POLICY, Image, Platform, PluginCa};
 use crate::k8s::{env, field_env, map, resource_env, role_ref, rule, strings};
 use crate::manifest::{Manifest, Step};
-use crate::names::{ISTIO_CONTROL_PLANE_STEP, ISTIO_CRDS_STEP, ISTIO_SYSTEM, ISTIO_TAKEN};
+use crate::names::{
+    ISTIO_CONTROL_PLANE_STEP, ISTIO_CRDS_STEP, ISTIO_REVISION_TAG_STEP, ISTIO_SYSTEM, ISTIO_TAKEN,
+};
 use crate::tls::{after_platform_ca, istio_ca};
 
 /// istiod's Deployment, Service, ServiceAccount, Role and RoleBinding.
@@ -87,8 +89,11 @@ pub const ISTIOD_ADDRESS: &str = "istiod.istio-system.svc:15012";
 pub const TRUST_DOMAIN: &str = "cluster.local";
 /// The uid and gid Istio's containers run as.
 pub const ISTIO_UID: i64 = 1337;
-/// Istio's revision: the default one.
+/// The revision of an unrevisioned istiod (`upgrade: inPlace`), and the revision tag that
+/// namespaces labelled `istio-injection=enabled` follow.
 pub const REVISION: &str = "default";
+/// The default revision tag's MutatingWebhookConfiguration (`upgrade: canary`).
+pub const REVISION_TAG: &str = "istio-revision-tag-default";
 /// The port istiod serves its webhooks on (behind the Service's 443).
 pub const WEBHOOK_PORT: i32 = 15017;
 
@@ -128,33 +133,139 @@ const VALIDATED_GROUPS: [&str; 4] = [
 const ZIPKIN_ADDRESS: &str =
     "jaeger-operator-jaeger-collector.verrazzano-monitoring.svc.cluster.local.:9411";
 
+/// istiod's names and labels for the platform's revision: `istiod-1-30-1`, its ConfigMaps
+/// `istio-1-30-1` and `istio-sidecar-injector-1-30-1`, ... under `upgrade: canary`; Verrazzano's
+/// unrevisioned `istiod`, `istio`, `istio-sidecar-injector`, ... in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    /// The revision (`1-30-1`, or `default` in place).
+    pub name: String,
+    /// `-1-30-1`, or nothing in place.
+    suffix: String,
+}
+
+impl Revision {
+    /// The platform's revision.
+    pub fn of(p: &Platform) -> Revision {
+        Revision {
+            name: p.istio.revision(),
+            suffix: p.istio.suffix(),
+        }
+    }
+
+    /// Whether istiod runs as a named revision (`upgrade: canary`).
+    pub fn named(&self) -> bool {
+        !self.suffix.is_empty()
+    }
+
+    /// istiod's Deployment, Service, ServiceAccount, Role and RoleBinding.
+    pub fn istiod(&self) -> String {
+        format!("{ISTIOD}{}", self.suffix)
+    }
+
+    /// Where istiod serves xDS and its CA over TLS (what proxies and gateways dial).
+    pub fn address(&self) -> String {
+        format!("{}.{ISTIO_SYSTEM}.svc:15012", self.istiod())
+    }
+
+    /// istiod's ClusterRole and ClusterRoleBinding.
+    pub fn cluster_role(&self) -> String {
+        format!("istiod-clusterrole{}-{ISTIO_SYSTEM}", self.suffix)
+    }
+
+    /// The mesh ConfigMap.
+    pub fn mesh_config_map(&self) -> String {
+        format!("{MESH_CONFIG_MAP}{}", self.suffix)
+    }
+
+    /// The injector's ConfigMap and its MutatingWebhookConfiguration.
+    pub fn injector(&self) -> String {
+        format!("{INJECTOR}{}", self.suffix)
+    }
+
+    /// The revision's ValidatingWebhookConfiguration.
+    pub fn validator(&self) -> String {
+        format!("istio-validator{}-{ISTIO_SYSTEM}", self.suffix)
+    }
+
+    /// Labels of istiod's Deployment, pods and Service.
+    pub fn labels(&self) -> Vec<(&'static str, String)> {
+        ISTIOD_LABELS
+            .iter()
+            .map(|(k, v)| {
+                let v = if *k == "istio.io/rev" { &self.name } else { *v };
+                (*k, v.to_string())
+            })
+            .collect()
+    }
+
+    /// What istiod's Deployment selects: Verrazzano's `istio=pilot` in place; a revision's pods
+    /// alone otherwise (two revisions run side by side during an upgrade).
+    fn selector(&self) -> Vec<(&'static str, String)> {
+        if self.named() {
+            self.service_selector()
+        } else {
+            owned(&ISTIOD_SELECTOR)
+        }
+    }
+
+    /// What istiod's Service selects.
+    fn service_selector(&self) -> Vec<(&'static str, String)> {
+        if self.named() {
+            vec![("app", "istiod".into()), ("istio.io/rev", self.name.clone())]
+        } else {
+            owned(&ISTIOD_SERVICE_SELECTOR)
+        }
+    }
+}
+
+/// Label pairs with owned values.
+fn owned(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+/// Label pairs borrowed, as the builders take them.
+pub(super) fn borrowed<'a>(pairs: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    pairs.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 /// What the steps that write Istio resources come after: istiod, when `vz` installs it (its
 /// validating webhooks fail closed, so until it serves them every Istio resource is refused).
 pub fn after_istiod(p: &Platform) -> Vec<String> {
-    if p.components.installs_istio() {
-        vec![ISTIO_CONTROL_PLANE_STEP.to_string()]
-    } else {
+    if !p.components.installs_istio() {
         vec![]
+    } else if p.istio.revisioned() {
+        // The namespaces labelled `istio-injection=enabled`, and the default validation, reach
+        // the revision through the tag.
+        vec![ISTIO_REVISION_TAG_STEP.to_string()]
+    } else {
+        vec![ISTIO_CONTROL_PLANE_STEP.to_string()]
     }
 }
 
 /// The `istio.control-plane` step.
 pub fn step(p: &Platform) -> Step {
+    let rev = Revision::of(p);
     let mut objects = vec![Manifest::from_typed(&ServiceAccount {
-        metadata: meta(ISTIOD, true, &ISTIOD_LABELS[..1]),
+        metadata: meta(&rev.istiod(), true, &ISTIOD_LABELS[..1]),
         ..Default::default()
     })];
-    objects.extend(rbac());
-    objects.push(mesh_config_map());
-    objects.push(injector_config_map(p));
-    objects.push(service());
-    objects.push(deployment(p).exclusive(ISTIO_TAKEN));
+    objects.extend(rbac(&rev));
+    objects.push(mesh_config_map(&rev));
+    objects.push(injector_config_map(p, &rev));
+    objects.push(service(&rev));
+    objects.push(deployment(p, &rev).exclusive(ISTIO_TAKEN));
     objects.push(match &p.plugin_ca {
         Some(ca) => plugin_ca(ca),
         None => istio_ca(p, ISTIO_SYSTEM, PLUGIN_CA),
     });
-    objects.push(injector_webhook());
-    objects.extend(validating_webhooks());
+    if rev.named() {
+        objects.push(revision_injector_webhook(&rev));
+        objects.push(revision_validator(&rev));
+    } else {
+        objects.push(injector_webhook());
+        objects.extend(validating_webhooks());
+    }
     Step {
         id: ISTIO_CONTROL_PLANE_STEP.to_string(),
         description: "Istio's control plane: istiod, its RBAC, mesh configuration and webhooks"
@@ -424,10 +535,10 @@ fn selector(requirements: Vec<LabelSelectorRequirement>) -> Option<LabelSelector
 }
 
 /// istiod's Service at `path` on 443, without a `caBundle` (istiod writes it).
-fn istiod_client(path: &str) -> WebhookClientConfig {
+fn istiod_client(rev: &Revision, path: &str) -> WebhookClientConfig {
     WebhookClientConfig {
         service: Some(ServiceReference {
-            name: ISTIOD.to_string(),
+            name: rev.istiod(),
             namespace: ISTIO_SYSTEM.to_string(),
             path: Some(path.to_string()),
             port: Some(443),
@@ -540,27 +651,28 @@ fn role_rules() -> Vec<PolicyRule> {
     ]
 }
 
-fn rbac() -> [Manifest; 4] {
+fn rbac(rev: &Revision) -> [Manifest; 4] {
     let labels = &[("app", "istiod"), ("release", "istio")];
+    let (cluster_role, istiod) = (rev.cluster_role(), rev.istiod());
     [
         Manifest::from_typed(&ClusterRole {
-            metadata: meta(CLUSTER_ROLE, false, labels),
+            metadata: meta(&cluster_role, false, labels),
             rules: Some(cluster_role_rules()),
             ..Default::default()
         }),
         Manifest::from_typed(&ClusterRoleBinding {
-            metadata: meta(CLUSTER_ROLE, false, labels),
-            role_ref: role_ref("ClusterRole", CLUSTER_ROLE),
-            subjects: subject(ISTIOD),
+            metadata: meta(&cluster_role, false, labels),
+            role_ref: role_ref("ClusterRole", &cluster_role),
+            subjects: subject(&istiod),
         }),
         Manifest::from_typed(&Role {
-            metadata: meta(ISTIOD, true, labels),
+            metadata: meta(&istiod, true, labels),
             rules: Some(role_rules()),
         }),
         Manifest::from_typed(&RoleBinding {
-            metadata: meta(ISTIOD, true, labels),
-            role_ref: role_ref("Role", ISTIOD),
-            subjects: subject(ISTIOD),
+            metadata: meta(&istiod, true, labels),
+            role_ref: role_ref("Role", &istiod),
+            subjects: subject(&istiod),
         }),
     ]
 }
@@ -569,10 +681,11 @@ fn rbac() -> [Manifest; 4] {
 // Configuration.
 
 /// The mesh configuration (`mesh` of ConfigMap `istio`), as YAML.
-fn mesh() -> String {
+fn mesh(rev: &Revision) -> String {
+    let address = rev.address();
     format!(
         "defaultConfig:
-  discoveryAddress: {ISTIOD_ADDRESS}
+  discoveryAddress: {address}
   tracing:
     tlsSettings:
       mode: ISTIO_MUTUAL
@@ -588,15 +701,15 @@ trustDomain: {TRUST_DOMAIN}
     )
 }
 
-fn mesh_config_map() -> Manifest {
+fn mesh_config_map(rev: &Revision) -> Manifest {
     Manifest::from_typed(&ConfigMap {
         metadata: meta(
-            MESH_CONFIG_MAP,
+            &rev.mesh_config_map(),
             true,
-            &[("istio.io/rev", REVISION), ("release", "istio")],
+            &[("istio.io/rev", &rev.name), ("release", "istio")],
         ),
         data: Some(BTreeMap::from([
-            ("mesh".into(), mesh()),
+            ("mesh".into(), mesh(rev)),
             ("meshNetworks".into(), "networks: {}".into()),
         ])),
         ..Default::default()
@@ -632,7 +745,7 @@ const SIDECAR_TEMPLATE: &str = r#"spec:
     env:
     - {name: JWT_POLICY, value: "{{ .Values.global.jwtPolicy }}"}
     - {name: PILOT_CERT_PROVIDER, value: "{{ .Values.global.pilotCertProvider }}"}
-    - {name: CA_ADDR, value: "istiod.{{ .Values.global.istioNamespace }}.svc:15012"}
+    - {name: CA_ADDR, value: "istiod{{- if not (eq .Values.revision "") }}-{{ .Values.revision }}{{- end }}.{{ .Values.global.istioNamespace }}.svc:15012"}
     - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
     - {name: POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
     - {name: INSTANCE_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
@@ -707,12 +820,12 @@ fn injector_config() -> String {
 
 /// The injector's `values` (JSON, as Istio renders them): the proxy image, whole, and its
 /// resources and probes.
-fn injector_values(p: &Platform) -> String {
+fn injector_values(p: &Platform, rev: &Revision) -> String {
     let proxy = p.images.reference(Image::ProxyV2);
     let values = json!({
         "global": {
-            "hub": p.images.registry,
-            "tag": Image::ProxyV2.default_name().1,
+            "hub": p.images.registry_of(Image::ProxyV2),
+            "tag": Image::ProxyV2.default_name(p.images.istio).2,
             "imagePullPolicy": IMAGE_PULL_POLICY,
             "istioNamespace": ISTIO_SYSTEM,
             "jwtPolicy": "third-party-jwt",
@@ -734,22 +847,22 @@ fn injector_values(p: &Platform) -> String {
             },
             "proxy_init": {"image": proxy},
         },
-        "revision": "",
+        "revision": if rev.named() { rev.name.as_str() } else { "" },
         "sidecarInjectorWebhook": {"rewriteAppHTTPProbe": true, "defaultTemplates": []},
     });
     serde_json::to_string_pretty(&values).unwrap_or_default()
 }
 
-fn injector_config_map(p: &Platform) -> Manifest {
+fn injector_config_map(p: &Platform, rev: &Revision) -> Manifest {
     Manifest::from_typed(&ConfigMap {
         metadata: meta(
-            INJECTOR,
+            &rev.injector(),
             true,
-            &[("istio.io/rev", REVISION), ("release", "istio")],
+            &[("istio.io/rev", &rev.name), ("release", "istio")],
         ),
         data: Some(BTreeMap::from([
             ("config".into(), injector_config()),
-            ("values".into(), injector_values(p)),
+            ("values".into(), injector_values(p, rev)),
         ])),
         ..Default::default()
     })
@@ -758,12 +871,13 @@ fn injector_config_map(p: &Platform) -> Manifest {
 // ---------------------------------------------------------------------------------------------
 // Workload and Service.
 
-fn service() -> Manifest {
+fn service(rev: &Revision) -> Manifest {
+    let labels = rev.labels();
     Manifest::from_typed(&Service {
-        metadata: meta(ISTIOD, true, &ISTIOD_LABELS),
+        metadata: meta(&rev.istiod(), true, &borrowed(&labels)),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
-            selector: Some(map(&ISTIOD_SERVICE_SELECTOR)),
+            selector: Some(map(&borrowed(&rev.service_selector()))),
             ports: Some(vec![
                 service_port("grpc-xds", 15010, 15010),
                 service_port("https-dns", 15012, 15012),
@@ -776,9 +890,9 @@ fn service() -> Manifest {
     })
 }
 
-fn discovery_env() -> Vec<EnvVar> {
+fn discovery_env(rev: &Revision) -> Vec<EnvVar> {
     vec![
-        env("REVISION", REVISION),
+        env("REVISION", &rev.name),
         env("JWT_POLICY", "third-party-jwt"),
         env("PILOT_CERT_PROVIDER", "istiod"),
         field_env("POD_NAME", "metadata.name"),
@@ -792,11 +906,11 @@ fn discovery_env() -> Vec<EnvVar> {
         env("CLUSTER_ID", "Kubernetes"),
         resource_env("GOMEMLIMIT", "limits.memory"),
         resource_env("GOMAXPROCS", "limits.cpu"),
-        env("ISTIOD_ADDR", ISTIOD_ADDRESS),
+        env("ISTIOD_ADDR", &rev.address()),
     ]
 }
 
-fn deployment(p: &Platform) -> Manifest {
+fn deployment(p: &Platform, rev: &Revision) -> Manifest {
     let (token, token_mount) = token_volume();
     let container = Container {
         name: "discovery".into(),
@@ -817,7 +931,7 @@ fn deployment(p: &Platform) -> Manifest {
             tcp_port(WEBHOOK_PORT),
         ]),
         readiness_probe: Some(http_probe("/ready", 8080, 3, 3)),
-        env: Some(discovery_env()),
+        env: Some(discovery_env(rev)),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_string(), Quantity("500m".into())),
@@ -837,7 +951,7 @@ fn deployment(p: &Platform) -> Manifest {
         ..Default::default()
     };
     let pod = PodSpec {
-        service_account_name: Some(ISTIOD.to_string()),
+        service_account_name: Some(rev.istiod()),
         affinity: Some(spread("istiod")),
         security_context: Some(pod_security_context()),
         containers: vec![container],
@@ -859,13 +973,15 @@ fn deployment(p: &Platform) -> Manifest {
         ]),
         ..Default::default()
     };
-    let mut pod_labels = ISTIOD_LABELS.to_vec();
+    let labels = rev.labels();
+    let labels = borrowed(&labels);
+    let mut pod_labels = labels.clone();
     pod_labels.push(NO_INJECTION);
     replicated(
-        ISTIOD,
+        &rev.istiod(),
         1,
-        &ISTIOD_LABELS,
-        &ISTIOD_SELECTOR,
+        &labels,
+        &borrowed(&rev.selector()),
         &pod_labels,
         pod,
     )
@@ -877,13 +993,14 @@ fn deployment(p: &Platform) -> Manifest {
 /// An injector entry: pods created in the namespaces `namespaces` selects, when `objects` selects
 /// the pod.
 fn injector_entry(
+    rev: &Revision,
     name: &str,
     namespaces: Vec<LabelSelectorRequirement>,
     objects: Vec<LabelSelectorRequirement>,
 ) -> MutatingWebhook {
     MutatingWebhook {
         name: name.to_string(),
-        client_config: istiod_client("/inject"),
+        client_config: istiod_client(rev, "/inject"),
         rules: Some(vec![RuleWithOperations {
             operations: Some(strings(&["CREATE"])),
             api_groups: Some(strings(&[""])),
@@ -904,8 +1021,10 @@ fn injector_entry(
 /// The injector's MWC with the chart's four entries, left active (`vz` renders no revision-tag
 /// MWC in its place). Its label `istio.io/rev=default` is how istiod finds it to write its CA.
 fn injector_webhook() -> Manifest {
-    let not_false = || requirement("sidecar.istio.io/inject", "NotIn", &["false"]);
-    let absent = |key: &str| requirement(key, "DoesNotExist", &[]);
+    let rev = Revision {
+        name: REVISION.into(),
+        suffix: String::new(),
+    };
     Manifest::from_typed(&MutatingWebhookConfiguration {
         metadata: meta(
             INJECTOR,
@@ -916,42 +1035,144 @@ fn injector_webhook() -> Manifest {
                 ("release", "istio"),
             ],
         ),
-        webhooks: Some(vec![
-            injector_entry(
-                "rev.namespace.sidecar-injector.istio.io",
-                vec![
-                    requirement("istio.io/rev", "In", &[REVISION]),
-                    absent("istio-injection"),
-                ],
-                vec![not_false()],
-            ),
-            injector_entry(
-                "rev.object.sidecar-injector.istio.io",
-                vec![absent("istio.io/rev"), absent("istio-injection")],
-                vec![not_false(), requirement("istio.io/rev", "In", &[REVISION])],
-            ),
-            injector_entry(
-                "namespace.sidecar-injector.istio.io",
-                vec![requirement("istio-injection", "In", &["enabled"])],
-                vec![not_false()],
-            ),
-            injector_entry(
-                "object.sidecar-injector.istio.io",
-                vec![absent("istio-injection"), absent("istio.io/rev")],
-                vec![
-                    requirement("sidecar.istio.io/inject", "In", &["true"]),
-                    absent("istio.io/rev"),
-                ],
-            ),
-        ]),
+        webhooks: Some(default_injector_entries(&rev, REVISION)),
+    })
+}
+
+/// The four injector entries of the default revision (or of the default tag, `selects`):
+/// namespaces and pods labelled `istio.io/rev=<selects>`, namespaces labelled
+/// `istio-injection=enabled` and pods labelled `sidecar.istio.io/inject=true`, all sent to
+/// `rev`'s istiod.
+fn default_injector_entries(rev: &Revision, selects: &str) -> Vec<MutatingWebhook> {
+    let not_false = || requirement("sidecar.istio.io/inject", "NotIn", &["false"]);
+    let absent = |key: &str| requirement(key, "DoesNotExist", &[]);
+    let mut entries = revision_injector_entries(rev, selects);
+    entries.extend([
+        injector_entry(
+            rev,
+            "namespace.sidecar-injector.istio.io",
+            vec![requirement("istio-injection", "In", &["enabled"])],
+            vec![not_false()],
+        ),
+        injector_entry(
+            rev,
+            "object.sidecar-injector.istio.io",
+            vec![absent("istio-injection"), absent("istio.io/rev")],
+            vec![
+                requirement("sidecar.istio.io/inject", "In", &["true"]),
+                absent("istio.io/rev"),
+            ],
+        ),
+    ]);
+    entries
+}
+
+/// The two injector entries of a revision (or tag) `selects`: namespaces labelled
+/// `istio.io/rev=<selects>` (without `istio-injection`, which wins), and pods labelled so in
+/// namespaces labelled neither way.
+fn revision_injector_entries(rev: &Revision, selects: &str) -> Vec<MutatingWebhook> {
+    let not_false = || requirement("sidecar.istio.io/inject", "NotIn", &["false"]);
+    let absent = |key: &str| requirement(key, "DoesNotExist", &[]);
+    vec![
+        injector_entry(
+            rev,
+            "rev.namespace.sidecar-injector.istio.io",
+            vec![
+                requirement("istio.io/rev", "In", &[selects]),
+                absent("istio-injection"),
+            ],
+            vec![not_false()],
+        ),
+        injector_entry(
+            rev,
+            "rev.object.sidecar-injector.istio.io",
+            vec![absent("istio.io/rev"), absent("istio-injection")],
+            vec![not_false(), requirement("istio.io/rev", "In", &[selects])],
+        ),
+    ]
+}
+
+/// A named revision's own injector (`upgrade: canary`): only what is labelled for that revision
+/// by name. The namespaces labelled `istio-injection=enabled` reach it through the default
+/// revision tag ([`revision_tag`]), which the upgrade moves once the revision is ready.
+fn revision_injector_webhook(rev: &Revision) -> Manifest {
+    Manifest::from_typed(&MutatingWebhookConfiguration {
+        metadata: meta(
+            &rev.injector(),
+            false,
+            &[
+                ("app", "sidecar-injector"),
+                ("istio.io/rev", &rev.name),
+                ("release", "istio"),
+            ],
+        ),
+        webhooks: Some(revision_injector_entries(rev, &rev.name)),
+    })
+}
+
+/// The default revision tag (`upgrade: canary`): the injector entries of the default revision,
+/// and the default validator, sent to `rev`'s istiod, as `istioctl tag set default --revision`
+/// makes them. Labelled with the revision it points at, whose istiod writes their `caBundle`.
+pub fn revision_tag(rev: &Revision) -> [Manifest; 2] {
+    let labels = [
+        ("app", "sidecar-injector"),
+        ("istio.io/rev", rev.name.as_str()),
+        ("istio.io/tag", "default"),
+        ("release", "istio"),
+    ];
+    let validator_labels = [
+        ("app", "istiod"),
+        ("istio", "istiod"),
+        ("istio.io/rev", rev.name.as_str()),
+        ("istio.io/tag", "default"),
+        ("release", "istio"),
+    ];
+    [
+        Manifest::from_typed(&MutatingWebhookConfiguration {
+            metadata: meta(REVISION_TAG, false, &labels),
+            webhooks: Some(default_injector_entries(rev, REVISION)),
+        }),
+        Manifest::from_typed(&ValidatingWebhookConfiguration {
+            metadata: meta(DEFAULT_VALIDATOR, false, &validator_labels),
+            webhooks: Some(vec![validation_entry(
+                rev,
+                "validation.istio.io",
+                requirement("istio.io/rev", "DoesNotExist", &[]),
+            )]),
+        }),
+    ]
+}
+
+/// A named revision's validator: objects labelled `istio.io/rev=<revision>`.
+fn revision_validator(rev: &Revision) -> Manifest {
+    Manifest::from_typed(&ValidatingWebhookConfiguration {
+        metadata: meta(
+            &rev.validator(),
+            false,
+            &[
+                ("app", "istiod"),
+                ("istio", "istiod"),
+                ("istio.io/rev", &rev.name),
+                ("release", "istio"),
+            ],
+        ),
+        webhooks: Some(vec![validation_entry(
+            rev,
+            "rev.validation.istio.io",
+            requirement("istio.io/rev", "In", &[&rev.name]),
+        )]),
     })
 }
 
 /// A validation entry on Istio's groups, failing open until istiod turns it to `Fail`.
-fn validation_entry(name: &str, objects: LabelSelectorRequirement) -> ValidatingWebhook {
+fn validation_entry(
+    rev: &Revision,
+    name: &str,
+    objects: LabelSelectorRequirement,
+) -> ValidatingWebhook {
     ValidatingWebhook {
         name: name.to_string(),
-        client_config: istiod_client("/validate"),
+        client_config: istiod_client(rev, "/validate"),
         rules: Some(vec![RuleWithOperations {
             operations: Some(strings(&["CREATE", "UPDATE"])),
             api_groups: Some(strings(&VALIDATED_GROUPS)),
@@ -968,6 +1189,10 @@ fn validation_entry(name: &str, objects: LabelSelectorRequirement) -> Validating
 }
 
 fn validating_webhooks() -> [Manifest; 2] {
+    let rev = Revision {
+        name: REVISION.into(),
+        suffix: String::new(),
+    };
     let labels = [
         ("app", "istiod"),
         ("istio", "istiod"),
@@ -978,6 +1203,7 @@ fn validating_webhooks() -> [Manifest; 2] {
         Manifest::from_typed(&ValidatingWebhookConfiguration {
             metadata: meta(VALIDATOR, false, &labels),
             webhooks: Some(vec![validation_entry(
+                &rev,
                 "rev.validation.istio.io",
                 requirement("istio.io/rev", "In", &[REVISION]),
             )]),
@@ -985,6 +1211,7 @@ fn validating_webhooks() -> [Manifest; 2] {
         Manifest::from_typed(&ValidatingWebhookConfiguration {
             metadata: meta(DEFAULT_VALIDATOR, false, &labels),
             webhooks: Some(vec![validation_entry(
+                &rev,
                 "validation.istio.io",
                 requirement("istio.io/rev", "DoesNotExist", &[]),
             )]),
@@ -995,7 +1222,7 @@ fn validating_webhooks() -> [Manifest; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::for_test as platform;
+    use crate::config::for_test_verrazzano as platform;
     use crate::k8s::selects;
     use serde_json::Value;
 

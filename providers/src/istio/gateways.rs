@@ -21,16 +21,15 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
 use super::control_plane::{
-    self, ISTIOD_ADDRESS, NO_INJECTION, TRUST_DOMAIN, container_security_context, empty_dir,
-    http_probe, meta, mount, pod_security_context, replicated, root_cert_volume, service_port,
-    spread, subject, tcp_port, token_volume,
+    NO_INJECTION, Revision, TRUST_DOMAIN, after_istiod, borrowed, container_security_context,
+    empty_dir, http_probe, meta, mount, pod_security_context, replicated, root_cert_volume,
+    service_port, spread, subject, tcp_port, token_volume,
 };
 use crate::config::{IMAGE_PULL_POLICY, Image, IngressType, Platform};
 use crate::k8s::{env, field_env, map, resource_env, role_ref, rule};
 use crate::manifest::{Manifest, Step, address};
 use crate::names::{
-    GATEWAY_HTTPS_TARGET_PORT, GATEWAY_IP, ISTIO_CONTROL_PLANE_STEP, ISTIO_GATEWAYS_STEP,
-    ISTIO_SYSTEM,
+    GATEWAY_HTTPS_TARGET_PORT, GATEWAY_IP, ISTIO_GATEWAYS_STEP, ISTIO_SYSTEM,
 };
 use crate::outputs::OutputSpec;
 
@@ -69,12 +68,17 @@ impl Gateway {
         [("app", self.name), ("istio", self.istio)]
     }
 
-    fn labels(&self) -> Vec<(&'static str, &'static str)> {
-        let mut labels = self.selector().to_vec();
+    /// Its labels, `istio.io/rev` naming the revision it runs on.
+    fn labels(&self, rev: &Revision) -> Vec<(&'static str, String)> {
+        let mut labels: Vec<(&'static str, String)> = self
+            .selector()
+            .iter()
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect();
         labels.extend([
-            ("istio.io/rev", control_plane::REVISION),
-            ("release", "istio"),
-            ("operator.istio.io/component", self.component),
+            ("istio.io/rev", rev.name.clone()),
+            ("release", "istio".into()),
+            ("operator.istio.io/component", self.component.into()),
         ]);
         labels
     }
@@ -98,17 +102,20 @@ const EGRESS: Gateway = Gateway {
 
 /// The `istio.gateways` step.
 pub fn step(p: &Platform) -> Step {
+    let rev = Revision::of(p);
     let mut objects = Vec::new();
     for g in [&INGRESS, &EGRESS] {
-        objects.extend(identity(g));
-        objects.push(deployment(p, g));
+        objects.extend(identity(g, &rev));
+        objects.push(deployment(p, g, &rev));
     }
-    objects.push(ingress_service(p));
-    objects.push(egress_service());
+    objects.push(ingress_service(p, &rev));
+    objects.push(egress_service(&rev));
     Step {
         id: ISTIO_GATEWAYS_STEP.to_string(),
         description: "Istio's ingress and egress gateways".into(),
-        depends_on: vec![ISTIO_CONTROL_PLANE_STEP.to_string()],
+        // Under `upgrade: canary`, after the revision tag: a version move moves the gateways
+        // once the mesh points at the new revision.
+        depends_on: after_istiod(p),
         objects,
         outputs: vec![OutputSpec {
             name: GATEWAY_IP.to_string(),
@@ -127,8 +134,9 @@ pub fn step(p: &Platform) -> Step {
 }
 
 /// The gateway's ServiceAccount, and its Role and RoleBinding to read the secrets it serves.
-fn identity(g: &Gateway) -> [Manifest; 3] {
-    let labels = g.labels();
+fn identity(g: &Gateway, rev: &Revision) -> [Manifest; 3] {
+    let labels = g.labels(rev);
+    let labels = borrowed(&labels);
     [
         Manifest::from_typed(&ServiceAccount {
             metadata: meta(&g.service_account(), true, &labels),
@@ -146,7 +154,7 @@ fn identity(g: &Gateway) -> [Manifest; 3] {
     ]
 }
 
-fn deployment(p: &Platform, g: &Gateway) -> Manifest {
+fn deployment(p: &Platform, g: &Gateway, rev: &Revision) -> Manifest {
     let (token, token_mount) = token_volume();
     let mut ports: Vec<_> = g.ports.iter().map(|n| tcp_port(*n)).collect();
     ports.push(k8s_openapi::api::core::v1::ContainerPort {
@@ -156,7 +164,7 @@ fn deployment(p: &Platform, g: &Gateway) -> Manifest {
     let mut environment = vec![
         env("JWT_POLICY", "third-party-jwt"),
         env("PILOT_CERT_PROVIDER", "istiod"),
-        env("CA_ADDR", ISTIOD_ADDRESS),
+        env("CA_ADDR", &rev.address()),
         field_env("NODE_NAME", "spec.nodeName"),
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
@@ -179,6 +187,13 @@ fn deployment(p: &Platform, g: &Gateway) -> Manifest {
         field_env("ISTIO_META_NODE_NAME", "spec.nodeName"),
     ];
     environment.extend(g.env.iter().map(|(k, v)| env(k, v)));
+    if rev.named() {
+        // The proxy's default discovery address is the unrevisioned istiod's.
+        environment.push(env(
+            "PROXY_CONFIG",
+            &format!("{{\"discoveryAddress\":\"{}\"}}", rev.address()),
+        ));
+    }
     let container = Container {
         name: "istio-proxy".into(),
         image: Some(p.images.reference(Image::ProxyV2)),
@@ -257,7 +272,8 @@ fn deployment(p: &Platform, g: &Gateway) -> Manifest {
         ]),
         ..Default::default()
     };
-    let labels = g.labels();
+    let labels = g.labels(rev);
+    let labels = borrowed(&labels);
     let mut pod_labels = labels.clone();
     pod_labels.push(NO_INJECTION);
     let replicas = if g.name == INGRESS_GATEWAY {
@@ -268,7 +284,7 @@ fn deployment(p: &Platform, g: &Gateway) -> Manifest {
     replicated(g.name, replicas, &labels, &g.selector(), &pod_labels, pod)
 }
 
-fn ingress_service(p: &Platform) -> Manifest {
+fn ingress_service(p: &Platform, rev: &Revision) -> Manifest {
     // Verrazzano gives its ingress gateway a type of its own (`istio.ingress.type`), as `vz` does
     // (`components.istio.ingress`, whose type defaults to the platform's `ingress.type`).
     let g = &p.gateway;
@@ -279,7 +295,7 @@ fn ingress_service(p: &Platform) -> Manifest {
     let external_ips = (!g.external_ips.is_empty())
         .then(|| g.external_ips.iter().map(ToString::to_string).collect());
     Manifest::from_typed(&Service {
-        metadata: meta(INGRESS_GATEWAY, true, &INGRESS.labels()),
+        metadata: meta(INGRESS_GATEWAY, true, &borrowed(&INGRESS.labels(rev))),
         spec: Some(ServiceSpec {
             type_: Some(type_.into()),
             selector: Some(map(&INGRESS.selector())),
@@ -295,9 +311,9 @@ fn ingress_service(p: &Platform) -> Manifest {
     })
 }
 
-fn egress_service() -> Manifest {
+fn egress_service(rev: &Revision) -> Manifest {
     Manifest::from_typed(&Service {
-        metadata: meta(EGRESS_GATEWAY, true, &EGRESS.labels()),
+        metadata: meta(EGRESS_GATEWAY, true, &borrowed(&EGRESS.labels(rev))),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(map(&EGRESS.selector())),
@@ -314,7 +330,7 @@ fn egress_service() -> Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::for_test as platform;
+    use crate::config::for_test_verrazzano as platform;
     use crate::k8s::{first_container as container, selects};
     use serde_json::{Value, json};
 

@@ -207,7 +207,7 @@ pub fn authorization_step(p: &Platform) -> Option<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::for_test as platform;
+    use crate::config::for_test_verrazzano as platform;
 
     fn policies(yaml: &str) -> Vec<Value> {
         authorization_step(&platform(yaml))

@@ -29,7 +29,8 @@ use serde_json::json;
 use crate::config::Platform;
 use crate::manifest::{Manifest, Step};
 use crate::names::{
-    ISTIO_CRDS_STEP, ISTIO_PEER_AUTHENTICATION_STEP, ISTIO_SYSTEM, NETWORK_POLICIES_STEP,
+    ISTIO_CONTROL_PLANE_STEP, ISTIO_CRDS_STEP, ISTIO_GATEWAYS_STEP, ISTIO_PEER_AUTHENTICATION_STEP,
+    ISTIO_REVISION_TAG_STEP, ISTIO_SYSTEM, ISTIO_WORKLOADS_STEP, NETWORK_POLICIES_STEP,
 };
 use crate::outputs::Outputs;
 use control_plane::after_istiod;
@@ -44,6 +45,39 @@ pub fn crds_step(_p: &Platform) -> Step {
         description: "Istio's custom resource definitions (Istio 1.19)".into(),
         depends_on: vec![NETWORK_POLICIES_STEP.to_string()],
         objects: crds::definitions(),
+        outputs: vec![],
+    }
+}
+
+/// The `istio.revision-tag` step (`upgrade: canary`): the default revision tag, which sends the
+/// namespaces labelled `istio-injection=enabled` (and the default validation) to the platform's
+/// revision. A version move updates it once the new revision is ready: that is the moment the
+/// mesh moves.
+pub fn revision_tag_step(p: &Platform) -> Step {
+    let rev = control_plane::Revision::of(p);
+    Step {
+        id: ISTIO_REVISION_TAG_STEP.to_string(),
+        description: format!("the default revision tag, pointing at revision {}", rev.name),
+        depends_on: vec![ISTIO_CONTROL_PLANE_STEP.to_string()],
+        objects: control_plane::revision_tag(&rev).to_vec(),
+        outputs: vec![],
+    }
+}
+
+/// The `istio.workloads` step: no objects of its own. Apply restarts there the workloads of the
+/// injected namespaces whose pods run without a sidecar or with another revision's (what the plan
+/// lists under "Workloads to restart"), once the mesh points at the platform's revision and the
+/// gateways run on it; the old revision's objects are deleted after it, with the rest of what
+/// left the configuration.
+pub fn workloads_step(p: &Platform) -> Step {
+    Step {
+        id: ISTIO_WORKLOADS_STEP.to_string(),
+        description: format!(
+            "workloads restarted onto revision {}",
+            control_plane::Revision::of(p).name
+        ),
+        depends_on: vec![ISTIO_GATEWAYS_STEP.to_string()],
+        objects: vec![],
         outputs: vec![],
     }
 }
@@ -75,6 +109,10 @@ pub fn steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
     let mut steps = vec![peer_authentication_step(p)];
     if p.components.installs_istio() {
         steps.extend([crds_step(p), control_plane::step(p), gateways::step(p)]);
+        if p.istio.revisioned() {
+            steps.push(revision_tag_step(p));
+        }
+        steps.push(workloads_step(p));
     }
     steps.push(mesh::server_header_step(p));
     steps.extend(mesh::authorization_step(p));
@@ -137,10 +175,15 @@ mod tests {
                 .map(|s| (s.id, s.depends_on))
                 .collect()
         };
-        let installed = deps("");
+        let installed = deps("components:\n  istio: {upgrade: inPlace}\n");
         assert_eq!(installed.len(), 3, "{installed:?}");
         for (id, d) in &installed {
             assert_eq!(d, &["istio.control-plane"], "{id}");
+        }
+        let revisioned = deps("");
+        assert_eq!(revisioned.len(), 3, "{revisioned:?}");
+        for (id, d) in &revisioned {
+            assert_eq!(d, &["istio.revision-tag"], "{id}: the tag sends them to the revision");
         }
         for (id, d) in deps("components:\n  istio: {install: false}\n") {
             assert!(d.is_empty(), "{id}: the existing istiod is a requirement");
@@ -156,6 +199,8 @@ mod tests {
             )
             .is_empty()
         );
-        assert_eq!(steps(&platform(""), &Outputs::default()).len(), 6);
+        assert_eq!(steps(&platform(""), &Outputs::default()).len(), 8);
+        let in_place = platform("components:\n  istio: {upgrade: inPlace}\n");
+        assert_eq!(steps(&in_place, &Outputs::default()).len(), 7, "no revision tag");
     }
 }
