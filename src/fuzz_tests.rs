@@ -230,6 +230,7 @@ fn the_saved_plan_decoder_never_panics() {
             refreshed: true,
             warnings: Vec::new(),
             connectivity: None,
+            restarts: Vec::new(),
         },
     };
     let encoded = serde_json::to_vec_pretty(&saved).expect("encode");

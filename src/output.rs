@@ -181,8 +181,17 @@ pub fn plan_text(plan: &Plan) -> String {
         .iter()
         .filter(|c| c.action != Action::NoOp)
         .collect();
-    if shown.is_empty() {
+    if shown.is_empty() && plan.restarts.is_empty() {
         out.push_str("No changes. The cluster matches the configuration.\n");
+        return out;
+    }
+    if shown.is_empty() {
+        restarts_text(&mut out, plan);
+        let _ = writeln!(
+            out,
+            "\nPlan: 0 to add, 0 to change, 0 to destroy; {} workload(s) to restart.",
+            plan.restarts.len()
+        );
         return out;
     }
     out.push_str(if plan.destroy {
@@ -263,6 +272,10 @@ pub fn plan_text(plan: &Plan) -> String {
                 "-",
                 "  # not created by vz: released (vz's fields removed), not deleted",
             ),
+            (Action::Forget, Cause::Moved) => (
+                ".",
+                "  # moved to another address of the configuration: kept, and recorded there",
+            ),
             (Action::Forget, _) => (
                 ".",
                 if c.live_uid.is_some() && plan.refreshed {
@@ -285,9 +298,13 @@ pub fn plan_text(plan: &Plan) -> String {
             let _ = writeln!(out, "      {}", field_line(f));
         }
     }
+    restarts_text(&mut out, plan);
     connectivity_text(&mut out, plan);
     let (add, change, destroy_n) = plan.counts();
     let mut extra = Vec::new();
+    if !plan.restarts.is_empty() {
+        extra.push(format!("{} workload(s) to restart", plan.restarts.len()));
+    }
     if plan.released() > 0 {
         extra.push(format!("{} to release, not delete", plan.released()));
     }
@@ -316,6 +333,18 @@ pub fn plan_text(plan: &Plan) -> String {
         "\nPlan: {add} to add, {change} to change, {destroy_n} to destroy.{released}"
     );
     out
+}
+
+/// The plan's "Workloads to restart": each Deployment, StatefulSet or DaemonSet apply restarts,
+/// at which step, and why.
+fn restarts_text(out: &mut String, plan: &Plan) {
+    if plan.restarts.is_empty() {
+        return;
+    }
+    out.push_str("\nWorkloads to restart (their pods are made again, a rollout at a time):\n\n");
+    for r in &plan.restarts {
+        let _ = writeln!(out, "  ~> {}  # at {}: {}", r.workload, r.step, r.why);
+    }
 }
 
 /// The plan's "Connectivity changes": each flow opened (`+`) or closed (`-`), then the flows of
@@ -425,7 +454,16 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
         "resource_changes": changes,
         "resource_drift": drift,
         "connectivity_changes": plan.connectivity,
-        "summary": {"add": add, "change": change, "destroy": destroy, "release": plan.released(), "recover": plan.recovered()},
+        "restarts": plan.restarts.iter().map(|r| json!({
+            "step": r.step,
+            "api_version": r.workload.api_version,
+            "kind": r.workload.kind,
+            "namespace": r.workload.namespace,
+            "name": r.workload.name,
+            "pods": r.pods,
+            "why": r.why,
+        })).collect::<Vec<_>>(),
+        "summary": {"add": add, "change": change, "destroy": destroy, "release": plan.released(), "recover": plan.recovered(), "restart": plan.restarts.len()},
     })
 }
 
@@ -496,6 +534,7 @@ mod tests {
             refreshed: true,
             warnings: Vec::new(),
             connectivity: None,
+            restarts: Vec::new(),
         }
     }
 

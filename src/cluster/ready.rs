@@ -36,7 +36,7 @@ pub fn has_rule(api_version: &str, kind: &str) -> bool {
         (api_version, kind),
         ("v1", "Namespace")
             | ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
-            | ("apps/v1", "Deployment")
+            | ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet")
             | ("v1", "Service")
             | (
                 "admissionregistration.k8s.io/v1",
@@ -73,12 +73,49 @@ pub fn readiness(obj: &Value) -> Readiness {
                 .unwrap_or(1);
             let updated = int_at(obj, "/status/updatedReplicas");
             let available = int_at(obj, "/status/availableReplicas");
+            // Pods of the old template still running (a rollout under way) count in `replicas`.
+            let old = int_at(obj, "/status/replicas") - updated;
+            if observed >= generation && updated >= wanted && available >= wanted && old <= 0 {
+                Readiness::Ready
+            } else {
+                Readiness::Waiting(format!(
+                    "{wanted} available replica(s) of the current generation and none of an older one ({available} available, {updated} updated, {} old, generation {observed}/{generation} observed){}",
+                    old.max(0),
+                    deployment_trouble(obj)
+                ))
+            }
+        }
+        ("apps/v1", "StatefulSet") => {
+            let generation = int_at(obj, "/metadata/generation");
+            let observed = int_at(obj, "/status/observedGeneration");
+            let wanted = obj
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            let updated = int_at(obj, "/status/updatedReplicas");
+            let available = int_at(obj, "/status/availableReplicas");
+            let current = str_at(obj, "/status/currentRevision");
+            let update = str_at(obj, "/status/updateRevision");
+            if observed >= generation && updated >= wanted && available >= wanted && current == update
+            {
+                Readiness::Ready
+            } else {
+                Readiness::Waiting(format!(
+                    "{wanted} available replica(s) of the current revision ({available} available, {updated} updated, generation {observed}/{generation} observed)"
+                ))
+            }
+        }
+        ("apps/v1", "DaemonSet") => {
+            let generation = int_at(obj, "/metadata/generation");
+            let observed = int_at(obj, "/status/observedGeneration");
+            let wanted = int_at(obj, "/status/desiredNumberScheduled");
+            let updated = int_at(obj, "/status/updatedNumberScheduled");
+            let available = int_at(obj, "/status/numberAvailable");
             if observed >= generation && updated >= wanted && available >= wanted {
                 Readiness::Ready
             } else {
                 Readiness::Waiting(format!(
-                    "{wanted} available replica(s) of the current generation ({available} available, {updated} updated, generation {observed}/{generation} observed){}",
-                    deployment_trouble(obj)
+                    "{wanted} available pod(s) of the current template ({available} available, {updated} updated, generation {observed}/{generation} observed)"
                 ))
             }
         }

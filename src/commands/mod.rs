@@ -313,6 +313,13 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
         .await?
     };
     crate::connectivity::changes::annotate(&mut plan, &context);
+    if !req.destroy && !partial && req.select.refresh {
+        let (restarts, warnings) =
+            crate::lifecycle::workloads::plan_restarts(&cluster, &desired.platform, &desired.steps)
+                .await?;
+        plan.restarts = restarts;
+        plan.warnings.extend(warnings);
+    }
     if !req.destroy && desired.platform.components.installs_istio() {
         let pilot = desired
             .platform

@@ -376,6 +376,7 @@ mod tests {
             refreshed,
             warnings: Vec::new(),
             connectivity: None,
+            restarts: Vec::new(),
         }
     }
 

@@ -31,6 +31,7 @@ use crate::cluster::{Cluster, ClusterError, Deleted, ObjectRef, only_vz_manages}
 use crate::engine::graph::{StepGraph, StepNode};
 use crate::engine::plan::{Action, Cause, Change, Plan, decide, unrecorded_record};
 use crate::engine::recorder::Recorder;
+use crate::engine::restart::{self, Restart};
 use crate::engine::rollback::{Entry, Undo, Undone, describe_undo, settle};
 use crate::engine::{Desired, EngineError};
 use crate::engine::{order, outputs};
@@ -99,8 +100,13 @@ pub async fn apply(
             .walk(false, opts.parallelism, |step| {
                 let run = &run;
                 let changes = by_step.get(step.as_str()).cloned().unwrap_or_default();
+                let restarts: Vec<&Restart> =
+                    plan.restarts.iter().filter(|r| r.step == step).collect();
                 let depends_on = graph.dependencies(&step);
-                async move { run.apply_step(&step, changes, &depends_on).await }
+                async move {
+                    run.apply_step(&step, changes, &depends_on).await?;
+                    run.restart_step(&step, restarts).await
+                }
             })
             .await;
         applied.map_err(combine)?;
@@ -218,6 +224,8 @@ struct Ledger {
     deleted: Vec<ObjectRef>,
     /// Namespaces being deleted, waited for once every step is done: address, object, uid.
     later: Vec<(String, ObjectRef, Option<String>)>,
+    /// Workloads this run restarted: a rollback restarts them again once the rest is undone.
+    restarted: Vec<ObjectRef>,
 }
 
 impl Drop for Run<'_> {
@@ -432,6 +440,43 @@ impl<'a> Run<'a> {
                 started.elapsed().as_secs_f64()
             ));
         }
+        Ok(())
+    }
+
+    /// Restart the workloads the plan restarts at `step`, in parallel, each waited for until its
+    /// rollout is complete.
+    async fn restart_step(&self, step: &str, restarts: Vec<&Restart>) -> Result<()> {
+        if restarts.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let results: Vec<Result<()>> = stream::iter(restarts.iter().map(|r| async move {
+            self.check_continue(&format!("restart {}", r.workload))?;
+            self.ledger().restarted.push(r.workload.clone());
+            if self.opts.wait {
+                restart::restart(
+                    self.cluster,
+                    &r.workload,
+                    self.deadline,
+                    &self.opts.interrupt,
+                )
+                .await
+            } else {
+                restart::restart_only(self.cluster, &r.workload).await
+            }
+        }))
+        .buffer_unordered(self.opts.parallelism.max(1))
+        .collect()
+        .await;
+        let errors: Vec<anyhow::Error> = results.into_iter().filter_map(Result::err).collect();
+        if !errors.is_empty() {
+            return Err(combine(errors));
+        }
+        self.progress.line(&format!(
+            "{step}: {} workload(s) restarted in {:.1}s",
+            restarts.len(),
+            started.elapsed().as_secs_f64()
+        ));
         Ok(())
     }
 
@@ -974,7 +1019,8 @@ impl<'a> Run<'a> {
     /// and whether everything was undone (and the state written).
     async fn rollback(&self, original: State) -> (String, bool) {
         let mut journal = std::mem::take(&mut self.ledger().journal);
-        if journal.is_empty() {
+        let restarted = std::mem::take(&mut self.ledger().restarted);
+        if journal.is_empty() && restarted.is_empty() {
             return (
                 "Nothing had been changed, so there was nothing to roll back; the state is unchanged."
                     .into(),
@@ -1022,6 +1068,25 @@ impl<'a> Run<'a> {
                     }
                 };
                 settle(&mut state, &e.address, &e.undo, &outcome, &run_state);
+            }
+        }
+        // Restarted workloads made pods from what this run changed (a sidecar of the new
+        // revision): now that it is put back, they are restarted once more, onto what was there.
+        // Ctrl-C does not stop a rollback: it waits regardless.
+        let unstoppable = &Interrupt::never();
+        let restarts = stream::iter(restarted.iter().map(|w| async move {
+            let r = restart::restart(self.cluster, w, deadline, unstoppable).await;
+            (w, r)
+        }))
+        .buffer_unordered(self.opts.parallelism.max(1))
+        .collect::<Vec<_>>()
+        .await;
+        for (w, r) in restarts {
+            match r {
+                Ok(()) => done.push(format!("  - restarted {w} again (restarted by this run)")),
+                Err(err) => failed.push(format!(
+                    "  - could not restart {w} again (restarted by this run): {err:#}"
+                )),
             }
         }
         // Continue the history on disk: the rolled-back state is the next serial.

@@ -6,6 +6,7 @@
 //! - [`plan`]: desired vs recorded vs live; [`plan::decide`] holds its decisions as pure functions.
 //! - [`apply`]: applying and deleting along the DAG, with the state written after every step, and
 //!   rolling back on failure.
+//! - [`restart`]: workloads a plan restarts (their pods made again), and how.
 //! - [`rollback`]: how changes are undone, and what the state records after an undo.
 //! - `recorder`: the state as a run changes it, written to the store at most every so often.
 //! - [`saved`]: plans saved to a file, bound to the configuration and state they were made from.
@@ -15,6 +16,7 @@ pub mod graph;
 pub mod order;
 pub mod outputs;
 pub mod plan;
+pub mod restart;
 mod recorder;
 pub mod requirements;
 pub mod rollback;

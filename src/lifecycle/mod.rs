@@ -20,6 +20,9 @@
 //!   webhooks and trust stores): planned from what the cluster holds, issued during apply.
 //! - [`external_dns`]: ExternalDNS's final sync, so the records it made go with their sources.
 //!
+//! Not a hook but planned beside them: [`workloads`], the workloads of injected namespaces whose
+//! pods lack a sidecar or run another revision's, which apply restarts at their step.
+//!
 //! DNS records written on a DNS server (`dns.rfc2136`) are not a lifecycle: they are objects of
 //! their own API group, kept in a store the cluster is given for that group
 //! ([`crate::cluster::elsewhere`]; the DNS server's is [`crate::dns::Records`]).
@@ -40,6 +43,7 @@ use crate::output::Progress;
 
 pub mod certificates;
 pub mod external_dns;
+pub mod workloads;
 
 /// What a hook of a run (apply, destroy) works with: the run's cluster, deadline, Ctrl-C and
 /// display.

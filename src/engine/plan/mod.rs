@@ -26,6 +26,7 @@ use crate::diff::{FieldChange, diff, normalize, unknown_fields};
 use crate::engine::EngineError;
 use crate::engine::graph::StepGraph;
 use crate::engine::order;
+use crate::engine::restart::Restart;
 use crate::lifecycle::{PlanContext, Plannings, Prepared};
 use crate::sensitive::{mask_fields, mask_object};
 
@@ -81,6 +82,10 @@ pub enum Cause {
     /// The certificate it holds is issued again (see [`Change::reissue`] for why), or it holds a
     /// copy of one that is.
     Reissue,
+    /// The object left the configuration under this address but is desired under another (its
+    /// step changed, say `istiod-default-validator` between `istio.control-plane` and
+    /// `istio.revision-tag`): this address is dropped from the state, the object is kept.
+    Moved,
 }
 
 /// One object's entry in the plan.
@@ -145,6 +150,10 @@ pub struct Plan {
     /// or a policy could not be evaluated, which `warnings` then says).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connectivity: Option<ConnectivityChanges>,
+    /// Workloads apply restarts (their pods must be made again: a sidecar missing or from
+    /// another revision), each at its step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<Restart>,
 }
 
 impl Plan {
@@ -188,7 +197,7 @@ impl Plan {
 
     /// Whether applying the plan would change the cluster.
     pub fn has_changes(&self) -> bool {
-        self.counts() != (0, 0, 0)
+        self.counts() != (0, 0, 0) || !self.restarts.is_empty()
     }
 
     /// Whether applying the plan would change the cluster or the state.
@@ -366,7 +375,7 @@ pub async fn plan(
     .buffered(opts.parallelism.max(1))
     .try_collect()
     .await?;
-    changes.extend(deletions);
+    changes.extend(moved(deletions, &changes));
     if state.unfinished.is_some() && opts.refresh && selected.is_all() {
         let mut kinds = opts.kinds.clone();
         kinds.extend(
@@ -387,6 +396,7 @@ pub async fn plan(
         refreshed: opts.refresh,
         warnings: Vec::new(),
         connectivity: None,
+        restarts: Vec::new(),
     })
 }
 
@@ -535,6 +545,7 @@ pub async fn plan_destroy(cluster: &Cluster, state: &State, opts: &PlanOptions) 
         refreshed: opts.refresh,
         warnings: Vec::new(),
         connectivity: None,
+        restarts: Vec::new(),
     })
 }
 
@@ -1161,6 +1172,33 @@ fn origin(r: &ObjectRecord) -> Origin {
 }
 
 /// The object a record names.
+/// `deletions`, with those of objects that `desired` keeps under another address made a
+/// [`Cause::Moved`] forget: deleting them at the end of apply would delete what the other address
+/// just applied.
+fn moved(deletions: Vec<Change>, desired: &[Change]) -> Vec<Change> {
+    let identity = |o: &ObjectRef| {
+        (
+            order::group_of(&o.api_version).to_string(),
+            o.kind.clone(),
+            o.namespace.clone(),
+            o.name.clone(),
+        )
+    };
+    let kept: HashSet<_> = desired.iter().map(|c| identity(&c.object)).collect();
+    deletions
+        .into_iter()
+        .map(|mut c| {
+            if matches!(c.action, Action::Delete | Action::Release)
+                && kept.contains(&identity(&c.object))
+            {
+                c.action = Action::Forget;
+                c.cause = Cause::Moved;
+            }
+            c
+        })
+        .collect()
+}
+
 fn record_ref(r: &ObjectRecord) -> ObjectRef {
     ObjectRef {
         api_version: r.api_version.clone(),
