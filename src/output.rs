@@ -637,7 +637,7 @@ mod tests {
         assert_eq!(j["resource_drift"][0]["fields"][0]["live"], json!(1));
         assert_eq!(
             j["summary"],
-            json!({"add": 1, "change": 1, "destroy": 1, "release": 0, "recover": 0})
+            json!({"add": 1, "change": 1, "destroy": 1, "release": 0, "recover": 0, "restart": 0})
         );
     }
 

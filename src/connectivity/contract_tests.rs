@@ -43,7 +43,8 @@ impl OneOrMany {
 }
 
 impl Contract {
-    /// Whether `pattern` (a group, `cluster`, `outside`, `ns/*` or `ns/name`) names `peer`, as the
+    /// Whether `pattern` (a group, `cluster`, `outside`, `ns/*`, `ns/name` or `ns/prefix*`) names
+    /// `peer`, as the
     /// analyser names peers (`ns/name[Kind]`, or an address range).
     fn names(&self, pattern: &str, peer: &str) -> bool {
         if let Some(members) = self.groups.get(pattern) {
@@ -53,8 +54,8 @@ impl Contract {
         match (pattern, workload) {
             ("cluster", w) => w.is_some(),
             ("outside", w) => w.is_none(),
-            (p, Some(w)) => match p.strip_suffix("/*") {
-                Some(ns) => w.split_once('/').is_some_and(|(n, _)| n == ns),
+            (p, Some(w)) => match p.strip_suffix('*') {
+                Some(prefix) => w.starts_with(prefix),
                 None => p == w,
             },
             _ => false,
