@@ -165,7 +165,18 @@ pub fn istio_warning(pilot_image: &str, v: &KubeVersion) -> Option<String> {
         .filter(|(_, l, h)| (*l..=*h).contains(&v.minor))
         .map(|(r, _, _)| *r)
         .collect();
+    let installs = vz_providers::config::ISTIO_RELEASES
+        .iter()
+        .find(|r| fits.contains(&r.minor));
     let advice = match fits.len() {
+        _ if installs.is_some() => {
+            let version = installs.map(|r| r.version).unwrap_or_default();
+            let verb = if fits.len() == 1 { "supports" } else { "support" };
+            format!(
+                "Istio {} {verb} it, and vz installs Istio {version}: set `components.istio.version: {version}` (the default; with `upgrade: canary` the move is a canary upgrade)",
+                listed(fits)
+            )
+        }
         0 => "no Istio release vz knows of supports it".to_string(),
         1 => format!(
             "Istio {} supports it: set images.pilot and images.proxyV2 to that release's images",
@@ -256,7 +267,10 @@ mod tests {
     fn istio_19_on_kubernetes_1_36_is_warned_about_with_the_releases_that_fit() {
         let w = istio_warning("ghcr.io/verrazzano/pilot:1.19.3-x", &v(36)).expect("warned");
         assert!(w.contains("Istio 1.19 (image ghcr.io/verrazzano/pilot:1.19.3-x) supports Kubernetes 1.25 to 1.28, but this cluster runs v1.36.0"), "{w}");
-        assert!(w.contains("Istio 1.30 supports it"), "{w}");
+        assert!(
+            w.contains("Istio 1.30 supports it, and vz installs Istio 1.30.1: set `components.istio.version: 1.30.1`"),
+            "{w}"
+        );
         assert_eq!(istio_warning("istio/pilot:1.30.4", &v(36)), None);
         assert_eq!(istio_warning("istio/pilot:1.19.3", &v(27)), None);
         let both = istio_warning("istio/pilot:1.19.3", &v(35)).expect("warned");

@@ -336,7 +336,7 @@ fn apply_waits_for_the_nginx_deployments_and_a_pod_held_unready_times_out_and_ro
     run.expect_code(exit::ROLLED_BACK);
     assert!(
         run.stderr.contains(&format!(
-            "timed out waiting for Deployment {NGINX_NS}/{NGINX_SVC} to be ready: waiting for 1 available replica(s) of the current generation (0 available"
+            "timed out waiting for Deployment {NGINX_NS}/{NGINX_SVC} to be ready: waiting for 1 available replica(s) of the current generation and none of an older one (0 available"
         )) && run.stderr.contains(
             "; condition Available=False (MinimumReplicasUnavailable): Deployment does not have minimum availability."
         ),

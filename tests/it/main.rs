@@ -22,3 +22,4 @@ mod snapshots;
 mod state_cmds;
 mod team_state;
 mod testenv;
+mod upgrades;
