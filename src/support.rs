@@ -171,7 +171,11 @@ pub fn istio_warning(pilot_image: &str, v: &KubeVersion) -> Option<String> {
     let advice = match fits.len() {
         _ if installs.is_some() => {
             let version = installs.map(|r| r.version).unwrap_or_default();
-            let verb = if fits.len() == 1 { "supports" } else { "support" };
+            let verb = if fits.len() == 1 {
+                "supports"
+            } else {
+                "support"
+            };
             format!(
                 "Istio {} {verb} it, and vz installs Istio {version}: set `components.istio.version: {version}` (the default; with `upgrade: canary` the move is a canary upgrade)",
                 listed(fits)
@@ -268,7 +272,7 @@ mod tests {
         let w = istio_warning("ghcr.io/verrazzano/pilot:1.19.3-x", &v(36)).expect("warned");
         assert!(w.contains("Istio 1.19 (image ghcr.io/verrazzano/pilot:1.19.3-x) supports Kubernetes 1.25 to 1.28, but this cluster runs v1.36.0"), "{w}");
         assert!(
-            w.contains("Istio 1.30 supports it, and vz installs Istio 1.30.1: set `components.istio.version: 1.30.1`"),
+            w.contains("Istio 1.30 supports it, and vz installs Istio 1.30.3: set `components.istio.version: 1.30.3`"),
             "{w}"
         );
         assert_eq!(istio_warning("istio/pilot:1.30.4", &v(36)), None);

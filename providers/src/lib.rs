@@ -175,7 +175,7 @@ mod tests {
             exclusive(""),
             [
                 "namespaces/Namespace/istio-system",
-                "istio.control-plane/Deployment/istio-system/istiod-1-30-1",
+                "istio.control-plane/Deployment/istio-system/istiod-1-30-3",
                 "ingress-nginx/IngressClass/verrazzano-nginx",
                 "ingress-nginx/Deployment/verrazzano-ingress-nginx/ingress-controller-ingress-nginx-controller",
             ]

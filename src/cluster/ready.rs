@@ -96,7 +96,10 @@ pub fn readiness(obj: &Value) -> Readiness {
             let available = int_at(obj, "/status/availableReplicas");
             let current = str_at(obj, "/status/currentRevision");
             let update = str_at(obj, "/status/updateRevision");
-            if observed >= generation && updated >= wanted && available >= wanted && current == update
+            if observed >= generation
+                && updated >= wanted
+                && available >= wanted
+                && current == update
             {
                 Readiness::Ready
             } else {

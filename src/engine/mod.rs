@@ -16,9 +16,9 @@ pub mod graph;
 pub mod order;
 pub mod outputs;
 pub mod plan;
-pub mod restart;
 mod recorder;
 pub mod requirements;
+pub mod restart;
 pub mod rollback;
 pub mod saved;
 

@@ -40,7 +40,11 @@ pub enum Sidecar {
 
 impl Sidecar {
     fn describe(&self, pods: usize, revision: &str, image: &str) -> String {
-        let (s, runs) = if pods == 1 { ("", "runs") } else { ("s", "run") };
+        let (s, runs) = if pods == 1 {
+            ("", "runs")
+        } else {
+            ("s", "run")
+        };
         match self {
             Sidecar::Missing => format!("{pods} pod{s} {runs} without a sidecar"),
             Sidecar::Revision(old) => format!(
@@ -117,6 +121,15 @@ fn injected_namespaces(steps: &[Step]) -> Vec<String> {
         .collect()
 }
 
+/// A pod whose sidecar is stale or missing.
+struct StalePod {
+    namespace: String,
+    /// Its controller (kind, name): a ReplicaSet, StatefulSet, DaemonSet, Job, ...
+    owner: Option<(String, String)>,
+    name: String,
+    why: Sidecar,
+}
+
 /// The workloads apply restarts at step `istio.workloads`, and warnings of stale pods it cannot
 /// restart. Nothing when the platform has no such step (Istio off, or someone else's).
 pub async fn plan_restarts(
@@ -136,8 +149,7 @@ pub async fn plan_restarts(
     }
     let revision = p.istio.revision();
     let image = p.images.reference(Image::ProxyV2);
-    // (namespace, owner kind, owner name) → why, and how many pods.
-    let mut stale_pods: Vec<(String, Option<(String, String)>, String, Sidecar)> = Vec::new();
+    let mut stale_pods: Vec<StalePod> = Vec::new();
     let pods = cluster
         .list_selected("v1", "Pod", "", Listing::Slim, |pod| {
             let ns = pod["metadata"]["namespace"].as_str()?.to_string();
@@ -145,8 +157,16 @@ pub async fn plan_restarts(
                 return None;
             }
             let why = stale(&pod, &revision, &image)?;
-            let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            Some((ns, controller(&pod), name, why))
+            let name = pod["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            Some(StalePod {
+                owner: controller(&pod),
+                namespace: ns,
+                name,
+                why,
+            })
         })
         .await?;
     stale_pods.extend(pods.unwrap_or_default());
@@ -157,7 +177,7 @@ pub async fn plan_restarts(
     let mut replica_sets: HashMap<(String, String), (String, String)> = HashMap::new();
     if stale_pods
         .iter()
-        .any(|(_, o, _, _)| o.as_ref().is_some_and(|(k, _)| k == "ReplicaSet"))
+        .any(|p| p.owner.as_ref().is_some_and(|(k, _)| k == "ReplicaSet"))
     {
         let listed = cluster
             .list_selected("apps/v1", "ReplicaSet", "", Listing::Metadata, |rs| {
@@ -171,7 +191,13 @@ pub async fn plan_restarts(
     let mut workloads: BTreeMap<(String, String, String), BTreeMap<Sidecar, usize>> =
         BTreeMap::new();
     let mut warnings = Vec::new();
-    for (ns, owner, pod, why) in stale_pods {
+    for StalePod {
+        namespace: ns,
+        owner,
+        name: pod,
+        why,
+    } in stale_pods
+    {
         let owner = match owner {
             Some((kind, name)) if kind == "ReplicaSet" => {
                 replica_sets.get(&(ns.clone(), name)).cloned()
@@ -230,20 +256,23 @@ mod tests {
     #[test]
     fn a_pod_without_a_sidecar_or_with_another_revisions_is_stale() {
         let none = pod(json!({}), None);
-        assert_eq!(stale(&none, "1-30-1", "proxy:1.30.1"), Some(Sidecar::Missing));
+        assert_eq!(
+            stale(&none, "1-30-3", "proxy:1.30.3"),
+            Some(Sidecar::Missing)
+        );
         let old = pod(
             json!({SIDECAR_STATUS: r#"{"containers":["istio-proxy"],"revision":"1-19-3"}"#}),
             Some("proxy:1.19.3"),
         );
         assert_eq!(
-            stale(&old, "1-30-1", "proxy:1.30.1"),
+            stale(&old, "1-30-3", "proxy:1.30.3"),
             Some(Sidecar::Revision("1-19-3".into()))
         );
         let current = pod(
-            json!({SIDECAR_STATUS: r#"{"containers":["istio-proxy"],"revision":"1-30-1"}"#}),
-            Some("proxy:1.30.1"),
+            json!({SIDECAR_STATUS: r#"{"containers":["istio-proxy"],"revision":"1-30-3"}"#}),
+            Some("proxy:1.30.3"),
         );
-        assert_eq!(stale(&current, "1-30-1", "proxy:1.30.1"), None);
+        assert_eq!(stale(&current, "1-30-3", "proxy:1.30.3"), None);
     }
 
     #[test]
@@ -253,7 +282,7 @@ mod tests {
             Some("proxy:1.19.3"),
         );
         assert_eq!(
-            stale(&old, "default", "proxy:1.30.1"),
+            stale(&old, "default", "proxy:1.30.3"),
             Some(Sidecar::Image("proxy:1.19.3".into()))
         );
         assert_eq!(stale(&old, "default", "proxy:1.19.3"), None);
@@ -262,23 +291,23 @@ mod tests {
     #[test]
     fn pods_that_opt_out_run_on_the_host_or_are_done_are_left_alone() {
         let mut p = pod(json!({INJECT: "false"}), None);
-        assert_eq!(stale(&p, "1-30-1", "x"), None);
+        assert_eq!(stale(&p, "1-30-3", "x"), None);
         p = pod(json!({}), None);
         p["spec"]["hostNetwork"] = json!(true);
-        assert_eq!(stale(&p, "1-30-1", "x"), None);
+        assert_eq!(stale(&p, "1-30-3", "x"), None);
         p = pod(json!({}), None);
         p["status"] = json!({"phase": "Succeeded"});
-        assert_eq!(stale(&p, "1-30-1", "x"), None);
+        assert_eq!(stale(&p, "1-30-3", "x"), None);
         p = pod(json!({}), None);
         p["metadata"]["deletionTimestamp"] = json!("2026-12-07T00:00:00Z");
-        assert_eq!(stale(&p, "1-30-1", "x"), None);
+        assert_eq!(stale(&p, "1-30-3", "x"), None);
     }
 
     #[test]
     fn the_reason_counts_the_pods() {
         assert_eq!(
-            Sidecar::Revision("1-19-3".into()).describe(2, "1-30-1", "i"),
-            "2 pods run the sidecar of revision 1-19-3; revision 1-30-1 injects now"
+            Sidecar::Revision("1-19-3".into()).describe(2, "1-30-3", "i"),
+            "2 pods run the sidecar of revision 1-19-3; revision 1-30-3 injects now"
         );
         assert_eq!(
             Sidecar::Missing.describe(1, "r", "i"),

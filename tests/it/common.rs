@@ -59,12 +59,22 @@ static POOL: Mutex<Vec<TempDir>> = Mutex::new(Vec::new());
 /// Planes kept waiting at most (about as many as tests run at once).
 const POOL_SIZE: usize = 2;
 
-/// A running control plane plus a working directory for configs and state.
 /// How many objects `examples/quickstart.yaml` manages: 8 namespaces, 19 NetworkPolicies, 15 Istio
 /// CRDs, 1 PeerAuthentication, the NGINX controller (IngressClass, 3 Services, 2 Deployments, 2
 /// ConfigMaps, 2 ServiceAccounts, Role, RoleBinding, ClusterRole, ClusterRoleBinding), 5 system
-/// Ingresses.
-pub const QUICKSTART_OBJECTS: usize = 98;
+/// Ingresses, istiod's revision and the default revision tag pointing at it, the gateways.
+pub const QUICKSTART_OBJECTS: usize = 99;
+
+/// istiod's Deployment and Service in `istio-system`: named after the revision of the default
+/// Istio release (README, "Upgrades").
+pub const ISTIOD: &str = "istiod-1-30-3";
+/// istiod's sidecar injector (MutatingWebhookConfiguration and ConfigMap).
+pub const INJECTOR: &str = "istio-sidecar-injector-1-30-3";
+/// istiod's own ValidatingWebhookConfiguration.
+pub const VALIDATOR: &str = "istio-validator-1-30-3-istio-system";
+/// The default revision tag's MutatingWebhookConfiguration: what injects namespaces labelled
+/// `istio-injection=enabled`.
+pub const TAG_INJECTOR: &str = "istio-revision-tag-default";
 
 /// `vz`'s exit codes (README, "Exit codes").
 pub mod exit {
@@ -88,6 +98,7 @@ pub mod exit {
 /// its CRDs are there).
 pub const MANAGED_KINDS: &str = "namespaces,secrets,networkpolicies,customresourcedefinitions,peerauthentications,ingressclasses,services,ingresses,deployments,configmaps,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,mutatingwebhookconfigurations,validatingwebhookconfigurations,authorizationpolicies,envoyfilters";
 
+/// A running control plane plus a working directory for configs and state.
 pub struct TestEnv {
     /// Holds the control plane's files (etcd data, logs, kubeconfig); taken when dropped.
     plane: Option<TempDir>,

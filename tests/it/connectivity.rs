@@ -22,11 +22,11 @@ fn explain_access_answers_with_the_deciding_policy() {
         "-f",
         &cfg,
         "shop/orders",
-        "istio-system/istiod-1-30-1",
+        "istio-system/istiod-1-30-3",
         "15012",
     ]);
     allowed.expect_code(0).expect_stdout(
-        "shop/orders -> istio-system/istiod-1-30-1 TCP 15012: allowed\n  egress of shop/orders: not restricted (no NetworkPolicy selects it for egress)\n  ingress of istio-system/istiod-1-30-1: allowed by istio-system/istiod-access (TCP 15012,15017)\n",
+        "shop/orders -> istio-system/istiod-1-30-3 TCP 15012: allowed\n  egress of shop/orders: not restricted (no NetworkPolicy selects it for egress)\n  ingress of istio-system/istiod-1-30-3: allowed by istio-system/istiod-access (TCP 15012,15017)\n",
     );
     let denied = vz_bare(&[
         "explain-access",
@@ -45,10 +45,10 @@ fn explain_access_answers_with_the_deciding_policy() {
         "-f",
         &cfg,
         "203.0.113.9",
-        "istio-system/istiod-1-30-1",
+        "istio-system/istiod-1-30-3",
     ])
     .expect_code(0)
-    .expect_stdout("203.0.113.9 -> istio-system/istiod-1-30-1: allowed: TCP 15017\n");
+    .expect_stdout("203.0.113.9 -> istio-system/istiod-1-30-3: allowed: TCP 15017\n");
     let json = vz_bare(&[
         "explain-access",
         "-f",
@@ -87,7 +87,7 @@ fn explain_access_says_what_it_cannot_find_and_takes_workloads_it_is_given() {
         "-f",
         &cfg,
         "shop/order",
-        "istio-system/istiod-1-30-1",
+        "istio-system/istiod-1-30-3",
     ])
     .expect_code(exit::USAGE)
     .expect_stderr("SRC: no workload shop/order in the configuration")
@@ -97,7 +97,7 @@ fn explain_access_says_what_it_cannot_find_and_takes_workloads_it_is_given() {
         "-f",
         &cfg,
         "shop/orders",
-        "istio-system/istiod-1-30-1",
+        "istio-system/istiod-1-30-3",
         "80/icmp",
     ])
     .expect_code(exit::USAGE)
@@ -115,7 +115,7 @@ fn explain_access_says_what_it_cannot_find_and_takes_workloads_it_is_given() {
         "-f",
         &cfg,
         "shop/orders-worker",
-        "istio-system/istiod-1-30-1",
+        "istio-system/istiod-1-30-3",
         "15012",
         "--workloads",
         file.to_str().expect("utf8 path"),
@@ -125,7 +125,7 @@ fn explain_access_says_what_it_cannot_find_and_takes_workloads_it_is_given() {
     // Without SRC and DST: every flow.
     let all = vz_bare(&["explain-access", "-f", &cfg]);
     all.expect_code(0)
-        .expect_stdout("shop/orders -> istio-system/istiod-1-30-1 TCP 15012,15017\n")
+        .expect_stdout("shop/orders -> istio-system/istiod-1-30-3 TCP 15012,15017\n")
         .expect_stdout("outside the cluster -> istio-system/istio-ingressgateway TCP 8443\n");
 }
 
@@ -175,22 +175,25 @@ fn the_plan_shows_the_flows_a_new_application_opens_and_its_destroy_closes() {
     let (text, flows) = connectivity(&env, &["plan", "-f", &cfg]);
     assert!(
         text.contains(
-            "Connectivity changes:\n\n  + shop/orders -> istio-system/istiod-1-30-1 TCP 15012\n"
+            "Connectivity changes:\n\n  + shop/orders -> istio-system/istiod-1-30-3 TCP 15012\n"
         ),
         "{text}"
     );
-    assert_eq!(flows, ["open shop/orders -> istio-system/istiod-1-30-1 TCP 15012"]);
+    assert_eq!(
+        flows,
+        ["open shop/orders -> istio-system/istiod-1-30-3 TCP 15012"]
+    );
 
     env.vz(&["apply", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
     let (text, flows) = connectivity(&env, &["plan", "-f", &cfg, "--destroy", "--app", "orders"]);
     assert!(
-        text.contains("  - shop/orders -> istio-system/istiod-1-30-1 TCP 15012\n"),
+        text.contains("  - shop/orders -> istio-system/istiod-1-30-3 TCP 15012\n"),
         "{text}"
     );
     assert_eq!(
         flows,
-        ["close shop/orders -> istio-system/istiod-1-30-1 TCP 15012"]
+        ["close shop/orders -> istio-system/istiod-1-30-3 TCP 15012"]
     );
     // Nothing to change, no connectivity changes.
     let (text, flows) = connectivity(&env, &["plan", "-f", &cfg]);

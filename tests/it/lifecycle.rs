@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::common::{
-    MANAGED_KINDS, QUICKSTART_OBJECTS, TestEnv, drift_authproxy_port, exit, repo_root,
+    ISTIOD, MANAGED_KINDS, QUICKSTART_OBJECTS, TestEnv, drift_authproxy_port, exit, repo_root,
 };
 
 /// System namespaces the quick start creates.
@@ -294,7 +294,7 @@ fn rendered_yaml_applies_cleanly_with_kubectl() {
             "istio-system",
             "wait",
             "--for=condition=Available",
-            "deployment/istiod",
+            &format!("deployment/{ISTIOD}"),
             "--timeout=120s",
         ])
         .expect_code(0);

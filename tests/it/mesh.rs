@@ -4,11 +4,10 @@
 
 use serde_json::Value;
 
-use crate::common::{TestEnv, base64, exit};
+use crate::common::{INJECTOR, ISTIOD, TAG_INJECTOR, TestEnv, VALIDATOR, base64, exit};
 
 const NGINX_NS: &str = "verrazzano-ingress-nginx";
 const NGINX_CONTROLLER: &str = "ingress-controller-ingress-nginx-controller";
-const INJECTOR: &str = "istio-sidecar-injector";
 
 /// The calls the webhook stand-in received, one JSON object each.
 fn webhook_calls(env: &TestEnv) -> Vec<Value> {
@@ -26,7 +25,7 @@ fn pause_istiod(env: &TestEnv) {
 
 /// The Deployments of the quick start (namespace, name), each with one replica.
 const QUICKSTART_WORKLOADS: [(&str, &str); 5] = [
-    ("istio-system", "istiod"),
+    ("istio-system", ISTIOD),
     ("istio-system", "istio-ingressgateway"),
     ("istio-system", "istio-egressgateway"),
     (NGINX_NS, NGINX_CONTROLLER),
@@ -59,7 +58,8 @@ fn istiod_writes_its_ca_into_its_webhooks_and_the_injector_is_called_for_every_n
     );
     for config in [
         format!("mutatingwebhookconfiguration/{INJECTOR}"),
-        "validatingwebhookconfiguration/istio-validator-istio-system".to_string(),
+        format!("mutatingwebhookconfiguration/{TAG_INJECTOR}"),
+        format!("validatingwebhookconfiguration/{VALIDATOR}"),
         "validatingwebhookconfiguration/istiod-default-validator".to_string(),
     ] {
         let c = env.get_json(&[&config]).expect("webhook configuration");
@@ -121,7 +121,9 @@ fn until_istiod_writes_its_ca_apply_creates_no_injected_pod_and_times_out_naming
             && run
                 .stderr
                 .contains("to be ready: waiting for a CA bundle in webhook")
-            && run.stderr.contains("Service istio-system/istiod"),
+            && run
+                .stderr
+                .contains(&format!("Service istio-system/{ISTIOD}")),
         "{}",
         run.stderr
     );
@@ -141,12 +143,13 @@ fn until_istiod_writes_its_ca_apply_creates_no_injected_pod_and_times_out_naming
 fn an_injector_the_api_server_cannot_verify_refuses_nginx_pods_and_apply_reports_it_and_rolls_back()
 {
     let (env, cfg) = TestEnv::with_quickstart_applied();
-    // istiod stops keeping its webhooks up to date, and the injector's CA bundle is now one that
-    // did not sign istiod's certificate.
+    // istiod stops keeping its webhooks up to date, and the CA bundle of the injector NGINX's
+    // namespace calls (the default revision tag's) is now one that did not sign istiod's
+    // certificate.
     pause_istiod(&env);
     let wrong = std::fs::read(env.plane_file("pki/ca.crt")).expect("the plane's CA");
     let hooks = env
-        .get_json(&["mutatingwebhookconfiguration", INJECTOR])
+        .get_json(&["mutatingwebhookconfiguration", TAG_INJECTOR])
         .and_then(|c| c["webhooks"].as_array().map(Vec::len))
         .expect("the injector's webhooks");
     let patch: Vec<Value> = (0..hooks)
@@ -162,7 +165,7 @@ fn an_injector_the_api_server_cannot_verify_refuses_nginx_pods_and_apply_reports
     env.kubectl(&[
         "patch",
         "mutatingwebhookconfiguration",
-        INJECTOR,
+        TAG_INJECTOR,
         "--type=json",
         "-p",
         &patch.to_string(),
@@ -268,7 +271,7 @@ fn the_full_example_with_a_plugin_ca_runs_every_workload_and_destroys_to_nothing
     applied.expect_code(0);
     assert!(!leaked(&applied.stdout) && !leaked(&applied.stderr));
     for (ns, name, replicas) in [
-        ("istio-system", "istiod", 1),
+        ("istio-system", ISTIOD, 1),
         ("istio-system", "istio-ingressgateway", 2),
         ("istio-system", "istio-egressgateway", 1),
         (NGINX_NS, NGINX_CONTROLLER, 1),

@@ -153,7 +153,7 @@ fn the_json_plan_lists_every_change_with_its_actions() {
     assert_eq!(plan["format_version"], "1.0");
     assert_eq!(
         plan["summary"],
-        serde_json::json!({"add": 0, "change": 1, "destroy": 0, "release": 0, "recover": 0})
+        serde_json::json!({"add": 0, "change": 1, "destroy": 0, "release": 0, "recover": 0, "restart": 0})
     );
     let changes = plan["resource_changes"].as_array().expect("changes");
     assert_eq!(changes.len(), QUICKSTART_OBJECTS, "no-ops are listed too");

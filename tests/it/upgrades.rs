@@ -1,5 +1,5 @@
 //! Upgrades on the test plane: the quick start installed with Verrazzano's Istio 1.19.3, then moved
-//! to Istio 1.30.1 by changing `components.istio.version`. The move plans and applies as Istio's
+//! to Istio 1.30.3 by changing `components.istio.version`. The move plans and applies as Istio's
 //! canary upgrade — the new revision beside the old, the default tag moved to it, the gateways
 //! moved, the workloads restarted onto it, the old revision removed last — and a failure on the
 //! way rolls back to the old revision, still serving.
@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::common::{TestEnv, exit};
 
 const OLD: &str = "1-19-3";
-const NEW: &str = "1-30-1";
+const NEW: &str = "1-30-3";
 
 /// The quick start, on Istio `version`.
 fn quickstart_on(env: &TestEnv, version: &str) -> String {
@@ -39,23 +39,33 @@ fn workload(env: &TestEnv, name: &str, replicas: u32) {
 
 /// Wait until Deployment `name` in verrazzano-system runs only pods of its current template.
 fn rolled_out(env: &TestEnv, name: &str) {
-    env.eventually(std::time::Duration::from_secs(60), &format!("{name} rolled out"), || {
-        let d = env.get_json(&["deployment", "-n", "verrazzano-system", name])?;
-        let wanted = d["spec"]["replicas"].as_i64()?;
-        let status = &d["status"];
-        (status["observedGeneration"] == d["metadata"]["generation"]
-            && status["updatedReplicas"].as_i64() == Some(wanted)
-            && status["availableReplicas"].as_i64() == Some(wanted)
-            && status["replicas"].as_i64() == Some(wanted))
-        .then_some(())
-    });
+    env.eventually(
+        std::time::Duration::from_secs(60),
+        &format!("{name} rolled out"),
+        || {
+            let d = env.get_json(&["deployment", "-n", "verrazzano-system", name])?;
+            let wanted = d["spec"]["replicas"].as_i64()?;
+            let status = &d["status"];
+            (status["observedGeneration"] == d["metadata"]["generation"]
+                && status["updatedReplicas"].as_i64() == Some(wanted)
+                && status["availableReplicas"].as_i64() == Some(wanted)
+                && status["replicas"].as_i64() == Some(wanted))
+            .then_some(())
+        },
+    );
 }
 
 /// The revision that injected each pod of `name` (from `sidecar.istio.io/status`), with its proxy
 /// image.
 fn sidecars(env: &TestEnv, name: &str) -> Vec<(String, String)> {
     let pods = env
-        .get_json(&["pods", "-n", "verrazzano-system", "-l", &format!("app={name}")])
+        .get_json(&[
+            "pods",
+            "-n",
+            "verrazzano-system",
+            "-l",
+            &format!("app={name}"),
+        ])
         .expect("pods");
     pods["items"]
         .as_array()
@@ -117,7 +127,7 @@ fn a_version_move_plans_and_applies_as_a_canary_with_the_old_revision_removed_la
         sidecars(&env, "orders")
     );
 
-    let new = quickstart_on(&env, "1.30.1");
+    let new = quickstart_on(&env, "1.30.3");
     let plan = env.vz(&["plan", "-f", &new, "--json"]);
     plan.expect_code(0);
     let j: Value = serde_json::from_str(&plan.stdout).expect("plan JSON");
@@ -147,9 +157,18 @@ fn a_version_move_plans_and_applies_as_a_canary_with_the_old_revision_removed_la
         .as_array()
         .expect("restarts")
         .iter()
-        .map(|r| format!("{}/{}", r["namespace"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or("")))
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["namespace"].as_str().unwrap_or(""),
+                r["name"].as_str().unwrap_or("")
+            )
+        })
         .collect();
-    assert!(restarts.contains(&"verrazzano-system/orders".to_string()), "{restarts:?}");
+    assert!(
+        restarts.contains(&"verrazzano-system/orders".to_string()),
+        "{restarts:?}"
+    );
     // The text plan names them and why.
     env.vz(&["plan", "-f", &new]).expect_stdout(&format!(
         "~> Deployment verrazzano-system/orders  # at istio.workloads: 2 pods run the sidecar of revision {OLD}; revision {NEW} injects now"
@@ -164,26 +183,51 @@ fn a_version_move_plans_and_applies_as_a_canary_with_the_old_revision_removed_la
             .stdout
             .find(text)
             .or_else(|| apply.stderr.find(text))
-            .unwrap_or_else(|| panic!("`{text}` not in the apply's output:\n{}\n{}", apply.stdout, apply.stderr))
+            .unwrap_or_else(|| {
+                panic!(
+                    "`{text}` not in the apply's output:\n{}\n{}",
+                    apply.stdout, apply.stderr
+                )
+            })
     };
-    let created = at(&format!("{cp}/Deployment/istio-system/istiod-{NEW}: created"));
-    let tagged = at("istio.revision-tag/MutatingWebhookConfiguration/istio-revision-tag-default: updated");
+    let created = at(&format!(
+        "{cp}/Deployment/istio-system/istiod-{NEW}: created"
+    ));
+    let tagged =
+        at("istio.revision-tag/MutatingWebhookConfiguration/istio-revision-tag-default: updated");
     let gateways = at("istio.gateways/Deployment/istio-system/istio-ingressgateway: updated");
-    let restarted = at("istio.workloads: ");
-    let removed = at(&format!("{cp}/Deployment/istio-system/istiod-{OLD}: deleted"));
-    assert!(created < tagged && tagged < gateways && gateways < restarted && restarted < removed);
+    // orders, and NGINX's controller and default backend.
+    let restarted = at("istio.workloads: 3 workload(s) restarted in");
+    let removed = at(&format!(
+        "{cp}/Deployment/istio-system/istiod-{OLD}: deleted"
+    ));
+    assert!(
+        created < tagged && tagged < gateways && gateways < restarted && restarted < removed,
+        "{}\n{}",
+        apply.stdout,
+        apply.stderr
+    );
 
     assert_eq!(istiods(&env), [format!("istiod-{NEW}")]);
     assert_eq!(tag_points_at(&env), format!("istiod-{NEW}"));
     rolled_out(&env, "orders");
     assert_eq!(
         sidecars(&env, "orders"),
-        vec![(NEW.to_string(), "docker.io/istio/proxyv2:1.30.1".to_string()); 2]
+        vec![
+            (
+                NEW.to_string(),
+                "docker.io/istio/proxyv2:1.30.3".to_string()
+            );
+            2
+        ]
     );
     let gateway = env
         .get_json(&["deployment", "-n", "istio-system", "istio-ingressgateway"])
         .expect("gateway");
-    assert_eq!(gateway["spec"]["template"]["metadata"]["labels"]["istio.io/rev"], NEW);
+    assert_eq!(
+        gateway["spec"]["template"]["metadata"]["labels"]["istio.io/rev"],
+        NEW
+    );
     // Nothing left to do: no workload runs an old sidecar.
     env.vz(&["plan", "-f", &new, "--detailed-exitcode"])
         .expect_code(0);
@@ -200,7 +244,7 @@ fn a_failure_mid_upgrade_rolls_back_to_the_old_revision_still_serving() {
     // The payments' new pods never become ready: its restart, after the others', fails the run.
     env.set_node_sim("unready", "verrazzano-system/payments-");
 
-    let new = quickstart_on(&env, "1.30.1");
+    let new = quickstart_on(&env, "1.30.3");
     let child = env.spawn_vz(&["apply", "-f", &new, "--auto-approve", "--timeout", "40s"]);
     child.await_said(std::time::Duration::from_secs(120), "Rolling back");
     // Pods made from now on become ready again: the rollback's restart onto the old revision
@@ -243,13 +287,13 @@ fn in_place_a_version_move_updates_the_one_istiod_and_restarts_by_proxy_image() 
     assert_eq!(istiods(&env), ["istiod"]);
     workload(&env, "orders", 1);
 
-    let new = quickstart_on(&env, "1.30.1");
+    let new = quickstart_on(&env, "1.30.3");
     let new_text = std::fs::read_to_string(&new).expect("config");
     std::fs::write(&new, in_place(&new_text)).expect("write");
     env.vz(&["plan", "-f", &new])
         .expect_stdout("~ istio.control-plane/Deployment/istio-system/istiod\n")
         .expect_stdout(
-            "~> Deployment verrazzano-system/orders  # at istio.workloads: 1 pod runs proxy ghcr.io/verrazzano/proxyv2:1.19.3-20240104211928-419dfb47; the injector gives docker.io/istio/proxyv2:1.30.1 now",
+            "~> Deployment verrazzano-system/orders  # at istio.workloads: 1 pod runs proxy ghcr.io/verrazzano/proxyv2:1.19.3-20240104211928-419dfb47; the injector gives docker.io/istio/proxyv2:1.30.3 now",
         );
     env.vz(&["apply", "-f", &new, "--auto-approve"])
         .expect_code(0);
@@ -257,7 +301,10 @@ fn in_place_a_version_move_updates_the_one_istiod_and_restarts_by_proxy_image() 
     rolled_out(&env, "orders");
     assert_eq!(
         sidecars(&env, "orders"),
-        [("default".to_string(), "docker.io/istio/proxyv2:1.30.1".to_string())]
+        [(
+            "default".to_string(),
+            "docker.io/istio/proxyv2:1.30.3".to_string()
+        )]
     );
     env.vz(&["plan", "-f", &new, "--detailed-exitcode"])
         .expect_code(0);

@@ -135,7 +135,7 @@ pub(super) struct RawComponent {
     plugin_ca: Option<Spanned<RawPluginCa>>,
     #[schemars(with = "Option<RawGateway>")]
     ingress: Option<Spanned<RawGateway>>,
-    /// The Istio release: `1.30.1` (the default) or `1.19.3` (Verrazzano v1.7.2's).
+    /// The Istio release: `1.30.3` (the default) or `1.19.3` (Verrazzano v1.7.2's).
     #[schemars(with = "Option<String>")]
     version: Option<Spanned<String>>,
     /// How a change of release is carried out: `canary` (a revision beside the old one; the

@@ -63,7 +63,10 @@ impl Image {
 
     /// Registry, repository (under the registry) and tag of the default image: Verrazzano
     /// v1.7.2's, and for Istio's two images those of the Istio `release` installed.
-    pub fn default_name(self, release: &IstioRelease) -> (&'static str, &'static str, &'static str) {
+    pub fn default_name(
+        self,
+        release: &IstioRelease,
+    ) -> (&'static str, &'static str, &'static str) {
         match self {
             Image::Pilot => (release.registry, "pilot", release.tag),
             Image::ProxyV2 => (release.registry, "proxyv2", release.tag),
@@ -339,10 +342,13 @@ mod tests {
     #[test]
     fn images_default_to_verrazzano_1_7_2_and_istio_1_30s_own() {
         let p = parse_ok("");
-        assert_eq!(p.images.reference(Image::Pilot), "docker.io/istio/pilot:1.30.1");
+        assert_eq!(
+            p.images.reference(Image::Pilot),
+            "docker.io/istio/pilot:1.30.3"
+        );
         assert_eq!(
             p.images.reference(Image::ProxyV2),
-            "docker.io/istio/proxyv2:1.30.1"
+            "docker.io/istio/proxyv2:1.30.3"
         );
         let p = parse_ok("components:\n  istio: {version: 1.19.3}\n");
         assert_eq!(

@@ -3,12 +3,12 @@
 //!
 //! A release ([`IstioRelease`]) decides the default images of istiod and of the proxies, the
 //! CustomResourceDefinitions (their served and stored versions) and the name of its revision
-//! (`1-30-1` for 1.30.1). Two are known: Istio 1.30 (the default: it supports the Kubernetes
+//! (`1-30-3` for 1.30.3). Two are known: Istio 1.30 (the default: it supports the Kubernetes
 //! releases `vz` supports) and Verrazzano v1.7.2's Istio 1.19.3, kept so that a platform installed
 //! by Verrazzano, or by an earlier `vz`, can be moved from it.
 //!
 //! [`Upgrade::Canary`] (the default) installs each release as a revision beside the one before it
-//! (istiod `istiod-1-30-1`, its webhooks and ConfigMaps suffixed the same) and points the mesh at
+//! (istiod `istiod-1-30-3`, its webhooks and ConfigMaps suffixed the same) and points the mesh at
 //! it through the default revision tag, so that a version move in the configuration plans as
 //! Istio's canary upgrade: the new control plane, then the tag, the gateways and the workloads
 //! moved to it, and the old revision removed last. [`Upgrade::InPlace`] keeps one unrevisioned
@@ -19,7 +19,7 @@ use serde::Deserialize;
 /// One Istio release `vz` knows how to install.
 #[derive(Debug, PartialEq, Eq)]
 pub struct IstioRelease {
-    /// The version, e.g. `1.30.1`.
+    /// The version, e.g. `1.30.3`.
     pub version: &'static str,
     /// The minor release, e.g. 30.
     pub minor: u32,
@@ -42,12 +42,12 @@ impl IstioRelease {
     }
 }
 
-/// Istio 1.30.1, the default: upstream's images.
+/// Istio 1.30.3, the default: upstream's images.
 pub const ISTIO_1_30: IstioRelease = IstioRelease {
-    version: "1.30.1",
+    version: "1.30.3",
     minor: 30,
     registry: "docker.io/istio",
-    tag: "1.30.1",
+    tag: "1.30.3",
 };
 
 /// Istio 1.19.3, as Verrazzano v1.7.2 installs it: Verrazzano's builds of the images.
@@ -104,7 +104,7 @@ impl Default for Istio {
 }
 
 impl Istio {
-    /// The revision istiod runs as: `1-30-1` under [`Upgrade::Canary`], `default` in place.
+    /// The revision istiod runs as: `1-30-3` under [`Upgrade::Canary`], `default` in place.
     pub fn revision(&self) -> String {
         match self.upgrade {
             Upgrade::Canary => self.release.revision(),
@@ -117,7 +117,7 @@ impl Istio {
         self.upgrade == Upgrade::Canary
     }
 
-    /// The suffix of istiod's revisioned names: `-1-30-1`, or nothing in place.
+    /// The suffix of istiod's revisioned names: `-1-30-3`, or nothing in place.
     pub fn suffix(&self) -> String {
         if self.revisioned() {
             format!("-{}", self.revision())
@@ -140,8 +140,8 @@ mod tests {
     fn revisions_are_versions_with_dashes_and_default_in_place() {
         assert_eq!(ISTIO_1_19.revision(), "1-19-3");
         let mut istio = Istio::default();
-        assert_eq!(istio.revision(), "1-30-1");
-        assert_eq!(istio.suffix(), "-1-30-1");
+        assert_eq!(istio.revision(), "1-30-3");
+        assert_eq!(istio.suffix(), "-1-30-3");
         istio.upgrade = Upgrade::InPlace;
         assert_eq!(istio.revision(), "default");
         assert_eq!(istio.suffix(), "");

@@ -17,10 +17,10 @@ use super::applications::{self, Application, RawApplication};
 use super::certificates::{self, Certificates, RawCertificates};
 use super::checks::check_dns_label;
 use super::components::{self, Components, Gateway, PluginCa, RawComponents};
-use super::istio::Istio;
 use super::dns::{self, Dns, RawDns};
 use super::errors::{Source, position};
 use super::images::{self, Images, RawImages};
+use super::istio::Istio;
 use super::state::{self, RawState};
 
 /// How the ingress controller's Service is exposed.

@@ -61,7 +61,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
-use crate::config::{IMAGE_PULL_POLICY, Image, Platform, PluginCa};
+use crate::config::{IMAGE_PULL_POLICY, Image, IstioRelease, Platform, PluginCa};
 use crate::k8s::{env, field_env, map, resource_env, role_ref, rule, strings};
 use crate::manifest::{Manifest, Step};
 use crate::names::{
@@ -133,15 +133,17 @@ const VALIDATED_GROUPS: [&str; 4] = [
 const ZIPKIN_ADDRESS: &str =
     "jaeger-operator-jaeger-collector.verrazzano-monitoring.svc.cluster.local.:9411";
 
-/// istiod's names and labels for the platform's revision: `istiod-1-30-1`, its ConfigMaps
-/// `istio-1-30-1` and `istio-sidecar-injector-1-30-1`, ... under `upgrade: canary`; Verrazzano's
+/// istiod's names and labels for the platform's revision: `istiod-1-30-3`, its ConfigMaps
+/// `istio-1-30-3` and `istio-sidecar-injector-1-30-3`, ... under `upgrade: canary`; Verrazzano's
 /// unrevisioned `istiod`, `istio`, `istio-sidecar-injector`, ... in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revision {
-    /// The revision (`1-30-1`, or `default` in place).
+    /// The revision (`1-30-3`, or `default` in place).
     pub name: String,
-    /// `-1-30-1`, or nothing in place.
+    /// `-1-30-3`, or nothing in place.
     suffix: String,
+    /// The release istiod runs: its environment, ports and webhooks' review versions follow it.
+    release: &'static IstioRelease,
 }
 
 impl Revision {
@@ -150,6 +152,7 @@ impl Revision {
         Revision {
             name: p.istio.revision(),
             suffix: p.istio.suffix(),
+            release: p.istio.release,
         }
     }
 
@@ -161,6 +164,16 @@ impl Revision {
     /// istiod's Deployment, Service, ServiceAccount, Role and RoleBinding.
     pub fn istiod(&self) -> String {
         format!("{ISTIOD}{}", self.suffix)
+    }
+
+    /// The AdmissionReview versions its webhooks accept: 1.19's chart lists `v1beta1` first,
+    /// 1.30's only `v1`.
+    fn admission_review_versions(&self) -> Vec<String> {
+        if self.release.is_verrazzanos() {
+            strings(&["v1beta1", "v1"])
+        } else {
+            strings(&["v1"])
+        }
     }
 
     /// Where istiod serves xDS and its CA over TLS (what proxies and gateways dial).
@@ -212,7 +225,10 @@ impl Revision {
     /// What istiod's Service selects.
     fn service_selector(&self) -> Vec<(&'static str, String)> {
         if self.named() {
-            vec![("app", "istiod".into()), ("istio.io/rev", self.name.clone())]
+            vec![
+                ("app", "istiod".into()),
+                ("istio.io/rev", self.name.clone()),
+            ]
         } else {
             owned(&ISTIOD_SERVICE_SELECTOR)
         }
@@ -263,8 +279,8 @@ pub fn step(p: &Platform) -> Step {
         objects.push(revision_injector_webhook(&rev));
         objects.push(revision_validator(&rev));
     } else {
-        objects.push(injector_webhook());
-        objects.extend(validating_webhooks());
+        objects.push(injector_webhook(&rev));
+        objects.extend(validating_webhooks(&rev));
     }
     Step {
         id: ISTIO_CONTROL_PLANE_STEP.to_string(),
@@ -890,24 +906,60 @@ fn service(rev: &Revision) -> Manifest {
     })
 }
 
+/// istiod's environment: the chart's of its release (1.30 drops `JWT_POLICY`, `GOMEMLIMIT` and
+/// `ISTIOD_ADDR`, and adds `CA_TRUSTED_NODE_ACCOUNTS`), with Verrazzano's settings.
 fn discovery_env(rev: &Revision) -> Vec<EnvVar> {
-    vec![
-        env("REVISION", &rev.name),
-        env("JWT_POLICY", "third-party-jwt"),
+    let v19 = rev.release.is_verrazzanos();
+    let mut env_vars = vec![env("REVISION", &rev.name)];
+    if v19 {
+        env_vars.push(env("JWT_POLICY", "third-party-jwt"));
+    }
+    env_vars.extend([
         env("PILOT_CERT_PROVIDER", "istiod"),
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
         field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
         env("KUBECONFIG", "/var/run/secrets/remote/config"),
+    ]);
+    if !v19 {
+        env_vars.push(env("CA_TRUSTED_NODE_ACCOUNTS", "istio-system/ztunnel"));
+    }
+    env_vars.extend([
         env("PILOT_ENABLE_STATUS", "true"),
         env("PILOT_ENABLE_CONFIG_DISTRIBUTION_TRACKING", "true"),
         env("PILOT_TRACE_SAMPLING", "1"),
         env("PILOT_ENABLE_ANALYSIS", "true"),
         env("CLUSTER_ID", "Kubernetes"),
-        resource_env("GOMEMLIMIT", "limits.memory"),
-        resource_env("GOMAXPROCS", "limits.cpu"),
-        env("ISTIOD_ADDR", &rev.address()),
+    ]);
+    if v19 {
+        env_vars.push(resource_env("GOMEMLIMIT", "limits.memory"));
+    }
+    env_vars.push(resource_env("GOMAXPROCS", "limits.cpu"));
+    if v19 {
+        env_vars.push(env("ISTIOD_ADDR", &rev.address()));
+    }
+    env_vars
+}
+
+/// istiod's container ports: unnamed in 1.19's chart; named, and with xDS over TLS and
+/// monitoring listed, in 1.30's.
+fn discovery_ports(rev: &Revision) -> Vec<ContainerPort> {
+    if rev.release.is_verrazzanos() {
+        return vec![tcp_port(8080), tcp_port(15010), tcp_port(WEBHOOK_PORT)];
+    }
+    [
+        ("http-debug", 8080),
+        ("grpc-xds", 15010),
+        ("tls-xds", 15012),
+        ("https-webhooks", WEBHOOK_PORT),
+        ("http-monitoring", 15014),
     ]
+    .into_iter()
+    .map(|(name, number)| ContainerPort {
+        name: Some(name.into()),
+        ..tcp_port(number)
+    })
+    .collect()
 }
 
 fn deployment(p: &Platform, rev: &Revision) -> Manifest {
@@ -925,11 +977,7 @@ fn deployment(p: &Platform, rev: &Revision) -> Manifest {
             "--keepaliveMaxServerConnectionAge",
             "30m",
         ])),
-        ports: Some(vec![
-            tcp_port(8080),
-            tcp_port(15010),
-            tcp_port(WEBHOOK_PORT),
-        ]),
+        ports: Some(discovery_ports(rev)),
         readiness_probe: Some(http_probe("/ready", 8080, 3, 3)),
         env: Some(discovery_env(rev)),
         resources: Some(ResourceRequirements {
@@ -1011,7 +1059,7 @@ fn injector_entry(
         failure_policy: Some("Fail".into()),
         side_effects: "None".into(),
         reinvocation_policy: Some("Never".into()),
-        admission_review_versions: strings(&["v1beta1", "v1"]),
+        admission_review_versions: rev.admission_review_versions(),
         namespace_selector: selector(namespaces),
         object_selector: selector(objects),
         ..Default::default()
@@ -1020,11 +1068,7 @@ fn injector_entry(
 
 /// The injector's MWC with the chart's four entries, left active (`vz` renders no revision-tag
 /// MWC in its place). Its label `istio.io/rev=default` is how istiod finds it to write its CA.
-fn injector_webhook() -> Manifest {
-    let rev = Revision {
-        name: REVISION.into(),
-        suffix: String::new(),
-    };
+fn injector_webhook(rev: &Revision) -> Manifest {
     Manifest::from_typed(&MutatingWebhookConfiguration {
         metadata: meta(
             INJECTOR,
@@ -1035,7 +1079,7 @@ fn injector_webhook() -> Manifest {
                 ("release", "istio"),
             ],
         ),
-        webhooks: Some(default_injector_entries(&rev, REVISION)),
+        webhooks: Some(default_injector_entries(rev, REVISION)),
     })
 }
 
@@ -1182,17 +1226,13 @@ fn validation_entry(
         }]),
         failure_policy: Some("Fail".into()),
         side_effects: "None".into(),
-        admission_review_versions: strings(&["v1beta1", "v1"]),
+        admission_review_versions: rev.admission_review_versions(),
         object_selector: selector(vec![objects]),
         ..Default::default()
     }
 }
 
-fn validating_webhooks() -> [Manifest; 2] {
-    let rev = Revision {
-        name: REVISION.into(),
-        suffix: String::new(),
-    };
+fn validating_webhooks(rev: &Revision) -> [Manifest; 2] {
     let labels = [
         ("app", "istiod"),
         ("istio", "istiod"),
@@ -1203,7 +1243,7 @@ fn validating_webhooks() -> [Manifest; 2] {
         Manifest::from_typed(&ValidatingWebhookConfiguration {
             metadata: meta(VALIDATOR, false, &labels),
             webhooks: Some(vec![validation_entry(
-                &rev,
+                rev,
                 "rev.validation.istio.io",
                 requirement("istio.io/rev", "In", &[REVISION]),
             )]),
@@ -1211,7 +1251,7 @@ fn validating_webhooks() -> [Manifest; 2] {
         Manifest::from_typed(&ValidatingWebhookConfiguration {
             metadata: meta(DEFAULT_VALIDATOR, false, &labels),
             webhooks: Some(vec![validation_entry(
-                &rev,
+                rev,
                 "validation.istio.io",
                 requirement("istio.io/rev", "DoesNotExist", &[]),
             )]),
@@ -1688,5 +1728,136 @@ mod tests {
         let rb = object("RoleBinding", ISTIOD);
         assert_eq!(rb["roleRef"]["kind"], "Role");
         assert_eq!(rb["subjects"][0]["name"], "istiod");
+    }
+
+    /// The default platform: Istio 1.30.3 as the revision `1-30-3` (`upgrade: canary`).
+    fn canary(kind: &str, name: &str) -> Value {
+        step(&crate::config::for_test(""))
+            .objects
+            .iter()
+            .find(|m| m.kind == kind && m.name == name)
+            .map(|m| Value::clone(&m.body))
+            .unwrap_or_else(|| panic!("{kind} {name} is not rendered"))
+    }
+
+    fn services_called(webhooks: &Value) -> Vec<&str> {
+        webhooks["webhooks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h["clientConfig"]["service"]["name"].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn under_canary_istiods_objects_carry_the_revision_and_none_is_unrevisioned() {
+        let s = step(&crate::config::for_test(""));
+        let names: Vec<&str> = s.objects.iter().map(|m| m.name.as_str()).collect();
+        for name in [
+            "istiod-1-30-3",
+            "istio-1-30-3",
+            "istio-sidecar-injector-1-30-3",
+            "istio-validator-1-30-3-istio-system",
+            "istiod-clusterrole-1-30-3-istio-system",
+        ] {
+            assert!(names.contains(&name), "{name} in {names:?}");
+        }
+        for name in [ISTIOD, INJECTOR, "istio", "istio-validator-istio-system"] {
+            assert!(!names.contains(&name), "{name} in {names:?}");
+        }
+        let d = canary("Deployment", "istiod-1-30-3");
+        assert_eq!(
+            d["spec"]["selector"]["matchLabels"],
+            labels(&[("app", "istiod"), ("istio.io/rev", "1-30-3")])
+        );
+        assert!(selects(
+            &d["spec"]["selector"]["matchLabels"],
+            &d["spec"]["template"]["metadata"]["labels"]
+        ));
+        // The revision's injector takes only what is labelled for it by name.
+        let mwc = canary(
+            "MutatingWebhookConfiguration",
+            "istio-sidecar-injector-1-30-3",
+        );
+        let hooks: Vec<&str> = mwc["webhooks"]
+            .as_array()
+            .expect("webhooks")
+            .iter()
+            .filter_map(|h| h["name"].as_str())
+            .collect();
+        assert_eq!(
+            hooks,
+            [
+                "rev.namespace.sidecar-injector.istio.io",
+                "rev.object.sidecar-injector.istio.io"
+            ]
+        );
+        assert_eq!(services_called(&mwc), ["istiod-1-30-3"; 2]);
+        assert_eq!(mwc["metadata"]["labels"]["istio.io/rev"], "1-30-3");
+    }
+
+    #[test]
+    fn the_default_revision_tag_sends_injection_and_validation_to_the_revision() {
+        let rev = Revision::of(&crate::config::for_test(""));
+        let [mwc, vwc] = revision_tag(&rev);
+        assert_eq!(mwc.name, REVISION_TAG);
+        assert_eq!(mwc.body["metadata"]["labels"]["istio.io/rev"], "1-30-3");
+        assert_eq!(mwc.body["metadata"]["labels"]["istio.io/tag"], "default");
+        assert_eq!(services_called(&mwc.body), ["istiod-1-30-3"; 4]);
+        // `istio-injection=enabled` namespaces are the tag's.
+        let namespace_hook = mwc.body["webhooks"]
+            .as_array()
+            .expect("webhooks")
+            .iter()
+            .find(|h| h["name"] == "namespace.sidecar-injector.istio.io")
+            .expect("the namespace entry");
+        assert_eq!(
+            namespace_hook["namespaceSelector"]["matchExpressions"],
+            json!([{"key": "istio-injection", "operator": "In", "values": ["enabled"]}])
+        );
+        assert_eq!(vwc.name, DEFAULT_VALIDATOR);
+        assert_eq!(services_called(&vwc.body), ["istiod-1-30-3"]);
+    }
+
+    #[test]
+    fn istio_1_30s_istiod_has_its_charts_environment_named_ports_and_v1_reviews() {
+        let d = canary("Deployment", "istiod-1-30-3");
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["image"], "docker.io/istio/pilot:1.30.3");
+        let env: Vec<&str> = c["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        for gone in ["JWT_POLICY", "GOMEMLIMIT", "ISTIOD_ADDR"] {
+            assert!(!env.contains(&gone), "{gone} in {env:?}");
+        }
+        assert!(env.contains(&"CA_TRUSTED_NODE_ACCOUNTS"), "{env:?}");
+        assert!(env.contains(&"GOMAXPROCS"), "{env:?}");
+        assert_eq!(
+            c["ports"],
+            json!([
+                {"name": "http-debug", "containerPort": 8080, "protocol": "TCP"},
+                {"name": "grpc-xds", "containerPort": 15010, "protocol": "TCP"},
+                {"name": "tls-xds", "containerPort": 15012, "protocol": "TCP"},
+                {"name": "https-webhooks", "containerPort": 15017, "protocol": "TCP"},
+                {"name": "http-monitoring", "containerPort": 15014, "protocol": "TCP"},
+            ])
+        );
+        for (kind, name) in [
+            (
+                "MutatingWebhookConfiguration",
+                "istio-sidecar-injector-1-30-3",
+            ),
+            (
+                "ValidatingWebhookConfiguration",
+                "istio-validator-1-30-3-istio-system",
+            ),
+        ] {
+            for h in canary(kind, name)["webhooks"].as_array().expect("webhooks") {
+                assert_eq!(h["admissionReviewVersions"], json!(["v1"]), "{name}");
+            }
+        }
     }
 }

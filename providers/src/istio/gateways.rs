@@ -28,9 +28,7 @@ use super::control_plane::{
 use crate::config::{IMAGE_PULL_POLICY, Image, IngressType, Platform};
 use crate::k8s::{env, field_env, map, resource_env, role_ref, rule};
 use crate::manifest::{Manifest, Step, address};
-use crate::names::{
-    GATEWAY_HTTPS_TARGET_PORT, GATEWAY_IP, ISTIO_GATEWAYS_STEP, ISTIO_SYSTEM,
-};
+use crate::names::{GATEWAY_HTTPS_TARGET_PORT, GATEWAY_IP, ISTIO_GATEWAYS_STEP, ISTIO_SYSTEM};
 use crate::outputs::OutputSpec;
 
 /// The ingress gateway's Deployment and Service.

@@ -57,7 +57,10 @@ pub fn revision_tag_step(p: &Platform) -> Step {
     let rev = control_plane::Revision::of(p);
     Step {
         id: ISTIO_REVISION_TAG_STEP.to_string(),
-        description: format!("the default revision tag, pointing at revision {}", rev.name),
+        description: format!(
+            "the default revision tag, pointing at revision {}",
+            rev.name
+        ),
         depends_on: vec![ISTIO_CONTROL_PLANE_STEP.to_string()],
         objects: control_plane::revision_tag(&rev).to_vec(),
         outputs: vec![],
@@ -183,7 +186,11 @@ mod tests {
         let revisioned = deps("");
         assert_eq!(revisioned.len(), 3, "{revisioned:?}");
         for (id, d) in &revisioned {
-            assert_eq!(d, &["istio.revision-tag"], "{id}: the tag sends them to the revision");
+            assert_eq!(
+                d,
+                &["istio.revision-tag"],
+                "{id}: the tag sends them to the revision"
+            );
         }
         for (id, d) in deps("components:\n  istio: {install: false}\n") {
             assert!(d.is_empty(), "{id}: the existing istiod is a requirement");
@@ -201,6 +208,10 @@ mod tests {
         );
         assert_eq!(steps(&platform(""), &Outputs::default()).len(), 8);
         let in_place = platform("components:\n  istio: {upgrade: inPlace}\n");
-        assert_eq!(steps(&in_place, &Outputs::default()).len(), 7, "no revision tag");
+        assert_eq!(
+            steps(&in_place, &Outputs::default()).len(),
+            7,
+            "no revision tag"
+        );
     }
 }
