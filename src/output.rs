@@ -293,7 +293,12 @@ pub fn plan_text(plan: &Plan) -> String {
         } else {
             note
         };
-        let _ = writeln!(out, "  {sign} {}{note}", c.address);
+        let rolls = match rollout(c) {
+            Some(how) if note.is_empty() => format!("  # {how}"),
+            Some(how) => format!("{note}; {how}"),
+            None => note.to_string(),
+        };
+        let _ = writeln!(out, "  {sign} {}{rolls}", c.address);
         for f in &c.fields {
             let _ = writeln!(out, "      {}", field_line(f));
         }
@@ -333,6 +338,50 @@ pub fn plan_text(plan: &Plan) -> String {
         "\nPlan: {add} to add, {change} to change, {destroy_n} to destroy.{released}"
     );
     out
+}
+
+/// How a workload's pods roll when an update changes their template (an image, an env var): as
+/// its strategy says, read from the object as the API server would store it. `None` for other
+/// changes and kinds.
+pub fn rollout(c: &Change) -> Option<String> {
+    if c.action != Action::Update || !c.fields.iter().any(|f| f.path.starts_with("spec.template")) {
+        return None;
+    }
+    let spec = c.after.as_ref().map(|a| &a["spec"])?;
+    let text = |v: &Value| match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    };
+    let strategy = |key: &str| &spec[key];
+    match c.object.kind.as_str() {
+        "Deployment" if strategy("strategy")["type"] == "Recreate" => Some(
+            "its pods roll: all stopped, then made again (strategy Recreate: a gap in service)"
+                .into(),
+        ),
+        "Deployment" => {
+            let rolling = &strategy("strategy")["rollingUpdate"];
+            Some(format!(
+                "its pods roll: {} replica(s), at most {} extra and {} unavailable at a time",
+                text(&spec["replicas"]).unwrap_or_else(|| "1".into()),
+                text(&rolling["maxSurge"]).unwrap_or_else(|| "25%".into()),
+                text(&rolling["maxUnavailable"]).unwrap_or_else(|| "25%".into()),
+            ))
+        }
+        "StatefulSet" if strategy("updateStrategy")["type"] == "OnDelete" => {
+            Some("its pods change only when deleted (updateStrategy OnDelete)".into())
+        }
+        "StatefulSet" => Some("its pods roll one at a time, the highest ordinal first".into()),
+        "DaemonSet" if strategy("updateStrategy")["type"] == "OnDelete" => {
+            Some("its pods change only when deleted (updateStrategy OnDelete)".into())
+        }
+        "DaemonSet" => Some(format!(
+            "its pods roll node by node, at most {} unavailable at a time",
+            text(&strategy("updateStrategy")["rollingUpdate"]["maxUnavailable"])
+                .unwrap_or_else(|| "1".into())
+        )),
+        _ => None,
+    }
 }
 
 /// The plan's "Workloads to restart": each Deployment, StatefulSet or DaemonSet apply restarts,
@@ -412,7 +461,7 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
         .changes
         .iter()
         .map(|c| {
-            json!({
+            let mut change = json!({
                 "address": c.address,
                 "step": c.step,
                 "apiVersion": c.object.api_version,
@@ -428,7 +477,11 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
                 "reissue": c.reissue,
                 "follows": c.follows,
                 "certificate": c.certificate,
-            })
+            });
+            if let Some(how) = rollout(c) {
+                change["rollout"] = json!(how);
+            }
+            change
         })
         .collect();
     let drift: Vec<Value> = plan
@@ -536,6 +589,53 @@ mod tests {
             connectivity: None,
             restarts: Vec::new(),
         }
+    }
+
+    fn workload(kind: &str, path: &str, spec: Value) -> Change {
+        let mut c = change(
+            &format!("w/{kind}/ns/app"),
+            Action::Update,
+            Cause::Config,
+            vec![FieldChange {
+                path: path.into(),
+                before: Some(json!("a:1")),
+                after: Some(json!("a:2")),
+                unknown: false,
+            }],
+        );
+        c.object.kind = kind.into();
+        c.after = Some(json!({ "spec": spec }));
+        c
+    }
+
+    #[test]
+    fn a_template_change_says_how_the_workloads_pods_roll() {
+        let image = "spec.template.spec.containers[0].image";
+        let surge = json!({"replicas": 2, "strategy": {"type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}});
+        let c = workload("Deployment", image, surge.clone());
+        assert_eq!(
+            rollout(&c).as_deref(),
+            Some("its pods roll: 2 replica(s), at most 1 extra and 0 unavailable at a time")
+        );
+        assert!(plan_text(&plan_of(vec![c])).contains(
+            "  ~ w/Deployment/ns/app  # its pods roll: 2 replica(s), at most 1 extra and 0 unavailable at a time\n"
+        ));
+        let recreate = json!({"strategy": {"type": "Recreate"}});
+        assert!(
+            rollout(&workload("Deployment", image, recreate))
+                .is_some_and(|r| r.contains("a gap in service"))
+        );
+        assert_eq!(
+            rollout(&workload("StatefulSet", image, json!({}))).as_deref(),
+            Some("its pods roll one at a time, the highest ordinal first")
+        );
+        // Not the template: nothing rolls.
+        assert_eq!(
+            rollout(&workload("Deployment", "spec.replicas", surge.clone())),
+            None
+        );
+        assert_eq!(rollout(&workload("ConfigMap", image, surge)), None);
     }
 
     #[test]

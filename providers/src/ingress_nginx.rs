@@ -38,7 +38,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, ExecAction,
     HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, PodAffinityTerm, PodAntiAffinity,
@@ -531,7 +533,9 @@ fn default_backend_service() -> Manifest {
 // ---------------------------------------------------------------------------------------------
 // Workloads.
 
-/// A one-replica Deployment whose selector, pod labels and object labels are `labels`.
+/// A one-replica Deployment whose selector, pod labels and object labels are `labels`. Its
+/// rollouts surge: a new pod is ready before an old one goes (`maxSurge: 1`, `maxUnavailable: 0`),
+/// so an image move never leaves NGINX with fewer ready pods than it had.
 fn deployment(
     name: &str,
     labels: &[(&str, &str)],
@@ -546,6 +550,13 @@ fn deployment(
                 match_labels: Some(map(labels)),
                 ..Default::default()
             },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(map(&[

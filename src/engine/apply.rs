@@ -1146,7 +1146,16 @@ impl<'a> Run<'a> {
                 Ok(None)
             }
             Undo::Updated { before } => {
-                self.cluster.restore(before).await?;
+                // A CRD keeps serving what it stored as meanwhile (the API server insists).
+                let kept = if before["kind"] == "CustomResourceDefinition" {
+                    let live = self.cluster.get(&e.object).await?;
+                    lifecycle::crds::restorable(before, live.as_ref())
+                } else {
+                    None
+                };
+                self.cluster
+                    .restore(kept.as_ref().unwrap_or(before))
+                    .await?;
                 Ok(None)
             }
             Undo::TakenOver => {

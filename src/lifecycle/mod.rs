@@ -19,6 +19,8 @@
 //! - [`certificates`]: certificates `vz` issues and values it copies from Secrets (CA bundles in
 //!   webhooks and trust stores): planned from what the cluster holds, issued during apply.
 //! - [`external_dns`]: ExternalDNS's final sync, so the records it made go with their sources.
+//! - [`crds`]: a CustomResourceDefinition keeps serving every version its objects are stored in
+//!   (Istio 1.30's `v1`, when the configuration or a rollback moves back to 1.19).
 //!
 //! Not a hook but planned beside them: [`workloads`], the workloads of injected namespaces whose
 //! pods lack a sidecar or run another revision's, which apply restarts at their step.
@@ -42,6 +44,7 @@ use crate::interrupt::Interrupt;
 use crate::output::Progress;
 
 pub mod certificates;
+pub mod crds;
 pub mod external_dns;
 pub mod workloads;
 
@@ -179,7 +182,11 @@ pub trait Lifecycle: Send + Sync {
 }
 
 /// Every provider lifecycle. A new one is one module and one line here.
-pub const LIFECYCLES: &[&dyn Lifecycle] = &[&certificates::Certificates, &external_dns::FinalSync];
+pub const LIFECYCLES: &[&dyn Lifecycle] = &[
+    &certificates::Certificates,
+    &external_dns::FinalSync,
+    &crds::StoredVersions,
+];
 
 /// Every lifecycle's [`Planning`] for one plan, asked in the order of [`LIFECYCLES`].
 #[derive(Default)]

@@ -1,9 +1,18 @@
-//! The CustomResourceDefinitions of Istio 1.19 (1.19.3 is the version Verrazzano v1.7.2 installs).
+//! The CustomResourceDefinitions of the Istio releases `vz` installs: 1.19.3 (Verrazzano v1.7.2's)
+//! and 1.30.3.
 //!
-//! [`definitions`] gives the 15 CRDs of Istio's `base` chart and operator chart — the
-//! `extensions`, `networking`, `security`, `telemetry` and `install` groups of `istio.io` — with
-//! Istio's own names, short names, categories, served versions, storage version, printer columns,
-//! status subresource and chart labels.
+//! [`definitions`] gives the 15 CRDs of a release's `base` chart — the `extensions`,
+//! `networking`, `security` and `telemetry` groups of `istio.io`, and for 1.19 the operator chart's
+//! `install` group — with Istio's own names, short names, categories, served versions, storage
+//! version, printer columns, status subresource and chart labels. 1.30 against 1.19: the
+//! networking kinds (but EnvoyFilter and ProxyConfig) serve and store `v1` besides `v1alpha3` and
+//! `v1beta1`, the security kinds store `v1`, Telemetry serves `v1`, AuthorizationPolicy has the
+//! short name `ap` and an `Action` column, TrafficExtension is new and IstioOperator is gone (the
+//! in-cluster operator was removed). Every version 1.19 serves, 1.30 serves too, so objects
+//! written for one are read by the other; `vz` writes its own with versions both serve
+//! ([`SECURITY_API`], [`NETWORKING_API`]), so a version move rewrites none of them. A CRD moved to
+//! 1.30 keeps serving `v1` when moved back (the API server refuses to drop a stored version): see
+//! the `crds` lifecycle of `vz`.
 //!
 //! Schemas: the kinds `vz` writes itself (PeerAuthentication, Gateway, VirtualService,
 //! DestinationRule, AuthorizationPolicy, EnvoyFilter) get a structural OpenAPI v3 schema for `spec`
@@ -23,13 +32,14 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::config::IstioRelease;
 use crate::manifest::Manifest;
 
-/// The Istio release whose CRDs these are.
-pub const ISTIO_VERSION: &str = "1.19.3";
-/// The API version `vz` writes PeerAuthentication and AuthorizationPolicy with.
+/// The API version `vz` writes PeerAuthentication and AuthorizationPolicy with (served by every
+/// release).
 pub const SECURITY_API: &str = "security.istio.io/v1beta1";
-/// The API version `vz` writes Gateway, VirtualService and DestinationRule with.
+/// The API version `vz` writes Gateway, VirtualService and DestinationRule with (served by every
+/// release).
 pub const NETWORKING_API: &str = "networking.istio.io/v1beta1";
 /// The API version of EnvoyFilter: Istio 1.19 serves it only as `v1alpha3` (not [`NETWORKING_API`]).
 pub const ENVOY_FILTER_API: &str = "networking.istio.io/v1alpha3";
@@ -295,26 +305,114 @@ const CRDS: &[IstioCrd] = &[
     },
 ];
 
-/// Istio 1.19's 15 CustomResourceDefinitions, always in the same order.
-pub fn definitions() -> Vec<Manifest> {
-    CRDS.iter().map(definition).collect()
+/// New in Istio 1.30.
+const TRAFFIC_EXTENSION: IstioCrd = IstioCrd {
+    group: EXTENSIONS,
+    kind: "TrafficExtension",
+    plural: "trafficextensions",
+    singular: "trafficextension",
+    short_names: &[],
+    categories: &["istio-io", "extensions-istio-io"],
+    versions: &["v1alpha1"],
+    storage: "v1alpha1",
+    labels: PILOT_LABELS,
+    columns: &[AGE],
+    schema: open_resource,
+};
+
+/// The release's 15 CustomResourceDefinitions, always in the same order (its chart's).
+pub fn definitions(release: &IstioRelease) -> Vec<Manifest> {
+    if release.is_verrazzanos() {
+        return CRDS.iter().map(|c| definition(c, release)).collect();
+    }
+    std::iter::once(&TRAFFIC_EXTENSION)
+        .chain(CRDS.iter().filter(|c| c.group != INSTALL))
+        .map(|c| definition(c, release))
+        .collect()
 }
 
-fn definition(c: &IstioCrd) -> Manifest {
+/// What of a CRD differs between releases: served versions, storage version, short names and
+/// printer columns.
+struct Shape {
+    versions: &'static [&'static str],
+    storage: &'static str,
+    short_names: &'static [&'static str],
+    columns: &'static [(&'static str, &'static str, &'static str)],
+}
+
+/// `c` in `release`: as the table has it for 1.19, and as 1.30 changed it.
+fn shape(c: &IstioCrd, release: &IstioRelease) -> Shape {
+    let same = Shape {
+        versions: c.versions,
+        storage: c.storage,
+        short_names: c.short_names,
+        columns: c.columns,
+    };
+    if release.is_verrazzanos() {
+        return same;
+    }
+    match (c.group, c.kind) {
+        (NETWORKING, _) if c.versions == ["v1alpha3", "v1beta1"] => Shape {
+            versions: &["v1", "v1alpha3", "v1beta1"],
+            storage: "v1",
+            ..same
+        },
+        (SECURITY, "AuthorizationPolicy") => Shape {
+            versions: &["v1", "v1beta1"],
+            storage: "v1",
+            short_names: &["ap"],
+            columns: &[("Action", "string", ".spec.action"), AGE],
+        },
+        (SECURITY, _) => Shape {
+            versions: &["v1", "v1beta1"],
+            storage: "v1",
+            ..same
+        },
+        (TELEMETRY, _) => Shape {
+            versions: &["v1", "v1alpha1"],
+            ..same
+        },
+        _ => same,
+    }
+}
+
+/// The labels of a CRD: 1.19's chart's static ones; 1.30's chart replaces them with its
+/// `istio.labels` (Helm's own, `managed-by` and `instance`, left out: `vz` labels what it
+/// manages itself).
+fn labels_of(c: &IstioCrd, release: &IstioRelease) -> Map<String, Value> {
+    if release.is_verrazzanos() {
+        return c
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+    }
+    [
+        ("app.kubernetes.io/part-of", "istio".to_string()),
+        ("app.kubernetes.io/version", release.version.to_string()),
+        ("helm.sh/chart", format!("base-{}", release.version)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), json!(v)))
+    .collect()
+}
+
+fn definition(c: &IstioCrd, release: &IstioRelease) -> Manifest {
+    let shape = shape(c, release);
     let schema = (c.schema)();
-    let columns: Vec<Value> = c
+    let columns: Vec<Value> = shape
         .columns
         .iter()
         .map(|(name, ty, path)| json!({"name": name, "type": ty, "jsonPath": path}))
         .collect();
-    let versions: Vec<Value> = c
+    let versions: Vec<Value> = shape
         .versions
         .iter()
         .map(|v| {
             let mut version = json!({
                 "name": v,
                 "served": true,
-                "storage": *v == c.storage,
+                "storage": *v == shape.storage,
                 "schema": {"openAPIV3Schema": schema},
                 "subresources": {"status": {}},
             });
@@ -330,17 +428,13 @@ fn definition(c: &IstioCrd) -> Manifest {
         "plural": c.plural,
         "singular": c.singular,
     });
-    if !c.short_names.is_empty() {
-        names["shortNames"] = json!(c.short_names);
+    if !shape.short_names.is_empty() {
+        names["shortNames"] = json!(shape.short_names);
     }
     if !c.categories.is_empty() {
         names["categories"] = json!(c.categories);
     }
-    let labels: Map<String, Value> = c
-        .labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
+    let labels = labels_of(c, release);
     Manifest::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -1034,6 +1128,7 @@ fn one_of_rule(fields: &[&str]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ISTIO_1_19, ISTIO_1_30};
 
     fn crd<'a>(all: &'a [Manifest], name: &str) -> &'a Manifest {
         all.iter()
@@ -1078,9 +1173,9 @@ mod tests {
 
     #[test]
     fn fifteen_crds_named_plural_dot_group_with_one_storage_version() {
-        let all = definitions();
+        let all = definitions(&ISTIO_1_19);
         assert_eq!(all.len(), 15);
-        assert_eq!(all, definitions(), "stable");
+        assert_eq!(all, definitions(&ISTIO_1_19), "stable");
         let mut names: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
         names.sort_unstable();
         names.dedup();
@@ -1118,7 +1213,7 @@ mod tests {
 
     #[test]
     fn api_versions_vz_writes_are_served() {
-        let all = definitions();
+        let all = definitions(&ISTIO_1_19);
         let served = |name: &str, api: &str| {
             let (group, version) = api.split_once('/').unwrap_or_default();
             let c = crd(&all, name);
@@ -1148,7 +1243,6 @@ mod tests {
             .collect();
         assert_eq!(names, [&json!("v1"), &json!("v1beta1")]);
         assert_eq!(ap.body["spec"]["versions"][1]["storage"], true);
-        assert_eq!(ISTIO_VERSION, "1.19.3");
     }
 
     /// Kubernetes' structural rules, as far as a schema alone can show them: every node with
@@ -1220,7 +1314,7 @@ mod tests {
 
     #[test]
     fn every_schema_is_structural() {
-        for m in definitions() {
+        for m in definitions(&ISTIO_1_19) {
             for v in m.body["spec"]["versions"].as_array().into_iter().flatten() {
                 let root = &v["schema"]["openAPIV3Schema"];
                 assert_eq!(root["type"], "object", "{}", m.name);
@@ -1234,7 +1328,7 @@ mod tests {
 
     #[test]
     fn kinds_vz_writes_have_closed_specs_and_the_rest_open_ones() {
-        let all = definitions();
+        let all = definitions(&ISTIO_1_19);
         let mut closed = 0;
         for m in &all {
             let spec = spec_schema(&all, &m.name);
@@ -1284,7 +1378,10 @@ mod tests {
 
     #[test]
     fn peer_authentication_mode_is_an_enum() {
-        let spec = spec_schema(&definitions(), "peerauthentications.security.istio.io");
+        let spec = spec_schema(
+            &definitions(&ISTIO_1_19),
+            "peerauthentications.security.istio.io",
+        );
         let mode = at(&spec, "mtls.mode");
         assert_eq!(mode["type"], "string");
         assert!(
@@ -1298,7 +1395,7 @@ mod tests {
 
     #[test]
     fn gateway_fields() {
-        let spec = spec_schema(&definitions(), "gateways.networking.istio.io");
+        let spec = spec_schema(&definitions(&ISTIO_1_19), "gateways.networking.istio.io");
         assert_eq!(at(&spec, "selector"), &map_of(string()));
         assert_eq!(at(&spec, "servers.[].tls.credentialName"), &string());
         assert_eq!(at(&spec, "servers.[].hosts.[]"), &string());
@@ -1312,7 +1409,10 @@ mod tests {
 
     #[test]
     fn virtual_service_fields() {
-        let spec = spec_schema(&definitions(), "virtualservices.networking.istio.io");
+        let spec = spec_schema(
+            &definitions(&ISTIO_1_19),
+            "virtualservices.networking.istio.io",
+        );
         let uri = at(&spec, "http.[].match.[].uri");
         for m in ["exact", "prefix", "regex"] {
             assert_eq!(uri["properties"][m], string(), "{m}");
@@ -1336,7 +1436,10 @@ mod tests {
 
     #[test]
     fn destination_rule_fields() {
-        let spec = spec_schema(&definitions(), "destinationrules.networking.istio.io");
+        let spec = spec_schema(
+            &definitions(&ISTIO_1_19),
+            "destinationrules.networking.istio.io",
+        );
         let mode = at(&spec, "trafficPolicy.tls.mode");
         assert_eq!(mode["type"], "string");
         assert!(
@@ -1364,7 +1467,10 @@ mod tests {
 
     #[test]
     fn authorization_policy_fields() {
-        let spec = spec_schema(&definitions(), "authorizationpolicies.security.istio.io");
+        let spec = spec_schema(
+            &definitions(&ISTIO_1_19),
+            "authorizationpolicies.security.istio.io",
+        );
         assert_eq!(
             at(&spec, "action"),
             &enum_of(&["ALLOW", "DENY", "AUDIT", "CUSTOM"])
@@ -1385,7 +1491,10 @@ mod tests {
 
     #[test]
     fn envoy_filter_fields() {
-        let spec = spec_schema(&definitions(), "envoyfilters.networking.istio.io");
+        let spec = spec_schema(
+            &definitions(&ISTIO_1_19),
+            "envoyfilters.networking.istio.io",
+        );
         assert_eq!(at(&spec, "configPatches.[].patch.value"), &preserve());
         assert!(
             at(&spec, "configPatches.[].patch.operation")["enum"]
@@ -1419,5 +1528,72 @@ mod tests {
                 {"required": ["b"]},
             ])
         );
+    }
+
+    /// Served versions (storage one first) of each CRD of `release`, by name.
+    fn served(release: &IstioRelease) -> Vec<(String, String, Vec<String>)> {
+        definitions(release)
+            .iter()
+            .map(|m| {
+                let versions = m.body["spec"]["versions"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let name = |v: &Value| v["name"].as_str().unwrap_or_default().to_string();
+                let storage = versions.iter().find(|v| v["storage"] == true).map(name);
+                (
+                    m.name.clone(),
+                    storage.unwrap_or_default(),
+                    versions.iter().map(name).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn istio_1_30s_crds_store_v1_serve_all_of_1_19s_versions_and_drop_the_operator() {
+        let new = served(&ISTIO_1_30);
+        assert_eq!(new.len(), 15);
+        assert_eq!(new[0].0, "trafficextensions.extensions.istio.io");
+        assert!(
+            !new.iter()
+                .any(|(n, _, _)| n == "istiooperators.install.istio.io")
+        );
+        let of = |name: &str| {
+            new.iter()
+                .find(|(n, _, _)| n == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {name}"))
+        };
+        let (_, storage, versions) = of("virtualservices.networking.istio.io");
+        assert_eq!(
+            (storage.as_str(), versions),
+            ("v1", vec!["v1".into(), "v1alpha3".into(), "v1beta1".into()])
+        );
+        assert_eq!(of("peerauthentications.security.istio.io").1, "v1");
+        assert_eq!(of("envoyfilters.networking.istio.io").1, "v1alpha3");
+        assert_eq!(of("telemetries.telemetry.istio.io").1, "v1alpha1");
+        // Whatever 1.19 serves, 1.30 serves: objects written for one are read by the other.
+        for (name, _, old_versions) in served(&ISTIO_1_19) {
+            if name == "istiooperators.install.istio.io" {
+                continue;
+            }
+            let (_, _, versions) = of(&name);
+            for v in old_versions {
+                assert!(versions.contains(&v), "{name} {v}");
+            }
+        }
+        let all = definitions(&ISTIO_1_30);
+        let ap = crd(&all, "authorizationpolicies.security.istio.io");
+        assert_eq!(ap.body["spec"]["names"]["shortNames"], json!(["ap"]));
+        assert_eq!(
+            ap.body["spec"]["versions"][0]["additionalPrinterColumns"][0],
+            json!({"name": "Action", "type": "string", "jsonPath": ".spec.action"})
+        );
+        assert_eq!(
+            ap.body["metadata"]["labels"]["helm.sh/chart"],
+            "base-1.30.3"
+        );
+        assert!(ap.body["metadata"]["labels"].get("release").is_none());
     }
 }

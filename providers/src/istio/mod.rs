@@ -39,12 +39,15 @@ use control_plane::after_istiod;
 pub use crds::SECURITY_API;
 
 /// The `istio.crds` step.
-pub fn crds_step(_p: &Platform) -> Step {
+pub fn crds_step(p: &Platform) -> Step {
     Step {
         id: ISTIO_CRDS_STEP.to_string(),
-        description: "Istio's custom resource definitions (Istio 1.19)".into(),
+        description: format!(
+            "Istio's custom resource definitions (Istio {})",
+            p.istio.release.version
+        ),
         depends_on: vec![NETWORK_POLICIES_STEP.to_string()],
-        objects: crds::definitions(),
+        objects: crds::definitions(p.istio.release),
         outputs: vec![],
     }
 }
@@ -159,14 +162,16 @@ mod tests {
             "istio.peer-authentication/PeerAuthentication/istio-system/default"
         );
         assert_eq!(pa.body["spec"]["mtls"]["mode"], "STRICT");
-        // Its kind is defined by a CRD of the other step.
+        // Its kind is defined by a CRD of the other step, which serves the version it is
+        // written with.
         let crds = crds_step(&platform(""));
-        assert!(
-            crds.objects
-                .iter()
-                .any(|c| c.name == "peerauthentications.security.istio.io"
-                    && c.body["spec"]["versions"][0]["name"] == "v1beta1")
-        );
+        let version = SECURITY_API.split_once('/').map(|(_, v)| v);
+        assert!(crds.objects.iter().any(|c| {
+            c.name == "peerauthentications.security.istio.io"
+                && c.body["spec"]["versions"]
+                    .as_array()
+                    .is_some_and(|vs| vs.iter().any(|v| v["name"].as_str() == version))
+        }));
     }
 
     #[test]
