@@ -18,6 +18,29 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer).and_then(Value::as_str)
 }
 
+/// What a Deployment's or StatefulSet's status says of its rollout.
+struct Replicas {
+    generation: i64,
+    observed: i64,
+    /// `spec.replicas` (1 when unset, as the API server defaults it).
+    wanted: i64,
+    updated: i64,
+    available: i64,
+}
+
+fn replicas(obj: &Value) -> Replicas {
+    Replicas {
+        generation: int_at(obj, "/metadata/generation"),
+        observed: int_at(obj, "/status/observedGeneration"),
+        wanted: obj
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1),
+        updated: int_at(obj, "/status/updatedReplicas"),
+        available: int_at(obj, "/status/availableReplicas"),
+    }
+}
+
 fn int_at(v: &Value, pointer: &str) -> i64 {
     v.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
 }
@@ -65,14 +88,13 @@ pub fn readiness(obj: &Value) -> Readiness {
             }
         }
         ("apps/v1", "Deployment") => {
-            let generation = int_at(obj, "/metadata/generation");
-            let observed = int_at(obj, "/status/observedGeneration");
-            let wanted = obj
-                .pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            let updated = int_at(obj, "/status/updatedReplicas");
-            let available = int_at(obj, "/status/availableReplicas");
+            let Replicas {
+                generation,
+                observed,
+                wanted,
+                updated,
+                available,
+            } = replicas(obj);
             // Pods of the old template still running (a rollout under way) count in `replicas`.
             let old = int_at(obj, "/status/replicas") - updated;
             if observed >= generation && updated >= wanted && available >= wanted && old <= 0 {
@@ -86,14 +108,13 @@ pub fn readiness(obj: &Value) -> Readiness {
             }
         }
         ("apps/v1", "StatefulSet") => {
-            let generation = int_at(obj, "/metadata/generation");
-            let observed = int_at(obj, "/status/observedGeneration");
-            let wanted = obj
-                .pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            let updated = int_at(obj, "/status/updatedReplicas");
-            let available = int_at(obj, "/status/availableReplicas");
+            let Replicas {
+                generation,
+                observed,
+                wanted,
+                updated,
+                available,
+            } = replicas(obj);
             let current = str_at(obj, "/status/currentRevision");
             let update = str_at(obj, "/status/updateRevision");
             if observed >= generation

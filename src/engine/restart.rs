@@ -44,12 +44,7 @@ pub async fn restart(
     deadline: Instant,
     interrupt: &Interrupt,
 ) -> Result<()> {
-    let now = crate::lifecycle::certificates::date(crate::lifecycle::certificates::now());
-    let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}});
-    cluster
-        .merge_patch(workload, &patch, RESTART_MANAGER)
-        .await
-        .with_context(|| format!("cannot restart {workload}"))?;
+    restart_only(cluster, workload).await?;
     // Read again rather than trust the patch's answer: its status is the old rollout's.
     cluster
         .wait_ready(workload, None, deadline, interrupt)
