@@ -301,6 +301,10 @@ pub struct PlanArgs {
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Also list every certificate `vz` issues, CAs first, with when it expires and when its
+    /// renewal is due (text output; `--json` has them in each change's `certificate`).
+    #[arg(long)]
+    pub certificates: bool,
     /// API requests in flight at once.
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub parallelism: u16,

@@ -340,6 +340,64 @@ pub fn plan_text(plan: &Plan) -> String {
     out
 }
 
+/// `vz plan --certificates`: every certificate the plan involves, CAs first, with its expiry and
+/// when its renewal is due (`renewBeforeDays` before it), or what this plan does to it. `now` in
+/// Unix seconds.
+pub fn certificates_text(plan: &Plan, now: i64) -> String {
+    use crate::lifecycle::certificates::date;
+    use vz_providers::manifest::Role;
+    let mut rows: Vec<(u8, &str, &str, String)> = Vec::new();
+    for c in &plan.changes {
+        let Some(spec) = c.desired.as_ref().and_then(|m| m.certificate.as_ref()) else {
+            continue;
+        };
+        let (rank, role) = match spec.role {
+            Role::Root => (0, "CA"),
+            Role::Intermediate => (1, "intermediate CA"),
+            Role::Leaf => (2, "leaf"),
+        };
+        let held = c.certificate.as_ref().map(|f| {
+            let days = (f.not_after - now).div_euclid(86_400);
+            let due = f.not_after - spec.renew_before_days * 86_400;
+            let when = if f.not_after <= now {
+                "expired".to_string()
+            } else {
+                format!("in {days} day(s)")
+            };
+            format!(
+                "expires {} ({when}); renewal due from {}",
+                date(f.not_after),
+                date(due)
+            )
+        });
+        let what = match (c.action, held) {
+            (Action::Delete | Action::Release | Action::Forget, h) => format!(
+                "{}; goes with this plan",
+                h.unwrap_or_else(|| "not in the cluster".into())
+            ),
+            (_, None) => "issued by this apply".to_string(),
+            (_, Some(h)) => match &c.reissue {
+                Some(why) => format!("{h}; issued again by this apply: {why}"),
+                None if c.action == Action::Replace => {
+                    format!("{h}; issued again by this apply (replaced)")
+                }
+                None => h,
+            },
+        };
+        rows.push((rank, c.address.as_str(), role, what));
+    }
+    if rows.is_empty() {
+        return "\nCertificates: none.\n".to_string();
+    }
+    rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let width = rows.iter().map(|r| r.1.len()).max().unwrap_or_default();
+    let mut out = format!("\nCertificates ({}):\n\n", rows.len());
+    for (_, address, role, what) in rows {
+        let _ = writeln!(out, "  {address:width$}  {role}: {what}");
+    }
+    out
+}
+
 /// How a workload's pods roll when an update changes their template (an image, an env var): as
 /// its strategy says, read from the object as the API server would store it. `None` for other
 /// changes and kinds.
@@ -553,6 +611,7 @@ mod tests {
     use super::*;
     use crate::cluster::ObjectRef;
     use serde_json::json;
+    use vz_providers::manifest::Role;
 
     fn change(address: &str, action: Action, cause: Cause, fields: Vec<FieldChange>) -> Change {
         Change {
@@ -606,6 +665,73 @@ mod tests {
         c.object.kind = kind.into();
         c.after = Some(json!({ "spec": spec }));
         c
+    }
+
+    fn certificate(address: &str, role: Role, not_after: Option<i64>) -> Change {
+        let mut c = change(address, Action::NoOp, Cause::Config, vec![]);
+        let mut m = vz_providers::Manifest::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s", "namespace": "n"},
+        }));
+        m.certificate = Some(vz_providers::manifest::CertSpec {
+            role,
+            common_name: "x".into(),
+            random_suffix: false,
+            sans: vec![],
+            validity_days: 90,
+            key: vz_providers::pki::KeyAlgorithm::EcdsaP256,
+            renew_before_days: 30,
+            issuer: None,
+            layout: vz_providers::manifest::Layout::Tls,
+        });
+        c.desired = Some(m);
+        c.certificate = not_after.map(|not_after| vz_state::CertFacts {
+            fingerprint: "f".into(),
+            serial: "1".into(),
+            sans: vec![],
+            key_id: None,
+            issuer_key_id: None,
+            key_algorithm: "ECDSA-P256".into(),
+            not_after,
+        });
+        c
+    }
+
+    #[test]
+    fn the_certificates_list_puts_cas_first_with_expiry_and_renewal() {
+        let day = 86_400;
+        let now = 1_800_000_000;
+        let mut due = certificate("tls/Secret/a/due", Role::Leaf, Some(now + 10 * day));
+        due.action = Action::Replace;
+        due.reissue = Some("expires soon".into());
+        let plan = plan_of(vec![
+            certificate("tls/Secret/a/web", Role::Leaf, Some(now + 90 * day)),
+            due,
+            certificate("tls/Secret/a/new", Role::Leaf, None),
+            certificate("ca/Secret/a/ca", Role::Root, Some(now + 3650 * day)),
+            change("ns/Namespace/a", Action::NoOp, Cause::Config, vec![]),
+        ]);
+        let text = certificates_text(&plan, now);
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("  ")).collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[0].starts_with("  ca/Secret/a/ca ") && lines[0].contains("CA: expires 2037-"),
+            "{text}"
+        );
+        assert!(lines[0].contains("(in 3650 day(s))"), "{text}");
+        assert!(
+            lines[1].contains("issued again by this apply: expires soon"),
+            "{text}"
+        );
+        assert!(lines[2].ends_with("leaf: issued by this apply"), "{text}");
+        assert!(
+            lines[3].contains("(in 90 day(s)); renewal due from 2027-"),
+            "{text}"
+        );
+        assert_eq!(
+            certificates_text(&plan_of(vec![]), now),
+            "\nCertificates: none.\n"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::Result;
 use super::{PlanRequest, make_plan};
 use crate::cli::{ClusterArgs, PlanArgs};
 use crate::engine::saved::{self, SavedPlan};
-use crate::output::{carry_on, out, plan_json, plan_text, print_plan};
+use crate::output::{carry_on, certificates_text, out, plan_json, plan_text, print_plan};
 
 /// Run `vz plan`.
 pub async fn run(cluster_args: &ClusterArgs, args: &PlanArgs) -> Result<ExitCode> {
@@ -33,6 +33,10 @@ pub async fn run(cluster_args: &ClusterArgs, args: &PlanArgs) -> Result<ExitCode
         )))?;
     } else {
         carry_on(print_plan(&plan_text(plan)))?;
+        if args.certificates {
+            let now = crate::lifecycle::certificates::now();
+            carry_on(print_plan(&certificates_text(plan, now)))?;
+        }
     }
     if let Some(file) = &args.out {
         let state = &planned.stored.state;

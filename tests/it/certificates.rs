@@ -197,8 +197,28 @@ fn a_certificate_due_for_renewal_is_planned_with_its_date_and_one_far_from_expir
         .expect("leaf");
     assert_ne!(new.fingerprint, old.fingerprint);
     assert!((59..=60).contains(&((new.not_after - now()) / pki::DAY)));
-    env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])
-        .expect_code(0);
+    // `--certificates` lists each one, the CA first, with its expiry and when it becomes due,
+    // as the certificate in the cluster says.
+    let listed = env.vz(&["plan", "-f", cfg, "--detailed-exitcode", "--certificates"]);
+    listed.expect_code(0);
+    let rows: Vec<&str> = listed
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("  certificates."))
+        .collect();
+    assert!(
+        rows.len() == 2
+            && rows[0].starts_with(
+                "  certificates.ca/Secret/cert-manager/verrazzano-ca-certificate-secret "
+            )
+            && rows[1].contains(&format!("leaf: expires {} (in ", vz_date(new.not_after)))
+            && rows[1].contains(&format!(
+                "renewal due from {}",
+                vz_date(new.not_after - 35 * pki::DAY)
+            )),
+        "{}",
+        listed.stdout
+    );
     // Without refresh the state's facts tell the same.
     env.vz(&["plan", "-f", cfg, "--detailed-exitcode", "--refresh=false"])
         .expect_code(0);
