@@ -1,6 +1,13 @@
 //! Step `istio.control-plane`: istiod, Istio's control plane, as Verrazzano v1.7.2 installs it with
-//! `istioctl` (profile `default`, Istio 1.19.3; see `shared/reference/workloads-inventory.md`,
-//! sections 2, 3 and 5), in namespace `istio-system`:
+//! `istioctl` (profile `default`; see `shared/reference/workloads-inventory.md`, sections 2, 3 and
+//! 5), of the release the configuration names, in namespace `istio-system`. Below are the names in
+//! place (`upgrade: inPlace`); under `upgrade: canary` (the default) each carries the revision
+//! (`istiod-1-30-3`, `istio-1-30-3`, `istio-sidecar-injector-1-30-3`,
+//! `istio-validator-1-30-3-istio-system`, `istiod-clusterrole-1-30-3-istio-system`), the
+//! revision's injector has only the `rev.*` entries, and the default revision tag ([`revision_tag`],
+//! step `istio.revision-tag`) takes the namespaces labelled `istio-injection=enabled` and the
+//! default validation. 1.30 differs from 1.19 in istiod's environment, named ports and the
+//! webhooks' AdmissionReview versions (`v1` only).
 //!
 //! - ServiceAccount `istiod`; ClusterRole and ClusterRoleBinding `istiod-clusterrole-istio-system`
 //!   (webhook configurations, Istio's APIs, discovery, Gateway API, MCS); Role and RoleBinding
@@ -24,8 +31,9 @@
 //! No webhook carries a `caBundle`: istiod writes its CA into the configurations labelled
 //! `istio.io/rev=default`, and `vz` must not fight it over that field.
 //!
-//! Not rendered: the revision-tag MWC `istio-revision-tag-default` (the chart's MWC is left active
-//! instead of being deactivated in its favour), the ClusterRoles
+//! Not rendered: in place, the revision-tag MWC `istio-revision-tag-default` (the chart's MWC is
+//! left active instead of being deactivated in its favour); the tag's Service
+//! `istiod-revision-tag-default` (1.30's chart) under canary; the ClusterRoles
 //! `istiod-gateway-controller-istio-system` and `istio-reader-clusterrole-istio-system`, the
 //! IstioOperator `installed-state`, and PodDisruptionBudgets/autoscalers (off in Verrazzano).
 //!

@@ -1,17 +1,22 @@
 //! Istio: its API, its control plane and gateways, and the mesh-wide policy `vz` sets on it.
 //!
-//! - Step `istio.crds`: the 15 CustomResourceDefinitions of Istio 1.19 (1.19.3 is the version
-//!   Verrazzano v1.7.2 installs), from [`crds`]: `networking.istio.io`, `security.istio.io`,
-//!   `telemetry.istio.io`, `extensions.istio.io` and `install.istio.io`, with the same names, kinds,
-//!   versions and storage versions as Istio's own charts. The kinds `vz` writes (PeerAuthentication,
+//! - Step `istio.crds`: the 15 CustomResourceDefinitions of the chosen release (1.30.3, or 1.19.3
+//!   as Verrazzano v1.7.2 installs it), from [`crds`]: `networking.istio.io`, `security.istio.io`,
+//!   `telemetry.istio.io`, `extensions.istio.io` (and 1.19's `install.istio.io`), with the same
+//!   names, kinds, versions and storage versions as Istio's own charts. The kinds `vz` writes (PeerAuthentication,
 //!   Gateway, VirtualService, DestinationRule, AuthorizationPolicy, EnvoyFilter) get Istio's
 //!   structural `spec` schemas, so the API server prunes misspelt fields and rejects wrong types;
 //!   the others accept any `spec` (Istio's validating webhook, which istiod serves, checks them).
 //! - Step `istio.peer-authentication`: strict mTLS for the whole mesh — PeerAuthentication `default`
 //!   in the root namespace `istio-system` with `spec.mtls.mode: STRICT`.
 //!
-//! - Step `istio.control-plane`: istiod and its webhooks ([`control_plane`]).
+//! - Step `istio.control-plane`: istiod and its webhooks ([`control_plane`]), as the platform's
+//!   revision under `upgrade: canary`.
+//! - Step `istio.revision-tag` (canary only): the default revision tag, pointing the mesh at that
+//!   revision.
 //! - Step `istio.gateways`: the ingress and egress gateways ([`gateways`]).
+//! - Step `istio.workloads`: no objects; where apply restarts the workloads whose sidecars are
+//!   stale (planned by `vz`'s `lifecycle::workloads`).
 //! - Steps `istio.server-header-filter` and `istio.authorization-policies`: the EnvoyFilter and
 //!   the system AuthorizationPolicies Verrazzano sets once Istio runs ([`mesh`]).
 //!
