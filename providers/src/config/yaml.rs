@@ -64,13 +64,60 @@ pub(super) fn from_yaml<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ConfigError> {
     serde_saphyr::from_str(text).map_err(|e| {
         let loc = e.location();
+        let message = first_line(&e.to_string());
+        // A value of the wrong kind (an enum's unknown variant, a string for a number) names the
+        // field it is at, as vz's own checks do; an unknown key names itself already.
+        let field = loc
+            .filter(|_| !message.starts_with("unknown field"))
+            .and_then(|l| field_at(text, l.line()));
         ConfigError {
             file: path.to_path_buf(),
             line: loc.map(|l| l.line()),
             column: loc.map(|l| l.column()),
-            field: None,
-            message: first_line(&e.to_string()),
+            field,
+            message,
         }
+    })
+}
+
+/// The dotted path of the block-style key on line `line` (1-based) of `text`, from the keys of
+/// the less indented lines above it: `components.istio.upgrade`. `None` where the file does not
+/// say it plainly (flow style, a list item, a multi-line value).
+fn field_at(text: &str, line: u64) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let index = usize::try_from(line).ok()?.checked_sub(1)?;
+    let key_of = |l: &str| -> Option<(usize, String)> {
+        let indent = l.len() - l.trim_start_matches(' ').len();
+        let rest = &l[indent..];
+        let (key, _) = rest.split_once(':')?;
+        let plain = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        plain.then(|| (indent, key.to_string()))
+    };
+    let (mut indent, key) = key_of(lines.get(index)?)?;
+    let mut path = vec![key];
+    for l in lines[..index].iter().rev() {
+        if indent == 0 {
+            break;
+        }
+        let trimmed = l.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let this = l.len() - trimmed.len();
+        if this >= indent {
+            continue;
+        }
+        // A list item or anything but a plain key above: not a path vz can name.
+        let (at, key) = key_of(l)?;
+        indent = at;
+        path.push(key);
+    }
+    (indent == 0).then(|| {
+        path.reverse();
+        path.join(".")
     })
 }
 
@@ -134,6 +181,20 @@ mod tests {
         let path = dir.path().join("vz.yaml");
         std::fs::write(&path, bytes).expect("write");
         load(&path)
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_kind_names_its_field() {
+        let e = load_text(
+            b"environmentName: q\ncomponents:\n  # the mesh\n  istio:\n    enabled: true\n    upgrade: sideways\n",
+        )
+        .expect_err("an unknown variant");
+        assert_eq!(e.field.as_deref(), Some("components.istio.upgrade"), "{e}");
+        assert!(e.to_string().contains("sideways"), "{e}");
+        // Where the file does not say the path plainly, no field is named.
+        assert_eq!(field_at("a:\n  - b: 1\n    c: x\n", 3), None);
+        assert_eq!(field_at("a: {b: x}\n", 1), Some("a".into()));
+        assert_eq!(field_at("a:\n  b: |\n    text\n", 3), None);
     }
 
     #[test]
