@@ -232,6 +232,27 @@ fn a_version_move_plans_and_applies_as_a_canary_with_the_old_revision_removed_la
     // Nothing left to do: no workload runs an old sidecar.
     env.vz(&["plan", "-f", &new, "--detailed-exitcode"])
         .expect_code(0);
+
+    // Moving back is a canary too. The CRDs go back to 1.19's but keep serving the `v1` their
+    // objects are now stored as: the API server refuses a definition that drops it.
+    env.vz(&["apply", "-f", &old, "--auto-approve"])
+        .expect_code(0);
+    assert_eq!(istiods(&env), [format!("istiod-{OLD}")]);
+    let vs = env
+        .get_json(&["crd", "virtualservices.networking.istio.io"])
+        .expect("the CRD");
+    let versions: Vec<(&str, bool)> = vs["spec"]["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| (v["name"].as_str().unwrap_or(""), v["storage"] == true))
+        .collect();
+    assert_eq!(
+        versions,
+        [("v1alpha3", true), ("v1beta1", false), ("v1", false)]
+    );
+    env.vz(&["plan", "-f", &old, "--detailed-exitcode"])
+        .expect_code(0);
 }
 
 #[test]
