@@ -225,6 +225,7 @@ fn the_saved_plan_decoder_never_panics() {
                 reissue: None,
                 follows: None,
                 certificate: None,
+                intent: None,
             }],
             destroy: false,
             refreshed: true,

@@ -636,6 +636,7 @@ mod tests {
             reissue: None,
             follows: None,
             certificate: None,
+            intent: None,
         }
     }
 
@@ -681,6 +682,7 @@ mod tests {
             validity_days: 90,
             key: vz_providers::pki::KeyAlgorithm::EcdsaP256,
             renew_before_days: 30,
+            overlap_secs: 0,
             issuer: None,
             layout: vz_providers::manifest::Layout::Tls,
         });

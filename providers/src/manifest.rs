@@ -68,6 +68,15 @@ impl Layout {
         }
     }
 
+    /// The key holding the CAs its holder trusts (the root of its chain, or every root of a CA
+    /// rotation's overlap).
+    pub fn trust_key(self) -> &'static str {
+        match self {
+            Layout::Tls => "ca.crt",
+            Layout::IstioCa => "root-cert.pem",
+        }
+    }
+
     /// Every key the Secret holds.
     pub fn keys(self) -> &'static [&'static str] {
         match self {
@@ -107,10 +116,18 @@ pub struct CertSpec {
     pub key: KeyAlgorithm,
     /// Issue again this many days before expiry.
     pub renew_before_days: i64,
+    /// For a CA `vz` issues itself: how long a rotation keeps the old and the new CA side by side,
+    /// in seconds (`certificates.caOverlap`; see [`crate::certificates`]). 0 for the others.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub overlap_secs: i64,
     /// The Secret of the CA that signs it (its `tls.crt` and `tls.key`); `None` for a root.
     pub issuer: Option<SecretRef>,
     /// The keys of its Secret.
     pub layout: Layout,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Where a copied value goes.

@@ -137,8 +137,11 @@ fn issue_err(e: rcgen::Error) -> PkiError {
     PkiError::Issue(e.to_string())
 }
 
-/// Parameters with the subject's names and a validity window starting an hour before `now` (clock
-/// skew between this machine and the cluster's).
+/// How long before its issue a certificate's validity starts (clock skew between this machine
+/// and the cluster's): a certificate `vz` issued at `t` has `not_before` = `t - BACKDATE`.
+pub const BACKDATE: i64 = 3600;
+
+/// Parameters with the subject's names and a validity window starting [`BACKDATE`] before `now`.
 fn params(subject: &Subject, now: i64) -> Result<CertificateParams, PkiError> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -147,7 +150,7 @@ fn params(subject: &Subject, now: i64) -> Result<CertificateParams, PkiError> {
     }
     dn.push(DnType::CommonName, subject.common_name.as_str());
     p.distinguished_name = dn;
-    p.not_before = time_at(now - 3600)?;
+    p.not_before = time_at(now - BACKDATE)?;
     p.not_after = time_at(now + subject.validity_secs)?;
     for san in &subject.sans {
         p.subject_alt_names.push(match san.parse::<IpAddr>() {

@@ -43,6 +43,10 @@ pub fn cert_spec(
         },
         key: c.key,
         renew_before_days: c.renew_before_days,
+        overlap_secs: match role {
+            Role::Root => c.ca_overlap_secs,
+            Role::Intermediate | Role::Leaf => 0,
+        },
         issuer,
         layout: Layout::Tls,
     }

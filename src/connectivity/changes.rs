@@ -366,6 +366,7 @@ mod tests {
             reissue: None,
             follows: None,
             certificate: None,
+            intent: None,
         }
     }
 

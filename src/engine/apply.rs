@@ -24,6 +24,7 @@ use anyhow::{Context, Result, anyhow};
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
 use tokio::time::Instant;
+use vz_providers::manifest::FillTarget;
 use vz_providers::{Manifest, Outputs, Ownership, Step};
 use vz_state::{ObjectRecord, State, Store, Unfinished};
 
@@ -715,7 +716,9 @@ impl<'a> Run<'a> {
         // What providers make or read only now, never at plan time (a certificate issued or kept,
         // copied values read). A replaced object's key material is made anew.
         let renew = c.reissue.is_some() || c.action == Action::Replace;
-        let sent = lifecycle::before_apply(self.cluster, m, before.as_ref(), renew).await?;
+        let sent =
+            lifecycle::before_apply(self.cluster, m, before.as_ref(), renew, c.intent.as_deref())
+                .await?;
         let sent = sent.as_ref();
         if m.ownership == Ownership::Patched && before.is_none() {
             // Never created by vz, and gone since the plan: nothing to patch.
@@ -1228,7 +1231,7 @@ fn tiers<'c>(changes: &[&'c Change], reverse: bool) -> Vec<Vec<&'c Change>> {
     let mut by_tier: std::collections::BTreeMap<u8, Vec<&Change>> = Default::default();
     for c in changes {
         by_tier
-            .entry(order::tier(&c.object.api_version, &c.object.kind))
+            .entry(order::tier(&c.object.api_version, &c.object.kind, copy(c)))
             .or_default()
             .push(c);
     }
@@ -1237,6 +1240,13 @@ fn tiers<'c>(changes: &[&'c Change], reverse: bool) -> Vec<Vec<&'c Change>> {
         out.reverse();
     }
     out
+}
+
+/// Whether all `vz` writes of the object is values copied from a CA (a bundle, a `caBundle`).
+fn copy(c: &Change) -> bool {
+    c.desired.as_ref().is_some_and(|m| {
+        m.certificate.is_none() && m.fills.iter().any(|f| f.target != FillTarget::Data)
+    })
 }
 
 /// Several operations that failed in the same run (steps run in parallel), each kept whole so

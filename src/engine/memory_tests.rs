@@ -690,6 +690,7 @@ fn certificate(name: &str, issuer: Option<&str>, sans: &[&str]) -> Manifest {
         validity_days: 90,
         key: vz_providers::pki::KeyAlgorithm::EcdsaP256,
         renew_before_days: 30,
+        overlap_secs: 0,
         issuer: issuer.map(|i| vz_providers::names::SecretRef::new("a", i)),
         layout: Layout::Tls,
     };
@@ -712,7 +713,7 @@ fn trust_store() -> Manifest {
     m.fills.push(Fill {
         target: FillTarget::Pointer("/data/ca.crt".into()),
         from: vz_providers::names::SecretRef::new("a", "ca"),
-        keys: vec!["tls.crt".into()],
+        keys: vec!["ca.crt".into(), "tls.crt".into()],
     });
     m
 }
@@ -827,12 +828,131 @@ async fn replacing_the_ca_issues_its_leaves_again_and_updates_its_copies() {
     let new_ca = data(&b, &secret("ca"), "tls.crt");
     assert_ne!(new_ca, old_ca);
     assert_ne!(data(&b, &secret("web"), "tls.crt"), old_leaf);
+    // Without overlap (caOverlap 0s) the new CA signs at once; the old one stays trusted
+    // (servers may still present what it signed), in the bundle and its copies.
+    let trust = || {
+        let stored = b
+            .mem
+            .object(&r("v1", "ConfigMap", Some("a"), "trust"))
+            .expect("trust");
+        stored["data"]["ca.crt"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let bundle = data(&b, &secret("ca"), "ca.crt");
+    assert_eq!(bundle, format!("{new_ca}{old_ca}"));
     assert_eq!(
-        data(&b, &r("v1", "ConfigMap", Some("a"), "trust"), "ca.crt"),
-        b.mem.object(&secret("ca")).expect("ca")["data"]["tls.crt"]
+        trust(),
+        b.mem.object(&secret("ca")).expect("ca")["data"]["ca.crt"]
             .as_str()
             .unwrap_or_default()
     );
+    assert_eq!(data(&b, &secret("web"), "ca.crt"), bundle);
+
+    // Nothing it signed is left: the next plan drops the old CA, and the copies follow.
+    let p = b.plan(&d, &s).await;
+    let ca = change(&p, &secret("ca"));
+    assert_eq!(ca.action, Action::Update);
+    assert!(
+        ca.follows
+            .as_deref()
+            .is_some_and(|f| f.contains("leaves its trust bundle")),
+        "{:?}",
+        ca.follows
+    );
+    assert!(ca.intent.as_deref().is_some_and(|i| i.starts_with("trim ")));
+    assert!(
+        change(&p, &r("v1", "ConfigMap", Some("a"), "trust"))
+            .follows
+            .is_some()
+    );
+    assert_eq!(change(&p, &secret("web")).action, Action::Update);
+    let s = apply(b.session(), &p, &d, Outputs::default(), s)
+        .await
+        .expect("apply");
+    assert_eq!(data(&b, &secret("ca"), "ca.crt"), new_ca);
+    assert_eq!(data(&b, &secret("web"), "ca.crt"), new_ca);
+    assert_eq!(
+        data(&b, &secret("web"), "tls.crt").contains(&old_leaf),
+        false
+    );
+    let p = b.plan(&d, &s).await;
+    assert!(!p.has_changes(), "{:?}", actions(&p));
+}
+
+/// [`pki`] with a CA that rotates with `overlap` seconds of overlap.
+fn pki_with_overlap(overlap: i64) -> Desired {
+    let mut d = pki(&["web.example.com"]);
+    if let Some(spec) = d.steps[1].objects[0].certificate.as_mut() {
+        spec.overlap_secs = overlap;
+    }
+    d
+}
+
+#[tokio::test]
+async fn a_ca_due_with_overlap_joins_the_bundle_first_and_signs_only_once_switched() {
+    let b = Bench::new();
+    let d = pki_with_overlap(3600);
+    let s = b.apply(&d, state()).await.expect("apply");
+    let old_ca = data(&b, &secret("ca"), "tls.crt");
+    let old_leaf = data(&b, &secret("web"), "tls.crt");
+    let ca_address = d.steps[1].address_of(&d.steps[1].objects[0]);
+
+    // Announced: the new CA joins the bundle; the old one still signs, the leaf is kept.
+    let mut opts = plan_options();
+    opts.replace = vec![ca_address.clone()];
+    let p = plan(&b.cluster, &d.steps, &d.graph, &s, &opts)
+        .await
+        .expect("plan");
+    let ca = change(&p, &secret("ca"));
+    assert_eq!(ca.action, Action::Update, "updated in place, not replaced");
+    assert_eq!(ca.intent.as_deref(), Some("announce"));
+    assert!(
+        ca.follows
+            .as_deref()
+            .is_some_and(|f| f.starts_with("CA rotation begins (its replacement is requested)")),
+        "{:?}",
+        ca.follows
+    );
+    let leaf = change(&p, &secret("web"));
+    assert_eq!(leaf.reissue, None);
+    assert!(leaf.follows.is_some(), "its ca.crt follows");
+    let s = apply(b.session(), &p, &d, Outputs::default(), s)
+        .await
+        .expect("apply");
+    assert_eq!(data(&b, &secret("ca"), "tls.crt"), old_ca);
+    let next = data(&b, &secret("ca"), "next.crt");
+    assert_eq!(data(&b, &secret("ca"), "ca.crt"), format!("{next}{old_ca}"));
+    assert_eq!(data(&b, &secret("web"), "tls.crt"), old_leaf);
+    assert_eq!(
+        data(&b, &secret("web"), "ca.crt"),
+        format!("{next}{old_ca}")
+    );
+    let p = b.plan(&d, &s).await;
+    assert!(
+        !p.has_changes(),
+        "nothing before the overlap is over: {:?}",
+        actions(&p)
+    );
+
+    // Asked again before the overlap is over: the announced CA takes over now.
+    let p = plan(&b.cluster, &d.steps, &d.graph, &s, &opts)
+        .await
+        .expect("plan");
+    assert_eq!(change(&p, &secret("ca")).intent.as_deref(), Some("switch"));
+    assert!(change(&p, &secret("web")).reissue.is_some());
+    let s = apply(b.session(), &p, &d, Outputs::default(), s)
+        .await
+        .expect("apply");
+    assert_eq!(data(&b, &secret("ca"), "tls.crt"), next);
+    assert_eq!(data(&b, &secret("ca"), "ca.crt"), format!("{next}{old_ca}"));
+    assert!(
+        vz_providers::pki::signed_by(&data(&b, &secret("web"), "tls.crt"), &next).expect("parse")
+    );
+    let stored = b.mem.object(&secret("ca")).expect("ca");
+    assert!(stored["data"].get("next.key").is_none());
+    // The old CA stays trusted for the overlap after the switch.
     let p = b.plan(&d, &s).await;
     assert!(!p.has_changes(), "{:?}", actions(&p));
 }

@@ -3,10 +3,12 @@
 //! Across steps: a step that creates Namespace `n` comes before every step with objects in `n`, and a
 //! step that defines a CustomResourceDefinition of API group `g` comes before every step with objects
 //! of group `g` (deletion runs the other way: custom resources before their CRDs, contents before
-//! namespaces). Within a step, objects go in tiers — namespaces and CRDs, then what workloads need
-//! (service accounts, RBAC, config), then Services, then workloads, then everything else (custom
-//! resources included), then admission webhooks and API services, which would otherwise intercept
-//! requests before their backends exist. Objects of one tier are applied concurrently; deletion
+//! namespaces). Within a step, objects go in tiers — namespaces and CRDs, then copies of CAs (a
+//! trust bundle, a webhook's `caBundle`: clients trust a new CA before the servers' certificates it
+//! signs are written), then what workloads need (service accounts, RBAC, config, certificates),
+//! then Services, then workloads, then everything else (custom resources included), then
+//! admission webhooks and API services, which would otherwise intercept requests before their
+//! backends exist. Objects of one tier are applied concurrently; deletion
 //! takes the tiers in reverse.
 
 use serde_json::Value;
@@ -51,19 +53,21 @@ fn is_builtin_group(group: &str) -> bool {
 }
 
 /// The tier of an object within its step: lower tiers are applied first (and deleted last).
-pub fn tier(api_version: &str, kind: &str) -> u8 {
+/// `copy`: all `vz` writes of it is values copied from a CA (see the module's documentation).
+pub fn tier(api_version: &str, kind: &str, copy: bool) -> u8 {
     match kind {
         "Namespace" | "CustomResourceDefinition" => 0,
+        _ if copy => 1,
         "ServiceAccount" | "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding"
-        | "ConfigMap" | "Secret" | "PriorityClass" | "IngressClass" => 1,
-        "Service" => 2,
-        "Deployment" | "DaemonSet" | "StatefulSet" | "ReplicaSet" | "Job" | "CronJob" | "Pod" => 3,
+        | "ConfigMap" | "Secret" | "PriorityClass" | "IngressClass" => 2,
+        "Service" => 3,
+        "Deployment" | "DaemonSet" | "StatefulSet" | "ReplicaSet" | "Job" | "CronJob" | "Pod" => 4,
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" | "APIService"
             if is_builtin_group(group_of(api_version)) =>
         {
-            5
+            6
         }
-        _ => 4,
+        _ => 5,
     }
 }
 
@@ -128,13 +132,25 @@ mod tests {
                 "ValidatingWebhookConfiguration",
             ),
         ];
-        let tiers: Vec<u8> = order.iter().map(|(a, k)| tier(a, k)).collect();
+        let tiers: Vec<u8> = order.iter().map(|(a, k)| tier(a, k, false)).collect();
         let mut sorted = tiers.clone();
         sorted.sort_unstable();
         assert_eq!(tiers, sorted);
         assert_eq!(
-            tier("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+            tier("apiextensions.k8s.io/v1", "CustomResourceDefinition", false),
             0
         );
+    }
+
+    #[test]
+    fn copies_of_a_ca_go_before_the_certificates_it_signs() {
+        let bundle = tier("v1", "Secret", true);
+        let webhook_ca_bundle = tier(
+            "admissionregistration.k8s.io/v1",
+            "ValidatingWebhookConfiguration",
+            true,
+        );
+        let certificate = tier("v1", "Secret", false);
+        assert!(bundle < certificate && webhook_ca_bundle < certificate);
     }
 }

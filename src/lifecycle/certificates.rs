@@ -30,6 +30,7 @@ use vz_state::{CertFacts, State};
 
 use crate::cluster::{Cluster, ObjectRef};
 use crate::engine::plan::Seen;
+use crate::lifecycle::rotation::{self, CaView, Intent, NEXT_CERT, NEXT_KEY, Signed};
 use crate::lifecycle::{Lifecycle, PlanContext, Planning, Prepared};
 
 /// The certificates' lifecycle (see the module's documentation).
@@ -62,11 +63,12 @@ impl Lifecycle for Certificates {
         m: &Manifest,
         live: Option<&Value>,
         renew: bool,
+        intent: Option<&str>,
     ) -> Result<Option<Manifest>> {
         if m.certificate.is_none() && m.fills.is_empty() {
             return Ok(None);
         }
-        materialize(cluster, m, live, renew).await.map(Some)
+        materialize(cluster, m, live, renew, intent).await.map(Some)
     }
 
     fn after_apply(&self, m: &Manifest, applied: &Value) -> Option<CertFacts> {
@@ -137,6 +139,38 @@ pub struct CertPlan {
     issued: HashMap<SecretRef, Option<String>>,
     /// The facts of the certificates in the cluster (or, without refresh, in the state).
     current: HashMap<SecretRef, CertFacts>,
+    /// The CA trust bundles (`ca.crt`) this run changes, and how.
+    trust: HashMap<SecretRef, Trust>,
+    /// The CAs a rotation moves on in this run: what the plan says of each, and does.
+    rotating: HashMap<SecretRef, Note>,
+}
+
+/// How a CA's trust bundle changes in this run (see [`rotation`]).
+#[derive(Debug, Clone)]
+enum Trust {
+    /// A CA joins it: the copies are known only after apply. What the copies say.
+    Grows(String),
+    /// CAs leave it: the bundle after (PEM), and what the copies say.
+    Shrinks { bundle: String, note: String },
+}
+
+impl Trust {
+    fn note(&self) -> &str {
+        match self {
+            Trust::Grows(n) | Trust::Shrinks { note: n, .. } => n,
+        }
+    }
+}
+
+/// What a rotation does to a CA in this run.
+#[derive(Debug, Clone, Default)]
+struct Note {
+    /// What the plan says of the CA, when its certificate is not issued again.
+    follows: Option<String>,
+    /// The step, carried to apply.
+    intent: Option<String>,
+    /// Its keys known only after apply.
+    unknown: Vec<String>,
 }
 
 impl Planning for CertPlan {
@@ -167,9 +201,33 @@ impl Planning for CertPlan {
                 .iter()
                 .map(|k| format!("/data/{k}"))
                 .collect();
+            if let Some(note) = self.rotating.get(&r) {
+                out.follows.clone_from(&note.follows);
+                out.intent.clone_from(&note.intent);
+                out.unknown.extend(note.unknown.iter().cloned());
+            }
+            // A certificate kept trusts what its issuer trusts.
+            if let Some(i) = &spec.issuer
+                && !self.issued.contains_key(&r)
+                && let Some(t) = self.trust.get(i)
+            {
+                let key = spec.layout.trust_key();
+                if matches!(t, Trust::Grows(_)) {
+                    out.unknown.push(format!("/data/{key}"));
+                }
+                out.follows.get_or_insert_with(|| match t {
+                    Trust::Grows(_) => {
+                        format!("its {key} follows the trust bundle of Secret {i}, which a new CA joins")
+                    }
+                    Trust::Shrinks { .. } => {
+                        format!("its {key} follows the trust bundle of Secret {i}, which an old CA leaves")
+                    }
+                });
+            }
         }
         for f in &m.fills {
-            if self.issued.contains_key(&f.from) || !self.sources.contains_key(&f.from) {
+            let grows = matches!(self.trust.get(&f.from), Some(Trust::Grows(_)));
+            if grows || !self.sources.contains_key(&f.from) {
                 match &f.target {
                     FillTarget::Pointer(p) => out.unknown.push(p.clone()),
                     FillTarget::EveryWebhook => out.unknown.push("/webhooks".into()),
@@ -177,12 +235,9 @@ impl Planning for CertPlan {
                 }
             }
             if out.follows.is_none()
-                && let Some(why) = self.issued.get(&f.from)
+                && let Some(t) = self.trust.get(&f.from)
             {
-                out.follows = Some(match why {
-                    None => format!("copies the CA in Secret {}, which is new", f.from),
-                    Some(w) => format!("copies the CA in Secret {}, issued again ({w})", f.from),
-                });
+                out.follows = Some(t.note().to_string());
             }
         }
         out
@@ -204,13 +259,40 @@ impl Planning for CertPlan {
         if let Some(spec) = &m.certificate {
             let live = live?;
             keep_data(&mut out, live, spec.layout);
+            let r = secret_of(&m);
+            let own = r.as_ref().and_then(|r| self.trust.get(r));
+            if spec.issuer.is_none()
+                && let Some(Trust::Shrinks { bundle, .. }) = own
+            {
+                set_data(&mut out, spec.layout.trust_key(), bundle);
+            }
+            let issued = r.is_some_and(|r| self.issued.contains_key(&r));
+            if let Some(i) = &spec.issuer
+                && !issued
+            {
+                let trust = match self.trust.get(i) {
+                    Some(Trust::Grows(_)) => return None,
+                    Some(Trust::Shrinks { bundle, .. }) => Some(bundle.clone()),
+                    None => self
+                        .sources
+                        .get(i)
+                        .cloned()
+                        .flatten()
+                        .and_then(|s| trust_of(&s)),
+                };
+                if let Some(t) = trust {
+                    set_data(&mut out, spec.layout.trust_key(), &t);
+                }
+            }
         }
         for f in &m.fills {
-            if self.issued.contains_key(&f.from) {
-                return None;
-            }
-            let source = self.sources.get(&f.from)?.as_ref()?;
-            let value = fill_value(source, f)?;
+            let value = match self.trust.get(&f.from) {
+                Some(Trust::Grows(_)) => return None,
+                Some(Trust::Shrinks { bundle, .. }) if f.target != FillTarget::Data => {
+                    Value::String(B64.encode(bundle))
+                }
+                _ => fill_value(self.sources.get(&f.from)?.as_ref()?, f)?,
+            };
             put(&mut out, &f.target, &value, live).ok()?;
         }
         Some(out)
@@ -233,15 +315,52 @@ fn entry_by_entry(unknown: &mut Vec<String>, live: Option<&Value>) {
     unknown.extend((0..entries.len()).map(|i| format!("/webhooks/{i}/clientConfig/caBundle")));
 }
 
-/// Copy the certificate keys of `live` into `m`'s data.
+/// Copy the certificate keys of `live` into `m`'s data (with an announced CA's, during a
+/// rotation).
 fn keep_data(m: &mut Manifest, live: &Value, layout: Layout) {
     let mut data = serde_json::Map::new();
-    for key in layout.keys() {
+    for key in layout.keys().iter().chain(&[NEXT_CERT, NEXT_KEY]) {
         if let Some(v) = live.get("data").and_then(|d| d.get(*key)) {
             data.insert((*key).to_string(), v.clone());
         }
     }
     Arc::make_mut(&mut m.body)["data"] = Value::Object(data);
+}
+
+/// Set `data[key]` of `m` to `text`, base64-encoded.
+fn set_data(m: &mut Manifest, key: &str, text: &str) {
+    Arc::make_mut(&mut m.body)["data"][key] = Value::String(B64.encode(text.as_bytes()));
+}
+
+/// What the certificates a CA's Secret signs trust: its `ca.crt` (its trust bundle, or the root
+/// of its chain) or, lacking one, the last certificate of its `tls.crt` chain.
+fn trust_of(issuer: &Value) -> Option<String> {
+    data_text(issuer, "ca.crt")
+        .filter(|c| !pki::split_certificates(c).is_empty())
+        .or_else(|| data_text(issuer, "tls.crt").and_then(|c| pki::split_certificates(&c).pop()))
+}
+
+/// A CA's Secret, as a rotation reads it: `None` unless it holds a readable CA and its key.
+fn ca_view(secret: &Value) -> Option<CaView> {
+    if secret.pointer("/metadata/deletionTimestamp").is_some() {
+        return None;
+    }
+    live_cert(secret, Layout::Tls).ok()?;
+    let next = data_text(secret, NEXT_CERT).filter(|_| data_text(secret, NEXT_KEY).is_some());
+    CaView::read(
+        &data_text(secret, "tls.crt")?,
+        data_text(secret, "ca.crt").as_deref(),
+        next.as_deref(),
+    )
+}
+
+/// A duration in seconds as the configuration writes it (`24h`, `90m`, `10s`).
+fn duration(secs: i64) -> String {
+    match secs {
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// The value `f` copies from `secret`: the base64 value of the first of its keys the Secret holds,
@@ -364,7 +483,35 @@ pub async fn prepare(
         let (Some(spec), Some(r)) = (&m.certificate, secret_of(m)) else {
             continue;
         };
-        if replace.contains(&step.address_of(m)) {
+        let replaced = replace.contains(&step.address_of(m));
+        // A CA `vz` issues, in the cluster and good: it rotates (see [`rotation`]).
+        if spec.issuer.is_none()
+            && refresh
+            && let Some(view) = plan
+                .sources
+                .get(&r)
+                .cloned()
+                .flatten()
+                .and_then(|l| ca_view(&l))
+        {
+            let why = if replaced {
+                Some("its replacement is requested".to_string())
+            } else {
+                due(&plan, spec, &facts(&view.current), now)
+            };
+            let signed = signed_by(&plan, desired, &r);
+            let decided = rotation::decide(
+                &view,
+                why.is_some(),
+                replaced,
+                spec.overlap_secs,
+                &signed,
+                now,
+            );
+            plan.rotate(&r, &view, &decided, why, spec.overlap_secs);
+            continue;
+        }
+        if replaced {
             // Issued anew on request: what it signed follows.
             plan.issued
                 .insert(r, Some("its replacement is requested".into()));
@@ -393,10 +540,142 @@ pub async fn prepare(
             }
         };
         if let Some(d) = decision {
+            if spec.issuer.is_none() {
+                plan.trust
+                    .insert(r.clone(), Trust::Grows(copies_issued(&r, d.as_deref())));
+            }
             plan.issued.insert(r, d);
         }
     }
     Ok(plan)
+}
+
+/// What a copy of the CA in `r` says when the CA is issued (again, with `why`).
+fn copies_issued(r: &SecretRef, why: Option<&str>) -> String {
+    match why {
+        None => format!("copies the CA in Secret {r}, which is new"),
+        Some(w) => format!("copies the CA in Secret {r}, issued again ({w})"),
+    }
+}
+
+/// The certificates in the cluster that the CA in `ca` signs (or signed).
+fn signed_by(plan: &CertPlan, desired: &[(&Step, &Manifest)], ca: &SecretRef) -> Vec<Signed> {
+    desired
+        .iter()
+        .filter_map(|(_, m)| {
+            let spec = m.certificate.as_ref()?;
+            (spec.issuer.as_ref() == Some(ca)).then_some(())?;
+            let live = plan.sources.get(&secret_of(m)?)?.as_ref()?;
+            let info = live_cert(live, spec.layout).ok()?;
+            Some(Signed {
+                issuer_key_id: info.issuer_key_id,
+                not_before: info.not_before,
+            })
+        })
+        .collect()
+}
+
+impl CertPlan {
+    /// Record what a rotation does to the CA in `r` (in the cluster as `view`; `why` it is due).
+    fn rotate(
+        &mut self,
+        r: &SecretRef,
+        view: &CaView,
+        step: &rotation::Step,
+        why: Option<String>,
+        overlap: i64,
+    ) {
+        let intent = rotation::intent(step);
+        match step {
+            rotation::Step::Keep => {}
+            rotation::Step::Issue => {
+                let why = why.unwrap_or_else(|| "the CA announced in its Secret expired".into());
+                self.trust
+                    .insert(r.clone(), Trust::Grows(copies_issued(r, Some(&why))));
+                self.issued.insert(r.clone(), Some(why));
+            }
+            rotation::Step::Announce { takes_over } => {
+                let why = why.unwrap_or_else(|| "the CA announced in its Secret expired".into());
+                self.trust.insert(
+                    r.clone(),
+                    Trust::Grows(format!(
+                        "copies the trust bundle of Secret {r}, which a new CA joins"
+                    )),
+                );
+                self.rotating.insert(
+                    r.clone(),
+                    Note {
+                        follows: Some(format!(
+                            "CA rotation begins ({why}): a new CA joins its trust bundle and signs from the first apply after {} (caOverlap {})",
+                            date(*takes_over),
+                            duration(overlap)
+                        )),
+                        intent,
+                        unknown: ["ca.crt", NEXT_CERT, NEXT_KEY]
+                            .iter()
+                            .map(|k| format!("/data/{k}"))
+                            .collect(),
+                    },
+                );
+            }
+            rotation::Step::Switch { announced } => {
+                let name = view
+                    .next
+                    .as_ref()
+                    .and_then(|n| n.common_name.clone())
+                    .unwrap_or_default();
+                self.issued.insert(
+                    r.clone(),
+                    Some(format!(
+                        "CA rotation: {name}, in its trust bundle since {}, takes over signing",
+                        date(*announced)
+                    )),
+                );
+                self.rotating.insert(
+                    r.clone(),
+                    Note {
+                        intent,
+                        ..Note::default()
+                    },
+                );
+            }
+            rotation::Step::Trim {
+                fingerprints,
+                names,
+            } => {
+                let before = view
+                    .trust
+                    .iter()
+                    .map(|(pem, _)| pem.as_str())
+                    .collect::<String>();
+                let mut bundle = rotation::trimmed(&before, fingerprints);
+                if bundle.is_empty() {
+                    bundle.clone_from(&view.current_pem);
+                }
+                let names = names.join(", ");
+                self.trust.insert(
+                    r.clone(),
+                    Trust::Shrinks {
+                        bundle,
+                        note: format!(
+                            "copies the trust bundle of Secret {r}, which CA {names} leaves"
+                        ),
+                    },
+                );
+                self.rotating.insert(
+                    r.clone(),
+                    Note {
+                        follows: Some(format!(
+                            "CA rotation ends: {names} leaves its trust bundle (expired, or nothing it signed is left since caOverlap {})",
+                            duration(overlap)
+                        )),
+                        intent,
+                        unknown: vec![],
+                    },
+                );
+            }
+        }
+    }
 }
 
 /// Every issuer `vz` does not issue itself (the user's CA) must hold a CA certificate and its key.
@@ -509,27 +788,78 @@ pub fn date(unix: i64) -> String {
 }
 
 /// `m` ready to send: its certificate issued (when `issue`, or when `live` holds none that is
-/// usable) or kept from `live`, and its copied values read from the cluster now.
+/// usable) or kept from `live`, a CA's rotation moved on as the plan's `intent` says (see
+/// [`rotation`]), and its copied values read from the cluster now.
 pub async fn materialize(
     cluster: &Cluster,
     m: &Manifest,
     live: Option<&Value>,
     issue: bool,
+    intent: Option<&str>,
 ) -> Result<Manifest> {
     let mut out = m.clone();
     if let Some(spec) = &m.certificate {
         let usable = live.and_then(|l| live_cert(l, spec.layout).ok().map(|i| (l, i)));
-        match usable {
-            Some((l, info)) if !issue && names_match(&info, spec) => {
+        let intent = intent
+            .and_then(Intent::parse)
+            .filter(|_| spec.issuer.is_none());
+        let text = |key: &str| live.and_then(|l| data_text(l, key));
+        let next = text(NEXT_CERT).zip(text(NEXT_KEY));
+        match (usable, intent) {
+            (Some((l, _)), Some(Intent::Trim(dropped))) => {
                 keep_data(&mut out, l, spec.layout);
+                let mut bundle = rotation::trimmed(&text("ca.crt").unwrap_or_default(), &dropped);
+                if bundle.is_empty() {
+                    bundle = text("tls.crt").unwrap_or_default();
+                }
+                set_data(&mut out, "ca.crt", &bundle);
             }
-            _ => {
-                let data = issue_now(cluster, m, spec).await?;
-                Arc::make_mut(&mut out.body)["data"] = Value::Object(
-                    data.into_iter()
-                        .map(|(k, v)| (k.to_string(), Value::String(v)))
-                        .collect(),
+            (Some((l, _)), Some(Intent::Announce)) => {
+                keep_data(&mut out, l, spec.layout);
+                let (new, _, _) = issue_now(cluster, m, spec).await?;
+                let bundle = rotation::grown(
+                    &new.cert_pem,
+                    text("tls.crt").as_deref(),
+                    text("ca.crt").as_deref(),
+                    now(),
                 );
+                set_data(&mut out, NEXT_CERT, &new.cert_pem);
+                set_data(&mut out, NEXT_KEY, &new.key_pem);
+                set_data(&mut out, "ca.crt", &bundle);
+            }
+            (Some(_), Some(Intent::Switch)) if next.is_some() => {
+                let (cert, key) = next.unwrap_or_default();
+                let bundle = rotation::grown(
+                    &cert,
+                    text("tls.crt").as_deref(),
+                    text("ca.crt").as_deref(),
+                    now(),
+                );
+                let issued = Issued {
+                    cert_pem: cert,
+                    key_pem: key,
+                };
+                put_data(&mut out, layout_data(spec.layout, &issued, "", &bundle));
+            }
+            (Some((l, info)), _) if !issue && names_match(&info, spec) => {
+                keep_data(&mut out, l, spec.layout);
+                if let Some(i) = &spec.issuer
+                    && let Some(issuer) = cluster.get(&secret_ref(i)).await?
+                    && let Some(trust) = trust_of(&issuer)
+                {
+                    // It trusts what its issuer trusts now (a CA rotation's bundle).
+                    set_data(&mut out, spec.layout.trust_key(), &trust);
+                }
+            }
+            (usable, _) => {
+                let (issued, chain, mut root) = issue_now(cluster, m, spec).await?;
+                if spec.issuer.is_none() {
+                    // A CA issued again: the one it replaces stays trusted until the rotation
+                    // ends, while what it signed is issued again.
+                    let old = usable.and(text("tls.crt"));
+                    root = rotation::grown(&root, old.as_deref(), text("ca.crt").as_deref(), now());
+                }
+                put_data(&mut out, layout_data(spec.layout, &issued, &chain, &root));
             }
         }
     }
@@ -566,12 +896,22 @@ fn names_match(info: &CertInfo, spec: &CertSpec) -> bool {
         && (spec.role != Role::Leaf || pki::same_names(&info.sans, &spec.sans))
 }
 
-/// Issue `spec`'s certificate now: the Secret data, base64-encoded by key.
+/// `m`'s data: `data`, base64-encoded values by key.
+fn put_data(m: &mut Manifest, data: Vec<(&'static str, String)>) {
+    Arc::make_mut(&mut m.body)["data"] = Value::Object(
+        data.into_iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v)))
+            .collect(),
+    );
+}
+
+/// Issue `spec`'s certificate now: the certificate and its key, the chain of its issuer (empty
+/// for a root) and the root (or trust bundle) its holder trusts.
 async fn issue_now(
     cluster: &Cluster,
     m: &Manifest,
     spec: &CertSpec,
-) -> Result<Vec<(&'static str, String)>> {
+) -> Result<(Issued, String, String)> {
     let now = now();
     let mut common_name = spec.common_name.clone();
     if spec.random_suffix {
@@ -611,10 +951,7 @@ async fn issue_now(
                     "cannot issue the certificate of {what}: `tls.crt` of its issuer, Secret {r}, holds no PEM certificate"
                 );
             };
-            let root = data_text(&secret, "ca.crt")
-                .filter(|c| !pki::split_certificates(c).is_empty())
-                .or_else(|| certs.last().cloned())
-                .unwrap_or_default();
+            let root = trust_of(&secret).unwrap_or_default();
             let issuer = Issued {
                 cert_pem: first.clone(),
                 key_pem: read("tls.key")?,
@@ -636,21 +973,32 @@ async fn issue_now(
             (issued, chain, root)
         }
     };
+    Ok((issued, chain, root))
+}
+
+/// The Secret data of a certificate laid out as `layout` says, base64-encoded by key: `issued`,
+/// its issuer's `chain`, the `root` (or trust bundle) its holder trusts.
+fn layout_data(
+    layout: Layout,
+    issued: &Issued,
+    chain: &str,
+    root: &str,
+) -> Vec<(&'static str, String)> {
     let chained = format!("{}{chain}", issued.cert_pem);
     let enc = |s: &str| B64.encode(s.as_bytes());
-    Ok(match spec.layout {
+    match layout {
         Layout::Tls => vec![
             ("tls.crt", enc(&chained)),
             ("tls.key", enc(&issued.key_pem)),
-            ("ca.crt", enc(&root)),
+            ("ca.crt", enc(root)),
         ],
         Layout::IstioCa => vec![
             ("ca-cert.pem", enc(&issued.cert_pem)),
             ("ca-key.pem", enc(&issued.key_pem)),
-            ("root-cert.pem", enc(&root)),
+            ("root-cert.pem", enc(root)),
             ("cert-chain.pem", enc(&chained)),
         ],
-    })
+    }
 }
 
 /// Run a key generation (RSA takes seconds) on a blocking thread, so that the certificates of a
@@ -698,6 +1046,7 @@ mod tests {
             validity_days: 90,
             key: KeyAlgorithm::EcdsaP256,
             renew_before_days: 30,
+            overlap_secs: 0,
             issuer: issuer.map(|i| SecretRef::new("ns", i)),
             layout: Layout::Tls,
         }
@@ -821,7 +1170,11 @@ mod tests {
         let sent = plan.for_dry_run(bundle.clone(), None).expect("known");
         assert_eq!(sent.body["data"]["b"], "Q0E=");
         // Issued again: unknown until apply, and the plan says why.
-        plan.issued.insert(ca, Some("expires soon".into()));
+        plan.issued.insert(ca.clone(), Some("expires soon".into()));
+        plan.trust.insert(
+            ca.clone(),
+            Trust::Grows(copies_issued(&ca, Some("expires soon"))),
+        );
         let prepared = plan.prepare(&bundle);
         assert_eq!(prepared.unknown, ["/data/b"]);
         assert_eq!(
@@ -829,6 +1182,22 @@ mod tests {
             Some("copies the CA in Secret ns/ca, issued again (expires soon)")
         );
         assert!(plan.for_dry_run(bundle.clone(), None).is_none());
+        // The end of a rotation: the bundle it will hold is known, and compared.
+        plan.trust.insert(
+            ca,
+            Trust::Shrinks {
+                bundle: "NEW".into(),
+                note: "copies the trust bundle of Secret ns/ca, which CA old leaves".into(),
+            },
+        );
+        let prepared = plan.prepare(&bundle);
+        assert!(prepared.unknown.is_empty());
+        assert_eq!(
+            prepared.follows.as_deref(),
+            Some("copies the trust bundle of Secret ns/ca, which CA old leaves")
+        );
+        let sent = plan.for_dry_run(bundle, None).expect("known");
+        assert_eq!(sent.body["data"]["b"], B64.encode("NEW"));
     }
 
     #[test]

@@ -56,6 +56,7 @@ impl Lifecycle for StoredVersions {
         m: &Manifest,
         live: Option<&Value>,
         _renew: bool,
+        _intent: Option<&str>,
     ) -> Result<Option<Manifest>> {
         Ok(live.and_then(|live| with_stored_versions(m, live)))
     }

@@ -46,6 +46,7 @@ use crate::output::Progress;
 pub mod certificates;
 pub mod crds;
 pub mod external_dns;
+pub mod rotation;
 pub mod workloads;
 
 /// What a hook of a run (apply, destroy) works with: the run's cluster, deadline, Ctrl-C and
@@ -97,6 +98,10 @@ pub struct Prepared {
     pub made_at_apply: Vec<String>,
     /// Whether planning needs the whole live object (its metadata is not enough).
     pub reads_whole: bool,
+    /// What the provider decided to do to the object, carried to apply (and in saved plans) as
+    /// [`Change::intent`]: a step of a CA rotation, say. An object with an intent is updated in
+    /// place even when `--replace` names it: the provider plans its replacement.
+    pub intent: Option<String>,
 }
 
 impl Prepared {
@@ -108,6 +113,7 @@ impl Prepared {
         self.unknown.extend(other.unknown);
         self.made_at_apply.extend(other.made_at_apply);
         self.reads_whole |= other.reads_whole;
+        self.intent = self.intent.take().or(other.intent);
     }
 }
 
@@ -151,13 +157,15 @@ pub trait Lifecycle: Send + Sync {
     }
 
     /// Before `m` is sent (`live`: the object as it is now; `renew`: the plan makes its key
-    /// material again): the object to send instead, if the provider fills in parts of it.
+    /// material again; `intent`: what the plan decided for it, see [`Prepared::intent`]): the
+    /// object to send instead, if the provider fills in parts of it.
     async fn before_apply(
         &self,
         _cluster: &Cluster,
         _m: &Manifest,
         _live: Option<&Value>,
         _renew: bool,
+        _intent: Option<&str>,
     ) -> Result<Option<Manifest>> {
         Ok(None)
     }
@@ -242,10 +250,14 @@ pub async fn before_apply<'m>(
     m: &'m Manifest,
     live: Option<&Value>,
     renew: bool,
+    intent: Option<&str>,
 ) -> Result<Cow<'m, Manifest>> {
     let mut sent = Cow::Borrowed(m);
     for hook in LIFECYCLES {
-        if let Some(changed) = hook.before_apply(cluster, &sent, live, renew).await? {
+        if let Some(changed) = hook
+            .before_apply(cluster, &sent, live, renew, intent)
+            .await?
+        {
             sent = Cow::Owned(changed);
         }
     }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::ConfigError;
-use super::checks::{check_dns_label, check_dns_name, secret};
+use super::checks::{check_dns_label, check_dns_name, go_duration_seconds, secret};
 use super::errors::Source;
 
 /// Where the platform CA comes from (`certificates.ca`).
@@ -50,6 +50,10 @@ pub struct Certificates {
     pub ca_validity_days: i64,
     /// Issue again this many days before expiry.
     pub renew_before_days: i64,
+    /// How long a CA rotation keeps old and new CA side by side (`caOverlap`, seconds): a new CA
+    /// joins the trust bundles this long before it signs, and the old one leaves them this long
+    /// after the last certificate it signed was replaced. 0: the new CA signs at once.
+    pub ca_overlap_secs: i64,
     /// Webhook serving certificates.
     pub webhooks: Vec<WebhookCert>,
 }
@@ -62,6 +66,7 @@ impl Default for Certificates {
             validity_days: 90,
             ca_validity_days: 3650,
             renew_before_days: 30,
+            ca_overlap_secs: 24 * 3600,
             webhooks: vec![],
         }
     }
@@ -81,6 +86,8 @@ pub(super) struct RawCertificates {
     ca_validity_days: Option<Spanned<i64>>,
     #[schemars(with = "Option<i64>")]
     renew_before_days: Option<Spanned<i64>>,
+    #[schemars(with = "Option<String>")]
+    ca_overlap: Option<Spanned<String>>,
     #[serde(default)]
     #[schemars(with = "Vec<RawWebhook>")]
     webhooks: Vec<Spanned<RawWebhook>>,
@@ -144,6 +151,9 @@ pub(super) fn validate(
         c.renew_before_days,
     )?;
     renewal_before_expiry(src, raw, &c)?;
+    if let Some(o) = &raw.ca_overlap {
+        c.ca_overlap_secs = overlap(src, o, &c)?;
+    }
     c.webhooks = webhooks(src, &raw.webhooks)?;
     Ok(c)
 }
@@ -164,6 +174,33 @@ fn days(
         Some(d) => Ok(d.value),
         None => Ok(default),
     }
+}
+
+/// `certificates.caOverlap`: a Go duration (`24h`, `90m`, `0s`), shorter than the time a CA has
+/// left when it is renewed.
+fn overlap(src: &Source<'_>, o: &Spanned<String>, c: &Certificates) -> Result<i64, ConfigError> {
+    let Some(secs) = go_duration_seconds(&o.value) else {
+        return Err(src.err(
+            o,
+            "certificates.caOverlap",
+            format!(
+                "`{}` is not a duration such as `24h`, `90m` or `0s`",
+                o.value
+            ),
+        ));
+    };
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+    if secs >= c.renew_before_days * 86_400 {
+        return Err(src.err(
+            o,
+            "certificates.caOverlap",
+            format!(
+                "{} must be shorter than renewBeforeDays ({} days): a CA due for renewal must still be good when its successor takes over",
+                o.value, c.renew_before_days
+            ),
+        ));
+    }
+    Ok(secs)
 }
 
 /// Certificates are renewed before the shortest validity is over.
@@ -287,6 +324,30 @@ mod tests {
         assert_eq!(
             (c.validity_days, c.ca_validity_days, c.renew_before_days),
             (90, 3650, 30)
+        );
+        assert_eq!(c.ca_overlap_secs, 86_400, "a day of overlap");
+    }
+
+    #[test]
+    fn the_ca_overlap_is_a_duration_shorter_than_renewal() {
+        let c = parse_ok("certificates: {caOverlap: 90m}\n").certificates;
+        assert_eq!(c.ca_overlap_secs, 5400);
+        let c = parse_ok("certificates: {caOverlap: 0s}\n").certificates;
+        assert_eq!(c.ca_overlap_secs, 0);
+        let e = parse_err("certificates:\n  caOverlap: 1d\n");
+        assert_eq!(e.field.as_deref(), Some("certificates.caOverlap"));
+        assert_eq!(e.line, Some(2));
+        assert!(
+            e.message.contains("`1d` is not a duration"),
+            "{}",
+            e.message
+        );
+        let e = parse_err("certificates: {renewBeforeDays: 2, caOverlap: 48h}\n");
+        assert!(
+            e.message
+                .contains("must be shorter than renewBeforeDays (2 days)"),
+            "{}",
+            e.message
         );
     }
 

@@ -130,6 +130,10 @@ pub struct Change {
     /// For a Secret holding a certificate `vz` issues: the certificate it holds now (public facts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<vz_state::CertFacts>,
+    /// What a provider decided to do to the object at apply (a step of a CA rotation, say; see
+    /// [`crate::lifecycle::Prepared::intent`]), for updates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
 }
 
 /// The whole plan, ordered: steps in dependency order, objects in step order, then deletions in the
@@ -929,6 +933,7 @@ fn create(step: &Step, m: &Manifest) -> Change {
         reissue: None,
         follows: None,
         certificate: None,
+        intent: None,
     }
 }
 
@@ -974,7 +979,8 @@ async fn plan_desired(
         has_unknown: shown.has_unknown(),
         ownership: m.ownership,
         platform,
-        replace,
+        // A provider that decided what to do to the object plans its replacement itself.
+        replace: replace && prepared.intent.is_none(),
         refresh,
         exclusive: m.exclusive.is_some(),
     };
@@ -1141,6 +1147,7 @@ fn show_known_after_apply(
     }
     if change.action == Action::Update {
         change.follows = prepared.follows.clone();
+        change.intent = prepared.intent.clone();
     }
     let certificate_replaced =
         change.action == Action::Replace && !prepared.made_at_apply.is_empty();
@@ -1286,5 +1293,6 @@ async fn plan_delete_seen(
         reissue: None,
         follows: None,
         certificate: None,
+        intent: None,
     }))
 }
