@@ -443,3 +443,233 @@ fn a_ca_rotation_that_fails_midway_leaves_the_old_ca_and_its_certificates() {
     let objects = |s: &str| serde_json::from_str::<Value>(s).expect("JSON")["objects"].clone();
     assert_eq!(objects(&state), objects(&state_before));
 }
+
+/// A TLS handshake, as a client trusting `bundle` (PEM) makes it to a server presenting `chain`
+/// and its `key` (PEM) for `host`: a Python server and client on loopback, the client verifying
+/// the chain and the name. `Err` holds the client's error.
+fn handshake(env: &TestEnv, chain: &str, key: &str, bundle: &str, host: &str) -> Result<(), String> {
+    const SCRIPT: &str = r#"
+import socket, ssl, sys, threading
+chain, key, bundle, host = sys.argv[1:5]
+server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+server.load_cert_chain(chain, key)
+listener = socket.create_server(("127.0.0.1", 0))
+def serve():
+    conn, _ = listener.accept()
+    try:
+        with server.wrap_socket(conn, server_side=True) as tls:
+            tls.sendall(b"ok")
+    except (ssl.SSLError, OSError):
+        pass
+threading.Thread(target=serve, daemon=True).start()
+client = ssl.create_default_context(cafile=bundle)
+try:
+    with socket.create_connection(listener.getsockname(), timeout=10) as raw:
+        with client.wrap_socket(raw, server_hostname=host) as tls:
+            assert tls.recv(2) == b"ok"
+except ssl.SSLError as e:
+    print(e, file=sys.stderr)
+    sys.exit(1)
+"#;
+    let dir = tempfile::tempdir_in(env.work.path()).expect("temp dir");
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_string_lossy().into_owned()
+    };
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            SCRIPT,
+            &file("chain.pem", chain),
+            &file("key.pem", key),
+            &file("bundle.pem", bundle),
+            host,
+        ])
+        .output()
+        .expect("python3");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// What a phase of a rotation is checked with: a server certificate, its key and its name.
+#[derive(Clone)]
+struct Served {
+    chain: String,
+    key: String,
+    host: String,
+}
+
+impl Served {
+    /// The certificate of Secret `ns/secret`, for its first name.
+    fn of(env: &TestEnv, ns: &str, secret: &str) -> Served {
+        let chain = env.secret_text(ns, secret, "tls.crt");
+        let host = pki::inspect(&chain).expect("certificate").sans[0].clone();
+        Served {
+            key: env.secret_text(ns, secret, "tls.key"),
+            chain,
+            host,
+        }
+    }
+
+    fn trusted(&self, env: &TestEnv, bundle: &str) -> Result<(), String> {
+        handshake(env, &self.chain, &self.key, bundle, &self.host)
+    }
+}
+
+/// `vz apply` while the API server's calls to the webhook are probed (pods labelled for the
+/// stand-in's injector, created one after another): none may be refused.
+fn apply_without_a_refused_call(env: &TestEnv, args: &[&str], tag: &str) -> crate::common::Run {
+    let mut running = env.spawn_vz(args);
+    let mut refusals = Vec::new();
+    let mut n = 0;
+    while !running.ended() {
+        n += 1;
+        let run = env.kubectl(&[
+            "run",
+            &format!("{tag}-{n}"),
+            "--image=example.test/p:1",
+            "--labels=inject=yes",
+        ]);
+        if !run.ok() {
+            refusals.push(run.stderr);
+        }
+    }
+    assert!(n > 1, "the calls were probed during the apply");
+    assert!(
+        refusals.is_empty(),
+        "the API server could not call the webhook during `vz {}`: {refusals:?}",
+        args.join(" ")
+    );
+    running.wait()
+}
+
+#[test]
+fn a_ca_rotation_keeps_every_tls_handshake_working_through_announce_switch_and_trim() {
+    let env = TestEnv::start();
+    webhook_standin_service(&env);
+    trust(
+        &env,
+        &std::fs::read(env.plane_file("pki/apiserver.crt")).expect("another certificate"),
+    );
+    let overlap = 30;
+    let cfg = env.write_config(
+        "r.yaml",
+        &format!(
+            "environmentName: r\ningress: {{type: NodePort}}\nstate: {{path: r.json}}\ncertificates:\n  caOverlap: {overlap}s\n  webhooks:\n    - service: webhook-standin\n      namespace: default\n      configurations: [MutatingWebhookConfiguration/standin-injector]\n"
+        ),
+    );
+    let cfg = cfg.to_str().expect("utf8");
+    env.vz(&["apply", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    let ca = |key: &str| env.secret_text("cert-manager", "verrazzano-ca-certificate-secret", key);
+    let hook_ca = |key: &str| env.secret_text("default", "webhook-standin-ca", key);
+    let bundle = || env.secret_text("verrazzano-system", "verrazzano-tls-ca", "cacerts.pem");
+    let ca_bundle = || {
+        let injector = env
+            .get_json(&["mutatingwebhookconfiguration", "standin-injector"])
+            .expect("injector");
+        crate::common::base64_text(
+            injector["webhooks"][0]["clientConfig"]["caBundle"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+    };
+    let console = || Served::of(&env, "verrazzano-system", "verrazzano-tls");
+    let hook = || Served::of(&env, "default", "webhook-standin-tls");
+    // Istio's plug-in CA trusts what the platform CA trusts, and chains to it.
+    let cacerts_trusts = |bundle: &str| {
+        assert_eq!(env.secret_text("istio-system", "cacerts", "root-cert.pem"), bundle);
+        let inter = env.secret_text("istio-system", "cacerts", "ca-cert.pem");
+        assert!(
+            pki::split_certificates(bundle)
+                .iter()
+                .any(|root| pki::signed_by(&inter, root).expect("parse")),
+            "cacerts is signed by a CA of the bundle"
+        );
+    };
+    let (ca0, hook_ca0) = (ca("tls.crt"), hook_ca("tls.crt"));
+    let (console0, hook0, bundle0) = (console(), hook(), bundle());
+    assert_eq!(bundle0, ca0);
+    console0.trusted(&env, &bundle0).expect("phase 0: console");
+    hook0.trusted(&env, &ca_bundle()).expect("phase 0: webhook");
+    let mut n = 0;
+    admitted_through_the_standin(&env, &mut n);
+
+    // 1. Announce: the new CAs join every bundle; nothing served changes.
+    let replace = [
+        "--replace",
+        "certificates.ca/Secret/cert-manager/verrazzano-ca-certificate-secret",
+        "--replace",
+        "certificates.webhook-ca/Secret/default/webhook-standin-ca",
+    ];
+    let plan = env.vz(&[&["plan", "-f", cfg][..], &replace].concat());
+    plan.expect_code(0);
+    plan.expect_stdout("~ certificates.ca/Secret/cert-manager/verrazzano-ca-certificate-secret  # CA rotation begins (its replacement is requested): a new CA joins its trust bundle and signs from the first apply after ");
+    plan.expect_stdout("~ certificates.tls/Secret/verrazzano-system/verrazzano-tls-ca  # copies the trust bundle of Secret cert-manager/verrazzano-ca-certificate-secret, which a new CA joins");
+    assert!(!plan.stdout.contains("issued again"), "{}", plan.stdout);
+    let announce = [&["apply", "-f", cfg, "--auto-approve"][..], &replace].concat();
+    apply_without_a_refused_call(&env, &announce, "announce").expect_code(0);
+    let ca1 = ca("next.crt");
+    let hook_ca1 = hook_ca("next.crt");
+    assert_eq!((ca("tls.crt"), hook_ca("tls.crt")), (ca0.clone(), hook_ca0.clone()));
+    let bundle1 = bundle();
+    assert_eq!(bundle1, format!("{ca1}{ca0}"));
+    assert_eq!(ca_bundle(), format!("{hook_ca1}{hook_ca0}"));
+    cacerts_trusts(&bundle1);
+    assert_eq!(console().chain, console0.chain, "the console's certificate is kept");
+    console0.trusted(&env, &bundle1).expect("phase 1: old certificate, new bundle");
+    console0.trusted(&env, &bundle0).expect("phase 1: old certificate, old bundle");
+    hook0.trusted(&env, &ca_bundle()).expect("phase 1: webhook");
+    env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])
+        .expect_code(0);
+
+    // 2. Switch, once the overlap is over: the new CAs sign, every certificate is issued again,
+    //    and both CAs stay trusted.
+    std::thread::sleep(std::time::Duration::from_secs(overlap as u64));
+    let plan = env.vz(&["plan", "-f", cfg]);
+    plan.expect_code(0);
+    plan.expect_stdout("-/+ certificates.ca/Secret/cert-manager/verrazzano-ca-certificate-secret  # certificate issued again: CA rotation: verrazzano-root-ca-");
+    plan.expect_stdout("-/+ certificates.webhooks/Secret/default/webhook-standin-tls  # certificate issued again: its issuer, Secret default/webhook-standin-ca, is issued again (CA rotation: ");
+    apply_without_a_refused_call(&env, &["apply", "-f", cfg, "--auto-approve"], "switch")
+        .expect_code(0);
+    assert_eq!((ca("tls.crt"), hook_ca("tls.crt")), (ca1.clone(), hook_ca1.clone()));
+    assert_eq!(bundle(), bundle1, "the bundles do not change");
+    let (console2, hook2) = (console(), hook());
+    assert!(pki::signed_by(&console2.chain, &ca1).expect("parse"));
+    assert!(pki::signed_by(&hook2.chain, &hook_ca1).expect("parse"));
+    cacerts_trusts(&bundle1);
+    console2.trusted(&env, &bundle1).expect("phase 2: new certificate");
+    console0.trusted(&env, &bundle1).expect("phase 2: a server still presenting the old one");
+    hook2.trusted(&env, &ca_bundle()).expect("phase 2: webhook");
+    hook0.trusted(&env, &ca_bundle()).expect("phase 2: old webhook certificate");
+    assert!(
+        console2.trusted(&env, &bundle0).is_err(),
+        "a client with the phase-0 bundle (refetched within the overlap) cannot trust it"
+    );
+    env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])
+        .expect_code(0);
+
+    // 3. Trim, once the overlap after the switch is over: the old CAs leave the bundles.
+    std::thread::sleep(std::time::Duration::from_secs(overlap as u64));
+    let plan = env.vz(&["plan", "-f", cfg]);
+    plan.expect_code(0);
+    plan.expect_stdout("~ certificates.ca/Secret/cert-manager/verrazzano-ca-certificate-secret  # CA rotation ends: verrazzano-root-ca-");
+    apply_without_a_refused_call(&env, &["apply", "-f", cfg, "--auto-approve"], "trim")
+        .expect_code(0);
+    assert_eq!(bundle(), ca1);
+    assert_eq!(ca("ca.crt"), ca1);
+    assert_eq!(ca_bundle(), hook_ca1);
+    cacerts_trusts(&ca1);
+    assert_eq!(console().chain, console2.chain, "kept");
+    console2.trusted(&env, &bundle()).expect("phase 3: console");
+    hook2.trusted(&env, &ca_bundle()).expect("phase 3: webhook");
+    let refused = console0.trusted(&env, &bundle()).expect_err("the old CA is no longer trusted");
+    assert!(refused.contains("certificate verify failed"), "{refused}");
+    admitted_through_the_standin(&env, &mut n);
+    env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])
+        .expect_code(0);
+}
