@@ -226,6 +226,7 @@ fn the_saved_plan_decoder_never_panics() {
                 follows: None,
                 certificate: None,
                 intent: None,
+                status: None,
             }],
             destroy: false,
             refreshed: true,

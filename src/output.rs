@@ -176,6 +176,12 @@ pub fn plan_text(plan: &Plan) -> String {
         }
         out.push('\n');
     }
+    // A CA rotation waiting for its overlap: nothing to do yet, and when the next step is due.
+    for c in plan.changes.iter().filter(|c| c.action == Action::NoOp) {
+        if let Some(status) = &c.status {
+            let _ = writeln!(out, "Note: {}: {status}.\n", c.address);
+        }
+    }
     let shown: Vec<&Change> = plan
         .changes
         .iter()
@@ -376,12 +382,18 @@ pub fn certificates_text(plan: &Plan, now: i64) -> String {
                 h.unwrap_or_else(|| "not in the cluster".into())
             ),
             (_, None) => "issued by this apply".to_string(),
-            (_, Some(h)) => match &c.reissue {
-                Some(why) => format!("{h}; issued again by this apply: {why}"),
-                None if c.action == Action::Replace => {
+            (_, Some(h)) => match (&c.reissue, &c.follows) {
+                (Some(why), _) => format!("{h}; issued again by this apply: {why}"),
+                _ if c.action == Action::Replace => {
                     format!("{h}; issued again by this apply (replaced)")
                 }
-                None => h,
+                (None, Some(note)) if spec.role == Role::Root && c.action == Action::Update => {
+                    format!("{h}; {note}")
+                }
+                _ => match &c.status {
+                    Some(status) => format!("{h}; {status}"),
+                    None => h,
+                },
             },
         };
         rows.push((rank, c.address.as_str(), role, what));
@@ -534,6 +546,7 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
                 "forces_replacement": c.forces_replacement,
                 "reissue": c.reissue,
                 "follows": c.follows,
+                "status": c.status,
                 "certificate": c.certificate,
             });
             if let Some(how) = rollout(c) {
@@ -637,6 +650,7 @@ mod tests {
             follows: None,
             certificate: None,
             intent: None,
+            status: None,
         }
     }
 

@@ -13,13 +13,17 @@
 //! | certificate | Secret | issuer | names |
 //! |---|---|---|---|
 //! | platform CA (unless `certificates.ca.secretName`) | `cert-manager/verrazzano-ca-certificate-secret` | itself; CN `verrazzano-root-ca-<8 random letters>` | — |
-//! | CA bundle for clients | `verrazzano-system/verrazzano-tls-ca` (`cacerts.pem`) | copy of the platform CA | — |
+//! | CA bundle for clients | `verrazzano-system/verrazzano-tls-ca` (`cacerts.pem`) | copy of the platform CA's trust bundle (`ca.crt`) | — |
 //! | system TLS, one per system Ingress | the Ingress's TLS secret, in its namespace | platform CA | the Ingress's hosts |
 //! | Istio's plug-in CA (see [`crate::istio`]) | `istio-system/cacerts` | platform CA (an intermediate) | — |
 //! | webhook CA, per `certificates.webhooks` entry | `<ns>/<prefix>-ca` | itself | — |
 //! | webhook serving certificate | `<ns>/<prefix>-tls` | the webhook CA | `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc`, `<svc>.<ns>.svc.cluster.local` |
 //!
-//! The webhook CA's certificate is written into the `caBundle` of every entry of the configurations
+//! A CA `vz` issues rotates with overlap (`certificates.caOverlap`): its Secret's `ca.crt` is its
+//! trust bundle, which every copy follows, and a rotation announces the new CA there before it
+//! signs (see the engine's `lifecycle::rotation`).
+//!
+//! The webhook CA's trust bundle is written into the `caBundle` of every entry of the configurations
 //! the entry lists (and of a CRD's conversion webhook) as **patched** objects: `vz` owns only that
 //! field. A configuration that does not exist yet is pending until its operator creates it.
 

@@ -367,6 +367,7 @@ mod tests {
             follows: None,
             certificate: None,
             intent: None,
+            status: None,
         }
     }
 

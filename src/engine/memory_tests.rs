@@ -873,10 +873,7 @@ async fn replacing_the_ca_issues_its_leaves_again_and_updates_its_copies() {
         .expect("apply");
     assert_eq!(data(&b, &secret("ca"), "ca.crt"), new_ca);
     assert_eq!(data(&b, &secret("web"), "ca.crt"), new_ca);
-    assert_eq!(
-        data(&b, &secret("web"), "tls.crt").contains(&old_leaf),
-        false
-    );
+    assert!(!data(&b, &secret("web"), "tls.crt").contains(&old_leaf));
     let p = b.plan(&d, &s).await;
     assert!(!p.has_changes(), "{:?}", actions(&p));
 }

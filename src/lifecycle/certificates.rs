@@ -9,6 +9,11 @@
 //! `renewBeforeDays`. Everything else keeps the key and certificate it has: the plan dry-runs the
 //! Secret with its live data ([`CertPlan::for_dry_run`]), so a plan right after apply is empty.
 //!
+//! A CA `vz` issues itself rotates with overlap instead of being issued again: [`rotation`]
+//! decides the phase (announce, switch, trim) from its Secret, the certificates it signs and the
+//! clock; the plan carries the phase to apply as the change's intent. A CA's `ca.crt` is its trust
+//! bundle: the copies of the CA and the trust key of each certificate it signs follow it.
+//!
 //! Key material is made only by [`materialize`], just before the Secret is applied
 //! ([`Lifecycle::before_apply`]), from the issuer read from the
 //! cluster at that moment. Nothing here returns or logs a private key: plans carry public facts
@@ -171,6 +176,8 @@ struct Note {
     intent: Option<String>,
     /// Its keys known only after apply.
     unknown: Vec<String>,
+    /// What `vz plan --certificates` tells of a rotation waiting for the clock.
+    status: Option<String>,
 }
 
 impl Planning for CertPlan {
@@ -204,6 +211,7 @@ impl Planning for CertPlan {
             if let Some(note) = self.rotating.get(&r) {
                 out.follows.clone_from(&note.follows);
                 out.intent.clone_from(&note.intent);
+                out.status.clone_from(&note.status);
                 out.unknown.extend(note.unknown.iter().cloned());
             }
             // A certificate kept trusts what its issuer trusts.
@@ -265,6 +273,15 @@ impl Planning for CertPlan {
                 && let Some(Trust::Shrinks { bundle, .. }) = own
             {
                 set_data(&mut out, spec.layout.trust_key(), bundle);
+            }
+            let switching = r
+                .as_ref()
+                .and_then(|r| self.rotating.get(r))
+                .is_some_and(|n| n.intent.as_deref() == Some("switch"));
+            if switching && let Some(data) = Arc::make_mut(&mut out.body)["data"].as_object_mut() {
+                // The announced CA moves into `tls.*`.
+                data.remove(NEXT_CERT);
+                data.remove(NEXT_KEY);
             }
             let issued = r.is_some_and(|r| self.issued.contains_key(&r));
             if let Some(i) = &spec.issuer
@@ -508,6 +525,17 @@ pub async fn prepare(
                 &signed,
                 now,
             );
+            if decided == rotation::Step::Keep
+                && let Some(status) = rotation::waiting(&view, spec.overlap_secs, &signed, now)
+            {
+                plan.rotating.insert(
+                    r.clone(),
+                    Note {
+                        status: Some(status),
+                        ..Note::default()
+                    },
+                );
+            }
             plan.rotate(&r, &view, &decided, why, spec.overlap_secs);
             continue;
         }
@@ -539,6 +567,15 @@ pub async fn prepare(
                 (Some(_), Some(f)) => due(&plan, spec, f, now).map(Some),
             }
         };
+        if let (false, Some(Some(why)), None, true) =
+            (refresh, &decision, &spec.issuer, spec.overlap_secs > 0)
+        {
+            // A CA of the state due for renewal, the cluster not read: its rotation begins (apply
+            // reads the Secret, and keeps a CA announced already).
+            let why = why.clone();
+            plan.announce(&r, &why, now + spec.overlap_secs, spec.overlap_secs);
+            continue;
+        }
         if let Some(d) = decision {
             if spec.issuer.is_none() {
                 plan.trust
@@ -576,6 +613,33 @@ fn signed_by(plan: &CertPlan, desired: &[(&Step, &Manifest)], ca: &SecretRef) ->
 }
 
 impl CertPlan {
+    /// Record that a rotation of the CA in `r` begins (`why`), its new CA signing from
+    /// `takes_over`.
+    fn announce(&mut self, r: &SecretRef, why: &str, takes_over: i64, overlap: i64) {
+        self.trust.insert(
+            r.clone(),
+            Trust::Grows(format!(
+                "copies the trust bundle of Secret {r}, which a new CA joins"
+            )),
+        );
+        self.rotating.insert(
+            r.clone(),
+            Note {
+                follows: Some(format!(
+                    "CA rotation begins ({why}): a new CA joins its trust bundle and signs from the first apply after {} (caOverlap {})",
+                    date(takes_over),
+                    duration(overlap)
+                )),
+                intent: rotation::intent(&rotation::Step::Announce { takes_over }),
+                unknown: ["ca.crt", NEXT_CERT, NEXT_KEY]
+                    .iter()
+                    .map(|k| format!("/data/{k}"))
+                    .collect(),
+                status: None,
+            },
+        );
+    }
+
     /// Record what a rotation does to the CA in `r` (in the cluster as `view`; `why` it is due).
     fn rotate(
         &mut self,
@@ -596,27 +660,7 @@ impl CertPlan {
             }
             rotation::Step::Announce { takes_over } => {
                 let why = why.unwrap_or_else(|| "the CA announced in its Secret expired".into());
-                self.trust.insert(
-                    r.clone(),
-                    Trust::Grows(format!(
-                        "copies the trust bundle of Secret {r}, which a new CA joins"
-                    )),
-                );
-                self.rotating.insert(
-                    r.clone(),
-                    Note {
-                        follows: Some(format!(
-                            "CA rotation begins ({why}): a new CA joins its trust bundle and signs from the first apply after {} (caOverlap {})",
-                            date(*takes_over),
-                            duration(overlap)
-                        )),
-                        intent,
-                        unknown: ["ca.crt", NEXT_CERT, NEXT_KEY]
-                            .iter()
-                            .map(|k| format!("/data/{k}"))
-                            .collect(),
-                    },
-                );
+                self.announce(r, &why, *takes_over, overlap);
             }
             rotation::Step::Switch { announced } => {
                 let name = view
@@ -642,6 +686,7 @@ impl CertPlan {
             rotation::Step::Trim {
                 fingerprints,
                 names,
+                expired,
             } => {
                 let before = view
                     .trust
@@ -665,12 +710,17 @@ impl CertPlan {
                 self.rotating.insert(
                     r.clone(),
                     Note {
-                        follows: Some(format!(
-                            "CA rotation ends: {names} leaves its trust bundle (expired, or nothing it signed is left since caOverlap {})",
-                            duration(overlap)
-                        )),
+                        follows: Some(if *expired {
+                            format!("{names} leaves its trust bundle: it expired")
+                        } else {
+                            format!(
+                                "CA rotation ends: {names} leaves its trust bundle (every certificate it signed was replaced over caOverlap, {}, ago)",
+                                duration(overlap)
+                            )
+                        }),
                         intent,
                         unknown: vec![],
+                        status: None,
                     },
                 );
             }
@@ -813,6 +863,11 @@ pub async fn materialize(
                     bundle = text("tls.crt").unwrap_or_default();
                 }
                 set_data(&mut out, "ca.crt", &bundle);
+            }
+            (Some((l, _)), Some(Intent::Announce)) if next.is_some() => {
+                // Announced already (the same plan applied again, or planned without reading
+                // the cluster): the rotation goes on with that CA.
+                keep_data(&mut out, l, spec.layout);
             }
             (Some((l, _)), Some(Intent::Announce)) => {
                 keep_data(&mut out, l, spec.layout);

@@ -102,6 +102,8 @@ pub struct Prepared {
     /// [`Change::intent`]: a step of a CA rotation, say. An object with an intent is updated in
     /// place even when `--replace` names it: the provider plans its replacement.
     pub intent: Option<String>,
+    /// What the provider tells of the object, changed or not (a CA rotation under way, say).
+    pub status: Option<String>,
 }
 
 impl Prepared {
@@ -114,6 +116,7 @@ impl Prepared {
         self.made_at_apply.extend(other.made_at_apply);
         self.reads_whole |= other.reads_whole;
         self.intent = self.intent.take().or(other.intent);
+        self.status = self.status.take().or(other.status);
     }
 }
 

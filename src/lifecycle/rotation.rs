@@ -25,6 +25,8 @@
 
 use vz_providers::pki::{self, CertInfo};
 
+use crate::lifecycle::certificates::date;
+
 /// The key of a CA's Secret holding the announced CA's certificate.
 pub const NEXT_CERT: &str = "next.crt";
 /// The key of a CA's Secret holding the announced CA's private key.
@@ -112,6 +114,9 @@ pub enum Step {
         fingerprints: Vec<String>,
         /// Their common names, for messages.
         names: Vec<String>,
+        /// Whether they leave only because they expired (what the current CA signs is not
+        /// settled yet).
+        expired: bool,
     },
 }
 
@@ -171,7 +176,38 @@ pub fn decide(
             .iter()
             .map(|i| i.common_name.clone().unwrap_or_else(|| i.serial.clone()))
             .collect(),
+        expired: !settled,
     }
+}
+
+/// What to tell of a CA whose rotation waits for the clock ([`Step::Keep`] with two CAs in its
+/// bundle); `names` are the CAs' common names by fingerprint. `None` outside a rotation.
+pub fn waiting(view: &CaView, overlap: i64, signed: &[Signed], now: i64) -> Option<String> {
+    let name = |i: &CertInfo| i.common_name.clone().unwrap_or_else(|| i.serial.clone());
+    if let Some(next) = &view.next {
+        return Some(format!(
+            "CA rotation under way: {} is in its trust bundle since {}; it signs from the first apply after {}",
+            name(next),
+            date(issued_at(next.not_before)),
+            date(issued_at(next.not_before) + overlap)
+        ));
+    }
+    let old = view.others(|i| i.not_after <= now);
+    if old.is_empty() {
+        return None;
+    }
+    let settles = signed
+        .iter()
+        .map(|s| issued_at(s.not_before) + overlap)
+        .chain([issued_at(view.current.not_before) + 2 * overlap])
+        .max()
+        .unwrap_or(now);
+    Some(format!(
+        "CA rotation under way: {} signs; {} stays in its trust bundle until the first apply after {}",
+        name(&view.current),
+        old.iter().map(|i| name(i)).collect::<Vec<_>>().join(", "),
+        date(settles)
+    ))
 }
 
 /// The bundle after an issue or an announcement: `first` (the new CA), then the CAs of `old`
@@ -326,7 +362,8 @@ mod tests {
             step,
             Step::Trim {
                 fingerprints: vec![fingerprint.clone()],
-                names: vec!["old".into()]
+                names: vec!["old".into()],
+                expired: false,
             }
         );
         assert_eq!(trimmed(&bundle, &[fingerprint]), new);

@@ -377,11 +377,12 @@ fn a_ca_rotation_that_fails_midway_leaves_the_old_ca_and_its_certificates() {
     let leaf_before = env.secret_text("verrazzano-system", "verrazzano-tls", "tls.crt");
     let state_before = std::fs::read_to_string(env.work.path().join("c.json")).expect("state");
 
-    // RSA keys from now on: the CA is issued again, then every leaf. Plan that, then refuse the
-    // leaves' updates (after the plan: its dry runs would be refused too).
+    // RSA keys from now on, with no overlap: the CA is issued again at once, then every leaf.
+    // Plan that, then refuse the leaves' updates (after the plan: its dry runs would be refused
+    // too).
     env.write_config(
         "c.yaml",
-        &format!("{base}certificates: {{keyAlgorithm: RSA-2048}}\n"),
+        &format!("{base}certificates: {{keyAlgorithm: RSA-2048, caOverlap: 0s}}\n"),
     );
     let saved = env.work.path().join("rotate.plan");
     let saved = saved.to_str().expect("utf8");
@@ -447,7 +448,13 @@ fn a_ca_rotation_that_fails_midway_leaves_the_old_ca_and_its_certificates() {
 /// A TLS handshake, as a client trusting `bundle` (PEM) makes it to a server presenting `chain`
 /// and its `key` (PEM) for `host`: a Python server and client on loopback, the client verifying
 /// the chain and the name. `Err` holds the client's error.
-fn handshake(env: &TestEnv, chain: &str, key: &str, bundle: &str, host: &str) -> Result<(), String> {
+fn handshake(
+    env: &TestEnv,
+    chain: &str,
+    key: &str,
+    bundle: &str,
+    host: &str,
+) -> Result<(), String> {
     const SCRIPT: &str = r#"
 import socket, ssl, sys, threading
 chain, key, bundle, host = sys.argv[1:5]
@@ -582,7 +589,10 @@ fn a_ca_rotation_keeps_every_tls_handshake_working_through_announce_switch_and_t
     let hook = || Served::of(&env, "default", "webhook-standin-tls");
     // Istio's plug-in CA trusts what the platform CA trusts, and chains to it.
     let cacerts_trusts = |bundle: &str| {
-        assert_eq!(env.secret_text("istio-system", "cacerts", "root-cert.pem"), bundle);
+        assert_eq!(
+            env.secret_text("istio-system", "cacerts", "root-cert.pem"),
+            bundle
+        );
         let inter = env.secret_text("istio-system", "cacerts", "ca-cert.pem");
         assert!(
             pki::split_certificates(bundle)
@@ -615,14 +625,25 @@ fn a_ca_rotation_keeps_every_tls_handshake_working_through_announce_switch_and_t
     apply_without_a_refused_call(&env, &announce, "announce").expect_code(0);
     let ca1 = ca("next.crt");
     let hook_ca1 = hook_ca("next.crt");
-    assert_eq!((ca("tls.crt"), hook_ca("tls.crt")), (ca0.clone(), hook_ca0.clone()));
+    assert_eq!(
+        (ca("tls.crt"), hook_ca("tls.crt")),
+        (ca0.clone(), hook_ca0.clone())
+    );
     let bundle1 = bundle();
     assert_eq!(bundle1, format!("{ca1}{ca0}"));
     assert_eq!(ca_bundle(), format!("{hook_ca1}{hook_ca0}"));
     cacerts_trusts(&bundle1);
-    assert_eq!(console().chain, console0.chain, "the console's certificate is kept");
-    console0.trusted(&env, &bundle1).expect("phase 1: old certificate, new bundle");
-    console0.trusted(&env, &bundle0).expect("phase 1: old certificate, old bundle");
+    assert_eq!(
+        console().chain,
+        console0.chain,
+        "the console's certificate is kept"
+    );
+    console0
+        .trusted(&env, &bundle1)
+        .expect("phase 1: old certificate, new bundle");
+    console0
+        .trusted(&env, &bundle0)
+        .expect("phase 1: old certificate, old bundle");
     hook0.trusted(&env, &ca_bundle()).expect("phase 1: webhook");
     env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])
         .expect_code(0);
@@ -636,16 +657,25 @@ fn a_ca_rotation_keeps_every_tls_handshake_working_through_announce_switch_and_t
     plan.expect_stdout("-/+ certificates.webhooks/Secret/default/webhook-standin-tls  # certificate issued again: its issuer, Secret default/webhook-standin-ca, is issued again (CA rotation: ");
     apply_without_a_refused_call(&env, &["apply", "-f", cfg, "--auto-approve"], "switch")
         .expect_code(0);
-    assert_eq!((ca("tls.crt"), hook_ca("tls.crt")), (ca1.clone(), hook_ca1.clone()));
+    assert_eq!(
+        (ca("tls.crt"), hook_ca("tls.crt")),
+        (ca1.clone(), hook_ca1.clone())
+    );
     assert_eq!(bundle(), bundle1, "the bundles do not change");
     let (console2, hook2) = (console(), hook());
     assert!(pki::signed_by(&console2.chain, &ca1).expect("parse"));
     assert!(pki::signed_by(&hook2.chain, &hook_ca1).expect("parse"));
     cacerts_trusts(&bundle1);
-    console2.trusted(&env, &bundle1).expect("phase 2: new certificate");
-    console0.trusted(&env, &bundle1).expect("phase 2: a server still presenting the old one");
+    console2
+        .trusted(&env, &bundle1)
+        .expect("phase 2: new certificate");
+    console0
+        .trusted(&env, &bundle1)
+        .expect("phase 2: a server still presenting the old one");
     hook2.trusted(&env, &ca_bundle()).expect("phase 2: webhook");
-    hook0.trusted(&env, &ca_bundle()).expect("phase 2: old webhook certificate");
+    hook0
+        .trusted(&env, &ca_bundle())
+        .expect("phase 2: old webhook certificate");
     assert!(
         console2.trusted(&env, &bundle0).is_err(),
         "a client with the phase-0 bundle (refetched within the overlap) cannot trust it"
@@ -667,7 +697,9 @@ fn a_ca_rotation_keeps_every_tls_handshake_working_through_announce_switch_and_t
     assert_eq!(console().chain, console2.chain, "kept");
     console2.trusted(&env, &bundle()).expect("phase 3: console");
     hook2.trusted(&env, &ca_bundle()).expect("phase 3: webhook");
-    let refused = console0.trusted(&env, &bundle()).expect_err("the old CA is no longer trusted");
+    let refused = console0
+        .trusted(&env, &bundle())
+        .expect_err("the old CA is no longer trusted");
     assert!(refused.contains("certificate verify failed"), "{refused}");
     admitted_through_the_standin(&env, &mut n);
     env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])

@@ -134,6 +134,9 @@ pub struct Change {
     /// [`crate::lifecycle::Prepared::intent`]), for updates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<String>,
+    /// What a provider tells of the object, changed or not (a CA rotation under way, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// The whole plan, ordered: steps in dependency order, objects in step order, then deletions in the
@@ -934,6 +937,7 @@ fn create(step: &Step, m: &Manifest) -> Change {
         follows: None,
         certificate: None,
         intent: None,
+        status: None,
     }
 }
 
@@ -963,6 +967,7 @@ async fn plan_desired(
     let mut change = create(step, m);
     let prepared = plannings.prepare(m);
     change.certificate = prepared.current.clone();
+    change.status = prepared.status.clone();
     // What the plan shows as known only after apply: values from other steps, values copied from
     // a certificate issued in this run, and the key material of a certificate issued in this run.
     let mut shown = m.clone();
@@ -1294,5 +1299,6 @@ async fn plan_delete_seen(
         follows: None,
         certificate: None,
         intent: None,
+        status: None,
     }))
 }
