@@ -11,6 +11,10 @@ use crate::common::{TestEnv, exit};
 
 const OLD: &str = "1-19-3";
 const NEW: &str = "1-30-3";
+const NGINX_NS: &str = "verrazzano-ingress-nginx";
+const NGINX_CONTROLLER: &str = "ingress-controller-ingress-nginx-controller";
+/// Another image for NGINX's controller (the node simulator runs any image).
+const MOVED_NGINX: &str = "example.test/nginx/controller:v1.7.1-moved";
 
 /// The quick start, on Istio `version`.
 fn quickstart_on(env: &TestEnv, version: &str) -> String {
@@ -128,7 +132,11 @@ fn a_version_move_plans_and_applies_as_a_canary_with_the_old_revision_removed_la
         sidecars(&env, "orders")
     );
 
+    // Istio moves to 1.30.3, and NGINX's controller to another image.
     let new = quickstart_on(&env, "1.30.3");
+    let moved = std::fs::read_to_string(&new).expect("config")
+        + &format!("images:\n  nginxController: {MOVED_NGINX}\n");
+    std::fs::write(&new, moved).expect("write config");
     let plan = env.vz(&["plan", "-f", &new, "--json"]);
     plan.expect_code(0);
     let j: Value = serde_json::from_str(&plan.stdout).expect("plan JSON");
@@ -170,9 +178,13 @@ fn a_version_move_plans_and_applies_as_a_canary_with_the_old_revision_removed_la
         restarts.contains(&"verrazzano-system/orders".to_string()),
         "{restarts:?}"
     );
-    // The text plan names them and why.
-    env.vz(&["plan", "-f", &new]).expect_stdout(&format!(
+    // The text plan names them and why, and how NGINX's pods roll.
+    let text = env.vz(&["plan", "-f", &new]);
+    text.expect_stdout(&format!(
         "~> Deployment verrazzano-system/orders  # at istio.workloads: 2 pods run the sidecar of revision {OLD}; revision {NEW} injects now"
+    ));
+    text.expect_stdout(&format!(
+        "~ ingress-nginx/Deployment/{NGINX_NS}/{NGINX_CONTROLLER}  # its pods roll: 1 replica(s), at most 1 extra and 0 unavailable at a time"
     ));
 
     let apply = env.vz(&["apply", "-f", &new, "--auto-approve"]);
@@ -221,6 +233,23 @@ fn a_version_move_plans_and_applies_as_a_canary_with_the_old_revision_removed_la
             );
             2
         ]
+    );
+    // NGINX's controller rolled onto its new image: no pod of the old template left.
+    let controller = env
+        .get_json(&["deployment", "-n", NGINX_NS, NGINX_CONTROLLER])
+        .expect("controller");
+    assert_eq!(
+        controller["spec"]["template"]["spec"]["containers"][0]["image"],
+        MOVED_NGINX
+    );
+    let status = &controller["status"];
+    assert_eq!(
+        (
+            status["updatedReplicas"].as_i64(),
+            status["replicas"].as_i64(),
+            status["availableReplicas"].as_i64()
+        ),
+        (Some(1), Some(1), Some(1))
     );
     let gateway = env
         .get_json(&["deployment", "-n", "istio-system", "istio-ingressgateway"])
