@@ -546,9 +546,11 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
                 "forces_replacement": c.forces_replacement,
                 "reissue": c.reissue,
                 "follows": c.follows,
-                "status": c.status,
                 "certificate": c.certificate,
             });
+            if let Some(status) = &c.status {
+                change["status"] = json!(status);
+            }
             if let Some(how) = rollout(c) {
                 change["rollout"] = json!(how);
             }
