@@ -14,6 +14,7 @@
 //! |---|---|---|---|
 //! | platform CA (unless `certificates.ca.secretName`) | `cert-manager/verrazzano-ca-certificate-secret` | itself; CN `verrazzano-root-ca-<8 random letters>` | — |
 //! | CA bundle for clients | `verrazzano-system/verrazzano-tls-ca` (`cacerts.pem`) | copy of the platform CA's trust bundle (`ca.crt`) | — |
+//! | Rancher's CA bundle (Rancher on) | `cattle-system/tls-ca` (`cacerts.pem`) | the same copy | — |
 //! | system TLS, one per system Ingress | the Ingress's TLS secret, in its namespace | platform CA | the Ingress's hosts |
 //! | Istio's plug-in CA (see [`crate::istio`]) | `istio-system/cacerts` | platform CA (an intermediate) | — |
 //! | webhook CA, per `certificates.webhooks` entry | `<ns>/<prefix>-ca` | itself | — |
@@ -32,7 +33,8 @@ use serde_json::{Value, json};
 use crate::config::{CaSource, Platform, WebhookCert};
 use crate::manifest::{Fill, FillTarget, Manifest, Role, Step};
 use crate::names::{
-    CA_SECRET, CA_STEP, CERT_MANAGER, INGRESS_NGINX_STEP, SecretRef, TLS_STEP, VERRAZZANO_SYSTEM,
+    CA_SECRET, CA_STEP, CATTLE_SYSTEM, CERT_MANAGER, INGRESS_NGINX_STEP, SecretRef, TLS_STEP,
+    VERRAZZANO_SYSTEM,
 };
 use crate::outputs::{Deferred, Outputs};
 use crate::system_ingresses;
@@ -47,6 +49,8 @@ pub const WEBHOOKS_STEP: &str = "certificates.webhooks";
 pub const CA_COMMON_NAME: &str = "verrazzano-root-ca";
 /// The Secret holding the platform CA's certificate for clients.
 pub const BUNDLE_SECRET: &str = "verrazzano-tls-ca";
+/// Rancher's copy of the bundle (in `cattle-system`, key [`BUNDLE_KEY`]).
+pub const RANCHER_BUNDLE_SECRET: &str = "tls-ca";
 /// The key of [`BUNDLE_SECRET`] that holds the bundle.
 pub const BUNDLE_KEY: &str = "cacerts.pem";
 
@@ -70,7 +74,11 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
             outputs: vec![],
         });
     }
-    let mut objects = vec![bundle(p)];
+    let mut objects = vec![bundle(p, VERRAZZANO_SYSTEM, BUNDLE_SECRET)];
+    if p.components.rancher {
+        // Rancher, installed with `privateCA`, trusts what Secret `tls-ca` holds.
+        objects.push(bundle(p, CATTLE_SYSTEM, RANCHER_BUNDLE_SECRET));
+    }
     if p.components.ingress_nginx {
         for (namespace, name, hosts) in system_ingresses::tls_secrets(p, outputs) {
             objects.push(certificate(namespace, name, leaf_spec(p), hosts));
@@ -95,12 +103,12 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
     steps
 }
 
-/// `verrazzano-system/verrazzano-tls-ca`: the platform CA's certificate, for clients.
-fn bundle(p: &Platform) -> Manifest {
+/// `<namespace>/<name>`: the platform CA's trust bundle, for clients, in key [`BUNDLE_KEY`].
+fn bundle(p: &Platform, namespace: &str, name: &str) -> Manifest {
     let mut m = Manifest::from_value(json!({
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": BUNDLE_SECRET, "namespace": VERRAZZANO_SYSTEM},
+        "metadata": {"name": name, "namespace": namespace},
         "type": "Opaque",
         "data": {BUNDLE_KEY: null},
     }));

@@ -27,9 +27,11 @@ pub const KEYCLOAK: &str = "keycloak";
 pub const MYSQL_OPERATOR: &str = "mysql-operator";
 /// Argo CD.
 pub const ARGOCD: &str = "argocd";
+/// Rancher's namespace.
+pub const CATTLE_SYSTEM: &str = "cattle-system";
 
 /// Every namespace of the platform's own components: no application may live in one.
-pub const SYSTEM_NAMESPACES: [&str; 9] = [
+pub const SYSTEM_NAMESPACES: [&str; 10] = [
     VERRAZZANO_INSTALL,
     VERRAZZANO_SYSTEM,
     VERRAZZANO_MONITORING,
@@ -39,6 +41,7 @@ pub const SYSTEM_NAMESPACES: [&str; 9] = [
     KEYCLOAK,
     MYSQL_OPERATOR,
     ARGOCD,
+    CATTLE_SYSTEM,
 ];
 
 /// Step `namespaces`: the system namespaces.

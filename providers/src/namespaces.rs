@@ -58,6 +58,8 @@ pub fn system_namespaces(p: &Platform) -> Vec<SystemNamespace> {
     add(c.keycloak, names::KEYCLOAK, true);
     add(c.keycloak, names::MYSQL_OPERATOR, true);
     add(c.argocd, names::ARGOCD, true);
+    // Not in the mesh, as Verrazzano has it.
+    add(c.rancher, names::CATTLE_SYSTEM, false);
     out
 }
 

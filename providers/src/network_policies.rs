@@ -30,6 +30,12 @@
 //!   nothing); Prometheus on 15090.
 //! - `argocd/argocd` (Argo CD on; pods `app.kubernetes.io/name=argocd-server`): the NGINX controller
 //!   pods on 8080.
+//! - `verrazzano-system/verrazzano-cluster-operator`: Prometheus on 9100; its `-webhook`: any source
+//!   on 9443, Prometheus on 9100.
+//! - `cattle-system/rancher` (Rancher on; pods `app=rancher`): every port from `cattle-system` and
+//!   from Fleet's controller (`app=fleet-controller` in namespace `cattle-fleet-system`: one peer
+//!   with both selectors, a deliberate difference from Verrazzano's two), the NGINX controller pods
+//!   on 443 and 444; `cattle-system/rancher-webhook`: any source on 9443.
 //! - The console, Grafana, Kiali, cert-manager, the NGINX default backend, the Istio gateways,
 //!   ExternalDNS and `allow-same-namespace` (in `keycloak` and `istio-system`) as in the table.
 //!
@@ -50,8 +56,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::config::Platform;
 use crate::manifest::{Manifest, Step};
 use crate::names::{
-    ARGOCD, CERT_MANAGER, INGRESS_NGINX, INJECTION_LABEL, ISTIO_SYSTEM, KEYCLOAK, MYSQL_OPERATOR,
-    NAMESPACE_LABEL, NAMESPACES_STEP, NETWORK_POLICIES_STEP, VERRAZZANO_INSTALL,
+    ARGOCD, CATTLE_SYSTEM, CERT_MANAGER, INGRESS_NGINX, INJECTION_LABEL, ISTIO_SYSTEM, KEYCLOAK,
+    MYSQL_OPERATOR, NAMESPACE_LABEL, NAMESPACES_STEP, NETWORK_POLICIES_STEP, VERRAZZANO_INSTALL,
     VERRAZZANO_MONITORING, VERRAZZANO_SYSTEM,
 };
 use crate::outputs::Outputs;
@@ -175,6 +181,14 @@ fn allow(from: Vec<NetworkPolicyPeer>, ports: &[i32]) -> NetworkPolicyIngressRul
     }
 }
 
+/// Allow `from` on every port.
+fn allow_all_ports(from: Vec<NetworkPolicyPeer>) -> NetworkPolicyIngressRule {
+    NetworkPolicyIngressRule {
+        from: Some(from),
+        ports: None,
+    }
+}
+
 fn policy(
     ns: &str,
     name: &str,
@@ -228,6 +242,19 @@ fn step(p: &Platform) -> Step {
             vec![allow(vec![], &[9443]), allow(vec![prometheus()], &[9100])],
         ));
     }
+    // The cluster operator and its webhook (verrazzano-system), as the platform operator's.
+    objects.push(policy(
+        VERRAZZANO_SYSTEM,
+        "verrazzano-cluster-operator",
+        selector(&[("app", "verrazzano-cluster-operator")]),
+        vec![allow(vec![prometheus()], &[9100])],
+    ));
+    objects.push(policy(
+        VERRAZZANO_SYSTEM,
+        "verrazzano-cluster-operator-webhook",
+        selector(&[("app", "verrazzano-cluster-operator-webhook")]),
+        vec![allow(vec![], &[9443]), allow(vec![prometheus()], &[9100])],
+    ));
     objects.push(policy(
         VERRAZZANO_INSTALL,
         "verrazzano-platform-operator",
@@ -343,6 +370,33 @@ fn step(p: &Platform) -> Step {
             "argocd",
             selector(&[("app.kubernetes.io/name", "argocd-server")]),
             vec![allow(vec![nginx_controller()], &[8080])],
+        ));
+    }
+    if c.rancher {
+        objects.push(policy(
+            CATTLE_SYSTEM,
+            "rancher",
+            selector(&[("app", "rancher")]),
+            vec![
+                allow_all_ports(vec![namespace(CATTLE_SYSTEM)]),
+                // Deliberate difference from Verrazzano (as for Keycloak): one peer with both
+                // selectors — Fleet's controller — not two that admit either.
+                allow_all_ports(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(selector(&[(
+                        "kubernetes.io/metadata.name",
+                        "cattle-fleet-system",
+                    )])),
+                    pod_selector: Some(selector(&[("app", "fleet-controller")])),
+                    ip_block: None,
+                }]),
+                allow(vec![nginx_controller()], &[443, 444]),
+            ],
+        ));
+        objects.push(policy(
+            CATTLE_SYSTEM,
+            "rancher-webhook",
+            selector(&[("app", "rancher-webhook")]),
+            vec![allow(vec![], &[9443])],
         ));
     }
     if c.ingress_nginx {
@@ -504,6 +558,10 @@ mod tests {
             "verrazzano-install/verrazzano-platform-operator-webhook",
             "verrazzano-monitoring/vmi-system-prometheus",
             "argocd/argocd",
+            "verrazzano-system/verrazzano-cluster-operator",
+            "verrazzano-system/verrazzano-cluster-operator-webhook",
+            "cattle-system/rancher",
+            "cattle-system/rancher-webhook",
         ];
         want.sort_unstable();
         assert_eq!(got, want);
@@ -630,10 +688,33 @@ mod tests {
         assert_eq!(
             open,
             [
+                "rancher-webhook",
                 "verrazzano-application-operator",
                 "verrazzano-application-operator-webhook",
+                "verrazzano-cluster-operator-webhook",
                 "verrazzano-platform-operator-webhook",
             ]
+        );
+    }
+
+    #[test]
+    fn rancher_admits_its_namespace_fleets_controller_as_one_peer_and_nginx_on_443_and_444() {
+        let s = step(&all_on());
+        let p = find(&s, "cattle-system", "rancher");
+        assert_eq!(
+            p["spec"]["podSelector"],
+            json!({"matchLabels": {"app": "rancher"}})
+        );
+        assert_eq!(
+            p["spec"]["ingress"],
+            json!([
+                {"from": [{"namespaceSelector": {"matchLabels": {"verrazzano.io/namespace": "cattle-system"}}}]},
+                {"from": [{
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "cattle-fleet-system"}},
+                    "podSelector": {"matchLabels": {"app": "fleet-controller"}},
+                }]},
+                {"from": [nginx()], "ports": ports(&[443, 444])},
+            ])
         );
     }
 

@@ -14,9 +14,12 @@
 //! | `verrazzano-ingress` (verrazzano-system) | `verrazzano.<dom>` | `verrazzano-authproxy:8775` | `verrazzano-tls` | cookie `route` |
 //! | `vmi-system-prometheus` (verrazzano-system) | `prometheus.vmi.system.<dom>` | `verrazzano-authproxy:8775` | `system-tls-prometheus` | cookie `prometheus`, body 6M |
 //! | `vmi-system-grafana` (verrazzano-system) | `grafana.vmi.system.<dom>` | `verrazzano-authproxy:8775` | `system-tls-grafana` | body 6M |
+//! | `opensearch` (verrazzano-system) | `opensearch.vmi.system.<dom>` | `verrazzano-authproxy:8775` | `system-tls-os-ingest` | body 65M |
+//! | `opensearch-dashboards` (verrazzano-system) | `osd.vmi.system.<dom>` | `verrazzano-authproxy:8775` | `system-tls-osd` | body 65M |
 //! | `vmi-system-kiali` (verrazzano-system) | `kiali.vmi.system.<dom>` | `verrazzano-authproxy:8775` | `system-tls-kiali` | body 6M, plain HTTP backend |
 //! | `keycloak` (keycloak) | `keycloak.<dom>` | `keycloak-http:http` | `keycloak-tls` | cookie `keycloak`, `app-root: /auth`, buffer 256k |
 //! | `argocd-server` (argocd) | `argocd.<dom>` | `argocd-server:http` | `tls-argocd-ingress` | cookie `route`, HTTP backend, SSL redirect, long timeouts |
+//! | `rancher` (cattle-system) | `rancher.<dom>` | `rancher:443` | `tls-rancher-ingress` | HTTPS backend, SSL redirect, long timeouts, `auth-realm: <dom> auth`; no upstream vhost, no ExternalDNS target |
 //!
 //! Where `vz` differs from Verrazzano: every Ingress routes the path `/` (`Prefix`), which has the
 //! effect of Verrazzano's `/()(.*)` with `rewrite-target: /$2`; there are no cert-manager issuer
@@ -29,8 +32,8 @@ use crate::config::Platform;
 use crate::domain;
 use crate::manifest::{Manifest, Step};
 use crate::names::{
-    ARGOCD, INGRESS_CLASS, INGRESS_NGINX_STEP, KEYCLOAK, SYSTEM_INGRESSES_STEP, TLS_STEP,
-    VERRAZZANO_SYSTEM,
+    ARGOCD, CATTLE_SYSTEM, INGRESS_CLASS, INGRESS_NGINX_STEP, KEYCLOAK, SYSTEM_INGRESSES_STEP,
+    TLS_STEP, VERRAZZANO_SYSTEM,
 };
 use crate::outputs::{Deferred, Outputs};
 
@@ -62,9 +65,15 @@ struct SystemIngress {
     /// Whether ExternalDNS makes a record for its host (all but the console's, whose name the
     /// controller Service's record already covers).
     dns_record: bool,
+    /// Whether NGINX sends to the Service's cluster IP with the Service's name as upstream host
+    /// (all but Rancher's, which Rancher's chart makes without).
+    service_upstream: bool,
+    /// An `auth-realm` of `<domain> auth` (Rancher's).
+    realm: bool,
 }
 
 const BODY_6M: (&str, &str) = ("proxy-body-size", "6M");
+const BODY_65M: (&str, &str) = ("proxy-body-size", "65M");
 
 fn wanted(p: &Platform) -> Vec<SystemIngress> {
     let c = &p.components;
@@ -77,6 +86,8 @@ fn wanted(p: &Platform) -> Vec<SystemIngress> {
         cookie: Some("route"),
         nginx: &[],
         dns_record: false,
+        service_upstream: true,
+        realm: false,
     }];
     if c.prometheus {
         out.push(SystemIngress {
@@ -88,6 +99,8 @@ fn wanted(p: &Platform) -> Vec<SystemIngress> {
             cookie: Some("prometheus"),
             nginx: &[BODY_6M],
             dns_record: true,
+            service_upstream: true,
+            realm: false,
         });
     }
     if c.grafana {
@@ -100,6 +113,36 @@ fn wanted(p: &Platform) -> Vec<SystemIngress> {
             cookie: None,
             nginx: &[BODY_6M],
             dns_record: true,
+            service_upstream: true,
+            realm: false,
+        });
+    }
+    if c.opensearch {
+        out.push(SystemIngress {
+            name: "opensearch",
+            namespace: VERRAZZANO_SYSTEM,
+            host_prefix: "opensearch.vmi.system",
+            service: AUTHPROXY,
+            tls_secret: "system-tls-os-ingest",
+            cookie: None,
+            nginx: &[BODY_65M],
+            dns_record: true,
+            service_upstream: true,
+            realm: false,
+        });
+    }
+    if c.opensearch_dashboards {
+        out.push(SystemIngress {
+            name: "opensearch-dashboards",
+            namespace: VERRAZZANO_SYSTEM,
+            host_prefix: "osd.vmi.system",
+            service: AUTHPROXY,
+            tls_secret: "system-tls-osd",
+            cookie: None,
+            nginx: &[BODY_65M],
+            dns_record: true,
+            service_upstream: true,
+            realm: false,
         });
     }
     if c.kiali {
@@ -116,6 +159,8 @@ fn wanted(p: &Platform) -> Vec<SystemIngress> {
                 ("backend-protocol", "HTTP"),
             ],
             dns_record: true,
+            service_upstream: true,
+            realm: false,
         });
     }
     if c.keycloak {
@@ -128,6 +173,8 @@ fn wanted(p: &Platform) -> Vec<SystemIngress> {
             cookie: Some("keycloak"),
             nginx: &[("app-root", "/auth"), ("proxy-buffer-size", "256k")],
             dns_record: true,
+            service_upstream: true,
+            realm: false,
         });
     }
     if c.argocd {
@@ -146,6 +193,30 @@ fn wanted(p: &Platform) -> Vec<SystemIngress> {
                 ("proxy-send-timeout", "1800"),
             ],
             dns_record: true,
+            service_upstream: true,
+            realm: false,
+        });
+    }
+    if c.rancher {
+        out.push(SystemIngress {
+            name: "rancher",
+            namespace: CATTLE_SYSTEM,
+            host_prefix: "rancher",
+            service: ("rancher", Port::Number(443)),
+            tls_secret: "tls-rancher-ingress",
+            cookie: None,
+            nginx: &[
+                ("backend-protocol", "HTTPS"),
+                ("force-ssl-redirect", "true"),
+                ("proxy-connect-timeout", "30"),
+                ("proxy-read-timeout", "1800"),
+                ("proxy-send-timeout", "1800"),
+            ],
+            // Verrazzano points Rancher's host at the ingress only with Let's Encrypt; otherwise
+            // ExternalDNS records the Ingress's own address.
+            dns_record: false,
+            service_upstream: false,
+            realm: true,
         });
     }
     out
@@ -158,11 +229,13 @@ fn ingress(p: &Platform, dom: &Deferred<String>, i: &SystemIngress) -> Manifest 
     let mut nginx = |k: &str, v: &str| {
         annotations.insert(format!("{NGINX}{k}"), json!(v));
     };
-    nginx("service-upstream", "true");
-    nginx(
-        "upstream-vhost",
-        &format!("{svc}.{}.svc.cluster.local", i.namespace),
-    );
+    if i.service_upstream {
+        nginx("service-upstream", "true");
+        nginx(
+            "upstream-vhost",
+            &format!("{svc}.{}.svc.cluster.local", i.namespace),
+        );
+    }
     for (k, v) in i.nginx {
         nginx(k, v);
     }
@@ -178,6 +251,12 @@ fn ingress(p: &Platform, dom: &Deferred<String>, i: &SystemIngress) -> Manifest 
         "cert-manager.io/common-name".into(),
         host.clone().into_json(),
     );
+    if i.realm {
+        annotations.insert(
+            format!("{NGINX}auth-realm"),
+            dom.as_ref().map(|d| format!("{d} auth")).into_json(),
+        );
+    }
     if i.dns_record
         && let Some(target) = domain::ingress_dns_name(p)
     {
@@ -301,12 +380,23 @@ mod tests {
     fn hosts_are_unknown_until_the_load_balancer_has_an_address() {
         let p = platform("environmentName: dev\n");
         let s = step(&p, &Outputs::default()).expect("step");
-        assert!(s.objects.iter().all(|m| m.unknown
-            == [
+        for m in &s.objects {
+            let mut want = vec![
                 "/metadata/annotations/cert-manager.io~1common-name",
                 "/spec/rules/0/host",
                 "/spec/tls/0/hosts/0",
-            ]));
+            ];
+            if m.name == "rancher" {
+                want.insert(
+                    1,
+                    "/metadata/annotations/nginx.ingress.kubernetes.io~1auth-realm",
+                );
+            }
+            let mut got = m.unknown.clone();
+            got.sort();
+            want.sort_unstable();
+            assert_eq!(got, want, "{}", m.name);
+        }
         assert_eq!(
             hosts(&s)[0],
             "",
@@ -417,6 +507,74 @@ mod tests {
         assert_eq!(
             argo["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"],
             json!({"name": "argocd-server", "port": {"name": "http"}})
+        );
+    }
+
+    #[test]
+    fn opensearch_and_its_dashboards_go_through_the_auth_proxy_with_65m_bodies() {
+        let p = platform("ingress: {type: NodePort}\n");
+        let s = step(&p, &Outputs::default()).expect("step");
+        for (name, host, secret) in [
+            (
+                "opensearch",
+                "opensearch.vmi.system",
+                "system-tls-os-ingest",
+            ),
+            ("opensearch-dashboards", "osd.vmi.system", "system-tls-osd"),
+        ] {
+            let i = find(&s, name);
+            assert_eq!(i["metadata"]["namespace"], "verrazzano-system");
+            let h = i["spec"]["rules"][0]["host"].as_str().unwrap_or_default();
+            assert!(h.starts_with(&format!("{host}.")), "{h}");
+            assert_eq!(i["spec"]["tls"][0]["secretName"], secret);
+            assert_eq!(
+                i["spec"]["rules"][0]["http"]["paths"][0]["backend"],
+                json!({"service": {"name": "verrazzano-authproxy", "port": {"number": 8775}}})
+            );
+            assert_eq!(
+                i["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"],
+                "65M"
+            );
+        }
+    }
+
+    #[test]
+    fn rancher_is_an_https_backend_with_its_realm_and_no_upstream_vhost() {
+        let p = platform("ingress: {type: NodePort}\n");
+        let s = step(&p, &Outputs::default()).expect("step");
+        let r = find(&s, "rancher");
+        assert_eq!(r["metadata"]["namespace"], "cattle-system");
+        let a = &r["metadata"]["annotations"];
+        assert_eq!(a["nginx.ingress.kubernetes.io/backend-protocol"], "HTTPS");
+        assert_eq!(a["nginx.ingress.kubernetes.io/force-ssl-redirect"], "true");
+        assert_eq!(a["nginx.ingress.kubernetes.io/proxy-read-timeout"], "1800");
+        assert_eq!(
+            a["nginx.ingress.kubernetes.io/auth-realm"],
+            "default.127.0.0.1.nip.io auth"
+        );
+        assert!(
+            a.get("nginx.ingress.kubernetes.io/upstream-vhost")
+                .is_none()
+        );
+        assert!(a.get("external-dns.alpha.kubernetes.io/target").is_none());
+        assert_eq!(r["spec"]["tls"][0]["secretName"], "tls-rancher-ingress");
+        assert_eq!(
+            r["spec"]["rules"][0]["http"]["paths"][0]["backend"],
+            json!({"service": {"name": "rancher", "port": {"number": 443}}})
+        );
+        let off = platform(
+            "components: {rancher: {enabled: false}, opensearch: {enabled: false}, opensearchDashboards: {enabled: false}}\n",
+        );
+        let names: Vec<String> = step(&off, &Outputs::default())
+            .expect("step")
+            .objects
+            .iter()
+            .map(|m| m.name.clone())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| !["rancher", "opensearch", "opensearch-dashboards"].contains(&n.as_str()))
         );
     }
 

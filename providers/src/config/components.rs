@@ -47,6 +47,12 @@ pub struct Components {
     pub kiali: bool,
     /// Argo CD.
     pub argocd: bool,
+    /// OpenSearch (its Ingress, through the auth proxy).
+    pub opensearch: bool,
+    /// OpenSearch Dashboards (its Ingress, through the auth proxy).
+    pub opensearch_dashboards: bool,
+    /// Rancher (namespace `cattle-system`).
+    pub rancher: bool,
     /// ExternalDNS: on exactly when `dns.externalDNS` is set.
     pub external_dns: bool,
 }
@@ -122,6 +128,12 @@ pub(super) struct RawComponents {
     #[serde(rename = "argoCD")]
     #[schemars(with = "Option<RawComponent>")]
     argocd: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
+    opensearch: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
+    opensearch_dashboards: Option<Spanned<RawComponent>>,
+    #[schemars(with = "Option<RawComponent>")]
+    rancher: Option<Spanned<RawComponent>>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
@@ -221,6 +233,9 @@ pub(super) fn validate(
         grafana: on(&raw.grafana, true),
         kiali: on(&raw.kiali, istio),
         argocd: on(&raw.argocd, false),
+        opensearch: on(&raw.opensearch, true),
+        opensearch_dashboards: on(&raw.opensearch_dashboards, true),
+        rancher: on(&raw.rancher, true),
         external_dns: matches!(dns, Dns::ExternalDns(_)),
     };
     if components.kiali
@@ -286,6 +301,9 @@ fn only_istio_has_istio_settings(src: &Source<'_>, raw: &RawComponents) -> Resul
         ("grafana", &raw.grafana),
         ("kiali", &raw.kiali),
         ("argoCD", &raw.argocd),
+        ("opensearch", &raw.opensearch),
+        ("opensearchDashboards", &raw.opensearch_dashboards),
+        ("rancher", &raw.rancher),
     ] {
         let Some(s) = comp else { continue };
         let istio_only = [
