@@ -245,7 +245,7 @@ fn application(
 }
 
 /// `namespace`: a namespace of the application's own, not one of the platform's.
-fn namespace(app: &App<'_>, raw: &Spanned<String>) -> Result<String, ConfigError> {
+pub(super) fn namespace(app: &App<'_>, raw: &Spanned<String>) -> Result<String, ConfigError> {
     let namespace = app.checked(raw, "namespace", check_dns_label)?;
     if crate::names::SYSTEM_NAMESPACES.contains(&namespace.as_str()) {
         return Err(app.err(
@@ -276,7 +276,7 @@ fn ports(app: &App<'_>, raw: &[Spanned<u16>]) -> Result<Vec<u16>, ConfigError> {
 }
 
 /// `hosts`: DNS names without wildcards, lower-cased and deduplicated.
-fn hosts(app: &App<'_>, raw: &[Spanned<String>]) -> Result<Vec<String>, ConfigError> {
+pub(super) fn hosts(app: &App<'_>, raw: &[Spanned<String>]) -> Result<Vec<String>, ConfigError> {
     let mut hosts: Vec<String> = Vec::new();
     for (i, h) in raw.iter().enumerate() {
         let host = h.value.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -334,7 +334,8 @@ fn cookie(app: &App<'_>, raw: &RawCookie) -> Result<Cookie, ConfigError> {
 type Located = (Application, (u64, u64));
 
 /// Every application: those in the platform file, then one per `*.yaml`/`*.yml` file of `dir` (in
-/// name order); names and hosts must be unique across all of them.
+/// name order; a file of `vz`'s own form, or an OAM ApplicationConfiguration, see
+/// [`super::oam`]); names and hosts must be unique across all of them.
 pub(super) fn collect(
     src: &Source<'_>,
     inline: &[Spanned<RawApplication>],
@@ -371,6 +372,10 @@ fn from_dir(src: &Source<'_>, dir: &Spanned<String>) -> Result<Vec<Located>, Con
     let mut apps = Vec::new();
     for file in files {
         let text = read_text(&file)?;
+        if super::oam::is_oam(&text) {
+            apps.push(super::oam::application(&file, &text)?);
+            continue;
+        }
         let raw: Spanned<RawApplication> = from_yaml(&file, &text)?;
         let app = application(&Source::new(&file), &raw.value, "")?;
         apps.push((app, position(&raw.value.name)));

@@ -112,6 +112,7 @@ mod errors;
 mod external_dns;
 mod images;
 mod istio;
+mod oam;
 mod platform;
 mod rules;
 mod state;
