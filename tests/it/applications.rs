@@ -308,3 +308,60 @@ fn destroying_an_application_needs_only_the_rbac_of_the_example() {
             .is_some()
     );
 }
+
+#[test]
+fn an_oam_application_applies_to_the_objects_of_its_vz_twin_and_is_destroyed_alone() {
+    let env = TestEnv::start();
+    let oam = env.work.path().join("oam");
+    std::fs::create_dir_all(&oam).expect("oam dir");
+    std::fs::copy(
+        repo_root().join("examples/oam/orders.yaml"),
+        oam.join("orders.yaml"),
+    )
+    .expect("copy");
+    let base = std::fs::read_to_string(repo_root().join("examples/oam.yaml")).expect("example");
+    let cfg = env.write_config("oam.yaml", &base);
+    let cfg = cfg.to_str().expect("utf8");
+    // The team's namespace exists, as Verrazzano's users create it.
+    env.kubectl(&["create", "namespace", "shop"]).expect_code(0);
+    env.vz(&["apply", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])
+        .expect_code(0);
+    let before = versions(&env);
+    let orders: Vec<&String> = before
+        .keys()
+        .filter(|k| k.contains("shop") && !k.starts_with("Namespace"))
+        .collect();
+    // What the vz-format orders makes (see the test above), its namespace aside.
+    assert_eq!(
+        orders,
+        [
+            "AuthorizationPolicy istio-system/shop-orders-rule-0-authz",
+            "AuthorizationPolicy shop/orders",
+            "DestinationRule shop/orders-orders-api-dr",
+            "DestinationRule shop/orders-orders-ui-dr",
+            "Gateway shop/shop-orders-gw",
+            "Secret istio-system/shop-orders-cert-secret",
+            "VirtualService shop/orders-rule-0-vs",
+            "VirtualService shop/orders-rule-1-vs",
+            "VirtualService shop/orders-rule-2-vs",
+        ]
+    );
+    let ns = env.get_json(&["namespace", "shop"]).expect("namespace");
+    assert_eq!(ns["metadata"]["labels"]["istio-injection"], "enabled");
+
+    env.vz(&["destroy", "-f", cfg, "--app", "orders", "--auto-approve"])
+        .expect_code(0);
+    let after = versions(&env);
+    assert!(after.keys().all(|k| !k.contains("shop")), "{after:?}");
+    let ns = env
+        .get_json(&["namespace", "shop"])
+        .expect("the team's namespace stays");
+    assert!(ns["status"]["phase"] != "Terminating");
+    for (k, v) in &after {
+        if let Some(was) = before.get(k) {
+            assert_eq!(v, was, "{k} was touched");
+        }
+    }
+}

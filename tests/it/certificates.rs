@@ -61,7 +61,8 @@ fn every_ingress_tls_secret_verifies_against_the_bundle_and_cacerts_chains_to_th
 
     let ingresses = env.get_json(&["ingresses", "-A"]).expect("ingresses");
     let ingresses = ingresses["items"].as_array().expect("items");
-    assert_eq!(ingresses.len(), 5);
+    // The console, Prometheus, Grafana, OpenSearch, OpenSearch Dashboards, Kiali, Keycloak, Rancher.
+    assert_eq!(ingresses.len(), 8);
     for ing in ingresses {
         let ns = ing["metadata"]["namespace"].as_str().expect("ns");
         let tls = &ing["spec"]["tls"][0];
@@ -153,7 +154,7 @@ fn every_ingress_tls_secret_verifies_against_the_bundle_and_cacerts_chains_to_th
 #[test]
 fn a_certificate_due_for_renewal_is_planned_with_its_date_and_one_far_from_expiry_is_not() {
     let env = TestEnv::start();
-    let base = "environmentName: r\ningress: {type: NodePort}\ncomponents:\n  istio: {enabled: false}\n  kiali: {enabled: false}\n  keycloak: {enabled: false}\n  prometheus: {enabled: false}\n  grafana: {enabled: false}\nstate: {path: r.json}\n";
+    let base = "environmentName: r\ningress: {type: NodePort}\ncomponents:\n  istio: {enabled: false}\n  kiali: {enabled: false}\n  keycloak: {enabled: false}\n  prometheus: {enabled: false}\n  grafana: {enabled: false}\n  opensearch: {enabled: false}\n  opensearchDashboards: {enabled: false}\n  rancher: {enabled: false}\nstate: {path: r.json}\n";
     let cfg = env.write_config(
         "r.yaml",
         &format!("{base}certificates: {{validityDays: 31, renewBeforeDays: 30}}\n"),

@@ -59,11 +59,12 @@ static POOL: Mutex<Vec<TempDir>> = Mutex::new(Vec::new());
 /// Planes kept waiting at most (about as many as tests run at once).
 const POOL_SIZE: usize = 2;
 
-/// How many objects `examples/quickstart.yaml` manages: 8 namespaces, 19 NetworkPolicies, 15 Istio
+/// How many objects `examples/quickstart.yaml` manages: 9 namespaces, 23 NetworkPolicies, 15 Istio
 /// CRDs, 1 PeerAuthentication, the NGINX controller (IngressClass, 3 Services, 2 Deployments, 2
-/// ConfigMaps, 2 ServiceAccounts, Role, RoleBinding, ClusterRole, ClusterRoleBinding), 5 system
-/// Ingresses, istiod's revision and the default revision tag pointing at it, the gateways.
-pub const QUICKSTART_OBJECTS: usize = 99;
+/// ConfigMaps, 2 ServiceAccounts, Role, RoleBinding, ClusterRole, ClusterRoleBinding), 8 system
+/// Ingresses and their certificates, the CA bundles, istiod's revision and the default revision tag
+/// pointing at it, the gateways.
+pub const QUICKSTART_OBJECTS: usize = 111;
 
 /// istiod's Deployment and Service in `istio-system`: named after the revision of the default
 /// Istio release (README, "Upgrades").

@@ -16,6 +16,7 @@ const QUICKSTART_NAMESPACES: &[&str] = &[
     "cert-manager",
     "keycloak",
     "mysql-operator",
+    "cattle-system",
 ];
 
 /// A control plane with the quick start applied.
@@ -90,7 +91,7 @@ fn apply_creates_labelled_namespaces_and_policies_and_records_them() {
         "-l",
         "app.kubernetes.io/managed-by=vz",
     ]);
-    assert_eq!(all.len(), 19, "{all:?}");
+    assert_eq!(all.len(), 23, "{all:?}");
 
     let state = state_of(&env);
     assert_eq!(state["version"], 1);
@@ -314,7 +315,7 @@ fn rendered_yaml_applies_cleanly_with_kubectl() {
     let managed = env.list_names(&[MANAGED_KINDS, "-A", "-l", "vz.dev/platform=quickstart"]);
     // Certificates and the CA bundle are made by apply, not rendered.
     let made_by_apply = render.stdout.matches("# not rendered: ").count();
-    assert_eq!(made_by_apply, 8, "{}", render.stdout);
+    assert_eq!(made_by_apply, 12, "{}", render.stdout);
     assert_eq!(
         managed.len(),
         QUICKSTART_OBJECTS - made_by_apply,

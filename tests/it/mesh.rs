@@ -314,7 +314,7 @@ fn the_full_example_with_a_plugin_ca_runs_every_workload_and_destroys_to_nothing
     let plan = env.vz(&["plan", "-f", cfg, "--detailed-exitcode"]);
     plan.expect_code(2);
     plan.expect_stdout(
-        "Plan: 0 to add, 14 to change, 0 to destroy. (14 pending until their owner creates them)",
+        "Plan: 0 to add, 15 to change, 0 to destroy. (15 pending until their owner creates them)",
     );
     env.vz(&["destroy", "-f", cfg, "--auto-approve"])
         .expect_code(0);

@@ -29,19 +29,19 @@ fn render_prints_every_desired_object_as_yaml_documents() {
         .collect();
     // Certificates and the CA bundle are named, not rendered: apply makes what they hold.
     let named = run.stdout.matches("\n# not rendered: ").count();
-    assert_eq!(named, 8, "{}", run.stdout);
+    assert_eq!(named, 12, "{}", run.stdout);
     assert_eq!(docs.len(), QUICKSTART_OBJECTS - named);
     assert_eq!(
         docs.iter()
             .filter(|d| d.contains("kind: Namespace"))
             .count(),
-        8
+        9
     );
     assert_eq!(
         docs.iter()
             .filter(|d| d.contains("kind: NetworkPolicy"))
             .count(),
-        19
+        23
     );
     // Namespaces come before the policies that live in them.
     let first_policy = run.stdout.find("kind: NetworkPolicy").expect("policy");

@@ -178,7 +178,7 @@ fn a_target_limits_the_plan_to_it_and_what_it_depends_on() {
     let run = env.vz(&["plan", "-f", cfg, "--target", target]);
     run.expect_code(0);
     // The policy, plus every namespace (its step depends on the namespaces step); no other policy.
-    run.expect_stdout("Plan: 9 to add, 0 to change, 0 to destroy.");
+    run.expect_stdout("Plan: 10 to add, 0 to change, 0 to destroy.");
     assert!(run.stdout.contains(&format!("  + {target}\n")));
     env.vz(&["apply", "-f", cfg, "--target", target, "--auto-approve"])
         .expect_code(0);
@@ -317,7 +317,7 @@ fn the_graph_is_dot_with_namespaces_before_policies() {
     run.expect_code(0);
     assert!(run.stdout.starts_with("digraph vz {"), "{}", run.stdout);
     run.expect_stdout("\"namespaces\" -> \"network-policies\";");
-    run.expect_stdout("(19 objects)");
+    run.expect_stdout("(23 objects)");
 }
 
 #[test]
