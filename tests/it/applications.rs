@@ -42,6 +42,31 @@ fn versions(env: &TestEnv) -> BTreeMap<String, (String, String)> {
         .collect()
 }
 
+/// The objects of `examples/apps/orders.yaml` (and of its OAM twin), its namespace aside.
+const ORDERS_OBJECTS: [&str; 9] = [
+    "AuthorizationPolicy istio-system/shop-orders-rule-0-authz",
+    "AuthorizationPolicy shop/orders",
+    "DestinationRule shop/orders-orders-api-dr",
+    "DestinationRule shop/orders-orders-ui-dr",
+    "Gateway shop/shop-orders-gw",
+    "Secret istio-system/shop-orders-cert-secret",
+    "VirtualService shop/orders-rule-0-vs",
+    "VirtualService shop/orders-rule-1-vs",
+    "VirtualService shop/orders-rule-2-vs",
+];
+
+/// Every object of `after` that was in `before` has the same uid and resourceVersion.
+fn untouched(
+    before: &BTreeMap<String, (String, String)>,
+    after: &BTreeMap<String, (String, String)>,
+) {
+    for (k, v) in after {
+        if let Some(was) = before.get(k) {
+            assert_eq!(v, was, "{k} was touched");
+        }
+    }
+}
+
 #[test]
 fn applications_render_as_reviewed() {
     let cfg = repo_root().join("examples/applications.yaml");
@@ -92,27 +117,14 @@ fn an_application_is_destroyed_alone_and_one_removed_from_the_configuration_is_p
     destroyed.expect_code(0);
     let after = versions(&env);
     let orders: Vec<&String> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+    let mut want = ORDERS_OBJECTS.to_vec();
+    want.push("Namespace /shop");
+    want.sort_unstable();
     assert_eq!(
-        orders,
-        [
-            "AuthorizationPolicy istio-system/shop-orders-rule-0-authz",
-            "AuthorizationPolicy shop/orders",
-            "DestinationRule shop/orders-orders-api-dr",
-            "DestinationRule shop/orders-orders-ui-dr",
-            "Gateway shop/shop-orders-gw",
-            "Namespace /shop",
-            "Secret istio-system/shop-orders-cert-secret",
-            "VirtualService shop/orders-rule-0-vs",
-            "VirtualService shop/orders-rule-1-vs",
-            "VirtualService shop/orders-rule-2-vs",
-        ],
+        orders, want,
         "exactly orders' objects and its namespace went"
     );
-    for (k, v) in &after {
-        if let Some(was) = before.get(k) {
-            assert_eq!(v, was, "{k} was touched");
-        }
-    }
+    untouched(&before, &after);
     let state =
         std::fs::read_to_string(env.work.path().join("applications.vzstate.json")).expect("state");
     assert!(!state.contains("app.orders/"), "dropped from the state");
@@ -333,21 +345,8 @@ fn an_oam_application_applies_to_the_objects_of_its_vz_twin_and_is_destroyed_alo
         .keys()
         .filter(|k| k.contains("shop") && !k.starts_with("Namespace"))
         .collect();
-    // What the vz-format orders makes (see the test above), its namespace aside.
-    assert_eq!(
-        orders,
-        [
-            "AuthorizationPolicy istio-system/shop-orders-rule-0-authz",
-            "AuthorizationPolicy shop/orders",
-            "DestinationRule shop/orders-orders-api-dr",
-            "DestinationRule shop/orders-orders-ui-dr",
-            "Gateway shop/shop-orders-gw",
-            "Secret istio-system/shop-orders-cert-secret",
-            "VirtualService shop/orders-rule-0-vs",
-            "VirtualService shop/orders-rule-1-vs",
-            "VirtualService shop/orders-rule-2-vs",
-        ]
-    );
+    // What the vz-format orders makes, its namespace aside.
+    assert_eq!(orders, ORDERS_OBJECTS);
     let ns = env.get_json(&["namespace", "shop"]).expect("namespace");
     assert_eq!(ns["metadata"]["labels"]["istio-injection"], "enabled");
 
@@ -359,9 +358,5 @@ fn an_oam_application_applies_to_the_objects_of_its_vz_twin_and_is_destroyed_alo
         .get_json(&["namespace", "shop"])
         .expect("the team's namespace stays");
     assert!(ns["status"]["phase"] != "Terminating");
-    for (k, v) in &after {
-        if let Some(was) = before.get(k) {
-            assert_eq!(v, was, "{k} was touched");
-        }
-    }
+    untouched(&before, &after);
 }
