@@ -180,8 +180,8 @@ pub fn decide(
     }
 }
 
-/// What to tell of a CA whose rotation waits for the clock ([`Step::Keep`] with two CAs in its
-/// bundle); `names` are the CAs' common names by fingerprint. `None` outside a rotation.
+/// What to tell of a CA whose rotation waits for the clock ([`Step::Keep`] with an announced CA,
+/// or old CAs still in its bundle). `None` outside a rotation.
 pub fn waiting(view: &CaView, overlap: i64, signed: &[Signed], now: i64) -> Option<String> {
     let name = |i: &CertInfo| i.common_name.clone().unwrap_or_else(|| i.serial.clone());
     if let Some(next) = &view.next {

@@ -35,7 +35,7 @@ use super::applications::{self, App, Application, Cookie};
 use super::checks::check_dns_label;
 use super::errors::Source;
 use super::rules::{Authorization, Destination, PathMatch, PathType, Rule};
-use super::yaml::from_yaml;
+use super::yaml::{first_line, from_yaml};
 
 /// The API version of an ApplicationConfiguration.
 pub const APPLICATION_CONFIGURATION_API: &str = "core.oam.dev/v1alpha2";
@@ -50,8 +50,8 @@ struct Kind {
     kind: Option<String>,
 }
 
-/// Whether `text` (all its documents) holds an ApplicationConfiguration. `None` when its documents
-/// cannot even be read as mappings (the caller reads it as `vz`'s own, which says why).
+/// Whether `text` (all its documents) holds an ApplicationConfiguration. A text whose documents
+/// cannot even be read as mappings is not: the caller reads it as `vz`'s own, which says why.
 pub(super) fn is_oam(text: &str) -> bool {
     serde_saphyr::from_multiple::<Kind>(text).is_ok_and(|docs| {
         docs.iter().any(|d| {
@@ -203,7 +203,7 @@ pub(super) fn application(
         line: e.location().map(|l| l.line()),
         column: e.location().map(|l| l.column()),
         field: None,
-        message: e.to_string().lines().next().unwrap_or_default().to_string(),
+        message: first_line(&e.to_string()),
     })?;
     let configs: Vec<&Head> = docs
         .iter()
@@ -299,11 +299,6 @@ pub(super) fn application(
         e
     })?;
     let field = |f: &str| format!("{at}.spec.{f}");
-    let app = App {
-        src: &src,
-        at: "",
-        name: &name.value,
-    };
     let located = |mut e: ConfigError| {
         e.line = e.line.map(|l| l + offset);
         e

@@ -123,7 +123,7 @@ fn field_at(text: &str, line: u64) -> Option<String> {
 
 /// serde-saphyr's messages may carry a source snippet after the first line; the location is already
 /// reported separately.
-fn first_line(msg: &str) -> String {
+pub(super) fn first_line(msg: &str) -> String {
     let mut line = msg.lines().next().unwrap_or(msg).trim();
     // Drop the "error: line N column M: " prefix and any " at line N column M" suffix: the location
     // is already reported in our own prefix.
