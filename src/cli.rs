@@ -40,8 +40,12 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Delete every object the state records, dependents first, waiting until each is gone.
     Destroy(DestroyArgs),
+    /// Destroy each application as it ends: watch their namespaces and OAM ApplicationConfigurations
+    /// and run `vz destroy --app` for one deleted or annotated `vz.dev/terminated: "true"`. Runs
+    /// until interrupted (or once, with --once); never destroys the platform.
+    Watch(WatchArgs),
     /// Print every desired object as multi-document YAML (no cluster needed).
-    Render(ConfigArgs),
+    Render(RenderArgs),
     /// Print the dependency graph of the steps as DOT (no cluster needed).
     Graph(ConfigArgs),
     /// Say whether SRC may open connections to DST (on PORT), and which NetworkPolicies decide it, as
@@ -354,6 +358,43 @@ pub struct ApplyArgs {
     /// Keep the changes made before a failure instead of undoing them (the state records them).
     #[arg(long)]
     pub no_rollback: bool,
+}
+
+/// Arguments of `vz watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Configuration and state (`--lock-timeout`: how long each destroy waits for a person's run
+    /// to release the state; after that, it is tried again at the next look).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// How often to look at the cluster, e.g. `2s`: two metadata-only list requests (namespaces,
+    /// and ApplicationConfigurations when an application comes from OAM) and a read of the state.
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Look once, destroy the applications that ended, and exit (from a CronJob or a script).
+    #[arg(long)]
+    pub once: bool,
+    /// API requests in flight at once, in each destroy.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallelism: u16,
+    /// Bound on each destroy, e.g. `5m`.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Arguments of `vz render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The configuration.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print instead what runs `vz watch` in the cluster: its namespace, ServiceAccount, RBAC, the
+    /// configuration as a ConfigMap, and the Deployment (the state must be in the cluster or S3).
+    #[arg(long)]
+    pub watch_deployment: bool,
+    /// The image of `vz` the Deployment runs.
+    #[arg(long, value_name = "IMAGE", default_value = concat!("vz:", env!("CARGO_PKG_VERSION")), requires = "watch_deployment")]
+    pub image: String,
 }
 
 /// Arguments of `vz destroy`.

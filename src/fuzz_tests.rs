@@ -231,6 +231,7 @@ fn the_saved_plan_decoder_never_panics() {
             destroy: false,
             refreshed: true,
             warnings: Vec::new(),
+            notes: Vec::new(),
             connectivity: None,
             restarts: Vec::new(),
         },

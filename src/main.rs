@@ -17,6 +17,7 @@ mod lifecycle;
 mod output;
 mod sensitive;
 mod support;
+mod watch;
 
 #[cfg(test)]
 mod fuzz_tests;
@@ -69,7 +70,7 @@ fn detailed_exitcode(cli: &Cli) -> bool {
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Render(args) => return commands::render::run(args),
+        Command::Render(args) => return commands::render::run(&cli.cluster, args),
         Command::Graph(args) => return commands::graph::run(args),
         Command::ExplainAccess(args) => return commands::explain_access::run(args),
         Command::Schema { file } => {
@@ -97,6 +98,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Command::Plan(args) => commands::plan::run(&cli.cluster, args).await,
             Command::Apply(args) => commands::apply::run(&cli.cluster, args).await,
             Command::Destroy(args) => commands::destroy::run(&cli.cluster, args).await,
+            Command::Watch(args) => commands::watch::run(&cli.cluster, args).await,
             Command::State(cmd) => commands::state::run(&cli.cluster, cmd).await,
             Command::ForceUnlock(args) => commands::unlock::run(&cli.cluster, args).await,
             Command::Workspace(cmd) => commands::workspace::run(&cli.cluster, cmd).await,

@@ -145,6 +145,9 @@ pub fn plan_text(plan: &Plan) -> String {
     for w in &plan.warnings {
         let _ = writeln!(out, "Warning: {w}\n");
     }
+    for n in &plan.notes {
+        let _ = writeln!(out, "Note: {n}\n");
+    }
     if !plan.refreshed {
         out.push_str(
             "Note: --refresh=false: the live cluster was not read, so changes made outside vz are not seen.\n\n",
@@ -577,6 +580,7 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
         "destroy": plan.destroy,
         "refreshed": plan.refreshed,
         "warnings": plan.warnings,
+        "notes": plan.notes,
         "resource_changes": changes,
         "resource_drift": drift,
         "connectivity_changes": plan.connectivity,
@@ -662,6 +666,7 @@ mod tests {
             destroy: false,
             refreshed: true,
             warnings: Vec::new(),
+            notes: Vec::new(),
             connectivity: None,
             restarts: Vec::new(),
         }

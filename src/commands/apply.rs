@@ -33,6 +33,7 @@ pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCod
     if !planned.plan.has_work() {
         let mut planned = planned;
         planned.stored.settle_unfinished(&args.select).await?;
+        planned.stored.revive(Some(&args.select.apps)).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if !args.run.auto_approve && !confirm("\nDo you want to perform these actions?")? {

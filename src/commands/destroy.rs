@@ -10,7 +10,7 @@ use crate::output::{carry_on, out, plan_text, print_plan};
 
 /// Run `vz destroy`.
 pub async fn run(cluster_args: &ClusterArgs, args: &DestroyArgs) -> Result<ExitCode> {
-    let planned = make_plan(
+    let mut planned = make_plan(
         cluster_args,
         &PlanRequest {
             config: &args.run.config,
@@ -23,14 +23,21 @@ pub async fn run(cluster_args: &ClusterArgs, args: &DestroyArgs) -> Result<ExitC
         },
     )
     .await?;
+    // Once the whole platform is gone, no application is one that ended any more.
+    let whole = args.select.targets.is_empty() && args.select.apps.is_empty();
     if planned.plan.changes.is_empty() {
-        let mut planned = planned;
         planned.stored.settle_unfinished(&args.select).await?;
+        if whole {
+            planned.stored.revive(None).await?;
+        }
         out(&format!(
             "Nothing to destroy: the state {} records no objects.\n",
             planned.stored.store.location()
         ))?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if whole {
+        planned.stored.state.terminated.clear();
     }
     carry_on(print_plan(&plan_text(&planned.plan)))?;
     if !args.run.auto_approve

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod render;
 pub mod state;
 pub mod unlock;
+pub mod watch;
 pub mod workspace;
 
 use std::io::IsTerminal;
@@ -29,7 +30,7 @@ use crate::cluster::{Cluster, ConnectOptions};
 use crate::engine;
 pub use crate::engine::Desired;
 use crate::engine::apply::{RunOptions, Session, apply, destroy};
-use crate::engine::plan::{Plan, PlanOptions, plan as plan_changes, plan_destroy};
+use crate::engine::plan::{Action, Plan, PlanOptions, plan as plan_changes, plan_destroy};
 use crate::error::{CommandError, Kind};
 use crate::interrupt::Interrupt;
 use crate::output::{Progress, out};
@@ -178,7 +179,6 @@ impl Stored {
         })
     }
 
-    /// Release the lock now (dropping does it too, without waiting).
     /// After a plan that looked for what an unfinished run left ([`SelectArgs::sweeps`]) and found
     /// nothing to do: the state no longer needs to say that a run did not finish.
     pub async fn settle_unfinished(&mut self, select: &SelectArgs) -> Result<()> {
@@ -192,6 +192,21 @@ impl Stored {
         Ok(())
     }
 
+    /// Forget that these applications ended (all of them when `None`: after a whole destroy),
+    /// writing the state when it said so; `vz apply --app` of one with nothing to change.
+    pub async fn revive(&mut self, apps: Option<&[String]>) -> Result<()> {
+        let revived = |a: &String| apps.is_none_or(|apps| apps.contains(a));
+        if !self.state.terminated.keys().any(revived) {
+            return Ok(());
+        }
+        let mut state = self.state.clone();
+        state.terminated.retain(|a, _| !revived(a));
+        self.store.write(&mut state).await?;
+        self.state = state;
+        Ok(())
+    }
+
+    /// Release the lock now (dropping does it too, without waiting).
     pub async fn release(self) -> Result<()> {
         if let Some(h) = &self.heartbeat {
             h.abort();
@@ -248,6 +263,11 @@ pub struct PlanRequest<'a> {
 pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Result<Planned> {
     let mut desired = Desired::load(req.config.file()?)?;
     let stored = Stored::open(cluster_args, req.config, &desired.platform, req.operation).await?;
+    let notes = if req.destroy {
+        Vec::new()
+    } else {
+        leave_out_terminated(&mut desired, &stored.state, req.select)?
+    };
     let cluster = connect(cluster_args, &desired.platform).await?;
     eprintln!(
         "Planning against {} (platform `{}`, state: {})",
@@ -313,6 +333,7 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
         .await?
     };
     crate::connectivity::changes::annotate(&mut plan, &context);
+    plan.notes = notes;
     if !req.destroy && !partial && req.select.refresh {
         let (restarts, warnings) =
             crate::lifecycle::workloads::plan_restarts(&cluster, &desired.platform, &desired.steps)
@@ -340,8 +361,46 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
     })
 }
 
+/// Leave out of `desired` the applications `vz watch` saw end (what the state still records of
+/// them is then planned for deletion), except those `--app` names, which are applied again; one
+/// note for each application left out.
+fn leave_out_terminated(
+    desired: &mut Desired,
+    state: &State,
+    select: &SelectArgs,
+) -> Result<Vec<String>> {
+    let mut left_out = std::collections::BTreeSet::new();
+    let mut notes = Vec::new();
+    for app in &desired.platform.applications {
+        let Some(ended) = state.terminated.get(&app.name) else {
+            continue;
+        };
+        if select.apps.contains(&app.name) {
+            continue;
+        }
+        left_out.insert(app.name.clone());
+        notes.push(format!(
+            "application `{}` ended at {} ({}), as `vz watch` saw: it is left out of this plan; `vz apply --app {}` applies it again",
+            app.name, ended.at, ended.reason, app.name
+        ));
+    }
+    desired.without_apps(&left_out)?;
+    Ok(notes)
+}
+
 /// Carry out `plan` (an apply or a destroy plan), then say what was done.
 pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result<ExitCode> {
+    execute_with(planned, args, rollback, None).await
+}
+
+/// [`execute`], stopped by `interrupt` when given (`vz watch` listens for signals once for all
+/// its runs) instead of by a signal handler of its own.
+pub async fn execute_with(
+    planned: Planned,
+    args: &RunArgs,
+    rollback: bool,
+    interrupt: Option<Interrupt>,
+) -> Result<ExitCode> {
     let Planned {
         desired,
         outputs,
@@ -355,7 +414,7 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
         wait: args.wait,
         rollback: rollback && !plan.destroy,
         leave_dns_records: args.leave_dns_records,
-        interrupt: Interrupt::install(match (plan.destroy, rollback) {
+        interrupt: interrupt.unwrap_or_else(|| Interrupt::install(match (plan.destroy, rollback) {
             (true, _) => {
                 "Interrupt received: stopping after the deletions in flight; the state records what is left..."
             }
@@ -365,7 +424,7 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
             (false, false) => {
                 "Interrupt received: stopping after the requests in flight (no rollback)..."
             }
-        }),
+        })),
     };
     let (add, change, destroyed) = plan.counts();
     let change = change - plan.pending();
@@ -382,6 +441,16 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
         ));
     }
     let path = stored.store.location().to_string();
+    let mut state = stored.state.clone();
+    if !plan.destroy {
+        // An application this plan makes objects of again is no longer one that ended.
+        state.terminated.retain(|app, _| {
+            let step = vz_providers::applications::step_id(app);
+            !plan.changes.iter().any(|c| {
+                c.step == step && matches!(c.action, Action::Create | Action::Update | Action::Replace)
+            })
+        });
+    }
     let progress = Progress::new();
     let session = Session {
         cluster: &cluster,
@@ -390,7 +459,7 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
         progress: &progress,
     };
     if plan.destroy {
-        destroy(session, &plan, stored.state.clone())
+        destroy(session, &plan, state)
             .await
             .map_err(|e| {
                 // A destroy is not rolled back: what it deleted stays deleted.
@@ -403,7 +472,7 @@ pub async fn execute(planned: Planned, args: &RunArgs, rollback: bool) -> Result
             "\nDestroy complete! Objects: {destroyed} destroyed{released}. State: {path}\n"
         ))?;
     } else {
-        apply(session, &plan, &desired, outputs, stored.state.clone()).await?;
+        apply(session, &plan, &desired, outputs, state).await?;
         drop(progress);
         out(&format!(
             "\nApply complete! Objects: {add} added, {change} changed, {destroyed} destroyed{released}. State: {path}\n"

@@ -8,13 +8,22 @@ use anyhow::{Context, Result};
 use vz_providers::manifest::FillTarget;
 
 use super::Desired;
-use crate::cli::ConfigArgs;
+use crate::cli::{ClusterArgs, RenderArgs};
 use crate::output::out;
 use crate::sensitive::mask_object;
 
 /// Run `vz render`.
-pub fn run(args: &ConfigArgs) -> Result<ExitCode> {
-    let desired = Desired::load(args.file()?)?;
+pub fn run(cluster: &ClusterArgs, args: &RenderArgs) -> Result<ExitCode> {
+    let desired = Desired::load(args.config.file()?)?;
+    if args.watch_deployment {
+        let workspace = super::workspace::current(cluster, &desired.platform.source)?;
+        out(&crate::watch::deployment::render(
+            &desired,
+            &args.image,
+            &workspace,
+        )?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut text = String::new();
     for id in desired.graph.order() {
         let Some(step) = desired.steps.iter().find(|s| &s.id == id) else {

@@ -377,6 +377,7 @@ mod tests {
             destroy: false,
             refreshed,
             warnings: Vec::new(),
+            notes: Vec::new(),
             connectivity: None,
             restarts: Vec::new(),
         }

@@ -146,6 +146,20 @@ impl Desired {
         })
     }
 
+    /// Leave these applications out: their steps, and their namespaces' when no other application
+    /// of the configuration is in them.
+    pub fn without_apps(&mut self, names: &std::collections::BTreeSet<String>) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        self.platform
+            .applications
+            .retain(|a| !names.contains(&a.name));
+        self.steps = vz_providers::desired(&self.platform, &Outputs::default());
+        self.graph = graph_of(&self.steps)?;
+        Ok(())
+    }
+
     /// The steps rendered again with `outputs`.
     pub fn render(&self, outputs: &Outputs) -> Vec<Step> {
         vz_providers::desired(&self.platform, outputs)

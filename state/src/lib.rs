@@ -35,7 +35,7 @@ pub use backend::{Backend, BackendError, LocalBackend, Lock, Version};
 pub use codec::{DecodeError, EncodeError, decode, encode};
 pub use location::{DEFAULT_WORKSPACE, Location, WORKSPACES_DIR};
 pub use lock::{LockError, LockInfo};
-pub use model::{CertFacts, FORMAT_VERSION, ObjectRecord, State, Unfinished};
+pub use model::{CertFacts, FORMAT_VERSION, ObjectRecord, State, Terminated, Unfinished};
 #[cfg(feature = "backends")]
 pub use store::{StorageError, Store};
 

@@ -31,6 +31,10 @@ pub struct State {
     /// objects it did not record: the next plan looks for them by their labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unfinished: Option<Unfinished>,
+    /// Applications `vz watch` found terminated, by name: a plan leaves them out (what the state
+    /// still records of one is destroyed) until one is applied by name again (`--app NAME`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub terminated: BTreeMap<String, Terminated>,
     /// Where each address is in `objects`, built on the first lookup.
     #[serde(skip)]
     index: Index,
@@ -87,6 +91,25 @@ impl Unfinished {
         Unfinished {
             operation: operation.to_string(),
             started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        }
+    }
+}
+
+/// An application that ended, as `vz watch` saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terminated {
+    /// When `vz watch` saw it end (RFC 3339).
+    pub at: String,
+    /// What it saw, e.g. `namespace orders deleted`.
+    pub reason: String,
+}
+
+impl Terminated {
+    /// Terminated now, for `reason`.
+    pub fn now(reason: &str) -> Terminated {
+        Terminated {
+            at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            reason: reason.to_string(),
         }
     }
 }
@@ -168,6 +191,7 @@ impl State {
             platform: platform.to_string(),
             objects: Vec::new(),
             unfinished: None,
+            terminated: BTreeMap::new(),
             index: Index::default(),
         }
     }

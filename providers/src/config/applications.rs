@@ -67,6 +67,9 @@ pub struct Application {
     pub rules: Vec<Rule>,
     /// The file it was read from.
     pub source: PathBuf,
+    /// It was read from an OAM `ApplicationConfiguration` (of its name, in its namespace), whose
+    /// deletion from the cluster `vz watch` takes for its end.
+    pub oam: bool,
 }
 
 /// A session-affinity cookie.
@@ -241,6 +244,7 @@ fn application(
         affinity,
         rules,
         source: src.file.to_path_buf(),
+        oam: false,
     })
 }
 

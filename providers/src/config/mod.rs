@@ -112,7 +112,7 @@ mod errors;
 mod external_dns;
 mod images;
 mod istio;
-mod oam;
+pub mod oam;
 mod platform;
 mod rules;
 mod state;

@@ -320,6 +320,7 @@ pub(super) fn application(
             affinity: mapped.affinity,
             rules: mapped.rules,
             source: file.to_path_buf(),
+            oam: true,
         },
         (name.referenced.line(), name.referenced.column()),
     ))

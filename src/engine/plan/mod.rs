@@ -153,6 +153,9 @@ pub struct Plan {
     /// cluster's Kubernetes, say), one sentence each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What the plan left out and why (an application `vz watch` saw end), one sentence each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// The flows the plan opens and closes (`None` when not known: the live cluster was not read,
     /// or a policy could not be evaluated, which `warnings` then says).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -402,6 +405,7 @@ pub async fn plan(
         destroy: false,
         refreshed: opts.refresh,
         warnings: Vec::new(),
+        notes: Vec::new(),
         connectivity: None,
         restarts: Vec::new(),
     })
@@ -551,6 +555,7 @@ pub async fn plan_destroy(cluster: &Cluster, state: &State, opts: &PlanOptions) 
         destroy: true,
         refreshed: opts.refresh,
         warnings: Vec::new(),
+        notes: Vec::new(),
         connectivity: None,
         restarts: Vec::new(),
     })
