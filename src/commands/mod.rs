@@ -447,7 +447,8 @@ pub async fn execute_with(
         state.terminated.retain(|app, _| {
             let step = vz_providers::applications::step_id(app);
             !plan.changes.iter().any(|c| {
-                c.step == step && matches!(c.action, Action::Create | Action::Update | Action::Replace)
+                c.step == step
+                    && matches!(c.action, Action::Create | Action::Update | Action::Replace)
             })
         });
     }
@@ -459,14 +460,12 @@ pub async fn execute_with(
         progress: &progress,
     };
     if plan.destroy {
-        destroy(session, &plan, state)
-            .await
-            .map_err(|e| {
-                // A destroy is not rolled back: what it deleted stays deleted.
-                let mut e = CommandError::from_any(e);
-                e.kind = Kind::Partial;
-                e
-            })?;
+        destroy(session, &plan, state).await.map_err(|e| {
+            // A destroy is not rolled back: what it deleted stays deleted.
+            let mut e = CommandError::from_any(e);
+            e.kind = Kind::Partial;
+            e
+        })?;
         drop(progress);
         out(&format!(
             "\nDestroy complete! Objects: {destroyed} destroyed{released}. State: {path}\n"

@@ -67,6 +67,8 @@ pub async fn run(cluster_args: &ClusterArgs, args: &WatchArgs) -> Result<ExitCod
         fin,
         interrupt: interrupt.clone(),
         backoff: HashMap::new(),
+        announced: Default::default(),
+        failed: Vec::new(),
         said: String::new(),
     };
     loop {
@@ -82,7 +84,13 @@ pub async fn run(cluster_args: &ClusterArgs, args: &WatchArgs) -> Result<ExitCod
             }
         }
         if let Err(e) = watch.look(&config).await {
-            watch.say_once(&format!("{e:#}: looking again in {}s", args.interval.as_secs()));
+            if args.once {
+                return Err(e);
+            }
+            watch.say_once(&format!(
+                "{e:#}: looking again in {}s",
+                args.interval.as_secs()
+            ));
         }
         if args.once || interrupt.is_set() {
             break;
@@ -93,6 +101,12 @@ pub async fn run(cluster_args: &ClusterArgs, args: &WatchArgs) -> Result<ExitCod
         }
     }
     log("stopped");
+    if args.once && !watch.failed.is_empty() {
+        return Err(anyhow!(
+            "the destroy of {} failed (above); the state says they ended, so the next vz watch tries again",
+            watch.failed.join(", ")
+        ));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -156,6 +170,10 @@ struct Watch<'a> {
     interrupt: Interrupt,
     /// Applications whose destroy failed: when to try again, and how many times it failed.
     backoff: HashMap<String, (Instant, u32)>,
+    /// The applications whose destroy failed (`--once` then fails).
+    failed: Vec<String>,
+    /// The applications whose end was said (once, however many looks wait for their destroy).
+    announced: std::collections::HashSet<String>,
     /// The last message said once (a lock held, an unreadable configuration), not repeated
     /// every look.
     said: String,
@@ -208,6 +226,9 @@ impl Watch<'_> {
                     }
                 }
                 Verdict::Ended(reason) => {
+                    if self.announced.insert(app.name.clone()) {
+                        log(&format!("application `{}` ended: {reason}", app.name));
+                    }
                     let due = self
                         .backoff
                         .get(&app.name)
@@ -273,6 +294,7 @@ impl Watch<'_> {
             Ok(()) => {
                 for n in &names {
                     self.backoff.remove(n);
+                    self.announced.remove(n);
                 }
                 self.said.clear();
             }
@@ -284,6 +306,14 @@ impl Watch<'_> {
                         "{}: waiting for it to end before destroying {}",
                         e.error,
                         names.join(", ")
+                    ));
+                    return;
+                }
+                if self.interrupt.is_set() {
+                    log(&format!(
+                        "the destroy of {} was interrupted: {}; the state says they ended, so the next vz watch resumes it",
+                        names.join(", "),
+                        e.error
                     ));
                     return;
                 }
@@ -304,7 +334,12 @@ impl Watch<'_> {
                 for hint in &e.hints {
                     said.push_str(&format!("; hint: {hint}"));
                 }
-                log(&format!("{said}; trying again in {}s", delay.as_secs()));
+                if self.args.once {
+                    log(&said);
+                } else {
+                    log(&format!("{said}; trying again in {}s", delay.as_secs()));
+                }
+                self.failed.push(names.join(", "));
             }
         }
     }
@@ -316,9 +351,6 @@ impl Watch<'_> {
         apps: &[Recorded],
     ) -> Result<()> {
         let names: Vec<String> = ended.keys().cloned().collect();
-        for (app, reason) in ended {
-            log(&format!("application `{app}` ended: {reason}"));
-        }
         let config = ConfigArgs {
             file: Some(self.file.clone()),
             state: self.args.config.state.clone(),

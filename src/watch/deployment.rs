@@ -3,10 +3,12 @@
 //!
 //! - Namespace `vz-system`, ServiceAccount `vz-watch-<platform>`.
 //! - RBAC of least privilege, from the objects the configuration's applications make:
-//!   - a Role in each namespace holding such objects, with `get list watch patch delete` on
-//!     their kinds only;
-//!   - a ClusterRole to list namespaces and ApplicationConfigurations and hold the latter with a
-//!     finalizer, and to delete or patch only the applications' own namespaces;
+//!   - a Role in each of the platform's namespaces holding such objects (the applications'
+//!     certificates in `istio-system`), with `get list watch patch update delete` on their kinds only;
+//!   - a ClusterRole with the same on the kinds the applications have in their own namespaces
+//!     (which may not exist yet when this is applied: vz makes them); to list namespaces and
+//!     ApplicationConfigurations and hold the latter with a finalizer; and to delete or patch
+//!     only the applications' own namespaces;
 //!   - with the state in the cluster, a Role on its Secrets and Lease.
 //! - The configuration (the platform file and every application file, at the same relative paths)
 //!   as a ConfigMap; with DNS records, the TSIG secret from Secret `vz-watch-<platform>-tsig`.
@@ -18,8 +20,8 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use serde_json::{Value, json};
-use vz_providers::config::{Dns, TsigSecret};
 use vz_providers::config::oam::APPLICATION_CONFIGURATION_API;
+use vz_providers::config::{Dns, TsigSecret};
 use vz_state::Location;
 
 use crate::commands::Desired;
@@ -96,38 +98,43 @@ pub fn manifests(desired: &Desired, image: &str, workspace: &str) -> Result<Vec<
     ];
     if !namespaces.is_empty() {
         cluster_rules.push(json!({"apiGroups": [""], "resources": ["namespaces"],
-            "resourceNames": namespaces, "verbs": ["get", "watch", "patch", "delete"]}));
+            "resourceNames": namespaces, "verbs": ["get", "watch", "patch", "update", "delete"]}));
     }
-    out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": name, "labels": labels}, "rules": cluster_rules}));
-    out.push(binding("ClusterRoleBinding", &name, None, &labels));
+    // The platform's namespaces exist before any application: a Role in each. An application's
+    // may not exist yet (vz makes it), so what is in those is granted cluster-wide, for the
+    // kinds of the applications only.
+    let mut anywhere: BTreeSet<(String, String)> = BTreeSet::new();
     for (ns, kinds) in &kinds {
-        let mut by_group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (g, r) in kinds {
-            by_group.entry(g).or_default().push(r);
+        if !vz_providers::names::SYSTEM_NAMESPACES.contains(&ns.as_str()) {
+            anywhere.extend(kinds.iter().cloned());
+            continue;
         }
-        let rules: Vec<Value> = by_group
-            .into_iter()
-            .map(|(g, resources)| json!({"apiGroups": [g], "resources": resources,
-                "verbs": ["get", "list", "watch", "patch", "delete"]}))
-            .collect();
         out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": name, "namespace": ns, "labels": labels}, "rules": rules}));
+            "metadata": {"name": name, "namespace": ns, "labels": labels}, "rules": rules_for(kinds)}));
         out.push(binding("RoleBinding", &name, Some(ns), &labels));
     }
+    cluster_rules.extend(rules_for(&anywhere));
+    out.insert(
+        2,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": name, "labels": labels}, "rules": cluster_rules}),
+    );
+    out.insert(3, binding("ClusterRoleBinding", &name, None, &labels));
     let mut env = vec![json!({"name": "VZ_WORKSPACE", "value": workspace})];
     let mut env_from = Vec::new();
     match &state {
         Location::Kubernetes { namespace, .. } => {
             let role = format!("{name}-state");
-            out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            out.push(
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                 "metadata": {"name": role, "namespace": namespace, "labels": labels},
                 "rules": [
                     {"apiGroups": [""], "resources": ["secrets"],
                      "verbs": ["get", "list", "create", "update", "patch", "delete"]},
                     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                      "verbs": ["get", "create", "update", "patch", "delete"]},
-                ]}));
+                ]}),
+            );
             let mut b = binding("RoleBinding", &name, Some(namespace), &labels);
             b["metadata"]["name"] = json!(role);
             b["roleRef"]["name"] = json!(role);
@@ -152,8 +159,8 @@ pub fn manifests(desired: &Desired, image: &str, workspace: &str) -> Result<Vec<
     let mut items = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let rel = relative(&base, f)?;
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         let key = format!("file-{i}");
         data.insert(key.clone(), text);
         items.push(json!({"key": key, "path": rel}));
@@ -178,7 +185,9 @@ pub fn manifests(desired: &Desired, image: &str, workspace: &str) -> Result<Vec<
                     Err(e) => return Err(e),
                 };
                 volumes.push(json!({"name": "tsig", "secret": {"secretName": secret}}));
-                mounts.push(json!({"name": "tsig", "mountPath": at, "subPath": "secret", "readOnly": true}));
+                mounts.push(
+                    json!({"name": "tsig", "mountPath": at, "subPath": "secret", "readOnly": true}),
+                );
             }
         }
     }
@@ -203,26 +212,43 @@ pub fn manifests(desired: &Desired, image: &str, workspace: &str) -> Result<Vec<
         container["envFrom"] = json!(env_from);
     }
     out.push(json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            // Never two at once: the second would only wait for the first one's lock.
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "serviceAccountName": name,
-                    "automountServiceAccountToken": true,
-                    "containers": [container],
-                    "volumes": volumes,
-                },
+    "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+    "spec": {
+        "replicas": 1,
+        // Never two at once: the second would only wait for the first one's lock.
+        "strategy": {"type": "Recreate"},
+        "selector": {"matchLabels": labels},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "serviceAccountName": name,
+                "automountServiceAccountToken": true,
+                "containers": [container],
+                "volumes": volumes,
             },
-        }}));
-    out.push(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        },
+    }}));
+    out.push(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
-        "spec": {"podSelector": {"matchLabels": labels}, "policyTypes": ["Ingress"]}}));
+        "spec": {"podSelector": {"matchLabels": labels}, "policyTypes": ["Ingress"]}}),
+    );
     Ok(out)
+}
+
+/// `get list watch patch update delete` (a release is an update) on these (group, resource) pairs, a rule per group.
+fn rules_for(kinds: &BTreeSet<(String, String)>) -> Vec<Value> {
+    let mut by_group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (g, r) in kinds {
+        by_group.entry(g).or_default().push(r);
+    }
+    by_group
+        .into_iter()
+        .map(|(g, resources)| {
+            json!({"apiGroups": [g], "resources": resources,
+                "verbs": ["get", "list", "watch", "patch", "update", "delete"]})
+        })
+        .collect()
 }
 
 /// Kinds whose objects live outside the cluster (DNS records).

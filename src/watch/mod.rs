@@ -258,7 +258,8 @@ mod tests {
             verdict(&app(false), None, &marked, FIN),
             Verdict::Ended(r) if r.contains("annotated vz.dev/terminated=true")
         ));
-        let not_true = Seen::of(&json!({"metadata": {"annotations": {TERMINATED_ANNOTATION: "yes"}}}));
+        let not_true =
+            Seen::of(&json!({"metadata": {"annotations": {TERMINATED_ANNOTATION: "yes"}}}));
         assert!(!not_true.marked);
         let config = Seen {
             marked: true,
@@ -279,7 +280,12 @@ mod tests {
             ..Seen::default()
         };
         assert_eq!(
-            verdict(&app(true), None, &with_config(live_ns(), other_platform), FIN),
+            verdict(
+                &app(true),
+                None,
+                &with_config(live_ns(), other_platform),
+                FIN
+            ),
             Verdict::Hold
         );
         assert_eq!(

@@ -10,7 +10,7 @@ use crate::common::{DnsServer, TestEnv, exit, repo_root, vz_bare};
 const KINDS: &str = "namespaces,secrets,networkpolicies,services,ingresses,deployments,configmaps,serviceaccounts,clusterroles,clusterrolebindings,gateways.networking.istio.io,virtualservices.networking.istio.io,destinationrules.networking.istio.io,authorizationpolicies.security.istio.io,peerauthentications.security.istio.io,envoyfilters.networking.istio.io";
 
 /// A third application, inline in the platform file (beside the two of `examples/apps/`).
-const BILLING: &str = "applications:\n  - name: billing\n    namespace: finance\n    ports: [9000]\n    rules:\n      - destination: {host: billing, port: 9000}\n";
+pub(crate) const BILLING: &str = "applications:\n  - name: billing\n    namespace: finance\n    ports: [9000]\n    rules:\n      - destination: {host: billing, port: 9000}\n";
 
 /// The example platform with its two applications, plus `extra`.
 fn config(env: &TestEnv, extra: &str) -> String {
@@ -18,7 +18,7 @@ fn config(env: &TestEnv, extra: &str) -> String {
 }
 
 /// `kind namespace/name` → (uid, resourceVersion) of every object of `KINDS` vz manages.
-fn versions(env: &TestEnv) -> BTreeMap<String, (String, String)> {
+pub(crate) fn versions(env: &TestEnv) -> BTreeMap<String, (String, String)> {
     let all = env
         .get_json(&[KINDS, "-A", "-l", "app.kubernetes.io/managed-by=vz"])
         .expect("list");
@@ -43,7 +43,7 @@ fn versions(env: &TestEnv) -> BTreeMap<String, (String, String)> {
 }
 
 /// The objects of `examples/apps/orders.yaml` (and of its OAM twin), its namespace aside.
-const ORDERS_OBJECTS: [&str; 9] = [
+pub(crate) const ORDERS_OBJECTS: [&str; 9] = [
     "AuthorizationPolicy istio-system/shop-orders-rule-0-authz",
     "AuthorizationPolicy shop/orders",
     "DestinationRule shop/orders-orders-api-dr",
@@ -56,7 +56,7 @@ const ORDERS_OBJECTS: [&str; 9] = [
 ];
 
 /// Every object of `after` that was in `before` has the same uid and resourceVersion.
-fn untouched(
+pub(crate) fn untouched(
     before: &BTreeMap<String, (String, String)>,
     after: &BTreeMap<String, (String, String)>,
 ) {

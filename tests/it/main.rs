@@ -23,3 +23,4 @@ mod state_cmds;
 mod team_state;
 mod testenv;
 mod upgrades;
+mod watch;
