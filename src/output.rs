@@ -573,14 +573,13 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
         })
         .collect();
     let (add, change, destroy) = plan.counts();
-    json!({
+    let mut doc = json!({
         "format_version": "1.0",
         "vz_version": env!("CARGO_PKG_VERSION"),
         "platform": platform,
         "destroy": plan.destroy,
         "refreshed": plan.refreshed,
         "warnings": plan.warnings,
-        "notes": plan.notes,
         "resource_changes": changes,
         "resource_drift": drift,
         "connectivity_changes": plan.connectivity,
@@ -594,7 +593,12 @@ pub fn plan_json(plan: &Plan, platform: &str) -> Value {
             "why": r.why,
         })).collect::<Vec<_>>(),
         "summary": {"add": add, "change": change, "destroy": destroy, "release": plan.released(), "recover": plan.recovered(), "restart": plan.restarts.len()},
-    })
+    });
+    // Only when something was left out (an application `vz watch` saw end).
+    if !plan.notes.is_empty() {
+        doc["notes"] = json!(plan.notes);
+    }
+    doc
 }
 
 fn field_line(f: &FieldChange) -> String {

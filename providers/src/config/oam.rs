@@ -658,6 +658,9 @@ mod tests {
             .expect("platform");
         let mut vz = platform.applications[0].clone();
         vz.source = oam.source.clone();
+        // What `vz watch` knows them apart by.
+        assert!(oam.oam && !vz.oam);
+        vz.oam = true;
         assert_eq!(oam, vz);
     }
 
