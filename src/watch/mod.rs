@@ -82,8 +82,9 @@ pub fn recorded(state: &State, configured: &HashMap<String, (String, bool)>) -> 
             continue;
         };
         let entry = apps.entry(name).or_default();
-        // Its certificate's Secret is in istio-system; its routing and policies in its own.
-        if entry.is_none() && r.kind != "Secret" {
+        // Its certificate and a policy per rule are in istio-system; the rest in its own.
+        let ns = r.namespace.as_deref();
+        if entry.is_none() && ns != Some(vz_providers::names::ISTIO_SYSTEM) {
             entry.clone_from(&r.namespace);
         }
     }
@@ -353,6 +354,7 @@ mod tests {
         let mut state = State::new("prod", "0");
         for (step, kind, ns) in [
             ("app.orders", "Secret", "istio-system"),
+            ("app.orders", "AuthorizationPolicy", "istio-system"),
             ("app.orders", "Gateway", "shop"),
             ("app.legacy", "AuthorizationPolicy", "old"),
             ("network-policies", "NetworkPolicy", "istio-system"),
@@ -374,6 +376,9 @@ mod tests {
                 certificate: None,
             });
         }
+        // Without the configuration, the state tells each one's namespace.
+        let from_state = recorded(&state, &HashMap::new());
+        assert_eq!(from_state[1].namespace.as_deref(), Some("shop"));
         let mut configured = HashMap::new();
         configured.insert("orders".to_string(), ("shop".to_string(), true));
         let apps = recorded(&state, &configured);
