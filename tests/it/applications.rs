@@ -321,9 +321,8 @@ fn destroying_an_application_needs_only_the_rbac_of_the_example() {
     );
 }
 
-#[test]
-fn an_oam_application_applies_to_the_objects_of_its_vz_twin_and_is_destroyed_alone() {
-    let env = TestEnv::start();
+/// `examples/oam.yaml`'s text, its `oam/` directory copied into the test's work directory.
+pub(crate) fn oam_example(env: &TestEnv) -> String {
     let oam = env.work.path().join("oam");
     std::fs::create_dir_all(&oam).expect("oam dir");
     std::fs::copy(
@@ -331,7 +330,13 @@ fn an_oam_application_applies_to_the_objects_of_its_vz_twin_and_is_destroyed_alo
         oam.join("orders.yaml"),
     )
     .expect("copy");
-    let base = std::fs::read_to_string(repo_root().join("examples/oam.yaml")).expect("example");
+    std::fs::read_to_string(repo_root().join("examples/oam.yaml")).expect("example")
+}
+
+#[test]
+fn an_oam_application_applies_to_the_objects_of_its_vz_twin_and_is_destroyed_alone() {
+    let env = TestEnv::start();
+    let base = oam_example(&env);
     let cfg = env.write_config("oam.yaml", &base);
     let cfg = cfg.to_str().expect("utf8");
     // The team's namespace exists, as Verrazzano's users create it.

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::applications::{BILLING, ORDERS_OBJECTS, untouched, versions};
+use crate::applications::{BILLING, ORDERS_OBJECTS, oam_example, untouched, versions};
 use crate::common::{TestEnv, repo_root, vz_bare};
 
 /// The finalizer of platform `shop`.
@@ -15,19 +15,10 @@ const MOVED_NGINX: &str = "example.test/nginx/controller:v1.7.1-moved";
 
 /// The OAM example plus the inline `billing` application, its state in the cluster.
 fn config(env: &TestEnv, extra: &str) -> String {
-    let oam = env.work.path().join("oam");
-    std::fs::create_dir_all(&oam).expect("oam dir");
-    std::fs::copy(
-        repo_root().join("examples/oam/orders.yaml"),
-        oam.join("orders.yaml"),
-    )
-    .expect("copy");
-    let text = std::fs::read_to_string(repo_root().join("examples/oam.yaml"))
-        .expect("example")
-        .replace(
-            "state:\n  path: oam.vzstate.json\n",
-            "state:\n  backend: kubernetes\n  namespace: vz-system\n",
-        );
+    let text = oam_example(env).replace(
+        "state:\n  path: oam.vzstate.json\n",
+        "state:\n  backend: kubernetes\n  namespace: vz-system\n",
+    );
     let name = if extra.is_empty() {
         "oam.yaml"
     } else {
@@ -45,6 +36,19 @@ fn orders_configuration(env: &TestEnv) -> Option<serde_json::Value> {
         "shop",
         "orders",
     ])
+}
+
+/// Delete orders' ApplicationConfiguration, without waiting (a finalizer may hold it).
+fn delete_orders_configuration(env: &TestEnv) {
+    env.kubectl(&[
+        "delete",
+        "applicationconfiguration",
+        "-n",
+        "shop",
+        "orders",
+        "--wait=false",
+    ])
+    .expect_code(0);
 }
 
 fn held(env: &TestEnv) -> bool {
@@ -108,15 +112,7 @@ fn vz_watch_destroys_an_ended_application_within_seconds_and_nothing_else() {
     });
     let before = versions(&env);
     let deleted = Instant::now();
-    env.kubectl(&[
-        "delete",
-        "applicationconfiguration",
-        "-n",
-        "shop",
-        "orders",
-        "--wait=false",
-    ])
-    .expect_code(0);
+    delete_orders_configuration(&env);
     env.eventually(Duration::from_secs(60), "orders destroyed", || {
         (objects_in(&env, "shop").is_empty() && orders_configuration(&env).is_none()).then_some(())
     });
@@ -238,15 +234,7 @@ fn vz_watch_destroys_an_ended_application_within_seconds_and_nothing_else() {
     };
     once("holding ApplicationConfiguration shop/orders with finalizer networking.vz.dev/shop");
     assert!(held(&env));
-    env.kubectl(&[
-        "delete",
-        "applicationconfiguration",
-        "-n",
-        "shop",
-        "orders",
-        "--wait=false",
-    ])
-    .expect_code(0);
+    delete_orders_configuration(&env);
     assert!(
         orders_configuration(&env).is_some(),
         "held until vz watch runs"
