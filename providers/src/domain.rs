@@ -10,15 +10,21 @@
 //! or when the Service is a NodePort without external IPs (127.0.0.1, `vz`'s local default; Verrazzano
 //! refuses a NodePort without external IPs). Otherwise it is the load balancer's address: the
 //! `ingress-ip` output of step `ingress-nginx`, [`Deferred::Unknown`] until the load balancer has one.
+//! With `ingress.controller: gateway-api` the system routes are served by Istio's ingress gateway,
+//! and its address takes the place of NGINX's.
 
 use std::net::IpAddr;
 
-use crate::config::{Dns, IngressType, Platform};
+use crate::config::{Dns, IngressController, IngressType, Platform};
 use crate::names::{GATEWAY_IP, INGRESS_IP, INGRESS_NGINX_STEP, ISTIO_GATEWAYS_STEP};
 use crate::outputs::{Deferred, Outputs};
 
-/// The address the NGINX ingress is reached at: unknown until the load balancer has one.
+/// The address the system routes are reached at — NGINX's, or with `ingress.controller:
+/// gateway-api` Istio's ingress gateway's: unknown until the load balancer has one.
 pub fn ingress_ip(p: &Platform, outputs: &Outputs) -> Deferred<String> {
+    if p.ingress_controller == IngressController::GatewayApi {
+        return gateway_ip(p, outputs);
+    }
     if let Some(ip) = p.external_ips.first() {
         return Deferred::Known(ip.to_string());
     }
@@ -111,6 +117,23 @@ mod tests {
             known(domain(&p, &Outputs::default())),
             "default.127.0.0.1.sslip.io"
         );
+    }
+
+    #[test]
+    fn with_gateway_api_the_domain_is_the_istio_gateways_address() {
+        let p = platform(
+            "environmentName: dev\ningress: {controller: gateway-api}\ncomponents:\n  istio:\n    ingress: {type: NodePort, externalIPs: [192.0.2.11]}\n",
+        );
+        assert_eq!(
+            known(domain(&p, &Outputs::default())),
+            "dev.192.0.2.11.nip.io"
+        );
+        let p = platform("environmentName: dev\ningress: {controller: gateway-api}\n");
+        let mut o = Outputs::default();
+        o.set(INGRESS_NGINX_STEP, INGRESS_IP, "203.0.113.5".into());
+        assert_eq!(domain(&p, &o), Deferred::Unknown, "not NGINX's");
+        o.set(ISTIO_GATEWAYS_STEP, GATEWAY_IP, "203.0.113.6".into());
+        assert_eq!(known(domain(&p, &o)), "dev.203.0.113.6.nip.io");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::checks::check_dns_label;
 use super::errors::Source;
 use super::istio::{Istio, RELEASES, Upgrade, release};
 use super::platform::external_ips;
-use super::{ConfigError, Dns, IngressType};
+use super::{ConfigError, Dns, IngressController, IngressType};
 
 /// Which system components the platform has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,10 +199,37 @@ pub(super) struct Validated {
     pub(super) istio: Istio,
 }
 
-/// The `components` section, for a platform of this ingress type and DNS.
+/// Whether `ingress.controller: gateway-api` (`chosen`) goes with these components: Istio on (its
+/// ingress gateway serves the routes), NGINX not asked for.
+pub(super) fn gateway_api_allowed<T>(
+    src: &Source<'_>,
+    raw: &RawComponents,
+    chosen: &Spanned<T>,
+) -> Result<(), ConfigError> {
+    if let Some(nginx) = &raw.ingress_nginx
+        && nginx.value.enabled == Some(true)
+    {
+        return Err(src.err(
+            nginx,
+            "components.ingressNGINX.enabled",
+            "`ingress.controller: gateway-api` serves the routes without NGINX: drop `components.ingressNGINX` (or choose `controller: nginx`)",
+        ));
+    }
+    if raw.istio.as_ref().and_then(|i| i.value.enabled) == Some(false) {
+        return Err(src.err(
+            chosen,
+            "ingress.controller",
+            "`gateway-api` routes are served by Istio's ingress gateway: enable `components.istio`",
+        ));
+    }
+    Ok(())
+}
+
+/// The `components` section, for a platform of this ingress controller and type, and DNS.
 pub(super) fn validate(
     src: &Source<'_>,
     raw: &RawComponents,
+    controller: IngressController,
     ingress_type: IngressType,
     dns: &Dns,
 ) -> Result<Validated, ConfigError> {
@@ -225,7 +252,7 @@ pub(super) fn validate(
         istio_injection: istio_settings
             .and_then(|s| s.injection_enabled)
             .unwrap_or(true),
-        ingress_nginx: on(&raw.ingress_nginx, true),
+        ingress_nginx: controller == IngressController::Nginx && on(&raw.ingress_nginx, true),
         cert_manager: on(&raw.cert_manager, true),
         keycloak: on(&raw.keycloak, true),
         console: on(&raw.console, true),

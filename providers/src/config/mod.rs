@@ -126,7 +126,7 @@ pub use errors::ConfigError;
 pub use external_dns::{CredentialsSecret, EnvValue, ExternalDns};
 pub use images::{DEFAULT_REGISTRY, IMAGE_PULL_POLICY, Image, Images};
 pub use istio::{ISTIO_1_19, ISTIO_1_30, Istio, IstioRelease, RELEASES as ISTIO_RELEASES, Upgrade};
-pub use platform::{Adopt, IngressType, Platform};
+pub use platform::{Adopt, IngressController, IngressType, Platform};
 pub use rules::{Authorization, Destination, PathMatch, PathType, Rule};
 pub use yaml::MAX_FILE_BYTES;
 

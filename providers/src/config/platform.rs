@@ -32,6 +32,18 @@ pub enum IngressType {
     NodePort,
 }
 
+/// What serves the system components' routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum IngressController {
+    /// NGINX Ingress Controller and an Ingress per component (Verrazzano's way; the default).
+    #[default]
+    Nginx,
+    /// Gateway API (`gateway.networking.k8s.io/v1` Gateway and HTTPRoutes) served by Istio's
+    /// ingress gateway: no NGINX.
+    GatewayApi,
+}
+
 /// An object the configuration says to take over although `vz` did not create it (`adopt:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adopt {
@@ -50,6 +62,8 @@ pub struct Platform {
     pub environment_name: String,
     /// DNS mode.
     pub dns: Dns,
+    /// What serves the system routes.
+    pub ingress_controller: IngressController,
     /// Ingress controller Service type.
     pub ingress_type: IngressType,
     /// External IPs of the ingress controller Service.
@@ -123,8 +137,14 @@ pub(super) struct RawConfig {
 #[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawIngress {
+    /// What serves the system routes: `nginx` (the default) or `gateway-api` (Istio's ingress
+    /// gateway, with Gateway API routes).
+    #[schemars(with = "Option<IngressController>")]
+    controller: Option<Spanned<IngressController>>,
+    /// How NGINX's Service is exposed (`nginx` only).
     #[serde(rename = "type")]
-    kind: Option<IngressType>,
+    #[schemars(with = "Option<IngressType>")]
+    kind: Option<Spanned<IngressType>>,
     #[serde(rename = "externalIPs", default)]
     #[schemars(with = "Vec<String>")]
     external_ips: Vec<Spanned<String>>,
@@ -143,13 +163,18 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Platform, Co
         },
     };
     let external_ips = external_ips(src, &raw.ingress.external_ips, "ingress", &dns)?;
-    let ingress_type = raw.ingress.kind.unwrap_or(IngressType::LoadBalancer);
+    let ingress_type = raw
+        .ingress
+        .kind
+        .as_ref()
+        .map_or(IngressType::LoadBalancer, |k| k.value);
+    let ingress_controller = ingress_controller(src, &raw.ingress, &raw.components)?;
     let components::Validated {
         components,
         plugin_ca,
         gateway,
         istio,
-    } = components::validate(src, &raw.components, ingress_type, &dns)?;
+    } = components::validate(src, &raw.components, ingress_controller, ingress_type, &dns)?;
     let state = state::validate(src, &raw.state, &environment_name)?;
     let images = images::validate(src, &raw.images, istio.release)?;
     let adopt = adopt(src, &raw.adopt)?;
@@ -161,6 +186,7 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Platform, Co
         source: src.file.to_path_buf(),
         environment_name,
         dns,
+        ingress_controller,
         ingress_type,
         external_ips,
         components,
@@ -241,6 +267,37 @@ fn adopt(src: &Source<'_>, raw: &[Spanned<String>]) -> Result<Vec<Adopt>, Config
 }
 
 /// Applications are routed and secured by Istio: a platform without it has none.
+/// The ingress controller; with `gateway-api`, nothing of NGINX may be configured, and Istio must
+/// be on (its ingress gateway serves the routes).
+fn ingress_controller(
+    src: &Source<'_>,
+    ingress: &RawIngress,
+    components: &RawComponents,
+) -> Result<IngressController, ConfigError> {
+    let Some(chosen) = &ingress.controller else {
+        return Ok(IngressController::Nginx);
+    };
+    if chosen.value == IngressController::Nginx {
+        return Ok(IngressController::Nginx);
+    }
+    if let Some(kind) = &ingress.kind {
+        return Err(src.err(
+            kind,
+            "ingress.type",
+            "`ingress.type` is NGINX's Service, and `controller: gateway-api` has no NGINX: Istio's ingress gateway serves the routes (set `components.istio.ingress.type` instead)",
+        ));
+    }
+    if let Some(ip) = ingress.external_ips.first() {
+        return Err(src.err(
+            ip,
+            "ingress.externalIPs[0]",
+            "`ingress.externalIPs` are NGINX's Service's, and `controller: gateway-api` has no NGINX: set `components.istio.ingress.externalIPs` instead",
+        ));
+    }
+    components::gateway_api_allowed(src, components, chosen)?;
+    Ok(IngressController::GatewayApi)
+}
+
 fn applications_need_istio(
     components: &Components,
     applications: &[Application],
@@ -261,6 +318,46 @@ fn applications_need_istio(
 mod tests {
     use super::*;
     use crate::config::testing::{parse_err, parse_ok};
+
+    #[test]
+    fn gateway_api_routes_have_no_nginx_and_refuse_its_settings() {
+        assert_eq!(parse_ok("").ingress_controller, IngressController::Nginx);
+        let p = parse_ok("ingress: {controller: gateway-api}\n");
+        assert_eq!(p.ingress_controller, IngressController::GatewayApi);
+        assert!(!p.components.ingress_nginx && p.components.istio);
+        for (text, line, field, says) in [
+            (
+                "ingress:\n  controller: gateway-api\n  type: NodePort\n",
+                3,
+                "ingress.type",
+                "components.istio.ingress.type",
+            ),
+            (
+                "ingress:\n  controller: gateway-api\n  externalIPs: [192.0.2.10]\n",
+                3,
+                "ingress.externalIPs[0]",
+                "components.istio.ingress.externalIPs",
+            ),
+            (
+                "ingress: {controller: gateway-api}\ncomponents:\n  ingressNGINX: {enabled: true}\n",
+                3,
+                "components.ingressNGINX.enabled",
+                "without NGINX",
+            ),
+            (
+                "ingress: {controller: gateway-api}\ncomponents:\n  istio: {enabled: false}\n  kiali: {enabled: false}\n",
+                1,
+                "ingress.controller",
+                "enable `components.istio`",
+            ),
+        ] {
+            let e = parse_err(text);
+            assert_eq!(e.field.as_deref(), Some(field), "{text}");
+            assert_eq!(e.line, Some(line), "{text}");
+            assert!(e.message.contains(says), "{}", e.message);
+        }
+        assert!(parse_err("ingress: {controller: traefik}\n").message.contains("gateway-api"));
+    }
 
     #[test]
     fn an_empty_file_gets_the_documented_defaults() {
