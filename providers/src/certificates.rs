@@ -79,7 +79,7 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
         // Rancher, installed with `privateCA`, trusts what Secret `tls-ca` holds.
         objects.push(bundle(p, CATTLE_SYSTEM, RANCHER_BUNDLE_SECRET));
     }
-    if p.components.ingress_nginx {
+    if p.serves_system_routes() {
         for (namespace, name, hosts) in system_ingresses::tls_secrets(p, outputs) {
             objects.push(certificate(namespace, name, leaf_spec(p), hosts));
         }
@@ -88,6 +88,9 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
     if p.components.ingress_nginx {
         // The Ingress hosts are made of the ingress address it publishes.
         depends_on.push(INGRESS_NGINX_STEP.to_string());
+    } else if p.gateway_api() {
+        // The routes' hosts are made of the ingress gateway's address.
+        depends_on.push(crate::names::ISTIO_GATEWAYS_STEP.to_string());
     }
     steps.push(Step {
         id: TLS_STEP.into(),

@@ -74,6 +74,7 @@ pub mod outputs;
 pub mod pki;
 pub mod requirements;
 pub mod system_ingresses;
+pub mod system_routes;
 pub mod tls;
 
 pub use config::{ConfigError, Platform};
@@ -96,6 +97,7 @@ pub const PROVIDERS: &[Provider] = &[
     ingress_nginx::steps,
     certificates::steps,
     system_ingresses::steps,
+    system_routes::steps,
     dns_records::steps,
     applications::steps,
 ];

@@ -70,6 +70,9 @@ pub const CA_STEP: &str = "certificates.ca";
 pub const TLS_STEP: &str = "certificates.tls";
 /// Step `system-ingresses`: an Ingress per system component.
 pub const SYSTEM_INGRESSES_STEP: &str = "system-ingresses";
+/// Step `system-routes`: the system components' Gateway API routes (`ingress.controller:
+/// gateway-api`).
+pub const SYSTEM_ROUTES_STEP: &str = "system-routes";
 
 /// Output of [`INGRESS_NGINX_STEP`]: the NGINX controller's external address.
 pub const INGRESS_IP: &str = "ingress-ip";

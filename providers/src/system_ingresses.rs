@@ -42,7 +42,7 @@ const NGINX: &str = "nginx.ingress.kubernetes.io/";
 
 /// A backend Service's port, by number or by name.
 #[derive(Clone, Copy)]
-enum Port {
+pub(crate) enum Port {
     Number(u16),
     Name(&'static str),
 }
@@ -50,18 +50,19 @@ enum Port {
 /// The auth proxy in front of the console, the API, Prometheus, Grafana and Kiali.
 const AUTHPROXY: (&str, Port) = ("verrazzano-authproxy", Port::Number(8775));
 
-/// One system Ingress.
-struct SystemIngress {
-    name: &'static str,
-    namespace: &'static str,
+/// One system Ingress (with `ingress.controller: gateway-api`, one HTTPRoute: see
+/// [`crate::system_routes`]).
+pub(crate) struct SystemIngress {
+    pub(crate) name: &'static str,
+    pub(crate) namespace: &'static str,
     /// First labels of the host, before the domain.
-    host_prefix: &'static str,
-    service: (&'static str, Port),
-    tls_secret: &'static str,
+    pub(crate) host_prefix: &'static str,
+    pub(crate) service: (&'static str, Port),
+    pub(crate) tls_secret: &'static str,
     /// Sticky sessions with this cookie.
-    cookie: Option<&'static str>,
+    pub(crate) cookie: Option<&'static str>,
     /// NGINX annotations of this Ingress alone (key without the prefix, value).
-    nginx: &'static [(&'static str, &'static str)],
+    pub(crate) nginx: &'static [(&'static str, &'static str)],
     /// Whether ExternalDNS makes a record for its host (all but the console's, whose name the
     /// controller Service's record already covers).
     dns_record: bool,
@@ -75,7 +76,8 @@ struct SystemIngress {
 const BODY_6M: (&str, &str) = ("proxy-body-size", "6M");
 const BODY_65M: (&str, &str) = ("proxy-body-size", "65M");
 
-fn wanted(p: &Platform) -> Vec<SystemIngress> {
+/// The system Ingresses of the components `p` has.
+pub(crate) fn wanted(p: &Platform) -> Vec<SystemIngress> {
     let c = &p.components;
     let mut out = vec![SystemIngress {
         name: "verrazzano-ingress",

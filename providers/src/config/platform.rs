@@ -90,6 +90,17 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// Whether the system routes are Gateway API's, served by Istio's ingress gateway.
+    pub fn gateway_api(&self) -> bool {
+        self.ingress_controller == IngressController::GatewayApi
+    }
+
+    /// Whether the system components' routes are served (by NGINX, or by Istio's ingress gateway
+    /// with Gateway API), so that their certificates and DNS records are made.
+    pub fn serves_system_routes(&self) -> bool {
+        self.components.ingress_nginx || self.gateway_api()
+    }
+
     /// Whether the configuration says to take over the object at `address`.
     pub fn adopts(&self, address: &str) -> bool {
         self.adopt.iter().any(|a| a.address == address)
