@@ -276,7 +276,10 @@ mod tests {
             "verrazzano-system"
         );
         let r = object(&s, "HTTPRoute", "verrazzano-system", "vmi-system-grafana");
-        assert_eq!(r["spec"]["parentRefs"][0]["sectionName"], "vmi-system-grafana");
+        assert_eq!(
+            r["spec"]["parentRefs"][0]["sectionName"],
+            "vmi-system-grafana"
+        );
         assert_eq!(
             r["spec"]["rules"][0]["backendRefs"][0],
             json!({"name": "verrazzano-authproxy", "port": 8775})
@@ -307,8 +310,16 @@ mod tests {
             k["spec"]["rules"][0]["filters"][0]["requestRedirect"]["path"]["replaceFullPath"],
             "/auth"
         );
-        assert_eq!(k["spec"]["rules"][1]["backendRefs"][0]["name"], "keycloak-http");
-        let dr = object(&s, "DestinationRule", "cattle-system", "rancher-gateway-api");
+        assert_eq!(
+            k["spec"]["rules"][1]["backendRefs"][0]["name"],
+            "keycloak-http"
+        );
+        let dr = object(
+            &s,
+            "DestinationRule",
+            "cattle-system",
+            "rancher-gateway-api",
+        );
         assert_eq!(dr["spec"]["trafficPolicy"]["tls"]["mode"], "SIMPLE");
         let sticky = object(
             &s,

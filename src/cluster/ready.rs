@@ -69,6 +69,7 @@ pub fn has_rule(api_version: &str, kind: &str) -> bool {
                 "admissionregistration.k8s.io/v1",
                 "ValidatingWebhookConfiguration"
             )
+            | ("gateway.networking.k8s.io/v1", "Gateway" | "HTTPRoute")
     )
 }
 
@@ -161,8 +162,83 @@ pub fn readiness(obj: &Value) -> Readiness {
             "admissionregistration.k8s.io/v1",
             "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration",
         ) => webhooks_readiness(obj),
+        ("gateway.networking.k8s.io/v1", "Gateway") => gateway_readiness(obj),
+        ("gateway.networking.k8s.io/v1", "HTTPRoute") => route_readiness(obj),
         _ => Readiness::Ready,
     }
+}
+
+/// A condition's status, reason and message, when it is of the object's current generation.
+fn current<'a>(obj: &Value, c: &'a Value) -> Option<(&'a str, &'a str, &'a str)> {
+    let generation = int_at(obj, "/metadata/generation");
+    let observed = c.pointer("/observedGeneration").and_then(Value::as_i64);
+    if observed.is_some_and(|o| o < generation) {
+        return None;
+    }
+    Some((
+        str_at(c, "/status").unwrap_or_default(),
+        str_at(c, "/reason").unwrap_or("no reason given"),
+        str_at(c, "/message").unwrap_or_default(),
+    ))
+}
+
+/// A Gateway serves once its controller says `Programmed=True` for its current generation.
+fn gateway_readiness(obj: &Value) -> Readiness {
+    match condition(obj, "Programmed").and_then(|c| current(obj, c)) {
+        Some(("True", _, _)) => Readiness::Ready,
+        Some((status, reason, message)) => Readiness::Waiting(format!(
+            "condition Programmed=True (it is {status}: {reason}{}{message})",
+            if message.is_empty() { "" } else { ": " }
+        )),
+        None => Readiness::Waiting(
+            "condition Programmed=True of its current generation (no Gateway controller has said anything yet: is istiod running, with Gateway API on?)"
+                .into(),
+        ),
+    }
+}
+
+/// An HTTPRoute serves once every Gateway it names has accepted it and its backends resolved:
+/// `Accepted=True` and `ResolvedRefs=True` in each parent's status, for its current generation.
+fn route_readiness(obj: &Value) -> Readiness {
+    let wanted = obj
+        .pointer("/spec/parentRefs")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let parents = obj
+        .pointer("/status/parents")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for p in parents {
+        let parent = str_at(p, "/parentRef/name").unwrap_or("?");
+        for kind in ["Accepted", "ResolvedRefs"] {
+            let c = p
+                .pointer("/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| str_at(c, "/type") == Some(kind)));
+            match c.and_then(|c| current(obj, c)) {
+                Some(("True", _, _)) => {}
+                Some((status, reason, message)) => {
+                    return Readiness::Waiting(format!(
+                        "condition {kind}=True from Gateway {parent} (it is {status}: {reason}{}{message})",
+                        if message.is_empty() { "" } else { ": " }
+                    ));
+                }
+                None => {
+                    return Readiness::Waiting(format!(
+                        "condition {kind}=True of its current generation from Gateway {parent}"
+                    ));
+                }
+            }
+        }
+    }
+    if parents.len() < wanted {
+        return Readiness::Waiting(format!(
+            "the status of each of its {wanted} Gateway(s) ({} said so far: is istiod running, with Gateway API on?)",
+            parents.len()
+        ));
+    }
+    Readiness::Ready
 }
 
 /// What a Deployment's conditions say is wrong, if anything: too few pods available, pods its
@@ -218,6 +294,52 @@ fn webhooks_readiness(obj: &Value) -> Readiness {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_gateway_serves_once_programmed_for_its_generation() {
+        let gw = |conditions: Value| {
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "metadata": {"generation": 2}, "status": {"conditions": conditions}})
+        };
+        assert!(
+            matches!(readiness(&gw(json!([]))), Readiness::Waiting(w) if w.contains("is istiod running"))
+        );
+        let stale = gw(json!([{"type": "Programmed", "status": "True", "observedGeneration": 1}]));
+        assert_ne!(readiness(&stale), Readiness::Ready);
+        let pending = gw(
+            json!([{"type": "Programmed", "status": "False", "reason": "AddressNotAssigned",
+            "message": "address pending for hostname \"istio-ingressgateway.istio-system.svc.cluster.local\"", "observedGeneration": 2}]),
+        );
+        assert!(
+            matches!(readiness(&pending), Readiness::Waiting(w) if w.contains("AddressNotAssigned: address pending"))
+        );
+        let done = gw(json!([{"type": "Programmed", "status": "True", "observedGeneration": 2}]));
+        assert_eq!(readiness(&done), Readiness::Ready);
+    }
+
+    #[test]
+    fn a_route_serves_once_every_parent_accepted_it_and_resolved_its_backends() {
+        let route = |parents: Value| {
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": {"generation": 1},
+                "spec": {"parentRefs": [{"name": "verrazzano-gateway"}]},
+                "status": {"parents": parents}})
+        };
+        assert!(
+            matches!(readiness(&route(json!([]))), Readiness::Waiting(w) if w.contains("0 said so far"))
+        );
+        let parent = |resolved: &str| {
+            json!([{"parentRef": {"name": "verrazzano-gateway"}, "controllerName": "istio.io/gateway-controller",
+            "conditions": [
+                {"type": "Accepted", "status": "True", "reason": "Accepted", "observedGeneration": 1},
+                {"type": "ResolvedRefs", "status": resolved, "reason": "BackendNotFound",
+                 "message": "backend(keycloak-http.keycloak.svc.cluster.local) not found", "observedGeneration": 1},
+            ]}])
+        };
+        assert!(matches!(readiness(&route(parent("False"))),
+            Readiness::Waiting(w) if w.contains("ResolvedRefs=True from Gateway verrazzano-gateway (it is False: BackendNotFound")));
+        assert_eq!(readiness(&route(parent("True"))), Readiness::Ready);
+    }
 
     #[test]
     fn a_terminating_namespace_is_not_ready() {

@@ -367,7 +367,11 @@ mod tests {
             assert_eq!(e.line, Some(line), "{text}");
             assert!(e.message.contains(says), "{}", e.message);
         }
-        assert!(parse_err("ingress: {controller: traefik}\n").message.contains("gateway-api"));
+        assert!(
+            parse_err("ingress: {controller: traefik}\n")
+                .message
+                .contains("gateway-api")
+        );
     }
 
     #[test]
