@@ -5,7 +5,8 @@
 //! so Istio's API (the CRDs of the kinds `vz` writes) must be served and istiod must be running —
 //! its sidecar injector is what NGINX's pods go through. With `certificates.ca.secretName`, the
 //! user's CA Secret must exist: `vz` signs with it. With `dns.externalDNS.credentials`, the DNS
-//! provider's credentials Secret must exist: `vz` copies it for ExternalDNS.
+//! provider's credentials Secret must exist: `vz` copies it for ExternalDNS. With
+//! `ingress.controller: gateway-api`, Gateway API's CRDs must be installed.
 
 use crate::config::{CaSource, EnvValue, Platform};
 use crate::names::ISTIO_SYSTEM;
@@ -33,6 +34,8 @@ pub struct Requirement {
 const OWN_CA: &str = "`certificates.ca.secretName` names the CA vz signs the platform's certificates with (`tls.crt` and `tls.key` of a CA certificate): create that Secret first, or remove `certificates.ca` to let vz issue a self-signed CA";
 
 const DNS_CREDENTIALS: &str = "`dns.externalDNS.credentials` names the Secret with the DNS provider's credentials, which vz copies into `verrazzano-system` for ExternalDNS: create it first (e.g. `kubectl create secret generic NAME -n NAMESPACE --from-file=oci.yaml`), or remove `credentials`";
+
+const GATEWAY_API_CRDS: &str = "`ingress.controller: gateway-api` writes Gateway API objects, whose CRDs are the cluster's (many ship them; Istio does not install them): install Gateway API's standard channel first (`kubectl apply --server-side -f https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.6.0/standard-install.yaml`), or choose `controller: nginx`";
 
 const EXISTING_ISTIO: &str = "`components.istio.install` is false, so vz configures an Istio that is already installed: install Istio 1.19 first, or let vz install it (`install: true`)";
 
@@ -69,6 +72,23 @@ pub fn requirements(p: &Platform) -> Vec<Requirement> {
                 .collect(),
             why: DNS_CREDENTIALS,
         });
+    }
+    if p.gateway_api() {
+        for name in [
+            "gateways.gateway.networking.k8s.io",
+            "httproutes.gateway.networking.k8s.io",
+            "referencegrants.gateway.networking.k8s.io",
+        ] {
+            out.push(Requirement {
+                api_version: "apiextensions.k8s.io/v1",
+                kind: "CustomResourceDefinition",
+                namespace: None,
+                name: name.to_string(),
+                selector: None,
+                keys: vec![],
+                why: GATEWAY_API_CRDS,
+            });
+        }
     }
     if !p.components.istio || p.components.installs_istio() {
         return out;
@@ -128,6 +148,21 @@ mod tests {
         );
         assert!(r[3].why.contains("install: true"));
         assert_eq!(r[3].selector, Some("app=istiod"), "any revision's istiod");
+    }
+
+    #[test]
+    fn gateway_api_routes_need_its_crds() {
+        let r = requirements(&platform("ingress: {controller: gateway-api}\n"));
+        let names: Vec<_> = r.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "gateways.gateway.networking.k8s.io",
+                "httproutes.gateway.networking.k8s.io",
+                "referencegrants.gateway.networking.k8s.io"
+            ]
+        );
+        assert!(r[0].why.contains("standard-install.yaml"));
     }
 
     #[test]
