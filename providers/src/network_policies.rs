@@ -143,6 +143,16 @@ fn prometheus() -> NetworkPolicyPeer {
     )
 }
 
+/// What the system routes come through: NGINX's controller, or with `ingress.controller:
+/// gateway-api` Istio's ingress gateway.
+fn edge(p: &Platform) -> NetworkPolicyPeer {
+    if p.gateway_api() {
+        pods_in(ISTIO_SYSTEM, &[("app", "istio-ingressgateway")])
+    } else {
+        nginx_controller()
+    }
+}
+
 /// The NGINX controller's pods: the release's instance label, which the default backend shares, and
 /// the controller's component label, which it does not.
 fn nginx_controller() -> NetworkPolicyPeer {
@@ -225,7 +235,7 @@ fn step(p: &Platform) -> Step {
         "verrazzano-authproxy",
         selector(&[("app", "verrazzano-authproxy")]),
         vec![
-            allow(vec![nginx_controller()], &[8775, 8776, 8777]),
+            allow(vec![edge(p)], &[8775, 8776, 8777]),
             allow(vec![fluentd()], &[8775]),
             allow(vec![prometheus()], &[ENVOY_STATS, 9113]),
         ],
@@ -346,7 +356,7 @@ fn step(p: &Platform) -> Step {
             selector(&[("app.kubernetes.io/name", "keycloak")]),
             vec![
                 // Deliberate difference from Verrazzano: one peer with both selectors, not two peers.
-                allow(vec![nginx_controller()], &[8080]),
+                allow(vec![edge(p)], &[8080]),
                 allow(vec![namespace(VERRAZZANO_SYSTEM)], &[8080]),
                 // Keycloak's cluster (JGroups) traffic.
                 allow(vec![namespace(KEYCLOAK)], &[7800]),
@@ -369,7 +379,7 @@ fn step(p: &Platform) -> Step {
             ARGOCD,
             "argocd",
             selector(&[("app.kubernetes.io/name", "argocd-server")]),
-            vec![allow(vec![nginx_controller()], &[8080])],
+            vec![allow(vec![edge(p)], &[8080])],
         ));
     }
     if c.rancher {
@@ -389,7 +399,7 @@ fn step(p: &Platform) -> Step {
                     pod_selector: Some(selector(&[("app", "fleet-controller")])),
                     ip_block: None,
                 }]),
-                allow(vec![nginx_controller()], &[443, 444]),
+                allow(vec![edge(p)], &[443, 444]),
             ],
         ));
         objects.push(policy(
@@ -427,15 +437,16 @@ fn step(p: &Platform) -> Step {
     if c.installs_istio() {
         objects.push(allow_same_namespace(ISTIO_SYSTEM));
         for gw in ["istio-ingressgateway", "istio-egressgateway"] {
-            objects.push(policy(
-                ISTIO_SYSTEM,
-                gw,
-                selector(&[("app", gw)]),
-                vec![
-                    allow(vec![], &[8443]),
-                    allow(vec![prometheus()], &[ENVOY_STATS]),
-                ],
-            ));
+            let mut rules = vec![
+                allow(vec![], &[8443]),
+                allow(vec![prometheus()], &[ENVOY_STATS]),
+            ];
+            if gw == "istio-ingressgateway" && p.gateway_api() {
+                // Serving the system routes, it takes NGINX's plain HTTP (port 80, the redirect
+                // to HTTPS) from whom NGINX took it.
+                rules.insert(1, allow(vec![namespace(VERRAZZANO_SYSTEM)], &[8080]));
+            }
+            objects.push(policy(ISTIO_SYSTEM, gw, selector(&[("app", gw)]), rules));
         }
         objects.push(policy(
             ISTIO_SYSTEM,
@@ -565,6 +576,43 @@ mod tests {
         ];
         want.sort_unstable();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn with_gateway_api_the_ingress_gateway_takes_nginxs_place() {
+        let s = step(&for_test(
+            "ingress: {controller: gateway-api}\ncomponents:\n  argoCD: {enabled: true}\n",
+        ));
+        let gateway = peer("istio-system", json!({"app": "istio-ingressgateway"}));
+        for (ns, name, rule, ports_) in [
+            (
+                "verrazzano-system",
+                "verrazzano-authproxy",
+                0,
+                vec![8775, 8776, 8777],
+            ),
+            ("keycloak", "keycloak", 0, vec![8080]),
+            ("argocd", "argocd", 0, vec![8080]),
+            ("cattle-system", "rancher", 2, vec![443, 444]),
+        ] {
+            let p = find(&s, ns, name);
+            let rules = p["spec"]["ingress"].as_array().expect("rules");
+            assert!(
+                rules
+                    .iter()
+                    .any(|r| r["from"] == json!([gateway]) && r["ports"] == ports(&ports_)),
+                "{ns}/{name}: {rules:?} (rule {rule})"
+            );
+            assert!(!p.to_string().contains("ingress-nginx"), "{ns}/{name}");
+        }
+        assert!(
+            s.objects
+                .iter()
+                .all(|m| m.namespace.as_deref() != Some("verrazzano-ingress-nginx")),
+            "no NGINX policies"
+        );
+        let gw = find(&s, "istio-system", "istio-ingressgateway");
+        assert_eq!(gw["spec"]["ingress"][1]["ports"], ports(&[8080]));
     }
 
     #[test]
