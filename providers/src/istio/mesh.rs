@@ -6,7 +6,8 @@
 //!   `istio-envoy`. After `istio.control-plane`, as Verrazzano creates it after installing Istio.
 //! - Step `istio.authorization-policies`: the system AuthorizationPolicies (`ALLOW`, by the
 //!   callers' mTLS identities, `cluster.local/ns/<ns>/sa/<account>`, and ports):
-//!   - `verrazzano-system/verrazzano-authproxy-authzpol`: the NGINX controller on 8775–8777;
+//!   - `verrazzano-system/verrazzano-authproxy-authzpol`: the NGINX controller on 8775–8777 (Istio's
+//!     ingress gateway instead, with `ingress.controller: gateway-api`);
 //!     Prometheus on 9113 and 15090 (with Prometheus);
 //!   - `verrazzano-system/verrazzano-console-authzpol` (with the console): the auth proxy on 8000,
 //!     Prometheus on 15090;
@@ -49,6 +50,11 @@ impl Identity {
 const NGINX: Identity = Identity {
     namespace: INGRESS_NGINX,
     account: "ingress-controller-ingress-nginx",
+};
+/// Istio's ingress gateway, which serves the system routes with `ingress.controller: gateway-api`.
+const INGRESS_GATEWAY: Identity = Identity {
+    namespace: ISTIO_SYSTEM,
+    account: "istio-ingressgateway-service-account",
 };
 const AUTHPROXY: Identity = Identity {
     namespace: VERRAZZANO_SYSTEM,
@@ -128,6 +134,8 @@ pub fn authorization_step(p: &Platform) -> Option<Step> {
     let mut authproxy_rules = Vec::new();
     if c.ingress_nginx {
         authproxy_rules.push(allow(&[&NGINX], &[8775, 8776, 8777]));
+    } else if p.gateway_api() {
+        authproxy_rules.push(allow(&[&INGRESS_GATEWAY], &[8775, 8776, 8777]));
     }
     if c.prometheus {
         authproxy_rules.push(allow(&[&PROMETHEUS], &[9113, 15090]));
@@ -326,6 +334,14 @@ mod tests {
                 "components:\n  ingressNGINX: {enabled: false}\n  console: {enabled: false}\n  grafana: {enabled: false}\n  kiali: {enabled: false}\n  prometheus: {enabled: false}\n"
             )
             .is_empty()
+        );
+        let gateway_api = policies("ingress: {controller: gateway-api}\n");
+        let from = &named(&gateway_api, "verrazzano-authproxy-authzpol")["spec"]["rules"][0]["from"]
+            [0]["source"];
+        assert_eq!(
+            from["principals"],
+            json!(["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]),
+            "the ingress gateway in NGINX's place"
         );
         let no_kiali = policies("components:\n  kiali: {enabled: false}\n");
         let readers = &named(&no_kiali, "vmi-system-prometheus-authzpol")["spec"]["rules"][0]["from"]
