@@ -20,7 +20,9 @@ use serde_json::json;
 
 use crate::config::{Dns, Platform};
 use crate::manifest::{Manifest, Step};
-use crate::names::{INGRESS_NGINX_STEP, SYSTEM_INGRESSES_STEP};
+use crate::names::{
+    INGRESS_NGINX_STEP, ISTIO_GATEWAYS_STEP, SYSTEM_INGRESSES_STEP, SYSTEM_ROUTES_STEP,
+};
 use crate::outputs::{Deferred, Outputs};
 use crate::{domain, system_ingresses};
 
@@ -43,7 +45,8 @@ pub fn record(kind: &str, name: &str, ttl: u32, values: Deferred<Vec<String>>) -
     .exclusive(TAKEN)
 }
 
-/// The name the NGINX ingress address is published under.
+/// The name the ingress address (NGINX's, or Istio's ingress gateway's with Gateway API routes) is
+/// published under.
 pub fn ingress_name(p: &Platform) -> Option<String> {
     match &p.dns {
         Dns::Rfc2136(r) => Some(format!(
@@ -59,7 +62,7 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
     let (Dns::Rfc2136(r), Some(ingress)) = (&p.dns, ingress_name(p)) else {
         return vec![];
     };
-    if !p.components.ingress_nginx {
+    if !p.serves_system_routes() {
         return vec![];
     }
     let ip = domain::ingress_ip(p, outputs);
@@ -83,10 +86,18 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
     vec![Step {
         id: STEP.into(),
         description: format!("DNS records in zone {} on {}", r.zone, r.server),
-        depends_on: vec![
-            INGRESS_NGINX_STEP.to_string(),
-            SYSTEM_INGRESSES_STEP.to_string(),
-        ],
+        // After what serves the hosts, and what publishes the address they point at.
+        depends_on: if p.gateway_api() {
+            vec![
+                ISTIO_GATEWAYS_STEP.to_string(),
+                SYSTEM_ROUTES_STEP.to_string(),
+            ]
+        } else {
+            vec![
+                INGRESS_NGINX_STEP.to_string(),
+                SYSTEM_INGRESSES_STEP.to_string(),
+            ]
+        },
         objects,
         outputs: vec![],
     }]
@@ -104,6 +115,20 @@ mod tests {
             .iter()
             .flat_map(|s| s.objects.iter().map(|m| s.address_of(m)))
             .collect()
+    }
+
+    #[test]
+    fn with_gateway_api_the_records_point_at_the_ingress_gateway() {
+        let p = platform(&RFC2136.replace(
+            "ingress: {type: NodePort, externalIPs: [192.0.2.50]}",
+            "ingress: {controller: gateway-api}\ncomponents:\n  istio:\n    ingress: {type: NodePort, externalIPs: [192.0.2.51]}",
+        ));
+        let s = steps(&p, &Outputs::default());
+        let a = &s[0].objects[0];
+        assert_eq!(a.name, "verrazzano-ingress.dev.example.test");
+        assert_eq!(a.body["spec"]["values"], json!(["192.0.2.51"]));
+        assert!(s[0].depends_on.contains(&SYSTEM_ROUTES_STEP.to_string()));
+        assert!(s[0].objects.len() > 1, "a CNAME per system host");
     }
 
     #[test]
