@@ -148,8 +148,14 @@ fn namespace(name: &str, existing: bool) -> Manifest {
 /// Every object of application `a`.
 fn objects(p: &Platform, outputs: &Outputs, a: &Application) -> Vec<Manifest> {
     let hosts = hosts(p, outputs, a);
-    let mut out = vec![gateway(a, &hosts)];
-    out.extend((0..a.rules.len()).map(|i| virtual_service(a, i, &hosts)));
+    let mut out = Vec::new();
+    if p.gateway_api() {
+        out.push(gateway_api_gateway(a, &hosts));
+        out.extend((0..a.rules.len()).map(|i| http_route(a, i, &hosts)));
+    } else {
+        out.push(gateway(a, &hosts));
+        out.extend((0..a.rules.len()).map(|i| virtual_service(a, i, &hosts)));
+    }
     let mut destinations: Vec<&str> = Vec::new();
     for r in &a.rules {
         if !destinations.contains(&r.destination.host.as_str()) {
@@ -210,6 +216,78 @@ pub fn gateway(a: &Application, hosts: &Deferred<Vec<String>>) -> Manifest {
                 "port": {"number": 443, "name": format!("https-{}", a.name), "protocol": "HTTPS"},
                 "tls": {"mode": "SIMPLE", "credentialName": certificate_secret(a)},
                 "hosts": hosts.clone().into_json(),
+            }],
+        },
+    }))
+}
+
+/// With `ingress.controller: gateway-api`: the application's Gateway API Gateway, in istio-system
+/// (Istio binds a Gateway to a Service of its own namespace: the ingress gateway's), an HTTPS
+/// listener per host with the application's certificate, taking routes from its namespace only.
+pub fn gateway_api_gateway(a: &Application, hosts: &Deferred<Vec<String>>) -> Manifest {
+    let listener = |i: usize, host: Value| {
+        json!({
+            "name": format!("https-{i}"),
+            "hostname": host,
+            "port": 443,
+            "protocol": "HTTPS",
+            "tls": {"mode": "Terminate", "certificateRefs": [{"group": "", "kind": "Secret", "name": certificate_secret(a)}]},
+            "allowedRoutes": {
+                "namespaces": {"from": "Selector", "selector": {"matchLabels": {"kubernetes.io/metadata.name": a.namespace}}},
+                "kinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
+            },
+        })
+    };
+    let listeners: Vec<Value> = match hosts {
+        Deferred::Known(hs) => hs
+            .iter()
+            .enumerate()
+            .map(|(i, h)| listener(i, json!(h)))
+            .collect(),
+        // The default host, made of an address not known yet: one listener.
+        Deferred::Unknown => vec![listener(0, Deferred::<String>::Unknown.into_json())],
+    };
+    Manifest::from_value(json!({
+        "apiVersion": crate::system_routes::GATEWAY_API,
+        "kind": "Gateway",
+        "metadata": {"name": gateway_name(a), "namespace": ISTIO_SYSTEM},
+        "spec": {
+            "gatewayClassName": "istio",
+            "addresses": [{"type": "Hostname", "value": "istio-ingressgateway"}],
+            "listeners": listeners,
+        },
+    }))
+}
+
+/// With `ingress.controller: gateway-api`: the HTTPRoute of rule `i`, for the application's own
+/// hosts, on its Gateway.
+pub fn http_route(a: &Application, i: usize, hosts: &Deferred<Vec<String>>) -> Manifest {
+    let rule = &a.rules[i];
+    let matches: Vec<Value> = if rule.paths.is_empty() {
+        vec![json!({"path": {"type": "PathPrefix", "value": "/"}})]
+    } else {
+        rule.paths
+            .iter()
+            .map(|p| {
+                let kind = match p.kind {
+                    PathType::Prefix => "PathPrefix",
+                    PathType::Exact => "Exact",
+                    PathType::Regex => "RegularExpression",
+                };
+                json!({"path": {"type": kind, "value": p.path}})
+            })
+            .collect()
+    };
+    Manifest::from_value(json!({
+        "apiVersion": crate::system_routes::GATEWAY_API,
+        "kind": "HTTPRoute",
+        "metadata": {"name": format!("{}-rule-{i}", a.name), "namespace": a.namespace},
+        "spec": {
+            "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": ISTIO_SYSTEM, "name": gateway_name(a)}],
+            "hostnames": hosts.clone().into_json(),
+            "rules": [{
+                "matches": matches,
+                "backendRefs": [{"name": rule.destination.host, "port": rule.destination.port}],
             }],
         },
     }))
@@ -441,6 +519,55 @@ mod tests {
             v1["spec"]["http"][0]["route"][0]["destination"],
             json!({"host": "orders-ui", "port": {"number": 8080}})
         );
+    }
+
+    #[test]
+    fn with_gateway_api_an_application_has_a_gateway_in_istio_system_and_an_http_route_per_rule() {
+        let s = app_step(&platform(&format!(
+            "ingress: {{controller: gateway-api}}\n{APP}"
+        )));
+        assert!(s.objects.iter().all(|m| m.kind != "VirtualService"));
+        let g = s
+            .objects
+            .iter()
+            .find(|m| m.kind == "Gateway")
+            .expect("gateway");
+        assert_eq!(g.api_version, "gateway.networking.k8s.io/v1");
+        assert_eq!(
+            (g.namespace.as_deref(), g.name.as_str()),
+            (Some("istio-system"), "shop-orders-gw")
+        );
+        let listener = &g.body["spec"]["listeners"][0];
+        assert_eq!(listener["hostname"], HOST);
+        assert_eq!(
+            listener["tls"]["certificateRefs"][0]["name"], "shop-orders-cert-secret",
+            "the certificate beside it, in istio-system"
+        );
+        assert_eq!(
+            listener["allowedRoutes"]["namespaces"]["selector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "shop"
+        );
+        let r0 = object(&s, "HTTPRoute", "orders-rule-0");
+        assert_eq!(r0["spec"]["hostnames"], json!([HOST]));
+        assert_eq!(r0["spec"]["parentRefs"][0]["namespace"], "istio-system");
+        assert_eq!(
+            r0["spec"]["rules"][0]["matches"],
+            json!([{"path": {"type": "PathPrefix", "value": "/api"}}, {"path": {"type": "Exact", "value": "/health"}}])
+        );
+        let r1 = object(&s, "HTTPRoute", "orders-rule-1");
+        assert_eq!(
+            r1["spec"]["rules"][0]["backendRefs"],
+            json!([{"name": "orders-ui", "port": 8080}])
+        );
+        // While the gateway's address is unknown, so is the default host.
+        let lb = for_test(&format!("ingress: {{controller: gateway-api}}\n{APP}"));
+        let s = app_step(&lb);
+        let g = s
+            .objects
+            .iter()
+            .find(|m| m.kind == "Gateway")
+            .expect("gateway");
+        assert_eq!(g.unknown, ["/spec/listeners/0/hostname"]);
     }
 
     #[test]

@@ -669,18 +669,27 @@ impl Selection {
             )
             .into());
         }
-        // An application's namespace: from the configuration, else from its recorded Gateway.
+        // An application's namespace: that of the AuthorizationPolicy of its workloads (named
+        // after it; its Gateway may be in istio-system), from the configuration, else the state.
+        let workload_policy = |step: &str, kind: &str, name: &str| {
+            kind == "AuthorizationPolicy"
+                && step.strip_prefix(applications::STEP_PREFIX) == Some(name)
+        };
         let namespace_of = |step: &str| -> Option<String> {
             let from_config = steps
                 .iter()
                 .find(|s| s.id == step)
-                .and_then(|s| s.objects.iter().find(|m| m.kind == "Gateway"))
+                .and_then(|s| {
+                    s.objects
+                        .iter()
+                        .find(|m| workload_policy(step, &m.kind, &m.name))
+                })
                 .and_then(|m| m.namespace.clone());
             from_config.or_else(|| {
                 state
                     .objects
                     .iter()
-                    .find(|r| r.step == step && r.kind == "Gateway")
+                    .find(|r| r.step == step && workload_policy(step, &r.kind, &r.name))
                     .and_then(|r| r.namespace.clone())
             })
         };
@@ -721,7 +730,7 @@ impl Selection {
                 && state.objects.iter().any(|r| {
                     r.step.starts_with(applications::STEP_PREFIX)
                         && !chosen.contains(&r.step)
-                        && r.kind == "Gateway"
+                        && workload_policy(&r.step, &r.kind, &r.name)
                         && r.namespace.as_deref() == Some(ns.as_str())
                 });
             if !shared {
