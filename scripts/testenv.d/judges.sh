@@ -11,6 +11,8 @@
 # This one says VERSION 1.31 (istioctl version prints it).
 ISTIOCTL_VERSION=v0.0.0-20260827124520-eed52ebb66ad
 NETPOLICY_VERSION=v1.4.2
+# Gateway API's standard channel: the release the istio.io/istio above requires.
+GATEWAY_API_VERSION=v1.6.0
 
 # build_go_tool NAME VERSION MODULE PACKAGE CHECK...: $CACHE_ROOT/judges/NAME/VERSION/NAME, built in
 # a module of its own that requires MODULE at VERSION (go install refuses modules with replace
@@ -43,9 +45,23 @@ build_go_tool() {
   log "$name $version cached in $out"
 }
 
+# gateway_api_crds: the directory of Gateway API's standard-channel CRDs, as its Go module ships
+# them (downloaded once into the module cache).
+gateway_api_crds() {
+  local dir="$CACHE_ROOT/go/mod/sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION/config/crd/standard"
+  if [ ! -d "$dir" ]; then
+    local go; go=$(find_go) || die "downloading Gateway API's CRDs needs Go >= 1.26 (none found; set VZ_TESTENV_GO)"
+    (cd "$CACHE_ROOT" && go_env "$go" mod download "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION") >/dev/null \
+      || die "cannot download sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION from the Go module proxy"
+  fi
+  [ -d "$dir" ] || die "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION has no $dir"
+  echo "$dir"
+}
+
 build_judges() {
   judge_path istioctl >/dev/null
   judge_path netpolicy >/dev/null
+  gateway_api_crds >/dev/null
 }
 
 # judge_path NAME: the cached binary of judge NAME, built first when missing.
