@@ -38,8 +38,8 @@ const COOKIE_TTL: &str = "86400s";
 fn port_number(i: &SystemIngress) -> u16 {
     match i.service.1 {
         Port::Number(n) => n,
-        // keycloak-http and argocd-server: port `http` is 80 in both of Verrazzano v1.7.2's charts
-        // (keycloakx `service.httpPort`; argo-cd `server.service.servicePortHttp`).
+        // keycloak-http and argocd-server: port `http` is 80 in both of Verrazzano v1.7.2's
+        // charts (their defaults; Verrazzano's overrides leave it).
         Port::Name(_) => 80,
     }
 }
