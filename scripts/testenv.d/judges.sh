@@ -3,6 +3,7 @@
 # caches).
 #
 #   judges/istioctl/<version>/istioctl         Istio's own validation and analysis
+#   judges/pilot-discovery/<version>/...       Istio's control plane: the Gateway API controller
 #   judges/netpolicy/<version>/netpolicy       np-guard's NetworkPolicy connectivity analyser
 #
 # A version's directory appears only once its build has finished.
@@ -60,6 +61,7 @@ gateway_api_crds() {
 
 build_judges() {
   judge_path istioctl >/dev/null
+  judge_path pilot-discovery >/dev/null
   judge_path netpolicy >/dev/null
   gateway_api_crds >/dev/null
 }
@@ -69,9 +71,11 @@ judge_path() {
   case "$1" in
     istioctl) build_go_tool istioctl "$ISTIOCTL_VERSION" istio.io/istio istio.io/istio/istioctl/cmd/istioctl version --remote=false
       echo "$CACHE_ROOT/judges/istioctl/$ISTIOCTL_VERSION/istioctl" ;;
+    pilot-discovery) build_go_tool pilot-discovery "$ISTIOCTL_VERSION" istio.io/istio istio.io/istio/pilot/cmd/pilot-discovery version
+      echo "$CACHE_ROOT/judges/pilot-discovery/$ISTIOCTL_VERSION/pilot-discovery" ;;
     netpolicy) build_go_tool netpolicy "$NETPOLICY_VERSION" github.com/np-guard/netpol-analyzer \
         github.com/np-guard/netpol-analyzer/cmd/netpolicy --help
       echo "$CACHE_ROOT/judges/netpolicy/$NETPOLICY_VERSION/netpolicy" ;;
-    *) die "judge: no judge named '$1' (istioctl, netpolicy)" ;;
+    *) die "judge: no judge named '$1' (istioctl, pilot-discovery, netpolicy)" ;;
   esac
 }

@@ -10,6 +10,7 @@ mod dns;
 mod external_dns;
 mod faults;
 mod flow;
+mod gateway_api;
 mod judges;
 mod lifecycle;
 mod mesh;
