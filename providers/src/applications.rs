@@ -38,6 +38,10 @@ use crate::names::{
 use crate::outputs::{Deferred, Outputs};
 use crate::{dns_records, domain, tls};
 
+/// The label of an application's objects outside its namespace, and of its routes:
+/// `<namespace>-<name>`.
+pub const APPLICATION_LABEL: &str = "vz.dev/application";
+
 /// Prefix of an application's step id (`app.<name>`).
 pub const STEP_PREFIX: &str = "app.";
 /// Prefix of an application namespace's step id (`app-namespace.<namespace>`).
@@ -281,7 +285,13 @@ pub fn http_route(a: &Application, i: usize, hosts: &Deferred<Vec<String>>) -> M
     Manifest::from_value(json!({
         "apiVersion": crate::system_routes::GATEWAY_API,
         "kind": "HTTPRoute",
-        "metadata": {"name": format!("{}-rule-{i}", a.name), "namespace": a.namespace},
+        // The label tells readiness that its backends are the application's workloads, which may
+        // come after it.
+        "metadata": {
+            "name": format!("{}-rule-{i}", a.name),
+            "namespace": a.namespace,
+            "labels": {APPLICATION_LABEL: format!("{}-{}", a.namespace, a.name)},
+        },
         "spec": {
             "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": ISTIO_SYSTEM, "name": gateway_name(a)}],
             "hostnames": hosts.clone().into_json(),
@@ -395,7 +405,7 @@ pub fn path_policy(a: &Application, i: usize, hosts: &Deferred<Vec<String>>) -> 
         "metadata": {
             "name": format!("{}-{}-rule-{i}-authz", a.namespace, a.name),
             "namespace": ISTIO_SYSTEM,
-            "labels": {"vz.dev/application": format!("{}-{}", a.namespace, a.name)},
+            "labels": {APPLICATION_LABEL: format!("{}-{}", a.namespace, a.name)},
         },
         "spec": {
             "selector": {"matchLabels": {"istio": "ingressgateway"}},

@@ -199,7 +199,13 @@ fn gateway_readiness(obj: &Value) -> Readiness {
 
 /// An HTTPRoute serves once every Gateway it names has accepted it and its backends resolved:
 /// `Accepted=True` and `ResolvedRefs=True` in each parent's status, for its current generation.
+/// An application's route (label `vz.dev/application`) is ready without its backends
+/// (`ResolvedRefs=False`, `BackendNotFound`): they are the application's workloads, which may come
+/// after it; a system route waits for its component's Service.
 fn route_readiness(obj: &Value) -> Readiness {
+    let application = obj
+        .pointer("/metadata/labels/vz.dev~1application")
+        .is_some();
     let wanted = obj
         .pointer("/spec/parentRefs")
         .and_then(Value::as_array)
@@ -218,6 +224,7 @@ fn route_readiness(obj: &Value) -> Readiness {
                 .and_then(|cs| cs.iter().find(|c| str_at(c, "/type") == Some(kind)));
             match c.and_then(|c| current(obj, c)) {
                 Some(("True", _, _)) => {}
+                Some(("False", "BackendNotFound", _)) if application && kind == "ResolvedRefs" => {}
                 Some((status, reason, message)) => {
                     return Readiness::Waiting(format!(
                         "condition {kind}=True from Gateway {parent} (it is {status}: {reason}{}{message})",
@@ -339,6 +346,10 @@ mod tests {
         assert!(matches!(readiness(&route(parent("False"))),
             Readiness::Waiting(w) if w.contains("ResolvedRefs=True from Gateway verrazzano-gateway (it is False: BackendNotFound")));
         assert_eq!(readiness(&route(parent("True"))), Readiness::Ready);
+        // An application's route does not wait for its workloads' Services.
+        let mut app = route(parent("False"));
+        app["metadata"]["labels"] = json!({"vz.dev/application": "shop-orders"});
+        assert_eq!(readiness(&app), Readiness::Ready);
     }
 
     #[test]

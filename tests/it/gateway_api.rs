@@ -118,7 +118,11 @@ fn backends(env: &TestEnv) {
         ("verrazzano-system", "verrazzano-authproxy", "8775:8775"),
         ("keycloak", "keycloak-http", "80:8080"),
         ("cattle-system", "rancher", "443:444"),
+        ("argocd", "argocd-server", "80:8080"),
     ] {
+        if env.get_json(&["namespace", ns]).is_none() {
+            continue;
+        }
         env.kubectl(&[
             "create",
             "service",
@@ -332,4 +336,61 @@ fn a_migration_from_nginx_to_gateway_api_leaves_no_moment_a_route_is_unserved() 
     );
     env.vz(&["plan", "-f", &cfg, "--detailed-exitcode"])
         .expect_code(0);
+}
+
+#[test]
+fn the_full_example_on_gateway_api_applies_every_route_and_destroys_to_nothing() {
+    let env = TestEnv::start_with(&["--gateway-api"]);
+    let cfg = env.example("full.yaml");
+    let text = std::fs::read_to_string(&cfg).expect("full.yaml");
+    let nginx = "ingress:\n  type: LoadBalancer                 # or NodePort\n  externalIPs: [192.0.2.10]          # optional; the first one is the ingress address\n";
+    assert!(text.contains(nginx) && text.contains("  ingressNGINX: {enabled: true}\n"));
+    let text = text
+        .replace(nginx, "ingress:\n  controller: gateway-api\n")
+        .replace("  ingressNGINX: {enabled: true}\n", "");
+    std::fs::write(&cfg, text).expect("write");
+    let cfg = cfg.to_str().expect("utf8");
+    // Its gateway is a load balancer: play the cloud's load-balancer controller.
+    env.set_node_sim(
+        "load-balancers",
+        "istio-system/istio-ingressgateway=192.0.2.11",
+    );
+    env.vz(&[
+        "apply",
+        "-f",
+        cfg,
+        "--target",
+        "namespaces",
+        "--auto-approve",
+    ])
+    .expect_code(0);
+    backends(&env);
+    env.vz(&["apply", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    let get = |args: &[&str]| env.get_json(args);
+    let hosts = served(&get);
+    let want: BTreeSet<String> = [
+        "verrazzano",
+        "prometheus.vmi.system",
+        "grafana.vmi.system",
+        "opensearch.vmi.system",
+        "osd.vmi.system",
+        "kiali.vmi.system",
+        "keycloak",
+        "argocd",
+        "rancher",
+    ]
+    .iter()
+    .map(|h| format!("{h}.dev.192.0.2.11.nip.io"))
+    .collect();
+    assert_eq!(hosts, want, "every system host, on the gateway's address");
+    env.vz(&["destroy", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+    assert_eq!(
+        env.list_names(&[
+            "gateways.gateway.networking.k8s.io,httproutes.gateway.networking.k8s.io,referencegrants.gateway.networking.k8s.io",
+            "-A",
+        ]),
+        Vec::<String>::new()
+    );
 }
