@@ -180,6 +180,15 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Platform, Co
         .as_ref()
         .map_or(IngressType::LoadBalancer, |k| k.value);
     let ingress_controller = ingress_controller(src, &raw.ingress, &raw.components)?;
+    if let (IngressController::GatewayApi, Dns::ExternalDns(_), Some(chosen)) =
+        (ingress_controller, &dns, &raw.ingress.controller)
+    {
+        return Err(src.err(
+            chosen,
+            "ingress.controller",
+            "`gateway-api` with `dns.externalDNS` is not supported yet: Verrazzano's ExternalDNS (v0.12.2) reads no Gateway API route of v1; use `dns.rfc2136` (vz writes the records itself) or `dns.external`, or keep `controller: nginx`",
+        ));
+    }
     let components::Validated {
         components,
         plugin_ca,
@@ -372,6 +381,10 @@ mod tests {
                 .message
                 .contains("gateway-api")
         );
+        let e = parse_err(
+            "ingress: {controller: gateway-api}\ndns:\n  externalDNS: {provider: oci, zone: example.com}\n",
+        );
+        assert!(e.message.contains("not supported yet"), "{}", e.message);
     }
 
     #[test]
