@@ -39,6 +39,19 @@ const GATEWAY_API_CRDS: &str = "`ingress.controller: gateway-api` writes Gateway
 
 const EXISTING_ISTIO: &str = "`components.istio.install` is false, so vz configures an Istio that is already installed: install Istio 1.19 first, or let vz install it (`install: true`)";
 
+/// The CustomResourceDefinition `name`, needed for `why`.
+fn crd(name: &str, why: &'static str) -> Requirement {
+    Requirement {
+        api_version: "apiextensions.k8s.io/v1",
+        kind: "CustomResourceDefinition",
+        namespace: None,
+        name: name.to_string(),
+        selector: None,
+        keys: vec![],
+        why,
+    }
+}
+
 /// The requirements of `p`.
 pub fn requirements(p: &Platform) -> Vec<Requirement> {
     let mut out = Vec::new();
@@ -79,33 +92,16 @@ pub fn requirements(p: &Platform) -> Vec<Requirement> {
             "httproutes.gateway.networking.k8s.io",
             "referencegrants.gateway.networking.k8s.io",
         ] {
-            out.push(Requirement {
-                api_version: "apiextensions.k8s.io/v1",
-                kind: "CustomResourceDefinition",
-                namespace: None,
-                name: name.to_string(),
-                selector: None,
-                keys: vec![],
-                why: GATEWAY_API_CRDS,
-            });
+            out.push(crd(name, GATEWAY_API_CRDS));
         }
     }
     if !p.components.istio || p.components.installs_istio() {
         return out;
     }
-    let crd = |name: &str| Requirement {
-        api_version: "apiextensions.k8s.io/v1",
-        kind: "CustomResourceDefinition",
-        namespace: None,
-        name: name.to_string(),
-        selector: None,
-        keys: vec![],
-        why: EXISTING_ISTIO,
-    };
     out.extend([
-        crd("peerauthentications.security.istio.io"),
-        crd("authorizationpolicies.security.istio.io"),
-        crd("envoyfilters.networking.istio.io"),
+        crd("peerauthentications.security.istio.io", EXISTING_ISTIO),
+        crd("authorizationpolicies.security.istio.io", EXISTING_ISTIO),
+        crd("envoyfilters.networking.istio.io", EXISTING_ISTIO),
         Requirement {
             api_version: "apps/v1",
             kind: "Deployment",

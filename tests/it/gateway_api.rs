@@ -137,6 +137,27 @@ fn backends(env: &TestEnv) {
     }
 }
 
+/// The platform's namespaces alone, for the components' Services to go in before the routes.
+fn system_namespaces(env: &TestEnv, cfg: &str) {
+    env.vz(&[
+        "apply",
+        "-f",
+        cfg,
+        "--target",
+        "namespaces",
+        "--auto-approve",
+    ])
+    .expect_code(0);
+}
+
+/// Every Gateway API object in the plane.
+fn gateway_api_objects(env: &TestEnv) -> Vec<String> {
+    env.list_names(&[
+        "gateways.gateway.networking.k8s.io,httproutes.gateway.networking.k8s.io,referencegrants.gateway.networking.k8s.io",
+        "-A",
+    ])
+}
+
 /// `type=status` of condition `kind` in `conditions`.
 fn condition(conditions: &serde_json::Value, kind: &str) -> String {
     conditions
@@ -150,15 +171,7 @@ fn condition(conditions: &serde_json::Value, kind: &str) -> String {
 fn the_system_routes_are_served_by_istios_gateway_as_istio_judges_them_and_destroyed() {
     let env = TestEnv::start_with(&["--gateway-api"]);
     let cfg = config(&env);
-    env.vz(&[
-        "apply",
-        "-f",
-        &cfg,
-        "--target",
-        "namespaces",
-        "--auto-approve",
-    ])
-    .expect_code(0);
+    system_namespaces(&env, &cfg);
     // Without the components' Services, Istio resolves no route: apply waits for it, says why,
     // and rolls back.
     let waited = env.vz(&["apply", "-f", &cfg, "--auto-approve", "--timeout", "25s"]);
@@ -245,26 +258,14 @@ fn the_system_routes_are_served_by_istios_gateway_as_istio_judges_them_and_destr
 
     env.vz(&["destroy", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
-    let left = env.list_names(&[
-        "gateways.gateway.networking.k8s.io,httproutes.gateway.networking.k8s.io,referencegrants.gateway.networking.k8s.io",
-        "-A",
-    ]);
-    assert_eq!(left, Vec::<String>::new());
+    assert_eq!(gateway_api_objects(&env), Vec::<String>::new());
 }
 
 #[test]
 fn a_migration_from_nginx_to_gateway_api_leaves_no_moment_a_route_is_unserved() {
     let env = TestEnv::start_with(&["--gateway-api"]);
     let cfg = nginx_config(&env);
-    env.vz(&[
-        "apply",
-        "-f",
-        &cfg,
-        "--target",
-        "namespaces",
-        "--auto-approve",
-    ])
-    .expect_code(0);
+    system_namespaces(&env, &cfg);
     backends(&env);
     env.vz(&["apply", "-f", &cfg, "--auto-approve"])
         .expect_code(0);
@@ -355,15 +356,7 @@ fn the_full_example_on_gateway_api_applies_every_route_and_destroys_to_nothing()
         "load-balancers",
         "istio-system/istio-ingressgateway=192.0.2.11",
     );
-    env.vz(&[
-        "apply",
-        "-f",
-        cfg,
-        "--target",
-        "namespaces",
-        "--auto-approve",
-    ])
-    .expect_code(0);
+    system_namespaces(&env, cfg);
     backends(&env);
     env.vz(&["apply", "-f", cfg, "--auto-approve"])
         .expect_code(0);
@@ -386,11 +379,5 @@ fn the_full_example_on_gateway_api_applies_every_route_and_destroys_to_nothing()
     assert_eq!(hosts, want, "every system host, on the gateway's address");
     env.vz(&["destroy", "-f", cfg, "--auto-approve"])
         .expect_code(0);
-    assert_eq!(
-        env.list_names(&[
-            "gateways.gateway.networking.k8s.io,httproutes.gateway.networking.k8s.io,referencegrants.gateway.networking.k8s.io",
-            "-A",
-        ]),
-        Vec::<String>::new()
-    );
+    assert_eq!(gateway_api_objects(&env), Vec::<String>::new());
 }
