@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 
 use super::{Desired, PlanRequest, Planned, Stored, confirm, connect, execute, make_plan};
 use crate::cli::{ApplyArgs, ClusterArgs};
+use crate::engine::plan::Action;
 use crate::engine::{self, saved};
 use crate::error::CommandError;
 use crate::output::{carry_on, plan_text, print_plan};
@@ -32,8 +33,7 @@ pub async fn run(cluster_args: &ClusterArgs, args: &ApplyArgs) -> Result<ExitCod
     carry_on(print_plan(&plan_text(&planned.plan)))?;
     if !planned.plan.has_work() {
         let mut planned = planned;
-        planned.stored.settle_unfinished(&args.select).await?;
-        planned.stored.revive(Some(&args.select.apps)).await?;
+        planned.stored.settle(&args.select).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if !args.run.auto_approve && !confirm("\nDo you want to perform these actions?")? {
@@ -88,6 +88,16 @@ async fn apply_saved(
         stored.state.serial,
         &desired.steps,
     )?;
+    // The applications the plan makes objects of were named when it was made (`--app`), or
+    // had not ended then: none is one that ended any more.
+    let applied: Vec<String> = plan
+        .changes
+        .iter()
+        .filter(|c| !matches!(c.action, Action::Delete | Action::Release | Action::Forget))
+        .filter_map(|c| c.step.strip_prefix(vz_providers::applications::STEP_PREFIX))
+        .map(str::to_string)
+        .collect();
+    stored.forget_ended(Some(&applied));
     carry_on(print_plan(&plan_text(&plan)))?;
     if !plan.has_work() {
         return Ok(ExitCode::SUCCESS);

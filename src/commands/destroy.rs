@@ -23,21 +23,13 @@ pub async fn run(cluster_args: &ClusterArgs, args: &DestroyArgs) -> Result<ExitC
         },
     )
     .await?;
-    // Once the whole platform is gone, no application is one that ended any more.
-    let whole = args.select.targets.is_empty() && args.select.apps.is_empty();
     if planned.plan.changes.is_empty() {
-        planned.stored.settle_unfinished(&args.select).await?;
-        if whole {
-            planned.stored.revive(None).await?;
-        }
+        planned.stored.settle(&args.select).await?;
         out(&format!(
             "Nothing to destroy: the state {} records no objects.\n",
             planned.stored.store.location()
         ))?;
         return Ok(ExitCode::SUCCESS);
-    }
-    if whole {
-        planned.stored.state.terminated.clear();
     }
     carry_on(print_plan(&plan_text(&planned.plan)))?;
     if !args.run.auto_approve

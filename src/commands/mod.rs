@@ -30,7 +30,7 @@ use crate::cluster::{Cluster, ConnectOptions};
 use crate::engine;
 pub use crate::engine::Desired;
 use crate::engine::apply::{RunOptions, Session, apply, destroy};
-use crate::engine::plan::{Action, Plan, PlanOptions, plan as plan_changes, plan_destroy};
+use crate::engine::plan::{Plan, PlanOptions, plan as plan_changes, plan_destroy};
 use crate::error::{CommandError, Kind};
 use crate::interrupt::Interrupt;
 use crate::output::{Progress, out};
@@ -64,6 +64,9 @@ pub struct Stored {
     pub state: State,
     lock: Arc<dyn Lock>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
+    /// `state` no longer says that some applications ended ([`Stored::forget_ended`]): the next
+    /// write records it.
+    forgot_ended: bool,
 }
 
 impl Stored {
@@ -176,34 +179,36 @@ impl Stored {
             state: State::new("", TOOL_VERSION),
             lock,
             heartbeat,
+            forgot_ended: false,
         })
     }
 
-    /// After a plan that looked for what an unfinished run left ([`SelectArgs::sweeps`]) and found
-    /// nothing to do: the state no longer needs to say that a run did not finish.
-    pub async fn settle_unfinished(&mut self, select: &SelectArgs) -> Result<()> {
-        if self.state.unfinished.is_none() || !select.sweeps() {
+    /// After an apply or destroy plan with nothing to do: the state no longer needs to say that a
+    /// run did not finish, when the plan looked for what it left ([`SelectArgs::sweeps`]), nor
+    /// that the applications [`Stored::forget_ended`] forgot ended.
+    pub async fn settle(&mut self, select: &SelectArgs) -> Result<()> {
+        let unfinished = self.state.unfinished.is_some() && select.sweeps();
+        if !unfinished && !self.forgot_ended {
             return Ok(());
         }
         let mut state = self.state.clone();
-        state.unfinished = None;
+        if unfinished {
+            state.unfinished = None;
+        }
         self.store.write(&mut state).await?;
         self.state = state;
+        self.forgot_ended = false;
         Ok(())
     }
 
-    /// Forget that these applications ended (all of them when `None`: after a whole destroy),
-    /// writing the state when it said so; `vz apply --app` of one with nothing to change.
-    pub async fn revive(&mut self, apps: Option<&[String]>) -> Result<()> {
-        let revived = |a: &String| apps.is_none_or(|apps| apps.contains(a));
-        if !self.state.terminated.keys().any(revived) {
-            return Ok(());
-        }
-        let mut state = self.state.clone();
-        state.terminated.retain(|a, _| !revived(a));
-        self.store.write(&mut state).await?;
-        self.state = state;
-        Ok(())
+    /// Forget, in the state read, that these applications ended (every one when `None`): the
+    /// run's first write, or [`Stored::settle`], records it.
+    pub fn forget_ended(&mut self, apps: Option<&[String]>) {
+        let before = self.state.terminated.len();
+        self.state
+            .terminated
+            .retain(|a, _| apps.is_some_and(|apps| !apps.contains(a)));
+        self.forgot_ended |= self.state.terminated.len() != before;
     }
 
     /// Release the lock now (dropping does it too, without waiting).
@@ -262,11 +267,19 @@ pub struct PlanRequest<'a> {
 /// Load the configuration and state, connect, and plan (shared by `plan`, `apply` and `destroy`).
 pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Result<Planned> {
     let mut desired = Desired::load(req.config.file()?)?;
-    let stored = Stored::open(cluster_args, req.config, &desired.platform, req.operation).await?;
+    let mut stored =
+        Stored::open(cluster_args, req.config, &desired.platform, req.operation).await?;
+    // An application named with `--app` is applied again; once the whole platform is destroyed,
+    // no application is one that ended any more.
+    if !req.destroy {
+        stored.forget_ended(Some(&req.select.apps));
+    } else if req.select.apps.is_empty() && req.select.targets.is_empty() {
+        stored.forget_ended(None);
+    }
     let notes = if req.destroy {
         Vec::new()
     } else {
-        leave_out_terminated(&mut desired, &stored.state, req.select)?
+        leave_out_terminated(&mut desired, &stored.state)?
     };
     let cluster = connect(cluster_args, &desired.platform).await?;
     eprintln!(
@@ -362,22 +375,14 @@ pub async fn make_plan(cluster_args: &ClusterArgs, req: &PlanRequest<'_>) -> Res
 }
 
 /// Leave out of `desired` the applications `vz watch` saw end (what the state still records of
-/// them is then planned for deletion), except those `--app` names, which are applied again; one
-/// note for each application left out.
-fn leave_out_terminated(
-    desired: &mut Desired,
-    state: &State,
-    select: &SelectArgs,
-) -> Result<Vec<String>> {
+/// them is then planned for deletion); one note for each application left out.
+fn leave_out_terminated(desired: &mut Desired, state: &State) -> Result<Vec<String>> {
     let mut left_out = std::collections::BTreeSet::new();
     let mut notes = Vec::new();
     for app in &desired.platform.applications {
         let Some(ended) = state.terminated.get(&app.name) else {
             continue;
         };
-        if select.apps.contains(&app.name) {
-            continue;
-        }
         left_out.insert(app.name.clone());
         notes.push(format!(
             "application `{}` ended at {} ({}), as `vz watch` saw: it is left out of this plan; `vz apply --app {}` applies it again",
@@ -441,17 +446,7 @@ pub async fn execute_with(
         ));
     }
     let path = stored.store.location().to_string();
-    let mut state = stored.state.clone();
-    if !plan.destroy {
-        // An application this plan makes objects of again is no longer one that ended.
-        state.terminated.retain(|app, _| {
-            let step = vz_providers::applications::step_id(app);
-            !plan.changes.iter().any(|c| {
-                c.step == step
-                    && matches!(c.action, Action::Create | Action::Update | Action::Replace)
-            })
-        });
-    }
+    let state = stored.state.clone();
     let progress = Progress::new();
     let session = Session {
         cluster: &cluster,

@@ -215,9 +215,7 @@ impl Watch<'_> {
             match decide::verdict(app, state.terminated.get(&app.name), &seen, &self.fin) {
                 Verdict::Live => {}
                 Verdict::Hold => {
-                    if let (Some(ns), Some(configs)) = (&app.namespace, &seen.configurations)
-                        && let Some(c) = configs.get(&(ns.clone(), app.name.clone()))
-                    {
+                    if let (Some(ns), Some(c)) = (&app.namespace, seen.configuration(app)) {
                         self.hold(ns, &app.name, c).await?;
                         log(&format!(
                             "holding ApplicationConfiguration {ns}/{} with finalizer {}: its deletion ends application `{}`",
@@ -402,8 +400,7 @@ impl Watch<'_> {
         }
         // Their configurations may go now: the state remembers the end.
         for app in apps.iter().filter(|a| a.oam && ended.contains_key(&a.name)) {
-            if let (Some(ns), Some(configs)) = (&app.namespace, &seen.configurations)
-                && let Some(c) = configs.get(&(ns.clone(), app.name.clone()))
+            if let (Some(ns), Some(c)) = (&app.namespace, seen.configuration(app))
                 && c.finalizers.contains(&self.fin)
             {
                 self.release(ns, &app.name, c).await?;

@@ -113,6 +113,14 @@ pub struct Observed {
     pub configurations: Option<HashMap<(String, String), Seen>>,
 }
 
+impl Observed {
+    /// The ApplicationConfiguration of `app` (of its name, in its namespace), when seen.
+    pub fn configuration(&self, app: &Recorded) -> Option<&Seen> {
+        let ns = app.namespace.clone()?;
+        self.configurations.as_ref()?.get(&(ns, app.name.clone()))
+    }
+}
+
 /// What to do about one application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -148,10 +156,7 @@ pub fn verdict(app: &Recorded, ended: Option<&Terminated>, seen: &Observed, fin:
     if !app.oam {
         return Verdict::Live;
     }
-    let Some(configs) = &seen.configurations else {
-        return Verdict::Live;
-    };
-    match configs.get(&(ns.clone(), app.name.clone())) {
+    match seen.configuration(app) {
         None => Verdict::Live,
         Some(c) if c.deleting => Verdict::Ended(format!(
             "ApplicationConfiguration {ns}/{} was deleted",
