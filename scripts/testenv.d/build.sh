@@ -63,8 +63,10 @@ build_k8s() {
       && go_env "$go" build -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ld" -o "$work/bin/kube-cp" . >>"$work/build.log" 2>&1
   ) || { tail -n 40 "$work/build.log" >&2; die "building Kubernetes $kv failed (log: $work/build.log)"; }
   for p in kube-apiserver kube-controller-manager kube-scheduler; do ln -sf kube-cp "$work/bin/$p"; done
-  "$work/bin/kube-apiserver" --version | grep -qx "Kubernetes $kv" \
-    || die "the binary built for $kv says: $("$work/bin/kube-apiserver" --version)"
+  # Captured first: `grep -q` leaves at the first match, and under pipefail the writer's SIGPIPE
+  # would fail the check.
+  local says; says=$("$work/bin/kube-apiserver" --version)
+  [ "$says" = "Kubernetes $kv" ] || die "the binary built for $kv says: $says"
   cp "$work/src/go.mod" "$work/src/go.sum" "$work/bin/"
   rm -rf "$out"; mv "$work/bin" "$out"; rm -rf "$work"
   log "Kubernetes $kv cached in $out"
@@ -85,8 +87,11 @@ build_etcd() {
     go_env "$go" mod tidy >"$work/build.log" 2>&1 \
       && go_env "$go" build -trimpath -ldflags "-s -w" -o "$work/bin/etcd" . >>"$work/build.log" 2>&1
   ) || { tail -n 40 "$work/build.log" >&2; die "building etcd $ev failed (log: $work/build.log)"; }
-  "$work/bin/etcd" --version | grep -q "etcd Version: ${ev#v}" \
-    || die "the etcd built for $ev says: $("$work/bin/etcd" --version | head -n 1)"
+  local says; says=$("$work/bin/etcd" --version)
+  case "$says" in
+    *"etcd Version: ${ev#v}"*) ;;
+    *) die "the etcd built for $ev says: $(printf '%s\n' "$says" | sed -n 1p)" ;;
+  esac
   rm -rf "$out"; mv "$work/bin" "$out"; rm -rf "$work"
   log "etcd $ev cached in $out"
 }
