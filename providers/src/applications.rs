@@ -36,7 +36,7 @@ use crate::names::{
     ISTIO_PEER_AUTHENTICATION_STEP, ISTIO_SYSTEM, POD_SECURITY_LABEL,
 };
 use crate::outputs::{Deferred, Outputs};
-use crate::{dns_records, domain, tls};
+use crate::{dns_records, domain, external_dns, tls};
 
 /// The label of an application's objects outside its namespace, and of its routes:
 /// `<namespace>-<name>`.
@@ -154,8 +154,8 @@ fn objects(p: &Platform, outputs: &Outputs, a: &Application) -> Vec<Manifest> {
     let hosts = hosts(p, outputs, a);
     let mut out = Vec::new();
     if p.gateway_api() {
-        out.push(gateway_api_gateway(a, &hosts));
-        out.extend((0..a.rules.len()).map(|i| http_route(a, i, &hosts)));
+        out.push(gateway_api_gateway(p, a, &hosts));
+        out.extend((0..a.rules.len()).map(|i| http_route(p, a, i, &hosts)));
     } else {
         out.push(gateway(a, &hosts));
         out.extend((0..a.rules.len()).map(|i| virtual_service(a, i, &hosts)));
@@ -228,7 +228,12 @@ pub fn gateway(a: &Application, hosts: &Deferred<Vec<String>>) -> Manifest {
 /// With `ingress.controller: gateway-api`: the application's Gateway API Gateway, in istio-system
 /// (Istio binds a Gateway to a Service of its own namespace: the ingress gateway's), an HTTPS
 /// listener per host with the application's certificate, taking routes from its namespace only.
-pub fn gateway_api_gateway(a: &Application, hosts: &Deferred<Vec<String>>) -> Manifest {
+/// With ExternalDNS, it points its routes' hosts at the ingress gateway's name.
+pub fn gateway_api_gateway(
+    p: &Platform,
+    a: &Application,
+    hosts: &Deferred<Vec<String>>,
+) -> Manifest {
     let listener = |i: usize, host: Value| {
         json!({
             "name": format!("https-{i}"),
@@ -251,10 +256,14 @@ pub fn gateway_api_gateway(a: &Application, hosts: &Deferred<Vec<String>>) -> Ma
         // The default host, made of an address not known yet: one listener.
         Deferred::Unknown => vec![listener(0, Deferred::<String>::Unknown.into_json())],
     };
+    let metadata = external_dns::annotated(
+        json!({"name": gateway_name(a), "namespace": ISTIO_SYSTEM}),
+        external_dns::target_annotation(p),
+    );
     Manifest::from_value(json!({
         "apiVersion": crate::system_routes::GATEWAY_API,
         "kind": "Gateway",
-        "metadata": {"name": gateway_name(a), "namespace": ISTIO_SYSTEM},
+        "metadata": metadata,
         "spec": {
             "gatewayClassName": "istio",
             "addresses": [{"type": "Hostname", "value": "istio-ingressgateway"}],
@@ -265,7 +274,12 @@ pub fn gateway_api_gateway(a: &Application, hosts: &Deferred<Vec<String>>) -> Ma
 
 /// With `ingress.controller: gateway-api`: the HTTPRoute of rule `i`, for the application's own
 /// hosts, on its Gateway.
-pub fn http_route(a: &Application, i: usize, hosts: &Deferred<Vec<String>>) -> Manifest {
+pub fn http_route(
+    p: &Platform,
+    a: &Application,
+    i: usize,
+    hosts: &Deferred<Vec<String>>,
+) -> Manifest {
     let rule = &a.rules[i];
     let matches: Vec<Value> = if rule.paths.is_empty() {
         vec![json!({"path": {"type": "PathPrefix", "value": "/"}})]
@@ -287,11 +301,11 @@ pub fn http_route(a: &Application, i: usize, hosts: &Deferred<Vec<String>>) -> M
         "kind": "HTTPRoute",
         // The label tells readiness that its backends are the application's workloads, which may
         // come after it.
-        "metadata": {
+        "metadata": external_dns::annotated(json!({
             "name": format!("{}-rule-{i}", a.name),
             "namespace": a.namespace,
             "labels": {APPLICATION_LABEL: format!("{}-{}", a.namespace, a.name)},
-        },
+        }), external_dns::ttl_annotation(p)),
         "spec": {
             "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": ISTIO_SYSTEM, "name": gateway_name(a)}],
             "hostnames": hosts.clone().into_json(),
@@ -629,6 +643,35 @@ mod tests {
                 .any(|m| m.name == "shop-orders-rule-1-authz"),
             "rule 2 has no policy"
         );
+    }
+
+    #[test]
+    fn with_gateway_api_and_external_dns_its_gateway_points_its_hosts_at_the_ingress_name() {
+        let p = for_test(&format!(
+            "environmentName: dev\ningress: {{controller: gateway-api}}\ndns:\n  externalDNS: {{provider: oci, zone: example.com}}\n{APP}"
+        ));
+        let s = steps(&p, &Outputs::default())
+            .into_iter()
+            .find(|s| s.objects.iter().any(|m| m.kind == "Gateway"))
+            .expect("the application's step");
+        let prefix = external_dns::ANNOTATION_PREFIX;
+        let gw = s
+            .objects
+            .iter()
+            .find(|m| m.kind == "Gateway")
+            .expect("gateway");
+        assert_eq!(
+            gw.body["metadata"]["annotations"][format!("{prefix}target")],
+            "verrazzano-ingress.dev.example.com"
+        );
+        let routes: Vec<_> = s.objects.iter().filter(|m| m.kind == "HTTPRoute").collect();
+        assert_eq!(routes.len(), 2);
+        for r in routes {
+            assert_eq!(
+                r.body["metadata"]["annotations"][format!("{prefix}ttl")],
+                "60"
+            );
+        }
     }
 
     #[test]

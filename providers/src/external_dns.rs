@@ -9,6 +9,15 @@
 //! `--registry=txt --txt-owner-id=<id> --txt-prefix=_<id>- --policy=sync --events --interval=24h
 //! --domain-filter=<zone> --source=ingress --source=service [--source=istio-gateway]`.
 //!
+//! With `ingress.controller: gateway-api` the system routes are Gateway API HTTPRoutes, which
+//! Verrazzano's ExternalDNS does not read (v0.12.2 reads routes of `v1alpha2` only): the image is
+//! upstream's v0.22.0 ([`EXTERNAL_DNS_GATEWAY_API`](crate::config::EXTERNAL_DNS_GATEWAY_API)), with
+//! `--source=gateway-httproute` and `--annotation-prefix=external-dns.alpha.kubernetes.io/` (v0.22.0's
+//! default prefix is `external-dns.kubernetes.io/`; the annotations `vz` writes are the same in both
+//! modes), and may also read Namespaces, EndpointSlices, Gateways and HTTPRoutes. The Ingress source
+//! stays, so that during a migration from NGINX the Ingresses' records hold until the routes
+//! publish the same ones.
+//!
 //! `policy: sync` makes ExternalDNS delete the records whose sources are gone, but only records its
 //! TXT registry says it owns (owner id `vz-<environmentName>` unless `txtOwnerId` is set).
 //! The provider's credentials Secret (`credentials`) is copied from the user's namespace into
@@ -18,14 +27,19 @@
 //!
 //! What it publishes: `verrazzano-ingress.<env>.<zone>` for the NGINX controller's Service
 //! (annotation `external-dns.alpha.kubernetes.io/hostname`), and a CNAME to that name for every
-//! system Ingress host (annotation `…/target`). The NGINX and system Ingress steps come after this
+//! system Ingress host (annotation `…/target`). With Gateway API routes the name is the Istio
+//! ingress gateway Service's, and the CNAMEs are those of every host of an HTTPRoute accepted by a
+//! Gateway that carries the `…/target` annotation (the system Gateway and each application's). The NGINX and system Ingress steps come after this
 //! one, so that destroy deletes them first; before ExternalDNS itself goes, the engine runs its
 //! final sync ([`final_sync_job`]) so that the records of the deleted sources are removed — the
 //! leak Verrazzano's users met when ExternalDNS was uninstalled before it had synced.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 use crate::config::{Dns, EnvValue, ExternalDns, IMAGE_PULL_POLICY, Image, Platform};
+use crate::domain;
 use crate::manifest::{Fill, FillTarget, Manifest, Step};
 use crate::names::{NETWORK_POLICIES_STEP, SecretRef, VERRAZZANO_SYSTEM};
 use crate::outputs::Outputs;
@@ -40,6 +54,43 @@ pub const PORT: i64 = 7979;
 pub const FINAL_SYNC_JOB: &str = "external-dns-final-sync";
 /// Where the credentials Secret is mounted.
 pub const CREDENTIALS_PATH: &str = "/etc/kubernetes/";
+/// The prefix of the annotations ExternalDNS reads (Verrazzano's ExternalDNS knows no other).
+pub const ANNOTATION_PREFIX: &str = "external-dns.alpha.kubernetes.io/";
+
+/// The TTL of every record ExternalDNS publishes for `vz`, in seconds.
+pub const TTL: &str = "60";
+
+/// The annotations of the Service that takes the platform's traffic (NGINX's controller, or with
+/// Gateway API routes Istio's ingress gateway): publish it as `verrazzano-ingress.<env>.<zone>`.
+/// `None` without ExternalDNS.
+pub fn ingress_service_annotations(p: &Platform) -> Option<BTreeMap<String, String>> {
+    let name = domain::ingress_dns_name(p)?;
+    Some(BTreeMap::from([
+        (format!("{ANNOTATION_PREFIX}hostname"), name),
+        (format!("{ANNOTATION_PREFIX}ttl"), TTL.to_string()),
+    ]))
+}
+
+/// The annotation of a source whose hosts are to point at `verrazzano-ingress.<env>.<zone>` (a
+/// system Ingress, or a Gateway of Gateway API routes): key and value. `None` without ExternalDNS.
+pub fn target_annotation(p: &Platform) -> Option<(String, String)> {
+    let name = domain::ingress_dns_name(p)?;
+    Some((format!("{ANNOTATION_PREFIX}target"), name))
+}
+
+/// `metadata` (an object's, as JSON) with `annotation` added, if there is one.
+pub fn annotated(mut metadata: Value, annotation: Option<(String, String)>) -> Value {
+    if let Some((k, v)) = annotation {
+        metadata["annotations"][k] = json!(v);
+    }
+    metadata
+}
+
+/// The annotation that gives the records of a source's hosts their TTL: key and value. `None`
+/// without ExternalDNS.
+pub fn ttl_annotation(p: &Platform) -> Option<(String, String)> {
+    settings(p).map(|_| (format!("{ANNOTATION_PREFIX}ttl"), TTL.to_string()))
+}
 
 /// The labels of every ExternalDNS object (and the selector of its pods).
 fn labels() -> serde_json::Map<String, Value> {
@@ -91,6 +142,15 @@ pub fn steps(p: &Platform, _outputs: &Outputs) -> Vec<Step> {
     ];
     if p.components.istio {
         rules.push(rule(&["networking.istio.io"], &["gateways"]));
+    }
+    if p.gateway_api() {
+        // What v0.22.0's service and gateway-httproute sources list and watch.
+        rules.push(rule(&[""], &["namespaces"]));
+        rules.push(rule(&["discovery.k8s.io"], &["endpointslices"]));
+        rules.push(rule(
+            &["gateway.networking.k8s.io"],
+            &["gateways", "httproutes"],
+        ));
     }
     objects.extend([
         Manifest::from_value(json!({
@@ -158,6 +218,9 @@ pub fn args(p: &Platform, e: &ExternalDns) -> Vec<String> {
         "--events".into(),
         format!("--domain-filter={}", e.zone),
     ];
+    if p.gateway_api() {
+        args.push(format!("--annotation-prefix={ANNOTATION_PREFIX}"));
+    }
     if let Some(id) = &e.zone_id {
         args.push(format!("--zone-id-filter={id}"));
     }
@@ -173,6 +236,9 @@ pub fn args(p: &Platform, e: &ExternalDns) -> Vec<String> {
     ]);
     if p.components.istio {
         args.push("--source=istio-gateway".into());
+    }
+    if p.gateway_api() {
+        args.push("--source=gateway-httproute".into());
     }
     args.extend(e.args.iter().cloned());
     args
@@ -360,6 +426,33 @@ mod tests {
         assert!(!role.to_string().contains("networking.istio.io"));
         let role = object(OCI, "ClusterRole").body;
         assert_eq!(role["rules"][2]["resources"], json!(["gateways"]));
+    }
+
+    #[test]
+    fn with_gateway_api_routes_it_is_one_that_reads_them() {
+        let yaml = format!("{OCI}ingress: {{controller: gateway-api}}\n");
+        let d = object(&yaml, "Deployment").body;
+        let c = first_container(&d);
+        assert_eq!(
+            c["image"],
+            "registry.k8s.io/external-dns/external-dns:v0.22.0"
+        );
+        let args = c["args"].as_array().expect("args");
+        for a in [
+            "--annotation-prefix=external-dns.alpha.kubernetes.io/",
+            "--source=ingress",
+            "--source=gateway-httproute",
+        ] {
+            assert!(args.contains(&json!(a)), "{a} in {args:?}");
+        }
+        let role = object(&yaml, "ClusterRole").body.to_string();
+        for r in [
+            r#"["namespaces"]"#,
+            r#"["endpointslices"]"#,
+            r#"["gateways","httproutes"]"#,
+        ] {
+            assert!(role.contains(r), "{r} in {role}");
+        }
     }
 
     #[test]

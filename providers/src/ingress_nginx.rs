@@ -57,8 +57,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
 use crate::config::{IMAGE_PULL_POLICY, Image, IngressType, Platform};
-use crate::domain;
-use crate::external_dns::before_sources;
+use crate::external_dns::{self, before_sources};
 use crate::istio::control_plane::after_istiod;
 use crate::k8s::{self, field_env, map, rule, strings};
 use crate::manifest::{Manifest, Step, address};
@@ -257,11 +256,8 @@ fn controller_service(p: &Platform) -> Manifest {
                 .collect::<Vec<_>>()
         );
     }
-    if let Some(name) = domain::ingress_dns_name(p) {
-        service["metadata"]["annotations"] = json!({
-            "external-dns.alpha.kubernetes.io/hostname": name,
-            "external-dns.alpha.kubernetes.io/ttl": "60",
-        });
+    if let Some(annotations) = external_dns::ingress_service_annotations(p) {
+        service["metadata"]["annotations"] = json!(annotations);
     }
     Manifest::from_value(service)
 }

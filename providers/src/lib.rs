@@ -22,8 +22,9 @@
 //! Providers, the modules of [`PROVIDERS`], render one part of the platform each, from base modules.
 //! One reads another only for what that one alone knows: the system Ingresses' TLS Secrets
 //! ([`system_ingresses::tls_secrets`], which [`certificates`] issues and [`dns_records`] publishes),
-//! a DNS record ([`dns_records::record`], for [`applications`]), and what NGINX comes after
-//! ([`istio::control_plane::after_istiod`], [`external_dns::before_sources`]). No module imports
+//! a DNS record ([`dns_records::record`], for [`applications`]), what NGINX comes after
+//! ([`istio::control_plane::after_istiod`], [`external_dns::before_sources`]), and the annotations
+//! that make ExternalDNS publish a source ([`external_dns::target_annotation`] and its siblings). No module imports
 //! one that imports it, directly or not: a test reads the sources and names any cycle
 //! (`src/layering.rs`). Adding a provider is one module and one line in [`PROVIDERS`]; a name
 //! another module needs from it goes in [`names`]. A provider that must also act on the cluster at

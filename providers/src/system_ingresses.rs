@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 
 use crate::config::Platform;
 use crate::domain;
+use crate::external_dns;
 use crate::manifest::{Manifest, Step};
 use crate::names::{
     ARGOCD, CATTLE_SYSTEM, INGRESS_CLASS, INGRESS_NGINX_STEP, KEYCLOAK, SYSTEM_INGRESSES_STEP,
@@ -260,13 +261,13 @@ fn ingress(p: &Platform, dom: &Deferred<String>, i: &SystemIngress) -> Manifest 
         );
     }
     if i.dns_record
-        && let Some(target) = domain::ingress_dns_name(p)
+        && let (Some((target, name)), Some((ttl, seconds))) = (
+            external_dns::target_annotation(p),
+            external_dns::ttl_annotation(p),
+        )
     {
-        annotations.insert(
-            "external-dns.alpha.kubernetes.io/target".into(),
-            json!(target),
-        );
-        annotations.insert("external-dns.alpha.kubernetes.io/ttl".into(), json!("60"));
+        annotations.insert(target, json!(name));
+        annotations.insert(ttl, json!(seconds));
     }
     let port = match port {
         Port::Number(n) => json!({"number": n}),

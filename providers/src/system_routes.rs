@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::config::Platform;
 use crate::domain;
+use crate::external_dns::{self, annotated};
 use crate::manifest::{Manifest, Step};
 use crate::names::{ISTIO_GATEWAYS_STEP, ISTIO_SYSTEM, SYSTEM_ROUTES_STEP, TLS_STEP};
 use crate::outputs::{Deferred, Outputs};
@@ -52,7 +53,7 @@ fn host(dom: &Deferred<String>, i: &SystemIngress) -> Deferred<String> {
     dom.as_ref().map(|d| format!("{}.{d}", i.host_prefix))
 }
 
-fn gateway(dom: &Deferred<String>, routes: &[SystemIngress]) -> Manifest {
+fn gateway(p: &Platform, dom: &Deferred<String>, routes: &[SystemIngress]) -> Manifest {
     let mut listeners = vec![json!({
         "name": "http",
         "port": 80,
@@ -78,7 +79,8 @@ fn gateway(dom: &Deferred<String>, routes: &[SystemIngress]) -> Manifest {
     Manifest::from_value(json!({
         "apiVersion": GATEWAY_API,
         "kind": "Gateway",
-        "metadata": {"name": GATEWAY, "namespace": ISTIO_SYSTEM},
+        // With ExternalDNS, every host of its routes is a CNAME to the ingress gateway's name.
+        "metadata": annotated(json!({"name": GATEWAY, "namespace": ISTIO_SYSTEM}), external_dns::target_annotation(p)),
         "spec": {
             "gatewayClassName": "istio",
             "addresses": [{"type": "Hostname", "value": INGRESS_GATEWAY_SERVICE}],
@@ -115,7 +117,7 @@ fn grants(routes: &[SystemIngress]) -> Vec<Manifest> {
         .collect()
 }
 
-fn route(dom: &Deferred<String>, i: &SystemIngress) -> Manifest {
+fn route(p: &Platform, dom: &Deferred<String>, i: &SystemIngress) -> Manifest {
     let backend = json!({"name": i.service.0, "port": port_number(i)});
     let mut rules = Vec::new();
     if let Some(root) = nginx(i, "app-root") {
@@ -134,7 +136,7 @@ fn route(dom: &Deferred<String>, i: &SystemIngress) -> Manifest {
     Manifest::from_value(json!({
         "apiVersion": GATEWAY_API,
         "kind": "HTTPRoute",
-        "metadata": {"name": i.name, "namespace": i.namespace},
+        "metadata": annotated(json!({"name": i.name, "namespace": i.namespace}), external_dns::ttl_annotation(p)),
         "spec": {
             "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": ISTIO_SYSTEM, "name": GATEWAY, "sectionName": i.name}],
             "hostnames": [host(dom, i).into_json()],
@@ -143,12 +145,13 @@ fn route(dom: &Deferred<String>, i: &SystemIngress) -> Manifest {
     }))
 }
 
-fn https_redirect(dom: &Deferred<String>, routes: &[SystemIngress]) -> Manifest {
+fn https_redirect(p: &Platform, dom: &Deferred<String>, routes: &[SystemIngress]) -> Manifest {
     let hosts: Vec<Value> = routes.iter().map(|i| host(dom, i).into_json()).collect();
     Manifest::from_value(json!({
         "apiVersion": GATEWAY_API,
         "kind": "HTTPRoute",
-        "metadata": {"name": "verrazzano-https-redirect", "namespace": ISTIO_SYSTEM},
+        // Its hosts are the HTTPS routes' too: the same TTL, so that ExternalDNS has one record.
+        "metadata": annotated(json!({"name": "verrazzano-https-redirect", "namespace": ISTIO_SYSTEM}), external_dns::ttl_annotation(p)),
         "spec": {
             "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY, "sectionName": "http"}],
             "hostnames": hosts,
@@ -207,10 +210,10 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
     }
     let dom = domain::domain(p, outputs);
     let routes = wanted(p);
-    let mut objects = vec![gateway(&dom, &routes)];
+    let mut objects = vec![gateway(p, &dom, &routes)];
     objects.extend(grants(&routes));
-    objects.extend(routes.iter().map(|i| route(&dom, i)));
-    objects.push(https_redirect(&dom, &routes));
+    objects.extend(routes.iter().map(|i| route(p, &dom, i)));
+    objects.push(https_redirect(p, &dom, &routes));
     objects.extend(destination_rules(&routes));
     vec![Step {
         id: SYSTEM_ROUTES_STEP.to_string(),
@@ -219,7 +222,11 @@ pub fn steps(p: &Platform, outputs: &Outputs) -> Vec<Step> {
             dom.shown()
         ),
         // The TLS Secrets exist first, so no listener ever lacks its certificate.
-        depends_on: vec![ISTIO_GATEWAYS_STEP.to_string(), TLS_STEP.to_string()],
+        // The routes are ExternalDNS's sources: destroy deletes them while it is there.
+        depends_on: [ISTIO_GATEWAYS_STEP.to_string(), TLS_STEP.to_string()]
+            .into_iter()
+            .chain(external_dns::before_sources(p))
+            .collect(),
         objects,
         outputs: vec![],
     }]
@@ -245,6 +252,41 @@ mod tests {
             .find(|m| m.kind == kind && m.name == name && m.namespace.as_deref() == Some(ns))
             .unwrap_or_else(|| panic!("no {kind} {ns}/{name}"))
             .body
+    }
+
+    #[test]
+    fn with_external_dns_the_gateway_points_its_routes_hosts_at_the_ingress_name() {
+        let p = platform(
+            "environmentName: dev\ningress: {controller: gateway-api}\ndns:\n  externalDNS: {provider: oci, zone: example.com}\n",
+        );
+        let s = steps(&p, &Outputs::default()).remove(0);
+        let prefix = external_dns::ANNOTATION_PREFIX;
+        assert_eq!(
+            object(&s, "Gateway", "istio-system", GATEWAY)["metadata"]["annotations"]
+                [format!("{prefix}target")],
+            "verrazzano-ingress.dev.example.com"
+        );
+        for (ns, name) in [
+            ("keycloak", "keycloak"),
+            ("istio-system", "verrazzano-https-redirect"),
+        ] {
+            assert_eq!(
+                object(&s, "HTTPRoute", ns, name)["metadata"]["annotations"]
+                    [format!("{prefix}ttl")],
+                "60",
+                "{name}"
+            );
+        }
+        // Destroy deletes the routes before ExternalDNS, which removes their records.
+        assert!(s.depends_on.contains(&external_dns::STEP.to_string()));
+        let plain = step();
+        assert!(
+            plain
+                .objects
+                .iter()
+                .all(|m| m.body["metadata"].get("annotations").is_none())
+        );
+        assert!(!plain.depends_on.contains(&external_dns::STEP.to_string()));
     }
 
     #[test]

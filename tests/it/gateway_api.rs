@@ -381,3 +381,99 @@ fn the_full_example_on_gateway_api_applies_every_route_and_destroys_to_nothing()
         .expect_code(0);
     assert_eq!(gateway_api_objects(&env), Vec::<String>::new());
 }
+
+#[test]
+fn with_external_dns_the_routes_istio_accepts_are_its_sources_and_destroy_syncs_it_after_them() {
+    let env = TestEnv::start_with(&["--gateway-api"]);
+    let text = std::fs::read_to_string(config(&env))
+        .expect("config")
+        .replace(
+            "dns:\n  wildcard:\n    domain: nip.io\n",
+            "dns:\n  externalDNS: {provider: oci, zone: example.test}\n",
+        );
+    assert!(text.contains("externalDNS"), "the quick start's DNS moved");
+    let cfg = env.write_config("gateway-api.yaml", &text);
+    let cfg = cfg.to_str().expect("utf8");
+    system_namespaces(&env, cfg);
+    backends(&env);
+    env.vz(&["apply", "-f", cfg, "--auto-approve"])
+        .expect_code(0);
+
+    // The ExternalDNS that reads Gateway API routes of v1, allowed to.
+    let d = env
+        .get_json(&["deployment", "-n", "verrazzano-system", "external-dns"])
+        .expect("ExternalDNS");
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["image"],
+        "registry.k8s.io/external-dns/external-dns:v0.22.0"
+    );
+    let args = c["args"].to_string();
+    assert!(
+        args.contains("--source=gateway-httproute")
+            && args.contains("--annotation-prefix=external-dns.alpha.kubernetes.io/"),
+        "{args}"
+    );
+    let sa = "system:serviceaccount:verrazzano-system:external-dns";
+    for what in [
+        "httproutes.gateway.networking.k8s.io",
+        "gateways.gateway.networking.k8s.io",
+        "namespaces",
+        "endpointslices.discovery.k8s.io",
+    ] {
+        env.kubectl(&["auth", "can-i", "watch", what, "--as", sa])
+            .expect_code(0);
+    }
+
+    // Its sources: the ingress gateway under NGINX's name, every host of an accepted route a CNAME
+    // to it.
+    let svc = env
+        .get_json(&["service", "-n", "istio-system", "istio-ingressgateway"])
+        .expect("service");
+    assert_eq!(
+        svc["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"],
+        "verrazzano-ingress.quickstart.example.test"
+    );
+    let gw = env
+        .get_json(&[
+            "gateways.gateway.networking.k8s.io",
+            "-n",
+            "istio-system",
+            "verrazzano-gateway",
+        ])
+        .expect("gateway");
+    assert_eq!(
+        gw["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/target"],
+        "verrazzano-ingress.quickstart.example.test"
+    );
+    let keycloak = env
+        .get_json(&[
+            "httproutes.gateway.networking.k8s.io",
+            "-n",
+            "keycloak",
+            "keycloak",
+        ])
+        .expect("route");
+    assert_eq!(
+        keycloak["spec"]["hostnames"][0],
+        "keycloak.quickstart.example.test"
+    );
+    assert_eq!(
+        condition(&keycloak["status"]["parents"][0]["conditions"], "Accepted"),
+        "Accepted=True",
+        "ExternalDNS publishes accepted routes only"
+    );
+    env.vz(&["plan", "-f", cfg, "--detailed-exitcode"])
+        .expect_code(0);
+
+    // Destroy: the routes and the Service go first, then ExternalDNS's final sync runs.
+    let destroy = env.vz(&["destroy", "-f", cfg, "--auto-approve"]);
+    destroy.expect_code(0);
+    let out = format!("{}{}", destroy.stdout, destroy.stderr);
+    assert!(out.contains("external-dns: final sync done"), "{out}");
+    assert_eq!(gateway_api_objects(&env), Vec::<String>::new());
+    assert!(
+        env.get_json(&["deployment", "-n", "verrazzano-system", "external-dns"])
+            .is_none()
+    );
+}

@@ -96,7 +96,7 @@ struct RawEnv {
 }
 
 /// The options `vz` gives ExternalDNS itself, which `args` cannot set.
-const SET_BY_VZ: [&str; 8] = [
+const SET_BY_VZ: [&str; 9] = [
     "--provider",
     "--registry",
     "--policy",
@@ -105,6 +105,7 @@ const SET_BY_VZ: [&str; 8] = [
     "--domain-filter",
     "--source",
     "--once",
+    "--annotation-prefix",
 ];
 
 /// The path of a field of `dns.externalDNS`.

@@ -18,6 +18,13 @@ use super::istio::{ISTIO_1_19, ISTIO_1_30, IstioRelease};
 /// The registry, with its path, that Verrazzano v1.7.2 pulls its images from.
 pub const DEFAULT_REGISTRY: &str = "ghcr.io/verrazzano";
 
+/// Registry, repository and tag of the ExternalDNS that reads Gateway API routes of v1
+/// (`--source=gateway-httproute` reads v1 from ExternalDNS v0.21.0; Verrazzano v1.7.2's v0.12.2 reads
+/// only v1alpha2): upstream's, the default of `images.externalDNS` with
+/// `ingress.controller: gateway-api`.
+pub const EXTERNAL_DNS_GATEWAY_API: (&str, &str, &str) =
+    ("registry.k8s.io/external-dns", "external-dns", "v0.22.0");
+
 /// How every image is pulled, as Verrazzano does: tags are pinned, so a node pulls each once.
 pub const IMAGE_PULL_POLICY: &str = "IfNotPresent";
 
@@ -107,6 +114,9 @@ pub struct Images {
     pub istio: &'static IstioRelease,
     /// Images replaced whole (`images.<field>`), as full references with a tag or digest.
     pub overrides: BTreeMap<Image, String>,
+    /// Whether the default ExternalDNS is [`EXTERNAL_DNS_GATEWAY_API`] (the system routes are
+    /// Gateway API routes, which Verrazzano's ExternalDNS cannot read).
+    pub external_dns_reads_routes: bool,
 }
 
 impl Default for Images {
@@ -115,6 +125,7 @@ impl Default for Images {
             registry: None,
             istio: &ISTIO_1_30,
             overrides: Default::default(),
+            external_dns_reads_routes: false,
         }
     }
 }
@@ -126,7 +137,7 @@ impl Images {
         if let Some(r) = self.overrides.get(&image) {
             return r.clone();
         }
-        let (registry, repository, tag) = image.default_name(self.istio);
+        let (registry, repository, tag) = self.default_name(image);
         let registry = self.registry.as_deref().unwrap_or(registry);
         format!("{registry}/{repository}:{tag}")
     }
@@ -135,7 +146,15 @@ impl Images {
     pub fn registry_of(&self, image: Image) -> &str {
         self.registry
             .as_deref()
-            .unwrap_or(image.default_name(self.istio).0)
+            .unwrap_or(self.default_name(image).0)
+    }
+
+    /// Registry, repository and tag of the default `image` of this platform.
+    pub fn default_name(&self, image: Image) -> (&'static str, &'static str, &'static str) {
+        match image {
+            Image::ExternalDns if self.external_dns_reads_routes => EXTERNAL_DNS_GATEWAY_API,
+            other => other.default_name(self.istio),
+        }
     }
 }
 
@@ -179,9 +198,11 @@ pub(super) fn validate(
     src: &Source<'_>,
     raw: &RawImages,
     istio: &'static IstioRelease,
+    external_dns_reads_routes: bool,
 ) -> Result<Images, ConfigError> {
     let mut images = Images {
         istio,
+        external_dns_reads_routes,
         ..Images::default()
     };
     if let Some(r) = &raw.registry {
@@ -406,7 +427,7 @@ mod tests {
             let p = parse_ok(&format!("images:\n  {}: {reference}\n", image.field()));
             assert_eq!(p.images.reference(image), reference, "{image:?}");
             for other in Image::ALL.into_iter().filter(|o| *o != image) {
-                let (registry, _, _) = other.default_name(p.images.istio);
+                let (registry, _, _) = p.images.default_name(other);
                 assert!(p.images.reference(other).starts_with(registry));
             }
         }

@@ -124,7 +124,7 @@ pub use components::{Components, Gateway, PluginCa};
 pub use dns::{Dns, Rfc2136, TsigAlgorithm, TsigSecret};
 pub use errors::ConfigError;
 pub use external_dns::{CredentialsSecret, EnvValue, ExternalDns};
-pub use images::{DEFAULT_REGISTRY, IMAGE_PULL_POLICY, Image, Images};
+pub use images::{DEFAULT_REGISTRY, EXTERNAL_DNS_GATEWAY_API, IMAGE_PULL_POLICY, Image, Images};
 pub use istio::{ISTIO_1_19, ISTIO_1_30, Istio, IstioRelease, RELEASES as ISTIO_RELEASES, Upgrade};
 pub use platform::{Adopt, IngressController, IngressType, Platform};
 pub use rules::{Authorization, Destination, PathMatch, PathType, Rule};

@@ -180,15 +180,6 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Platform, Co
         .as_ref()
         .map_or(IngressType::LoadBalancer, |k| k.value);
     let ingress_controller = ingress_controller(src, &raw.ingress, &raw.components)?;
-    if let (IngressController::GatewayApi, Dns::ExternalDns(_), Some(chosen)) =
-        (ingress_controller, &dns, &raw.ingress.controller)
-    {
-        return Err(src.err(
-            chosen,
-            "ingress.controller",
-            "`gateway-api` with `dns.externalDNS` is not supported yet: Verrazzano's ExternalDNS (v0.12.2) reads no Gateway API route of v1; use `dns.rfc2136` (vz writes the records itself) or `dns.external`, or keep `controller: nginx`",
-        ));
-    }
     let components::Validated {
         components,
         plugin_ca,
@@ -196,7 +187,12 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Platform, Co
         istio,
     } = components::validate(src, &raw.components, ingress_controller, ingress_type, &dns)?;
     let state = state::validate(src, &raw.state, &environment_name)?;
-    let images = images::validate(src, &raw.images, istio.release)?;
+    let images = images::validate(
+        src,
+        &raw.images,
+        istio.release,
+        ingress_controller == IngressController::GatewayApi,
+    )?;
     let adopt = adopt(src, &raw.adopt)?;
     let certificates = certificates::validate(src, &raw.certificates)?;
     let applications =
@@ -337,6 +333,7 @@ fn applications_need_istio(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Image;
     use crate::config::testing::{parse_err, parse_ok};
 
     #[test]
@@ -381,10 +378,21 @@ mod tests {
                 .message
                 .contains("gateway-api")
         );
-        let e = parse_err(
-            "ingress: {controller: gateway-api}\ndns:\n  externalDNS: {provider: oci, zone: example.com}\n",
+    }
+
+    #[test]
+    fn gateway_api_routes_get_an_external_dns_that_reads_them() {
+        let dns = "dns:\n  externalDNS: {provider: oci, zone: example.com}\n";
+        let routes = parse_ok(&format!("ingress: {{controller: gateway-api}}\n{dns}"));
+        assert_eq!(
+            routes.images.reference(Image::ExternalDns),
+            "registry.k8s.io/external-dns/external-dns:v0.22.0"
         );
-        assert!(e.message.contains("not supported yet"), "{}", e.message);
+        let nginx = parse_ok(dns);
+        assert_eq!(
+            nginx.images.reference(Image::ExternalDns),
+            "ghcr.io/verrazzano/external-dns:v0.12.2-20231219112424-52012475"
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ use super::control_plane::{
     service_port, spread, subject, tcp_port, token_volume,
 };
 use crate::config::{IMAGE_PULL_POLICY, Image, IngressType, Platform};
+use crate::external_dns::{self, before_sources};
 use crate::k8s::{env, field_env, map, resource_env, role_ref, rule};
 use crate::manifest::{Manifest, Step, address};
 use crate::names::{GATEWAY_HTTPS_TARGET_PORT, GATEWAY_IP, ISTIO_GATEWAYS_STEP, ISTIO_SYSTEM};
@@ -113,7 +114,15 @@ pub fn step(p: &Platform) -> Step {
         description: "Istio's ingress and egress gateways".into(),
         // Under `upgrade: canary`, after the revision tag: a version move moves the gateways
         // once the mesh points at the new revision.
-        depends_on: after_istiod(p),
+        // With Gateway API routes its Service is an ExternalDNS source: destroy deletes it while
+        // ExternalDNS is still there to remove its record.
+        depends_on: {
+            let mut d = after_istiod(p);
+            if p.gateway_api() {
+                d.extend(before_sources(p));
+            }
+            d
+        },
         objects,
         outputs: vec![OutputSpec {
             name: GATEWAY_IP.to_string(),
@@ -292,8 +301,16 @@ fn ingress_service(p: &Platform, rev: &Revision) -> Manifest {
     };
     let external_ips = (!g.external_ips.is_empty())
         .then(|| g.external_ips.iter().map(ToString::to_string).collect());
+    let mut metadata = meta(INGRESS_GATEWAY, true, &borrowed(&INGRESS.labels(rev)));
+    // With Gateway API routes, this Service takes the platform's traffic that NGINX's took, and
+    // ExternalDNS publishes it under NGINX's name.
+    if p.gateway_api()
+        && let Some(annotations) = external_dns::ingress_service_annotations(p)
+    {
+        metadata.annotations = Some(annotations);
+    }
     Manifest::from_typed(&Service {
-        metadata: meta(INGRESS_GATEWAY, true, &borrowed(&INGRESS.labels(rev))),
+        metadata,
         spec: Some(ServiceSpec {
             type_: Some(type_.into()),
             selector: Some(map(&INGRESS.selector())),
@@ -339,6 +356,44 @@ mod tests {
             .find(|m| m.kind == kind && m.name == name)
             .map(|m| Value::clone(&m.body))
             .unwrap_or_else(|| panic!("{kind} {name} is not rendered"))
+    }
+
+    #[test]
+    fn with_gateway_api_routes_and_external_dns_the_ingress_service_takes_nginxs_name() {
+        let p = crate::config::for_test(
+            "environmentName: dev\ningress: {controller: gateway-api}\ndns:\n  externalDNS: {provider: oci, zone: example.com}\n",
+        );
+        let s = step(&p);
+        let svc = s
+            .objects
+            .iter()
+            .find(|m| m.kind == "Service" && m.name == INGRESS_GATEWAY)
+            .expect("service");
+        let a = &svc.body["metadata"]["annotations"];
+        assert_eq!(
+            a["external-dns.alpha.kubernetes.io/hostname"],
+            "verrazzano-ingress.dev.example.com"
+        );
+        assert_eq!(a["external-dns.alpha.kubernetes.io/ttl"], "60");
+        assert!(
+            s.depends_on
+                .contains(&crate::external_dns::STEP.to_string())
+        );
+        // With NGINX, NGINX's Service has that name.
+        let nginx = crate::config::for_test(
+            "environmentName: dev\ndns:\n  externalDNS: {provider: oci, zone: example.com}\n",
+        );
+        let s = step(&nginx);
+        let svc = s
+            .objects
+            .iter()
+            .find(|m| m.kind == "Service" && m.name == INGRESS_GATEWAY)
+            .expect("service");
+        assert!(svc.body["metadata"].get("annotations").is_none());
+        assert!(
+            !s.depends_on
+                .contains(&crate::external_dns::STEP.to_string())
+        );
     }
 
     #[test]
