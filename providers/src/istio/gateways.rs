@@ -360,40 +360,32 @@ mod tests {
 
     #[test]
     fn with_gateway_api_routes_and_external_dns_the_ingress_service_takes_nginxs_name() {
-        let p = crate::config::for_test(
-            "environmentName: dev\ningress: {controller: gateway-api}\ndns:\n  externalDNS: {provider: oci, zone: example.com}\n",
-        );
-        let s = step(&p);
-        let svc = s
-            .objects
-            .iter()
-            .find(|m| m.kind == "Service" && m.name == INGRESS_GATEWAY)
-            .expect("service");
-        let a = &svc.body["metadata"]["annotations"];
+        let dns = "dns:\n  externalDNS: {provider: oci, zone: example.com}\n";
+        // The Service's annotations, and whether the step comes after ExternalDNS.
+        let rendered = |yaml: &str| {
+            let s = step(&crate::config::for_test(yaml));
+            let svc = s
+                .objects
+                .iter()
+                .find(|m| m.kind == "Service" && m.name == INGRESS_GATEWAY)
+                .expect("service");
+            let after = s
+                .depends_on
+                .contains(&crate::external_dns::STEP.to_string());
+            (svc.body["metadata"]["annotations"].clone(), after)
+        };
+        let (a, after) = rendered(&format!(
+            "environmentName: dev\ningress: {{controller: gateway-api}}\n{dns}"
+        ));
         assert_eq!(
             a["external-dns.alpha.kubernetes.io/hostname"],
             "verrazzano-ingress.dev.example.com"
         );
         assert_eq!(a["external-dns.alpha.kubernetes.io/ttl"], "60");
-        assert!(
-            s.depends_on
-                .contains(&crate::external_dns::STEP.to_string())
-        );
+        assert!(after, "destroy deletes the Service before ExternalDNS");
         // With NGINX, NGINX's Service has that name.
-        let nginx = crate::config::for_test(
-            "environmentName: dev\ndns:\n  externalDNS: {provider: oci, zone: example.com}\n",
-        );
-        let s = step(&nginx);
-        let svc = s
-            .objects
-            .iter()
-            .find(|m| m.kind == "Service" && m.name == INGRESS_GATEWAY)
-            .expect("service");
-        assert!(svc.body["metadata"].get("annotations").is_none());
-        assert!(
-            !s.depends_on
-                .contains(&crate::external_dns::STEP.to_string())
-        );
+        let (a, after) = rendered(&format!("environmentName: dev\n{dns}"));
+        assert!(a.is_null() && !after, "{a}");
     }
 
     #[test]
