@@ -29,9 +29,9 @@
 //! (annotation `external-dns.alpha.kubernetes.io/hostname`), and a CNAME to that name for every
 //! system Ingress host (annotation `…/target`). With Gateway API routes the name is the Istio
 //! ingress gateway Service's, and the CNAMEs are those of every host of an HTTPRoute accepted by a
-//! Gateway that carries the `…/target` annotation (the system Gateway and each application's). The NGINX and system Ingress steps come after this
-//! one, so that destroy deletes them first; before ExternalDNS itself goes, the engine runs its
-//! final sync ([`final_sync_job`]) so that the records of the deleted sources are removed — the
+//! Gateway that carries the `…/target` annotation (the system Gateway and each application's).
+//! The steps of these sources come after this one, so that destroy deletes them first; before
+//! ExternalDNS itself goes, the engine runs its final sync ([`final_sync_job`]) so that the records of the deleted sources are removed — the
 //! leak Verrazzano's users met when ExternalDNS was uninstalled before it had synced.
 
 use std::collections::BTreeMap;
