@@ -60,7 +60,9 @@ async fn main() -> Result<()> {
         }
     }
     if !matches!(mode.as_str(), "apply" | "delete") || files.is_empty() {
-        bail!("usage: ssa_floor apply [--in-flight N] PHASE.yaml... | ssa_floor delete PHASE.yaml...");
+        bail!(
+            "usage: ssa_floor apply [--in-flight N] PHASE.yaml... | ssa_floor delete PHASE.yaml..."
+        );
     }
     let mut phases = Vec::new();
     for f in &files {
@@ -74,7 +76,9 @@ async fn main() -> Result<()> {
         }
         phases.push(docs);
     }
-    let mut config = Config::infer().await.context("cannot load a Kubernetes configuration")?;
+    let mut config = Config::infer()
+        .await
+        .context("cannot load a Kubernetes configuration")?;
     config.headers.push((
         http::header::USER_AGENT,
         http::HeaderValue::from_static("vz-ssa-floor"),
@@ -113,13 +117,21 @@ async fn main() -> Result<()> {
         let doomed: Vec<&Value> = phases
             .iter()
             .flatten()
-            .filter(|d| match d.pointer("/metadata/namespace").and_then(Value::as_str) {
-                Some(ns) => !namespaces.contains(&ns),
-                None => true,
-            })
+            .filter(
+                |d| match d.pointer("/metadata/namespace").and_then(Value::as_str) {
+                    Some(ns) => !namespaces.contains(&ns),
+                    None => true,
+                },
+            )
             .collect();
-        floor.clone().each(doomed.clone(), in_flight, Floor::delete).await?;
-        floor.clone().each(doomed, in_flight, Floor::await_gone).await?;
+        floor
+            .clone()
+            .each(doomed.clone(), in_flight, Floor::delete)
+            .await?;
+        floor
+            .clone()
+            .each(doomed, in_flight, Floor::await_gone)
+            .await?;
     }
     println!(
         "objects {objects} seconds {:.2} requests {} retries {}",
@@ -137,10 +149,8 @@ struct Floor {
     retries: AtomicU64,
 }
 
-type Step = for<'a> fn(
-    &'a Floor,
-    &'a Value,
-) -> futures::future::BoxFuture<'a, Result<Option<String>>>;
+type Step =
+    for<'a> fn(&'a Floor, &'a Value) -> futures::future::BoxFuture<'a, Result<Option<String>>>;
 
 impl Floor {
     /// Runs `step` on each of `docs`, `in_flight` at a time, retrying what it says may pass.
@@ -152,7 +162,11 @@ impl Floor {
                 match step(this, d).await? {
                     None => return Ok(()),
                     Some(why) if Instant::now() > deadline => {
-                        bail!("{} {}: still refused after {PATIENCE:?}: {why}", d["kind"], name(d))
+                        bail!(
+                            "{} {}: still refused after {PATIENCE:?}: {why}",
+                            d["kind"],
+                            name(d)
+                        )
                     }
                     Some(_) => {
                         this.retries.fetch_add(1, Ordering::Relaxed);
@@ -170,7 +184,9 @@ impl Floor {
 
     /// The API of `doc`'s kind, or why it is not served yet.
     async fn api(&self, doc: &Value) -> Result<std::result::Result<Api<DynamicObject>, String>> {
-        let api_version = doc["apiVersion"].as_str().context("an object without apiVersion")?;
+        let api_version = doc["apiVersion"]
+            .as_str()
+            .context("an object without apiVersion")?;
         let kind = doc["kind"].as_str().context("an object without kind")?;
         let key = (api_version.to_string(), kind.to_string());
         let found = self.kinds.lock().await.get(&key).cloned();
@@ -197,7 +213,10 @@ impl Floor {
         }))
     }
 
-    fn apply<'a>(&'a self, doc: &'a Value) -> futures::future::BoxFuture<'a, Result<Option<String>>> {
+    fn apply<'a>(
+        &'a self,
+        doc: &'a Value,
+    ) -> futures::future::BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
             let api = match self.api(doc).await? {
                 Ok(api) => api,
@@ -217,7 +236,10 @@ impl Floor {
         })
     }
 
-    fn delete<'a>(&'a self, doc: &'a Value) -> futures::future::BoxFuture<'a, Result<Option<String>>> {
+    fn delete<'a>(
+        &'a self,
+        doc: &'a Value,
+    ) -> futures::future::BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
             let api = match self.api(doc).await? {
                 Ok(api) => api,
@@ -259,9 +281,18 @@ impl Floor {
 
     /// Waits until every CRD of `phase` is established and its kind served.
     async fn await_crds(&self, phase: &[Value]) -> Result<()> {
-        for crd in phase.iter().filter(|d| d["kind"] == "CustomResourceDefinition") {
-            let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default();
-            let kind = crd.pointer("/spec/names/kind").and_then(Value::as_str).unwrap_or_default();
+        for crd in phase
+            .iter()
+            .filter(|d| d["kind"] == "CustomResourceDefinition")
+        {
+            let group = crd
+                .pointer("/spec/group")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let kind = crd
+                .pointer("/spec/names/kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let versions = crd.pointer("/spec/versions").and_then(Value::as_array);
             let Some(version) = versions
                 .and_then(|v| v.iter().find(|v| v["served"] == true))
@@ -288,5 +319,7 @@ impl Floor {
 }
 
 fn name(doc: &Value) -> &str {
-    doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+    doc.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }

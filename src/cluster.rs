@@ -129,6 +129,27 @@ pub struct Cluster {
     version: Option<KubeVersion>,
     /// Stores of the objects of API versions the API server does not hold ([`elsewhere`]).
     elsewhere: Vec<(String, Arc<dyn Elsewhere>)>,
+    /// The objects read once for a run ([`Cluster::remembering`]).
+    memo: Option<Arc<Memo>>,
+}
+
+/// Objects read with [`Cluster::get_remembered`], each forgotten when this connection writes it.
+#[derive(Default)]
+struct Memo(std::sync::Mutex<Remembered>);
+
+#[derive(Default)]
+struct Remembered {
+    objects: std::collections::HashMap<ObjectRef, Value>,
+    /// Writes through the connection so far: a read that a write overtook is not kept.
+    writes: u64,
+}
+
+impl Memo {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The outcome of a delete request.
@@ -229,6 +250,50 @@ impl Cluster {
             api,
             version,
             elsewhere: Vec::new(),
+            memo: None,
+        }
+    }
+
+    /// The same connection, remembering what [`Cluster::get_remembered`] reads until it writes
+    /// that object itself: for one run, where hundreds of certificates read the same issuer.
+    pub fn remembering(&self) -> Cluster {
+        Cluster {
+            api: self.api.clone(),
+            version: self.version.clone(),
+            elsewhere: self.elsewhere.clone(),
+            memo: Some(Arc::default()),
+        }
+    }
+
+    /// [`Cluster::get`], read once: on a [`Cluster::remembering`] connection, an object read
+    /// before and not written through it since is not read again.
+    pub async fn get_remembered(&self, r: &ObjectRef) -> Result<Option<Value>> {
+        let Some(memo) = &self.memo else {
+            return self.get(r).await;
+        };
+        let writes = {
+            let m = memo.entries();
+            if let Some(obj) = m.objects.get(r) {
+                return Ok(Some(obj.clone()));
+            }
+            m.writes
+        };
+        let obj = self.get(r).await?;
+        if let Some(obj) = &obj {
+            let mut m = memo.entries();
+            if m.writes == writes {
+                m.objects.insert(r.clone(), obj.clone());
+            }
+        }
+        Ok(obj)
+    }
+
+    /// Forget what [`Cluster::get_remembered`] read of `r`: it is being written.
+    fn written(&self, r: &ObjectRef) {
+        if let Some(memo) = &self.memo {
+            let mut m = memo.entries();
+            m.writes += 1;
+            m.objects.remove(r);
         }
     }
 
@@ -368,6 +433,9 @@ impl Cluster {
         if let Some(store) = self.elsewhere(&r.api_version) {
             return store.apply(m, dry_run).await;
         }
+        if !dry_run {
+            self.written(&r);
+        }
         let what = if dry_run { "dry-run" } else { "apply" };
         self.api
             .apply(&r, &m.body, FIELD_MANAGER, dry_run)
@@ -378,6 +446,7 @@ impl Cluster {
     /// Merge `patch` (RFC 7386) into the live `r` as field manager `manager`: a change of a few
     /// fields that leaves the rest of the object, and `vz`'s ownership of it, as they are.
     pub async fn merge_patch(&self, r: &ObjectRef, patch: &Value, manager: &str) -> Result<Value> {
+        self.written(r);
         self.api
             .merge_patch(r, patch, manager)
             .await
@@ -409,6 +478,7 @@ impl Cluster {
     /// [`RELEASED_MANAGER`] (see [`handed_over`]), so the object keeps working and no required
     /// field is ever removed. Returns the released object, or `None` when it is already gone.
     pub async fn release(&self, r: &ObjectRef) -> Result<Option<Value>> {
+        self.written(r);
         if let Some(store) = self.elsewhere(&r.api_version) {
             return store.release(r).await;
         }
@@ -429,6 +499,7 @@ impl Cluster {
 
     /// Mark `r` as taken over ([`ADOPTED_ANNOTATION`]); returns the object as it then is.
     pub async fn mark_adopted(&self, r: &ObjectRef) -> Result<Value> {
+        self.written(r);
         if self.kept_elsewhere(&r.api_version) {
             // Its own record of ownership says so already: apply wrote it.
             return self
@@ -453,6 +524,7 @@ impl Cluster {
 
     /// Ask for `r` to be deleted (dependents in the background).
     pub async fn delete(&self, r: &ObjectRef) -> Result<Deleted> {
+        self.written(r);
         if let Some(store) = self.elsewhere(&r.api_version) {
             return store.delete(r).await;
         }
@@ -602,6 +674,7 @@ impl Cluster {
     /// back again ([`retry_on_conflict`]).
     pub async fn restore(&self, before: &Value) -> Result<Value> {
         let r = ref_of(before)?;
+        self.written(&r);
         if let Some(store) = self.elsewhere(&r.api_version) {
             return store.restore(before).await;
         }

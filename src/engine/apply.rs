@@ -187,7 +187,8 @@ pub async fn destroy(session: Session<'_>, plan: &Plan, state: State) -> Result<
 }
 
 struct Run<'a> {
-    cluster: &'a Cluster,
+    /// The session's connection, remembering the issuers and sources of certificates it read.
+    cluster: Cluster,
     /// What is applied (for rendering again once outputs are known); `None` for destroy.
     desired: Option<&'a Desired>,
     /// The step outputs known so far.
@@ -269,7 +270,7 @@ impl<'a> Run<'a> {
             .cluster
             .requests_until(Some(deadline), Some(&session.opts.interrupt));
         Run {
-            cluster: session.cluster,
+            cluster: session.cluster.remembering(),
             desired,
             known: Mutex::new(Known {
                 outputs,
@@ -456,14 +457,14 @@ impl<'a> Run<'a> {
             self.ledger().restarted.push(r.workload.clone());
             if self.opts.wait {
                 restart::restart(
-                    self.cluster,
+                    &self.cluster,
                     &r.workload,
                     self.deadline,
                     &self.opts.interrupt,
                 )
                 .await
             } else {
-                restart::restart_only(self.cluster, &r.workload).await
+                restart::restart_only(&self.cluster, &r.workload).await
             }
         }))
         .buffer_unordered(self.opts.parallelism.max(1))
@@ -546,7 +547,7 @@ impl<'a> Run<'a> {
         if s.outputs.is_empty() {
             return Ok(());
         }
-        let values = outputs::of_step(self.cluster, s).await?;
+        let values = outputs::of_step(&self.cluster, s).await?;
         {
             let mut known = self.known();
             for (name, value) in &values {
@@ -716,9 +717,14 @@ impl<'a> Run<'a> {
         // What providers make or read only now, never at plan time (a certificate issued or kept,
         // copied values read). A replaced object's key material is made anew.
         let renew = c.reissue.is_some() || c.action == Action::Replace;
-        let sent =
-            lifecycle::before_apply(self.cluster, m, before.as_ref(), renew, c.intent.as_deref())
-                .await?;
+        let sent = lifecycle::before_apply(
+            &self.cluster,
+            m,
+            before.as_ref(),
+            renew,
+            c.intent.as_deref(),
+        )
+        .await?;
         let sent = sent.as_ref();
         if m.ownership == Ownership::Patched && before.is_none() {
             // Never created by vz, and gone since the plan: nothing to patch.
@@ -925,7 +931,7 @@ impl<'a> Run<'a> {
         let deleted = self.ledger().deleted.clone();
         let may_continue = |doing: &str| self.check_continue(doing);
         let cx = lifecycle::Context {
-            cluster: self.cluster,
+            cluster: &self.cluster,
             deadline: self.deadline,
             interrupt: &self.opts.interrupt,
             progress: self.progress,
@@ -1078,7 +1084,7 @@ impl<'a> Run<'a> {
         // Ctrl-C does not stop a rollback: it waits regardless.
         let unstoppable = &Interrupt::never();
         let restarts = stream::iter(restarted.iter().map(|w| async move {
-            let r = restart::restart(self.cluster, w, deadline, unstoppable).await;
+            let r = restart::restart(&self.cluster, w, deadline, unstoppable).await;
             (w, r)
         }))
         .buffer_unordered(self.opts.parallelism.max(1))

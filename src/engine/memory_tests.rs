@@ -878,6 +878,39 @@ async fn replacing_the_ca_issues_its_leaves_again_and_updates_its_copies() {
     assert!(!p.has_changes(), "{:?}", actions(&p));
 }
 
+#[tokio::test]
+async fn a_run_reads_the_ca_once_for_all_it_signs_and_again_after_it_writes_it() {
+    let b = Bench::new();
+    let mut leaves: Vec<Manifest> = (0..12)
+        .map(|i| certificate(&format!("web-{i}"), Some("ca"), &["web.example.com"]))
+        .collect();
+    leaves.push(trust_store());
+    let d = desired(vec![
+        step("base", &[], vec![namespace("a")]),
+        step("ca", &["base"], vec![certificate("ca", None, &[])]),
+        step("leaf", &["ca"], leaves),
+    ]);
+    let p = b.plan(&d, &state()).await;
+    let reads = || {
+        b.mem
+            .requests()
+            .iter()
+            .filter(|l| *l == "get Secret a/ca")
+            .count()
+    };
+    let before = reads();
+    apply(b.session(), &p, &d, Outputs::default(), state())
+        .await
+        .expect("apply");
+    // The CA was written by the run (so it is not remembered from before), then read once for
+    // twelve leaves and a copy of its certificate.
+    assert_eq!(reads() - before, 1);
+    let ca = data(&b, &secret("ca"), "tls.crt");
+    for i in 0..12 {
+        assert_eq!(data(&b, &secret(&format!("web-{i}")), "ca.crt"), ca);
+    }
+}
+
 /// [`pki`] with a CA that rotates with `overlap` seconds of overlap.
 fn pki_with_overlap(overlap: i64) -> Desired {
     let mut d = pki(&["web.example.com"]);

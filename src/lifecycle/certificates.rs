@@ -899,7 +899,7 @@ pub async fn materialize(
             (Some((l, info)), _) if !issue && names_match(&info, spec) => {
                 keep_data(&mut out, l, spec.layout);
                 if let Some(i) = &spec.issuer
-                    && let Some(issuer) = cluster.get(&secret_ref(i)).await?
+                    && let Some(issuer) = cluster.get_remembered(&secret_ref(i)).await?
                     && let Some(trust) = trust_of(&issuer)
                 {
                     // It trusts what its issuer trusts now (a CA rotation's bundle).
@@ -919,13 +919,16 @@ pub async fn materialize(
         }
     }
     for f in &m.fills {
-        let source = cluster.get(&secret_ref(&f.from)).await?.with_context(|| {
-            format!(
-                "{} needs Secret {}, which does not exist",
-                m.display_name(),
-                f.from
-            )
-        })?;
+        let source = cluster
+            .get_remembered(&secret_ref(&f.from))
+            .await?
+            .with_context(|| {
+                format!(
+                    "{} needs Secret {}, which does not exist",
+                    m.display_name(),
+                    f.from
+                )
+            })?;
         let value = fill_value(&source, f).with_context(|| match f.target {
             FillTarget::Data => format!(
                 "{} is a copy of Secret {}, which holds no data",
@@ -989,7 +992,7 @@ async fn issue_now(
             (ca, String::new(), root)
         }
         Some(r) => {
-            let secret = cluster.get(&secret_ref(r)).await?.with_context(|| {
+            let secret = cluster.get_remembered(&secret_ref(r)).await?.with_context(|| {
                 format!(
                     "cannot issue the certificate of {what}: its issuer, Secret {r}, does not exist"
                 )
