@@ -149,6 +149,16 @@ struct Floor {
     retries: AtomicU64,
 }
 
+/// What a request's answer means for `doc`: done (`None`), refused for now (`Some(why)`: to be
+/// tried again) when its status is one of `passing`, or an error.
+fn outcome<T>(doc: &Value, answer: kube::Result<T>, passing: &[u16]) -> Result<Option<String>> {
+    match answer {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(s)) if passing.contains(&s.code) => Ok(Some(s.message)),
+        Err(e) => Err(e).with_context(|| format!("{} {}", doc["kind"], name(doc))),
+    }
+}
+
 type Step =
     for<'a> fn(&'a Floor, &'a Value) -> futures::future::BoxFuture<'a, Result<Option<String>>>;
 
@@ -224,15 +234,10 @@ impl Floor {
             };
             self.requests.fetch_add(1, Ordering::Relaxed);
             let params = PatchParams::apply("vz-ssa-floor");
-            match api.patch(name(doc), &params, &Patch::Apply(doc)).await {
-                Ok(_) => Ok(None),
-                // Refusals that pass: a namespace not there yet, a kind not yet served, a webhook
-                // whose server does not answer yet, the server busy.
-                Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 429 | 500 | 503) => {
-                    Ok(Some(s.message))
-                }
-                Err(e) => Err(e).with_context(|| format!("{} {}", doc["kind"], name(doc))),
-            }
+            let answer = api.patch(name(doc), &params, &Patch::Apply(doc)).await;
+            // Refusals that pass: a namespace not there yet, a kind not yet served, a webhook
+            // whose server does not answer yet, the server busy.
+            outcome(doc, answer, &[404, 409, 429, 500, 503])
         })
     }
 
@@ -247,12 +252,8 @@ impl Floor {
             };
             self.requests.fetch_add(1, Ordering::Relaxed);
             match api.delete(name(doc), &DeleteParams::background()).await {
-                Ok(_) => Ok(None),
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-                Err(kube::Error::Api(s)) if matches!(s.code, 409 | 429 | 500 | 503) => {
-                    Ok(Some(s.message))
-                }
-                Err(e) => Err(e).with_context(|| format!("{} {}", doc["kind"], name(doc))),
+                answer => outcome(doc, answer, &[409, 429, 500, 503]),
             }
         })
     }
