@@ -246,9 +246,27 @@ pub(crate) fn webhook_standin_service(env: &TestEnv) {
 }
 
 /// (Re)configure the stand-in's injector to trust `ca_pem` (a PEM CA certificate).
+///
+/// The API server keeps one client per webhook client configuration, with its connections open
+/// (the stand-in keeps them alive, as istiod does), so a bundle it has trusted before on this
+/// plane (an earlier test's, say) may be served over a connection verified back then. Each
+/// bundle therefore starts with a comment line of its own (PEM allows text before a block): a new
+/// configuration, a new client, and a handshake that verifies what the stand-in serves now.
 pub(crate) fn trust(env: &TestEnv, ca_pem: &[u8]) {
+    static TRUSTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nth = TRUSTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut bundle = format!(
+        "bundle {nth} of test process {} at {nanos}\n",
+        std::process::id()
+    )
+    .into_bytes();
+    bundle.extend_from_slice(ca_pem);
     let file = env.work.path().join("injector.json");
-    std::fs::write(&file, injector(&base64(ca_pem))).expect("write");
+    std::fs::write(&file, injector(&base64(&bundle))).expect("write");
     env.kubectl(&["apply", "-f", file.to_str().expect("utf8")])
         .expect_code(0);
 }
