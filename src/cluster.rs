@@ -726,10 +726,18 @@ impl Cluster {
 }
 
 /// How often an update based on a read is tried when the object keeps changing under it.
-pub const CONFLICT_ATTEMPTS: u32 = 10;
+pub const CONFLICT_ATTEMPTS: u32 = 12;
+
+/// The wait before the `n`th retry of a conflicting update: 50 ms, doubled each time, at most 1 s
+/// (about 7.5 s over [`CONFLICT_ATTEMPTS`]). A controller answering vz's own write (a Deployment's
+/// rollout after its template is put back) writes status for seconds on a busy cluster; a short,
+/// evenly spaced run of retries lost that race in CI.
+fn conflict_backoff(n: u32) -> std::time::Duration {
+    std::time::Duration::from_millis((50u64 << n.saturating_sub(1).min(5)).min(1000))
+}
 
 /// Run `attempt` (a read, then an update based on it) again while it fails with a
-/// [`WriteConflict`], backing off 50 ms more each time so the other writer finishes its burst; up
+/// [`WriteConflict`], backing off ([`conflict_backoff`]) so the other writer finishes its burst; up
 /// to [`CONFLICT_ATTEMPTS`] times. `doing` starts the error when it never gets through.
 async fn retry_on_conflict<T, F, Fut>(doing: &str, mut attempt: F) -> Result<T>
 where
@@ -740,7 +748,7 @@ where
     loop {
         match attempt().await {
             Err(e) if e.is::<WriteConflict>() && n < CONFLICT_ATTEMPTS => {
-                tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(n))).await;
+                tokio::time::sleep(conflict_backoff(n)).await;
                 n += 1;
             }
             Err(e) if e.is::<WriteConflict>() => {

@@ -113,8 +113,9 @@ pub fn of_changes(
     changes: &[Change],
     context: &[(String, String, Value)],
 ) -> Result<ConnectivityChanges, String> {
-    let mut before: Vec<Value> = Vec::new();
-    let mut after: Vec<Value> = Vec::new();
+    // Borrowed, never copied: at thousands of applications the policies are most of a plan.
+    let mut before: Vec<&Value> = Vec::new();
+    let mut after: Vec<&Value> = Vec::new();
     let mut apps: Vec<Workload> = Vec::new();
     let planned: BTreeSet<&str> = changes.iter().map(|c| c.address.as_str()).collect();
     for (address, step, body) in context {
@@ -122,28 +123,28 @@ pub fn of_changes(
             continue;
         }
         apps.extend(super::application_workload(step, body));
-        before.push(body.clone());
-        after.push(body.clone());
+        before.push(body);
+        after.push(body);
     }
     for c in changes {
         if !shapes_connectivity(&c.object.kind) {
             continue;
         }
-        let desired = c.desired.as_ref().map(|m| Value::clone(&m.body));
-        if let Some(policy) = desired.as_ref().or(c.before.as_ref()) {
+        let desired = c.desired.as_ref().map(|m| &*m.body);
+        if let Some(policy) = desired.or(c.before.as_ref()) {
             apps.extend(super::application_workload(&c.step, policy));
         }
         let now = match c.action {
-            Action::NoOp => desired.clone(),
-            _ => c.before.clone(),
+            Action::NoOp => desired,
+            _ => c.before.as_ref(),
         };
         before.extend(now);
         if !matches!(c.action, Action::Delete | Action::Release | Action::Forget) {
-            after.extend(c.after.clone().or(desired));
+            after.extend(c.after.as_ref().or(desired));
         }
     }
-    let mut was = Network::from_objects(&before)?;
-    let mut will = Network::from_objects(&after)?;
+    let mut was = Network::from_objects(before)?;
+    let mut will = Network::from_objects(after)?;
     was.add_workloads(apps.iter().cloned());
     will.add_workloads(apps);
     Ok(compare(&was, &will))

@@ -4,7 +4,7 @@
 //! objects themselves (what one step provides and another needs: namespaces, CRDs; see
 //! [`crate::engine::order`]). A cycle is an error that names the steps in it.
 
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::future::Future;
 
 use anyhow::{Result, bail};
@@ -51,6 +51,9 @@ impl StepGraph {
                 creator.insert(key, &n.id);
             }
         }
+        // Each edge once. Not `update_edge`: it scans the edges already leaving a step, and the
+        // steps every application needs (namespaces, CRDs) have thousands.
+        let mut edges: HashSet<(NodeIndex, NodeIndex)> = HashSet::new();
         for n in nodes {
             let to = index[&n.id];
             for dep in &n.depends_on {
@@ -60,13 +63,18 @@ impl StepGraph {
                         n.id
                     );
                 };
-                graph.update_edge(from, to, ());
+                if edges.insert((from, to)) {
+                    graph.add_edge(from, to, ());
+                }
             }
             for key in &n.needs {
                 if let Some(c) = creator.get(key.as_str())
                     && *c != n.id
                 {
-                    graph.update_edge(index[*c], to, ());
+                    let from = index[*c];
+                    if edges.insert((from, to)) {
+                        graph.add_edge(from, to, ());
+                    }
                 }
             }
         }

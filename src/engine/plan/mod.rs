@@ -333,7 +333,9 @@ pub async fn plan(
         .filter_map(|p| p.strip_prefix("group:").map(str::to_string))
         .collect();
     let pending_groups = &pending_groups;
-    let mut changes: Vec<Change> = stream::iter(desired.into_iter().map(|(step, m)| {
+    // Sized once: a Change is large, and a vector grown by doubling holds up to twice as many.
+    let mut changes: Vec<Change> = Vec::with_capacity(desired.len() + gone.len());
+    let mut planned = stream::iter(desired.into_iter().map(|(step, m)| {
         let address = step.address_of(m);
         let record = state.get(&address);
         let replace = opts.replace.contains(&address);
@@ -375,9 +377,11 @@ pub async fn plan(
             }
         }
     }))
-    .buffered(opts.parallelism.max(1))
-    .try_collect()
-    .await?;
+    .buffered(opts.parallelism.max(1));
+    while let Some(change) = planned.try_next().await? {
+        changes.push(change);
+    }
+    drop(planned);
     let deletions: Vec<Change> = stream::iter(
         gone.into_iter()
             .map(|r| plan_delete_seen(cluster, r, opts.refresh, None, opts.views)),
@@ -837,10 +841,12 @@ async fn prefetch(
             .map(|(_, m)| (m.api_version.as_str(), m.kind.as_str()))
             .filter(|k| recorded.contains(k))
             .collect();
-        // Secrets whole: certificates are judged by what they hold; and the kinds connectivity
-        // depends on, whose content a change or a deletion shows (the same one list per kind).
+        // Secrets whole: certificates are judged by what they hold. Everything else by its
+        // metadata, the kinds connectivity depends on included: an unchanged policy is as
+        // desired, and one that changes is read whole when it is planned (at thousands of
+        // applications, holding every policy as listed was a third of a no-op plan's memory).
         let listing = |api_version: &str, kind: &str| {
-            if views || (api_version, kind) == ("v1", "Secret") || shapes_connectivity(kind) {
+            if views || (api_version, kind) == ("v1", "Secret") {
                 Listing::Slim
             } else {
                 Listing::Metadata
