@@ -224,6 +224,9 @@ pub fn compare(was: &Network, will: &Network) -> ConnectivityChanges {
     let mut flows = Vec::new();
     let mut compare_one = |src: &Peer, dst: &Peer| {
         let (old, new) = (was.allowed(src, dst), will.allowed(src, dst));
+        if old == new {
+            return;
+        }
         for (change, conns) in [
             (Opening::Open, new.difference(&old)),
             (Opening::Close, old.difference(&new)),

@@ -543,9 +543,14 @@ impl Network {
 
     /// What is allowed from `src` to `dst`.
     pub fn allowed(&self, src: &Peer, dst: &Peer) -> Conns {
-        self.side(Direction::Egress, src, dst)
-            .allowed
-            .intersection(&self.side(Direction::Ingress, src, dst).allowed)
+        let egress = self.side(Direction::Egress, src, dst);
+        let ingress = self.side(Direction::Ingress, src, dst);
+        // A side no policy isolates allows everything: the other side decides alone.
+        match (egress.isolated, ingress.isolated) {
+            (false, _) => ingress.allowed,
+            (true, false) => egress.allowed,
+            (true, true) => egress.allowed.intersection(&ingress.allowed),
+        }
     }
 
     /// Which policies decide the flow from `src` to `dst`, and what each allows.
@@ -568,16 +573,25 @@ impl Network {
             Direction::Egress => (src, dst),
             Direction::Ingress => (dst, src),
         };
+        let open = || Side {
+            direction,
+            isolated: false,
+            allowed: Conns::all(),
+            policies: Vec::new(),
+        };
+        // A workload in a namespace no policy is in is not isolated: known without looking it up
+        // (a plan of a fresh platform asks this of every pair of thousands of workloads).
+        if let Peer::Workload { namespace, .. } = own
+            && !self.policies.iter().any(|p| &p.namespace == namespace)
+        {
+            return open();
+        }
         let Some(pod) = self.workload(own) else {
             // Addresses outside the cluster are not isolated by any policy.
-            return Side {
-                direction,
-                isolated: false,
-                allowed: Conns::all(),
-                policies: Vec::new(),
-            };
+            return open();
         };
-        let target = self.workload(dst);
+        // Looked up once a policy's rule needs its ports.
+        let mut target: Option<Option<&Workload>> = None;
         let mut isolated = false;
         let mut allowed = Conns::none();
         let mut policies = Vec::new();
@@ -594,6 +608,7 @@ impl Network {
             let mut by_this = Conns::none();
             for rule in rules {
                 if self.rule_admits(p, rule, other) {
+                    let target = *target.get_or_insert_with(|| self.workload(dst));
                     by_this = by_this.union(&rule_ports(rule, target));
                 }
             }
