@@ -254,16 +254,9 @@ pub(crate) fn webhook_standin_service(env: &TestEnv) {
 /// configuration, a new client, and a handshake that verifies what the stand-in serves now.
 pub(crate) fn trust(env: &TestEnv, ca_pem: &[u8]) {
     static TRUSTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // A plane serves one test process (it goes with it): its count is unique on the plane.
     let nth = TRUSTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let mut bundle = format!(
-        "bundle {nth} of test process {} at {nanos}\n",
-        std::process::id()
-    )
-    .into_bytes();
+    let mut bundle = format!("bundle {nth} of test process {}\n", std::process::id()).into_bytes();
     bundle.extend_from_slice(ca_pem);
     let file = env.work.path().join("injector.json");
     std::fs::write(&file, injector(&base64(&bundle))).expect("write");
